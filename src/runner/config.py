@@ -1,0 +1,208 @@
+"""Typed schemas for every config group, registered in Hydra's ConfigStore, and their checks."""
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from enum import Enum
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+from runner.errors import RunnerError
+
+
+class Task(str, Enum):
+    auto = "auto"
+    binary = "binary"
+    multiclass = "multiclass"
+    regression = "regression"
+
+
+class Activation(str, Enum):
+    relu = "relu"
+    tanh = "tanh"
+    sigmoid = "sigmoid"
+    leaky_relu = "leaky_relu"
+    gelu = "gelu"
+
+
+class Init(str, Enum):
+    default = "default"
+    glorot = "glorot"
+    he = "he"
+
+
+class LossName(str, Enum):
+    auto = "auto"
+    bce = "bce"
+    ce = "ce"
+    mse = "mse"
+
+
+class OptimName(str, Enum):
+    sgd = "sgd"
+    adam = "adam"
+    adamw = "adamw"
+
+
+class EvalName(str, Enum):
+    holdout = "holdout"
+    kfold = "kfold"
+    loo = "loo"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+    mps = "mps"
+
+
+class Mode(str, Enum):
+    auto = "auto"
+    min = "min"
+    max = "max"
+
+
+@dataclass
+class DatasetConfig:
+    """Which table to learn from and how to read its columns."""
+
+    name: str = "heart"
+    path: Optional[str] = None  # None: the file bundled under `name`
+    target: str = "num"
+    task: Task = Task.auto
+    positive_above: Optional[float] = None  # binary target = (target > this); heart: num > 0
+    categorical: Optional[List[str]] = None  # None: inferred from the column types
+    numeric: Optional[List[str]] = None
+    drop: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelConfig:
+    """A stacked MLP; `hidden: []` is logistic (or linear) regression."""
+
+    name: str = "mlp"
+    hidden: List[int] = field(default_factory=lambda: [16])
+    activation: Activation = Activation.relu
+    dropout: float = 0.0
+    init: Init = Init.default
+
+
+@dataclass
+class LossConfig:
+    name: LossName = LossName.auto
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    name: OptimName = OptimName.adam
+    lr: float = 1e-3
+    momentum: float = 0.0
+    nesterov: bool = False
+    dampening: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass
+class EvalConfig:
+    """How rows are split into train/val/test for each member."""
+
+    name: EvalName = EvalName.holdout
+    val_fraction: float = 0.2  # validation carved from the training rows (holdout: of all rows)
+    test_fraction: float = 0.2  # holdout only
+    k: int = 5  # kfold only
+    repeats: int = 1  # kfold only: repeated k-fold, reshuffled per repeat
+    refit: bool = False  # holdout only: retrain on train + val for the selected epochs
+    stratify: bool = True
+    split_seed: int = 0
+    metric: Optional[str] = None  # selection metric; None: accuracy (classification) or rmse
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "val/loss"
+    mode: Mode = Mode.auto
+    patience: Optional[int] = 20  # None: never stop early (still restores the best epoch)
+    min_delta: float = 0.0
+    restore_best: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 200
+    batch_size: Any = 32  # an int, or "full" for full-batch gradient descent
+    seeds: int = 1
+    seed: int = 0
+    device: Device = Device.auto
+    progress: bool = True
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore so every YAML file is checked against them."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+
+
+MONITORED = ("loss", "accuracy", "rmse")
+
+
+def validate(cfg: Config) -> None:
+    """Check values the types alone cannot; raise RunnerError naming the key and what is allowed."""
+
+    def need(ok: bool, key: str, value: Any, allowed: str) -> None:
+        if not ok:
+            raise RunnerError(f"{key}={value!r} is not valid: {allowed}")
+
+    t, m, o, e = cfg.trainer, cfg.model, cfg.optim, cfg.eval
+    need(t.epochs >= 1, "trainer.epochs", t.epochs, "use an integer >= 1")
+    need(t.seeds >= 1, "trainer.seeds", t.seeds, "use a count >= 1")
+    bs = t.batch_size
+    need(bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1),
+         "trainer.batch_size", bs, "use an integer >= 1 or 'full'")
+    need(all(h >= 1 for h in m.hidden), "model.hidden", list(m.hidden), "use positive widths, e.g. [16] or [] for none")
+    need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    need(o.lr > 0, "optim.lr", o.lr, "use a positive learning rate")
+    need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use a value >= 0")
+    need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "use two values in [0, 1)")
+    need(0 <= o.momentum < 1, "optim.momentum", o.momentum, "use a value in [0, 1)")
+    need(not o.nesterov or (o.momentum > 0 and o.dampening == 0), "optim.nesterov", o.nesterov,
+         "nesterov needs optim.momentum > 0 and optim.dampening=0")
+    need(0 <= cfg.loss.label_smoothing < 1, "loss.label_smoothing", cfg.loss.label_smoothing, "use a value in [0, 1)")
+    need(0 < e.test_fraction < 1, "eval.test_fraction", e.test_fraction, "use a fraction in (0, 1)")
+    need(0 <= e.val_fraction < 1 - e.test_fraction, "eval.val_fraction", e.val_fraction,
+         "use a fraction in [0, 1 - eval.test_fraction)")
+    es = t.early_stopping
+    name = es.monitor.removeprefix("val/")
+    need(es.monitor.startswith("val/") and name in MONITORED, "trainer.early_stopping.monitor", es.monitor,
+         "choose one of " + ", ".join("val/" + n for n in MONITORED))
+    need(es.patience is None or es.patience >= 1, "trainer.early_stopping.patience", es.patience,
+         "use an integer >= 1, or null to never stop early")
+    need(e.val_fraction > 0 or es.patience is None and not es.restore_best, "eval.val_fraction", e.val_fraction,
+         "early stopping reads validation rows: use a fraction > 0 or set "
+         "trainer.early_stopping.patience=null trainer.early_stopping.restore_best=false")
+
+
+def valid_keys(path: str) -> List[str]:
+    """The keys allowed under a dotted config path (`optim` -> lr, momentum, ...)."""
+    node: Any = Config
+    for part in [p for p in path.split(".") if p]:
+        match = [f for f in fields(node) if f.name == part]
+        if not match:
+            return []
+        node = match[0].type
+        if not is_dataclass(node):
+            return []
+    return [f.name for f in fields(node)]
