@@ -159,6 +159,11 @@ def register() -> None:
 MONITORED = ("loss", "accuracy", "rmse")
 
 
+def name_of(choice: Any) -> str:
+    """The plain string of a config choice, whether an Enum member or already a string."""
+    return str(getattr(choice, "value", choice))
+
+
 def validate(cfg: Config) -> None:
     """Check values the types alone cannot; raise RunnerError naming the key and what is allowed."""
 

@@ -1,0 +1,125 @@
+"""The population plan: which rows each member (fold x repeat x seed) trains, validates and tests on."""
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold, train_test_split
+
+from runner.config import EvalConfig, EvalName
+from runner.errors import RunnerError
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of the population: its fold, repeat, seed and its rows (positions 0..n-1)."""
+
+    index: int
+    fold: int
+    repeat: int
+    seed: int
+    train: np.ndarray  # int64 sorted positions; train, val and test are pairwise disjoint
+    val: np.ndarray
+    test: np.ndarray
+
+
+def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int]) -> list[Member]:
+    """One Member per (repeat, fold, seed), ordered so index = (repeat * k + fold) * len(seeds) + s."""
+    y = np.asarray(y)
+    strata = y if task != "regression" and cfg.stratify else None
+    method = EvalName(cfg.name).value
+    if method == "holdout":
+        splits = [(0, 0, *_holdout(y, strata, cfg))]
+    else:
+        splits = [(repeat, fold, train, val, test)
+                  for repeat, fold, rest, test in _folds(y, strata, cfg, method)
+                  for train, val in [_carve(rest, strata, cfg.val_fraction, cfg.split_seed + repeat)]]
+    # Every seed shares its split: seeds vary the model (init, shuffling), never the rows.
+    members = []
+    for repeat, fold, train, val, test in splits:
+        _need(len(train) > 0, f"eval.val_fraction={cfg.val_fraction} leaves no training rows in fold {fold} "
+              f"of {len(y)} rows (lower eval.val_fraction)")
+        for seed in seeds:
+            members.append(Member(len(members), fold, repeat, seed, *(np.sort(p).astype(np.int64)
+                                                                      for p in (train, val, test))))
+    return members
+
+
+def describe_plan(members: list[Member], cfg: EvalConfig) -> str:
+    """What a ± over these members is over, e.g. "10 folds x 5 seeds", or "1 model"."""
+    repeats = len({m.repeat for m in members})
+    folds = len({m.fold for m in members})
+    seeds = len(members) // (repeats * folds)
+    fold_word = "leave-one-out folds" if EvalName(cfg.name).value == "loo" else "folds"
+    parts = [f"{count} {word}" for count, word in ((repeats, "repeats"), (folds, fold_word), (seeds, "seeds"))
+             if count > 1]
+    return " x ".join(parts) or "1 model"
+
+
+def _need(ok: bool, message: str) -> None:
+    if not ok:
+        raise RunnerError(message)
+
+
+def _holdout(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig) -> tuple[np.ndarray, ...]:
+    n = len(y)
+    # Counts rounded up as sklearn does for fractions; computing them here keeps 60/20/20 of all rows exact.
+    n_test, n_val = math.ceil(cfg.test_fraction * n), math.ceil(cfg.val_fraction * n)
+    _need(n - n_test - n_val > 0, f"eval.test_fraction={cfg.test_fraction} and eval.val_fraction="
+          f"{cfg.val_fraction} leave no training rows of {n} (lower them or use more data)")
+    if strata is not None:
+        _check_strata(strata, 2, "a stratified holdout split needs at least 2 rows per class",
+                      "use eval.stratify=false")
+    try:
+        rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=cfg.split_seed,
+                                      stratify=strata)
+    except ValueError as err:  # e.g. fewer test rows than classes
+        raise RunnerError(f"eval.test_fraction={cfg.test_fraction} cannot stratify {n} rows: "
+                          f"{' '.join(str(err).split())} (raise eval.test_fraction or set eval.stratify=false)") from None
+    train, val = _carve(rest, strata, n_val, cfg.split_seed)
+    return train, val, test
+
+
+def _folds(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig, method: str):
+    """Yield (repeat, fold, non-test rows, test rows) for k-fold or leave-one-out."""
+    n, rows = len(y), np.arange(len(y))
+    if method == "loo":
+        # One test row per fold: there is nothing to stratify and nothing to reshuffle.
+        _need(cfg.repeats == 1, f"eval.repeats={cfg.repeats} with eval=loo: leave-one-out has one split "
+              "(use eval.repeats=1)")
+        for fold, (rest, test) in enumerate(LeaveOneOut().split(rows)):
+            yield 0, fold, rest, test
+        return
+    k = cfg.k
+    _need(k >= 2, f"eval.k={k} is not valid: k-fold needs k >= 2 (or use eval=holdout)")
+    _need(k <= n, f"eval.k={k} needs at least {k} rows; the data has {n} (lower eval.k)")
+    _need(cfg.repeats >= 1, f"eval.repeats={cfg.repeats} is not valid: use a count >= 1")
+    if strata is not None:
+        _check_strata(strata, k, f"stratified {k}-fold needs at least {k} rows per class",
+                      "lower eval.k or set eval.stratify=false")
+    for repeat in range(cfg.repeats):
+        splitter = (StratifiedKFold if strata is not None else KFold)(
+            n_splits=k, shuffle=True, random_state=cfg.split_seed + repeat)
+        for fold, (rest, test) in enumerate(splitter.split(rows, strata if strata is not None else y)):
+            yield repeat, fold, rest, test
+
+
+def _carve(rows: np.ndarray, strata: np.ndarray | None, size: float | int, seed: int) -> tuple[np.ndarray, ...]:
+    """Split `rows` into (train, val): `size` a fraction of them or a count; stratified when possible."""
+    n_val = size if isinstance(size, int) else math.ceil(size * len(rows))
+    if n_val == 0:
+        return rows, rows[:0]
+    if n_val >= len(rows):
+        return rows[:0], rows
+    if strata is not None:
+        try:
+            return tuple(train_test_split(rows, test_size=n_val, random_state=seed, stratify=strata[rows]))
+        except ValueError:
+            pass  # a class too small to appear on both sides: an unstratified split is the best there is
+    return tuple(train_test_split(rows, test_size=n_val, random_state=seed))
+
+
+def _check_strata(strata: np.ndarray, least: int, why: str, fix: str) -> None:
+    codes, counts = np.unique(strata, return_counts=True)
+    small = counts.argmin()
+    _need(counts[small] >= least, f"class {codes[small]} has {counts[small]} rows; {why} ({fix})")

@@ -1,0 +1,1 @@
+"""The population training engine: batches, loss, optimizer, early stopping, checkpoints."""

@@ -1,0 +1,86 @@
+"""A population's parameters: one flat [E, P] tensor that every layer views into."""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one named tensor of every member lives in the flat [E, P] parameter."""
+
+    name: str
+    shape: tuple[int, ...]
+    offset: int
+    kernel: bool  # kernels get L2/decay-style penalties; biases and norm parameters do not
+    fan_in: int
+    fan_out: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+class Population(nn.Module):
+    """E independent models whose parameters are stacked in one `[E, P]` tensor.
+
+    Keeping every member's parameters in one row of `flat` makes the optimizer, early-stopping
+    snapshots and checkpoint averaging single tensor operations over the population.
+    """
+
+    def __init__(self, members: int):
+        super().__init__()
+        self.members = members
+        self.slots: dict[str, Slot] = {}
+        self.size = 0
+
+    def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int) -> None:
+        """Declare a per-member tensor of `shape`; call `allocate` after the last one."""
+        self.slots[name] = Slot(name, tuple(shape), self.size, kernel, fan_in, fan_out)
+        self.size += math.prod(shape)
+
+    def allocate(self) -> None:
+        self.flat = nn.Parameter(torch.zeros(self.members, self.size))
+
+    def view(self, name: str) -> torch.Tensor:
+        """The `[E, *shape]` view of one named tensor (gradients flow into `flat`)."""
+        s = self.slots[name]
+        return self.flat[:, s.offset : s.offset + s.size].view(self.members, *s.shape)
+
+    def kernel_mask(self) -> torch.Tensor:
+        """A [P] float mask: 1 on kernel entries, 0 on biases."""
+        mask = torch.zeros(self.size)
+        for s in self.slots.values():
+            if s.kernel:
+                mask[s.offset : s.offset + s.size] = 1.0
+        return mask
+
+    @torch.no_grad()
+    def initialize(self, seeds: list[int], scheme: str) -> None:
+        """Draw each member's parameters from its own seeded generator, independent of E."""
+        assert len(seeds) == self.members
+        for e, seed in enumerate(seeds):
+            g = torch.Generator().manual_seed(int(seed))
+            for s in self.slots.values():
+                self.flat[e, s.offset : s.offset + s.size] = _draw(s, scheme, g).flatten()
+
+    def parameters_per_member(self) -> int:
+        return self.size
+
+
+def _draw(s: Slot, scheme: str, g: torch.Generator) -> torch.Tensor:
+    # "default" is torch.nn.Linear's rule (U(±1/sqrt(fan_in)) for kernel and bias);
+    # glorot and he follow Keras: kernels drawn, biases zero.
+    if scheme == "default":
+        bound = 1.0 / math.sqrt(s.fan_in) if s.fan_in > 0 else 0.0
+        return (torch.rand(s.shape, generator=g) * 2 - 1) * bound
+    if not s.kernel:
+        return torch.zeros(s.shape)
+    if scheme == "glorot":
+        bound = math.sqrt(6.0 / (s.fan_in + s.fan_out))
+        return (torch.rand(s.shape, generator=g) * 2 - 1) * bound
+    if scheme == "he":
+        return torch.randn(s.shape, generator=g) * math.sqrt(2.0 / s.fan_in)
+    raise ValueError(f"unknown init scheme {scheme!r}")

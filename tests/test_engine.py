@@ -1,0 +1,87 @@
+"""The stacked engine trains each member exactly as it would be trained alone."""
+
+import numpy as np
+import pytest
+import torch
+
+from runner.config import EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
+from runner.engine.loop import PopulationData, fit
+from runner.models import build_model
+
+
+def _data(E, n=90, d=7, seed=0, ragged=False):
+    g = np.random.default_rng(seed)
+    X = torch.from_numpy(g.normal(size=(E, n, d)).astype(np.float32))
+    y = torch.from_numpy((g.random((E, n)) > 0.5).astype(np.float32))
+    train = [np.sort(g.choice(n, size=60 - (e % 3 if ragged else 0), replace=False)) for e in range(E)]
+    val = [np.setdiff1d(np.arange(n), t)[:20] for t in train]
+    return X, y, train, val
+
+
+def _train(X, y, train, val, seeds, optim, epochs=6, patience=None, batch=16, hidden=(16,)):
+    E = len(seeds)
+    model = build_model(ModelConfig(hidden=list(hidden)), E, X.shape[-1], 1)
+    model.initialize(seeds, "default")
+    trainer = TrainerConfig(epochs=epochs, batch_size=batch,
+                            early_stopping=EarlyStoppingConfig(patience=patience, restore_best=True))
+    data = PopulationData(X, y, train, val, seeds, torch.ones(E))
+    return fit(model, data, trainer, optim, "bce")
+
+
+@pytest.mark.parametrize("optim", [
+    OptimConfig(name=OptimName.adam, lr=0.01),
+    OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
+    OptimConfig(name=OptimName.sgd, lr=0.05, momentum=0.9, nesterov=True),
+])
+@pytest.mark.parametrize("ragged", [False, True])
+def test_stacked_equals_alone(optim, ragged):
+    seeds = [3, 11, 0, 7]
+    X, y, train, val = _data(4, ragged=ragged)
+    stacked = _train(X, y, train, val, seeds, optim, patience=2)
+    for e, seed in enumerate(seeds):
+        alone = _train(X[e : e + 1], y[e : e + 1], [train[e]], [val[e]], [seed], optim, patience=2)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stacked.best[e], alone.best[0], atol=1e-5, rtol=0)
+        assert stacked.epochs_run[e] == alone.epochs_run[0]
+        ran = len(alone.history["val/loss"])
+        np.testing.assert_allclose(stacked.history["val/loss"][:ran, e], alone.history["val/loss"][:, 0], atol=1e-5)
+        assert np.isnan(stacked.history["val/loss"][ran:, e]).all()
+
+
+def test_default_mlp_has_497_parameters_for_29_inputs():
+    assert build_model(ModelConfig(), 3, 29, 1).parameters_per_member() == 29 * 16 + 16 + 16 + 1 == 497
+
+
+@pytest.mark.parametrize("name,kw", [("adam", {}), ("adamw", {"weight_decay": 0.1}),
+                                     ("sgd", {"momentum": 0.9, "dampening": 0.1}),
+                                     ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01})])
+def test_one_member_steps_like_torch_optim(name, kw):
+    from runner.engine.optim import StackedOptimizer
+
+    torch.manual_seed(0)
+    p0 = torch.randn(1, 50, dtype=torch.float64)
+    ours = torch.nn.Parameter(p0.clone())
+    ref = torch.nn.Parameter(p0.clone())
+    cfg = OptimConfig(name=OptimName(name), lr=0.01, **kw)
+    opt = StackedOptimizer(ours, cfg)
+    torch_opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name](
+        [ref], lr=0.01, **kw)
+    for _ in range(20):
+        g = torch.randn(1, 50, dtype=torch.float64)
+        ours.grad, ref.grad = g.clone(), g.clone()
+        opt.step(torch.ones(1, dtype=torch.bool))
+        torch_opt.step()
+    torch.testing.assert_close(ours.data, ref.data, atol=1e-12, rtol=0)
+
+
+def test_inactive_member_is_frozen():
+    from runner.engine.optim import StackedOptimizer
+
+    p = torch.nn.Parameter(torch.randn(2, 5))
+    before = p.detach().clone()
+    opt = StackedOptimizer(p, OptimConfig(name=OptimName.adamw, lr=0.1, weight_decay=0.5))
+    p.grad = torch.ones(2, 5)
+    opt.step(torch.tensor([True, False]))
+    assert not torch.equal(p[0], before[0])
+    assert torch.equal(p[1], before[1])
+    assert opt.steps.tolist() == [1.0, 0.0]
