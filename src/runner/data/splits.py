@@ -122,4 +122,5 @@ def _carve(rows: np.ndarray, strata: np.ndarray | None, size: float | int, seed:
 def _check_strata(strata: np.ndarray, least: int, why: str, fix: str) -> None:
     codes, counts = np.unique(strata, return_counts=True)
     small = counts.argmin()
-    _need(counts[small] >= least, f"class {codes[small]} has {counts[small]} rows; {why} ({fix})")
+    count = counts[small]
+    _need(count >= least, f"class {codes[small]} has {count} row{'s' * (count != 1)}; {why} ({fix})")

@@ -1,0 +1,55 @@
+"""The run directory's per-member files: metrics.csv, split_indices.json and TensorBoard events."""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+
+def history_frame(history: dict[str, np.ndarray], member_ids: list[int]) -> pd.DataFrame:
+    """metrics.csv: one row per member per epoch it trained (`member, epoch, train/loss, ...`)."""
+    epochs, E = history["train/loss"].shape
+    frame = pd.DataFrame({
+        "member": np.tile(np.asarray(member_ids), epochs),
+        "epoch": np.repeat(np.arange(epochs), E),
+    })
+    order = ["train/loss"] + sorted(k for k in history if k.startswith("val/")) + ["lr"]
+    for key in order:
+        frame[key] = history[key].reshape(-1)
+    return frame[frame["train/loss"].notna()].sort_values(["member", "epoch"], ignore_index=True)
+
+
+def split_records(members, rows: np.ndarray) -> list[dict]:
+    """split_indices.json: each member's train/val/test as row numbers of the dataset file."""
+    return [
+        {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed,
+         "train": rows[m.train].tolist(), "val": rows[m.val].tolist(), "test": rows[m.test].tolist()}
+        for m in members
+    ]
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically (a temporary file renamed into place)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
+    """One event file per member (`tensorboard/member_XX/`), a scalar per metric per epoch."""
+    # The event writer and protos straight from tensorboard: torch's SummaryWriter adds import time.
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    tags = [c for c in frame.columns if c not in ("member", "epoch")]
+    width = len(str(frame["member"].max()))
+    for member, rows in frame.groupby("member"):
+        writer = EventFileWriter(str(log_dir / f"member_{member:0{width}d}"))
+        for record in rows.itertuples(index=False):
+            values = [Summary.Value(tag=t, simple_value=float(v)) for t, v in zip(tags, record[2:]) if v == v]
+            writer.add_event(Event(wall_time=time.time(), step=int(record[1]), summary=Summary(value=values)))
+        writer.close()

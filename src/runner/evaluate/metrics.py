@@ -1,0 +1,192 @@
+"""Test metrics from predictions, computed with sklearn: whole-set scores and per-example values."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
+
+from runner.errors import RunnerError
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mean_error")
+# Metrics that are a mean of per-example values Z_i, so a single test set gives an SE over rows.
+DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
+_LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae", "loss", "mean_error"}
+_TASKS = ("binary", "multiclass", "regression")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """The metrics reported for `task` ("binary", "multiclass" or "regression"), in report order."""
+    _check_task(task)
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def default_metric(task: str) -> str:
+    """The headline/selection metric of a task: "accuracy" or "rmse"."""
+    _check_task(task)
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of `metric` ("accuracy", "test/rmse", "val/loss", ...) are better."""
+    name = metric.split("/")[-1]
+    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",):
+        valid = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",))
+        raise RunnerError(f"unknown metric {metric!r}; choose one of: {valid}")
+    # mean_error counts as lower-is-better only by magnitude; best_of compares |value|.
+    return name not in _LOWER_IS_BETTER
+
+
+def best_of(metric: str, values) -> int | None:
+    """Position of the best of `values` for `metric` (mean_error: nearest 0); None if all missing."""
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    if not np.isfinite(x).any():
+        return None
+    if metric.split("/")[-1] == "mean_error":
+        x = np.abs(x)
+    x = np.where(np.isfinite(x), x, -np.inf if higher_is_better(metric) else np.inf)
+    return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
+
+
+def score(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, float]:
+    """All metrics of `task` for one set of predictions; undefined ones (one class in y_true) are NaN."""
+    _check_task(task)
+    if task == "regression":
+        return _regression(np.asarray(y_true, float), np.asarray(y_pred, float))
+    classes = [str(c) for c in classes]
+    y_true, y_pred = _labels(y_true), _labels(y_pred)
+    with warnings.catch_warnings():
+        # Small folds often lack a class; sklearn warns and we report its value (or NaN) anyway.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        out = _classification(task, y_true, y_pred, classes)
+        if proba is not None:
+            out.update(_probabilistic(task, y_true, _normalized(proba), classes))
+    return out
+
+
+def _classification(task, y_true, y_pred, classes) -> dict[str, float]:
+    # Binary: the positive class is the last one (for "0"/"1", "1"); multiclass: macro average.
+    avg = {"average": "binary", "pos_label": classes[-1]} if task == "binary" else {"average": "macro"}
+    if task == "binary":
+        avg["labels"] = classes  # so a fold without the positive class does not raise
+    return {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0, **avg)),
+        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0, **avg)),
+        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0, **avg)),
+    }
+
+
+def _probabilistic(task, y_true, proba, classes) -> dict[str, float]:
+    # log_loss gets the labels explicitly so a test fold missing a class still scores.
+    out = {"roc_auc": _roc_auc(task, y_true, proba, classes),
+           "log_loss": float(skm.log_loss(y_true, proba, labels=classes))}
+    if task == "binary":
+        out["brier"] = float(skm.brier_score_loss(y_true == classes[-1], proba[:, -1]))
+    else:
+        out["brier"] = float(np.mean(_brier_rows(y_true, proba, classes)))
+    return out
+
+
+def _roc_auc(task, y_true, proba, classes) -> float:
+    present = [i for i, c in enumerate(classes) if (y_true == c).any()]
+    if len(present) < 2:
+        return float("nan")  # AUC needs both a positive and a negative example
+    if task == "binary":
+        return float(skm.roc_auc_score(y_true == classes[-1], proba[:, -1]))
+    # One-vs-rest macro over the classes present: equals sklearn's multi_class="ovr" when all
+    # classes are present, and stays defined (sklearn gives NaN) when a fold lacks one.
+    return float(np.mean([skm.roc_auc_score(y_true == classes[i], proba[:, i]) for i in present]))
+
+
+def _regression(y_true, y_pred) -> dict[str, float]:
+    mse = float(skm.mean_squared_error(y_true, y_pred))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)  # R² of one row is undefined
+        r2 = float(skm.r2_score(y_true, y_pred))
+    return {"mse": mse, "rmse": float(np.sqrt(mse)), "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+            "r2": r2, "mean_error": float(np.mean(y_pred - y_true))}
+
+
+def per_example(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, np.ndarray]:
+    """Per-row values Z_i whose mean is the metric, for the decomposable metrics of `task`."""
+    _check_task(task)
+    if task == "regression":
+        err = np.asarray(y_pred, float) - np.asarray(y_true, float)
+        return {"mse": err**2, "mae": np.abs(err), "mean_error": err}
+    classes = [str(c) for c in classes]
+    y_true = _labels(y_true)
+    out = {"accuracy": (y_true == _labels(y_pred)).astype(float)}
+    if proba is not None:
+        proba = _normalized(proba)
+        onehot = _onehot(y_true, classes)
+        eps = np.finfo(float).eps  # the same clipping as sklearn's log_loss
+        out["log_loss"] = -np.log(np.clip((proba * onehot).sum(axis=1), eps, 1 - eps))
+        if task == "binary":
+            out["brier"] = (proba[:, -1] - onehot[:, -1]) ** 2
+        else:
+            out["brier"] = _brier_rows(y_true, proba, classes)
+    return out
+
+
+def confusion(y_true, y_pred, classes, normalize: bool = False) -> pd.DataFrame:
+    """Confusion matrix (rows: true class, columns: predicted); `normalize` divides each row by its count."""
+    classes = [str(c) for c in classes]
+    counts = skm.confusion_matrix(_labels(y_true), _labels(y_pred), labels=classes)
+    values = counts.astype(float)
+    if normalize:
+        with np.errstate(invalid="ignore"):
+            values = values / values.sum(axis=1, keepdims=True)  # a class absent from y_true: NaN row
+    frame = pd.DataFrame(values if normalize else counts, index=classes, columns=classes)
+    frame.index.name, frame.columns.name = "true", "predicted"
+    return frame
+
+
+def proba_columns(classes) -> list[str]:
+    """The probability column names of a predictions table: p_<class> in `classes` order."""
+    return [f"p_{c}" for c in classes]
+
+
+def prediction_arrays(predictions: pd.DataFrame, task: str, classes):
+    """y_true, y_pred and proba (or None) of a predictions table."""
+    if task == "regression":
+        return predictions["y_true"].to_numpy(float), predictions["y_pred"].to_numpy(float), None
+    cols = proba_columns(classes)
+    proba = predictions[cols].to_numpy(float) if all(c in predictions for c in cols) else None
+    return _labels(predictions["y_true"]), _labels(predictions["y_pred"]), proba
+
+
+def score_members(predictions: pd.DataFrame, task: str, classes=None) -> pd.DataFrame:
+    """One row per member (index `member`), one column per metric, each scored on that member's test rows."""
+    rows = {m: score(task, *prediction_arrays(g, task, classes), classes) for m, g in predictions.groupby("member", sort=True)}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index.name = "member"
+    return frame
+
+
+def _labels(y) -> np.ndarray:
+    # A predictions.csv read back parses "0"/"1" as integers; labels are compared as strings.
+    return np.asarray(y).astype(str)
+
+
+def _normalized(proba) -> np.ndarray:
+    # Probabilities round-tripped through CSV sum to 1 only approximately; sklearn warns on that.
+    p = np.asarray(proba, dtype=float)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _onehot(y_true, classes) -> np.ndarray:
+    return (y_true[:, None] == np.asarray(classes)[None, :]).astype(float)
+
+
+def _brier_rows(y_true, proba, classes) -> np.ndarray:
+    return ((proba - _onehot(y_true, classes)) ** 2).sum(axis=1)
+
+
+def _check_task(task: str) -> None:
+    if task not in _TASKS:
+        raise RunnerError(f"unknown task {task!r}; choose one of: {', '.join(_TASKS)}")

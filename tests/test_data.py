@@ -1,0 +1,139 @@
+"""Loading tables: the bundled heart file's known figures, type and task inference, and user errors."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.config import DatasetConfig
+from runner.data import load_dataset
+from runner.errors import RunnerError
+from runner.paths import bundled_data
+
+HEART_NUMERIC = ["age", "trestbps", "chol", "thalch", "oldpeak"]
+HEART_CATEGORICAL = ["sex", "cp", "fbs", "restecg", "exang", "slope", "ca", "thal"]
+
+
+def csv_cfg(path: str, target: str = "label", **kw) -> DatasetConfig:
+    return DatasetConfig(name="csv", path=path, target=target, **kw)
+
+
+def test_heart_file_known_figures():
+    raw = pd.read_csv(bundled_data("heart.csv"))
+    assert raw.shape == (303, 14)
+    assert raw["num"].value_counts().sort_index().to_dict() == {0: 164, 1: 55, 2: 36, 3: 35, 4: 13}
+    assert raw.isna().sum()[lambda s: s > 0].to_dict() == {"ca": 4, "thal": 2}
+
+
+def test_heart_dataset(heart):
+    assert (heart.name, heart.target, heart.task, heart.classes) == ("heart", "num", "binary", ["0", "1"])
+    assert heart.y.dtype == np.int64 and heart.y.shape == (303,) and heart.y.sum() == 139
+    assert heart.numeric == HEART_NUMERIC and heart.categorical == HEART_CATEGORICAL
+    assert list(heart.features.columns) == [c for c in pd.read_csv(bundled_data("heart.csv")).columns if c != "num"]
+    assert heart.features.index.tolist() == list(range(303))
+    # ca is read as float (it has NaN); its domain must still read "0".."3", not "0.0".
+    assert heart.categories["ca"] == ["0", "1", "2", "3"]
+    assert heart.categories["fbs"] == ["False", "True"]
+    assert heart.categories["thal"] == ["fixed defect", "normal", "reversable defect"]
+    assert sum(len(v) for v in heart.categories.values()) == 23
+    assert heart.features["ca"].isna().sum() == 4 and heart.features["thal"].isna().sum() == 2
+    assert heart.features.loc[1, "ca"] == "3" and heart.features.loc[0, "fbs"] == "True"
+
+
+def test_heart_inferred_without_lists():
+    # The schema defaults (task auto, no role lists): num is a 5-class target, ca (float) numeric.
+    ds = load_dataset(DatasetConfig())
+    assert ds.task == "multiclass" and ds.classes == ["0", "1", "2", "3", "4"]
+    assert np.bincount(ds.y).tolist() == [164, 55, 36, 35, 13]
+    assert ds.numeric == HEART_NUMERIC[:4] + ["oldpeak", "ca"]
+    assert ds.categorical == ["sex", "cp", "fbs", "restecg", "exang", "slope", "thal"]
+
+
+def test_binary_string_target(write_csv):
+    frame = pd.DataFrame({"x": np.arange(12.0), "color": list("rgb") * 4, "label": ["yes", "no", "no"] * 4})
+    ds = load_dataset(csv_cfg(write_csv(frame)))
+    assert ds.task == "binary" and ds.classes == ["no", "yes"]
+    assert ds.y.tolist() == [1, 0, 0] * 4
+    assert ds.numeric == ["x"] and ds.categorical == ["color"] and ds.categories == {"color": ["b", "g", "r"]}
+
+
+def test_multiclass_integer_and_string_targets(write_csv):
+    frame = pd.DataFrame({"x": range(12), "label": [3, 1, 2, 10] * 3, "word": list("cabd") * 3})
+    ds = load_dataset(csv_cfg(write_csv(frame), drop=["word"]))
+    # LabelEncoder order is numeric order: 10 is the last class, not between 1 and 2.
+    assert ds.task == "multiclass" and ds.classes == ["1", "2", "3", "10"]
+    assert ds.y.tolist() == [2, 0, 1, 3] * 3 and list(ds.features.columns) == ["x"]
+    ds = load_dataset(csv_cfg(write_csv(frame), target="word"))
+    assert ds.classes == ["a", "b", "c", "d"] and ds.y.tolist() == [2, 0, 1, 3] * 3
+
+
+def test_regression_targets(write_csv):
+    frame = pd.DataFrame({"x": range(30), "label": np.linspace(0, 1, 30), "count": range(30)})
+    ds = load_dataset(csv_cfg(write_csv(frame)))
+    assert ds.task == "regression" and ds.classes == [] and ds.y.dtype == np.float64
+    np.testing.assert_allclose(ds.y, np.linspace(0, 1, 30))
+    # An integer target with more than 20 distinct values is a quantity, not labels.
+    assert load_dataset(csv_cfg(write_csv(frame), target="count")).task == "regression"
+
+
+def test_explicit_task_and_threshold_override_inference(write_csv):
+    frame = pd.DataFrame({"x": range(12), "label": [0.5, 1.5, 2.5] * 4, "n": [0, 1, 2] * 4})
+    ds = load_dataset(csv_cfg(write_csv(frame), task="multiclass"))
+    assert ds.task == "multiclass" and ds.classes == ["0.5", "1.5", "2.5"] and ds.y.tolist() == [0, 1, 2] * 4
+    assert load_dataset(csv_cfg(write_csv(frame), target="n", task="regression")).task == "regression"
+    ds = load_dataset(csv_cfg(write_csv(frame), positive_above=1.0))
+    assert ds.task == "binary" and ds.classes == ["0", "1"] and ds.y.tolist() == [0, 1, 1] * 4
+
+
+def test_boolean_target_and_role_overrides(write_csv):
+    frame = pd.DataFrame({"code": [1, 2, np.nan, 10] * 3, "size": range(12), "label": [True, False, False] * 4})
+    ds = load_dataset(csv_cfg(write_csv(frame), categorical=["code"]))
+    assert ds.task == "binary" and ds.classes == ["False", "True"] and ds.y.tolist() == [1, 0, 0] * 4
+    assert ds.categorical == ["code"] and ds.numeric == ["size"]
+    assert ds.categories["code"] == ["1", "2", "10"]
+    code = ds.features["code"]
+    assert code.tolist()[:2] == ["1", "2"] and code.isna().tolist() == [False, False, True, False] * 3
+    ds = load_dataset(csv_cfg(write_csv(frame), numeric=["code"], categorical=["size"]))
+    assert ds.numeric == ["code"] and ds.categorical == ["size"] and ds.features["code"].dtype == np.float64
+
+
+def _errors(write_csv):
+    good = pd.DataFrame({"a": range(12), "b": list("xy") * 6, "label": [0, 1, 2] * 4})
+    path = write_csv(good)
+    return [
+        (csv_cfg(path + ".missing"), "does not exist"),
+        (DatasetConfig(name="nosuch"), "dataset.name='nosuch' has no bundled file (bundled: heart"),
+        (csv_cfg(write_csv(pd.DataFrame(), "empty.csv")), "is empty"),
+        (csv_cfg(write_csv(good.head(7), "short.csv")), "short.csv has 7 data rows; runner needs at least 10"),
+        (csv_cfg(path, target="y"), "dataset.target='y' is not a column of data.csv; columns are: a, b, label"),
+        (csv_cfg(path, categorical=["c"]), "dataset.categorical lists 'c', not columns of data.csv"),
+        (csv_cfg(path, drop=["zz"]), "dataset.drop lists 'zz'"),
+        (csv_cfg(path, numeric=["a"], categorical=["a"]), "'a' listed in both dataset.numeric and dataset.categorical"),
+        (csv_cfg(path, numeric=["label"]), "dataset.target='label' is also listed in dataset.numeric"),
+        (csv_cfg(path, numeric=["b"]), "dataset.numeric lists 'b' but it holds non-numbers"),
+        (csv_cfg(write_csv(good.assign(label=7), "one.csv")), "the target 'label' has one class ('7') in one.csv"),
+        (csv_cfg(path, positive_above=5), "the target 'label' has one class ('0')"),
+        (csv_cfg(write_csv(good.assign(label=[1, None, None] * 4), "gaps.csv")),
+         "8 rows of gaps.csv have no value in the target column 'label'"),
+        (csv_cfg(path, target="b", task="regression"), "dataset.task=regression needs a numeric target; 'b' holds 'x'"),
+        (csv_cfg(path, task="binary"), "dataset.task=binary but the target 'label' has 3 classes"),
+        (csv_cfg(path, target="b", positive_above=0), "dataset.positive_above=0 needs a numeric target"),
+        (csv_cfg(path, task="regression", positive_above=0), "but dataset.task=regression"),
+        (csv_cfg(path, drop=["a", "b"]), "no feature columns besides the target 'label'"),
+    ]
+
+
+def test_user_errors_are_one_line_runner_errors(write_csv):
+    for cfg, expected in _errors(write_csv):
+        with pytest.raises(RunnerError) as info:
+            load_dataset(cfg)
+        message = str(info.value)
+        assert expected in message, (expected, message)
+        assert "\n" not in message
+
+
+def test_unparseable_file(write_csv, tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"a,b\n1,2\n" + b"\xff\xfe,\x00\n" * 12)
+    with pytest.raises(RunnerError, match="cannot read dataset file .*bad.csv") as info:
+        load_dataset(csv_cfg(str(path), target="a"))
+    assert "\n" not in str(info.value)
