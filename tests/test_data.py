@@ -109,7 +109,8 @@ def _errors(write_csv):
         (csv_cfg(path, drop=["zz"]), "dataset.drop lists 'zz'"),
         (csv_cfg(path, numeric=["a"], categorical=["a"]), "'a' listed in both dataset.numeric and dataset.categorical"),
         (csv_cfg(path, numeric=["label"]), "dataset.target='label' is also listed in dataset.numeric"),
-        (csv_cfg(path, numeric=["b"]), "dataset.numeric lists 'b' but it holds non-numbers"),
+        (csv_cfg(path, numeric=["b"]), "dataset.numeric lists 'b' but it holds non-numbers in data.csv (e.g. 'x')"),
+        (csv_cfg(write_csv(good.assign(a=["1", "?"] * 6), "stray.csv"), numeric=["a"]), "(e.g. '?')"),
         (csv_cfg(write_csv(good.assign(label=7), "one.csv")), "the target 'label' has one class ('7') in one.csv"),
         (csv_cfg(path, positive_above=5), "the target 'label' has one class ('0')"),
         (csv_cfg(write_csv(good.assign(label=[1, None, None] * 4), "gaps.csv")),
@@ -119,6 +120,8 @@ def _errors(write_csv):
         (csv_cfg(path, target="b", positive_above=0), "dataset.positive_above=0 needs a numeric target"),
         (csv_cfg(path, task="regression", positive_above=0), "but dataset.task=regression"),
         (csv_cfg(path, drop=["a", "b"]), "no feature columns besides the target 'label'"),
+        (csv_cfg(write_csv(good.assign(b=None), "blank.csv")),
+         "'b' in blank.csv has no values (add it to dataset.drop)"),
     ]
 
 

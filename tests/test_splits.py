@@ -101,8 +101,9 @@ def _errors(eval_cfg):
     return [
         (y7, "binary", eval_cfg("kfold", k=1), "eval.k=1 is not valid: k-fold needs k >= 2"),
         (y7, "binary", eval_cfg("kfold", k=10), "eval.k=10 needs at least 10 rows; the data has 7"),
-        (unbalanced, "binary", eval_cfg("kfold", k=5),
-         "class 1 has 3 rows; stratified 5-fold needs at least 5 rows per class (lower eval.k or set eval.stratify=false)"),
+        (unbalanced, "binary", eval_cfg("kfold", k=5), "class 1 has 3 rows; stratified 5-fold needs at least "
+         "5 rows per class (lower eval.k or set eval.stratify=false)"),
+        (np.arange(10) % 5, "multiclass", eval_cfg("holdout"), "eval.test_fraction=0.2 cannot stratify 10 rows"),
         (y7, "binary", eval_cfg("kfold", k=2, repeats=0), "eval.repeats=0 is not valid"),
         (y7, "binary", eval_cfg("loo", repeats=2), "eval.repeats=2 with eval=loo"),
         (np.array([0, 1] * 4 + [2]), "multiclass", eval_cfg("holdout"), "class 2 has 1 row; a stratified holdout"),

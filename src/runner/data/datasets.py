@@ -57,12 +57,15 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     feature_names = [c for c in columns if c != target and c not in listed["drop"]]
     _need(bool(feature_names), f"{file} has no feature columns besides the target {target!r} (check dataset.drop)")
     features = table[feature_names]
+    empty = [c for c in feature_names if features[c].isna().all()]
+    _need(not empty, f"{', '.join(map(repr, empty))} in {file} has no values (add it to dataset.drop)")
     numeric = [c for c in feature_names if c in listed["numeric"]
                or (c not in listed["categorical"] and _is_number(features[c]))]
     categorical = [c for c in feature_names if c not in numeric]
     for c in numeric:
-        _need(_is_number(features[c]), f"dataset.numeric lists {c!r} but it holds non-numbers in {file} "
-              f"(e.g. {features[c].dropna().iloc[0]!r}); list it in dataset.categorical instead")
+        if not _is_number(features[c]):
+            raise RunnerError(f"dataset.numeric lists {c!r} but it holds non-numbers in {file} (e.g. "
+                              f"{_non_number(features[c])!r}); list it in dataset.categorical instead")
 
     clean = pd.DataFrame({c: features[c].astype("float64") if c in numeric else _as_category(features[c])
                           for c in feature_names})
@@ -102,6 +105,13 @@ def _read(path: Path) -> pd.DataFrame:
 def _is_number(col: pd.Series) -> bool:
     # Booleans are numbers to pandas but yes/no facts to us: they get one-hot, not scaled.
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
+
+
+def _non_number(col: pd.Series):
+    """The first value that does not read as a number (a stray '?' in a numeric column, say)."""
+    present = col.dropna()
+    bad = present[pd.to_numeric(present, errors="coerce").isna()]
+    return (bad if len(bad) else present).iloc[0]
 
 
 def _integers(values: pd.Series) -> pd.Series:

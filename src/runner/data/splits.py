@@ -31,17 +31,17 @@ def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int])
     if method == "holdout":
         splits = [(0, 0, *_holdout(y, strata, cfg))]
     else:
-        splits = [(repeat, fold, train, val, test)
-                  for repeat, fold, rest, test in _folds(y, strata, cfg, method)
-                  for train, val in [_carve(rest, strata, cfg.val_fraction, cfg.split_seed + repeat)]]
-    # Every seed shares its split: seeds vary the model (init, shuffling), never the rows.
+        splits = []
+        for repeat, fold, rest, test in _folds(y, strata, cfg, method):
+            train, val = _carve(rest, strata, cfg.val_fraction, cfg.split_seed + repeat)
+            splits.append((repeat, fold, train, val, test))
     members = []
-    for repeat, fold, train, val, test in splits:
+    for repeat, fold, *rows in splits:
+        train, val, test = (np.sort(r).astype(np.int64) for r in rows)
         _need(len(train) > 0, f"eval.val_fraction={cfg.val_fraction} leaves no training rows in fold {fold} "
               f"of {len(y)} rows (lower eval.val_fraction)")
-        for seed in seeds:
-            members.append(Member(len(members), fold, repeat, seed, *(np.sort(p).astype(np.int64)
-                                                                      for p in (train, val, test))))
+        # Every seed shares its split: seeds vary the model (init, shuffling), never the rows.
+        members += [Member(len(members) + s, fold, repeat, seed, train, val, test) for s, seed in enumerate(seeds)]
     return members
 
 
@@ -74,8 +74,9 @@ def _holdout(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig) -> tuple
         rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=cfg.split_seed,
                                       stratify=strata)
     except ValueError as err:  # e.g. fewer test rows than classes
-        raise RunnerError(f"eval.test_fraction={cfg.test_fraction} cannot stratify {n} rows: "
-                          f"{' '.join(str(err).split())} (raise eval.test_fraction or set eval.stratify=false)") from None
+        reason = " ".join(str(err).split())
+        raise RunnerError(f"eval.test_fraction={cfg.test_fraction} cannot stratify {n} rows: {reason} "
+                          "(raise eval.test_fraction or set eval.stratify=false)") from None
     train, val = _carve(rest, strata, n_val, cfg.split_seed)
     return train, val, test
 
@@ -122,5 +123,5 @@ def _carve(rows: np.ndarray, strata: np.ndarray | None, size: float | int, seed:
 def _check_strata(strata: np.ndarray, least: int, why: str, fix: str) -> None:
     codes, counts = np.unique(strata, return_counts=True)
     small = counts.argmin()
-    count = counts[small]
-    _need(count >= least, f"class {codes[small]} has {count} row{'s' * (count != 1)}; {why} ({fix})")
+    count = int(counts[small])
+    _need(count >= least, f"class {codes[small]} has {count} {'row' if count == 1 else 'rows'}; {why} ({fix})")

@@ -1,5 +1,6 @@
 """Test metrics from predictions, computed with sklearn: whole-set scores and per-example values."""
 
+import functools
 import warnings
 
 import numpy as np
@@ -50,46 +51,45 @@ def best_of(metric: str, values) -> int | None:
     return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
 
 
-def score(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, float]:
-    """All metrics of `task` for one set of predictions; undefined ones (one class in y_true) are NaN."""
+def score(task: str, y_true, y_pred, proba=None, classes=None, names=None) -> dict[str, float]:
+    """Metrics of `task` (all, or those in `names`) for one set of predictions; undefined ones are NaN."""
     _check_task(task)
     if task == "regression":
-        return _regression(np.asarray(y_true, float), np.asarray(y_pred, float))
+        out = _regression(np.asarray(y_true, float), np.asarray(y_pred, float))
+        return out if names is None else {k: out[k] for k in names}
     classes = [str(c) for c in classes]
     y_true, y_pred = _labels(y_true), _labels(y_pred)
+    fns = _classification(task, y_true, y_pred, None if proba is None else _normalized(proba), classes)
+    names = [k for k in CLASSIFICATION_METRICS if k in fns] if names is None else names
     with warnings.catch_warnings():
         # Small folds often lack a class; sklearn warns and we report its value (or NaN) anyway.
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.simplefilter("ignore", UserWarning)
-        out = _classification(task, y_true, y_pred, classes)
-        if proba is not None:
-            out.update(_probabilistic(task, y_true, _normalized(proba), classes))
-    return out
+        return {k: float(fns[k]()) for k in names}
 
 
-def _classification(task, y_true, y_pred, classes) -> dict[str, float]:
+def _classification(task, y_true, y_pred, proba, classes) -> dict:
+    """Each classification metric as a thunk, so callers (the bootstrap) pay only for what they ask."""
     # Binary: the positive class is the last one (for "0"/"1", "1"); multiclass: macro average.
-    avg = {"average": "binary", "pos_label": classes[-1]} if task == "binary" else {"average": "macro"}
-    if task == "binary":
-        avg["labels"] = classes  # so a fold without the positive class does not raise
-    return {
-        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "precision": float(skm.precision_score(y_true, y_pred, zero_division=0, **avg)),
-        "recall": float(skm.recall_score(y_true, y_pred, zero_division=0, **avg)),
-        "f1": float(skm.f1_score(y_true, y_pred, zero_division=0, **avg)),
+    # labels=classes keeps a fold without the positive class from raising.
+    avg = dict(average="binary", pos_label=classes[-1], labels=classes) if task == "binary" else dict(average="macro")
+    prf = functools.cache(lambda: skm.precision_recall_fscore_support(y_true, y_pred, zero_division=0, **avg))
+    fns = {
+        "accuracy": lambda: skm.accuracy_score(y_true, y_pred),
+        "balanced_accuracy": lambda: skm.balanced_accuracy_score(y_true, y_pred),
+        "precision": lambda: prf()[0],
+        "recall": lambda: prf()[1],
+        "f1": lambda: prf()[2],
     }
-
-
-def _probabilistic(task, y_true, proba, classes) -> dict[str, float]:
-    # log_loss gets the labels explicitly so a test fold missing a class still scores.
-    out = {"roc_auc": _roc_auc(task, y_true, proba, classes),
-           "log_loss": float(skm.log_loss(y_true, proba, labels=classes))}
-    if task == "binary":
-        out["brier"] = float(skm.brier_score_loss(y_true == classes[-1], proba[:, -1]))
-    else:
-        out["brier"] = float(np.mean(_brier_rows(y_true, proba, classes)))
-    return out
+    if proba is not None:
+        fns["roc_auc"] = lambda: _roc_auc(task, y_true, proba, classes)
+        # Labels given explicitly so a test fold missing a class still scores.
+        fns["log_loss"] = lambda: skm.log_loss(y_true, proba, labels=classes)
+        if task == "binary":
+            fns["brier"] = lambda: skm.brier_score_loss(y_true == classes[-1], proba[:, -1])
+        else:
+            fns["brier"] = lambda: np.mean(_brier_rows(y_true, proba, classes))
+    return fns
 
 
 def _roc_auc(task, y_true, proba, classes) -> float:

@@ -8,7 +8,8 @@ import pandas as pd
 from runner.evaluate.metrics import prediction_arrays, per_example, score, score_members
 from runner.evaluate.stats import Z95, mean_ci, nadeau_bengio_se, per_example_ci, t975
 
-BOOTSTRAP_RESAMPLES = 200
+# Efron & Tibshirani: 50–200 resamples estimate an SE well; each costs one scoring of the test set.
+BOOTSTRAP_RESAMPLES = 100
 
 
 def summarize(predictions: pd.DataFrame, task: str, classes=None, members=None, over: str = "",
@@ -80,7 +81,7 @@ def _bootstrap_se(task, y_true, y_pred, proba, classes, names, resamples) -> dic
     reps = {name: [] for name in names}
     for _ in range(resamples):
         i = rng.integers(0, len(y_true), len(y_true))
-        values = score(task, y_true[i], y_pred[i], None if proba is None else proba[i], classes)
+        values = score(task, y_true[i], y_pred[i], None if proba is None else proba[i], classes, names)
         for name in names:
             reps[name].append(values[name])
     return {name: mean_ci(r)["sd"] for name, r in reps.items()}

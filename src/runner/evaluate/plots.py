@@ -1,0 +1,123 @@
+"""report.png (each metric with its 95% CI, model vs baselines) and curves.png (loss per epoch across members)."""
+
+import math
+
+import numpy as np
+
+from runner.evaluate.metrics import higher_is_better
+from runner.evaluate.stats import Z95, mean_ci
+
+MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
+
+
+def _figure(**kw):
+    # Lazy, and a bare Figure (Agg canvas) rather than pyplot: no global backend or figure state,
+    # so plotting from a worker thread or beside a user's own pyplot session is safe.
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def report_plot(results: dict, path) -> None:
+    """One panel per metric: the model and each baseline as a point with its 95% CI (1.96·SE) bar."""
+    rows = [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
+    metrics = list(results["metrics"])
+    ncols = min(4, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = _figure(figsize=(3.6 * ncols, (0.9 + 0.38 * len(rows)) * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+    ys = np.arange(len(rows))[::-1]  # the model on top
+    for ax, metric in zip(axes.flat, metrics):
+        name = metric.split("/", 1)[-1]
+        labels = []
+        for y, (label, m) in zip(ys, rows):
+            d = m.get(metric) or {}
+            if d.get("mean") is None:
+                ax.text(0.5, y, "n/a", transform=ax.get_yaxis_transform(), ha="center", va="center", color="0.5")
+                continue
+            color = MODEL_COLOR if y == ys[0] else BASELINE_COLOR
+            err = None if d.get("se") is None else Z95 * d["se"]
+            ax.errorbar(d["mean"], y, xerr=err, fmt="o", color=color, capsize=3, ms=5,
+                        mfc=color if err is not None else "white")
+            text = f"{d['mean']:.3f}" + ("" if err is None else f" ± {err:.3f}")
+            labels.append(ax.annotate(text, (d["mean"], y), xytext=(0, 7), textcoords="offset points",
+                                      fontsize=7.5, color=color))
+        better = "nearer 0 is better" if name == "mean_error" else (
+            "higher is better" if higher_is_better(name) else "lower is better")
+        boot = "†" if str(results["metrics"][metric].get("interval", "")).startswith("bootstrap") else ""
+        ax.set_title(f"{name}{boot}  ({better})", fontsize=9)
+        ax.set_ylim(ys[-1] - 0.6, ys[0] + 0.7)
+        ax.margins(x=0.15)
+        lo, hi = ax.get_xlim()
+        for text in labels:  # labels near an edge grow inwards so they stay inside the panel
+            where = (text.xy[0] - lo) / (hi - lo)
+            text.set_horizontalalignment("left" if where < 0.3 else "right" if where > 0.7 else "center")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    for ax in axes.flat[len(metrics):]:
+        ax.axis("off")
+    axes[0, 0].set_yticks(ys, [label for label, _ in rows])
+    head = " · ".join(str(x) for x in (results.get("dataset"), rows[0][0]) if x)
+    note = "; † bootstrap SE" if any(str(d.get("interval", "")).startswith("bootstrap")
+                                      for d in results["metrics"].values()) else ""
+    fig.suptitle(f"{head}: test metrics, mean and 95% CI (± 1.96·SE over {results.get('over') or 'members'}{note})",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+
+
+def _epoch_band(history, column):
+    """Epochs, mean across members, 1.96·SE half-width (0 where one member) and member count per epoch."""
+    epochs, mean, half, count = [], [], [], []
+    for epoch, values in history.groupby("epoch")[column]:
+        d = mean_ci(values)
+        if d["mean"] is None:
+            continue
+        epochs.append(epoch)
+        mean.append(d["mean"])
+        half.append(0.0 if d["se"] is None else Z95 * d["se"])
+        count.append(d["n"])
+    return np.array(epochs), np.array(mean), np.array(half), np.array(count)
+
+
+def _plot_band(ax, history, column, label, color) -> str:
+    """Plot one column's mean and band; "k of n" members left at the end when some stopped early, else ""."""
+    epochs, mean, half, count = _epoch_band(history, column)
+    if not len(epochs):
+        return ""
+    full = count == count.max()
+    # Once members stop early the mean is over a shrinking set and can jump; draw that part dashed.
+    cut = len(epochs) if full.all() else int(np.argmin(full)) + 1
+    many = f": mean of {count.max()} members ± 1.96·SE" if count.max() > 1 else ""
+    ax.plot(epochs[:cut], mean[:cut], color=color, lw=1.6, label=label + many)
+    if cut < len(epochs):
+        ax.plot(epochs[cut - 1:], mean[cut - 1:], color=color, lw=1.2, ls="--")
+    if count.max() > 1:
+        ax.fill_between(epochs, mean - half, mean + half, color=color, alpha=0.2, lw=0)
+    return f"{count[-1]} of {count.max()}" if cut < len(epochs) else ""
+
+
+def curves_plot(history, path, metric: str | None = None) -> None:
+    """Train/val loss per epoch (and one val metric), mean across members with a ±1.96·SE band."""
+    if metric not in history:
+        # The headline metric if logged, else the first val metric.
+        cols = [c for c in history.columns if c.startswith("val/") and c != "val/loss"]
+        metric = next((c for c in ("val/accuracy", "val/rmse") if c in cols), cols[0] if cols else None)
+    fig = _figure(figsize=(11 if metric else 6, 4))
+    axes = fig.subplots(1, 2 if metric else 1, squeeze=False)
+    ax = axes[0, 0]
+    stopped = ""
+    for column, label, color in (("train/loss", "train loss", "#1f77b4"), ("val/loss", "val loss", "#d62728")):
+        if column in history:
+            stopped = _plot_band(ax, history, column, label, color) or stopped
+    ax.set(xlabel="epoch", ylabel="loss", title="loss per epoch")
+    if metric:
+        stopped = _plot_band(axes[0, 1], history, metric, metric, "#2ca02c") or stopped
+        axes[0, 1].set(xlabel="epoch", ylabel=metric.split("/", 1)[-1], title=f"{metric} per epoch")
+    for a in axes.flat:
+        if stopped:
+            a.plot([], [], color="0.4", ls="--", lw=1.2, label=f"dashed: members still training ({stopped} at the end)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)

@@ -1,0 +1,159 @@
+"""Render a results dict as a rich table, Markdown, CSV and PNGs, and write them into a run directory."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.table import Table
+
+from runner.evaluate.metrics import best_of, higher_is_better
+from runner.evaluate.stats import Z95, fmt_interval, fmt_range
+
+
+def _rows(results: dict) -> list[tuple[str, dict]]:
+    """(name, {"test/<metric>": interval dict}) for the model, then each baseline."""
+    return [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
+
+
+def _label(metric: str, d: dict | None = None) -> str:
+    """"accuracy ↑", "log_loss ↓", "mean_error →0"; a † marks a bootstrap interval."""
+    name = metric.split("/", 1)[-1]
+    arrow = "→0" if name == "mean_error" else ("↑" if higher_is_better(name) else "↓")
+    dagger = "†" if d and str(d.get("interval", "")).startswith("bootstrap") else ""
+    return f"{name}{dagger} {arrow}"
+
+
+def _best(metric: str, rows) -> int | None:
+    return best_of(metric, [(m.get(metric) or {}).get("mean") for _, m in rows])
+
+
+def _name(results: dict) -> str:
+    """"heart · mlp" (or just the model when the dataset is unknown)."""
+    return " · ".join(str(x) for x in (results.get("dataset"), results.get("model") or "model") if x)
+
+
+def _over_line(results: dict) -> str:
+    n = next(iter(results["metrics"].values()), {}).get("n")
+    return f"± is 1.96·SE over {results.get('over') or 'members'}" + (f" (n = {n})" if n else "")
+
+
+def _footnotes(results: dict) -> list[str]:
+    notes = []
+    intervals = {d.get("interval") for _, m in _rows(results) for d in m.values()}
+    boot = sorted(i for i in intervals if i and i.startswith("bootstrap"))
+    if boot:
+        notes.append(f"† SE from a {boot[0]}; the other metrics use per-example SE over the test rows.")
+    if any("se_nb" in d for d in results["metrics"].values()):
+        notes.append("NB: Nadeau–Bengio corrected ±1.96·SE for repeated k-fold (folds share training rows).")
+    if results.get("baselines"):
+        notes.append("Baselines are fit on each member's training rows and scored on the same test rows.")
+    return notes
+
+
+def results_table(results: dict) -> Table:
+    """A rich table: one block per metric, the model then each baseline, best mean in bold."""
+    rows = _rows(results)
+    nb = any("se_nb" in d for d in results["metrics"].values())
+    table = Table(title=f"{_name(results)}: test metrics, {_over_line(results)}", caption="\n".join(
+        ["95% CI = mean ± 1.96·SE; t: Student t with n−1 df; bold = best per metric"] + _footnotes(results)),
+        caption_justify="left")
+    for col in ("metric", "model", "mean ± 1.96·SE", "95% CI", "95% CI (t)", "n") + (("± NB",) if nb else ()):
+        table.add_column(col, justify="left" if col in ("metric", "model") else "right")
+    for metric, first in results["metrics"].items():
+        best = _best(metric, rows)
+        for i, (name, m) in enumerate(rows):
+            d = m.get(metric) or {}
+            cells = [fmt_interval(d), fmt_range(d.get("ci95")), fmt_range(d.get("ci95_t")), str(d.get("n", ""))]
+            if nb:
+                cells.append(f"± {Z95 * d['se_nb']:.3f}" if d.get("se_nb") is not None else "")
+            if i == best:
+                cells[0] = f"[bold]{cells[0]}[/bold]"
+            table.add_row(_label(metric, first) if i == 0 else "", name, *cells,
+                          end_section=i == len(rows) - 1, style=None if i == 0 else "dim")
+    return table
+
+
+def report_markdown(results: dict) -> str:
+    """A Markdown table: model and baselines as rows, metrics as columns, best mean per column in bold."""
+    rows, metrics = _rows(results), list(results["metrics"])
+    lines = [f"**{_name(results)}**: test metrics; {_over_line(results)}; bold = best per column.", "",
+             "| model | " + " | ".join(_label(k, results["metrics"][k]) for k in metrics) + " |",
+             "| --- |" + " ---: |" * len(metrics)]
+    best = {k: _best(k, rows) for k in metrics}
+    for i, (name, m) in enumerate(rows):
+        cells = [fmt_interval(m.get(k)) for k in metrics]
+        cells = [f"**{c}**" if best[k] == i else c for c, k in zip(cells, metrics)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    notes = _footnotes(results)
+    if any("se_nb" in d for d in results["metrics"].values()):
+        nb = ", ".join(f"{k.split('/', 1)[-1]} ± {Z95 * d['se_nb']:.3f}"
+                       for k, d in results["metrics"].items() if d.get("se_nb") is not None)
+        notes.append(f"NB-corrected ± for {rows[0][0]}: {nb}.")
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def report_frame(results: dict) -> pd.DataFrame:
+    """One row per (model or baseline, metric) with mean, sd, se, both intervals, n and how ± was made."""
+    records = []
+    for name, m in _rows(results):
+        for metric, d in m.items():
+            lo, hi = d.get("ci95") or (None, None)
+            tlo, thi = d.get("ci95_t") or (None, None)
+            records.append({"model": name, "metric": metric, "mean": d.get("mean"), "sd": d.get("sd"),
+                            "se": d.get("se"), "ci95_lo": lo, "ci95_hi": hi, "ci95_t_lo": tlo, "ci95_t_hi": thi,
+                            "n": d.get("n"), "se_nb": d.get("se_nb"),
+                            "over": d.get("interval") or results.get("over")})
+    return pd.DataFrame.from_records(records)
+
+
+def report_csv(results: dict) -> str:
+    """`report_frame` as CSV text."""
+    return report_frame(results).to_csv(index=False)
+
+
+def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None) -> list[Path]:
+    """Write results.json, report.md, report.csv, report.png and (with a history) curves.png; each atomically."""
+    from runner.evaluate import plots  # lazy: matplotlib is only needed here
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
+    writers = {
+        "results.json": lambda p: p.write_text(text, encoding="utf-8"),
+        "report.md": lambda p: p.write_text(report_markdown(results), encoding="utf-8"),
+        "report.csv": lambda p: p.write_text(report_csv(results), encoding="utf-8"),
+        "report.png": lambda p: plots.report_plot(results, p),
+    }
+    if history is not None and len(history):
+        writers["curves.png"] = lambda p: plots.curves_plot(history, p)
+    written = []
+    for name, write in writers.items():
+        written.append(_atomic(run_dir / name, write))
+    return written
+
+
+def _atomic(path: Path, write) -> Path:
+    # A reader (or a crash) never sees a half-written file: write beside it, then rename over it.
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # suffix kept: savefig infers format
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _jsonable(obj):
+    """Plain JSON values: numpy scalars to Python, NaN/inf to null (results.json stays strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj

@@ -1,0 +1,90 @@
+"""Per-member preprocessing: fit on training rows only, statistics equal to hand computation, fixed width."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from runner.config import DatasetConfig
+from runner.data import load_dataset, make_transformer, member_features, population_plan
+
+NUMERIC = ["age", "trestbps", "chol", "thalch", "oldpeak"]
+
+
+def test_heart_width_and_names(heart, eval_cfg):
+    members = population_plan(heart.y, heart.task, eval_cfg("holdout"), [0, 1])
+    f = member_features(heart, members)
+    assert f.X.shape == (2, 303, 28) and f.X.dtype == np.float32 and len(f.names) == 28
+    assert f.names[:7] == NUMERIC + ["sex=Female", "sex=Male"]
+    assert f.names[-7:] == ["ca=0", "ca=1", "ca=2", "ca=3",
+                            "thal=fixed defect", "thal=normal", "thal=reversable defect"]
+    # Classification: y is the class codes for every member, unscaled.
+    assert f.y.dtype == np.float32 and np.array_equal(f.y, np.stack([heart.y, heart.y]).astype(np.float32))
+    assert f.y_mean.tolist() == [0, 0] and f.y_scale.tolist() == [1, 1]
+
+
+def test_changing_val_and_test_rows_leaves_training_rows_unchanged(heart, eval_cfg):
+    member = population_plan(heart.y, heart.task, eval_cfg("holdout"), [0])[0]
+    before = member_features(heart, [member]).X[0]
+    held_out = np.concatenate([member.val, member.test])
+    changed = heart.features.copy()
+    changed.loc[held_out, NUMERIC] = 1e4
+    changed.loc[held_out[::2], "chol"] = np.nan
+    changed.loc[held_out, "cp"] = "typical angina"
+    changed.loc[held_out, ["ca", "thal"]] = np.nan
+    after = member_features(replace(heart, features=changed), [member]).X[0]
+    assert np.array_equal(after[member.train], before[member.train])
+    assert not np.allclose(after[held_out], before[held_out])  # the change was real
+
+
+def test_statistics_are_the_training_rows(heart, eval_cfg):
+    member = population_plan(heart.y, heart.task, eval_cfg("kfold", k=5), [0])[3]
+    f = member_features(heart, [member])
+    X, train = f.X[0], heart.features.iloc[member.train]
+    # Numeric: median-impute then standardize (ddof=0) with training-row statistics only.
+    values = heart.features[NUMERIC].to_numpy()
+    mean, sd = values[member.train].mean(0), values[member.train].std(0)  # heart has no missing numbers
+    np.testing.assert_allclose(X[:, :5], (values - mean) / sd, rtol=1e-5, atol=1e-5)
+    fitted = make_transformer(heart).fit(train)
+    imputer, scaler = fitted.named_transformers_["numeric"].steps[0][1], fitted.named_transformers_["numeric"][-1]
+    np.testing.assert_allclose(imputer.statistics_, np.median(values[member.train], axis=0))
+    np.testing.assert_allclose(scaler.mean_, mean)
+    # Categorical: a missing ca becomes the training rows' most frequent ca.
+    mode = train["ca"].value_counts().idxmax()
+    ca = X[:, f.names.index("ca=0"):f.names.index("ca=3") + 1]
+    for row in np.flatnonzero(heart.features["ca"].isna()):
+        assert ca[row].tolist() == [float(v == mode) for v in heart.categories["ca"]]
+    assert np.all(X[:, 5:].sum(1) == 8)  # one hot per categorical column, for every row
+
+
+def test_each_member_has_its_own_fit(heart, eval_cfg):
+    members = population_plan(heart.y, heart.task, eval_cfg("kfold", k=5), [0, 1])
+    X = member_features(heart, members).X
+    assert np.array_equal(X[0], X[1])  # two seeds of one fold share their rows, hence their fit
+    assert not np.array_equal(X[0], X[2])  # another fold, other statistics
+    for e, m in enumerate(members):
+        np.testing.assert_allclose(X[e][m.train, :5].mean(0), 0, atol=1e-5)
+        np.testing.assert_allclose(X[e][m.train, :5].std(0), 1, atol=1e-4)
+
+
+def test_category_seen_only_in_test_rows_keeps_its_column(write_csv, eval_cfg):
+    frame = pd.DataFrame({"x": range(20), "kind": ["a", "b"] * 9 + ["c", "c"], "label": [0, 1] * 10})
+    ds = load_dataset(DatasetConfig(name="csv", path=write_csv(frame), target="label"))
+    members = population_plan(ds.y, ds.task, eval_cfg("kfold", k=2, stratify=False, split_seed=1), [0])
+    f = member_features(ds, members)
+    assert f.names == ["x", "kind=a", "kind=b", "kind=c"] and f.X.shape == (2, 20, 4)
+    for e, m in enumerate(members):
+        # Rows "c" are one-hot in column kind=c for every member, whether or not training saw a "c".
+        assert np.all(f.X[e, 18:, 3] == 1) and np.all(f.X[e, :18, 3] == 0)
+
+
+def test_regression_target_standardized_per_member(write_csv, eval_cfg):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=40), "label": rng.normal(5, 3, size=40)})
+    ds = load_dataset(DatasetConfig(name="csv", path=write_csv(frame), target="label"))
+    members = population_plan(ds.y, ds.task, eval_cfg("kfold", k=4), [0])
+    f = member_features(ds, members)
+    for e, m in enumerate(members):
+        assert f.y_mean[e] == ds.y[m.train].mean() and f.y_scale[e] == ds.y[m.train].std()
+        np.testing.assert_allclose(f.y[e], (ds.y - f.y_mean[e]) / f.y_scale[e], rtol=1e-6)
+    assert f.y.dtype == np.float32 and len(set(f.y_mean.tolist())) == 4
