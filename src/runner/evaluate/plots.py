@@ -45,6 +45,8 @@ def report_plot(results: dict, path) -> None:
         better = "nearer 0 is better" if name == "mean_error" else (
             "higher is better" if higher_is_better(name) else "lower is better")
         boot = "†" if str(results["metrics"][metric].get("interval", "")).startswith("bootstrap") else ""
+        if name == "mean_error":
+            ax.axvline(0, color="0.6", lw=0.8)  # the target: no systematic bias
         ax.set_title(f"{name}{boot}  ({better})", fontsize=9)
         ax.set_ylim(ys[-1] - 0.6, ys[0] + 0.7)
         ax.margins(x=0.15)
@@ -111,6 +113,10 @@ def curves_plot(history, path, metric: str | None = None) -> None:
         if column in history:
             stopped = _plot_band(ax, history, column, label, color) or stopped
     ax.set(xlabel="epoch", ylabel="loss", title="loss per epoch")
+    losses = history[[c for c in ("train/loss", "val/loss") if c in history]].to_numpy(float)
+    losses = losses[np.isfinite(losses)]
+    if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 20:
+        ax.set_yscale("log")  # e.g. an MSE falling from thousands: the late epochs would be a flat line
     if metric:
         stopped = _plot_band(axes[0, 1], history, metric, metric, "#2ca02c") or stopped
         axes[0, 1].set(xlabel="epoch", ylabel=metric.split("/", 1)[-1], title=f"{metric} per epoch")

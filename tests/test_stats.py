@@ -1,0 +1,69 @@
+"""Means, SEs and intervals against hand-computed values."""
+
+import math
+import sys
+
+import numpy as np
+import pytest
+
+from runner.evaluate import stats
+from runner.evaluate.stats import fmt_interval, mean_ci, nadeau_bengio_se, per_example_ci
+
+
+def test_mean_ci_known_values():
+    d = mean_ci([1, 2, 3, 4, 5])
+    assert d["n"] == 5 and d["mean"] == 3.0
+    assert d["sd"] == pytest.approx(1.58114, abs=1e-5)
+    assert d["se"] == pytest.approx(0.70711, abs=1e-5)
+    lo, hi = d["ci95"]
+    assert (hi - lo) / 2 == pytest.approx(1.38593, abs=1e-5)
+    lo, hi = d["ci95_t"]
+    assert (hi - lo) / 2 == pytest.approx(2.776 * 0.70711, abs=1e-3)  # t_{0.975, 4} = 2.776
+
+
+def test_t_interval_for_ten_values_uses_2_262():
+    d = mean_ci(np.arange(10.0))
+    assert (d["ci95_t"][1] - d["ci95_t"][0]) / 2 == pytest.approx(2.262 * d["se"], abs=1e-3)
+
+
+def test_t_table_without_scipy(monkeypatch):
+    exact = [stats.t975(df) for df in (1, 9, 30, 60, 500)]
+    monkeypatch.setitem(sys.modules, "scipy.stats", None)  # import now raises ImportError
+    table = [stats.t975(df) for df in (1, 9, 30, 60, 500)]
+    assert table[1] == 2.262
+    assert table == pytest.approx(exact, abs=1.5e-3)
+
+
+@pytest.mark.parametrize("values", [[], [0.7], [np.nan, 0.7, np.inf]])
+def test_fewer_than_two_values_give_no_interval(values):
+    d = mean_ci(values)
+    assert d["n"] == (0 if not values else 1)
+    assert d["sd"] is None and d["se"] is None and d["ci95"] is None and d["ci95_t"] is None
+    assert fmt_interval(d) == ("n/a" if not values else "0.700 (n/a)")
+
+
+def test_nan_values_are_dropped_and_not_counted():
+    d = mean_ci([1.0, np.nan, 3.0])
+    assert d["n"] == 2 and d["mean"] == 2.0 and d["sd"] == pytest.approx(math.sqrt(2))
+
+
+def test_per_example_ci_is_mean_ci_over_rows():
+    z = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=float)
+    d = per_example_ci(z)
+    assert d == mean_ci(z)
+    assert d["se"] == pytest.approx(z.std(ddof=1) / math.sqrt(8))
+
+
+def test_nadeau_bengio_se_hand_value():
+    values = [1, 2, 3, 4, 5]  # sd² = 2.5
+    assert nadeau_bengio_se(values, n_train=90, n_test=10) == pytest.approx(math.sqrt((1 / 5 + 10 / 90) * 2.5))
+    # The correction only ever widens the naive sd/√n.
+    assert nadeau_bengio_se(values, 90, 10) > mean_ci(values)["se"]
+    assert nadeau_bengio_se([0.8], 90, 10) is None
+
+
+def test_fmt_interval():
+    assert fmt_interval({"mean": 0.83, "se": 0.014 / 1.96}) == "0.830 ± 0.014"
+    assert fmt_interval({"mean": 0.83, "se": None}) == "0.830 (n/a)"
+    assert fmt_interval(None) == "n/a"
+    assert fmt_interval(mean_ci([1, 2, 3, 4, 5]), digits=2) == "3.00 ± 1.39"
