@@ -2,7 +2,10 @@
 
 import os
 import re
+import shutil
 import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -21,13 +24,21 @@ def train_command(args: list[str]) -> int:
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register()
     sys.argv = ["runner train", *args]
+    _job_errors.clear()
+    _started[0] = time.time()
     try:
         _hydra_train()
-    except RunnerError as exc:
-        return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
-    return 0
+    for message in _job_errors:
+        _fail(message)
+    return 2 if _job_errors else 0
+
+
+# A job's user error is recorded rather than raised, so a sweep goes on with its other jobs and
+# Hydra prints no report of its own; `train_command` prints each one and exits 2.
+_job_errors: list[str] = []
+_started = [0.0]
 
 
 def _fail(message: str) -> int:
@@ -41,8 +52,23 @@ def _hydra_train(cfg: DictConfig) -> Any:
 
     from runner.train import train
 
-    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    return train(config, HydraConfig.get().runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        return train(config, run_dir)
+    except (RunnerError, OmegaConfBaseException) as exc:
+        _job_errors.append(str(exc) if isinstance(exc, RunnerError) else explain(exc))
+        _remove_if_only_hydra_files(run_dir)
+    return None
+
+
+def _remove_if_only_hydra_files(run_dir: Path) -> None:
+    # Hydra makes the run directory before the job starts; a job that failed on bad input leaves
+    # no trace, but nothing that existed before this command (or that the job wrote) is touched.
+    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
+    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    if entries <= {".hydra", "train.log"} and all(p.stat().st_mtime >= _started[0] - 1 for p in files):
+        shutil.rmtree(run_dir)
 
 
 def explain(exc: BaseException) -> str:

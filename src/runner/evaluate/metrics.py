@@ -175,8 +175,10 @@ def _labels(y) -> np.ndarray:
 
 def _normalized(proba) -> np.ndarray:
     # Probabilities round-tripped through CSV sum to 1 only approximately; sklearn warns on that.
+    # Rows already summing to 1 are left alone: dividing would perturb ties and so the AUC.
     p = np.asarray(proba, dtype=float)
-    return p / p.sum(axis=1, keepdims=True)
+    sums = p.sum(axis=1, keepdims=True)
+    return p if np.allclose(sums, 1.0, rtol=0, atol=1e-9) else p / sums
 
 
 def _onehot(y_true, classes) -> np.ndarray:

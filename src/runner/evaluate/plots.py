@@ -32,7 +32,7 @@ def report_plot(results: dict, path) -> None:
         labels = []
         for y, (label, m) in zip(ys, rows):
             d = m.get(metric) or {}
-            if d.get("mean") is None:
+            if d.get("mean") is None or not math.isfinite(d["mean"]):
                 ax.text(0.5, y, "n/a", transform=ax.get_yaxis_transform(), ha="center", va="center", color="0.5")
                 continue
             color = MODEL_COLOR if y == ys[0] else BASELINE_COLOR

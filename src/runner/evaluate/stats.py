@@ -60,7 +60,7 @@ def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
 
 def fmt_interval(d: dict | None, digits: int = 3) -> str:
     """Render a `mean_ci` dict as "0.830 ± 0.014" (± = 1.96·se), "0.830 (n/a)" or "n/a"."""
-    if not d or d.get("mean") is None:
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
         return "n/a"
     mean = f"{d['mean']:.{digits}f}"
     if d.get("se") is None:

@@ -1,0 +1,90 @@
+"""The command line as a user meets it: help, the default run's files, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from runner.cli import main
+
+FAST = ["trainer.epochs=15", "trainer.progress=false"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True, text=True)
+
+
+def test_top_level_help_does_not_import_torch():
+    out = subprocess.run([sys.executable, "-c", "import sys; from runner.cli import main; main(['--help']);"
+                          "print('torch' in sys.modules, 'hydra' in sys.modules)"], capture_output=True, text=True)
+    assert "runner train" in out.stdout
+    assert out.stdout.strip().endswith("False False")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("optim.lrr=1", "unknown key 'optim.lrr'"),
+    ("model=mpl", "model=mpl is not an option; choose one of: logreg, mlp"),
+    ("trainer.epochs=abc", "trainer.epochs"),
+    ("model.activation=relux", "expected one of [relu, tanh, sigmoid, leaky_relu, gelu]"),
+    ("trainer.batch_size=0", "trainer.batch_size=0 is not valid"),
+])
+def test_bad_override_is_one_line_exit_2(tmp_path, override, needle):
+    out = _cli("train", override, f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ")
+    assert needle in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()  # nothing written before the config was checked
+
+
+def test_missing_csv_is_one_line_exit_2(tmp_path):
+    out = _cli("train", "dataset=csv", f"dataset.path={tmp_path}/nope.csv", "dataset.target=y",
+               f"hydra.run.dir={tmp_path}/run")
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "nope.csv" in out.stderr
+
+
+def test_default_run_writes_the_contract(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "trainer.seeds=3", f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["task"] == "binary" and results["dataset"] == "heart" and results["model"] == "mlp"
+    assert results["members"] == 3 and results["over"] == "3 seeds"
+    acc = results["metrics"]["test/accuracy"]
+    assert acc["n"] == 3
+    assert acc["se"] == pytest.approx(acc["sd"] / 3**0.5)
+    assert acc["ci95"] == pytest.approx([acc["mean"] - 1.96 * acc["se"], acc["mean"] + 1.96 * acc["se"]])
+    assert "test/accuracy" in results["baselines"]["majority"]
+    assert set(results["timing"]) == {"train_s", "total_s"}
+
+    preds = pd.read_csv(run / "predictions.csv")
+    assert list(preds.columns[:7]) == ["member", "fold", "repeat", "seed", "row", "y_true", "y_pred"]
+    assert {"p_0", "p_1"} <= set(preds.columns)
+    per_member = preds.assign(ok=preds.y_true == preds.y_pred).groupby("member").ok.mean()
+    assert acc["mean"] == pytest.approx(per_member.mean())
+    assert len(preds) == 3 * 61
+
+    splits = json.loads((run / "split_indices.json").read_text())
+    assert [s["seed"] for s in splits] == [0, 1, 2]
+    assert sorted(splits[0]["train"] + splits[0]["val"] + splits[0]["test"]) == list(range(303))
+    assert set(preds.row) == set(splits[0]["test"])
+
+    history = pd.read_csv(run / "metrics.csv")
+    assert list(history.columns) == ["member", "epoch", "train/loss", "val/accuracy", "val/loss", "lr"]
+    assert history.groupby("member").epoch.max().tolist() == [14, 14, 14]
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(run / "checkpoints" / name, weights_only=True)
+        assert state["flat"].shape == (3, 481)
+    assert len(list((run / "tensorboard").iterdir())) == 3
+    for name in ("report.md", "report.csv"):
+        assert (run / name).stat().st_size > 0
+
+
+def test_logreg_has_no_hidden_layer(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "model=logreg", "optim=sgd", "optim.lr=0.1", *FAST, f"hydra.run.dir={run}"]) == 0
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert state["flat"].shape == (1, 28 + 1)

@@ -1,0 +1,104 @@
+"""Reports: best values in bold, the rich table, CSV, and results.json written atomically."""
+
+import io
+import json
+import math
+import os
+
+import pandas as pd
+import pytest
+from rich.console import Console
+
+from runner.evaluate import report
+from runner.evaluate.report import report_csv, report_markdown, results_table, write_reports
+from runner.evaluate.stats import mean_ci
+
+
+def ci(*values):
+    return mean_ci(values)
+
+
+RESULTS = {
+    "task": "binary", "dataset": "heart", "model": "mlp", "members": 3, "over": "3 folds",
+    "metrics": {"test/accuracy": ci(0.80, 0.84, 0.82), "test/log_loss": ci(0.45, 0.41, 0.43),
+                "test/mean_error": ci(0.3, 0.2, 0.25)},
+    "baselines": {
+        "majority": {"test/accuracy": ci(0.54, 0.55, 0.53), "test/log_loss": ci(0.69, 0.69, 0.70),
+                     "test/mean_error": ci(-0.1, 0.0, 0.05)},
+        "logreg": {"test/accuracy": ci(0.85, 0.86, 0.84), "test/log_loss": ci(0.40, 0.38, 0.39),
+                   "test/mean_error": ci(0.4, 0.3, 0.35)},
+    },
+    "timing": {"train_s": 1.5, "total_s": 2.0},
+}
+
+
+def _row(md: str, name: str) -> list[str]:
+    line = next(line for line in md.splitlines() if line.startswith(f"| {name} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_markdown_bolds_best_per_column():
+    md = report_markdown(RESULTS)
+    assert "± is 1.96·SE over 3 folds (n = 3)" in md
+    mlp, majority, logreg = _row(md, "mlp"), _row(md, "majority"), _row(md, "logreg")
+    assert logreg[1] == "**0.850 ± 0.011**"  # accuracy: the max
+    assert logreg[2] == "**0.390 ± 0.011**"  # log_loss: the min
+    assert majority[3].startswith("**-0.017")  # mean_error: nearest zero
+    assert not any(c.startswith("**") for c in mlp + majority[1:3] + logreg[3:])
+
+
+def test_rich_table_says_what_plus_minus_is_over():
+    console = Console(width=120, record=True, file=io.StringIO())
+    console.print(results_table(RESULTS))
+    text = console.export_text()
+    assert "± is 1.96·SE over 3 folds (n = 3)" in text
+    for cell in ("accuracy ↑", "log_loss ↓", "majority", "logreg", "0.820 ± 0.023", "[0.797, 0.843]"):
+        assert cell in text
+    # the t interval for n = 3 uses t_{0.975, 2} = 4.303
+    d = RESULTS["metrics"]["test/accuracy"]
+    assert f"{d['mean'] + 4.303 * d['se']:.3f}]" in text
+
+
+def test_csv_has_one_row_per_model_and_metric():
+    frame = pd.read_csv(io.StringIO(report_csv(RESULTS)))
+    assert len(frame) == 9 and list(frame.model.unique()) == ["mlp", "majority", "logreg"]
+    row = frame[(frame.model == "logreg") & (frame.metric == "test/accuracy")].iloc[0]
+    assert row["mean"] == pytest.approx(0.85) and row["n"] == 3 and row["ci95_hi"] > row["ci95_lo"]
+
+
+def test_write_reports_round_trips_json_and_writes_every_file(tmp_path):
+    results = json.loads(json.dumps(RESULTS))
+    results["metrics"]["test/roc_auc"] = {"mean": float("nan"), "n": 0}  # undefined: must be null, not NaN
+    history = pd.DataFrame([{"member": m, "epoch": e, "train/loss": 1 / (e + 1), "val/loss": 1.2 / (e + 1) + m / 10,
+                             "val/accuracy": 0.5 + e / 20, "lr": 0.01} for m in range(3) for e in range(8 - m)])
+    written = write_reports(tmp_path, results, history)
+    assert sorted(p.name for p in written) == ["curves.png", "report.csv", "report.md", "report.png", "results.json"]
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in written)  # no temporary files left
+    back = json.loads((tmp_path / "results.json").read_text(), parse_constant=pytest.fail)
+    assert back["metrics"]["test/roc_auc"]["mean"] is None
+    assert back["metrics"]["test/accuracy"] == RESULTS["metrics"]["test/accuracy"]  # floats round-trip exactly
+    assert back["baselines"] == RESULTS["baselines"] and back["timing"] == RESULTS["timing"]
+    assert "n/a" in (tmp_path / "report.md").read_text()  # the undefined AUC
+    for png in ("report.png", "curves.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    target = tmp_path / "results.json"
+    target.write_text('{"old": true}')
+
+    def half_then_crash(path):
+        path.write_text('{"new": ')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        report._atomic(target, half_then_crash)
+    assert json.loads(target.read_text()) == {"old": True} and os.listdir(tmp_path) == ["results.json"]
+    # write_reports goes through os.replace from a temporary file in the same directory
+    replaced = []
+    real = os.replace
+    monkeypatch.setattr(report.os, "replace", lambda a, b: (replaced.append((a, b)), real(a, b)))
+    write_reports(tmp_path, RESULTS, None)
+    src, dst = next((a, b) for a, b in replaced if b.name == "results.json")
+    assert src.parent == dst.parent and src.name != "results.json"
+    assert not math.isnan(json.loads(target.read_text())["metrics"]["test/accuracy"]["mean"])

@@ -1,0 +1,151 @@
+"""summarize (intervals over members or over test rows) and the baseline predictions it compares with."""
+
+import math
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from runner.errors import RunnerError
+from runner.evaluate.baselines import majority_predictions, sklearn_predictions
+from runner.evaluate.metrics import per_example, score_members
+from runner.evaluate.stats import nadeau_bengio_se
+from runner.evaluate.summary import summarize
+
+CLASSES = ["0", "1"]
+
+
+def make_members(n_rows: int, k: int, repeats: int = 1, val: int = 4):
+    """k-fold members (a stand-in for runner.data.splits.Member), `repeats` reshuffles."""
+    members = []
+    for r in range(repeats):
+        order = np.random.default_rng(r).permutation(n_rows)
+        for f, test in enumerate(np.array_split(order, k)):
+            rest = np.setdiff1d(order, test)
+            members.append(SimpleNamespace(index=len(members), fold=f, repeat=r, seed=0,
+                                           train=rest[val:], val=rest[:val], test=np.sort(test)))
+    return members
+
+
+def make_predictions(members, y, seed=0) -> pd.DataFrame:
+    """A noisy binary model's predictions table for the members' test rows."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for m in members:
+        p = np.clip(0.25 + 0.5 * y[m.test] + rng.normal(0, 0.25, len(m.test)), 0.01, 0.99)
+        parts.append(pd.DataFrame({"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed,
+                                   "row": m.test, "y_true": y[m.test].astype(str),
+                                   "y_pred": (p > 0.5).astype(int).astype(str), "p_0": 1 - p, "p_1": p}))
+    return pd.concat(parts, ignore_index=True)
+
+
+Y = (np.random.default_rng(42).uniform(size=60) < 0.45).astype(int)
+
+
+def test_summarize_means_equal_mean_of_member_scores():
+    members = make_members(60, k=5)
+    preds = make_predictions(members, Y)
+    out = summarize(preds, "binary", CLASSES, members, "5 folds")
+    per = score_members(preds, "binary", CLASSES)
+    assert out["over"] == "5 folds" and out["baselines"] == {}
+    assert set(out["metrics"]) == {f"test/{c}" for c in per.columns}
+    for name in per.columns:
+        d = out["metrics"][f"test/{name}"]
+        assert d["mean"] == pytest.approx(per[name].mean()) and d["n"] == 5
+        assert d["se"] == pytest.approx(per[name].std(ddof=1) / math.sqrt(5))
+        assert "se_nb" not in d  # one repeat: no Nadeau–Bengio correction
+
+
+def test_single_member_interval_is_over_test_rows():
+    members = make_members(60, k=5)[:1]
+    preds = make_predictions(members, Y)
+    out = summarize(preds, "binary", CLASSES, members, "1 seed")
+    n_test = len(members[0].test)
+    assert out["over"] == f"{n_test} test rows"
+    z = per_example("binary", preds.y_true, preds.y_pred, preds[["p_0", "p_1"]].to_numpy(), CLASSES)["accuracy"]
+    acc = out["metrics"]["test/accuracy"]
+    assert acc["n"] == n_test and acc["mean"] == pytest.approx(z.mean())
+    assert (acc["ci95"][1] - acc["ci95"][0]) / 2 == pytest.approx(1.96 * z.std(ddof=1) / math.sqrt(n_test))
+    # Non-decomposable metrics: a seeded bootstrap, labelled, reproducible.
+    auc = out["metrics"]["test/roc_auc"]
+    assert auc["interval"].startswith("bootstrap") and auc["se"] > 0
+    assert summarize(preds, "binary", CLASSES, members)["metrics"]["test/roc_auc"] == auc
+
+
+def test_repeated_kfold_adds_nadeau_bengio():
+    members = make_members(60, k=5, repeats=2)
+    preds = make_predictions(members, Y)
+    d = summarize(preds, "binary", CLASSES, members, "5 folds x 2 repeats")["metrics"]["test/accuracy"]
+    per = score_members(preds, "binary", CLASSES)["accuracy"]
+    # 60 rows, 12 per test fold; the 48 others are train (44) + val (4)
+    assert d["se_nb"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
+    assert d["se_nb"] > d["se"] and d["n"] == 10
+
+
+def test_one_class_fold_is_dropped_from_roc_auc_not_crashing():
+    members = make_members(60, k=5)
+    y = Y.copy()
+    y[members[0].test] = 0  # fold 0 has only negatives: its AUC is undefined
+    out = summarize(make_predictions(members, y), "binary", CLASSES, members, "5 folds")
+    assert out["metrics"]["test/roc_auc"]["n"] == 4 and out["metrics"]["test/log_loss"]["n"] == 5
+
+
+def test_majority_baseline_uses_train_rows_only():
+    members = make_members(60, k=5)
+    base = majority_predictions(Y, members, "binary", CLASSES)
+    m = members[2]
+    rows = base[base.member == 2]
+    freq = np.bincount(Y[m.train], minlength=2) / len(m.train)
+    assert list(rows.row) == list(m.test)
+    assert rows[["p_0", "p_1"]].to_numpy() == pytest.approx(np.tile(freq, (len(m.test), 1)))
+    flipped = Y.copy()
+    flipped[m.test] = 1 - flipped[m.test]  # changing test labels must not change the prediction
+    again = majority_predictions(flipped, [m], "binary", CLASSES)  # (they are other members' train rows)
+    assert again[["p_0", "p_1", "y_pred"]].equals(rows[["p_0", "p_1", "y_pred"]].reset_index(drop=True))
+    assert not again.y_true.equals(rows.y_true.reset_index(drop=True))
+    reg = majority_predictions(Y * 2.5, members, "regression")
+    assert reg[reg.member == 2].y_pred.iloc[0] == pytest.approx(np.mean(Y[m.train] * 2.5))
+
+
+def test_sklearn_baseline_fits_each_member_on_its_train_rows():
+    members = make_members(60, k=3)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3, 60, 4)) + Y[None, :, None]  # a different preprocessing per member
+    got = sklearn_predictions("logreg", X, Y, members, "binary", CLASSES)
+    m = members[1]
+    want = LogisticRegression(max_iter=1000).fit(X[1][m.train], Y[m.train]).predict_proba(X[1][m.test])
+    assert got[got.member == 1][["p_0", "p_1"]].to_numpy() == pytest.approx(want)
+    knn = sklearn_predictions("knn", X, Y, members, "binary", CLASSES)
+    assert set(np.round(knn.p_1 * 3)) <= {0, 1, 2, 3}  # 3 neighbours vote
+    with pytest.raises(RunnerError, match="unknown baseline 'svm'; choose one of: majority, logreg, knn"):
+        sklearn_predictions("svm", X, Y, members, "binary", CLASSES)
+
+
+def test_baseline_missing_a_class_in_train_rows():
+    y = np.array([0, 0, 1, 1, 0, 0, 2, 2, 1, 2])
+    m = SimpleNamespace(index=0, fold=0, repeat=0, seed=0, train=np.arange(6), val=np.arange(0), test=np.arange(6, 10))
+    X = np.random.default_rng(0).normal(size=(1, 10, 2))
+    got = sklearn_predictions("logreg", X, y, [m], "multiclass", ["0", "1", "2"])
+    assert (got.p_2 == 0).all() and got[["p_0", "p_1"]].sum(axis=1).to_numpy() == pytest.approx(1)
+    base = summarize(got, "multiclass", ["0", "1", "2"], [m])  # class 2 never predicted: still scores
+    assert base["metrics"]["test/log_loss"]["mean"] > 1
+
+
+def test_baselines_are_summarized_the_same_way():
+    members = make_members(60, k=5)
+    base = {"majority": majority_predictions(Y, members, "binary", CLASSES)}
+    out = summarize(make_predictions(members, Y), "binary", CLASSES, members, "5 folds", base)
+    maj = out["baselines"]["majority"]
+    assert set(maj) == set(out["metrics"]) and maj["test/roc_auc"]["mean"] == 0.5
+    assert maj["test/accuracy"]["mean"] < out["metrics"]["test/accuracy"]["mean"]
+
+
+def test_evaluate_imports_neither_torch_nor_engine_nor_matplotlib():
+    code = ("import sys, runner.evaluate; bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'matplotlib') or m.startswith('runner.engine')]; print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
