@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config import EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
+from runner.config import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
 
@@ -18,14 +18,17 @@ def _data(E, n=90, d=7, seed=0, ragged=False):
     return X, y, train, val
 
 
-def _train(X, y, train, val, seeds, optim, epochs=6, patience=None, batch=16, hidden=(16,)):
+def _train(X, y, train, val, seeds, optim, epochs=6, patience=None, batch=16, hidden=(16,), **over):
     E = len(seeds)
-    model = build_model(ModelConfig(hidden=list(hidden)), E, X.shape[-1], 1)
+    cfg = Config(optim=optim, trainer=TrainerConfig(
+        epochs=epochs, batch_size=batch, early_stopping=EarlyStoppingConfig(patience=patience, restore_best=True)))
+    for key, value in over.items():
+        section, name = key.split("__")
+        setattr(getattr(cfg, section), name, value)
+    model = build_model(cfg.model if "model__norm" in over else ModelConfig(hidden=list(hidden)), E, X.shape[-1], 1)
     model.initialize(seeds, "default")
-    trainer = TrainerConfig(epochs=epochs, batch_size=batch,
-                            early_stopping=EarlyStoppingConfig(patience=patience, restore_best=True))
     data = PopulationData(X, y, train, val, seeds, torch.ones(E))
-    return fit(model, data, trainer, optim, "bce")
+    return fit(model, data, cfg, "bce")
 
 
 @pytest.mark.parametrize("optim", [
@@ -53,6 +56,8 @@ def test_default_mlp_has_497_parameters_for_29_inputs():
 
 
 @pytest.mark.parametrize("name,kw", [("adam", {}), ("adamw", {"weight_decay": 0.1}),
+                                     ("rmsprop", {"momentum": 0.5, "weight_decay": 0.01}),
+                                     ("adagrad", {"weight_decay": 0.01}),
                                      ("sgd", {"momentum": 0.9, "dampening": 0.1}),
                                      ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01})])
 def test_one_member_steps_like_torch_optim(name, kw):
@@ -63,8 +68,11 @@ def test_one_member_steps_like_torch_optim(name, kw):
     ours = torch.nn.Parameter(p0.clone())
     ref = torch.nn.Parameter(p0.clone())
     cfg = OptimConfig(name=OptimName(name), lr=0.01, **kw)
+    if name == "adagrad":
+        cfg.eps = 1e-10  # torch's default for Adagrad
     opt = StackedOptimizer(ours, cfg)
-    torch_opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name](
+    torch_opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+                 "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}[name](
         [ref], lr=0.01, **kw)
     for _ in range(20):
         g = torch.randn(1, 50, dtype=torch.float64)

@@ -54,9 +54,19 @@ def test_rich_table_says_what_plus_minus_is_over():
     assert "± is 1.96·SE over 3 folds (n = 3)" in text
     for cell in ("accuracy ↑", "log_loss ↓", "majority", "logreg", "0.820 ± 0.023", "[0.797, 0.843]"):
         assert cell in text
-    # the t interval for n = 3 uses t_{0.975, 2} = 4.303
-    d = RESULTS["metrics"]["test/accuracy"]
-    assert f"{d['mean'] + 4.303 * d['se']:.3f}]" in text
+    assert "t interval (ci95_t) is 2.20× wider" in text  # n = 3: t_{0.975, 2} / 1.96 = 4.303 / 1.96
+
+
+def test_rich_table_fits_80_columns_and_shows_nadeau_bengio_when_repeated():
+    results = json.loads(json.dumps(RESULTS))
+    results["metrics"]["test/balanced_accuracy"] = dict(ci(0.7, 0.8, 0.9), interval="bootstrap (…)")
+    for d in results["metrics"].values():
+        d["se_nb"], d["ci95_nb"] = 0.05, [d["mean"] - 0.098, d["mean"] + 0.098]
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(results_table(results))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text.split("\n95%")[0]
+    assert "95% CI (NB)" in text and "[0.722, 0.918]" in text  # accuracy 0.820 ± 0.098
 
 
 def test_csv_has_one_row_per_model_and_metric():

@@ -11,13 +11,16 @@ commands:
   train [overrides]   train a stacked population of models (a Hydra app:
                       -m to sweep, --cfg job for the resolved config,
                       --help for the config groups and options)
-  report DIR...       compare finished runs or a multirun directory
+  report DIR...       compare finished runs or multirun directories in one
+                      table, best first (--format table|md|csv|json,
+                      --metric NAME, --help)
 
 examples:
   runner train                                   heart + mlp + adam + holdout
   runner train model=logreg optim=sgd optim.lr=0.1
   runner train trainer.seeds=5                   5 seeds as one stacked population
-  runner train -m optim=sgd,adam,adamw           a sweep
+  runner train -m optim=sgd,adam,adamw           a sweep (ends with its comparison table)
+  runner report outputs/multirun/DATE/TIME       compare a sweep's runs again
 """
 
 
@@ -32,7 +35,11 @@ def main(argv: list[str] | None = None) -> int:
         from runner.app import train_command
 
         return train_command(rest)
-    print(f"error: unknown command {command!r}; choose one of: train (see runner --help)", file=sys.stderr)
+    if command == "report":
+        from runner.evaluate.compare import report_command
+
+        return report_command(rest)
+    print(f"error: unknown command {command!r}; choose one of: train, report (see runner --help)", file=sys.stderr)
     return 2
 
 

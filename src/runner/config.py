@@ -41,6 +41,29 @@ class OptimName(str, Enum):
     sgd = "sgd"
     adam = "adam"
     adamw = "adamw"
+    rmsprop = "rmsprop"
+    adagrad = "adagrad"
+
+
+class SchedName(str, Enum):
+    constant = "constant"
+    step = "step"
+    exponential = "exponential"
+    cosine = "cosine"
+    warmup_cosine = "warmup_cosine"
+    onecycle = "onecycle"
+    plateau = "plateau"
+
+
+class Norm(str, Enum):
+    none = "none"
+    batch = "batch"
+    layer = "layer"
+
+
+class DeltaMode(str, Enum):
+    abs = "abs"
+    rel = "rel"
 
 
 class EvalName(str, Enum):
@@ -83,14 +106,17 @@ class ModelConfig:
     name: str = "mlp"
     hidden: List[int] = field(default_factory=lambda: [16])
     activation: Activation = Activation.relu
-    dropout: float = 0.0
+    dropout: float = 0.0  # inverted dropout after every hidden layer, never on the output
     init: Init = Init.default
+    norm: Norm = Norm.none  # after each hidden dense layer, before the activation
 
 
 @dataclass
 class LossConfig:
     name: LossName = LossName.auto
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # targets y(1-a) + a/K
+    pos_weight: Optional[float] = None  # BCE: weight of the positive term
+    class_weights: Optional[List[float]] = None  # one weight per class (code order), weighted mean
 
 
 @dataclass
@@ -102,7 +128,37 @@ class OptimConfig:
     dampening: float = 0.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # decoupled for adamw; added to the gradient (= L2 for sgd) otherwise
+    alpha: float = 0.99  # rmsprop's smoothing constant
+    initial_accumulator_value: float = 0.0  # adagrad
+
+
+@dataclass
+class SchedConfig:
+    """The learning-rate schedule, stepped once per epoch (per member for plateau)."""
+
+    name: SchedName = SchedName.constant
+    step_size: int = 30  # step
+    gamma: float = 0.1  # step, exponential
+    eta_min: float = 0.0  # cosine, warmup_cosine
+    warmup_epochs: int = 5  # warmup_cosine
+    max_lr: Optional[float] = None  # onecycle; None: optim.lr
+    pct_start: float = 0.3  # onecycle
+    div_factor: float = 25.0  # onecycle
+    final_div_factor: float = 1e4  # onecycle
+    monitor: str = "val/loss"  # plateau
+    factor: float = 0.1  # plateau
+    patience: int = 10  # plateau
+    threshold: float = 1e-4  # plateau, relative
+    min_lr: float = 0.0  # plateau
+
+
+@dataclass
+class RegConfig:
+    """Penalties added to each member's loss, on kernels only (biases and norm parameters excluded)."""
+
+    l2: float = 0.0  # (l2/2)·Σw²
+    l1: float = 0.0  # l1·Σ|w|
 
 
 @dataclass
@@ -126,7 +182,18 @@ class EarlyStoppingConfig:
     mode: Mode = Mode.auto
     patience: Optional[int] = 20  # None: never stop early (still restores the best epoch)
     min_delta: float = 0.0
+    min_delta_mode: DeltaMode = DeltaMode.abs  # rel: improve by min_delta·|best|
+    start_from_epoch: int = 0  # epochs before this neither count as best nor use up patience
+    baseline: Optional[float] = None  # a member must beat this value to count as improving
     restore_best: bool = True
+
+
+@dataclass
+class GradClipConfig:
+    """Gradient clipping, computed per member (never over the whole stack)."""
+
+    norm: Optional[float] = None
+    value: Optional[float] = None
 
 
 @dataclass
@@ -138,6 +205,7 @@ class TrainerConfig:
     device: Device = Device.auto
     progress: bool = True
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
 
 
 @dataclass
@@ -146,6 +214,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -189,7 +259,15 @@ def validate(cfg: Config) -> None:
     need(0 < e.test_fraction < 1, "eval.test_fraction", e.test_fraction, "use a fraction in (0, 1)")
     need(0 <= e.val_fraction < 1 - e.test_fraction, "eval.val_fraction", e.val_fraction,
          "use a fraction in [0, 1 - eval.test_fraction)")
+    need(cfg.reg.l2 >= 0 and cfg.reg.l1 >= 0, "reg.l2/reg.l1", (cfg.reg.l2, cfg.reg.l1), "use penalties >= 0")
+    for key in ("norm", "value"):
+        v = getattr(t.grad_clip, key)
+        need(v is None or v > 0, f"trainer.grad_clip.{key}", v, "use a positive number, or null for no clipping")
+    need(cfg.loss.pos_weight is None or cfg.loss.pos_weight > 0, "loss.pos_weight", cfg.loss.pos_weight,
+         "use a positive weight, or null")
     es = t.early_stopping
+    need(cfg.sched.monitor == "val/loss" or cfg.sched.monitor.removeprefix("val/") in MONITORED, "sched.monitor",
+         cfg.sched.monitor, "choose one of " + ", ".join("val/" + n for n in MONITORED))
     name = es.monitor.removeprefix("val/")
     need(es.monitor.startswith("val/") and name in MONITORED, "trainer.early_stopping.monitor", es.monitor,
          "choose one of " + ", ".join("val/" + n for n in MONITORED))

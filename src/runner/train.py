@@ -53,11 +53,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
     )
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg.trainer, cfg.optim, loss, cfg.loss.label_smoothing, on_epoch)
+        result = fit(model, data, cfg, loss, on_epoch)
 
-    keep = result.best if cfg.trainer.early_stopping.restore_best else result.last
+    restore = cfg.trainer.early_stopping.restore_best
     with torch.no_grad():
-        model.flat.copy_(keep)
+        model.flat.copy_(result.best if restore else result.last)
+        model.stats.copy_(result.best_stats if restore else result.last_stats)
     predictions = predict_test(model, data.X, members, loss, dataset.classes, dataset.y, feats.y_mean, feats.y_scale)
     baselines = {"majority": majority_predictions(dataset.y, members, task, dataset.classes)}
     results = {
@@ -79,8 +80,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(members, rows))
     member_info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in members]
     extra = {"model": cfg.model.name, "features": feats.names, "classes": dataset.classes}
-    save_checkpoint(run_dir / "checkpoints" / "best.pt", result.best, model.slots, member_info, extra)
-    save_checkpoint(run_dir / "checkpoints" / "last.pt", result.last, model.slots, member_info, extra)
+    save_checkpoint(run_dir / "checkpoints" / "best.pt", result.best, result.best_stats, model, member_info, extra)
+    save_checkpoint(run_dir / "checkpoints" / "last.pt", result.last, result.last_stats, model, member_info, extra)
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     results["timing"] = {"train_s": round(result.train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
     write_reports(run_dir, results, history)

@@ -6,11 +6,12 @@ from pathlib import Path
 import torch
 
 
-def save_checkpoint(path: Path, flat: torch.Tensor, slots: dict, members: list[dict], extra: dict) -> None:
+def save_checkpoint(path: Path, flat: torch.Tensor, stats: torch.Tensor, model, members: list[dict], extra: dict) -> None:
     """Write the population's [E, P] parameters and their layout; a crash never leaves half a file."""
     state = {
         "flat": flat.detach().cpu().clone(),
-        "slots": {n: {"shape": list(s.shape), "offset": s.offset, "kernel": s.kernel} for n, s in slots.items()},
+        "stats": stats.detach().cpu().clone(),
+        "slots": {n: {"shape": list(s.shape), "offset": s.offset, "kernel": s.kernel} for n, s in model.slots.items()},
         "members": members,
         **extra,
     }

@@ -7,10 +7,11 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from runner.config import OptimConfig, TrainerConfig, name_of
+from runner.config import Config, name_of
 from runner.engine import losses
-from runner.engine.early_stopping import EarlyStopping
+from runner.engine.early_stopping import LOWER_IS_BETTER, EarlyStopping
 from runner.engine.optim import StackedOptimizer
+from runner.engine.schedules import Schedule
 from runner.models import Population
 
 
@@ -24,6 +25,7 @@ class PopulationData:
     val: list[np.ndarray]
     seeds: list[int]
     y_scale: torch.Tensor  # [E]: regression errors back in target units
+    weight: Optional[torch.Tensor] = None  # [E, n] row weights (class and sample weights); None: all 1
 
 
 @dataclass
@@ -35,6 +37,8 @@ class FitResult:
     best_epoch: np.ndarray  # [E], -1 without validation
     best: torch.Tensor  # [E, P]
     last: torch.Tensor  # [E, P]
+    best_stats: torch.Tensor  # [E, Q] running statistics (batch norm) that go with `best`
+    last_stats: torch.Tensor
     train_s: float
 
 
@@ -52,98 +56,117 @@ def padded(rows: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
 def fit(
     model: Population,
     data: PopulationData,
-    trainer: TrainerConfig,
-    optim: OptimConfig,
+    cfg: Config,
     loss: str,
-    label_smoothing: float = 0.0,
     on_epoch: Optional[Callable[[int, int], None]] = None,
 ) -> FitResult:
     """Train every member of `model` on its own rows; returns history and best/last weights."""
     start = time.perf_counter()
-    device = model.flat.device
-    E = model.members
+    trainer, es = cfg.trainer, cfg.trainer.early_stopping
+    device, E = model.flat.device, model.members
     n_train = np.array([len(r) for r in data.train])
     batch = int(n_train.max()) if trainer.batch_size == "full" else int(trainer.batch_size)
     steps = int(np.ceil(n_train.max() / batch))
     rngs = [np.random.default_rng(s) for s in data.seeds]
     members = torch.arange(E, device=device).unsqueeze(1)
+    row_weight = data.weight if data.weight is not None else torch.ones_like(data.y)
+    criterion = losses.Criterion(loss, cfg.loss, device)
+    penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device))
 
     has_val = any(len(v) for v in data.val)
     if has_val:
-        val_idx, val_w = padded(data.val, device)
-        Xv, yv = data.X[members, val_idx], data.y[members, val_idx]
-    task_metric = "rmse" if loss == "mse" else "accuracy"
+        val_idx, val_mask = padded(data.val, device)
+        Xv, yv, wv = data.X[members, val_idx], data.y[members, val_idx], val_mask * row_weight[members, val_idx]
 
-    opt = StackedOptimizer(model.flat, optim)
-    es = trainer.early_stopping
-    stopper = EarlyStopping(model.flat, es.monitor, name_of(es.mode), es.patience, es.min_delta)
-    names = ["train/loss", "lr"] + (["val/loss", f"val/{task_metric}"] if has_val else [])
+    opt = StackedOptimizer(model.flat, cfg.optim)
+    schedule = Schedule(cfg.sched, cfg.optim.lr, trainer.epochs, E, device)
+    stopper = EarlyStopping(model, es)
+    metric = "val/rmse" if loss == "mse" else "val/accuracy"
+    names = ["train/loss", "lr"] + (["val/loss", metric] if has_val else [])
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
-    n_train_t = torch.as_tensor(n_train, dtype=torch.float32, device=device)
 
     for epoch in range(trainer.epochs):
         active = stopper.active
-        idx, w = _epoch_batches(data.train, rngs, steps, batch, device)
-        stepping = (w.sum(-1) > 0).T & active  # [steps, E]
-        total = torch.zeros(E, device=device)
+        if schedule.kind != "plateau":
+            opt.lr.fill_(schedule.lr(epoch))
+        idx, mask = _epoch_batches(data.train, rngs, steps, batch, device)
+        stepping = (mask.sum(-1) > 0).T & active  # [steps, E]
+        total, seen = torch.zeros(E, device=device), torch.zeros(E, device=device)
         model.train()
         for s in range(steps):
-            ib, wb = idx[:, s], w[:, s]
-            out = model(data.X[members, ib])
-            per_row = losses.per_example(loss, out, data.y[members, ib], label_smoothing) * wb
+            ib = idx[:, s]
+            wb = mask[:, s] * row_weight[members, ib]
+            model.updating = stepping[s]
+            per_row = criterion(model(data.X[members, ib], mask[:, s]), data.y[members, ib]) * wb
+            member_loss = per_row.sum(1) / wb.sum(1).clamp(min=1e-12)
             model.flat.grad = None
-            (per_row.sum(1) / wb.sum(1).clamp(min=1)).sum().backward()
+            (member_loss + penalty(model.flat)).sum().backward()
+            _clip(model.flat.grad, trainer.grad_clip)
             opt.step(stepping[s])
             total += per_row.detach().sum(1)
-        ran = active.float()
-        hist["train/loss"][epoch] = torch.where(active, total / n_train_t, torch.nan)
+            seen += wb.sum(1)
+        hist["train/loss"][epoch] = torch.where(active, total / seen.clamp(min=1e-12), torch.nan)
         hist["lr"][epoch] = torch.where(active, opt.lr, torch.nan)
         if has_val:
-            val = _validate(model, Xv, yv, val_w, loss, data.y_scale)
+            val = _validate(model, Xv, yv, wv, criterion, metric, data.y_scale)
             for k, v in val.items():
                 hist[k][epoch] = torch.where(active, v, torch.nan)
             stopper.update(epoch, val[es.monitor], active)
-        stopper.count(ran)
+            if schedule.kind == "plateau":
+                monitored = cfg.sched.monitor
+                opt.lr = schedule.plateau(opt.lr, val[monitored], monitored in LOWER_IS_BETTER, active)
+        stopper.count(active)
         n_active = int(stopper.active.sum())
         if on_epoch is not None:
             on_epoch(epoch, n_active)
         if n_active == 0:
             break
 
+    model.updating = None
     last = model.flat.detach().clone()
-    best = stopper.best_params if has_val else last
     return FitResult(
         history={k: v[: epoch + 1].cpu().numpy() for k, v in hist.items()},
         epochs_run=stopper.epochs_run.cpu().numpy().astype(int),
         best_epoch=stopper.best_epoch.cpu().numpy().astype(int),
-        best=best.clone(),
+        best=stopper.best_params.clone() if has_val else last,
         last=last,
+        best_stats=stopper.best_stats.clone() if has_val else model.stats.clone(),
+        last_stats=model.stats.clone(),
         train_s=time.perf_counter() - start,
     )
 
 
+def _clip(grad: torch.Tensor, clip) -> None:
+    # Per member: each row of the [E, P] gradient is one member's whole gradient.
+    if clip.value is not None:
+        grad.clamp_(-clip.value, clip.value)
+    if clip.norm is not None:
+        norm = grad.norm(dim=1, keepdim=True)
+        grad.mul_((clip.norm / (norm + 1e-6)).clamp(max=1.0))
+
+
 def _epoch_batches(train: list[np.ndarray], rngs, steps: int, batch: int, device):
-    """This epoch's shuffled rows per member as [E, steps, batch] indices and weights."""
+    """This epoch's shuffled rows per member as [E, steps, batch] indices and 0/1 masks."""
     E = len(train)
     idx = np.zeros((E, steps * batch), dtype=np.int64)
-    w = np.zeros((E, steps * batch), dtype=np.float32)
+    mask = np.zeros((E, steps * batch), dtype=np.float32)
     for e, (rows, rng) in enumerate(zip(train, rngs)):
         idx[e, : len(rows)] = rows[rng.permutation(len(rows))]
-        w[e, : len(rows)] = 1.0
+        mask[e, : len(rows)] = 1.0
     shape = (E, steps, batch)
-    return torch.from_numpy(idx).view(shape).to(device), torch.from_numpy(w).view(shape).to(device)
+    return torch.from_numpy(idx).view(shape).to(device), torch.from_numpy(mask).view(shape).to(device)
 
 
 @torch.no_grad()
-def _validate(model, Xv, yv, wv, loss, y_scale) -> dict[str, torch.Tensor]:
+def _validate(model, Xv, yv, wv, criterion, metric, y_scale) -> dict[str, torch.Tensor]:
     """Validation loss and task metric for all members in one batched pass."""
     model.eval()
     out = model(Xv)
-    n = wv.sum(1).clamp(min=1)
-    result = {"val/loss": (losses.per_example(loss, out, yv) * wv).sum(1) / n}
-    if loss == "mse":
-        result["val/rmse"] = ((out.squeeze(-1) - yv) ** 2 * wv).sum(1).div(n).sqrt() * y_scale
+    n = wv.sum(1).clamp(min=1e-12)
+    result = {"val/loss": (criterion(out, yv, smoothing=False) * wv).sum(1) / n}
+    if metric == "val/rmse":
+        result[metric] = ((out.squeeze(-1) - yv) ** 2 * wv).sum(1).div(n).sqrt() * y_scale
     else:
-        pred = (out.squeeze(-1) > 0).float() if loss == "bce" else out.argmax(-1).float()
-        result["val/accuracy"] = ((pred == yv).float() * wv).sum(1) / n
+        pred = (out.squeeze(-1) > 0).float() if out.shape[-1] == 1 else out.argmax(-1).float()
+        result[metric] = ((pred == yv).float() * wv).sum(1) / n
     return result

@@ -1,8 +1,9 @@
-"""Per-example losses on logits for each task, shaped [E, B]."""
+"""Per-example losses on logits for each task, shaped [E, B], and the kernel penalties."""
 
 import torch
 import torch.nn.functional as F
 
+from runner.config import LossConfig, RegConfig
 from runner.errors import RunnerError
 
 COMPATIBLE = {"bce": ("binary",), "ce": ("binary", "multiclass"), "mse": ("regression",)}
@@ -22,17 +23,43 @@ def output_size(loss: str, n_classes: int) -> int:
     return n_classes if loss == "ce" else 1
 
 
-def per_example(loss: str, out: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
-    """The loss of every example of every member: out [E, B, K], y [E, B] -> [E, B]."""
-    if loss == "bce":
-        target = y if label_smoothing == 0 else y * (1 - label_smoothing) + label_smoothing / 2
-        return F.binary_cross_entropy_with_logits(out.squeeze(-1), target, reduction="none")
-    if loss == "ce":
-        e, b, k = out.shape
-        flat = F.cross_entropy(out.reshape(e * b, k), y.reshape(-1).long(), reduction="none",
-                               label_smoothing=label_smoothing)
-        return flat.view(e, b)
-    return (out.squeeze(-1) - y) ** 2
+class Criterion:
+    """The configured loss of every example of every member: out [E, B, K], y [E, B] -> [E, B]."""
+
+    def __init__(self, loss: str, cfg: LossConfig, device):
+        self.loss = loss
+        self.smoothing = cfg.label_smoothing
+        self.pos_weight = None if cfg.pos_weight is None else torch.tensor(cfg.pos_weight, device=device)
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor, smoothing: bool = True) -> torch.Tensor:
+        # Validation loss is reported on the true targets, so it stays comparable across smoothing values.
+        alpha = self.smoothing if smoothing else 0.0
+        if self.loss == "bce":
+            # Smoothing on the two-class form: targets y(1-a) + a/2.
+            target = y * (1 - alpha) + alpha / 2
+            return F.binary_cross_entropy_with_logits(out.squeeze(-1), target, reduction="none",
+                                                      pos_weight=self.pos_weight)
+        if self.loss == "ce":
+            e, b, k = out.shape
+            flat = F.cross_entropy(out.reshape(e * b, k), y.reshape(-1).long(), reduction="none",
+                                   label_smoothing=alpha)
+            return flat.view(e, b)
+        return (out.squeeze(-1) - y) ** 2
+
+
+class Penalty:
+    """reg.l2 (l2/2·Σw²) and reg.l1 (l1·Σ|w|) per member, on kernel entries only."""
+
+    def __init__(self, cfg: RegConfig, kernel_mask: torch.Tensor):
+        self.l2, self.l1, self.mask = cfg.l2, cfg.l1, kernel_mask
+
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor | float:
+        total: torch.Tensor | float = 0.0
+        if self.l2:
+            total = total + 0.5 * self.l2 * (flat.square() * self.mask).sum(1)
+        if self.l1:
+            total = total + self.l1 * (flat.abs() * self.mask).sum(1)
+        return total
 
 
 def probabilities(loss: str, out: torch.Tensor) -> torch.Tensor:

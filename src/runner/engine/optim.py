@@ -11,7 +11,7 @@ from runner.config import OptimConfig, name_of
 
 
 class StackedOptimizer:
-    """SGD (momentum, nesterov, dampening), Adam or AdamW over `flat` [E, P]."""
+    """SGD (momentum, nesterov, dampening), Adam, AdamW, RMSprop or Adagrad over `flat` [E, P]."""
 
     def __init__(self, flat: torch.Tensor, cfg: OptimConfig):
         self.flat = flat
@@ -21,7 +21,9 @@ class StackedOptimizer:
         self.lr = torch.full((members,), float(cfg.lr), dtype=flat.dtype, device=flat.device)
         self.steps = torch.zeros(members, dtype=flat.dtype, device=flat.device)
         self.m = torch.zeros_like(flat)
-        self.v = torch.zeros_like(flat) if self.kind in ("adam", "adamw") else None
+        self.v = torch.zeros_like(flat) if self.kind in ("adam", "adamw", "rmsprop") else None
+        if self.kind == "adagrad":
+            self.v = torch.full_like(flat, cfg.initial_accumulator_value)
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
 
     @torch.no_grad()
@@ -33,6 +35,10 @@ class StackedOptimizer:
         p, g = self.flat, self.flat.grad
         if self.kind == "sgd":
             self._sgd(p, g, lr, a, active)
+        elif self.kind == "rmsprop":
+            self._rmsprop(p, g, lr, a, active)
+        elif self.kind == "adagrad":
+            self._adagrad(p, g, lr, a)
         else:
             self._adam(p, g, lr, a)
 
@@ -64,3 +70,21 @@ class StackedOptimizer:
         bias2_sqrt = (1 - b2**t).sqrt()
         denom = self.v.sqrt() / bias2_sqrt + c.eps
         p.sub_((lr / bias1) * self.m / denom)
+
+    def _rmsprop(self, p, g, lr, a, active) -> None:
+        c = self.cfg
+        if c.weight_decay:
+            g = g.add(p, alpha=c.weight_decay)
+        self.v.lerp_(g * g, (1 - c.alpha) * a)
+        update = g / (self.v.sqrt() + c.eps)
+        if c.momentum:
+            self.m = torch.where(active.unsqueeze(1), self.m * c.momentum + update, self.m)
+            update = self.m
+        p.sub_(lr * update)
+
+    def _adagrad(self, p, g, lr, a) -> None:
+        c = self.cfg
+        if c.weight_decay:
+            g = g.add(p, alpha=c.weight_decay)
+        self.v.addcmul_(g * a, g)
+        p.sub_(lr * g / (self.v.sqrt() + c.eps))

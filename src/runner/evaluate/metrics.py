@@ -162,7 +162,8 @@ def prediction_arrays(predictions: pd.DataFrame, task: str, classes):
 
 def score_members(predictions: pd.DataFrame, task: str, classes=None) -> pd.DataFrame:
     """One row per member (index `member`), one column per metric, each scored on that member's test rows."""
-    rows = {m: score(task, *prediction_arrays(g, task, classes), classes) for m, g in predictions.groupby("member", sort=True)}
+    groups = predictions.groupby("member", sort=True)
+    rows = {m: score(task, *prediction_arrays(g, task, classes), classes) for m, g in groups}
     frame = pd.DataFrame.from_dict(rows, orient="index")
     frame.index.name = "member"
     return frame

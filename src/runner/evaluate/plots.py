@@ -36,7 +36,8 @@ def report_plot(results: dict, path) -> None:
                 ax.text(0.5, y, "n/a", transform=ax.get_yaxis_transform(), ha="center", va="center", color="0.5")
                 continue
             color = MODEL_COLOR if y == ys[0] else BASELINE_COLOR
-            err = None if d.get("se") is None else Z95 * d["se"]
+            se = d.get("se_nb", d.get("se"))  # repeated k-fold: the corrected SE, as in the table
+            err = None if se is None else Z95 * se
             ax.errorbar(d["mean"], y, xerr=err, fmt="o", color=color, capsize=3, ms=5,
                         mfc=color if err is not None else "white")
             text = f"{d['mean']:.3f}" + ("" if err is None else f" ± {err:.3f}")
@@ -60,10 +61,11 @@ def report_plot(results: dict, path) -> None:
         ax.axis("off")
     axes[0, 0].set_yticks(ys, [label for label, _ in rows])
     head = " · ".join(str(x) for x in (results.get("dataset"), rows[0][0]) if x)
-    note = "; † bootstrap SE" if any(str(d.get("interval", "")).startswith("bootstrap")
-                                      for d in results["metrics"].values()) else ""
-    fig.suptitle(f"{head}: test metrics, mean and 95% CI (± 1.96·SE over {results.get('over') or 'members'}{note})",
-                 fontsize=10)
+    firsts = list(results["metrics"].values())
+    se = "SE_NB (Nadeau–Bengio)" if any("se_nb" in d for d in firsts) else "SE"
+    note = "; † bootstrap SE" if any(str(d.get("interval", "")).startswith("bootstrap") for d in firsts) else ""
+    fig.suptitle(f"{head}: test metrics, mean and 95% CI (± 1.96·{se} over {results.get('over') or 'members'}"
+                 f"{note})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=130)
 
@@ -82,25 +84,28 @@ def _epoch_band(history, column):
     return np.array(epochs), np.array(mean), np.array(half), np.array(count)
 
 
-def _plot_band(ax, history, column, label, color) -> str:
-    """Plot one column's mean and band; "k of n" members left at the end when some stopped early, else ""."""
+def _plot_band(ax, history, column, label, color) -> bool:
+    """Plot one column: each member thin, their mean ± 1.96·SE while all train; True if some stopped early."""
     epochs, mean, half, count = _epoch_band(history, column)
     if not len(epochs):
-        return ""
-    full = count == count.max()
-    # Once members stop early the mean is over a shrinking set and can jump; draw that part dashed.
-    cut = len(epochs) if full.all() else int(np.argmin(full)) + 1
-    many = f": mean of {count.max()} members ± 1.96·SE" if count.max() > 1 else ""
-    ax.plot(epochs[:cut], mean[:cut], color=color, lw=1.6, label=label + many)
-    if cut < len(epochs):
-        ax.plot(epochs[cut - 1:], mean[cut - 1:], color=color, lw=1.2, ls="--")
-    if count.max() > 1:
-        ax.fill_between(epochs, mean - half, mean + half, color=color, alpha=0.2, lw=0)
-    return f"{count[-1]} of {count.max()}" if cut < len(epochs) else ""
+        return False
+    members = history["member"].nunique() if "member" in history else 1
+    if members > 1:
+        for _, one in history[["member", "epoch", column]].dropna().groupby("member"):
+            ax.plot(one["epoch"], one[column], color=color, lw=0.6, alpha=0.3)
+    # After the first member stops, a mean over the survivors is biased (the ones still improving
+    # remain) and jumps; the thin member lines carry on alone.
+    full = count == members
+    cut = len(epochs) if full.all() else int(np.argmin(full))
+    many = f": mean of {members} members ± 1.96·SE" if members > 1 else ""
+    ax.plot(epochs[:cut], mean[:cut], color=color, lw=1.8, label=label + many)
+    if members > 1:
+        ax.fill_between(epochs[:cut], (mean - half)[:cut], (mean + half)[:cut], color=color, alpha=0.25, lw=0)
+    return cut < len(epochs)
 
 
 def curves_plot(history, path, metric: str | None = None) -> None:
-    """Train/val loss per epoch (and one val metric), mean across members with a ±1.96·SE band."""
+    """Train/val loss per epoch (and one val metric): each member, and their mean with a ±1.96·SE band."""
     if metric not in history:
         # The headline metric if logged, else the first val metric.
         cols = [c for c in history.columns if c.startswith("val/") and c != "val/loss"]
@@ -108,21 +113,23 @@ def curves_plot(history, path, metric: str | None = None) -> None:
     fig = _figure(figsize=(11 if metric else 6, 4))
     axes = fig.subplots(1, 2 if metric else 1, squeeze=False)
     ax = axes[0, 0]
-    stopped = ""
+    stopped = False
     for column, label, color in (("train/loss", "train loss", "#1f77b4"), ("val/loss", "val loss", "#d62728")):
         if column in history:
-            stopped = _plot_band(ax, history, column, label, color) or stopped
+            stopped |= _plot_band(ax, history, column, label, color)
     ax.set(xlabel="epoch", ylabel="loss", title="loss per epoch")
     losses = history[[c for c in ("train/loss", "val/loss") if c in history]].to_numpy(float)
     losses = losses[np.isfinite(losses)]
     if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 20:
         ax.set_yscale("log")  # e.g. an MSE falling from thousands: the late epochs would be a flat line
     if metric:
-        stopped = _plot_band(axes[0, 1], history, metric, metric, "#2ca02c") or stopped
+        stopped |= _plot_band(axes[0, 1], history, metric, metric, "#2ca02c")
         axes[0, 1].set(xlabel="epoch", ylabel=metric.split("/", 1)[-1], title=f"{metric} per epoch")
     for a in axes.flat:
         if stopped:
-            a.plot([], [], color="0.4", ls="--", lw=1.2, label=f"dashed: members still training ({stopped} at the end)")
+            a.plot([], [], color="0.4", lw=0.6, alpha=0.6, label="thin: each member; the mean ends when the first stops")
+        elif history["member"].nunique() > 1:
+            a.plot([], [], color="0.4", lw=0.6, alpha=0.6, label="thin: each member")
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     fig.tight_layout()

@@ -10,7 +10,7 @@ import pandas as pd
 from rich.table import Table
 
 from runner.evaluate.metrics import best_of, higher_is_better
-from runner.evaluate.stats import Z95, fmt_interval, fmt_range
+from runner.evaluate.stats import Z95, fmt_interval, fmt_range, t975
 
 
 def _rows(results: dict) -> list[tuple[str, dict]]:
@@ -47,28 +47,32 @@ def _footnotes(results: dict) -> list[str]:
     if boot:
         notes.append(f"† SE from a {boot[0]}; the other metrics use per-example SE over the test rows.")
     if any("se_nb" in d for d in results["metrics"].values()):
-        notes.append("NB: Nadeau–Bengio corrected ±1.96·SE for repeated k-fold (folds share training rows).")
+        notes.append("NB: Nadeau–Bengio correction for repeated k-fold "
+                     "(folds share training rows, so sd/√n is too small).")
     if results.get("baselines"):
         notes.append("Baselines are fit on each member's training rows and scored on the same test rows.")
     return notes
 
 
 def results_table(results: dict) -> Table:
-    """A rich table: one block per metric, the model then each baseline, best mean in bold."""
+    """A rich table: one block per metric, the model then each baseline, best mean in bold; fits 80 columns."""
     rows = _rows(results)
+    # Repeated k-fold: the interval column shows the Nadeau–Bengio corrected one, the honest of the two.
     nb = any("se_nb" in d for d in results["metrics"].values())
-    table = Table(title=f"{_name(results)}: test metrics, {_over_line(results)}", caption="\n".join(
-        ["95% CI = mean ± 1.96·SE; t: Student t with n−1 df; bold = best per metric"] + _footnotes(results)),
-        caption_justify="left")
-    for col in ("metric", "model", "mean ± 1.96·SE", "95% CI", "95% CI (t)", "n") + (("± NB",) if nb else ()):
-        table.add_column(col, justify="left" if col in ("metric", "model") else "right")
+    caption = ["95% CI (NB) = mean ± 1.96·SE_NB" if nb else "95% CI = mean ± 1.96·SE", "bold = best per metric"]
+    n = next(iter(results["metrics"].values()), {}).get("n") or 0
+    if 2 <= n < 30:  # the ± uses 1.96; with few values Student's t is noticeably wider
+        caption.append(f"n = {n} is small: the t interval (ci95_t) is {t975(n - 1) / Z95:.2f}× wider")
+    table = Table(title=f"{_name(results)}: test metrics, {_over_line(results)}",
+                  caption="\n".join(["; ".join(caption)] + _footnotes(results)), caption_justify="left")
+    for col in ("metric", "model", "mean ± 1.96·SE", "95% CI (NB)" if nb else "95% CI", "n"):
+        table.add_column(col, justify="left" if col in ("metric", "model") else "right", no_wrap=True)
     for metric, first in results["metrics"].items():
         best = _best(metric, rows)
         for i, (name, m) in enumerate(rows):
             d = m.get(metric) or {}
-            cells = [fmt_interval(d), fmt_range(d.get("ci95")), fmt_range(d.get("ci95_t")), str(d.get("n", ""))]
-            if nb:
-                cells.append(f"± {Z95 * d['se_nb']:.3f}" if d.get("se_nb") is not None else "")
+            interval = d.get("ci95_nb") if nb else d.get("ci95")
+            cells = [fmt_interval(d), fmt_range(interval), str(d.get("n", ""))]
             if i == best:
                 cells[0] = f"[bold]{cells[0]}[/bold]"
             table.add_row(_label(metric, first) if i == 0 else "", name, *cells,
@@ -87,11 +91,12 @@ def report_markdown(results: dict) -> str:
         cells = [fmt_interval(m.get(k)) for k in metrics]
         cells = [f"**{c}**" if best[k] == i else c for c, k in zip(cells, metrics)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    notes = _footnotes(results)
+    notes = [note for note in _footnotes(results) if not note.startswith("NB:")]
     if any("se_nb" in d for d in results["metrics"].values()):
         nb = ", ".join(f"{k.split('/', 1)[-1]} ± {Z95 * d['se_nb']:.3f}"
                        for k, d in results["metrics"].items() if d.get("se_nb") is not None)
-        notes.append(f"NB-corrected ± for {rows[0][0]}: {nb}.")
+        notes.insert(0, f"Nadeau–Bengio corrected ± for {rows[0][0]} (repeated k-fold: folds share training rows, "
+                        f"so sd/√n is too small): {nb}.")
     return "\n".join(lines + [""] + notes) + "\n"
 
 

@@ -22,19 +22,50 @@ class MLP(Population):
         super().__init__(members)
         widths = [d_in, *cfg.hidden, d_out]
         self.depth = len(widths) - 1
+        self.norm = name_of(cfg.norm)
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             self.add(f"dense{i}.weight", (a, b), kernel=True, fan_in=a, fan_out=b)
             self.add(f"dense{i}.bias", (1, b), kernel=False, fan_in=a, fan_out=b)
+            if self.norm != "none" and i < self.depth - 1:
+                self.add(f"norm{i}.weight", (1, b), kernel=False, fan_in=0, fan_out=b)
+                self.add(f"norm{i}.bias", (1, b), kernel=False, fan_in=0, fan_out=b)
+                if self.norm == "batch":
+                    self.add_stat(f"norm{i}.mean", b, 0.0)
+                    self.add_stat(f"norm{i}.var", b, 1.0)
         self.allocate()
         self.activation = ACTIVATIONS[name_of(cfg.activation)]
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [E, B, d_in] -> [E, B, d_out] (logits or regression outputs)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [E, B, d_in] -> [E, B, d_out] (logits or regression outputs); mask [E, B] marks real rows."""
         for i in range(self.depth):
             x = torch.baddbmm(self.view(f"dense{i}.bias"), x, self.view(f"dense{i}.weight"))
             if i < self.depth - 1:
+                if self.norm == "layer":
+                    x = F.layer_norm(x, x.shape[-1:]) * self.view(f"norm{i}.weight") + self.view(f"norm{i}.bias")
+                elif self.norm == "batch":
+                    x = self._batch_norm(x, i, mask)
                 x = self.activation(x)
                 if self.dropout > 0:
                     x = F.dropout(x, self.dropout, self.training)
         return x
+
+    def _batch_norm(self, x: torch.Tensor, i: int, mask: torch.Tensor | None) -> torch.Tensor:
+        # Statistics over each member's own real rows (padding excluded), as BatchNorm1d per member.
+        mean_run, var_run = self.stat(f"norm{i}.mean"), self.stat(f"norm{i}.var")
+        if self.training:
+            w = torch.ones_like(x[..., :1]) if mask is None else mask.unsqueeze(-1)
+            n = w.sum(1, keepdim=True)
+            mean = (x * w).sum(1, keepdim=True) / n.clamp(min=1)
+            var = ((x - mean) ** 2 * w).sum(1, keepdim=True) / n.clamp(min=1)
+            with torch.no_grad():
+                keep = n > 1
+                if self.updating is not None:
+                    keep = keep & self.updating.view(-1, 1, 1)
+                unbiased = var * n / (n - 1).clamp(min=1)
+                mean_run.copy_(torch.where(keep, 0.9 * mean_run + 0.1 * mean, mean_run))
+                var_run.copy_(torch.where(keep, 0.9 * var_run + 0.1 * unbiased, var_run))
+        else:
+            mean, var = mean_run, var_run
+        x = (x - mean) / torch.sqrt(var + 1e-5)
+        return x * self.view(f"norm{i}.weight") + self.view(f"norm{i}.bias")

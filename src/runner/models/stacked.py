@@ -35,14 +35,31 @@ class Population(nn.Module):
         self.members = members
         self.slots: dict[str, Slot] = {}
         self.size = 0
+        self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
+        self.stat_size = 0
+        self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int) -> None:
         """Declare a per-member tensor of `shape`; call `allocate` after the last one."""
         self.slots[name] = Slot(name, tuple(shape), self.size, kernel, fan_in, fan_out)
         self.size += math.prod(shape)
 
+    def add_stat(self, name: str, width: int, initial: float) -> None:
+        """Declare a per-member running statistic (batch norm), kept in the `stats` [E, Q] buffer."""
+        self.stat_slots[name] = (self.stat_size, width, initial)
+        self.stat_size += width
+
     def allocate(self) -> None:
         self.flat = nn.Parameter(torch.zeros(self.members, self.size))
+        stats = torch.zeros(self.members, self.stat_size)
+        for offset, width, initial in self.stat_slots.values():
+            stats[:, offset : offset + width] = initial
+        self.register_buffer("stats", stats)
+
+    def stat(self, name: str) -> torch.Tensor:
+        """The [E, 1, width] view of a running statistic."""
+        offset, width, _ = self.stat_slots[name]
+        return self.stats[:, offset : offset + width].view(self.members, 1, width)
 
     def view(self, name: str) -> torch.Tensor:
         """The `[E, *shape]` view of one named tensor (gradients flow into `flat`)."""
@@ -71,6 +88,8 @@ class Population(nn.Module):
 
 
 def _draw(s: Slot, scheme: str, g: torch.Generator) -> torch.Tensor:
+    if s.name.startswith("norm"):  # normalization scale 1, shift 0, whatever the scheme
+        return torch.ones(s.shape) if s.name.endswith(".weight") else torch.zeros(s.shape)
     # "default" is torch.nn.Linear's rule (U(±1/sqrt(fan_in)) for kernel and bias);
     # glorot and he follow Keras: kernels drawn, biases zero.
     if scheme == "default":

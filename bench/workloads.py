@@ -1,0 +1,231 @@
+"""The benchmark's contenders: runner's stacked fit, a plain PyTorch loop, sklearn, and the compute floor."""
+
+import inspect
+import json
+import math
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from runner.config import Config, name_of, register, validate
+from runner.data import load_dataset, make_transformer, member_features, population_plan
+from runner.engine import losses
+from runner.engine.device import resolve_device
+from runner.engine.loop import FitResult, PopulationData, fit
+from runner.models import Population, build_model
+from runner.paths import conf_dir
+
+
+HEART_KFOLD = ["eval=kfold", "eval.k=10", "trainer.seeds=5", "trainer.epochs=100"]
+SINGLE = ["trainer.epochs=200", "trainer.early_stopping.patience=null"]
+
+
+@dataclass
+class Study:
+    """One heart experiment wired exactly as runner.train does, up to (not including) `fit`."""
+
+    cfg: Config
+    dataset: object
+    members: list
+    data: PopulationData
+    loss: str
+    new_model: Callable[[], Population]  # a freshly initialized population each call
+
+
+def heart_study(overrides: list[str]) -> Study:
+    """The default experiment plus `overrides`, composed, planned and preprocessed as `runner train` does."""
+    cfg = compose_config([*overrides, "trainer.progress=false"])
+    validate(cfg)
+    seeds = cfg.trainer.seeds
+    dataset = load_dataset(cfg.dataset)
+    loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
+    members = population_plan(dataset.y, dataset.task, cfg.eval, [cfg.trainer.seed + i for i in range(seeds)])
+    feats = member_features(dataset, members)
+    device = resolve_device(name_of(cfg.trainer.device))
+    E, _, d = feats.X.shape
+    data = PopulationData(
+        X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
+        train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
+        y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
+    )
+
+    def new_model() -> Population:
+        model = build_model(cfg.model, E, d, losses.output_size(loss, len(dataset.classes))).to(device)
+        model.initialize([m.seed for m in members], name_of(cfg.model.init))
+        return model
+
+    return Study(cfg, dataset, members, data, loss, new_model)
+
+
+def compose_config(overrides: list[str]) -> Config:
+    """The typed Config that `runner train OVERRIDES` would run with (Hydra compose over conf/)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    register()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        return OmegaConf.to_object(compose("config", overrides=overrides))
+
+
+def runner_fit(study: Study) -> tuple[float, FitResult, Population]:
+    """Wall seconds of one `fit` call on a fresh population (initialization not timed)."""
+    model = study.new_model()
+    c = study.cfg
+    # fit's signature is moving from (trainer, optim, loss, label_smoothing) to (cfg, loss): call either.
+    legacy = "trainer" in inspect.signature(fit).parameters
+    args = (c.trainer, c.optim, study.loss, c.loss.label_smoothing) if legacy else (c, study.loss)
+    start = time.perf_counter()
+    result = fit(model, study.data, *args)
+    return time.perf_counter() - start, result, model
+
+
+def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> tuple[nn.Module, int]:
+    """What a user writes for one model: nn.Sequential, Adam, index batches, validation, early stopping."""
+    d, hidden = init["0.weight"].shape[1], init["0.weight"].shape[0]
+    net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+    net.load_state_dict(init)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = nn.BCEWithLogitsLoss()
+    Xt, yt, Xv, yv = X[train], y[train], X[val], y[val]
+    rng = np.random.default_rng(seed)  # runner's per-member shuffle stream, so the batches match
+    best, best_state, wait, epoch = math.inf, None, 0, 0
+    for epoch in range(epochs):
+        net.train()
+        order = torch.from_numpy(rng.permutation(len(train)))
+        for i in range(0, len(train), batch):
+            rows = order[i:i + batch]
+            opt.zero_grad()
+            loss_fn(net(Xt[rows]).squeeze(-1), yt[rows]).backward()
+            opt.step()
+        net.eval()
+        with torch.no_grad():
+            val_loss = loss_fn(net(Xv).squeeze(-1), yv).item()
+        if val_loss < best:
+            best, wait = val_loss, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            wait += 1
+            if patience is not None and wait >= patience:
+                break
+    net.load_state_dict(best_state)
+    return net, epoch + 1
+
+
+def initial_state(model: Population, e: int) -> dict[str, torch.Tensor]:
+    """Member e's initial weights as an nn.Sequential(Linear, ReLU, Linear) state dict."""
+    v = lambda name: model.view(name)[e].detach().clone()  # noqa: E731
+    return {"0.weight": v("dense0.weight").T.contiguous(), "0.bias": v("dense0.bias").flatten(),
+            "2.weight": v("dense1.weight").T.contiguous(), "2.bias": v("dense1.bias").flatten()}
+
+
+def flat_of(net: nn.Module) -> torch.Tensor:
+    """A plain net's weights in runner's flat layout (kernels stored [in, out])."""
+    s = net.state_dict()
+    return torch.cat([s["0.weight"].T.flatten(), s["0.bias"], s["2.weight"].T.flatten(), s["2.bias"]])
+
+
+def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Module], list[int]]:
+    """Train every member one at a time from runner's initial weights; wall seconds, nets, epochs."""
+    c, data = study.cfg, study.data
+    inits = [initial_state(init_model, e) for e in range(len(study.members))]
+    start = time.perf_counter()
+    nets, epochs = [], []
+    for e, m in enumerate(study.members):
+        net, ran = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val), m.seed,
+                                inits[e], c.trainer.epochs, c.trainer.batch_size,
+                                c.trainer.early_stopping.patience, c.optim.lr)
+        nets.append(net)
+        epochs.append(ran)
+    return time.perf_counter() - start, nets, epochs
+
+
+@torch.no_grad()
+def test_accuracy(study: Study, predict: Callable[[int, torch.Tensor], torch.Tensor]) -> float:
+    """Mean over members of test accuracy, `predict(e, X_test)` giving logits."""
+    accs = []
+    for e, m in enumerate(study.members):
+        rows = torch.from_numpy(m.test)
+        logits = predict(e, study.data.X[e, rows]).flatten()
+        accs.append(((logits > 0).float() == study.data.y[e, rows]).float().mean().item())
+    return float(np.mean(accs))
+
+
+def sklearn_cv(study: Study) -> tuple[float, float, float]:
+    """sklearn MLPClassifier in cross_validate over the same folds, once per seed; seconds, accuracy, epochs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import cross_validate
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+
+    c, ds = study.cfg, study.dataset
+    start = time.perf_counter()
+    scores, epochs = [], []
+    for seed in sorted({m.seed for m in study.members}):
+        # Train on the fold's non-test rows; sklearn carves its own 20% validation for early stopping.
+        cv = [(np.sort(np.concatenate([m.train, m.val])), m.test) for m in study.members if m.seed == seed]
+        mlp = MLPClassifier(hidden_layer_sizes=tuple(c.model.hidden), solver="adam", batch_size=c.trainer.batch_size,
+                            max_iter=c.trainer.epochs, learning_rate_init=c.optim.lr, early_stopping=True,
+                            validation_fraction=c.eval.val_fraction, n_iter_no_change=c.trainer.early_stopping.patience,
+                            random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            out = cross_validate(make_pipeline(make_transformer(ds), mlp), ds.features, ds.y, cv=cv, n_jobs=1,
+                                 return_estimator=True)
+        scores += list(out["test_score"])
+        epochs += [est[-1].n_iter_ for est in out["estimator"]]
+    return time.perf_counter() - start, float(np.mean(scores)), float(np.mean(epochs))
+
+
+def lightning_available() -> Optional[str]:
+    """The importable Lightning package name, or None."""
+    for name in ("lightning", "pytorch_lightning"):
+        try:
+            __import__(name)
+            return name
+        except ImportError:
+            pass
+    return None
+
+
+def useful_flops(study: Study, result: FitResult) -> float:
+    """Forward+backward (3x forward) matmul FLOPs over the rows each member trained, plus validation forwards."""
+    widths = [study.data.X.shape[-1], *study.cfg.model.hidden, 1]
+    per_row = 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    epochs = result.epochs_run
+    n_train = np.array([len(m.train) for m in study.members])
+    n_val = np.array([len(m.val) for m in study.members])
+    return float(per_row * (3 * (n_train * epochs).sum() + (n_val * epochs).sum()))
+
+
+def matmul_rate(shape: tuple[int, int, int, int], seconds: float = 0.3) -> float:
+    """Measured FLOP/s of torch.bmm on [E, B, K] @ [E, K, N] (E=1 is a plain GEMM)."""
+    E, B, K, N = shape
+    a, b = torch.randn(E, B, K), torch.randn(E, K, N)
+    torch.bmm(a, b)
+    calls, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            torch.bmm(a, b)
+        calls += 10
+    return 2 * E * B * K * N * calls / (time.perf_counter() - start)
+
+
+def rss_child(epochs: int) -> dict:
+    """Peak RSS (MiB) of a process that sets up and runs the heart k-fold fit; run in a fresh interpreter."""
+    kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (Linux: KiB)
+    before_setup = kib()
+    study = heart_study(HEART_KFOLD + [f"trainer.epochs={epochs}"])
+    before_fit = kib()
+    runner_fit(study)
+    return {"after_import_mib": before_setup, "before_fit_mib": before_fit, "peak_mib": kib()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(rss_child(int(sys.argv[1]))))

@@ -1,0 +1,69 @@
+"""Learning-rate schedules as closed forms of the epoch, and a per-member reduce-on-plateau."""
+
+import math
+
+import torch
+
+from runner.config import SchedConfig, name_of
+
+
+class Schedule:
+    """Sets each member's learning rate for an epoch; `plateau` decides per member."""
+
+    def __init__(self, cfg: SchedConfig, base_lr: float, epochs: int, members: int, device):
+        self.cfg, self.base, self.epochs = cfg, base_lr, epochs
+        self.kind = name_of(cfg.name)
+        if self.kind == "plateau":
+            self.best = torch.full((members,), float("inf"), device=device)
+            self.bad = torch.zeros(members, device=device)
+
+    def lr(self, epoch: int) -> float:
+        """The learning rate of `epoch` for every member (the plateau schedule starts at base)."""
+        c, base, kind = self.cfg, self.base, self.kind
+        if kind == "step":
+            return base * c.gamma ** (epoch // c.step_size)
+        if kind == "exponential":
+            return base * c.gamma**epoch
+        if kind == "cosine":
+            return _cosine(base, c.eta_min, epoch, self.epochs)
+        if kind == "warmup_cosine":
+            w = c.warmup_epochs
+            if epoch < w:  # torch's LinearLR(start_factor=1/w, total_iters=w)
+                return base * (1 / w + (1 - 1 / w) * epoch / w)
+            return _cosine(base, c.eta_min, epoch - w, self.epochs - w)
+        if kind == "onecycle":
+            return _onecycle(c, base, epoch, self.epochs)
+        return base
+
+    @torch.no_grad()
+    def plateau(self, lr: torch.Tensor, value: torch.Tensor, minimize: bool, active: torch.Tensor) -> torch.Tensor:
+        """torch's ReduceLROnPlateau (relative threshold, no cooldown), one decision per member."""
+        c = self.cfg
+        score = value if minimize else -value
+        # torch's relative threshold, written for the negated score when maximizing
+        improved = active & (score < self.best * (1 - c.threshold if minimize else 1 + c.threshold))
+        self.best = torch.where(improved, score, self.best)
+        self.bad = torch.where(improved, 0.0, self.bad + active.float())
+        cut = self.bad > c.patience
+        new = torch.clamp(lr * c.factor, min=c.min_lr)
+        cut = cut & (lr - new > 1e-8)
+        self.bad = torch.where(cut, 0.0, self.bad)
+        return torch.where(cut, new, lr)
+
+
+def _cosine(base: float, eta_min: float, t: int, total: int) -> float:
+    return eta_min + (base - eta_min) * (1 + math.cos(math.pi * t / max(total, 1))) / 2
+
+
+def _onecycle(c: SchedConfig, base: float, epoch: int, epochs: int) -> float:
+    # torch's OneCycleLR (two phases, cosine annealing) with one step per epoch.
+    peak = c.max_lr if c.max_lr is not None else base
+    start, end = peak / c.div_factor, peak / c.div_factor / c.final_div_factor
+    up = float(c.pct_start * epochs) - 1
+    if epoch <= up:
+        return _anneal(start, peak, epoch / up if up > 0 else 1.0)
+    return _anneal(peak, end, (epoch - up) / (epochs - 1 - up))
+
+
+def _anneal(a: float, b: float, pct: float) -> float:
+    return b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)

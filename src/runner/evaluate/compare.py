@@ -1,0 +1,486 @@
+"""`runner report`: one comparison table over finished runs and Hydra multiruns, best first."""
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from runner.errors import RunnerError
+from runner.evaluate.metrics import default_metric, higher_is_better
+from runner.evaluate.stats import Z95, fmt_interval
+
+FORMATS = ("table", "md", "csv", "json")
+BEST, SAME, WORSE, NO_INTERVAL, MISSING = "best", "not distinguishable", "worse", "no interval", "n/a"
+_SYMBOL = {BEST: "★ ", SAME: "≈ ", WORSE: "", NO_INTERVAL: "? ", MISSING: ""}
+
+
+@dataclass
+class Run:
+    """One finished run: its directory, results.json, task overrides and the config it resolved to."""
+
+    path: Path
+    results: dict
+    overrides: dict[str, str]  # key -> value as written on the command line ("optim" -> "sgd")
+    config: dict  # .hydra/config.yaml
+    choices: dict  # .hydra/hydra.yaml: hydra.runtime.choices (group -> option)
+
+
+@dataclass
+class Comparison:
+    """The rows of a comparison table, best first, and what the caption must say about them."""
+
+    rows: list[dict]  # run, path, overrides, metrics, selection, mark, n, over
+    columns: list[str]  # override keys whose values differ between runs
+    constant: dict[str, str]  # override keys set to one value in every run
+    metrics: list[str]  # test metrics shown, the sort metric first ("test/accuracy", ...)
+    metric: str  # the sort metric ("test/accuracy")
+    by_validation: bool  # rows are ordered by the validation score (else by test, for information only)
+    incomplete: list[Path] = field(default_factory=list)  # job dirs without results.json
+    uses_nb: bool = False  # some interval compared is Nadeau–Bengio corrected
+
+
+# ---------------------------------------------------------------- finding and reading runs
+
+
+def find_runs(paths) -> tuple[list[Path], list[Path]]:
+    """(run dirs with results.json, job dirs without one) under `paths`: run dirs, multiruns or any folder."""
+    runs, incomplete = [], []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise RunnerError(f"{given}: no such file or directory")
+        if path.is_file():
+            if path.name != "results.json":
+                raise RunnerError(f"{given}: not a run directory, a multirun directory or a results.json")
+            runs.append(path.parent)
+            continue
+        for dirpath, dirnames, filenames in os.walk(path):
+            here = Path(dirpath)
+            if "results.json" in filenames:
+                runs.append(here)
+                dirnames.clear()  # a run's own subfolders (checkpoints/, tensorboard/) hold no runs
+            elif ".hydra" in dirnames:
+                incomplete.append(here)  # Hydra wrote the job's config, the run never wrote its results
+            dirnames[:] = sorted((d for d in dirnames if d != ".hydra"), key=_natural)
+    runs = list(dict.fromkeys(p.resolve() for p in runs))
+    incomplete = list(dict.fromkeys(p.resolve() for p in incomplete))
+    if not runs:
+        where = ", ".join(str(p) for p in paths)
+        raise RunnerError(f"no results.json found under {where}; give run directories or a multirun directory")
+    return runs, incomplete
+
+
+def _natural(name: str):
+    # Job folders are 0, 1, ..., 10: numeric order, not 0, 1, 10, 2.
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def load_run(path: Path) -> Run:
+    """Read a run directory: results.json and, where Hydra wrote them, its overrides and config."""
+    try:
+        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"{path / 'results.json'}: cannot read it ({exc})") from None
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+        raise RunnerError(f"{path / 'results.json'}: no 'metrics' section; is it a runner results.json?")
+    hydra_dir = path / ".hydra"
+    overrides = {}
+    for text in _yaml(hydra_dir / "overrides.yaml") or []:
+        key, sep, value = str(text).partition("=")
+        if sep and not key.startswith("~"):
+            overrides[key.lstrip("+")] = value
+    hydra = _yaml(hydra_dir / "hydra.yaml") or {}
+    choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
+    return Run(path, results, overrides, _yaml(hydra_dir / "config.yaml") or {}, choices)
+
+
+def _yaml(path: Path):
+    if not path.is_file():
+        return None
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RunnerError(f"{path}: cannot read it ({exc})") from None
+
+
+def _setting(run: Run, key: str) -> str:
+    """The value `key` had in `run`: its override, else the group's choice or the config's value."""
+    if key in run.overrides:
+        return _canonical(_parse(run.overrides[key]))
+    if key in run.choices:
+        return _canonical(run.choices[key])
+    node: Any = run.config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return "?"
+        node = node[part]
+    if isinstance(node, dict) and "name" in node:
+        return _canonical(node["name"])  # a config group without recorded choices: its name field
+    return _canonical(node)
+
+
+def _parse(text: str):
+    """An override's value as the config would hold it ("1e-3" -> 0.001, "[32,32]" -> [32, 32])."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-3 as a string; Hydra reads it as a float
+        except ValueError:
+            pass
+    return value
+
+
+def _canonical(value) -> str:
+    """One spelling per value, so "0.10", "0.1" and a config's 0.1 compare equal."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        x = float(value)
+        return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)  # 1 and 1.0 are one value
+    if isinstance(value, (list, dict)):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+# ---------------------------------------------------------------- building the comparison
+
+
+def compare(paths, metric: str | None = None) -> Comparison:
+    """Compare the runs under `paths` on `metric` (default: the runs' selection metric), best first."""
+    run_dirs, incomplete = find_runs(paths)
+    runs = [load_run(p) for p in run_dirs]
+    metrics = list(dict.fromkeys(k for r in runs for k in r.results["metrics"]))
+    metric = _sort_metric(runs, metrics, metric)
+    lower_better = not higher_is_better(metric)
+    validation = [_validation(r.results, metric) for r in runs]
+    by_validation = all(v is not None for v in validation)
+
+    keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
+    settings = {k: [_setting(r, k) for r in runs] for k in keys}
+    columns = [k for k in keys if len(set(settings[k])) > 1]
+    constant = {k: v[0] for k, v in settings.items() if k not in columns}
+
+    names = _run_names(run_dirs)
+    rows = []
+    for i, run in enumerate(runs):
+        selection = validation[i] if by_validation else run.results["metrics"].get(metric)
+        rows.append({
+            "run": names[i], "path": str(run.path),
+            "overrides": {k: settings[k][i] for k in columns},
+            "metrics": {m: run.results["metrics"].get(m) for m in metrics},
+            "validation": validation[i],
+            "selection": selection,
+            "n": (selection or {}).get("n"),
+            "over": run.results.get("over"),
+        })
+
+    def badness(row):
+        mean = (row["selection"] or {}).get("mean")
+        if mean is None or not math.isfinite(mean):
+            return (1, 0.0)
+        if metric.split("/")[-1] == "mean_error":
+            return (0, abs(mean))
+        return (0, mean if lower_better else -mean)
+
+    rows.sort(key=badness)  # stable: equal scores keep the order the runs were found in
+    _mark(rows)
+    metrics = [metric] + [m for m in metrics if m != metric]
+    uses_nb = any((r["selection"] or {}).get("ci95_nb") for r in rows)
+    return Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb)
+
+
+def _sort_metric(runs: list[Run], metrics: list[str], asked: str | None) -> str:
+    """The test metric to order by: `asked`, else results.json's selection metric, else the task's default."""
+    valid = [m.split("/", 1)[-1] for m in metrics]
+    if asked is not None:
+        name = asked.split("/", 1)[-1]
+        if name not in valid:
+            raise RunnerError(f"unknown metric {asked!r}; choose one of: {', '.join(valid)}")
+        return f"test/{name}" if f"test/{name}" in metrics else metrics[valid.index(name)]
+    first = runs[0]
+    selection = first.results.get("selection")
+    name = selection.get("metric") if isinstance(selection, dict) else selection
+    name = name or first.results.get("selection_metric") or (first.config.get("eval") or {}).get("metric")
+    if not name:
+        try:
+            name = default_metric(first.results.get("task", ""))
+        except RunnerError:
+            name = valid[0]
+    name = str(name).split("/", 1)[-1]
+    if name not in valid:
+        return metrics[0]
+    return f"test/{name}" if f"test/{name}" in metrics else metrics[valid.index(name)]
+
+
+def _validation(results: dict, metric: str) -> dict | None:
+    """The validation interval of `metric` from results.json's "validation" section, if it has one."""
+    section = results.get("validation")
+    if isinstance(section, dict) and isinstance(section.get("metrics"), dict):
+        section = section["metrics"]
+    if not isinstance(section, dict):
+        return None
+    name = metric.split("/", 1)[-1]
+    for key in (f"val/{name}", name, f"validation/{name}"):
+        d = section.get(key)
+        if isinstance(d, dict) and d.get("mean") is not None:
+            return d
+    return None
+
+
+def _run_names(paths: list[Path]) -> list[str]:
+    """Each run's path relative to the folder they share ("0", "1", ... for one multirun)."""
+    if len(paths) == 1:
+        return [paths[0].name]
+    root = Path(os.path.commonpath([str(p) for p in paths]))
+    return [str(p.relative_to(root)) or p.name for p in paths]
+
+
+def interval(d: dict | None) -> tuple[float, float] | None:
+    """The 95% interval a comparison uses: Nadeau–Bengio corrected if present, else ci95, else mean ± 1.96·se."""
+    if not d:
+        return None
+    for key in ("ci95_nb", "ci95"):
+        pair = d.get(key)
+        if pair and None not in pair:
+            return float(pair[0]), float(pair[1])
+    if d.get("mean") is not None and d.get("se") is not None:
+        return d["mean"] - Z95 * d["se"], d["mean"] + Z95 * d["se"]
+    return None
+
+
+def overlaps(a, b) -> bool:
+    """Whether two intervals (lo, hi) share a point."""
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def _mark(rows: list[dict]) -> None:
+    """Mark the first (best) row; others: not distinguishable if their 95% interval overlaps the best's."""
+    if not rows:
+        return
+    best = interval(rows[0]["selection"])
+    for i, row in enumerate(rows):
+        own = interval(row["selection"])
+        if (row["selection"] or {}).get("mean") is None:
+            row["mark"] = MISSING
+        elif i == 0:
+            row["mark"] = BEST
+        elif best is None or own is None:
+            row["mark"] = NO_INTERVAL
+        else:
+            row["mark"] = SAME if overlaps(best, own) else WORSE
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _label(metric: str) -> str:
+    name = metric.split("/", 1)[-1]
+    arrow = "→0" if name == "mean_error" else ("↑" if higher_is_better(name) else "↓")
+    return f"{name} {arrow}"
+
+
+def _title(c: Comparison) -> str:
+    n = len(c.rows)
+    how = "validation" if c.by_validation else "test"
+    return f"{n} run{'s' * (n != 1)} compared by {how} {_label(c.metric)}, best first"
+
+
+def caption_lines(c: Comparison) -> list[str]:
+    """What the table's order, marks and ± mean, what is constant, and which jobs have no results."""
+    name = c.metric.split("/", 1)[-1]
+    if c.by_validation:
+        lines = [f"Ordered by validation {name}; the test columns were scored once, after selection."]
+    else:
+        lines = [f"No validation score was available: rows are ordered by TEST {name}, for information only "
+                 "(choosing a configuration by its test score overfits the test set)."]
+    lines.append("★ best; ≈ not distinguishable: its 95% interval overlaps the best's "
+                 "(a conservative check, not a test); worse: no overlap.")
+    nb = " (Nadeau–Bengio corrected where a run has it, for the order column)" if c.uses_nb else ""
+    lines.append(f"± is 1.96·SE over the `over` column; n = how many values it is over{nb}.")
+    if c.constant:
+        lines.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in c.constant.items()) + ".")
+    if c.incomplete:
+        lines.append(f"{len(c.incomplete)} job{'s' * (len(c.incomplete) != 1)} without results.json "
+                     f"(failed or unfinished): " + ", ".join(str(p) for p in c.incomplete))
+    return lines
+
+
+def _header(c: Comparison, metrics: list[str]) -> list[str]:
+    val = [f"val {_label(c.metric)}"] if c.by_validation else []
+    return ["vs best", "run", *c.columns, *val, *(_label(m) for m in metrics), "n", "over"]
+
+
+def _cells(c: Comparison, row: dict, metrics: list[str]) -> list[str]:
+    val = [fmt_interval(row["validation"])] if c.by_validation else []
+    return [f"{_SYMBOL[row['mark']]}{row['mark']}", row["run"], *(row["overrides"][k] for k in c.columns), *val,
+            *(fmt_interval(row["metrics"][m]) for m in metrics), str(row["n"] or ""), str(row["over"] or "")]
+
+
+def to_table(c: Comparison, width: int | None = None):
+    """A rich renderable: the table, best first (★, its sort cell bold), then its notes; with `width`,
+    only as many test metrics as fit (the sort metric always)."""
+    from rich.console import Console, Group
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    console = Console(width=10_000)  # measure the natural width: Measurement clamps to the console's
+    for k in range(len(c.metrics), 0, -1):
+        table = _table(c, c.metrics[:k])
+        if width is None or Measurement.get(console, console.options, table).maximum <= width:
+            break
+    left_out = [m.split("/", 1)[-1] for m in c.metrics[k:]]
+    notes = caption_lines(c)
+    if left_out:
+        notes.append(f"Not shown for width: {', '.join(left_out)} (--format md, csv or json has every metric).")
+    return Group(table, Text("\n".join(notes), style="dim"))
+
+
+def _table(c: Comparison, metrics: list[str]):
+    from rich.table import Table
+
+    table = Table(title=_title(c))
+    sort_col = 2 + len(c.columns)  # the validation column, else the first test metric
+    for i, name in enumerate(_header(c, metrics)):
+        numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + 1  # the intervals and n
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "over")
+    for row in c.rows:
+        cells = _cells(c, row, metrics)
+        if row["mark"] == BEST:
+            cells[sort_col] = f"[bold]{cells[sort_col]}[/bold]"
+        table.add_row(*cells, style="dim" if row["mark"] == WORSE else None)
+    return table
+
+
+def to_markdown(c: Comparison) -> str:
+    """A Markdown table, the best row in bold, the caption as notes below it."""
+    header = _header(c, c.metrics)
+    lines = [f"**{_title(c)}**", "", "| " + " | ".join(header) + " |",
+             "| " + " | ".join("---:" if i > 1 + len(c.columns) and h != "over" else "---"
+                               for i, h in enumerate(header)) + " |"]
+    for row in c.rows:
+        cells = _cells(c, row, c.metrics)
+        if row["mark"] == BEST:
+            cells = [f"**{x}**" if x else x for x in cells]
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
+    return "\n".join(lines + [""] + caption_lines(c)) + "\n"
+
+
+def to_records(c: Comparison) -> list[dict]:
+    """The rows as plain dicts (what `--format json` prints): rank, mark, run, overrides, intervals, n, over."""
+    records = []
+    for rank, row in enumerate(c.rows, 1):
+        record = {"rank": rank, "mark": row["mark"], "run": row["run"], "path": row["path"],
+                  "overrides": dict(row["overrides"]),
+                  "sorted_by": f"{'val' if c.by_validation else 'test'}/{c.metric.split('/', 1)[-1]}"}
+        if c.by_validation:
+            record["validation"] = {c.metric.split("/", 1)[-1]: _plain(row["validation"])}
+        record["metrics"] = {m: _plain(row["metrics"][m]) for m in c.metrics}
+        record.update(n=row["n"], over=row["over"])
+        records.append(record)
+    return records
+
+
+def _plain(d: dict | None) -> dict | None:
+    if d is None:
+        return None
+    return {k: d.get(k) for k in ("mean", "se", "ci95", "n") if k in d} | (
+        {"ci95_nb": d["ci95_nb"]} if d.get("ci95_nb") else {})
+
+
+def to_json(c: Comparison) -> str:
+    """`to_records` as JSON text."""
+    return json.dumps(to_records(c), indent=2, allow_nan=False) + "\n"
+
+
+def to_csv(c: Comparison) -> str:
+    """One CSV line per run: rank, mark, run, overrides, then mean, se and ci95 bounds per metric, n, over, path."""
+    metrics = ([f"val/{c.metric.split('/', 1)[-1]}"] if c.by_validation else []) + c.metrics
+    header = ["rank", "mark", "run", *c.columns]
+    for m in metrics:
+        header += [m, f"{m}_se", f"{m}_ci95_lo", f"{m}_ci95_hi"]
+    header += ["n", "over", "path"]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for rank, row in enumerate(c.rows, 1):
+        line = [rank, row["mark"], row["run"], *(row["overrides"][k] for k in c.columns)]
+        values = ([row["validation"]] if c.by_validation else []) + [row["metrics"][m] for m in c.metrics]
+        for d in values:
+            d = d or {}
+            lo, hi = d.get("ci95") or (None, None)
+            line += [_num(d.get("mean")), _num(d.get("se")), _num(lo), _num(hi)]
+        line += [row["n"] if row["n"] is not None else "", row["over"] or "", row["path"]]
+        writer.writerow(line)
+    return out.getvalue()
+
+
+def _num(x) -> str:
+    return "" if x is None else repr(float(x))
+
+
+def print_comparison(c: Comparison, fmt: str = "table", file=None) -> None:
+    """Print `c` in `fmt` ("table", "md", "csv" or "json") to `file` (stdout)."""
+    file = file or sys.stdout
+    if fmt == "table":
+        from rich.console import Console
+
+        console = Console(file=file)
+        console.print(to_table(c, console.width))
+        return
+    text = {"md": to_markdown, "csv": to_csv, "json": to_json}[fmt](c)
+    file.write(text)
+    if fmt in ("csv", "json") and c.incomplete:
+        # Keep stdout parseable; the note about failed jobs goes beside it.
+        print(caption_lines(c)[-1], file=sys.stderr)
+
+
+# ---------------------------------------------------------------- the command
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, like every other user error
+        raise RunnerError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="runner report",
+        description="Compare finished runs and Hydra multiruns in one table: one row per run, the overrides "
+                    "that differ between them, each metric as mean ± 1.96·SE, best first.",
+        epilog="Order: by the validation score when the runs report one, else by test (for information only). "
+               "★ best; ≈ not distinguishable (95%% intervals overlap); worse: no overlap. "
+               "Example: runner report outputs/multirun/2026-01-31/12-00-00-000000",
+    )
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="a run directory, a multirun directory, or any folder to search for results.json")
+    parser.add_argument("--format", default="table", metavar="{table,md,csv,json}",
+                        help="table (default, for the terminal), md (Markdown), csv or json (a list of rows)")
+    parser.add_argument("--metric", default=None, metavar="NAME",
+                        help="the metric to order by, e.g. accuracy or rmse (default: the runs' selection metric)")
+    return parser
+
+
+def report_command(args: list[str]) -> int:
+    """Run `runner report DIR... [--format ...] [--metric ...]`; returns the exit status (2 for a user error)."""
+    try:
+        ns = _parser().parse_args(args)
+        if ns.format not in FORMATS:
+            raise RunnerError(f"unknown --format {ns.format!r}; choose one of: {', '.join(FORMATS)}")
+        print_comparison(compare(ns.dirs, ns.metric), ns.format)
+    except RunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
