@@ -97,6 +97,7 @@ class DatasetConfig:
     categorical: Optional[List[str]] = None  # None: inferred from the column types
     numeric: Optional[List[str]] = None
     drop: List[str] = field(default_factory=list)
+    weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
 
 
 @dataclass

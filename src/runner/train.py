@@ -51,6 +51,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         X=torch.from_numpy(feats.X).to(device), y=y,
         train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
+        weight=_row_weights(cfg, dataset, E, device),
     )
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit(model, data, cfg, loss, on_epoch)
@@ -89,6 +90,20 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     console.print(results_table(results))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
+
+
+def _row_weights(cfg: Config, dataset, members: int, device) -> torch.Tensor | None:
+    """[E, n] training weights per row: loss.class_weights of its class times its sample weight."""
+    w = np.ones(len(dataset.y)) if dataset.weights is None else dataset.weights.copy()
+    if cfg.loss.class_weights is not None:
+        k = len(dataset.classes)
+        if k == 0 or len(cfg.loss.class_weights) != k:
+            raise RunnerError(f"loss.class_weights has {len(cfg.loss.class_weights)} values; this {dataset.task} "
+                              f"target needs one per class ({k}: {', '.join(dataset.classes) or 'none'})")
+        w = w * np.asarray(cfg.loss.class_weights, dtype=float)[dataset.y]
+    if dataset.weights is None and cfg.loss.class_weights is None:
+        return None
+    return torch.from_numpy(np.tile(w.astype(np.float32), (members, 1))).to(device)
 
 
 def _check_monitor(monitor: str, task: str) -> None:

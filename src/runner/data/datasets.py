@@ -28,6 +28,7 @@ class Dataset:
     numeric: list[str]
     categorical: list[str]
     categories: dict[str, list]  # per categorical column: its sorted distinct non-missing values (as str)
+    weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
@@ -54,7 +55,8 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     _need(missing == 0, f"{missing} rows of {file} have no value in the target column {target!r} "
           "(remove those rows from the file or choose another dataset.target)")
 
-    feature_names = [c for c in columns if c != target and c not in listed["drop"]]
+    weights = _weights(table, cfg.weight, target, file)
+    feature_names = [c for c in columns if c not in (target, cfg.weight) and c not in listed["drop"]]
     _need(bool(feature_names), f"{file} has no feature columns besides the target {target!r} (check dataset.drop)")
     features = table[feature_names]
     empty = [c for c in feature_names if features[c].isna().all()]
@@ -72,7 +74,19 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     task, y, classes = _encode_target(table[target], cfg, file)
     return Dataset(name=cfg.name, target=target, task=task, features=clean, y=y, classes=classes,
                    numeric=numeric, categorical=categorical,
-                   categories={c: _domain(features[c]) for c in categorical})
+                   categories={c: _domain(features[c]) for c in categorical}, weights=weights)
+
+
+def _weights(table: pd.DataFrame, column: str | None, target: str, file: str) -> np.ndarray | None:
+    """The sample-weight column as floats, checked: present, numeric, complete, non-negative."""
+    if column is None:
+        return None
+    _need(column in table.columns and column != target, f"dataset.weight={column!r} is not a feature column of "
+          f"{file}; columns are: {', '.join(map(str, table.columns))} (set dataset.weight=... or null)")
+    values = pd.to_numeric(table[column], errors="coerce")
+    _need(bool(values.notna().all() and (values >= 0).all() and values.sum() > 0),
+          f"dataset.weight={column!r} must hold non-negative numbers in every row of {file}")
+    return values.to_numpy(dtype="float64")
 
 
 def _need(ok: bool, message: str) -> None:

@@ -298,8 +298,9 @@ def _title(c: Comparison) -> str:
     return f"{n} run{'s' * (n != 1)} compared by {how} {_label(c.metric)}, best first"
 
 
-def caption_lines(c: Comparison) -> list[str]:
-    """What the table's order, marks and ± mean, what is constant, and which jobs have no results."""
+def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
+    """What the table's order, marks and ± mean, what is constant, and which jobs have no results;
+    `folded`: the table has no n and over columns (they are the same in every run)."""
     name = c.metric.split("/", 1)[-1]
     if c.by_validation:
         lines = [f"Ordered by validation {name}; the test columns were scored once, after selection."]
@@ -309,7 +310,10 @@ def caption_lines(c: Comparison) -> list[str]:
     lines.append("★ best; ≈ not distinguishable: its 95% interval overlaps the best's "
                  "(a conservative check, not a test); worse: no overlap.")
     nb = " (Nadeau–Bengio corrected where a run has it, for the order column)" if c.uses_nb else ""
-    lines.append(f"± is 1.96·SE over the `over` column; n = how many values it is over{nb}.")
+    if folded:
+        lines.append(f"± is 1.96·SE over {c.rows[0]['over']} (n = {c.rows[0]['n']}) in every run{nb}.")
+    else:
+        lines.append(f"± is 1.96·SE over the `over` column; n = how many values it is over{nb}.")
     if c.constant:
         lines.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in c.constant.items()) + ".")
     if c.incomplete:
@@ -318,46 +322,59 @@ def caption_lines(c: Comparison) -> list[str]:
     return lines
 
 
-def _header(c: Comparison, metrics: list[str]) -> list[str]:
+def _mark_text(mark: str, compact: bool = False) -> str:
+    if compact and mark in (BEST, SAME):
+        return _SYMBOL[mark].strip()
+    return f"{_SYMBOL[mark]}{mark}"
+
+
+def _header(c: Comparison, metrics: list[str], same_n_over: bool = False) -> list[str]:
     val = [f"val {_label(c.metric)}"] if c.by_validation else []
-    return ["vs best", "run", *c.columns, *val, *(_label(m) for m in metrics), "n", "over"]
+    return ["vs best", "run", *c.columns, *val, *(_label(m) for m in metrics), *([] if same_n_over else ["n", "over"])]
 
 
-def _cells(c: Comparison, row: dict, metrics: list[str]) -> list[str]:
+def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False):
     val = [fmt_interval(row["validation"])] if c.by_validation else []
-    return [f"{_SYMBOL[row['mark']]}{row['mark']}", row["run"], *(row["overrides"][k] for k in c.columns), *val,
-            *(fmt_interval(row["metrics"][m]) for m in metrics), str(row["n"] or ""), str(row["over"] or "")]
+    n_over = [] if same_n_over else [str(row["n"] or ""), str(row["over"] or "")]
+    return [_mark_text(row["mark"], compact), row["run"], *(row["overrides"][k] for k in c.columns), *val,
+            *(fmt_interval(row["metrics"][m]) for m in metrics), *n_over]
 
 
 def to_table(c: Comparison, width: int | None = None):
-    """A rich renderable: the table, best first (★, its sort cell bold), then its notes; with `width`,
-    only as many test metrics as fit (the sort metric always)."""
+    """A rich renderable: the table, best first (★, its sort cell bold), then its notes. With `width`,
+    as many test metrics as fit (the sort metric always), in a compact layout if even that is too wide."""
     from rich.console import Console, Group
     from rich.measure import Measurement
     from rich.text import Text
 
     console = Console(width=10_000)  # measure the natural width: Measurement clamps to the console's
-    for k in range(len(c.metrics), 0, -1):
-        table = _table(c, c.metrics[:k])
-        if width is None or Measurement.get(console, console.options, table).maximum <= width:
+    fits = lambda t: width is None or Measurement.get(console, console.options, t).maximum <= width  # noqa: E731
+    same_n_over = len({(r["n"], r["over"]) for r in c.rows}) == 1
+    layouts = [(k, compact) for compact in (False, True) for k in range(len(c.metrics), 0, -1)]
+    for k, compact in layouts:
+        table = _table(c, c.metrics[:k], compact, compact and same_n_over)
+        if fits(table):
             break
+    notes = caption_lines(c, folded=compact and same_n_over)
     left_out = [m.split("/", 1)[-1] for m in c.metrics[k:]]
-    notes = caption_lines(c)
     if left_out:
         notes.append(f"Not shown for width: {', '.join(left_out)} (--format md, csv or json has every metric).")
     return Group(table, Text("\n".join(notes), style="dim"))
 
 
-def _table(c: Comparison, metrics: list[str]):
+def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over: bool = False):
     from rich.table import Table
 
     table = Table(title=_title(c))
     sort_col = 2 + len(c.columns)  # the validation column, else the first test metric
-    for i, name in enumerate(_header(c, metrics)):
+    for i, name in enumerate(_header(c, metrics, same_n_over)):
         numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + 1  # the intervals and n
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "over")
+        # Only the run's path and `over` may wrap; intervals and settings cut short would mislead.
+        wraps = i == 1 or name == "over"
+        table.add_column(name, justify="right" if numeric else "left", no_wrap=not wraps,
+                         overflow="fold" if wraps else "ellipsis")
     for row in c.rows:
-        cells = _cells(c, row, metrics)
+        cells = _cells(c, row, metrics, compact, same_n_over)
         if row["mark"] == BEST:
             cells[sort_col] = f"[bold]{cells[sort_col]}[/bold]"
         table.add_row(*cells, style="dim" if row["mark"] == WORSE else None)
@@ -461,7 +478,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Compare finished runs and Hydra multiruns in one table: one row per run, the overrides "
                     "that differ between them, each metric as mean ± 1.96·SE, best first.",
         epilog="Order: by the validation score when the runs report one, else by test (for information only). "
-               "★ best; ≈ not distinguishable (95%% intervals overlap); worse: no overlap. "
+               "★ best; ≈ not distinguishable (95% intervals overlap); worse: no overlap. "
                "Example: runner report outputs/multirun/2026-01-31/12-00-00-000000",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR",
