@@ -59,8 +59,12 @@ def fit(
     cfg: Config,
     loss: str,
     on_epoch: Optional[Callable[[int, int], None]] = None,
+    epoch_budget: Optional[np.ndarray] = None,
 ) -> FitResult:
-    """Train every member of `model` on its own rows; returns history and best/last weights."""
+    """Train every member of `model` on its own rows; returns history and best/last weights.
+
+    `epoch_budget` [E] stops each member after that many epochs (refit on train + val).
+    """
     start = time.perf_counter()
     trainer, es = cfg.trainer, cfg.trainer.early_stopping
     device, E = model.flat.device, model.members
@@ -116,6 +120,8 @@ def fit(
                 monitored = cfg.sched.monitor
                 opt.lr = schedule.plateau(opt.lr, val[monitored], monitored in LOWER_IS_BETTER, active)
         stopper.count(active)
+        if epoch_budget is not None:
+            stopper.active = stopper.active & torch.as_tensor(epoch_budget > epoch + 1, device=device)
         n_active = int(stopper.active.sum())
         if on_epoch is not None:
             on_epoch(epoch, n_active)

@@ -493,7 +493,10 @@ def _parser() -> argparse.ArgumentParser:
 def report_command(args: list[str]) -> int:
     """Run `runner report DIR... [--format ...] [--metric ...]`; returns the exit status (2 for a user error)."""
     try:
-        ns = _parser().parse_args(args)
+        try:
+            ns = _parser().parse_args(args)
+        except SystemExit as done:  # --help printed the usage
+            return int(done.code or 0)
         if ns.format not in FORMATS:
             raise RunnerError(f"unknown --format {ns.format!r}; choose one of: {', '.join(FORMATS)}")
         print_comparison(compare(ns.dirs, ns.metric), ns.format)
