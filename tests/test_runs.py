@@ -1,0 +1,57 @@
+"""Whole runs: k-fold, refit and leave-one-out results recomputed from the files they write."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+from runner.cli import main
+
+QUICK = ["trainer.epochs=8", "trainer.progress=false"]
+
+
+def _run(tmp_path, *overrides):
+    run = tmp_path / "run"
+    assert main(["train", *QUICK, *overrides, f"hydra.run.dir={run}"]) == 0
+    return run, json.loads((run / "results.json").read_text())
+
+
+def test_kfold_results_equal_recomputation_from_predictions(tmp_path):
+    run, results = _run(tmp_path, "eval=kfold", "eval.k=5", "trainer.seeds=2", "eval.baselines=[logreg]")
+    assert results["members"] == 10 and results["over"] == "5 folds x 2 seeds"
+    preds = pd.read_csv(run / "predictions.csv")
+    for seed, part in preds.groupby("seed"):
+        assert sorted(part.row) == list(range(303))  # every row tested once per seed
+    acc = [accuracy_score(p.y_true, p.y_pred) for _, p in preds.groupby("member")]
+    auc = [roc_auc_score(p.y_true, p.p_1) for _, p in preds.groupby("member")]
+    assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(np.mean(acc))
+    assert results["metrics"]["test/accuracy"]["sd"] == pytest.approx(np.std(acc, ddof=1))
+    assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(np.mean(auc))
+    assert results["metrics"]["test/accuracy"]["n"] == 10
+    assert set(results["baselines"]) == {"majority", "logreg"}
+    assert results["selection"] == {"metric": "accuracy", "higher_is_better": True}
+    assert 0.5 < results["validation"]["val/accuracy"]["mean"] <= 1
+    splits = json.loads((run / "split_indices.json").read_text())
+    for s in splits:  # the held-out fold is disjoint from what the member trained and validated on
+        assert not set(s["test"]) & (set(s["train"]) | set(s["val"]))
+
+
+def test_refit_trains_on_train_and_val(tmp_path):
+    run, results = _run(tmp_path, "eval.refit=true")
+    split = json.loads((run / "split_indices.json").read_text())[0]
+    assert split["val"] == [] and len(split["train"]) == 303 - 61
+    assert (run / "checkpoints" / "refit.pt").exists()
+
+
+def test_loo_pools_each_seeds_predictions(tmp_path):
+    data = tmp_path / "small.csv"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    pd.DataFrame({"x": x, "z": rng.normal(size=40), "y": (x > 0).astype(int)}).to_csv(data, index=False)
+    run, results = _run(tmp_path, "dataset=csv", f"dataset.path={data}", "dataset.target=y", "eval=loo")
+    assert results["members"] == 40 and results["over"] == "40 test rows"
+    preds = pd.read_csv(run / "predictions.csv")
+    assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(accuracy_score(preds.y_true, preds.y_pred))
+    assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(roc_auc_score(preds.y_true, preds.p_1))
