@@ -86,16 +86,22 @@ def runner_fit(study: Study) -> tuple[float, FitResult, Population]:
     return time.perf_counter() - start, result, model
 
 
-def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> tuple[nn.Module, int]:
-    """What a user writes for one model: nn.Sequential, Adam, index batches, validation, early stopping."""
-    d, hidden = init["0.weight"].shape[1], init["0.weight"].shape[0]
+def sequential(state: dict[str, torch.Tensor]) -> nn.Sequential:
+    """nn.Sequential(Linear, ReLU, Linear) holding `state` (one hidden layer, one logit)."""
+    d, hidden = state["0.weight"].shape[1], state["0.weight"].shape[0]
     net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-    net.load_state_dict(init)
+    net.load_state_dict(state)
+    return net
+
+
+def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> tuple[nn.Module, int, int]:
+    """What a user writes for one model: Adam, index batches, per-epoch validation, early stopping."""
+    net = sequential(init)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     Xt, yt, Xv, yv = X[train], y[train], X[val], y[val]
     rng = np.random.default_rng(seed)  # runner's per-member shuffle stream, so the batches match
-    best, best_state, wait, epoch = math.inf, None, 0, 0
+    best, best_state, best_epoch, wait = math.inf, None, -1, 0
     for epoch in range(epochs):
         net.train()
         order = torch.from_numpy(rng.permutation(len(train)))
@@ -108,14 +114,14 @@ def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> t
         with torch.no_grad():
             val_loss = loss_fn(net(Xv).squeeze(-1), yv).item()
         if val_loss < best:
-            best, wait = val_loss, 0
+            best, best_epoch, wait = val_loss, epoch, 0
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
         else:
             wait += 1
             if patience is not None and wait >= patience:
                 break
     net.load_state_dict(best_state)
-    return net, epoch + 1
+    return net, epoch + 1, best_epoch
 
 
 def initial_state(model: Population, e: int) -> dict[str, torch.Tensor]:
@@ -131,19 +137,21 @@ def flat_of(net: nn.Module) -> torch.Tensor:
     return torch.cat([s["0.weight"].T.flatten(), s["0.bias"], s["2.weight"].T.flatten(), s["2.bias"]])
 
 
-def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Module], list[int]]:
-    """Train every member one at a time from runner's initial weights; wall seconds, nets, epochs."""
+def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Module], np.ndarray, np.ndarray]:
+    """Train every member one at a time from runner's initial weights; seconds, nets, epochs run, best epochs."""
     c, data = study.cfg, study.data
     inits = [initial_state(init_model, e) for e in range(len(study.members))]
     start = time.perf_counter()
     nets, epochs = [], []
     for e, m in enumerate(study.members):
-        net, ran = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val), m.seed,
+        net, *ran = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val), m.seed,
                                 inits[e], c.trainer.epochs, c.trainer.batch_size,
                                 c.trainer.early_stopping.patience, c.optim.lr)
         nets.append(net)
         epochs.append(ran)
-    return time.perf_counter() - start, nets, epochs
+    seconds = time.perf_counter() - start
+    ran, best = np.array(epochs).T
+    return seconds, nets, ran, best
 
 
 @torch.no_grad()

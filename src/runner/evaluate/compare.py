@@ -183,7 +183,7 @@ def compare(paths, metric: str | None = None) -> Comparison:
             "metrics": {m: run.results["metrics"].get(m) for m in metrics},
             "validation": validation[i],
             "selection": selection,
-            "n": (selection or {}).get("n"),
+            "n": (run.results["metrics"].get(metric) or {}).get("n"),  # n and over describe the test columns
             "over": run.results.get("over"),
         })
 
@@ -303,7 +303,8 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
     `folded`: the table has no n and over columns (they are the same in every run)."""
     name = c.metric.split("/", 1)[-1]
     if c.by_validation:
-        lines = [f"Ordered by validation {name}; the test columns were scored once, after selection."]
+        lines = [f"Ordered by validation {name}; the test columns were scored once, after selection. "
+                 "The val ± is over each run's members, or its validation rows when it is one model."]
     else:
         lines = [f"No validation score was available: rows are ordered by TEST {name}, for information only "
                  "(choosing a configuration by its test score overfits the test set)."]
