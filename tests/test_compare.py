@@ -150,6 +150,17 @@ def test_lower_is_better_metric_sorts_ascending(tmp_path):
     assert [(r["run"], r["mark"]) for r in rows] == [("y", "best"), ("z", "not distinguishable"), ("x", "worse")]
 
 
+def test_nadeau_bengio_interval_is_the_one_compared_when_a_run_has_it(tmp_path):
+    for name, mean in (("a", 0.80), ("b", 0.75)):
+        path = _run(tmp_path, name, mean, 0.01)  # plain intervals far apart...
+        results = _results(path)
+        results["metrics"]["test/accuracy"]["ci95_nb"] = [mean - 0.04, mean + 0.04]  # ...corrected ones overlap
+        (path / "results.json").write_text(json.dumps(results))
+    c = compare([tmp_path])
+    assert [r["mark"] for r in c.rows] == ["best", "not distinguishable"]
+    assert "Nadeau–Bengio" in to_markdown(c)
+
+
 def test_validation_scores_order_the_rows_when_every_run_has_one(tmp_path):
     # Test says a is best; validation says b: selection must read validation only.
     _run(tmp_path, "a", 0.90, 0.01, ["optim=sgd"], validation=(0.70, 0.01))

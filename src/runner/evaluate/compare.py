@@ -318,9 +318,14 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
     if c.constant:
         lines.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in c.constant.items()) + ".")
     if c.incomplete:
-        lines.append(f"{len(c.incomplete)} job{'s' * (len(c.incomplete) != 1)} without results.json "
-                     f"(failed or unfinished): " + ", ".join(str(p) for p in c.incomplete))
+        lines.append(incomplete_note(c))
     return lines
+
+
+def incomplete_note(c: Comparison) -> str:
+    """One line naming the jobs that have no results.json."""
+    k = len(c.incomplete)
+    return f"{k} job{'s' * (k != 1)} without results.json (failed or unfinished): " + ", ".join(map(str, c.incomplete))
 
 
 def _mark_text(mark: str, compact: bool = False) -> str:
@@ -462,7 +467,7 @@ def print_comparison(c: Comparison, fmt: str = "table", file=None) -> None:
     file.write(text)
     if fmt in ("csv", "json") and c.incomplete:
         # Keep stdout parseable; the note about failed jobs goes beside it.
-        print(caption_lines(c)[-1], file=sys.stderr)
+        print(incomplete_note(c), file=sys.stderr)
 
 
 # ---------------------------------------------------------------- the command

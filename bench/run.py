@@ -1,0 +1,270 @@
+"""`make bench`: runner's stacked engine side by side with the loops a user would write; a table and results.json."""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import workloads as w  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RUNNER = Path(sys.executable).parent / "runner"
+GIB = 1024  # MiB
+
+
+def timed(label: str, fn, log: dict):
+    """Call fn(), keeping its result; on failure record the error under `label` and return None."""
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001: a broken contender must not hide the others' numbers
+        log.setdefault("errors", {})[label] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+        return None
+
+
+def subprocess_s(args: list[str]) -> float:
+    """Wall seconds of `runner ARGS` in a fresh process (output discarded); raises if it fails."""
+    cmd = [str(RUNNER)] if RUNNER.exists() else [sys.executable, "-m", "runner.cli"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd + args, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"runner {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+    return seconds
+
+
+def noise_probe() -> float:
+    """Seconds of a fixed pure-Python loop: its spread across repetitions is how noisy the machine is."""
+    start = time.perf_counter()
+    total = 0
+    for i in range(200_000):
+        total += i
+    return time.perf_counter() - start
+
+
+def max_weight_diff(nets, result, members) -> list[float]:
+    return [float((w.flat_of(nets[e]) - result.best[e]).abs().max()) for e in members]
+
+
+def heart_kfold(args, out: dict) -> None:
+    """Workload 1: 10 folds x 5 seeds on heart, runner's fit vs a plain loop vs sklearn."""
+    study = w.heart_study(w.HEART_KFOLD + [f"trainer.epochs={args.epochs}"])
+    times = {"runner": [], "plain": [], "sklearn": []}
+    for _ in range(args.repeats):
+        out["noise_s"].append(noise_probe())
+        run = timed("heart-kfold runner", lambda: w.runner_fit(study), out)
+        if run:
+            times["runner"].append(run[0])
+            _, result, model = run
+        init = study.new_model()
+        plain = timed("heart-kfold plain", lambda: w.plain_loop(study, init), out)
+        if plain:
+            times["plain"].append(plain[0])
+        skl = timed("heart-kfold sklearn", lambda: w.sklearn_cv(study), out)
+        if skl:
+            times["sklearn"].append(skl[0])
+    out["heart_kfold"] = r = {"times_s": times, "members": len(study.members)}
+    if run:
+        with torch.no_grad():
+            model.flat.copy_(result.best)
+        r["runner"] = {"epochs_mean": float(result.epochs_run.mean()), "epochs_loop": len(result.history["lr"]),
+                       "accuracy": w.test_accuracy(study, lambda e, X: w.sequential(w.initial_state(model, e))(X))}
+        r["flops"] = floor(study, result)
+    if plain:
+        _, nets, ran, best = plain
+        r["plain"] = {"epochs_mean": float(ran.mean()), "accuracy": w.test_accuracy(study, lambda e, X: nets[e](X))}
+    if run and plain:
+        shown = [0, len(nets) // 3, len(nets) - 1]
+        every = max_weight_diff(nets, result, range(len(nets)))
+        r["match"] = {"members": shown, "max_abs_diff": [every[e] for e in shown],
+                      "max_abs_diff_all": max(every), "median_abs_diff_all": float(np.median(every)),
+                      "same_epochs": int((ran == result.epochs_run).sum()),
+                      "same_best_epoch": int((best == result.best_epoch).sum())}
+    if skl:
+        r["sklearn"] = {"accuracy": skl[1], "epochs_mean": skl[2]}
+
+
+def floor(study, result) -> dict:
+    """Useful and executed FLOPs of the heart fit and the time they need at measured matmul rates."""
+    E, d = len(study.members), study.data.X.shape[-1]
+    hidden = study.cfg.model.hidden[0]
+    loop_epochs = len(result.history["lr"])
+    steps = int(np.ceil(max(len(m.train) for m in study.members) / study.cfg.trainer.batch_size))
+    per_row = 2 * (d * hidden + hidden)
+    executed = per_row * E * loop_epochs * (3 * steps * study.cfg.trainer.batch_size + max(len(m.val) for m in study.members))
+    bmm = w.matmul_rate((E, study.cfg.trainer.batch_size, d, hidden))
+    gemm = w.matmul_rate((1, 1024, 1024, 1024))
+    useful = w.useful_flops(study, result)
+    return {"useful": useful, "executed": float(executed), "bmm_flop_s": bmm, "gemm_flop_s": gemm,
+            "floor_bmm_s": useful / bmm, "floor_gemm_s": useful / gemm}
+
+
+def single_model(args, out: dict) -> None:
+    """Workload 3: one MLP, holdout, no early stopping: runner's fit with E=1 vs the plain loop."""
+    study = w.heart_study(w.SINGLE + [f"trainer.epochs={args.single_epochs}"])
+    times = {"runner": [], "plain": []}
+    for _ in range(args.repeats):
+        run = timed("single runner", lambda: w.runner_fit(study), out)
+        if run:
+            times["runner"].append(run[0])
+        init = study.new_model()
+        plain = timed("single plain", lambda: w.plain_loop(study, init), out)
+        if plain:
+            times["plain"].append(plain[0])
+    out["single"] = r = {"times_s": times}
+    if run and plain:
+        r["max_abs_diff"] = max_weight_diff(plain[1], run[1], [0])[0]
+
+
+def processes(args, out: dict) -> None:
+    """Workloads 1 (end to end) and 4: `runner` commands timed as fresh processes, and the fit's peak RSS."""
+    epochs = [f"trainer.epochs={args.epochs}"]
+    commands = {
+        "help": ["--help"],
+        "cfg_job": ["train", "--cfg", "job"],
+        "train_default": ["train"] + (["trainer.epochs=10"] if args.quick else []),
+        "train_kfold": ["train", *w.HEART_KFOLD[:-1], *epochs],
+    }
+    times = {k: [] for k in commands}
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(args.repeats):
+            for name, cmd in commands.items():
+                extra = [f"hydra.run.dir={tmp}/{name}-{rep}"] if cmd[0] == "train" and "--cfg" not in cmd else []
+                t = timed(f"runner {name}", lambda: subprocess_s(cmd + extra), out)
+                if t is not None:
+                    times[name].append(t)
+    out["processes"] = {"times_s": times}
+    rss = timed("peak rss", lambda: subprocess.run([sys.executable, str(HERE / "workloads.py"), str(args.epochs)],
+                                                   capture_output=True, text=True, check=True).stdout, out)
+    if rss:
+        out["rss_mib"] = json.loads(rss)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def table(out: dict, quick: bool) -> Table:
+    """The benchmark table: one row per contender, medians, ratios to runner and the bars."""
+    t = Table(title="runner benchmark" + (" (--quick: bars are not meaningful)" if quick else ""), title_justify="left")
+    for col, just in [("workload", "left"), ("contender", "left"), ("median", "right"), ("min", "right"),
+                      ("x runner", "right"), ("bar", "left"), ("", "center")]:
+        t.add_column(col, justify=just)
+
+    def row(workload, contender, xs, ref=None, bar="", ok=None, unit="s", note=None):
+        m = med(xs)
+        if note is not None or m is None:
+            t.add_row(workload, contender, note or "[red]error[/]", "", "", bar, "")
+            return
+        ratio = f"{m / ref:.1f}x" if ref else ""
+        verdict = "" if ok is None else ("[green]PASS[/]" if ok(m) else "[red]FAIL[/]")
+        t.add_row(workload, contender, f"{m:.3f} {unit}", f"{min(xs):.3f} {unit}", ratio, bar, verdict)
+
+    h = out.get("heart_kfold", {}).get("times_s", {})
+    r = med(h.get("runner", []))
+    row("heart-kfold", "runner fit, 50 stacked members", h.get("runner", []), r, "<= 2 s", lambda m: m <= 2)
+    row("", "plain PyTorch loop, 1 model at a time", h.get("plain", []), r, "runner >= 15x faster",
+        lambda m: r is not None and m / r >= 15)
+    row("", "sklearn MLPClassifier, cross_validate", h.get("sklearn", []), r)
+    lightning = w.lightning_available()
+    row("", "PyTorch Lightning", [], note=None if lightning else "n/a (not installed)")
+    p = out.get("processes", {}).get("times_s", {})
+    row("", "runner train eval=kfold ..., end to end", p.get("train_kfold", []), r)
+    from runner.models import BUILDERS
+    row("digits-cnn", "runner model=cnn dataset=digits", [],
+        note="n/a (model=cnn not built yet)" if "cnn" not in BUILDERS else "n/a (not benchmarked yet)")
+    s = out.get("single", {}).get("times_s", {})
+    plain = med(s.get("plain", []))
+    row("single model", "runner fit, E=1", s.get("runner", []), None, "<= 1.2x plain",
+        lambda m: plain is not None and m / plain <= 1.2)
+    row("", "plain PyTorch loop", s.get("plain", []), med(s.get("runner", [])))
+    row("startup", "runner --help", p.get("help", []), None, "<= 0.5 s", lambda m: m <= 0.5)
+    row("", "runner train --cfg job", p.get("cfg_job", []))
+    row("", "runner train (default), end to end", p.get("train_default", []), None, "<= 6 s", lambda m: m <= 6)
+    rss = out.get("rss_mib", {}).get("peak_mib")
+    row("memory", "peak RSS of the heart-kfold fit", [rss] if rss else [], None, "<= 1 GiB",
+        lambda m: m <= GIB, unit="MiB")
+    return t
+
+
+def details(out: dict) -> list[str]:
+    """Lines under the table: the like-for-like check, epochs, accuracy, compute floor, noise."""
+    h, lines = out.get("heart_kfold", {}), []
+    if "match" in h:
+        m = h["match"]
+        shown = ", ".join(f"member {e}: {d:.1e}" for e, d in zip(m["members"], m["max_abs_diff"]))
+        lines.append(f"like for like: plain loop vs runner best weights, max |dw|  {shown}; all {h['members']}: "
+                     f"median {m['median_abs_diff_all']:.1e}, max {m['max_abs_diff_all']:.1e} (float32: a ReLU "
+                     f"input within ~1e-6 of 0 can flip); same epochs run {m['same_epochs']}/{h['members']}, "
+                     f"same best epoch {m['same_best_epoch']}/{h['members']}")
+    if "max_abs_diff" in out.get("single", {}):
+        lines.append(f"single model: plain vs runner best weights max |dw| {out['single']['max_abs_diff']:.1e}")
+    parts = [f"{k} {h[k]['epochs_mean']:.1f} epochs, test acc {h[k]['accuracy']:.3f}"
+             for k in ("runner", "plain", "sklearn") if k in h]
+    if parts:
+        lines.append("heart-kfold per member: " + "; ".join(parts) + " (sklearn: its own 20% validation, "
+                     "early stopping on accuracy)")
+    if "flops" in h:
+        f, r = h["flops"], med(h["times_s"]["runner"])
+        lines.append(f"compute floor: {f['useful'] / 1e9:.2f} GFLOP useful ({f['executed'] / 1e9:.2f} executed: "
+                     f"stopped members keep computing until the last stops); bmm [50,32,28]x[50,28,16] "
+                     f"{f['bmm_flop_s'] / 1e9:.1f} GFLOP/s -> {f['floor_bmm_s']:.3f} s; GEMM 1024^3 "
+                     f"{f['gemm_flop_s'] / 1e9:.1f} GFLOP/s -> {f['floor_gemm_s']:.3f} s; runner fit is "
+                     f"{r / f['floor_bmm_s']:.0f}x / {r / f['floor_gemm_s']:.0f}x those floors")
+    if out.get("rss_mib"):
+        q = out["rss_mib"]
+        lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
+                     f"{q['peak_mib']:.0f} peak")
+    noise = out["noise_s"]
+    if len(noise) > 1:
+        lines.append(f"machine noise: a fixed Python loop varied {max(noise) / min(noise):.2f}x across repetitions")
+    for label, err in out.get("errors", {}).items():
+        lines.append(f"[red]error[/] {label}: {err}")
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions per contender; the median is shown")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, 10 epochs")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    args.epochs, args.single_epochs = (10, 10) if args.quick else (100, 200)
+    if args.quick:
+        args.repeats = 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
+           "args": {"repeats": args.repeats, "quick": args.quick}, "noise_s": []}
+    console = Console(width=max(120, Console().width))  # piped output would wrap the table at 80
+    start = time.perf_counter()
+    for name, step in [("heart-kfold", heart_kfold), ("single model", single_model), ("processes", processes)]:
+        with console.status(f"bench: {name}"):
+            step(args, out)
+    out["bench_s"] = time.perf_counter() - start
+    console.print(table(out, args.quick))
+    for line in details(out):
+        console.print(line)
+    console.print(f"{out['bench_s']:.0f} s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                  f"{os.cpu_count()} CPUs; results in {args.out}")
+    args.out.write_text(json.dumps(out, indent=1))
+    return 1 if out.get("errors") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
