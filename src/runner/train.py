@@ -64,6 +64,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     summary = summarize(_pool(predictions, pooled), task, dataset.classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = summarize_table(_pool(val_predictions, pooled), task, dataset.classes, members) if len(val_predictions) else {}
+    for d in validation.values():  # one model: its interval is over validation rows here
+        if "interval" in d:
+            d["interval"] = d["interval"].replace("test rows", "validation rows")
     results = {
         "task": task,
         "dataset": dataset.name,

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from runner.errors import RunnerError
-from runner.evaluate.metrics import default_metric, higher_is_better
+from runner.evaluate.names import default_metric, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval
 
 FORMATS = ("table", "md", "csv", "json")

@@ -8,47 +8,11 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-from runner.errors import RunnerError
+from runner.evaluate.names import (  # noqa: F401  (re-exported)
+    CLASSIFICATION_METRICS, DECOMPOSABLE, REGRESSION_METRICS, _check_task, best_of, default_metric,
+    higher_is_better, metric_names,
+)
 
-CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
-REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mean_error")
-# Metrics that are a mean of per-example values Z_i, so a single test set gives an SE over rows.
-DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
-_LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae", "loss", "mean_error"}
-_TASKS = ("binary", "multiclass", "regression")
-
-
-def metric_names(task: str) -> tuple[str, ...]:
-    """The metrics reported for `task` ("binary", "multiclass" or "regression"), in report order."""
-    _check_task(task)
-    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
-
-
-def default_metric(task: str) -> str:
-    """The headline/selection metric of a task: "accuracy" or "rmse"."""
-    _check_task(task)
-    return "rmse" if task == "regression" else "accuracy"
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of `metric` ("accuracy", "test/rmse", "val/loss", ...) are better."""
-    name = metric.split("/")[-1]
-    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",):
-        valid = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",))
-        raise RunnerError(f"unknown metric {metric!r}; choose one of: {valid}")
-    # mean_error counts as lower-is-better only by magnitude; best_of compares |value|.
-    return name not in _LOWER_IS_BETTER
-
-
-def best_of(metric: str, values) -> int | None:
-    """Position of the best of `values` for `metric` (mean_error: nearest 0); None if all missing."""
-    x = np.array([np.nan if v is None else v for v in values], dtype=float)
-    if not np.isfinite(x).any():
-        return None
-    if metric.split("/")[-1] == "mean_error":
-        x = np.abs(x)
-    x = np.where(np.isfinite(x), x, -np.inf if higher_is_better(metric) else np.inf)
-    return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
 
 
 def score(task: str, y_true, y_pred, proba=None, classes=None, names=None) -> dict[str, float]:
@@ -188,8 +152,3 @@ def _onehot(y_true, classes) -> np.ndarray:
 
 def _brier_rows(y_true, proba, classes) -> np.ndarray:
     return ((proba - _onehot(y_true, classes)) ** 2).sum(axis=1)
-
-
-def _check_task(task: str) -> None:
-    if task not in _TASKS:
-        raise RunnerError(f"unknown task {task!r}; choose one of: {', '.join(_TASKS)}")

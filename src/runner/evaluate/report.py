@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from runner.evaluate.metrics import best_of, higher_is_better
+from runner.evaluate.names import best_of, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval, fmt_range, t975
 
 

@@ -1,0 +1,50 @@
+"""Metric names and which direction is better: cheap facts shared by metrics, reports and `runner report`."""
+
+import numpy as np
+
+from runner.errors import RunnerError
+
+CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
+REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mean_error")
+# Metrics that are a mean of per-example values Z_i, so a single test set gives an SE over rows.
+DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
+_LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae", "loss", "mean_error"}
+_TASKS = ("binary", "multiclass", "regression")
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """The metrics reported for `task` ("binary", "multiclass" or "regression"), in report order."""
+    _check_task(task)
+    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def default_metric(task: str) -> str:
+    """The headline/selection metric of a task: "accuracy" or "rmse"."""
+    _check_task(task)
+    return "rmse" if task == "regression" else "accuracy"
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether larger values of `metric` ("accuracy", "test/rmse", "val/loss", ...) are better."""
+    name = metric.split("/")[-1]
+    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",):
+        valid = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",))
+        raise RunnerError(f"unknown metric {metric!r}; choose one of: {valid}")
+    # mean_error counts as lower-is-better only by magnitude; best_of compares |value|.
+    return name not in _LOWER_IS_BETTER
+
+
+def best_of(metric: str, values) -> int | None:
+    """Position of the best of `values` for `metric` (mean_error: nearest 0); None if all missing."""
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    if not np.isfinite(x).any():
+        return None
+    if metric.split("/")[-1] == "mean_error":
+        x = np.abs(x)
+    x = np.where(np.isfinite(x), x, -np.inf if higher_is_better(metric) else np.inf)
+    return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
+
+
+def _check_task(task: str) -> None:
+    if task not in _TASKS:
+        raise RunnerError(f"unknown task {task!r}; choose one of: {', '.join(_TASKS)}")
