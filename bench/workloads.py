@@ -1,6 +1,5 @@
 """The benchmark's contenders: runner's stacked fit, a plain PyTorch loop, sklearn, and the compute floor."""
 
-import inspect
 import json
 import math
 import resource
@@ -21,6 +20,7 @@ from runner.engine.device import resolve_device
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.models import Population, build_model
 from runner.paths import conf_dir
+from runner.train import _row_weights
 
 
 HEART_KFOLD = ["eval=kfold", "eval.k=10", "trainer.seeds=5", "trainer.epochs=100"]
@@ -54,6 +54,7 @@ def heart_study(overrides: list[str]) -> Study:
         X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
         train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
+        weight=_row_weights(cfg, dataset, E, device),
     )
 
     def new_model() -> Population:
@@ -77,12 +78,8 @@ def compose_config(overrides: list[str]) -> Config:
 def runner_fit(study: Study) -> tuple[float, FitResult, Population]:
     """Wall seconds of one `fit` call on a fresh population (initialization not timed)."""
     model = study.new_model()
-    c = study.cfg
-    # fit's signature is moving from (trainer, optim, loss, label_smoothing) to (cfg, loss): call either.
-    legacy = "trainer" in inspect.signature(fit).parameters
-    args = (c.trainer, c.optim, study.loss, c.loss.label_smoothing) if legacy else (c, study.loss)
     start = time.perf_counter()
-    result = fit(model, study.data, *args)
+    result = fit(model, study.data, study.cfg, study.loss)
     return time.perf_counter() - start, result, model
 
 

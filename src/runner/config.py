@@ -205,6 +205,7 @@ class TrainerConfig:
     seeds: int = 1
     seed: int = 0
     device: Device = Device.auto
+    threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
@@ -246,6 +247,7 @@ def validate(cfg: Config) -> None:
     t, m, o, e = cfg.trainer, cfg.model, cfg.optim, cfg.eval
     need(t.epochs >= 1, "trainer.epochs", t.epochs, "use an integer >= 1")
     need(t.seeds >= 1, "trainer.seeds", t.seeds, "use a count >= 1")
+    need(t.threads is None or t.threads >= 1, "trainer.threads", t.threads, "use a count >= 1, or null for automatic")
     bs = t.batch_size
     need(bs == "full" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1),
          "trainer.batch_size", bs, "use an integer >= 1 or 'full'")

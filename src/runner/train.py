@@ -15,7 +15,7 @@ from runner.data.preprocess import Features, member_features
 from runner.data.splits import describe_plan, population_plan
 from runner.engine import losses
 from runner.engine.checkpoint import save_checkpoint
-from runner.engine.device import resolve_device
+from runner.engine.device import configure_threads, resolve_device
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.engine.predict import predict_rows
 from runner.errors import RunnerError
@@ -101,6 +101,8 @@ def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, l
     E, n, d = feats.X.shape
     model = build_model(cfg.model, E, d, losses.output_size(loss, len(dataset.classes))).to(device)
     model.initialize([m.seed for m in members], name_of(cfg.model.init))
+    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
+    configure_threads(cfg.trainer.threads, device, E * model.parameters_per_member() * batch)
     console.print(
         f"[bold]{dataset.name}[/]: {n} rows, {d} features, {dataset.task} · [bold]{cfg.model.name}[/]: "
         f"{model.parameters_per_member():,} parameters per member · {E} member{'s' * (E > 1)} ({over}) on {device}"
