@@ -113,6 +113,7 @@ def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, l
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
         weight=_row_weights(cfg, dataset, E, device),
     )
+    torch.manual_seed(cfg.trainer.seed)  # dropout masks: the one draw shared by all members
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit(model, data, cfg, loss, on_epoch, epoch_budget)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
