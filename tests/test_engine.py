@@ -93,3 +93,33 @@ def test_inactive_member_is_frozen():
     assert not torch.equal(p[0], before[0])
     assert torch.equal(p[1], before[1])
     assert opt.steps.tolist() == [1.0, 0.0]
+
+
+def test_heart_kfold_population_equals_members_alone():
+    """The benchmark's shape: heart, 10 folds (ragged training sets), early stopping on."""
+    from runner.config import EvalConfig, EvalName
+    from runner.data.datasets import load_dataset
+    from runner.data.preprocess import member_features
+    from runner.data.splits import population_plan
+
+    cfg = Config(eval=EvalConfig(name=EvalName.kfold, k=10))
+    cfg.trainer.epochs, cfg.trainer.early_stopping.patience = 12, 3
+    dataset = load_dataset(cfg.dataset)
+    members = population_plan(dataset.y, dataset.task, cfg.eval, [0, 1])
+    feats = member_features(dataset, members)
+    X, y = torch.from_numpy(feats.X), torch.from_numpy(feats.y)
+
+    def run(sel):
+        model = build_model(cfg.model, len(sel), X.shape[-1], 1)
+        model.initialize([members[i].seed for i in sel], "default")
+        data = PopulationData(X[sel], y[sel], [members[i].train for i in sel], [members[i].val for i in sel],
+                              [members[i].seed for i in sel], torch.ones(len(sel)))
+        return fit(model, data, cfg, "bce")
+
+    everyone = list(range(len(members)))
+    stacked = run(everyone)
+    assert len({len(m.train) for m in members}) > 1  # ragged: some members sit out the last step
+    for i in (0, 7, 13, 19):
+        alone = run([i])
+        torch.testing.assert_close(stacked.best[i], alone.best[0], atol=1e-5, rtol=0)
+        assert stacked.epochs_run[i] == alone.epochs_run[0]
