@@ -25,8 +25,9 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
+# `make bench BENCH_ARGS=--quick` for a smoke run; see bench/run.py --help.
 bench: install
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -56,12 +56,14 @@ def noise_probe() -> float:
 
 
 def max_weight_diff(nets, result, members) -> list[float]:
+    """Per listed member: the largest |plain net weight - runner's best weight|."""
     return [float((w.flat_of(nets[e]) - result.best[e]).abs().max()) for e in members]
 
 
 def heart_kfold(args, out: dict) -> None:
     """Workload 1: 10 folds x 5 seeds on heart, runner's fit vs a plain loop vs sklearn."""
-    study = w.heart_study(w.HEART_KFOLD + [f"trainer.epochs={args.epochs}"])
+    study = w.heart_study(w.HEART_KFOLD + [f"trainer.epochs={args.epochs}"] + args.threads)
+    out["threads"]["heart_kfold"] = torch.get_num_threads()
     times = {"runner": [], "plain": [], "sklearn": []}
     for _ in range(args.repeats):
         out["noise_s"].append(noise_probe())
@@ -104,17 +106,24 @@ def floor(study, result) -> dict:
     loop_epochs = len(result.history["lr"])
     steps = int(np.ceil(max(len(m.train) for m in study.members) / study.cfg.trainer.batch_size))
     per_row = 2 * (d * hidden + hidden)
-    executed = per_row * E * loop_epochs * (3 * steps * study.cfg.trainer.batch_size + max(len(m.val) for m in study.members))
+    rows_per_epoch = 3 * steps * study.cfg.trainer.batch_size + max(len(m.val) for m in study.members)
+    executed = per_row * E * loop_epochs * rows_per_epoch  # padded batches, every member, every loop epoch
+    threads = torch.get_num_threads()
     bmm = w.matmul_rate((E, study.cfg.trainer.batch_size, d, hidden))
     gemm = w.matmul_rate((1, 1024, 1024, 1024))
+    torch.set_num_threads(os.cpu_count())
+    gemm_all = w.matmul_rate((1, 1024, 1024, 1024))
+    torch.set_num_threads(threads)
     useful = w.useful_flops(study, result)
-    return {"useful": useful, "executed": float(executed), "bmm_flop_s": bmm, "gemm_flop_s": gemm,
-            "floor_bmm_s": useful / bmm, "floor_gemm_s": useful / gemm}
+    best = max(gemm, gemm_all)
+    return {"useful": useful, "executed": float(executed), "threads": threads, "bmm_flop_s": bmm, "gemm_flop_s": gemm,
+            "gemm_all_cores_flop_s": gemm_all, "floor_bmm_s": useful / bmm, "floor_gemm_s": useful / best}
 
 
 def single_model(args, out: dict) -> None:
     """Workload 3: one MLP, holdout, no early stopping: runner's fit with E=1 vs the plain loop."""
-    study = w.heart_study(w.SINGLE + [f"trainer.epochs={args.single_epochs}"])
+    study = w.heart_study(w.SINGLE + [f"trainer.epochs={args.single_epochs}"] + args.threads)
+    out["threads"]["single"] = torch.get_num_threads()
     times = {"runner": [], "plain": []}
     for _ in range(args.repeats):
         run = timed("single runner", lambda: w.runner_fit(study), out)
@@ -131,19 +140,21 @@ def single_model(args, out: dict) -> None:
 
 def processes(args, out: dict) -> None:
     """Workloads 1 (end to end) and 4: `runner` commands timed as fresh processes, and the fit's peak RSS."""
-    epochs = [f"trainer.epochs={args.epochs}"]
+    def train(*overrides):
+        return ["train", *overrides, *args.threads]
+
     commands = {
         "help": ["--help"],
         "cfg_job": ["train", "--cfg", "job"],
-        "train_default": ["train"] + (["trainer.epochs=10"] if args.quick else []),
-        "train_kfold": ["train", *w.HEART_KFOLD[:-1], *epochs],
+        "train_default": train(*(["trainer.epochs=10"] if args.quick else [])),
+        "train_kfold": train(*w.HEART_KFOLD[:-1], f"trainer.epochs={args.epochs}"),
     }
     times = {k: [] for k in commands}
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(args.repeats):
             for name, cmd in commands.items():
-                extra = [f"hydra.run.dir={tmp}/{name}-{rep}"] if cmd[0] == "train" and "--cfg" not in cmd else []
-                t = timed(f"runner {name}", lambda: subprocess_s(cmd + extra), out)
+                run_dir = [f"hydra.run.dir={tmp}/{name}-{rep}"] if name.startswith("train_") else []
+                t = timed(f"runner {name}", lambda: subprocess_s(cmd + run_dir), out)
                 if t is not None:
                     times[name].append(t)
     out["processes"] = {"times_s": times}
@@ -154,6 +165,7 @@ def processes(args, out: dict) -> None:
 
 
 def med(xs):
+    """The median, or None for no measurements."""
     return statistics.median(xs) if xs else None
 
 
@@ -162,16 +174,18 @@ def table(out: dict, quick: bool) -> Table:
     t = Table(title="runner benchmark" + (" (--quick: bars are not meaningful)" if quick else ""), title_justify="left")
     for col, just in [("workload", "left"), ("contender", "left"), ("median", "right"), ("min", "right"),
                       ("x runner", "right"), ("bar", "left"), ("", "center")]:
-        t.add_column(col, justify=just)
+        t.add_column(col, justify=just, no_wrap=col in ("workload", "contender", "median", "min", "x runner"))
 
-    def row(workload, contender, xs, ref=None, bar="", ok=None, unit="s", note=None):
+    def row(workload, contender, xs, ref=None, bar="", ok=None, unit="s", note=None, ratio=None):
         m = med(xs)
         if note is not None or m is None:
-            t.add_row(workload, contender, note or "[red]error[/]", "", "", bar, "")
+            shown = f"n/a ({note})" if note else bar
+            t.add_row(workload, contender, "" if note else "[red]error[/]", "", "", shown, "")
             return
-        ratio = f"{m / ref:.1f}x" if ref else ""
+        ratio = ratio or (f"{m / ref:.1f}x" if ref else "")
         verdict = "" if ok is None else ("[green]PASS[/]" if ok(m) else "[red]FAIL[/]")
-        t.add_row(workload, contender, f"{m:.3f} {unit}", f"{min(xs):.3f} {unit}", ratio, bar, verdict)
+        digits = 0 if unit == "MiB" else 3
+        t.add_row(workload, contender, f"{m:.{digits}f} {unit}", f"{min(xs):.{digits}f} {unit}", ratio, bar, verdict)
 
     h = out.get("heart_kfold", {}).get("times_s", {})
     r = med(h.get("runner", []))
@@ -180,17 +194,20 @@ def table(out: dict, quick: bool) -> Table:
         lambda m: r is not None and m / r >= 15)
     row("", "sklearn MLPClassifier, cross_validate", h.get("sklearn", []), r)
     lightning = w.lightning_available()
-    row("", "PyTorch Lightning", [], note=None if lightning else "n/a (not installed)")
+    row("", "PyTorch Lightning", [],
+        note="not installed" if not lightning else f"{lightning} installed; no contender written yet")
     p = out.get("processes", {}).get("times_s", {})
     row("", "runner train eval=kfold ..., end to end", p.get("train_kfold", []), r)
     from runner.models import BUILDERS
     row("digits-cnn", "runner model=cnn dataset=digits", [],
-        note="n/a (model=cnn not built yet)" if "cnn" not in BUILDERS else "n/a (not benchmarked yet)")
+        note="model=cnn not built yet" if "cnn" not in BUILDERS else "not benchmarked yet")
     s = out.get("single", {}).get("times_s", {})
     plain = med(s.get("plain", []))
+    single = med(s.get("runner", []))
     row("single model", "runner fit, E=1", s.get("runner", []), None, "<= 1.2x plain",
-        lambda m: plain is not None and m / plain <= 1.2)
-    row("", "plain PyTorch loop", s.get("plain", []), med(s.get("runner", [])))
+        lambda m: plain is not None and m / plain <= 1.2,
+        ratio=f"{single / plain:.2f}x plain" if single and plain else "")
+    row("", "plain PyTorch loop, 1 model", s.get("plain", []))
     row("startup", "runner --help", p.get("help", []), None, "<= 0.5 s", lambda m: m <= 0.5)
     row("", "runner train --cfg job", p.get("cfg_job", []))
     row("", "runner train (default), end to end", p.get("train_default", []), None, "<= 6 s", lambda m: m <= 6)
@@ -221,9 +238,10 @@ def details(out: dict) -> list[str]:
         f, r = h["flops"], med(h["times_s"]["runner"])
         lines.append(f"compute floor: {f['useful'] / 1e9:.2f} GFLOP useful ({f['executed'] / 1e9:.2f} executed: "
                      f"stopped members keep computing until the last stops); bmm [50,32,28]x[50,28,16] "
-                     f"{f['bmm_flop_s'] / 1e9:.1f} GFLOP/s -> {f['floor_bmm_s']:.3f} s; GEMM 1024^3 "
-                     f"{f['gemm_flop_s'] / 1e9:.1f} GFLOP/s -> {f['floor_gemm_s']:.3f} s; runner fit is "
-                     f"{r / f['floor_bmm_s']:.0f}x / {r / f['floor_gemm_s']:.0f}x those floors")
+                     f"{f['bmm_flop_s'] / 1e9:.1f} GFLOP/s ({f['threads']} thread(s)) -> {f['floor_bmm_s']:.3f} s; "
+                     f"GEMM 1024^3 {f['gemm_flop_s'] / 1e9:.1f} GFLOP/s ({f['threads']}), "
+                     f"{f['gemm_all_cores_flop_s'] / 1e9:.1f} ({os.cpu_count()}) -> {f['floor_gemm_s']:.3f} s; "
+                     f"runner fit is {r / f['floor_bmm_s']:.0f}x / {r / f['floor_gemm_s']:.0f}x those floors")
     if out.get("rss_mib"):
         q = out["rss_mib"]
         lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
@@ -240,18 +258,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per contender; the median is shown")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 repetition, 10 epochs")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="CPU threads (trainer.threads); default: runner's choice")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()
     args.epochs, args.single_epochs = (10, 10) if args.quick else (100, 200)
     if args.quick:
         args.repeats = 1
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.threads = [] if args.threads is None else [f"trainer.threads={args.threads}"]
     out = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
-                       "torch_threads": torch.get_num_threads(), "platform": platform.platform()},
-           "args": {"repeats": args.repeats, "quick": args.quick}, "noise_s": []}
-    console = Console(width=max(120, Console().width))  # piped output would wrap the table at 80
+                       "platform": platform.platform()},
+           "args": {"repeats": args.repeats, "quick": args.quick, "threads": args.threads},
+           "noise_s": [], "threads": {}}
+    console = Console(width=max(132, Console().width))  # piped output would wrap the table at 80
     start = time.perf_counter()
     for name, step in [("heart-kfold", heart_kfold), ("single model", single_model), ("processes", processes)]:
         with console.status(f"bench: {name}"):
@@ -260,8 +279,10 @@ def main() -> int:
     console.print(table(out, args.quick))
     for line in details(out):
         console.print(line)
-    console.print(f"{out['bench_s']:.0f} s; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                  f"{os.cpu_count()} CPUs; results in {args.out}")
+    threads = ", ".join(f"{k} {v}" for k, v in out.get("threads", {}).items())
+    source = "--threads" if args.threads else "runner's choice"
+    console.print(f"{out['bench_s']:.0f} s; torch {torch.__version__}, {os.cpu_count()} CPUs; threads ({source}, "
+                  f"shared by every contender in a workload): {threads}; results in {args.out}")
     args.out.write_text(json.dumps(out, indent=1))
     return 1 if out.get("errors") else 0
 

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from runner.config import Config, name_of, register, validate
-from runner.data import load_dataset, make_transformer, member_features, population_plan
+from runner.data import Dataset, load_dataset, make_transformer, member_features, population_plan
 from runner.engine import losses
-from runner.engine.device import resolve_device
+from runner.engine.device import configure_threads, resolve_device
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.models import Population, build_model
 from runner.paths import conf_dir
@@ -32,7 +32,7 @@ class Study:
     """One heart experiment wired exactly as runner.train does, up to (not including) `fit`."""
 
     cfg: Config
-    dataset: object
+    dataset: Dataset
     members: list
     data: PopulationData
     loss: str
@@ -62,6 +62,9 @@ def heart_study(overrides: list[str]) -> Study:
         model.initialize([m.seed for m in members], name_of(cfg.model.init))
         return model
 
+    # runner picks its CPU thread count per population; every in-process contender then runs with it.
+    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
+    configure_threads(cfg.trainer.threads, device, E * new_model().parameters_per_member() * batch)
     return Study(cfg, dataset, members, data, loss, new_model)
 
 
@@ -141,11 +144,11 @@ def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Mod
     start = time.perf_counter()
     nets, epochs = [], []
     for e, m in enumerate(study.members):
-        net, *ran = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val), m.seed,
-                                inits[e], c.trainer.epochs, c.trainer.batch_size,
-                                c.trainer.early_stopping.patience, c.optim.lr)
+        net, ran, best = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val),
+                                      m.seed, inits[e], c.trainer.epochs, c.trainer.batch_size,
+                                      c.trainer.early_stopping.patience, c.optim.lr)
         nets.append(net)
-        epochs.append(ran)
+        epochs.append((ran, best))
     seconds = time.perf_counter() - start
     ran, best = np.array(epochs).T
     return seconds, nets, ran, best
@@ -224,12 +227,12 @@ def matmul_rate(shape: tuple[int, int, int, int], seconds: float = 0.3) -> float
 
 def rss_child(epochs: int) -> dict:
     """Peak RSS (MiB) of a process that sets up and runs the heart k-fold fit; run in a fresh interpreter."""
-    kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (Linux: KiB)
-    before_setup = kib()
+    mib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # noqa: E731 (Linux reports KiB)
+    after_import = mib()
     study = heart_study(HEART_KFOLD + [f"trainer.epochs={epochs}"])
-    before_fit = kib()
+    before_fit = mib()
     runner_fit(study)
-    return {"after_import_mib": before_setup, "before_fit_mib": before_fit, "peak_mib": kib()}
+    return {"after_import_mib": after_import, "before_fit_mib": before_fit, "peak_mib": mib()}
 
 
 if __name__ == "__main__":
