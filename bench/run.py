@@ -103,11 +103,11 @@ def floor(study, result) -> dict:
     """Useful and executed FLOPs of the heart fit and the time they need at measured matmul rates."""
     E, d = len(study.members), study.data.X.shape[-1]
     hidden = study.cfg.model.hidden[0]
-    loop_epochs = len(result.history["lr"])
     steps = int(np.ceil(max(len(m.train) for m in study.members) / study.cfg.trainer.batch_size))
     per_row = 2 * (d * hidden + hidden)
     rows_per_epoch = 3 * steps * study.cfg.trainer.batch_size + max(len(m.val) for m in study.members)
-    executed = per_row * E * loop_epochs * rows_per_epoch  # padded batches, every member, every loop epoch
+    # padded batches; a member leaves the population after the epoch it stops in
+    executed = per_row * float(result.epochs_run.sum()) * rows_per_epoch
     threads = torch.get_num_threads()
     bmm = w.matmul_rate((E, study.cfg.trainer.batch_size, d, hidden))
     gemm = w.matmul_rate((1, 1024, 1024, 1024))
@@ -237,7 +237,7 @@ def details(out: dict) -> list[str]:
     if "flops" in h:
         f, r = h["flops"], med(h["times_s"]["runner"])
         lines.append(f"compute floor: {f['useful'] / 1e9:.2f} GFLOP useful ({f['executed'] / 1e9:.2f} executed: "
-                     f"stopped members keep computing until the last stops); bmm [50,32,28]x[50,28,16] "
+                     f"padded batches); bmm [50,32,28]x[50,28,16] "
                      f"{f['bmm_flop_s'] / 1e9:.1f} GFLOP/s ({f['threads']} thread(s)) -> {f['floor_bmm_s']:.3f} s; "
                      f"GEMM 1024^3 {f['gemm_flop_s'] / 1e9:.1f} GFLOP/s ({f['threads']}), "
                      f"{f['gemm_all_cores_flop_s'] / 1e9:.1f} ({os.cpu_count()}) -> {f['floor_gemm_s']:.3f} s; "

@@ -20,7 +20,7 @@ from runner.engine.device import configure_threads, resolve_device
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.models import Population, build_model
 from runner.paths import conf_dir
-from runner.train import _row_weights
+from runner.train import row_weights
 
 
 HEART_KFOLD = ["eval=kfold", "eval.k=10", "trainer.seeds=5", "trainer.epochs=100"]
@@ -54,7 +54,7 @@ def heart_study(overrides: list[str]) -> Study:
         X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
         train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
-        weight=_row_weights(cfg, dataset, E, device),
+        weight=row_weights(cfg, dataset, E, device),
     )
 
     def new_model() -> Population:

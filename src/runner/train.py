@@ -111,7 +111,7 @@ def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, l
         X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
         train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
         y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
-        weight=_row_weights(cfg, dataset, E, device),
+        weight=row_weights(cfg, dataset, E, device),
     )
     torch.manual_seed(cfg.trainer.seed)  # dropout masks: the one draw shared by all members
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
@@ -140,7 +140,7 @@ def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: Fit
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra)
 
 
-def _row_weights(cfg: Config, dataset: Dataset, members: int, device) -> torch.Tensor | None:
+def row_weights(cfg: Config, dataset: Dataset, members: int, device) -> torch.Tensor | None:
     """[E, n] training weights per row: loss.class_weights of its class times its sample weight."""
     if dataset.weights is None and cfg.loss.class_weights is None:
         return None

@@ -44,6 +44,12 @@ class EarlyStopping:
         if c.patience is not None:
             self.active = self.active & (self.wait < c.patience)
 
+    def keep(self, keep: torch.Tensor, model=None) -> None:
+        """Keep only the members where `keep` [E] is true; `model` holds their parameters now."""
+        self.flat, self.stats = model.flat, model.stats
+        for name in ("best", "best_epoch", "best_params", "best_stats", "wait", "active", "epochs_run"):
+            setattr(self, name, getattr(self, name)[keep])
+
     def count(self, ran: torch.Tensor) -> None:
         """Add the epoch just trained to each member that trained in it."""
         self.epochs_run += ran.float()

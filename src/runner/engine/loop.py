@@ -63,83 +63,157 @@ def fit(
 ) -> FitResult:
     """Train every member of `model` on its own rows; returns history and best/last weights.
 
-    `epoch_budget` [E] stops each member after that many epochs (refit on train + val).
+    Members that stop early leave the population at the end of the epoch (their results are kept
+    aside), so the step costs only what the members still training need. `epoch_budget` [E] stops
+    each member after that many epochs (refit on train + val).
     """
     start = time.perf_counter()
     trainer, es = cfg.trainer, cfg.trainer.early_stopping
     device, E = model.flat.device, model.members
-    n_train = np.array([len(r) for r in data.train])
-    batch = int(n_train.max()) if trainer.batch_size == "full" else int(trainer.batch_size)
-    steps = int(np.ceil(n_train.max() / batch))
-    rngs = [np.random.default_rng(s) for s in data.seeds]
-    members = torch.arange(E, device=device).unsqueeze(1)
-    row_weight = data.weight if data.weight is not None else torch.ones_like(data.y)
     criterion = losses.Criterion(loss, cfg.loss, device)
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device))
-
-    has_val = any(len(v) for v in data.val)
-    if has_val:
-        val_idx, val_mask = padded(data.val, device)
-        Xv, yv, wv = data.X[members, val_idx], data.y[members, val_idx], val_mask * row_weight[members, val_idx]
-
+    work = _Working(data, epoch_budget)
+    batch = int(max(len(r) for r in data.train)) if trainer.batch_size == "full" else int(trainer.batch_size)
     opt = StackedOptimizer(model.flat, cfg.optim)
     schedule = Schedule(cfg.sched, cfg.optim.lr, trainer.epochs, E, device)
     stopper = EarlyStopping(model, es)
     metric = "val/rmse" if loss == "mse" else "val/accuracy"
-    names = ["train/loss", "lr"] + (["val/loss", metric] if has_val else [])
+    names = ["train/loss", "lr"] + (["val/loss", metric] if work.has_val else [])
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
+    done = _Finished(model, E)
+    live = torch.arange(E, device=device)  # global index of each member still in the population
 
     for epoch in range(trainer.epochs):
         active = stopper.active
         if schedule.kind != "plateau":
             opt.lr.fill_(schedule.lr(epoch))
-        idx, mask = _epoch_batches(data.train, rngs, steps, batch, device)
-        stepping = (mask.sum(-1) > 0).T & active  # [steps, E]
-        total, seen = torch.zeros(E, device=device), torch.zeros(E, device=device)
+        xs, ys, ws, masks = work.epoch_batches(batch)
+        stepping = (masks.sum(-1) > 0) & active  # [steps, E]
+        denominators = ws.sum(-1).clamp(min=1e-12)  # [steps, E]
+        total = torch.zeros(len(live), device=device)
         model.train()
-        for s in range(steps):
-            ib = idx[:, s]
-            wb = mask[:, s] * row_weight[members, ib]
+        for s in range(len(xs)):
             model.updating = stepping[s]
-            per_row = criterion(model(data.X[members, ib], mask[:, s]), data.y[members, ib]) * wb
-            member_loss = per_row.sum(1) / wb.sum(1).clamp(min=1e-12)
+            per_row = criterion(model(xs[s], masks[s]), ys[s]) * ws[s]
+            loss_sum = (per_row.sum(1) / denominators[s]).sum()
             model.flat.grad = None
-            (member_loss + penalty(model.flat)).sum().backward()
+            (loss_sum + penalty(model.flat).sum() if penalty.active else loss_sum).backward()
             _clip(model.flat.grad, trainer.grad_clip)
             opt.step(stepping[s])
             total += per_row.detach().sum(1)
-            seen += wb.sum(1)
-        hist["train/loss"][epoch] = torch.where(active, total / seen.clamp(min=1e-12), torch.nan)
-        hist["lr"][epoch] = torch.where(active, opt.lr, torch.nan)
-        if has_val:
-            val = _validate(model, Xv, yv, wv, criterion, metric, data.y_scale)
+        hist["train/loss"][epoch, live] = total / denominators.sum(0)
+        hist["lr"][epoch, live] = opt.lr
+        if work.has_val:
+            val = _validate(model, work, criterion, metric)
             for k, v in val.items():
-                hist[k][epoch] = torch.where(active, v, torch.nan)
+                hist[k][epoch, live] = v
             stopper.update(epoch, val[es.monitor], active)
             if schedule.kind == "plateau":
                 monitored = cfg.sched.monitor
                 opt.lr = schedule.plateau(opt.lr, val[monitored], monitored in LOWER_IS_BETTER, active)
         stopper.count(active)
-        if epoch_budget is not None:
-            stopper.active = stopper.active & torch.as_tensor(epoch_budget > epoch + 1, device=device)
+        if work.budget is not None:
+            stopper.active = stopper.active & (work.budget > epoch + 1)
         n_active = int(stopper.active.sum())
         if on_epoch is not None:
             on_epoch(epoch, n_active)
-        if n_active == 0:
-            break
+        if n_active < len(live):
+            keep = stopper.active
+            done.store(live[~keep], ~keep, model, stopper)
+            if n_active == 0:
+                break
+            live = live[keep]
+            model.keep(keep)
+            opt.keep(keep, model.flat)
+            stopper.keep(keep, model)
+            schedule.keep(keep)
+            work.keep(keep)
+    else:
+        done.store(live, torch.ones_like(stopper.active), model, stopper)
 
     model.updating = None
-    last = model.flat.detach().clone()
+    model.resize(done.last, done.last_stats)
     return FitResult(
         history={k: v[: epoch + 1].cpu().numpy() for k, v in hist.items()},
-        epochs_run=stopper.epochs_run.cpu().numpy().astype(int),
-        best_epoch=stopper.best_epoch.cpu().numpy().astype(int),
-        best=stopper.best_params.clone() if has_val else last,
-        last=last,
-        best_stats=stopper.best_stats.clone() if has_val else model.stats.clone(),
-        last_stats=model.stats.clone(),
+        epochs_run=done.epochs_run.cpu().numpy().astype(int),
+        best_epoch=done.best_epoch.cpu().numpy().astype(int),
+        best=done.best if work.has_val else done.last.clone(),
+        last=done.last,
+        best_stats=done.best_stats if work.has_val else done.last_stats.clone(),
+        last_stats=done.last_stats,
         train_s=time.perf_counter() - start,
     )
+
+
+class _Finished:
+    """Full-size results of members that have left the population: [E, ...] by global index."""
+
+    def __init__(self, model: Population, members: int):
+        self.last = torch.empty_like(model.flat.detach())
+        self.best = torch.empty_like(self.last)
+        self.last_stats = torch.empty_like(model.stats)
+        self.best_stats = torch.empty_like(model.stats)
+        self.best_epoch = torch.full((members,), -1, device=self.last.device)
+        self.epochs_run = torch.zeros(members, device=self.last.device)
+
+    @torch.no_grad()
+    def store(self, where: torch.Tensor, local: torch.Tensor, model: Population, stopper: EarlyStopping) -> None:
+        """Keep the live members selected by the mask `local`, whose global indices are `where`."""
+        self.last[where] = model.flat.detach()[local]
+        self.last_stats[where] = model.stats[local]
+        self.best[where] = stopper.best_params[local]
+        self.best_stats[where] = stopper.best_stats[local]
+        self.best_epoch[where] = stopper.best_epoch[local]
+        self.epochs_run[where] = stopper.epochs_run[local]
+
+
+class _Working:
+    """The rows and generators of the members still training, shrunk as members leave."""
+
+    def __init__(self, data: PopulationData, budget: Optional[np.ndarray]):
+        E, device = data.y.shape[0], data.y.device
+        members = torch.arange(E, device=device).unsqueeze(1)
+        self.X, self.y, self.y_scale = data.X, data.y, data.y_scale
+        self.weight = data.weight if data.weight is not None else torch.ones_like(data.y)
+        self.train = list(data.train)
+        self.rngs = [np.random.default_rng(s) for s in data.seeds]
+        self.budget = None if budget is None else torch.as_tensor(budget, device=device)
+        self.has_val = any(len(v) for v in data.val)
+        if self.has_val:
+            idx, mask = padded(data.val, device)
+            self.Xv, self.yv = data.X[members, idx], data.y[members, idx]
+            self.wv = mask * self.weight[members, idx]
+
+    def keep(self, keep: torch.Tensor) -> None:
+        chosen = keep.nonzero().flatten().tolist()
+        self.train = [self.train[i] for i in chosen]
+        self.rngs = [self.rngs[i] for i in chosen]
+        for name in ("X", "y", "y_scale", "weight", "budget", "Xv", "yv", "wv"):
+            if getattr(self, name, None) is not None:
+                setattr(self, name, getattr(self, name)[keep])
+
+    def epoch_batches(self, batch: int):
+        """This epoch's batches: features [steps, E, B, d], targets, weights and 0/1 masks.
+
+        Each member shuffles its own rows with its own generator, so its batches do not depend on
+        E; one gather per epoch makes every step's slice contiguous.
+        """
+        E, n = self.y.shape
+        steps = int(np.ceil(max(len(r) for r in self.train) / batch))
+        idx = np.zeros((E, steps * batch), dtype=np.int64)
+        mask = np.zeros((E, steps * batch), dtype=np.float32)
+        for e, (rows, rng) in enumerate(zip(self.train, self.rngs)):
+            idx[e, : len(rows)] = rows[rng.permutation(len(rows))]
+            mask[e, : len(rows)] = 1.0
+        device = self.y.device
+        flat_rows = torch.from_numpy(idx + np.arange(E)[:, None] * n).view(E, steps, batch).transpose(0, 1)
+        flat_rows = flat_rows.reshape(-1).to(device)
+        shape = (steps, E, batch)
+        xs = self.X.reshape(E * n, -1).index_select(0, flat_rows).view(*shape, *self.X.shape[2:])
+        ys = self.y.reshape(-1).index_select(0, flat_rows).view(shape)
+        masks = torch.from_numpy(mask).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
+        ws = masks * self.weight.reshape(-1).index_select(0, flat_rows).view(shape)
+        return xs, ys, ws, masks
 
 
 def _clip(grad: torch.Tensor, clip) -> None:
@@ -151,21 +225,10 @@ def _clip(grad: torch.Tensor, clip) -> None:
         grad.mul_((clip.norm / (norm + 1e-6)).clamp(max=1.0))
 
 
-def _epoch_batches(train: list[np.ndarray], rngs, steps: int, batch: int, device):
-    """This epoch's shuffled rows per member as [E, steps, batch] indices and 0/1 masks."""
-    E = len(train)
-    idx = np.zeros((E, steps * batch), dtype=np.int64)
-    mask = np.zeros((E, steps * batch), dtype=np.float32)
-    for e, (rows, rng) in enumerate(zip(train, rngs)):
-        idx[e, : len(rows)] = rows[rng.permutation(len(rows))]
-        mask[e, : len(rows)] = 1.0
-    shape = (E, steps, batch)
-    return torch.from_numpy(idx).view(shape).to(device), torch.from_numpy(mask).view(shape).to(device)
-
-
 @torch.no_grad()
-def _validate(model, Xv, yv, wv, criterion, metric, y_scale) -> dict[str, torch.Tensor]:
+def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tensor]:
     """Validation loss and task metric for all members in one batched pass."""
+    Xv, yv, wv, y_scale = work.Xv, work.yv, work.wv, work.y_scale
     model.eval()
     out = model(Xv)
     n = wv.sum(1).clamp(min=1e-12)

@@ -52,9 +52,10 @@ class Penalty:
 
     def __init__(self, cfg: RegConfig, kernel_mask: torch.Tensor):
         self.l2, self.l1, self.mask = cfg.l2, cfg.l1, kernel_mask
+        self.active = bool(cfg.l2 or cfg.l1)
 
-    def __call__(self, flat: torch.Tensor) -> torch.Tensor | float:
-        total: torch.Tensor | float = 0.0
+    def __call__(self, flat: torch.Tensor) -> torch.Tensor:
+        total = torch.zeros(flat.shape[0], dtype=flat.dtype, device=flat.device)
         if self.l2:
             total = total + 0.5 * self.l2 * (flat.square() * self.mask).sum(1)
         if self.l1:

@@ -26,6 +26,13 @@ class StackedOptimizer:
             self.v = torch.full_like(flat, cfg.initial_accumulator_value)
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
 
+    def keep(self, keep: torch.Tensor, flat: torch.Tensor | None = None) -> None:
+        """Keep only the members where `keep` [E] is true, now stepping `flat` (their parameters)."""
+        self.flat = flat
+        for name in ("lr", "steps", "m", "v", "momentum_started"):
+            if getattr(self, name) is not None:
+                setattr(self, name, getattr(self, name)[keep])
+
     @torch.no_grad()
     def step(self, active: torch.Tensor) -> None:
         """Update the members where `active` [E] is true; the others keep params and state."""
@@ -66,10 +73,8 @@ class StackedOptimizer:
         self.m.lerp_(g, (1 - b1) * a)
         self.v.lerp_(g * g, (1 - b2) * a)
         t = self.steps.clamp(min=1).unsqueeze(1)
-        bias1 = 1 - b1**t
-        bias2_sqrt = (1 - b2**t).sqrt()
-        denom = self.v.sqrt() / bias2_sqrt + c.eps
-        p.sub_((lr / bias1) * self.m / denom)
+        denom = self.v.sqrt().div_((1 - b2**t).sqrt_()).add_(c.eps)
+        p.addcdiv_(self.m * (lr / (1 - b1**t)), denom, value=-1.0)
 
     def _rmsprop(self, p, g, lr, a, active) -> None:
         c = self.cfg

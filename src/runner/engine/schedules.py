@@ -17,6 +17,11 @@ class Schedule:
             self.best = torch.full((members,), float("inf"), device=device)
             self.bad = torch.zeros(members, device=device)
 
+    def keep(self, keep: torch.Tensor) -> None:
+        """Keep only the members where `keep` [E] is true (plateau's per-member state)."""
+        if self.kind == "plateau":
+            self.best, self.bad = self.best[keep], self.bad[keep]
+
     def lr(self, epoch: int) -> float:
         """The learning rate of `epoch` for every member (the plateau schedule starts at base)."""
         c, base, kind = self.cfg, self.base, self.kind

@@ -56,6 +56,17 @@ class Population(nn.Module):
             stats[:, offset : offset + width] = initial
         self.register_buffer("stats", stats)
 
+    @torch.no_grad()
+    def keep(self, keep: torch.Tensor) -> None:
+        """Drop the members where the bool mask `keep` [E] is false (early-stopped, kept elsewhere)."""
+        self.resize(self.flat.detach()[keep], self.stats[keep])
+
+    def resize(self, flat: torch.Tensor, stats: torch.Tensor) -> None:
+        """Replace the population's parameters and statistics (any number of members)."""
+        self.flat = nn.Parameter(flat.detach().clone())
+        self.stats = stats.clone()
+        self.members = flat.shape[0]
+
     def stat(self, name: str) -> torch.Tensor:
         """The [E, 1, width] view of a running statistic."""
         offset, width, _ = self.stat_slots[name]
