@@ -86,9 +86,10 @@ def fit(
     for epoch in range(trainer.epochs):
         active = stopper.active
         if schedule.kind != "plateau":
-            opt.lr.fill_(schedule.lr(epoch))
-        xs, ys, ws, masks = work.epoch_batches(batch)
-        stepping = (masks.sum(-1) > 0) & active  # [steps, E]
+            opt.set_lr(schedule.lr(epoch))
+        xs, ys, ws, masks, has_rows = work.epoch_batches(batch)
+        has_rows &= active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        stepping = torch.from_numpy(has_rows).to(device)
         denominators = ws.sum(-1).clamp(min=1e-12)  # [steps, E]
         total = torch.zeros(len(live), device=device)
         model.train()
@@ -96,10 +97,11 @@ def fit(
             model.updating = stepping[s]
             per_row = criterion(model(xs[s], masks[s]), ys[s]) * ws[s]
             loss_sum = (per_row.sum(1) / denominators[s]).sum()
-            model.flat.grad = None
+            if model.flat.grad is not None:
+                model.flat.grad.zero_()  # in place: the optimizer keeps views of its rows
             (loss_sum + penalty(model.flat).sum() if penalty.active else loss_sum).backward()
             _clip(model.flat.grad, trainer.grad_clip)
-            opt.step(stepping[s])
+            opt.step(stepping[s], has_rows[s])
             total += per_row.detach().sum(1)
         hist["train/loss"][epoch, live] = total / denominators.sum(0)
         hist["lr"][epoch, live] = opt.lr
@@ -110,7 +112,7 @@ def fit(
             stopper.update(epoch, val[es.monitor], active)
             if schedule.kind == "plateau":
                 monitored = cfg.sched.monitor
-                opt.lr = schedule.plateau(opt.lr, val[monitored], monitored in LOWER_IS_BETTER, active)
+                opt.set_lr(schedule.plateau(opt.lr, val[monitored], monitored in LOWER_IS_BETTER, active))
         stopper.count(active)
         if work.budget is not None:
             stopper.active = stopper.active & (work.budget > epoch + 1)
@@ -193,7 +195,8 @@ class _Working:
                 setattr(self, name, getattr(self, name)[keep])
 
     def epoch_batches(self, batch: int):
-        """This epoch's batches: features [steps, E, B, d], targets, weights and 0/1 masks.
+        """This epoch's batches: features [steps, E, B, d], targets, weights, 0/1 masks, and on the host
+        which members have rows in each step.
 
         Each member shuffles its own rows with its own generator, so its batches do not depend on
         E; one gather per epoch makes every step's slice contiguous.
@@ -213,7 +216,8 @@ class _Working:
         ys = self.y.reshape(-1).index_select(0, flat_rows).view(shape)
         masks = torch.from_numpy(mask).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
         ws = masks * self.weight.reshape(-1).index_select(0, flat_rows).view(shape)
-        return xs, ys, ws, masks
+        has_rows = mask.reshape(E, steps, batch).any(-1).T.copy()  # [steps, E] on the host
+        return xs, ys, ws, masks, has_rows
 
 
 def _clip(grad: torch.Tensor, clip) -> None:

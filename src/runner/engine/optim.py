@@ -2,9 +2,12 @@
 
 Each member's update equals what torch.optim would do for that member alone (tested), but a
 member can sit a step out (no rows in this batch, or early-stopped) and hold its own learning
-rate, which a single torch optimizer over the stacked tensor cannot express.
+rate, which a single torch optimizer over the stacked tensor cannot express. Adam and AdamW run
+torch's fused kernel over the members' rows (one step count each); the others are written as
+tensor operations over the whole [E, P] stack.
 """
 
+import numpy as np
 import torch
 
 from runner.config import OptimConfig, name_of
@@ -25,6 +28,18 @@ class StackedOptimizer:
         if self.kind == "adagrad":
             self.v = torch.full_like(flat, cfg.initial_accumulator_value)
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
+        self.fused = self.kind in ("adam", "adamw")
+        self.lr_host = np.full(members, float(cfg.lr))
+        self._rows: tuple | None = None
+
+    def set_lr(self, lr: float | torch.Tensor) -> None:
+        """Set every member's learning rate (a number) or each member's own (an [E] tensor)."""
+        if isinstance(lr, torch.Tensor):
+            self.lr = lr
+            self.lr_host = lr.detach().cpu().numpy().astype(float)
+        else:
+            self.lr.fill_(lr)
+            self.lr_host.fill(lr)
 
     def keep(self, keep: torch.Tensor, flat: torch.Tensor | None = None) -> None:
         """Keep only the members where `keep` [E] is true, now stepping `flat` (their parameters)."""
@@ -32,10 +47,19 @@ class StackedOptimizer:
         for name in ("lr", "steps", "m", "v", "momentum_started"):
             if getattr(self, name) is not None:
                 setattr(self, name, getattr(self, name)[keep])
+        self.lr_host = self.lr_host[keep.cpu().numpy()]
+        self._rows = None
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor) -> None:
-        """Update the members where `active` [E] is true; the others keep params and state."""
+    def step(self, active: torch.Tensor, chosen: np.ndarray | None = None) -> None:
+        """Update the members where `active` [E] is true; the others keep params and state.
+
+        `chosen` is the same mask on the host (None: compute it from `active`), which the fused
+        kernel needs to pick the members' rows.
+        """
+        if self.fused:
+            self._fused_adam(active.cpu().numpy() if chosen is None else chosen)
+            return
         a = active.to(self.flat.dtype).unsqueeze(1)  # [E, 1]
         self.steps += active.to(self.steps.dtype)
         lr = (self.lr.unsqueeze(1)) * a
@@ -44,10 +68,27 @@ class StackedOptimizer:
             self._sgd(p, g, lr, a, active)
         elif self.kind == "rmsprop":
             self._rmsprop(p, g, lr, a, active)
-        elif self.kind == "adagrad":
-            self._adagrad(p, g, lr, a)
         else:
-            self._adam(p, g, lr, a)
+            self._adagrad(p, g, lr, a)
+
+    def _fused_adam(self, chosen: np.ndarray) -> None:
+        c = self.cfg
+        grad = self.flat.grad
+        if self._rows is None or self._rows[0] is not grad:
+            # Row views stay valid while the gradient tensor is reused (the loop zeroes it in place).
+            self._rows = (grad, self.flat.detach().unbind(0), grad.unbind(0), self.m.unbind(0), self.v.unbind(0),
+                          self.steps.unbind(0))
+        _, params, grads, ms, vs, steps = self._rows
+        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
+        members = np.flatnonzero(chosen)
+        lrs = self.lr_host[members]
+        for lr in np.unique(lrs):  # one call per distinct learning rate (plateau can split them)
+            pick = members[lrs == lr].tolist()
+            group = [steps[i] for i in pick]
+            torch._foreach_add_(group, 1)
+            kernel([params[i] for i in pick], [grads[i] for i in pick], [ms[i] for i in pick],
+                   [vs[i] for i in pick], [], group, lr=float(lr), beta1=c.betas[0], beta2=c.betas[1],
+                   weight_decay=c.weight_decay, eps=c.eps, amsgrad=False, maximize=False)
 
     def _sgd(self, p, g, lr, a, active) -> None:
         c = self.cfg
@@ -61,20 +102,6 @@ class StackedOptimizer:
             self.momentum_started |= active.unsqueeze(1)
             g = g.add(self.m, alpha=c.momentum) if c.nesterov else self.m
         p.sub_(lr * g)
-
-    def _adam(self, p, g, lr, a) -> None:
-        c = self.cfg
-        b1, b2 = c.betas
-        if c.weight_decay:
-            if self.kind == "adamw":
-                p.mul_(1 - lr * c.weight_decay)
-            else:
-                g = g.add(p, alpha=c.weight_decay)
-        self.m.lerp_(g, (1 - b1) * a)
-        self.v.lerp_(g * g, (1 - b2) * a)
-        t = self.steps.clamp(min=1).unsqueeze(1)
-        denom = self.v.sqrt().div_((1 - b2**t).sqrt_()).add_(c.eps)
-        p.addcdiv_(self.m * (lr / (1 - b1**t)), denom, value=-1.0)
 
     def _rmsprop(self, p, g, lr, a, active) -> None:
         c = self.cfg
