@@ -41,7 +41,7 @@ def test_heart_dataset(heart):
 
 def test_heart_inferred_without_lists():
     # The schema defaults (task auto, no role lists): num is a 5-class target, ca (float) numeric.
-    ds = load_dataset(DatasetConfig())
+    ds = load_dataset(DatasetConfig(target="num"))
     assert ds.task == "multiclass" and ds.classes == ["0", "1", "2", "3", "4"]
     assert np.bincount(ds.y).tolist() == [164, 55, 36, 35, 13]
     assert ds.numeric == HEART_NUMERIC[:4] + ["oldpeak", "ca"]

@@ -91,7 +91,7 @@ class DatasetConfig:
 
     name: str = "heart"
     path: Optional[str] = None  # None: the file bundled under `name`
-    target: str = "num"
+    target: Optional[str] = None  # the column to predict (heart: num)
     task: Task = Task.auto
     positive_above: Optional[float] = None  # binary target = (target > this); heart: num > 0
     categorical: Optional[List[str]] = None  # None: inferred from the column types

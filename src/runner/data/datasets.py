@@ -37,6 +37,8 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     table = _read(path)
     file, target = path.name, cfg.target
     columns = list(table.columns)
+    _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
+          f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")
     listed = {key: list(getattr(cfg, key) or []) for key in ("categorical", "numeric", "drop")}
 
     _need(target in columns, f"dataset.target={target!r} is not a column of {file}; "
