@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from runner.evaluate.metrics import prediction_arrays, per_example, score, score_members
+from runner.evaluate.resample import bootstrap_se
 from runner.evaluate.stats import Z95, mean_ci, nadeau_bengio_se, per_example_ci, t975
 
 # Efron & Tibshirani: 50–200 resamples estimate an SE well; each costs one scoring of the test set.
@@ -60,7 +61,7 @@ def _over_test_rows(predictions, task, classes, resamples) -> dict[str, dict]:
     point = score(task, y_true, y_pred, proba, classes)
     z = per_example(task, y_true, y_pred, proba, classes)
     rest = [name for name in point if name not in z]
-    boot = _bootstrap_se(task, y_true, y_pred, proba, classes, rest, resamples)
+    boot = bootstrap_se(task, y_true, y_pred, proba, classes, rest, resamples)
     out = {}
     for name, value in point.items():
         if name in z:
@@ -71,20 +72,6 @@ def _over_test_rows(predictions, task, classes, resamples) -> dict[str, dict]:
             d["interval"] = f"bootstrap ({resamples} resamples of the test rows, seed 0)"
         out[f"test/{name}"] = d
     return out
-
-
-def _bootstrap_se(task, y_true, y_pred, proba, classes, names, resamples) -> dict[str, float | None]:
-    """SE of each metric in `names` as the sd of its value over resampled test sets (seeded: reproducible)."""
-    if not names or resamples < 2:
-        return {name: None for name in names}
-    rng = np.random.default_rng(0)
-    reps = {name: [] for name in names}
-    for _ in range(resamples):
-        i = rng.integers(0, len(y_true), len(y_true))
-        values = score(task, y_true[i], y_pred[i], None if proba is None else proba[i], classes, names)
-        for name in names:
-            reps[name].append(values[name])
-    return {name: mean_ci(r)["sd"] for name, r in reps.items()}
 
 
 def _from_se(mean: float, se: float | None, n: int) -> dict:
