@@ -95,16 +95,15 @@ def test_inactive_member_is_frozen():
     assert opt.steps.tolist() == [1.0, 0.0]
 
 
-def test_heart_kfold_population_equals_members_alone():
+def test_heart_kfold_population_equals_members_alone(heart):
     """The benchmark's shape: heart, 10 folds (ragged training sets), early stopping on."""
     from runner.config import EvalConfig, EvalName
-    from runner.data.datasets import load_dataset
     from runner.data.preprocess import member_features
     from runner.data.splits import population_plan
 
     cfg = Config(eval=EvalConfig(name=EvalName.kfold, k=10))
     cfg.trainer.epochs, cfg.trainer.early_stopping.patience = 12, 3
-    dataset = load_dataset(cfg.dataset)
+    dataset = heart
     members = population_plan(dataset.y, dataset.task, cfg.eval, [0, 1])
     feats = member_features(dataset, members)
     X, y = torch.from_numpy(feats.X), torch.from_numpy(feats.y)
