@@ -66,6 +66,11 @@ def test_default_run_writes_the_contract(tmp_path):
     per_member = preds.assign(ok=preds.y_true == preds.y_pred).groupby("member").ok.mean()
     assert acc["mean"] == pytest.approx(per_member.mean())
     assert len(preds) == 3 * 61
+    from sklearn.metrics import confusion_matrix
+
+    counts = confusion_matrix(preds.y_true.astype(str), preds.y_pred.astype(str), labels=["0", "1"])
+    assert results["confusion"]["counts"] == counts.tolist()
+    assert results["confusion"]["row_normalized"][1][1] == pytest.approx(counts[1, 1] / counts[1].sum())
 
     splits = json.loads((run / "split_indices.json").read_text())
     assert [s["seed"] for s in splits] == [0, 1, 2]

@@ -20,7 +20,7 @@ from runner.engine.loop import FitResult, PopulationData, fit
 from runner.engine.predict import predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
-from runner.evaluate.metrics import default_metric, higher_is_better
+from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population, build_model
@@ -76,6 +76,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
         "selection": {"metric": selection, "higher_is_better": higher},
+        **({"confusion": _confusion(predictions, dataset.classes)} if dataset.classes else {}),
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
 
@@ -121,6 +122,16 @@ def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, l
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
     return model, result
+
+
+def _confusion(predictions, classes: list[str]) -> dict:
+    """The confusion matrix summed over every member's test predictions, as counts and row shares."""
+    counts = confusion(predictions["y_true"], predictions["y_pred"], classes)
+    shares = confusion(predictions["y_true"], predictions["y_pred"], classes, normalize=True)
+    over = "all test predictions" if predictions["member"].nunique() == 1 else "all members' test predictions, summed"
+    return {"classes": list(classes), "counts": counts.to_numpy().tolist(),
+            "row_normalized": [[None if v != v else v for v in row] for row in shares.to_numpy().tolist()],
+            "over": over}
 
 
 def _pool(predictions, pooled: bool):

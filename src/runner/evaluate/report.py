@@ -97,7 +97,22 @@ def report_markdown(results: dict) -> str:
                        for k, d in results["metrics"].items() if d.get("se_nb") is not None)
         notes.insert(0, f"Nadeau–Bengio corrected ± for {rows[0][0]} (repeated k-fold: folds share training rows, "
                         f"so sd/√n is too small): {nb}.")
-    return "\n".join(lines + [""] + notes) + "\n"
+    return "\n".join(lines + [""] + notes + _confusion_markdown(results.get("confusion"))) + "\n"
+
+
+def _confusion_markdown(confusion: dict | None) -> list[str]:
+    """The confusion matrix as counts with the row-normalised share beside each count."""
+    if not confusion:
+        return []
+    classes = confusion["classes"]
+    lines = ["", f"Confusion matrix ({confusion['over']}; rows: true class, columns: predicted; "
+                 "count and share of the row):", "",
+             "| true \\ predicted | " + " | ".join(classes) + " |", "| --- |" + " ---: |" * len(classes)]
+    for c, counts, shares in zip(classes, confusion["counts"], confusion["row_normalized"]):
+        cells = [f"{n} ({'n/a' if share is None or share != share else f'{share:.2f}'})"
+                 for n, share in zip(counts, shares)]
+        lines.append(f"| {c} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def report_frame(results: dict) -> pd.DataFrame:
