@@ -177,3 +177,65 @@ def test_batch_norm_statistics_are_per_member():
         torch.testing.assert_close(ours, expected.detach(), atol=1e-5, rtol=0)
         torch.testing.assert_close(model.stat("norm0.mean")[e, 0], bn.running_mean, atol=1e-6, rtol=0)
         torch.testing.assert_close(model.stat("norm0.var")[e, 0], bn.running_var, atol=1e-6, rtol=0)
+
+
+def _stopper(**kw):
+    from runner.config import EarlyStoppingConfig
+    from runner.engine.early_stopping import EarlyStopping
+
+    model = build_model(ModelConfig(hidden=[2]), 1, 2, 1)
+    return EarlyStopping(model, EarlyStoppingConfig(**kw))
+
+
+def _feed(stopper, values):
+    for epoch, v in enumerate(values):
+        stopper.update(epoch, torch.tensor([v]), stopper.active)
+        stopper.count(torch.ones(1, dtype=torch.bool))
+
+
+def test_early_stopping_start_from_epoch_ignores_early_epochs():
+    stopper = _stopper(patience=2, start_from_epoch=3)
+    _feed(stopper, [0.1, 0.2, 0.3, 0.5, 0.6, 0.7, 0.8])
+    assert stopper.best_epoch.item() == 3  # epoch 0's 0.1 was before monitoring began
+    assert not stopper.active.item()
+
+
+def test_early_stopping_baseline_must_be_beaten():
+    stopper = _stopper(patience=3, baseline=0.5)
+    _feed(stopper, [0.6, 0.55, 0.52, 0.51])
+    assert stopper.best_epoch.item() == -1 and not stopper.active.item()
+
+
+def test_early_stopping_relative_min_delta():
+    stopper = _stopper(patience=10, min_delta=0.1, min_delta_mode="rel")
+    _feed(stopper, [1.0, 0.95, 0.85, 0.8])  # 0.95 is not 10% below 1.0; 0.85 is
+    assert stopper.best_epoch.item() == 2
+
+
+def test_pos_weight_matches_torch():
+    out, y = torch.randn(2, 9, 1), torch.randint(0, 2, (2, 9)).float()
+    ours = Criterion("bce", LossConfig(pos_weight=3.0), "cpu")(out, y)
+    ref = F.binary_cross_entropy_with_logits(out.squeeze(-1), y, pos_weight=torch.tensor(3.0), reduction="none")
+    torch.testing.assert_close(ours, ref)
+
+
+def test_row_weights_give_the_weighted_mean_loss_step():
+    from runner.config import Config, EarlyStoppingConfig, TrainerConfig
+    from runner.engine.loop import PopulationData, fit
+
+    torch.manual_seed(6)
+    X, y = torch.randn(1, 20, 3), torch.randint(0, 2, (1, 20)).float()
+    w = torch.where(y == 1, 3.0, 1.0)  # class weights [1, 3]
+    cfg = Config(optim=OptimConfig(name=OptimName.sgd, lr=0.5), trainer=TrainerConfig(
+        epochs=1, batch_size="full", early_stopping=EarlyStoppingConfig(patience=None, restore_best=False)))
+    model = build_model(ModelConfig(hidden=[4]), 1, 3, 1)
+    model.initialize([0], "default")
+    start = model.flat.detach().clone()
+    data = PopulationData(X, y, [np.arange(20)], [np.arange(0)], [0], torch.ones(1), weight=w)
+    result = fit(model, data, cfg, "bce")
+    ref = build_model(ModelConfig(hidden=[4]), 1, 3, 1)
+    with torch.no_grad():
+        ref.flat.copy_(start)
+    loss = F.binary_cross_entropy_with_logits(ref(X).squeeze(-1), y, weight=w, reduction="sum") / w.sum()
+    loss.backward()
+    torch.testing.assert_close(result.last, start - 0.5 * ref.flat.grad, atol=1e-6, rtol=0)
