@@ -1,6 +1,5 @@
 """Optimization and regularization switches act on each member exactly as on a model alone."""
 
-import math
 
 import numpy as np
 import pytest

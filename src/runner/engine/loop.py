@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from runner.config import Config, name_of
+from runner.config import Config
 from runner.engine import losses
 from runner.engine.early_stopping import LOWER_IS_BETTER, EarlyStopping
 from runner.engine.optim import StackedOptimizer
