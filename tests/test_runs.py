@@ -55,3 +55,15 @@ def test_loo_pools_each_seeds_predictions(tmp_path):
     preds = pd.read_csv(run / "predictions.csv")
     assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(accuracy_score(preds.y_true, preds.y_pred))
     assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(roc_auc_score(preds.y_true, preds.p_1))
+
+
+def test_kfold_with_seeds_also_reports_the_spread_over_folds(tmp_path):
+    run, results = _run(tmp_path, "eval=kfold", "eval.k=4", "trainer.seeds=3")
+    preds = pd.read_csv(run / "predictions.csv")
+    acc = preds.assign(ok=preds.y_true == preds.y_pred).groupby(["fold", "member"]).ok.mean()
+    fold_means = acc.groupby("fold").mean()
+    folds = results["metrics"]["test/accuracy"]["over_folds"]
+    assert folds["n"] == 4
+    assert folds["mean"] == pytest.approx(fold_means.mean())
+    assert folds["se"] == pytest.approx(fold_means.std(ddof=1) / 2)
+    assert "Over the 4 folds" in (run / "report.md").read_text()

@@ -49,6 +49,13 @@ def _footnotes(results: dict) -> list[str]:
     if any("se_nb" in d for d in results["metrics"].values()):
         notes.append("NB: Nadeau–Bengio correction for repeated k-fold "
                      "(folds share training rows, so sd/√n is too small).")
+    folds = {k: d["over_folds"] for k, d in results["metrics"].items() if d.get("over_folds")}
+    if folds:
+        n = next(iter(folds.values()))["n"]
+        head = ", ".join(f"{k.split('/', 1)[-1]} {fmt_interval(d)}" for k, d in list(folds.items())[:2])
+        notes.append(f"Over the {n} folds, seeds averaged within each fold (seeds of a fold share its test rows, "
+                     f"so this ± is the more conservative one): {head}; every metric's is in results.json "
+                     "(over_folds).")
     if results.get("baselines"):
         notes.append("Baselines are fit on each member's training rows and scored on the same test rows.")
     return notes

@@ -42,7 +42,24 @@ def summarize_table(predictions: pd.DataFrame, task: str, classes=None, members=
             se = nadeau_bengio_se(per_member[name.split("/", 1)[1]], *sizes)
             d["se_nb"] = se
             d["ci95_nb"] = None if se is None else [d["mean"] - Z95 * se, d["mean"] + Z95 * se]
+    folds = _fold_means(per_member, predictions)
+    if folds is not None:
+        for name, d in out.items():
+            d["over_folds"] = mean_ci(folds[name.split("/", 1)[1]])
     return out
+
+
+def _fold_means(per_member: pd.DataFrame, predictions: pd.DataFrame) -> pd.DataFrame | None:
+    """Scores averaged over the seeds of each (repeat, fold), when folds hold several seeds.
+
+    Seeds of one fold share its test rows, so their scores are correlated; the spread of the fold
+    means is the more conservative ± (reported beside the per-member one).
+    """
+    keys = predictions.groupby("member")[["repeat", "fold"]].first().loc[per_member.index]
+    n_folds = len(keys.drop_duplicates())
+    if n_folds < 2 or n_folds == len(per_member):
+        return None
+    return per_member.groupby([keys["repeat"], keys["fold"]]).mean()
 
 
 def _nadeau_bengio_sizes(members) -> tuple[float, float] | None:
