@@ -57,26 +57,14 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         train_s += refit.train_s
     predictions = predict_rows(tested_model, tested_feats, tested_members, "test", loss, dataset)
 
-    pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
-    baselines = {"majority": majority_predictions(dataset.y, tested_members, task, dataset.classes)}
-    for name in cfg.eval.baselines:
-        baselines[name] = sklearn_predictions(name, tested_feats.X, dataset.y, tested_members, task, dataset.classes)
-    summary = summarize(_pool(predictions, pooled), task, dataset.classes, tested_members, over,
-                        {k: _pool(v, pooled) for k, v in baselines.items()})
-    validation = summarize_table(_pool(val_predictions, pooled), task, dataset.classes, members) if len(val_predictions) else {}
-    for d in validation.values():  # one model: its interval is over validation rows here
-        if "interval" in d:
-            d["interval"] = d["interval"].replace("test rows", "validation rows")
     results = {
         "task": task,
         "dataset": dataset.name,
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
-        **summary,
-        "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
+        **_scores(cfg, dataset, tested_feats, tested_members, members, predictions, val_predictions, over),
         "selection": {"metric": selection, "higher_is_better": higher},
-        **({"confusion": _confusion(predictions, dataset.classes)} if dataset.classes else {}),
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
 
@@ -94,6 +82,27 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     console.print(results_table(results))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
+
+
+def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, members, predictions, val_predictions,
+            over: str) -> dict:
+    """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
+    task, classes = dataset.task, dataset.classes
+    pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
+    baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
+    for name in cfg.eval.baselines:
+        baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
+    summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
+                        {k: _pool(v, pooled) for k, v in baselines.items()})
+    validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
+    for d in validation.values():  # one model: its interval is over validation rows here
+        if "interval" in d:
+            d["interval"] = d["interval"].replace("test rows", "validation rows")
+    return {
+        **summary,
+        "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
+        **({"confusion": _confusion(predictions, classes)} if classes else {}),
+    }
 
 
 def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, loss: str, device, over: str,
