@@ -12,8 +12,8 @@ from sklearn.linear_model import LogisticRegression
 
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
-from runner.evaluate.metrics import per_example, score_members
-from runner.evaluate.stats import nadeau_bengio_se
+from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
+from runner.evaluate.stats import mean_ci, nadeau_bengio_se
 from runner.evaluate.summary import summarize
 
 CLASSES = ["0", "1"]
@@ -149,3 +149,52 @@ def test_evaluate_imports_neither_torch_nor_engine_nor_matplotlib():
             "('torch', 'matplotlib') or m.startswith('runner.engine')]; print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _bootstrap_reference(task, y_true, y_pred, proba, classes, names, resamples=100):
+    """The bootstrap as first written: sklearn's metrics (metrics.score) on each explicitly resampled test set."""
+    rng = np.random.default_rng(0)
+    reps = {name: [] for name in names}
+    for _ in range(resamples):
+        i = rng.integers(0, len(y_true), len(y_true))
+        values = score(task, y_true[i], y_pred[i], None if proba is None else proba[i], classes, names)
+        for name in names:
+            reps[name].append(values[name])
+    return {name: mean_ci(r)["sd"] for name, r in reps.items()}
+
+
+def _one_member_table(seed, task, n, k=2):
+    """A single member's predictions: scores rounded to 0.05 (many ties); multiclass has a rare class."""
+    rng = np.random.default_rng(seed)
+    if task == "regression":
+        y = rng.normal(3.0, 2.0, n)
+        return pd.DataFrame({"member": 0, "y_true": y, "y_pred": y + rng.normal(0, 1.0, n)}), None
+    classes = [str(c) for c in range(k)]
+    share = np.r_[0.06, np.full(k - 1, 0.94 / (k - 1))] if k > 2 else None  # class "0" rare
+    y = rng.choice(k, n, p=share)
+    logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
+    proba = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True) / 0.05) * 0.05
+    proba = proba / proba.sum(1, keepdims=True)
+    table = pd.DataFrame({"member": 0, "y_true": np.asarray(classes)[y],
+                          "y_pred": np.asarray(classes)[proba.argmax(1)]})
+    for c, column in zip(classes, proba.T):
+        table[f"p_{c}"] = column
+    return table, classes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("task,n,k", [("binary", 61, 2), ("binary", 12, 2), ("multiclass", 40, 3),
+                                      ("multiclass", 25, 4), ("regression", 33, None)])
+def test_bootstrap_se_equals_the_per_resample_sklearn_loop(seed, task, n, k):
+    table, classes = _one_member_table(seed, task, n, k)
+    out = summarize(table, task, classes)["metrics"]
+    boot = [name.split("/", 1)[1] for name, d in out.items() if d["interval"].startswith("bootstrap")]
+    expected = {"regression": ["rmse", "r2"]}.get(task, ["balanced_accuracy", "precision", "recall", "f1", "roc_auc"])
+    assert boot == expected
+    want = _bootstrap_reference(task, *prediction_arrays(table, task, classes), classes, boot)
+    for name in boot:
+        got = out[f"test/{name}"]["se"]
+        if want[name] is None:
+            assert got is None, name
+        else:  # _from_se keeps sd = se·√n, so the bootstrap sd comes back as se
+            assert got == pytest.approx(want[name], rel=1e-12, abs=1e-15), name
