@@ -1,44 +1,48 @@
-"""`runner train`: the Hydra application, with Hydra and OmegaConf errors turned into one line."""
+"""`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
+import copy
 import os
 import re
-import shutil
 import sys
-import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.errors import HydraException, MissingConfigException
-from omegaconf import DictConfig, OmegaConf
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
-from runner.config import Config, register, valid_keys
+from runner import rundir
+from runner.config import Config, check_task, register, unknown_keys, valid_keys, validate
 from runner.errors import RunnerError
 from runner.paths import conf_dir
 
 
 def train_command(args: list[str]) -> int:
-    """Run `runner train [overrides]`; returns the exit status (2 for a user error)."""
+    """Run `runner train [overrides]`; returns the exit status (2 for a user error, 1 for a crashed sweep job)."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register()
     sys.argv = ["runner train", *args]
     _job_errors.clear()
-    _started[0] = time.time()
+    _job_crashes.clear()
     try:
         _hydra_train()
+    except Refused as refused:
+        return _fail(str(refused))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     for message in _job_errors:
         _fail(message)
-    return 2 if _job_errors else 0
+    return 1 if _job_crashes else 2 if _job_errors else 0
 
 
 # A job's user error is recorded rather than raised, so a sweep goes on with its other jobs and
 # Hydra prints no report of its own; `train_command` prints each one and exits 2.
 _job_errors: list[str] = []
-_started = [0.0]
+_job_crashes: list[str] = []
 
 
 def _fail(message: str) -> int:
@@ -46,29 +50,98 @@ def _fail(message: str) -> int:
     return 2
 
 
+class Refused(BaseException):
+    """A run refused before Hydra wrote anything. A BaseException because Hydra turns an Exception
+    raised in a callback into a warning and goes on to run the job."""
+
+
+class CheckRun(Callback):
+    """Before Hydra makes the run directory: check the config and the data, then claim the directory."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
+        try:
+            checked = checked_config(_task_config(config))
+            run_dir = Path(config.hydra.run.dir)
+            rundir.claim(run_dir, checked.overwrite)
+        except RunnerError as exc:
+            raise Refused(str(exc)) from None
+        except OmegaConfBaseException as exc:
+            raise Refused(explain(exc)) from None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Refuse a used sweep directory; each job's config is checked in its own directory."""
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
+            raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
+
+
+def _task_config(config: DictConfig) -> DictConfig:
+    """The composed config without Hydra's own node, as the job will receive it."""
+    task = copy.deepcopy(config)
+    with read_write(task), open_dict(task):
+        del task["hydra"]
+    return task
+
+
+def checked_config(cfg: DictConfig) -> Config:
+    """The composed config as a checked Config: no unknown keys, valid values, and readable data that suits
+    them. Imports nothing heavy (no torch), so a bad config answers at once."""
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
+    if unknown:
+        parent = unknown[0].rpartition(".")[0]
+        keys = valid_keys(parent)
+        where = f"'{parent}'" if parent else "the top level"
+        raise RunnerError(f"unknown key '{unknown[0]}'; valid keys in {where}: {', '.join(keys)}")
+    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    validate(config)
+    from runner.data.datasets import load_dataset
+
+    dataset = load_dataset(config.dataset)
+    check_task(config, dataset.task, dataset.classes)
+    return config
+
+
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_train(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
-
-    from runner.train import train
+    from hydra.types import RunMode
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-        return train(config, run_dir)
+        if sweeping:
+            rundir.write_status(run_dir, "running")
+        config = checked_config(cfg)
+        from runner.train import train
+
+        results = train(config, run_dir)
+        rundir.write_status(run_dir, "ok")
+        return results
     except (RunnerError, OmegaConfBaseException) as exc:
-        _job_errors.append(str(exc) if isinstance(exc, RunnerError) else explain(exc))
-        _remove_if_only_hydra_files(run_dir)
+        message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
+    except OSError as exc:
+        where = exc.filename or run_dir
+        message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
+    except KeyboardInterrupt:
+        rundir.fail(run_dir, "interrupted", "interrupted")
+        raise
+    except Exception as exc:  # a bug: recorded in the run, raised (a single run) or reported (a sweep)
+        line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        rundir.fail(run_dir, line)
+        try:
+            (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+        except OSError:
+            pass  # the status line above is what matters; the traceback still goes to stderr
+        if not sweeping:
+            raise
+        traceback.print_exc()
+        _job_crashes.append(line)
+        _job_errors.append(f"job {run_dir.name} crashed ({line}); traceback in {run_dir / 'error.log'}")
+        return None
+    rundir.fail(run_dir, message)
+    _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
-
-
-def _remove_if_only_hydra_files(run_dir: Path) -> None:
-    # Hydra makes the run directory before the job starts; a job that failed on bad input leaves
-    # no trace, but nothing that existed before this command (or that the job wrote) is touched.
-    entries = {p.name for p in run_dir.iterdir()} if run_dir.is_dir() else set()
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
-    if entries <= {".hydra", "train.log"} and all(p.stat().st_mtime >= _started[0] - 1 for p in files):
-        shutil.rmtree(run_dir)
 
 
 def explain(exc: BaseException) -> str:

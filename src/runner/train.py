@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from runner import artifacts
-from runner.config import Config, name_of, validate
+from runner.config import Config, check_task, name_of, validate
 from runner.console import console, epoch_progress
 from runner.data.datasets import Dataset, load_dataset
 from runner.data.preprocess import Features, member_features
@@ -18,7 +18,6 @@ from runner.engine.checkpoint import save_checkpoint
 from runner.engine.device import configure_threads, resolve_device
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.engine.predict import predict_rows
-from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
@@ -34,7 +33,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     dataset = load_dataset(cfg.dataset)
     task = dataset.task
     loss = losses.resolve_loss(name_of(cfg.loss.name), task)
-    _check_monitor(cfg.trainer.early_stopping.monitor, task)
+    check_task(cfg, task, dataset.classes)
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
     seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
@@ -60,6 +59,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     results = {
         "task": task,
         "dataset": dataset.name,
+        "target": dataset.target,
+        **({"positive": dataset.positive} if dataset.positive is not None else {}),
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
@@ -89,9 +90,12 @@ def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, memb
     """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
-    baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
+    # Named for what they are: for a regression, the majority baseline predicts the training mean
+    # and `logreg` is a linear regression.
+    label = {"majority": "mean", "logreg": "linear"} if task == "regression" else {}
+    baselines = {label.get("majority", "majority"): majority_predictions(dataset.y, tested_members, task, classes)}
     for name in cfg.eval.baselines:
-        baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
+        baselines[label.get(name, name)] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
     summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
@@ -114,7 +118,7 @@ def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, l
     batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
     configure_threads(cfg.trainer.threads, device, E * model.parameters_per_member() * batch)
     console.print(
-        f"[bold]{dataset.name}[/]: {n} rows, {d} features, {dataset.task} · [bold]{cfg.model.name}[/]: "
+        f"[bold]{dataset.name}[/]: {n} rows, {d} features, {dataset.task}{_positive(cfg, dataset)} · [bold]{cfg.model.name}[/]: "
         f"{model.parameters_per_member():,} parameters per member · {E} member{'s' * (E > 1)} ({over}) on {device}"
     )
     data = PopulationData(
@@ -166,17 +170,14 @@ def row_weights(cfg: Config, dataset: Dataset, members: int, device) -> torch.Te
         return None
     w = np.ones(len(dataset.y)) if dataset.weights is None else dataset.weights.copy()
     if cfg.loss.class_weights is not None:
-        k = len(dataset.classes)
-        if k == 0 or len(cfg.loss.class_weights) != k:
-            raise RunnerError(f"loss.class_weights has {len(cfg.loss.class_weights)} values; this {dataset.task} "
-                              f"target needs one per class ({k}: {', '.join(dataset.classes) or 'none'})")
         w = w * np.asarray(cfg.loss.class_weights, dtype=float)[dataset.y]
     return torch.from_numpy(np.tile(w.astype(np.float32), (members, 1))).to(device)
 
 
-def _check_monitor(monitor: str, task: str) -> None:
-    allowed = ["val/loss", "val/rmse" if task == "regression" else "val/accuracy"]
-    if monitor not in allowed:
-        raise RunnerError(
-            f"trainer.early_stopping.monitor={monitor} does not apply to a {task} target; use one of: {', '.join(allowed)}"
-        )
+def _positive(cfg: Config, dataset: Dataset) -> str:
+    """The header's note on which class is positive (p_1, precision, recall, AUC are about it)."""
+    if dataset.positive is None:
+        return ""
+    above = cfg.dataset.positive_above
+    rule = f" = {dataset.target} > {above:g}" if above is not None else ""
+    return f" (positive class: {dataset.positive}{rule})"

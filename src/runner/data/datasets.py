@@ -1,5 +1,6 @@
 """Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,11 @@ from runner.paths import bundled_data
 
 MIN_ROWS = 10
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is read as class labels
+# float32 training squares and sums these values: beyond this magnitude they overflow to inf.
+MAX_MAGNITUDE = 1e18
+# A text column with more distinct values than this (and than half the rows) is likely an ID:
+# one-hot encoding would add a feature per row.
+MANY_CATEGORIES = 50
 
 
 @dataclass
@@ -29,11 +35,28 @@ class Dataset:
     categorical: list[str]
     categories: dict[str, list]  # per categorical column: its sorted distinct non-missing values (as str)
     weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
+    positive: str | None = None  # binary: the label of the positive class (code 1); None otherwise
+
+
+_last: list = []  # [(key, Dataset)]: the config checks and the run read the file once between them
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
     """Read the dataset file named by `cfg` and check it; every user-fixable problem is a RunnerError."""
     path = _resolve(cfg)
+    try:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, repr(cfg))
+    except OSError:
+        key = None  # _read names the problem
+    if key is not None and _last and _last[0][0] == key:
+        return _last[0][1]
+    dataset = _load(cfg, path)
+    _last[:] = [(key, dataset)]
+    return dataset
+
+
+def _load(cfg: DatasetConfig, path: Path) -> Dataset:
     table = _read(path)
     file, target = path.name, cfg.target
     columns = list(table.columns)
@@ -71,12 +94,37 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
             raise RunnerError(f"dataset.numeric lists {c!r} but it holds non-numbers in {file} (e.g. "
                               f"{_non_number(features[c])!r}); list it in dataset.categorical instead")
 
+    for c in numeric + ([target] if _is_number(table[target]) else []) + ([cfg.weight] if cfg.weight else []):
+        _check_finite(table[c], c, file)
+    for c in categorical:
+        _warn_if_id_like(features[c], c, file)
     clean = pd.DataFrame({c: features[c].astype("float64") if c in numeric else _as_category(features[c])
                           for c in feature_names})
     task, y, classes = _encode_target(table[target], cfg, file)
-    return Dataset(name=cfg.name, target=target, task=task, features=clean, y=y, classes=classes,
+    # A file of the user's is named after the file (not after the `csv` config it came through).
+    name = path.stem if cfg.path is not None else cfg.name
+    return Dataset(name=name, target=target, task=task, features=clean, y=y, classes=classes,
                    numeric=numeric, categorical=categorical,
-                   categories={c: _domain(features[c]) for c in categorical}, weights=weights)
+                   categories={c: _domain(features[c]) for c in categorical}, weights=weights,
+                   positive=classes[1] if task == "binary" else None)
+
+
+def _check_finite(col: pd.Series, name: str, file: str) -> None:
+    """Refuse ±inf and magnitudes that overflow float32 training, naming the column and the first line."""
+    values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
+    bad = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_MAGNITUDE)
+    if len(bad):
+        first = values[bad[0]]
+        raise RunnerError(f"column {name!r} of {file} holds {first:g} on line {bad[0] + 2} ({len(bad)} such "
+                          f"row{'s' * (len(bad) > 1)}); runner trains on finite values of magnitude <= "
+                          f"{MAX_MAGNITUDE:g}: fix them, or leave the cells empty (missing features are imputed)")
+
+
+def _warn_if_id_like(col: pd.Series, name: str, file: str) -> None:
+    distinct = col.nunique()
+    if distinct > MANY_CATEGORIES and distinct > len(col) / 2:
+        print(f"warning: text column {name!r} of {file} has {distinct:,} distinct values in {len(col):,} rows; "
+              f"one-hot encoding makes a feature of each (an ID? add it to dataset.drop=[{name}])", file=sys.stderr)
 
 
 def _weights(table: pd.DataFrame, column: str | None, target: str, file: str) -> np.ndarray | None:
@@ -174,8 +222,16 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
 
     encoder = LabelEncoder().fit(_integers(values).to_numpy())
     classes = [str(c) for c in encoder.classes_]
+    codes = encoder.transform(_integers(values).to_numpy()).astype("int64")
     _need(len(classes) >= 2, f"the target {name} has one class ({classes[0]!r}) in {file}; classification "
           "needs at least 2 (choose another dataset.target, or set dataset.positive_above)")
     _need(task != "binary" or len(classes) == 2, f"dataset.task=binary but the target {name} has {len(classes)} "
           "classes (set dataset.task=multiclass, or dataset.positive_above=... to threshold it)")
-    return task, encoder.transform(_integers(values).to_numpy()).astype("int64"), classes
+    if cfg.positive is not None:
+        _need(task == "binary", f"dataset.positive={cfg.positive!r} names the positive class of a binary target; "
+              f"{name} has {len(classes)} classes (set dataset.positive=null)")
+        _need(cfg.positive in classes, f"dataset.positive={cfg.positive!r} is not a class of {name}; its classes "
+              f"are: {', '.join(classes)}")
+        if cfg.positive == classes[0]:  # the positive class is code 1: p_<positive> is its probability
+            classes, codes = classes[::-1], 1 - codes
+    return task, codes, classes

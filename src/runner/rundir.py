@@ -1,0 +1,75 @@
+"""A run directory's life: refuse a used one, claim it before Hydra writes, and keep status.json true."""
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from runner.errors import RunnerError
+
+STATUS = "status.json"
+RESULTS = "results.json"
+# What marks a directory as a run's: anything else in a non-empty directory is not ours to delete.
+RUN_MARKS = (".hydra", STATUS, RESULTS)
+
+
+def claim(run_dir: Path, overwrite: bool, key: str = "hydra.run.dir") -> None:
+    """Make `run_dir` ready for a new run, or raise RunnerError; called before anything is written there.
+
+    A used directory is refused unless `overwrite`; then only a run directory (it has .hydra/,
+    status.json or results.json) is emptied, never an arbitrary folder.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunnerError(f"{key}={run_dir} is a file, not a directory (choose another {key})")
+    used = run_dir.is_dir() and any(run_dir.iterdir())
+    if used and not overwrite:
+        raise RunnerError(f"{key}={run_dir} already holds a run; choose another {key}, or add overwrite=true "
+                          "to replace it")
+    if used:
+        if not any((run_dir / mark).exists() for mark in RUN_MARKS):
+            raise RunnerError(f"{key}={run_dir} is a folder with other files, not a run directory; overwrite=true "
+                              f"only replaces runs (choose another {key})")
+        try:
+            shutil.rmtree(run_dir)
+        except OSError as exc:
+            raise RunnerError(f"cannot remove the old run in {run_dir}: {reason(exc)}") from None
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_status(run_dir, "running")
+    except OSError as exc:
+        raise RunnerError(f"cannot write the run directory {run_dir}: {reason(exc)} (choose a writable {key})") \
+            from None
+
+
+def write_status(run_dir: Path, status: str, error: str | None = None) -> None:
+    """status.json: `running`, `ok`, `failed` (with the error line) or `interrupted`, written atomically."""
+    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if error is not None:
+        record["error"] = error
+    tmp = run_dir / (STATUS + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, run_dir / STATUS)
+
+
+def read_status(run_dir: Path) -> dict | None:
+    """status.json's record, or None where the run wrote none (runs older than status.json)."""
+    try:
+        record = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None if not (run_dir / STATUS).exists() else {"status": "failed", "error": "unreadable status.json"}
+    return record if isinstance(record, dict) else None
+
+
+def fail(run_dir: Path, message: str, status: str = "failed") -> None:
+    """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete."""
+    try:
+        (run_dir / RESULTS).unlink(missing_ok=True)  # unlinking works even on a full disk
+        write_status(run_dir, status, message)
+    except OSError:
+        pass  # the directory itself is gone or unwritable: the caller still reports the error line
+
+
+def reason(exc: OSError) -> str:
+    """An OSError as a short reason: 'No space left on device', 'Permission denied'."""
+    return exc.strerror or str(exc) or type(exc).__name__
