@@ -193,7 +193,7 @@ def test_jobs_without_results_are_noted_not_fatal(tmp_path, capsys):
     c = compare([tmp_path])
     assert len(c.rows) == 2 and c.incomplete == [(tmp_path / "2").resolve()]
     assert main(["report", str(tmp_path), "--format", "md"]) == 0
-    assert "1 job without results.json (failed or unfinished)" in capsys.readouterr().out
+    assert "1 job failed or unfinished, not ranked" in capsys.readouterr().out
     assert list(csv.DictReader(io.StringIO(to_csv(c))))[0]["mark"] == "best"
 
 

@@ -95,7 +95,8 @@ def _load(cfg: DatasetConfig, path: Path) -> Dataset:
                               f"{_non_number(features[c])!r}); list it in dataset.categorical instead")
 
     for c in numeric + ([target] if _is_number(table[target]) else []) + ([cfg.weight] if cfg.weight else []):
-        _check_finite(table[c], c, file)
+        _check_finite(table[c], c, file, "fix or remove those rows" if c == target else
+                      "fix them, or leave the cells empty (missing features are imputed)")
     for c in categorical:
         _warn_if_id_like(features[c], c, file)
     clean = pd.DataFrame({c: features[c].astype("float64") if c in numeric else _as_category(features[c])
@@ -109,7 +110,7 @@ def _load(cfg: DatasetConfig, path: Path) -> Dataset:
                    positive=classes[1] if task == "binary" else None)
 
 
-def _check_finite(col: pd.Series, name: str, file: str) -> None:
+def _check_finite(col: pd.Series, name: str, file: str, fix: str) -> None:
     """Refuse ±inf and magnitudes that overflow float32 training, naming the column and the first line."""
     values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
     bad = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_MAGNITUDE)
@@ -117,7 +118,7 @@ def _check_finite(col: pd.Series, name: str, file: str) -> None:
         first = values[bad[0]]
         raise RunnerError(f"column {name!r} of {file} holds {first:g} on line {bad[0] + 2} ({len(bad)} such "
                           f"row{'s' * (len(bad) > 1)}); runner trains on finite values of magnitude <= "
-                          f"{MAX_MAGNITUDE:g}: fix them, or leave the cells empty (missing features are imputed)")
+                          f"{MAX_MAGNITUDE:g}: {fix}")
 
 
 def _warn_if_id_like(col: pd.Series, name: str, file: str) -> None:

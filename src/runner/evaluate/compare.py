@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval
@@ -64,11 +65,13 @@ def find_runs(paths) -> tuple[list[Path], list[Path]]:
             continue
         for dirpath, dirnames, filenames in os.walk(path):
             here = Path(dirpath)
-            if "results.json" in filenames:
+            status = (rundir.read_status(here) or {}).get("status", "ok")
+            if "results.json" in filenames and status == "ok":
                 runs.append(here)
                 dirnames.clear()  # a run's own subfolders (checkpoints/, tensorboard/) hold no runs
-            elif ".hydra" in dirnames:
-                incomplete.append(here)  # Hydra wrote the job's config, the run never wrote its results
+            elif ".hydra" in dirnames or "status.json" in filenames:
+                incomplete.append(here)  # the run started (Hydra wrote its config) but did not finish
+                dirnames.clear()
             dirnames[:] = sorted((d for d in dirnames if d != ".hydra"), key=_natural)
     runs = list(dict.fromkeys(p.resolve() for p in runs))
     incomplete = list(dict.fromkeys(p.resolve() for p in incomplete))
@@ -162,6 +165,7 @@ def compare(paths, metric: str | None = None) -> Comparison:
     """Compare the runs under `paths` on `metric` (default: the runs' selection metric), best first."""
     run_dirs, incomplete = find_runs(paths)
     runs = [load_run(p) for p in run_dirs]
+    _same_data(runs)
     metrics = list(dict.fromkeys(k for r in runs for k in r.results["metrics"]))
     metric = _sort_metric(runs, metrics, metric)
     lower_better = not higher_is_better(metric)
@@ -200,6 +204,21 @@ def compare(paths, metric: str | None = None) -> Comparison:
     metrics = [metric] + [m for m in metrics if m != metric]
     uses_nb = any((r["selection"] or {}).get("ci95_nb") for r in rows)
     return Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb)
+
+
+def _same_data(runs: list[Run]) -> None:
+    """Refuse to rank runs made on different datasets, targets or tasks: their scores are not comparable.
+    (A run that does not record one of them, from an older runner, is not held against the others.)"""
+    for what in ("dataset", "target", "task"):
+        seen: dict[str, Path] = {}
+        for run in runs:
+            value = run.results.get(what) or ((run.config.get("dataset") or {}).get(what) if what == "target" else None)
+            if value is not None:
+                seen.setdefault(str(value), run.path)
+        if len(seen) > 1:
+            parts = ", ".join(f"{value} in {path}" for value, path in seen.items())
+            raise RunnerError(f"these runs have different {what}s ({parts}) and cannot be ranked together; "
+                              "report each one's runs separately")
 
 
 def _sort_metric(runs: list[Run], metrics: list[str], asked: str | None) -> str:
@@ -323,9 +342,14 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
 
 
 def incomplete_note(c: Comparison) -> str:
-    """One line naming the jobs that have no results.json."""
+    """One line naming the jobs that did not finish, with the error each recorded in its status.json."""
     k = len(c.incomplete)
-    return f"{k} job{'s' * (k != 1)} without results.json (failed or unfinished): " + ", ".join(map(str, c.incomplete))
+    jobs = []
+    for path in c.incomplete:
+        record = rundir.read_status(path) or {"status": "no results.json"}
+        error = f": {record['error']}" if record.get("error") else ""
+        jobs.append(f"{path} ({record.get('status')}{error})")
+    return f"{k} job{'s' * (k != 1)} failed or unfinished, not ranked: " + "; ".join(jobs)
 
 
 def _mark_text(mark: str, compact: bool = False) -> str:
