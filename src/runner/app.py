@@ -28,12 +28,19 @@ def train_command(args: list[str]) -> int:
     sys.argv = ["runner train", *args]
     _job_errors.clear()
     _job_crashes.clear()
+    _job_started[:] = [False]
     try:
         _hydra_train()
     except Refused as refused:
         return _fail(str(refused))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
+    except Exception as exc:
+        if _job_started[0]:
+            raise  # a bug in the run: its traceback is wanted
+        # Hydra's override parser raises plain errors for some malformed overrides (`=3`).
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        return _fail(f"cannot read the overrides {' '.join(args)!r}: {first} (see runner train --help)")
     for message in _job_errors:
         _fail(message)
     return 1 if _job_crashes else 2 if _job_errors else 0
@@ -43,6 +50,7 @@ def train_command(args: list[str]) -> int:
 # Hydra prints no report of its own; `train_command` prints each one and exits 2.
 _job_errors: list[str] = []
 _job_crashes: list[str] = []
+_job_started = [False]
 
 
 def _fail(message: str) -> int:
@@ -107,6 +115,7 @@ def _hydra_train(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    _job_started[0] = True
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:

@@ -9,29 +9,16 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
+from runner.evaluate.runs import Run, check_same_data, find_runs, load_run, setting_of
 from runner.evaluate.stats import Z95, fmt_interval
 
 FORMATS = ("table", "md", "csv", "json")
 BEST, SAME, WORSE, NO_INTERVAL, MISSING = "best", "not distinguishable", "worse", "no interval", "n/a"
 _SYMBOL = {BEST: "★ ", SAME: "≈ ", WORSE: "", NO_INTERVAL: "? ", MISSING: ""}
-
-
-@dataclass
-class Run:
-    """One finished run: its directory, results.json, task overrides and the config it resolved to."""
-
-    path: Path
-    results: dict
-    overrides: dict[str, str]  # key -> value as written on the command line ("optim" -> "sgd")
-    config: dict  # .hydra/config.yaml
-    choices: dict  # .hydra/hydra.yaml: hydra.runtime.choices (group -> option)
 
 
 @dataclass
@@ -48,116 +35,6 @@ class Comparison:
     uses_nb: bool = False  # some interval compared is Nadeau–Bengio corrected
 
 
-# ---------------------------------------------------------------- finding and reading runs
-
-
-def find_runs(paths) -> tuple[list[Path], list[Path]]:
-    """(run dirs with results.json, job dirs without one) under `paths`: run dirs, multiruns or any folder."""
-    runs, incomplete = [], []
-    for given in paths:
-        path = Path(given)
-        if not path.exists():
-            raise RunnerError(f"{given}: no such file or directory")
-        if path.is_file():
-            if path.name != "results.json":
-                raise RunnerError(f"{given}: not a run directory, a multirun directory or a results.json")
-            runs.append(path.parent)
-            continue
-        for dirpath, dirnames, filenames in os.walk(path):
-            here = Path(dirpath)
-            status = (rundir.read_status(here) or {}).get("status", "ok")
-            if "results.json" in filenames and status == "ok":
-                runs.append(here)
-                dirnames.clear()  # a run's own subfolders (checkpoints/, tensorboard/) hold no runs
-            elif ".hydra" in dirnames or "status.json" in filenames:
-                incomplete.append(here)  # the run started (Hydra wrote its config) but did not finish
-                dirnames.clear()
-            dirnames[:] = sorted((d for d in dirnames if d != ".hydra"), key=_natural)
-    runs = list(dict.fromkeys(p.resolve() for p in runs))
-    incomplete = list(dict.fromkeys(p.resolve() for p in incomplete))
-    if not runs:
-        where = ", ".join(str(p) for p in paths)
-        raise RunnerError(f"no results.json found under {where}; give run directories or a multirun directory")
-    return runs, incomplete
-
-
-def _natural(name: str):
-    # Job folders are 0, 1, ..., 10: numeric order, not 0, 1, 10, 2.
-    return (0, int(name), "") if name.isdigit() else (1, 0, name)
-
-
-def load_run(path: Path) -> Run:
-    """Read a run directory: results.json and, where Hydra wrote them, its overrides and config."""
-    try:
-        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunnerError(f"{path / 'results.json'}: cannot read it ({exc})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
-        raise RunnerError(f"{path / 'results.json'}: no 'metrics' section; is it a runner results.json?")
-    hydra_dir = path / ".hydra"
-    overrides = {}
-    for text in _yaml(hydra_dir / "overrides.yaml") or []:
-        key, sep, value = str(text).partition("=")
-        if sep and not key.startswith("~"):
-            overrides[key.lstrip("+")] = value
-    hydra = _yaml(hydra_dir / "hydra.yaml") or {}
-    choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
-    return Run(path, results, overrides, _yaml(hydra_dir / "config.yaml") or {}, choices)
-
-
-def _yaml(path: Path):
-    if not path.is_file():
-        return None
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise RunnerError(f"{path}: cannot read it ({exc})") from None
-
-
-def _setting(run: Run, key: str) -> str:
-    """The value `key` had in `run`: its override, else the group's choice or the config's value."""
-    if key in run.overrides:
-        return _canonical(_parse(run.overrides[key]))
-    if key in run.choices:
-        return _canonical(run.choices[key])
-    node: Any = run.config
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return "?"
-        node = node[part]
-    if isinstance(node, dict) and "name" in node:
-        return _canonical(node["name"])  # a config group without recorded choices: its name field
-    return _canonical(node)
-
-
-def _parse(text: str):
-    """An override's value as the config would hold it ("1e-3" -> 0.001, "[32,32]" -> [32, 32])."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return float(value)  # YAML 1.1 reads 1e-3 as a string; Hydra reads it as a float
-        except ValueError:
-            pass
-    return value
-
-
-def _canonical(value) -> str:
-    """One spelling per value, so "0.10", "0.1" and a config's 0.1 compare equal."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        x = float(value)
-        return str(int(x)) if x.is_integer() and abs(x) < 1e16 else repr(x)  # 1 and 1.0 are one value
-    if isinstance(value, (list, dict)):
-        return json.dumps(value, separators=(", ", ": "))
-    return str(value)
-
-
 # ---------------------------------------------------------------- building the comparison
 
 
@@ -165,7 +42,7 @@ def compare(paths, metric: str | None = None) -> Comparison:
     """Compare the runs under `paths` on `metric` (default: the runs' selection metric), best first."""
     run_dirs, incomplete = find_runs(paths)
     runs = [load_run(p) for p in run_dirs]
-    _same_data(runs)
+    check_same_data(runs)
     metrics = list(dict.fromkeys(k for r in runs for k in r.results["metrics"]))
     metric = _sort_metric(runs, metrics, metric)
     lower_better = not higher_is_better(metric)
@@ -173,7 +50,7 @@ def compare(paths, metric: str | None = None) -> Comparison:
     by_validation = all(v is not None for v in validation)
 
     keys = list(dict.fromkeys(k for r in runs for k in r.overrides))
-    settings = {k: [_setting(r, k) for r in runs] for k in keys}
+    settings = {k: [setting_of(r, k) for r in runs] for k in keys}
     columns = [k for k in keys if len(set(settings[k])) > 1]
     constant = {k: v[0] for k, v in settings.items() if k not in columns}
 
@@ -204,21 +81,6 @@ def compare(paths, metric: str | None = None) -> Comparison:
     metrics = [metric] + [m for m in metrics if m != metric]
     uses_nb = any((r["selection"] or {}).get("ci95_nb") for r in rows)
     return Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb)
-
-
-def _same_data(runs: list[Run]) -> None:
-    """Refuse to rank runs made on different datasets, targets or tasks: their scores are not comparable.
-    (A run that does not record one of them, from an older runner, is not held against the others.)"""
-    for what in ("dataset", "target", "task"):
-        seen: dict[str, Path] = {}
-        for run in runs:
-            value = run.results.get(what) or ((run.config.get("dataset") or {}).get(what) if what == "target" else None)
-            if value is not None:
-                seen.setdefault(str(value), run.path)
-        if len(seen) > 1:
-            parts = ", ".join(f"{value} in {path}" for value, path in seen.items())
-            raise RunnerError(f"these runs have different {what}s ({parts}) and cannot be ranked together; "
-                              "report each one's runs separately")
 
 
 def _sort_metric(runs: list[Run], metrics: list[str], asked: str | None) -> str:
