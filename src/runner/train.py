@@ -69,7 +69,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     }
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = dataset.features.index.to_numpy()
+    rows = dataset.rows
     predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
     history = artifacts.history_frame(result.history, [m.index for m in members])
     history.to_csv(run_dir / "metrics.csv", index=False)
