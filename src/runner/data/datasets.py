@@ -1,7 +1,7 @@
 """Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,19 +23,25 @@ MANY_CATEGORIES = 50
 
 @dataclass
 class Dataset:
-    """A table ready for splitting: features, encoded target, column roles."""
+    """Data ready for splitting: a table (features with column roles) or images, and the encoded target."""
 
     name: str
     target: str
     task: str  # "binary" | "multiclass" | "regression"
-    features: pd.DataFrame  # numeric columns float64; categorical columns object: str values, NaN missing
+    features: pd.DataFrame | None  # tables: numeric columns float64; categorical columns object (str, NaN missing)
     y: np.ndarray  # classification: int64 class codes 0..K-1; regression: float64
     classes: list[str]  # class labels in code order; [] for regression
-    numeric: list[str]
-    categorical: list[str]
-    categories: dict[str, list]  # per categorical column: its sorted distinct non-missing values (as str)
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    categories: dict[str, list] = field(default_factory=dict)  # categorical column -> sorted distinct values (str)
     weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
     positive: str | None = None  # binary: the label of the positive class (code 1); None otherwise
+    images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The row number of each example in its source (a table's index), for the run's files."""
+        return self.features.index.to_numpy() if self.features is not None else np.arange(len(self.y))
 
 
 _last: list = []  # [(key, Dataset)]: the config checks and the run read the file once between them
