@@ -187,6 +187,20 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
     assert "Traceback" in (run / "error.log").read_text()
 
 
+def test_an_interrupted_run_says_so_and_leaves_no_results(tmp_path, train, monkeypatch):
+    import runner.train
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner.train, "fit", interrupt)
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(*QUICK, f"hydra.run.dir={run}")
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+    assert not (run / "results.json").exists()
+
+
 def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, train, monkeypatch):
     import runner.train
 

@@ -132,8 +132,9 @@ def _hydra_train(cfg: DictConfig) -> Any:
     except OSError as exc:
         where = exc.filename or run_dir
         message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
-    except KeyboardInterrupt:
-        rundir.fail(run_dir, "interrupted", "interrupted")
+    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or rich exiting on a closed stdout pipe
+        rundir.fail(run_dir, "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped: output closed",
+                    "interrupted")
         raise
     except Exception as exc:  # a bug: recorded in the run, raised (a single run) or reported (a sweep)
         line = f"{type(exc).__name__}: {exc}".splitlines()[0]
