@@ -151,7 +151,8 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path, train, where, needle)
     assert status == 2 and err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
 
 
-def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tmp_path, train, monkeypatch):
+def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tmp_path, train, monkeypatch,
+                                                                               capsys):
     import runner.train
 
     real = runner.train.write_reports
@@ -168,7 +169,10 @@ def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tm
     record = json.loads((run / "status.json").read_text())
     assert record["status"] == "failed" and "No space left on device" in record["error"]
     assert not (run / "results.json").exists()
+    capsys.readouterr()
     assert main(["report", str(run)]) == 2  # nothing there passes for a result
+    report_err = capsys.readouterr().err
+    assert "no finished run under" in report_err and "(failed: could not write" in report_err
 
 
 def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, train, monkeypatch):

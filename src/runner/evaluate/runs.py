@@ -50,6 +50,11 @@ def find_runs(paths) -> tuple[list[Path], list[Path]]:
     incomplete = list(dict.fromkeys(p.resolve() for p in incomplete))
     if not runs:
         where = ", ".join(str(p) for p in paths)
+        if incomplete:
+            record = rundir.read_status(incomplete[0]) or {}
+            why = f" ({record.get('status')}: {record['error']})" if record.get("error") else ""
+            raise RunnerError(f"no finished run under {where}: {len(incomplete)} failed or unfinished, e.g. "
+                              f"{incomplete[0]}{why}")
         raise RunnerError(f"no results.json found under {where}; give run directories or a multirun directory")
     return runs, incomplete
 
