@@ -5,6 +5,7 @@ import os
 import re
 import sys
 import traceback
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from runner import rundir
-from runner.config import Config, check_task, register, unknown_keys, valid_keys, validate
+from runner.config import Config, check_task, register, validate
 from runner.errors import RunnerError
 from runner.paths import conf_dir
 
@@ -97,10 +98,7 @@ def checked_config(cfg: DictConfig) -> Config:
     them. Imports nothing heavy (no torch), so a bad config answers at once."""
     unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
     if unknown:
-        parent = unknown[0].rpartition(".")[0]
-        keys = valid_keys(parent)
-        where = f"'{parent}'" if parent else "the top level"
-        raise RunnerError(f"unknown key '{unknown[0]}'; valid keys in {where}: {', '.join(keys)}")
+        raise RunnerError(unknown_key(unknown[0]))
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)
     from runner.data.datasets import load_dataset
@@ -167,9 +165,39 @@ def explain(exc: BaseException) -> str:
     if isinstance(cause, OmegaConfBaseException) and full_key:
         if isinstance(cause, ValidationError):
             return f"{full_key}: {first}"
-        parent, _, key = full_key.rpartition(".")
-        keys = valid_keys(parent)
-        where = f"'{parent}'" if parent else "the top level"
-        hint = f"; valid keys in {where}: {', '.join(keys)}" if keys else ""
-        return f"unknown key '{full_key}'{hint}"
+        return unknown_key(full_key)
     return first
+
+
+def unknown_key(full_key: str) -> str:
+    """The line for a key the schema does not have, listing the keys its parent does have."""
+    parent = full_key.rpartition(".")[0]
+    keys = valid_keys(parent)
+    where = f"'{parent}'" if parent else "the top level"
+    hint = f"; valid keys in {where}: {', '.join(keys)}" if keys else ""
+    return f"unknown key '{full_key}'{hint}"
+
+
+def unknown_keys(node: Any, schema: type = Config, prefix: str = "") -> list[str]:
+    """Dotted keys of a plain nested dict (a composed config) that the schema does not have."""
+    known = {f.name: f.type for f in fields(schema)}
+    out = []
+    for key, value in node.items():
+        if key not in known:
+            out.append(prefix + str(key))
+        elif is_dataclass(known[key]) and isinstance(value, dict):
+            out.extend(unknown_keys(value, known[key], f"{prefix}{key}."))
+    return out
+
+
+def valid_keys(path: str) -> list[str]:
+    """The keys allowed under a dotted config path (`optim` -> lr, momentum, ...)."""
+    node: Any = Config
+    for part in [p for p in path.split(".") if p]:
+        match = [f for f in fields(node) if f.name == part]
+        if not match:
+            return []
+        node = match[0].type
+        if not is_dataclass(node):
+            return []
+    return [f.name for f in fields(node)]

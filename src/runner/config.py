@@ -234,7 +234,6 @@ def register() -> None:
 
 MONITORED = ("loss", "accuracy", "rmse")
 _MONITORS = "choose one of " + ", ".join("val/" + n for n in MONITORED)
-_FRACTION = "use a fraction in [0, 1)"
 
 # Every value a schema's type cannot check: (key, test of the value and the whole config, what is allowed).
 # One table, so a constraint is declared once and `validate` names the key and the fix in one line.
@@ -393,29 +392,3 @@ def _default(schema: type, name: str) -> Any:
 def _plain(value: Any) -> Any:
     value = getattr(value, "value", value)
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
-
-
-def unknown_keys(node: Any, schema: type = None, prefix: str = "") -> List[str]:
-    """Dotted keys of a plain nested dict (a composed config) that the schema does not have."""
-    schema = schema or Config
-    known = {f.name: f.type for f in fields(schema)}
-    out = []
-    for key, value in node.items():
-        if key not in known:
-            out.append(prefix + str(key))
-        elif is_dataclass(known[key]) and isinstance(value, dict):
-            out.extend(unknown_keys(value, known[key], f"{prefix}{key}."))
-    return out
-
-
-def valid_keys(path: str) -> List[str]:
-    """The keys allowed under a dotted config path (`optim` -> lr, momentum, ...)."""
-    node: Any = Config
-    for part in [p for p in path.split(".") if p]:
-        match = [f for f in fields(node) if f.name == part]
-        if not match:
-            return []
-        node = match[0].type
-        if not is_dataclass(node):
-            return []
-    return [f.name for f in fields(node)]
