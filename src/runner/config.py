@@ -87,10 +87,10 @@ class Mode(str, Enum):
 
 @dataclass
 class DatasetConfig:
-    """Which table to learn from and how to read its columns."""
+    """Which table or image set to learn from and how to read it."""
 
     name: str = "heart"
-    path: Optional[str] = None  # None: the file bundled under `name`
+    path: Optional[str] = None  # None: the file bundled under `name`; images: a folder of class folders or .npz
     target: Optional[str] = None  # the column to predict (heart: num)
     task: Task = Task.auto
     positive_above: Optional[float] = None  # binary target = (target > this); heart: num > 0
@@ -98,6 +98,9 @@ class DatasetConfig:
     numeric: Optional[List[str]] = None
     drop: List[str] = field(default_factory=list)
     weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
+    size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
+    cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner
+    limit: Optional[int] = None  # images: keep a stratified subset of this many (quick runs); None: all
 
 
 @dataclass
@@ -244,7 +247,10 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise RunnerError(f"{key}={value!r} is not valid: {allowed}")
 
-    t, m, o, e = cfg.trainer, cfg.model, cfg.optim, cfg.eval
+    t, m, o, e, d = cfg.trainer, cfg.model, cfg.optim, cfg.eval, cfg.dataset
+    need(d.size is None or (len(d.size) == 2 and all(s >= 1 for s in d.size)), "dataset.size",
+         None if d.size is None else list(d.size), "use [height, width] in pixels, or null to keep the stored size")
+    need(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "use a count of images, or null for all")
     need(t.epochs >= 1, "trainer.epochs", t.epochs, "use an integer >= 1")
     need(t.seeds >= 1, "trainer.seeds", t.seeds, "use a count >= 1")
     need(t.threads is None or t.threads >= 1, "trainer.threads", t.threads, "use a count >= 1, or null for automatic")

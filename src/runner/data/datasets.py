@@ -30,15 +30,24 @@ class Dataset:
     categories: dict[str, list] = field(default_factory=dict)  # categorical column -> sorted distinct values (str)
     weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
     images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
+    source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
 
     @property
     def rows(self) -> np.ndarray:
         """The row number of each example in its source (a table's index), for the run's files."""
-        return self.features.index.to_numpy() if self.features is not None else np.arange(len(self.y))
+        if self.features is not None:
+            return self.features.index.to_numpy()
+        return self.source_rows if self.source_rows is not None else np.arange(len(self.y))
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
-    """Read the dataset file named by `cfg` and check it; every user-fixable problem is a RunnerError."""
+    """Read the dataset named by `cfg` and check it; every user-fixable problem is a RunnerError."""
+    from runner.data import images  # imported here: images.py builds on Dataset, defined above
+
+    if cfg.name in images.NAMES:
+        return images.load_images(cfg)
+    _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
+          f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
     path = _resolve(cfg)
     table = _read(path)
     file, target = path.name, cfg.target
