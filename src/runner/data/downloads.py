@@ -73,7 +73,7 @@ def fetch(name: str, root: Path) -> Path:
                 reasons.append(f"{base + file}: {_one_line(err)}")
         else:
             urls = " ".join(source.mirrors[0] + f for f in missing)
-            raise RunnerError(f"cannot download {name} ({reasons[-1]}); offline, download {urls} and put the "
+            raise RunnerError(f"cannot download {name} ({reasons[-1]}); without a network, download {urls} and put the "
                               f"files in {folder}/ (or point dataset.cache=DIR or RUNNER_CACHE at a folder "
                               f"holding {name}/)")
     return folder
@@ -85,7 +85,7 @@ def _download(url: str, dest: Path, md5: str) -> None:
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(f"{dest.name}.{os.getpid()}.part")
-    console.print(f"downloading {url}")
+    console.print(f"downloading {url}", soft_wrap=True, markup=False, highlight=False)
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
             shutil.copyfileobj(response, out, 1 << 20)
@@ -142,8 +142,9 @@ def _idx(path: Path) -> np.ndarray:
 class _ArraysOnly(pickle.Unpickler):
     """An unpickler that builds numpy arrays and plain containers only: a pickle can run code, this one cannot."""
 
+    # _codecs.encode is how protocol-2 pickles written by Python 3 spell a bytes object.
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
