@@ -217,6 +217,16 @@ def test_offline_without_a_cache_says_where_to_put_the_files(tmp_path, no_networ
     assert list((tmp_path / "mnist").iterdir()) == []  # no partial file left behind
 
 
+def test_offline_names_only_the_missing_files(tmp_path):
+    mnist_fixture(tmp_path / "mnist")
+    for file in MNIST[2:]:
+        (tmp_path / "mnist" / file).unlink()
+    with pytest.raises(RunnerError) as info:
+        load_dataset(DatasetConfig(name="mnist", cache=str(tmp_path)))
+    named = [file for file in MNIST if file in str(info.value)]
+    assert named == list(MNIST[2:])
+
+
 def serve(monkeypatch, files: dict, failing: tuple = ()):
     """Answer urlopen from `files` (URL -> bytes); URLs starting with one of `failing` time out."""
     served = []
@@ -293,6 +303,9 @@ def _errors(tmp_path):
     corrupt = tmp_path / "cache" / "mnist"
     mnist_fixture(corrupt)
     (corrupt / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b truncated")
+    wrong = tmp_path / "wrong" / "fashion_mnist"
+    mnist_fixture(wrong)
+    write_idx(wrong / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 12, 3], np.uint8))
     x = np.zeros((12, 4, 4), np.uint8)
     return [
         (images_cfg(tmp_path / "nope"), "dataset.path=" + str(tmp_path / "nope") + " does not exist"),
@@ -313,6 +326,7 @@ def _errors(tmp_path):
         (DatasetConfig(name="digits", limit=9), "dataset.limit=9 is too small: keep at least 10 images"),
         (DatasetConfig(name="mnist", cache=str(tmp_path / "cache")),
          "cannot read " + str(corrupt / "t10k-labels-idx1-ubyte.gz")),
+        (DatasetConfig(name="fashion_mnist", cache=str(tmp_path / "wrong")), "(labels outside 0..9)"),
         (DatasetConfig(name="heart", target="num", size=[8, 8]), "dataset.size and dataset.limit apply to image"),
     ]
 

@@ -54,9 +54,13 @@ def download(name: str, root: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """A downloadable dataset's images [n, C, H, W] uint8, class codes and labels: train then test rows."""
     folder = fetch(name, root)
     if name == "cifar10":
-        return read_cifar10(folder / "cifar-10-python.tar.gz")
-    images, labels = read_mnist(folder)
-    return images, labels, FASHION_CLASSES if name == "fashion_mnist" else [str(d) for d in range(10)]
+        images, labels, classes = read_cifar10(folder / "cifar-10-python.tar.gz")
+    else:
+        images, labels = read_mnist(folder)
+        classes = FASHION_CLASSES if name == "fashion_mnist" else [str(d) for d in range(10)]
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(classes):
+        raise _corrupt(folder, ValueError(f"labels outside 0..{len(classes) - 1}"))
+    return images, labels, classes
 
 
 def fetch(name: str, root: Path) -> Path:
@@ -72,7 +76,7 @@ def fetch(name: str, root: Path) -> Path:
             except (OSError, ValueError) as err:  # URLError and timeouts are OSErrors; ValueError: bad checksum
                 reasons.append(f"{base + file}: {_one_line(err)}")
         else:
-            urls = " ".join(source.mirrors[0] + f for f in missing)
+            urls = " ".join(source.mirrors[0] + f for f in source.md5 if not (folder / f).is_file())
             raise RunnerError(f"cannot download {name} ({reasons[-1]}); without a network, download {urls} and put the "
                               f"files in {folder}/ (or point dataset.cache=DIR or RUNNER_CACHE at a folder "
                               f"holding {name}/)")

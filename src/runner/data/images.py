@@ -22,15 +22,16 @@ def load_images(cfg: DatasetConfig) -> Dataset:
     else:
         images, codes, classes = downloads.download(cfg.name, downloads.cache_root(cfg.cache))
         origin = cfg.name
-    if cfg.size is not None and tuple(images.shape[2:]) != tuple(cfg.size):
-        images = np.stack([_resize(image, cfg.size) for image in images])
     _need(len(images) >= MIN_ROWS, f"{origin} has {len(images)} images; runner needs at least {MIN_ROWS}")
     present = np.unique(codes)
     _need(len(present) >= 2, f"{origin} has one class ({classes[present[0]]!r}); classification needs at least 2 "
           "(add images of another class)")
     rows = _subset(codes, cfg.limit, len(classes))
+    images = images[rows]
+    if cfg.size is not None and tuple(images.shape[2:]) != tuple(cfg.size):  # a folder's are resized as read
+        images = np.stack([_resize(image, cfg.size) for image in images])
     return Dataset(name=cfg.name, target="label", task="binary" if len(classes) == 2 else "multiclass",
-                   features=None, y=codes[rows], classes=classes, images=images[rows],
+                   features=None, y=codes[rows], classes=classes, images=images,
                    source_rows=rows if len(rows) < len(codes) else None)
 
 
