@@ -5,8 +5,6 @@ import hashlib
 import io
 import pickle
 import struct
-import subprocess
-import sys
 import tarfile
 import urllib.error
 
@@ -15,6 +13,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from runner.cli import main
 from runner.config import Config, DatasetConfig, validate
 from runner.data import downloads, load_dataset
 from runner.errors import RunnerError
@@ -358,9 +357,8 @@ def test_shipped_configs_name_their_source(name):
     assert cfg.name == name and cfg.size is None and cfg.limit is None
 
 
-def test_cli_reports_a_missing_image_path_in_one_line(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "train", "dataset=images",
-                          f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True)
-    assert out.returncode == 2 and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
-    assert "dataset=images needs dataset.path=DIR" in out.stderr
+def test_cli_reports_a_missing_image_path_in_one_line(tmp_path, capsys):
+    assert main(["train", "dataset=images", f"hydra.run.dir={tmp_path}/run"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dataset=images needs dataset.path=DIR" in err
     assert not (tmp_path / "run").exists()
