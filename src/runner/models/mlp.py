@@ -1,5 +1,7 @@
 """The stacked multilayer perceptron: dense layers as batched matmuls over the member axis."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -18,14 +20,14 @@ ACTIVATIONS = {
 class MLP(Population):
     """inputs -> [Dense -> activation -> dropout] x len(hidden) -> Dense head, for E members."""
 
-    def __init__(self, cfg: ModelConfig, members: int, d_in: int, d_out: int):
+    def __init__(self, cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int):
         super().__init__(members)
-        widths = [d_in, *cfg.hidden, d_out]
+        widths = [math.prod(input_shape), *cfg.hidden, d_out]
         self.depth = len(widths) - 1
         self.norm = name_of(cfg.norm)
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-            self.add(f"dense{i}.weight", (a, b), kernel=True, fan_in=a, fan_out=b)
-            self.add(f"dense{i}.bias", (1, b), kernel=False, fan_in=a, fan_out=b)
+            self.add(f"dense{i}.weight", (a, b), kernel=True, fan_in=a, fan_out=b, reads_inputs=i == 0)
+            self.add(f"dense{i}.bias", (1, b), kernel=False, fan_in=a, fan_out=b, reads_inputs=i == 0)
             if self.norm != "none" and i < self.depth - 1:
                 self.add(f"norm{i}.weight", (1, b), kernel=False, fan_in=0, fan_out=b)
                 self.add(f"norm{i}.bias", (1, b), kernel=False, fan_in=0, fan_out=b)
@@ -37,7 +39,10 @@ class MLP(Population):
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: [E, B, d_in] -> [E, B, d_out] (logits or regression outputs); mask [E, B] marks real rows."""
+        """x: [E, B, d_in] (or [E, B, *shape], flattened) -> [E, B, d_out] (logits or regression outputs);
+        mask [E, B] marks real rows."""
+        if x.dim() > 3:
+            x = x.flatten(2)
         for i in range(self.depth):
             x = torch.baddbmm(self.view(f"dense{i}.bias"), x, self.view(f"dense{i}.weight"))
             if i < self.depth - 1:
