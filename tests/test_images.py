@@ -3,12 +3,14 @@
 import gzip
 import hashlib
 import io
+import json
 import pickle
 import struct
 import tarfile
 import urllib.error
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -362,3 +364,16 @@ def test_cli_reports_a_missing_image_path_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "dataset=images needs dataset.path=DIR" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_limited_run_names_rows_of_the_full_set(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "dataset=digits", "dataset.limit=100", "trainer.epochs=2", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    kept = load_dataset(DatasetConfig(name="digits", limit=100)).rows
+    target = load_digits().target
+    predictions = pd.read_csv(run / "predictions.csv")
+    assert set(predictions["row"]) <= set(kept)
+    np.testing.assert_array_equal(predictions["y_true"], target[predictions["row"]])
+    split = json.loads((run / "split_indices.json").read_text())[0]
+    assert sorted(split["train"] + split["val"] + split["test"]) == sorted(kept)
