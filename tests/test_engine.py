@@ -28,7 +28,9 @@ def _train(X, y, train, val, seeds, optim, epochs=6, patience=None, batch=16, hi
     for key, value in over.items():
         section, name = key.split("__")
         setattr(getattr(cfg, section), name, value)
-    model = build_model(cfg.model if "model__norm" in over else ModelConfig(hidden=list(hidden)), E, X.shape[-1], 1)
+    if not any(key.startswith("model__") for key in over):
+        cfg.model = ModelConfig(hidden=list(hidden))
+    model = build_model(cfg.model, E, X.shape[-1], 1)
     model.initialize(seeds, "default")
     data = PopulationData(MemberInputs.identity(X, y, E), train, val, seeds)
     return fit(model, data, cfg, "bce")
@@ -52,6 +54,45 @@ def test_stacked_equals_alone(optim, ragged):
         ran = len(alone.history["val/loss"])
         np.testing.assert_allclose(stacked.history["val/loss"][:ran, e], alone.history["val/loss"][:, 0], atol=1e-5)
         assert np.isnan(stacked.history["val/loss"][ran:, e]).all()
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_stacked_equals_alone_with_dropout(norm):
+    """Each member draws its own dropout masks: alone, or beside any others, it trains to the same weights."""
+    seeds = [3, 11, 0, 7]
+    X, y, train, val = _data(4, ragged=True)
+    optim = OptimConfig(name=OptimName.adam, lr=0.01)
+    extra = dict(model__hidden=[16], model__dropout=0.3, model__norm=norm)
+    stacked = _train(X, y, train, val, seeds, optim, patience=2, **extra)
+    pair = _train(X, y, train[:2], val[:2], seeds[:2], optim, patience=2, **extra)
+    for e, seed in enumerate(seeds):
+        alone = _train(X, y, [train[e]], [val[e]], [seed], optim, patience=2, **extra)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stacked.best[e], alone.best[0], atol=1e-5, rtol=0)
+        if e < 2:
+            torch.testing.assert_close(pair.last[e], alone.last[0], atol=1e-5, rtol=0)
+    off = _train(X, y, train, val, seeds, optim, patience=2, model__hidden=[16], model__norm=norm)
+    assert (stacked.last - off.last).abs().max() > 1e-3  # dropout was on
+
+
+def test_member_noise_is_uniform_and_independent_of_the_population():
+    from runner.models.noise import MemberNoise
+
+    noise = MemberNoise([4, 9, 4])
+    noise.step = 17
+    u = noise.uniform((100_000,), stream=2)
+    assert torch.equal(u[0], u[2]) and not torch.equal(u[0], u[1])  # a stream per seed
+    alone = MemberNoise([9])
+    alone.step = 17
+    assert torch.equal(alone.uniform((100_000,), stream=2)[0], u[1])
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    counts = torch.histc(u[1], bins=10, min=0, max=1)
+    assert counts.min() > 9_500 and counts.max() < 10_500
+    assert abs(torch.corrcoef(torch.stack([u[0], u[1]]))[0, 1].item()) < 0.01
+    z = noise.normal((100_000,), stream=0)
+    assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
+    noise.step = 18
+    assert not torch.equal(noise.uniform((10,), stream=2), u[:, :10])  # a new step, new draws
 
 
 def test_default_mlp_has_497_parameters_for_29_inputs():

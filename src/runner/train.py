@@ -110,7 +110,6 @@ def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch
         f"{dataset.task} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    torch.manual_seed(cfg.trainer.seed)  # dropout masks: the one draw shared by all members
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None

@@ -16,6 +16,9 @@ from runner.engine.schedules import Schedule
 from runner.models import Population
 
 
+STEP_KEYS = 1 << 20  # random-stream keys per epoch: more than any epoch's steps
+
+
 @dataclass
 class PopulationData:
     """The population's inputs (rows stored once) and the rows each member trains and validates on."""
@@ -82,6 +85,7 @@ def fit(
         model.train()
         for s in range(len(idx)):
             model.updating = stepping[s]
+            model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
             per_row = criterion(model(work.inputs.x(rows), masks[s]), work.inputs.targets(rows)) * w

@@ -17,6 +17,12 @@ ACTIVATIONS = {
 }
 
 
+def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
+    """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
+    keep = noise.uniform(tuple(x.shape[1:]), stream) >= p
+    return x * keep * (1.0 / (1.0 - p))
+
+
 class MLP(Population):
     """inputs -> [Dense -> activation -> dropout] x len(hidden) -> Dense head, for E members."""
 
@@ -27,7 +33,10 @@ class MLP(Population):
         self.norm = name_of(cfg.norm)
         for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
             self.add(f"dense{i}.weight", (a, b), kernel=True, fan_in=a, fan_out=b, reads_inputs=i == 0)
-            self.add(f"dense{i}.bias", (1, b), kernel=False, fan_in=a, fan_out=b, reads_inputs=i == 0)
+            # Batch norm subtracts the batch mean, so a bias before it has a zero gradient (in exact
+            # arithmetic; in floats, noise that Adam would amplify into lr-sized steps): it has none.
+            if self.norm != "batch" or i == self.depth - 1:
+                self.add(f"dense{i}.bias", (1, b), kernel=False, fan_in=a, fan_out=b, reads_inputs=i == 0)
             if self.norm != "none" and i < self.depth - 1:
                 self.add(f"norm{i}.weight", (1, b), kernel=False, fan_in=0, fan_out=b)
                 self.add(f"norm{i}.bias", (1, b), kernel=False, fan_in=0, fan_out=b)
@@ -44,15 +53,17 @@ class MLP(Population):
         if x.dim() > 3:
             x = x.flatten(2)
         for i in range(self.depth):
-            x = torch.baddbmm(self.view(f"dense{i}.bias"), x, self.view(f"dense{i}.weight"))
+            bias = f"dense{i}.bias"
+            w = self.view(f"dense{i}.weight")
+            x = torch.baddbmm(self.view(bias), x, w) if bias in self.slots else torch.bmm(x, w)
             if i < self.depth - 1:
                 if self.norm == "layer":
                     x = F.layer_norm(x, x.shape[-1:]) * self.view(f"norm{i}.weight") + self.view(f"norm{i}.bias")
                 elif self.norm == "batch":
                     x = self._batch_norm(x, i, mask)
                 x = self.activation(x)
-                if self.dropout > 0:
-                    x = F.dropout(x, self.dropout, self.training)
+                if self.dropout > 0 and self.training:
+                    x = dropout(x, self.dropout, self.noise, stream=i)
         return x
 
     def _batch_norm(self, x: torch.Tensor, i: int, mask: torch.Tensor | None) -> torch.Tensor:

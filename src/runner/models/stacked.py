@@ -7,6 +7,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from runner.models.noise import MemberNoise
+
 
 @dataclass(frozen=True)
 class Slot:
@@ -40,6 +42,7 @@ class Population(nn.Module):
         self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
+        self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
             reads_inputs: bool = False) -> None:
@@ -63,6 +66,7 @@ class Population(nn.Module):
     def keep(self, keep: torch.Tensor) -> None:
         """Drop the members where the bool mask `keep` [E] is false (early-stopped, kept elsewhere)."""
         self.resize(self.flat.detach()[keep], self.stats[keep])
+        self.noise.select(keep)
 
     def resize(self, flat: torch.Tensor, stats: torch.Tensor) -> None:
         """Replace the population's parameters and statistics (any number of members)."""
@@ -98,6 +102,7 @@ class Population(nn.Module):
         training depends on its training rows only, not on values that occur only in its test rows.
         """
         assert len(seeds) == self.members
+        self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
             keep = None if used is None or used[e].all() else torch.from_numpy(np.asarray(used[e], dtype=bool))
