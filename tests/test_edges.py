@@ -12,7 +12,8 @@ import pytest
 from sklearn.metrics import recall_score, roc_auc_score
 
 from runner.cli import main
-from runner.config import RULES, USED_BY, Config, lookup, validate
+from runner.checks import RULES, USED_BY, lookup, validate
+from runner.config import Config
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false"]
 

@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from runner import rundir
-from runner.config import Config, check_task, register, validate
+from runner.checks import check_task, validate
+from runner.config import Config, register
 from runner.errors import RunnerError
 from runner.paths import conf_dir
 

@@ -1,13 +1,11 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore, and their checks."""
+"""Typed schemas for every config group, registered in Hydra's ConfigStore (their values: runner.checks)."""
 
-import math
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-from runner.errors import RunnerError
 
 
 class Task(str, Enum):
@@ -60,6 +58,12 @@ class Norm(str, Enum):
     none = "none"
     batch = "batch"
     layer = "layer"
+    group = "group"
+
+
+class Pool(str, Enum):
+    max = "max"
+    avg = "avg"
 
 
 class DeltaMode(str, Enum):
@@ -88,10 +92,10 @@ class Mode(str, Enum):
 
 @dataclass
 class DatasetConfig:
-    """Which table to learn from and how to read its columns."""
+    """Which table or image set to learn from and how to read it."""
 
     name: str = "heart"
-    path: Optional[str] = None  # None: the file bundled under `name`
+    path: Optional[str] = None  # None: the file bundled under `name`; images: a folder of class folders or .npz
     target: Optional[str] = None  # the column to predict (heart: num)
     task: Task = Task.auto
     positive_above: Optional[float] = None  # binary target = (target > this); heart: num > 0
@@ -100,18 +104,25 @@ class DatasetConfig:
     numeric: Optional[List[str]] = None
     drop: List[str] = field(default_factory=list)
     weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
+    size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
+    cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner
+    limit: Optional[int] = None  # images: keep a stratified subset of this many (quick runs); None: all
 
 
 @dataclass
 class ModelConfig:
-    """A stacked MLP; `hidden: []` is logistic (or linear) regression."""
+    """The model of every member: mlp (`hidden: []` is logistic or linear regression) or cnn."""
 
     name: str = "mlp"
-    hidden: List[int] = field(default_factory=lambda: [16])
+    hidden: List[int] = field(default_factory=lambda: [16])  # mlp: hidden widths
     activation: Activation = Activation.relu
-    dropout: float = 0.0  # inverted dropout after every hidden layer, never on the output
+    dropout: float = 0.0  # inverted dropout after every hidden layer (cnn: before the head), never on the output
     init: Init = Init.default
-    norm: Norm = Norm.none  # after each hidden dense layer, before the activation
+    norm: Norm = Norm.none  # after each hidden layer, before the activation (group: cnn and mlp, `groups` groups)
+    groups: int = 4  # norm=group: channels (features) per layer split into this many groups
+    channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn: a conv block per entry
+    kernel: int = 3  # cnn: square kernel, 'same' padding
+    pool: Pool = Pool.max  # cnn: 2x2 pooling after each conv block (while the image is at least 2x2)
 
 
 @dataclass
@@ -162,6 +173,18 @@ class RegConfig:
 
     l2: float = 0.0  # (l2/2)·Σw²
     l1: float = 0.0  # l1·Σ|w|
+
+
+@dataclass
+class AugConfig:
+    """Training-batch augmentation, drawn fresh every step from each member's own streams; never on val/test."""
+
+    shift: int = 0  # images: random translation by up to this many pixels (a crop of the padded image)
+    flip: bool = False  # images: mirror left-right with probability 1/2
+    rotate: float = 0.0  # images: random rotation by up to ± this many degrees
+    noise: float = 0.0  # Gaussian noise of this sd added to the standardized inputs (tables too)
+    mixup: float = 0.0  # alpha of Beta(alpha, alpha): blend two rows' inputs and targets; 0 = off
+    cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
 
 
 @dataclass
@@ -221,6 +244,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     overwrite: bool = False  # replace the run already in hydra.run.dir (a used directory is refused otherwise)
@@ -232,163 +256,6 @@ def register() -> None:
     cs.store(name="base_config", node=Config)
 
 
-MONITORED = ("loss", "accuracy", "rmse")
-_MONITORS = "choose one of " + ", ".join("val/" + n for n in MONITORED)
-
-# Every value a schema's type cannot check: (key, test of the value and the whole config, what is allowed).
-# One table, so a constraint is declared once and `validate` names the key and the fix in one line.
-RULES: list[tuple[str, Callable[[Any, "Config"], bool], str]] = [
-    ("trainer.epochs", lambda v, c: v >= 1, "use an integer >= 1"),
-    ("trainer.seeds", lambda v, c: v >= 1, "use a count >= 1"),
-    ("trainer.threads", lambda v, c: v is None or v >= 1, "use a count >= 1, or null for automatic"),
-    ("trainer.batch_size", lambda v, c: v == "full" or (type(v) is int and v >= 1), "use an integer >= 1 or 'full'"),
-    ("model.hidden", lambda v, c: all(h >= 1 for h in v), "use positive widths, e.g. [16] or [] for none"),
-    ("model.dropout", lambda v, c: 0.0 <= v < 1.0, "use a probability in [0, 1)"),
-    ("optim.lr", lambda v, c: v > 0, "use a positive learning rate"),
-    ("optim.weight_decay", lambda v, c: v >= 0, "use a value >= 0"),
-    ("optim.betas", lambda v, c: len(v) == 2 and all(0 <= b < 1 for b in v), "use two values in [0, 1)"),
-    ("optim.momentum", lambda v, c: 0 <= v < 1, "use a value in [0, 1)"),
-    ("optim.dampening", lambda v, c: 0 <= v <= 1, "use a value in [0, 1]"),
-    ("optim.nesterov", lambda v, c: not v or (c.optim.momentum > 0 and c.optim.dampening == 0),
-     "nesterov needs optim.momentum > 0 and optim.dampening=0"),
-    ("optim.eps", lambda v, c: v > 0, "use a small positive number, e.g. 1e-8"),
-    ("optim.alpha", lambda v, c: 0 <= v < 1, "use a smoothing constant in [0, 1)"),
-    ("optim.initial_accumulator_value", lambda v, c: v >= 0, "use a value >= 0"),
-    ("sched.step_size", lambda v, c: v >= 1, "use a number of epochs >= 1"),
-    ("sched.gamma", lambda v, c: v > 0, "use a positive factor (below 1 decays the learning rate)"),
-    ("sched.eta_min", lambda v, c: 0 <= v <= c.optim.lr, "use a value in [0, optim.lr]"),
-    ("sched.warmup_epochs", lambda v, c: 0 <= v < c.trainer.epochs, "use a count in [0, trainer.epochs)"),
-    ("sched.max_lr", lambda v, c: v is None or v > 0, "use a positive learning rate, or null for optim.lr"),
-    ("sched.pct_start", lambda v, c: 0 < v < 1, "use a fraction in (0, 1)"),
-    ("sched.div_factor", lambda v, c: v > 0, "use a positive divisor"),
-    ("sched.final_div_factor", lambda v, c: v > 0, "use a positive divisor"),
-    ("sched.monitor", lambda v, c: v.removeprefix("val/") in MONITORED and v.startswith("val/"), _MONITORS),
-    ("sched.factor", lambda v, c: 0 < v < 1, "use a factor in (0, 1)"),
-    ("sched.patience", lambda v, c: v >= 0, "use a number of epochs >= 0"),
-    ("sched.threshold", lambda v, c: v >= 0, "use a relative threshold >= 0"),
-    ("sched.min_lr", lambda v, c: v >= 0, "use a value >= 0"),
-    ("loss.label_smoothing", lambda v, c: 0 <= v < 1, "use a value in [0, 1)"),
-    ("loss.pos_weight", lambda v, c: v is None or v > 0, "use a positive weight, or null"),
-    ("loss.class_weights", lambda v, c: v is None or (all(w >= 0 for w in v) and sum(v) > 0),
-     "use one non-negative weight per class (not all zero), or null"),
-    ("reg.l2", lambda v, c: v >= 0, "use a penalty >= 0"),
-    ("reg.l1", lambda v, c: v >= 0, "use a penalty >= 0"),
-    ("eval.test_fraction", lambda v, c: 0 < v < 1, "use a fraction in (0, 1)"),
-    ("eval.val_fraction", lambda v, c: 0 <= v < (1 - c.eval.test_fraction if name_of(c.eval.name) == "holdout" else 1),
-     "use a fraction in [0, 1 - eval.test_fraction) for holdout, [0, 1) otherwise"),
-    ("eval.val_fraction", lambda v, c: v > 0 or (c.trainer.early_stopping.patience is None
-                                                  and not c.trainer.early_stopping.restore_best),
-     "early stopping reads validation rows: use a fraction > 0 or set "
-     "trainer.early_stopping.patience=null trainer.early_stopping.restore_best=false"),
-    ("eval.k", lambda v, c: v >= 2, "use at least 2 folds"),
-    ("eval.repeats", lambda v, c: v >= 1, "use a count >= 1"),
-    ("trainer.early_stopping.monitor", lambda v, c: v.startswith("val/") and v[4:] in MONITORED, _MONITORS),
-    ("trainer.early_stopping.patience", lambda v, c: v is None or v >= 1,
-     "use an integer >= 1, or null to never stop early"),
-    ("trainer.early_stopping.min_delta", lambda v, c: v >= 0, "use a value >= 0"),
-    ("trainer.early_stopping.start_from_epoch", lambda v, c: v >= 0, "use an epoch >= 0"),
-    ("trainer.grad_clip.norm", lambda v, c: v is None or v > 0, "use a positive number, or null for no clipping"),
-    ("trainer.grad_clip.value", lambda v, c: v is None or v > 0, "use a positive number, or null for no clipping"),
-]
-
-# Keys that only some choices of their group read. Set to anything but the schema's default with
-# another choice, they would be silently ignored, so they are refused instead.
-USED_BY: dict[str, tuple[str, ...]] = {
-    "optim.momentum": ("sgd", "rmsprop"), "optim.nesterov": ("sgd",), "optim.dampening": ("sgd",),
-    "optim.betas": ("adam", "adamw"), "optim.eps": ("adam", "adamw", "rmsprop", "adagrad"),
-    "optim.alpha": ("rmsprop",), "optim.initial_accumulator_value": ("adagrad",),
-    "sched.step_size": ("step",), "sched.gamma": ("step", "exponential"),
-    "sched.eta_min": ("cosine", "warmup_cosine"), "sched.warmup_epochs": ("warmup_cosine",),
-    **{f"sched.{k}": ("onecycle",) for k in ("max_lr", "pct_start", "div_factor", "final_div_factor")},
-    **{f"sched.{k}": ("plateau",) for k in ("monitor", "factor", "patience", "threshold", "min_lr")},
-    "eval.k": ("kfold",), "eval.repeats": ("kfold",), "eval.test_fraction": ("holdout",),
-}
-
-
 def name_of(choice: Any) -> str:
     """The plain string of a config choice, whether an Enum member or already a string."""
     return str(getattr(choice, "value", choice))
-
-
-def lookup(cfg: Any, key: str) -> Any:
-    """The value at a dotted key (`optim.lr`) of a config object."""
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
-def _shown(value: Any) -> str:
-    value = getattr(value, "value", value)
-    return str(list(value)) if isinstance(value, (list, tuple)) else str(value)
-
-
-def validate(cfg: "Config") -> None:
-    """Check values the types alone cannot; raise RunnerError naming the key and what is allowed."""
-    for key, value in _floats(cfg, ""):
-        if not math.isfinite(value):
-            raise RunnerError(f"{key}={_shown(value)} is not valid: use a finite number")
-    for key, users in USED_BY.items():
-        group, _, field_name = key.partition(".")
-        choice = name_of(lookup(cfg, group).name)
-        default = _default(type(lookup(cfg, group)), field_name)
-        value = lookup(cfg, key)
-        if choice not in users and _plain(value) != _plain(default):
-            raise RunnerError(f"{key}={_shown(value)} has no effect with {group}={choice}: only "
-                              f"{group}={'/'.join(users)} use{'s' * (len(users) == 1)} it (remove it, or "
-                              f"choose {group}={users[0]})")
-    for key, ok, allowed in RULES:
-        value = lookup(cfg, key)
-        if not _ignored(cfg, key) and not ok(value, cfg):
-            raise RunnerError(f"{key}={_shown(value)} is not valid: {allowed}")
-
-
-def _ignored(cfg: "Config", key: str) -> bool:
-    """Whether the chosen option of `key`'s group never reads it (its default then stands unchecked)."""
-    group = key.partition(".")[0]
-    return key in USED_BY and name_of(lookup(cfg, group).name) not in USED_BY[key]
-
-
-def check_task(cfg: "Config", task: str, classes: List[str]) -> None:
-    """Checks that need the dataset's task: monitored values, the selection metric, class weights."""
-    from runner.evaluate.names import metric_names
-
-    monitor = "val/rmse" if task == "regression" else "val/accuracy"
-    for key in ("trainer.early_stopping.monitor", "sched.monitor"):
-        value = lookup(cfg, key)
-        if key == "sched.monitor" and name_of(cfg.sched.name) != "plateau":
-            continue
-        if value not in ("val/loss", monitor):
-            raise RunnerError(f"{key}={value} does not apply to a {task} target; use one of: val/loss, {monitor}")
-    names = metric_names(task)
-    metric = cfg.eval.metric
-    if metric is not None and metric.split("/")[-1] not in names:
-        raise RunnerError(f"eval.metric={metric} does not apply to a {task} target; choose one of: {', '.join(names)}")
-    weights = cfg.loss.class_weights
-    if weights is not None and len(weights) != len(classes):
-        raise RunnerError(f"loss.class_weights has {len(weights)} values; this {task} target needs one per class "
-                          f"({len(classes)}: {', '.join(classes) or 'none'})")
-    if cfg.loss.pos_weight is not None and task != "binary":
-        raise RunnerError(f"loss.pos_weight={cfg.loss.pos_weight} applies to a binary target only; this one is "
-                          f"{task} (set loss.pos_weight=null)")
-
-
-def _floats(node: Any, prefix: str):
-    """(dotted key, value) of every float in a config object, list items included."""
-    for f in fields(node):
-        value, key = getattr(node, f.name), prefix + f.name
-        if is_dataclass(value):
-            yield from _floats(value, key + ".")
-        elif isinstance(value, float):
-            yield key, value
-        elif isinstance(value, (list, tuple)):
-            yield from ((key, v) for v in value if isinstance(v, float))
-
-
-def _default(schema: type, name: str) -> Any:
-    f = next(f for f in fields(schema) if f.name == name)
-    return f.default_factory() if f.default_factory is not MISSING else f.default
-
-
-def _plain(value: Any) -> Any:
-    value = getattr(value, "value", value)
-    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value

@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.config import Config, check_task, name_of, validate
+from runner.checks import check_task, validate
+from runner.config import Config, name_of
 from runner.data.datasets import Dataset, load_dataset
 from runner.data.preprocess import Preprocessed, preprocess
 from runner.data.splits import Member, describe_plan, population_plan

@@ -37,27 +37,41 @@ class Dataset:
     weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
     positive: str | None = None  # binary: the label of the positive class (code 1); None otherwise
     images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
+    source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
 
     @property
     def rows(self) -> np.ndarray:
         """The row number of each example in its source (a table's index), for the run's files."""
-        return self.features.index.to_numpy() if self.features is not None else np.arange(len(self.y))
+        if self.features is not None:
+            return self.features.index.to_numpy()
+        return self.source_rows if self.source_rows is not None else np.arange(len(self.y))
 
 
 _last: list = []  # [(key, Dataset)]: the config checks and the run read the file once between them
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
-    """Read the dataset file named by `cfg` and check it; every user-fixable problem is a RunnerError."""
+    """Read the dataset named by `cfg` and check it; every user-fixable problem is a RunnerError."""
+    from runner.data import images  # imported here: images.py builds on Dataset, defined above
+
+    if cfg.name in images.NAMES:
+        return _cached((repr(cfg),), lambda: images.load_images(cfg))
+    _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
+          f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
     path = _resolve(cfg)
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, repr(cfg))
     except OSError:
         key = None  # _read names the problem
+    return _cached(key, lambda: _load(cfg, path))
+
+
+def _cached(key, load) -> Dataset:
+    """The last dataset loaded, if it was loaded under `key` (None: never cached), else `load()`."""
     if key is not None and _last and _last[0][0] == key:
         return _last[0][1]
-    dataset = _load(cfg, path)
+    dataset = load()
     _last[:] = [(key, dataset)]
     return dataset
 

@@ -43,8 +43,8 @@ class Preprocessed:
         return ((x - self.shift[e]) / self.scale[e]).astype(np.float32)
 
     def __getitem__(self, e: int) -> np.ndarray:
-        """Member e's preprocessed inputs of every row."""
-        return self.transform(e)
+        """Member e's preprocessed inputs of every row as an [n, features] matrix (images flattened)."""
+        return self.transform(e).reshape(len(self.X), -1)
 
     def nbytes(self) -> int:
         """Bytes held: the shared inputs plus every member's fitted arrays."""

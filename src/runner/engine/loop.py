@@ -9,6 +9,7 @@ import torch
 
 from runner.config import Config
 from runner.engine import losses
+from runner.engine.augment import Augmenter
 from runner.engine.early_stopping import LOWER_IS_BETTER, EarlyStopping
 from runner.engine.inputs import MemberInputs, padded
 from runner.engine.optim import StackedOptimizer
@@ -63,6 +64,8 @@ def fit(
     criterion = losses.Criterion(loss, cfg.loss, device)
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device))
     work = _Working(data, epoch_budget)
+    augment = Augmenter(cfg.aug, data.seeds, tuple(data.inputs.X.shape[1:]), model.outputs if loss == "ce" else 0,
+                        device)
     batch = int(max(len(r) for r in data.train)) if trainer.batch_size == "full" else int(trainer.batch_size)
     opt = StackedOptimizer(model.flat, cfg.optim)
     schedule = Schedule(cfg.sched, cfg.optim.lr, trainer.epochs, E, device)
@@ -77,8 +80,10 @@ def fit(
         active = stopper.active
         if schedule.kind != "plateau":
             opt.set_lr(schedule.lr(epoch))
-        idx, masks, has_rows = work.epoch_batches(batch)
-        has_rows &= active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        idx, masks, real = work.epoch_batches(batch)
+        has_rows = real.any(-1) & active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        if augment.active:
+            augment.new_epoch(real)
         stepping = torch.from_numpy(has_rows).to(device)
         total = torch.zeros(len(live), device=device)
         weight_sum = torch.zeros(len(live), device=device)
@@ -88,7 +93,10 @@ def fit(
             model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
-            per_row = criterion(model(work.inputs.x(rows), masks[s]), work.inputs.targets(rows)) * w
+            x, y = work.inputs.x(rows), work.inputs.targets(rows)
+            if augment.active:
+                x, y = augment(x, y, s, model.noise)
+            per_row = criterion(model(x, masks[s]), y) * w
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
             loss_sum = (per_row.sum(1) / denominator).sum()
@@ -125,6 +133,7 @@ def fit(
             stopper.keep(keep, model)
             schedule.keep(keep)
             work.keep(keep)
+            augment.select(keep)
     else:
         done.store(live, torch.ones_like(stopper.active), model, stopper)
 
@@ -187,8 +196,8 @@ class _Working:
                 setattr(self, name, getattr(self, name)[keep])
 
     def epoch_batches(self, batch: int):
-        """This epoch's row indices [steps, E, B], 0/1 masks [steps, E, B] and, on the host, which members
-        have rows in each step [steps, E].
+        """This epoch's row indices [steps, E, B], 0/1 masks [steps, E, B] and, on the host, which of them are
+        real rows (not padding) [steps, E, B].
 
         Each member shuffles its own rows with its own generator, so its batches do not depend on E;
         the rows themselves are gathered (and preprocessed) step by step.
@@ -203,8 +212,8 @@ class _Working:
         device = self.inputs.X.device
         idx_t = torch.from_numpy(idx).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
         masks = torch.from_numpy(mask).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
-        has_rows = mask.reshape(E, steps, batch).any(-1).T.copy()
-        return idx_t, masks, has_rows
+        real = mask.reshape(E, steps, batch).transpose(1, 0, 2) > 0
+        return idx_t, masks, real
 
 
 def _clip(grad: torch.Tensor, clip) -> None:

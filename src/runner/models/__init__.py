@@ -2,10 +2,11 @@
 
 from runner.config import ModelConfig
 from runner.errors import RunnerError
+from runner.models.cnn import CNN
 from runner.models.mlp import MLP
 from runner.models.stacked import Population
 
-BUILDERS = {"mlp": MLP, "logreg": MLP}
+BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN}
 
 
 def build_model(cfg: ModelConfig, members: int, input_shape, d_out: int) -> Population:
