@@ -95,7 +95,7 @@ USED_BY: dict[str, tuple[str, ...]] = {
 
 
 def _widths(model: ModelConfig) -> List[int]:
-    return list(model.channels) if model.name == "cnn" else list(model.hidden)
+    return list(model.channels) if model.name in ("cnn", "cnn_vmap") else list(model.hidden)
 
 
 def lookup(cfg: Any, key: str) -> Any:

@@ -67,7 +67,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     history = artifacts.history_frame(result.history, [m.index for m in members])
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
-    _save_checkpoints(run_dir, cfg, tested_model, result, members, pre, tested_pre, dataset)
+    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
     write_reports(run_dir, results, history)
@@ -139,15 +139,25 @@ def _pool(predictions, pooled: bool):
     return predictions.assign(member=predictions["seed"])
 
 
-def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: FitResult, members, pre: Preprocessed,
-                      tested_pre: Preprocessed, dataset: Dataset) -> None:
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in members]
-    extra = {"model": cfg.model.name, "features": pre.names, "classes": dataset.classes}
+def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: FitResult, pre: Preprocessed,
+                      tested_pre: Preprocessed) -> None:
+    """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
+    cfg = study.cfg
+    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
+    spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
+    extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
+             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
     if cfg.eval.refit:
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
+
+
+def _plain(value):
+    """A config value as plain data (enums as their strings), loadable with weights_only=True."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else name_of(value) if hasattr(
+        value, "value") else value
 
 
 def _positive(cfg: Config, dataset: Dataset) -> str:
