@@ -238,15 +238,26 @@ def test_a_used_sweep_directory_is_refused(tmp_path, train):
     assert [p.name for p in sweep.iterdir()] == ["0"]
 
 
-def test_report_refuses_to_rank_runs_on_different_data(tmp_path, capsys):
-    for name, dataset, task in (("a", "heart", "binary"), ("b", "diabetes", "regression")):
+def test_report_never_ranks_runs_on_different_data_together(tmp_path, capsys):
+    from runner.errors import RunnerError
+    from runner.evaluate.compare import compare
+
+    runs = [("a", "heart", "binary", "test/accuracy", 0.8), ("b", "heart", "binary", "test/accuracy", 0.7),
+            ("c", "diabetes", "regression", "test/rmse", 55.0)]
+    for name, dataset, task, metric, mean in runs:
         (tmp_path / name).mkdir()
-        metric = {"mean": 0.5, "se": 0.1, "ci95": [0.3, 0.7], "n": 5}
-        (tmp_path / name / "results.json").write_text(json.dumps(
-            {"task": task, "dataset": dataset, "metrics": {"test/accuracy": metric}}))
-    assert main(["report", str(tmp_path)]) == 2
+        (tmp_path / name / "results.json").write_text(json.dumps({"task": task, "dataset": dataset, "metrics": {
+            metric: {"mean": mean, "se": 0.01, "ci95": [mean - 0.0196, mean + 0.0196], "n": 5}}}))
+    with pytest.raises(RunnerError, match="different data and cannot be ranked together: dataset heart, binary"):
+        compare([tmp_path])
+    assert main(["report", str(tmp_path), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    heart = out.index("**dataset heart, binary: 2 runs compared by test accuracy ↑, best first**")
+    diabetes = out.index("**dataset diabetes, regression: 1 run compared by test rmse ↓, best first**")
+    assert heart < out.index("| **★ best** | **a** |") < out.index("| b |") < diabetes
+    assert main(["report", str(tmp_path), "--format", "json"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "different datasets (heart in" in err and "diabetes in" in err
+    assert err.count("\n") == 1 and "2 different datasets, targets or tasks" in err
 
 
 # ---------------------------------------------------------------- data values and labels

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return train_command(rest)
     if command == "report":
-        from runner.evaluate.compare import report_command
+        from runner.evaluate.report_command import report_command
 
         return report_command(rest)
     print(f"error: unknown command {command!r}; choose one of: train, report (see runner --help)", file=sys.stderr)

@@ -15,13 +15,14 @@ class SweepReport(Callback):
         """Compare the runs under the sweep dir; a problem is one line on stderr, never a failed sweep."""
         from runner.console import console
         from runner.errors import RunnerError
-        from runner.evaluate.compare import compare, to_table
+        from runner.evaluate.compare import compare_by_data, to_table
 
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            comparison = compare([sweep_dir])
+            comparisons = compare_by_data([sweep_dir])
         except RunnerError as exc:
             print(f"sweep report: {exc}", file=sys.stderr)
             return
-        console.print(to_table(comparison, console.width))
+        for comparison in comparisons:  # a sweep over datasets: one table each
+            console.print(to_table(comparison, console.width))
         console.print(f"sweep directory: [bold]{sweep_dir.resolve()}[/] (runner report {sweep_dir} to see it again)")

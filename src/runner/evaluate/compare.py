@@ -1,6 +1,5 @@
 """`runner report`: one comparison table over finished runs and Hydra multiruns, best first."""
 
-import argparse
 import csv
 import io
 import json
@@ -13,7 +12,7 @@ from pathlib import Path
 from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
-from runner.evaluate.runs import Run, check_same_data, find_runs, load_run, setting_of
+from runner.evaluate.runs import Run, check_same_data, data_groups, describe_data, find_runs, load_run, setting_of
 from runner.evaluate.stats import Z95, fmt_interval
 
 FORMATS = ("table", "md", "csv", "json")
@@ -33,6 +32,7 @@ class Comparison:
     by_validation: bool  # rows are ordered by the validation score (else by test, for information only)
     incomplete: list[Path] = field(default_factory=list)  # job dirs without results.json
     uses_nb: bool = False  # some interval compared is Nadeau–Bengio corrected
+    data: str = ""  # what the runs were made on, when a report shows several datasets' tables
 
 
 # ---------------------------------------------------------------- building the comparison
@@ -81,6 +81,22 @@ def compare(paths, metric: str | None = None) -> Comparison:
     metrics = [metric] + [m for m in metrics if m != metric]
     uses_nb = any((r["selection"] or {}).get("ci95_nb") for r in rows)
     return Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb)
+
+
+def compare_by_data(paths, metric: str | None = None) -> list[Comparison]:
+    """One comparison per dataset, target and task found under `paths` (runs on different data never
+    share a ranking); jobs that did not finish are noted under the last table."""
+    run_dirs, incomplete = find_runs(paths)
+    groups = data_groups([load_run(p) for p in run_dirs])
+    if len(groups) == 1:
+        return [compare(paths, metric)]
+    comparisons = []
+    for data, members in groups:
+        c = compare([r.path for r in members], metric)
+        c.data = describe_data(data)
+        comparisons.append(c)
+    comparisons[-1].incomplete = incomplete
+    return comparisons
 
 
 def _sort_metric(runs: list[Run], metrics: list[str], asked: str | None) -> str:
@@ -176,7 +192,8 @@ def _label(metric: str) -> str:
 def _title(c: Comparison) -> str:
     n = len(c.rows)
     how = "validation" if c.by_validation else "test"
-    return f"{n} run{'s' * (n != 1)} compared by {how} {_label(c.metric)}, best first"
+    title = f"{n} run{'s' * (n != 1)} compared by {how} {_label(c.metric)}, best first"
+    return f"{c.data}: {title}" if c.data else title
 
 
 def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
@@ -354,45 +371,3 @@ def print_comparison(c: Comparison, fmt: str = "table", file=None) -> None:
     if fmt in ("csv", "json") and c.incomplete:
         # Keep stdout parseable; the note about failed jobs goes beside it.
         print(incomplete_note(c), file=sys.stderr)
-
-
-# ---------------------------------------------------------------- the command
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, exit 2, like every other user error
-        raise RunnerError(message)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="runner report",
-        description="Compare finished runs and Hydra multiruns in one table: one row per run, the overrides "
-                    "that differ between them, each metric as mean ± 1.96·SE, best first.",
-        epilog="Order: by the validation score when the runs report one, else by test (for information only). "
-               "★ best; ≈ not distinguishable (95% intervals overlap); worse: no overlap. "
-               "Example: runner report outputs/multirun/2026-01-31/12-00-00-000000",
-    )
-    parser.add_argument("dirs", nargs="+", metavar="DIR",
-                        help="a run directory, a multirun directory, or any folder to search for results.json")
-    parser.add_argument("--format", default="table", metavar="{table,md,csv,json}",
-                        help="table (default, for the terminal), md (Markdown), csv or json (a list of rows)")
-    parser.add_argument("--metric", default=None, metavar="NAME",
-                        help="the metric to order by, e.g. accuracy or rmse (default: the runs' selection metric)")
-    return parser
-
-
-def report_command(args: list[str]) -> int:
-    """Run `runner report DIR... [--format ...] [--metric ...]`; returns the exit status (2 for a user error)."""
-    try:
-        try:
-            ns = _parser().parse_args(args)
-        except SystemExit as done:  # --help printed the usage
-            return int(done.code or 0)
-        if ns.format not in FORMATS:
-            raise RunnerError(f"unknown --format {ns.format!r}; choose one of: {', '.join(FORMATS)}")
-        print_comparison(compare(ns.dirs, ns.metric), ns.format)
-    except RunnerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -136,16 +136,43 @@ def _canonical(value) -> str:
     return str(value)
 
 
+DATA_FIELDS = ("dataset", "target", "task")
+
+
+def data_of(run: Run) -> dict:
+    """What a run was made on: dataset, target and task (None where an older run did not record one)."""
+    target = run.results.get("target") or (run.config.get("dataset") or {}).get("target")
+    return {"dataset": run.results.get("dataset"), "target": target, "task": run.results.get("task")}
+
+
+def data_groups(runs: list[Run]) -> list[tuple[dict, list[Run]]]:
+    """The runs split by the data they were made on, in the order found; a run that does not record a
+    field joins the first group it does not contradict."""
+    groups: list[tuple[dict, list[Run]]] = []
+    for run in runs:
+        data = data_of(run)
+        for known, members in groups:
+            if all(data[k] is None or known[k] is None or str(data[k]) == str(known[k]) for k in DATA_FIELDS):
+                members.append(run)
+                known.update({k: v for k, v in data.items() if v is not None and known[k] is None})
+                break
+        else:
+            groups.append((dict(data), [run]))
+    return groups
+
+
+def describe_data(data: dict) -> str:
+    """`dataset heart, target num, binary` (unknown parts left out)."""
+    parts = [f"dataset {data['dataset']}" if data["dataset"] else "", f"target {data['target']}" if data["target"]
+             else "", str(data["task"] or "")]
+    return ", ".join(p for p in parts if p)
+
+
 def check_same_data(runs: list[Run]) -> None:
-    """Refuse to rank runs made on different datasets, targets or tasks: their scores are not comparable.
-    (A run that does not record one of them, from an older runner, is not held against the others.)"""
-    for what in ("dataset", "target", "task"):
-        seen: dict[str, Path] = {}
-        for run in runs:
-            value = run.results.get(what) or ((run.config.get("dataset") or {}).get(what) if what == "target" else None)
-            if value is not None:
-                seen.setdefault(str(value), run.path)
-        if len(seen) > 1:
-            parts = ", ".join(f"{value} in {path}" for value, path in seen.items())
-            raise RunnerError(f"these runs have different {what}s ({parts}) and cannot be ranked together; "
-                              "report each one's runs separately")
+    """Refuse to rank runs made on different datasets, targets or tasks together: their scores do not compare."""
+    groups = data_groups(runs)
+    if len(groups) > 1:
+        parts = "; ".join(f"{describe_data(data)} ({len(members)} run{'s' * (len(members) > 1)}, e.g. "
+                          f"{members[0].path})" for data, members in groups)
+        raise RunnerError(f"these runs are on different data and cannot be ranked together: {parts}; "
+                          "report each dataset's runs separately")
