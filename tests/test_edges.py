@@ -230,6 +230,19 @@ def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, 
     assert "job 1 crashed (RuntimeError: boom)" in err and "job 2: optim.momentum=0.5 has no effect" in err
 
 
+def test_a_sweep_over_targets_prints_a_table_for_each(tmp_path, train):
+    data = _regression_csv(tmp_path, "two.csv", n=60)
+    frame = pd.read_csv(data)
+    frame["sick"] = (frame.x > 0).astype(int)
+    frame.to_csv(data, index=False)
+    status, out, _ = train("-m", "dataset=csv", f"dataset.path={data}", "dataset.target=y,sick", *QUICK,
+                           f"hydra.sweep.dir={tmp_path}/sweep")
+    assert status == 0
+    flat = " ".join(out.split())
+    assert "dataset two, target y, regression: 1 run compared" in flat
+    assert "dataset two, target sick, binary: 1 run compared" in flat
+
+
 def test_a_used_sweep_directory_is_refused(tmp_path, train):
     sweep = tmp_path / "sweep"
     (sweep / "0").mkdir(parents=True)

@@ -38,8 +38,8 @@ def train_command(args: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     except Exception as exc:
-        if _job_started[0]:
-            raise  # a bug in the run: its traceback is wanted
+        if _job_started[0] or isinstance(exc, OSError):
+            raise  # a bug in the run, or a closed pipe (`runner train --help | head`): not an override's fault
         # Hydra's override parser raises plain errors for some malformed overrides (`=3`).
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _fail(f"cannot read the overrides {' '.join(args)!r}: {first} (see runner train --help)")
