@@ -15,7 +15,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
-from runner.engine.predict import predict_rows
+from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -60,6 +60,11 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
+    if hasattr(tested_model, "gates"):
+        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+        if results["experts"]["max_share"] > 0.95:
+            console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
+                          "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
