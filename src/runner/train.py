@@ -145,7 +145,7 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
                       tested_pre: Preprocessed) -> None:
     """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
     cfg = study.cfg
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
+    info = [m.coordinates() for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
              "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}

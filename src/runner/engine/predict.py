@@ -40,7 +40,7 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
-        frame = {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": r}
+        frame = {**m.coordinates(), "row": r}
         if len(classes):
             proba = out[e, : len(r)]
             frame["y_true"] = classes[dataset.y[r]]
