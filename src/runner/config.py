@@ -61,6 +61,11 @@ class Norm(str, Enum):
     group = "group"
 
 
+class MoeLoss(str, Enum):
+    per_expert = "per_expert"
+    blended = "blended"
+
+
 class Pool(str, Enum):
     max = "max"
     avg = "avg"
@@ -123,6 +128,9 @@ class ModelConfig:
     channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn: a conv block per entry
     kernel: int = 3  # cnn: square kernel, 'same' padding
     pool: Pool = Pool.max  # cnn: 2x2 pooling after each conv block (while the image is at least 2x2)
+    experts: int = 4  # moe: K experts per member
+    expert: List[int] = field(default_factory=list)  # moe: each expert's hidden widths ([] = a linear expert)
+    top_k: Optional[int] = None  # moe: experts used per row (sparse, gates renormalized); None = all K (dense)
 
 
 @dataclass
@@ -131,6 +139,8 @@ class LossConfig:
     label_smoothing: float = 0.0  # targets y(1-a) + a/K
     pos_weight: Optional[float] = None  # BCE: weight of the positive term
     class_weights: Optional[List[float]] = None  # one weight per class (code order), weighted mean
+    moe: MoeLoss = MoeLoss.per_expert  # model=moe: per_expert = Σ_k g_k·loss(expert k); blended = loss(Σ_k g_k·expert k)
+    balance: float = 0.0  # model=moe: weight of the load-balancing term K·Σ_k (share routed to k)·(mean gate k)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
-from runner.engine.predict import predict_rows
+from runner.engine.predict import expert_usage, predict_rows
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
@@ -60,6 +60,11 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
+    if hasattr(tested_model, "gates"):
+        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+        if results["experts"]["max_share"] > 0.95:
+            console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
+                          "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
@@ -143,7 +148,7 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
                       tested_pre: Preprocessed) -> None:
     """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
     cfg = study.cfg
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
+    info = [m.coordinates() for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
              "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}

@@ -9,6 +9,7 @@ import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
+from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
@@ -58,13 +59,15 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
         return _cached((repr(cfg),), lambda: images.load_images(cfg))
     _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
           f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
+    if cfg.name in GENERATED and cfg.path is None:
+        return _cached((repr(cfg),), lambda: _load(cfg, GENERATED[cfg.name](), cfg.name))
     path = _resolve(cfg)
     try:
         stat = path.stat()
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, repr(cfg))
     except OSError:
         key = None  # _read names the problem
-    return _cached(key, lambda: _load(cfg, path))
+    return _cached(key, lambda: _load(cfg, _read(path), path.name))
 
 
 def _cached(key, load) -> Dataset:
@@ -76,9 +79,8 @@ def _cached(key, load) -> Dataset:
     return dataset
 
 
-def _load(cfg: DatasetConfig, path: Path) -> Dataset:
-    table = _read(path)
-    file, target = path.name, cfg.target
+def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
+    target = cfg.target
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
           f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")
@@ -123,7 +125,7 @@ def _load(cfg: DatasetConfig, path: Path) -> Dataset:
                           for c in feature_names})
     task, y, classes = _encode_target(table[target], cfg, file)
     # A file of the user's is named after the file (not after the `csv` config it came through).
-    name = path.stem if cfg.path is not None else cfg.name
+    name = Path(file).stem if cfg.path is not None else cfg.name
     return Dataset(name=name, target=target, task=task, features=clean, y=y, classes=classes,
                    numeric=numeric, categorical=categorical,
                    categories={c: _domain(features[c]) for c in categorical}, weights=weights,
