@@ -39,7 +39,8 @@ OVERRIDES = [
     "+optim.lrr=1", "++foo=bar", "+trainer.extra=1", "optim.lr=", "=3", "foo", "optim.lr=[1,2",
     "dataset.path=/nonexistent/x.csv", "experiment=regularized", "experiment=nope", "overwrite=true",
     "dataset=digits", "dataset.limit=60", "dataset.size=[4,4]", "model=cnn", "model.kernel=2", "model.norm=group",
-    "aug=mixup", "aug=light", "aug.rotate=200", "aug.noise=0.1",
+    "aug=mixup", "aug=light", "aug.rotate=200", "aug.noise=0.1", "model=moe", "model.top_k=9", "dataset=piecewise",
+    "dataset=diabetes", "loss.balance=-1",
 ]
 
 
