@@ -73,3 +73,71 @@ def test_fold_ensembles_are_formed_per_split_from_its_members():
         want = part.groupby("row").p_1.mean().to_numpy()
         np.testing.assert_allclose(out[out.fold == fold].sort_values("row").p_1, want)
     assert all(np.allclose(u, 0.5) for u in used)
+
+
+def test_bootstrap_bags_have_the_original_size_and_repeat_rows(eval_cfg):
+    from runner.data.splits import describe_plan, population_plan
+
+    y = np.repeat([0, 1], 50)
+    cfg = eval_cfg("kfold", k=4)
+    members = population_plan(y, "binary", cfg, [0, 1], bags=3)
+    assert len(members) == 4 * 2 * 3 and describe_plan(members, cfg) == "4 folds x 2 seeds x 3 bags"
+    plain = population_plan(y, "binary", cfg, [0])
+    for m in members:
+        split = plain[m.fold]
+        assert len(m.train) == len(split.train) and len(np.unique(m.train)) < len(m.train)  # duplicates
+        assert set(m.train) <= set(split.train) and np.array_equal(m.test, split.test)
+    same_bag = [m for m in members if m.fold == 0 and m.bag == 1]
+    assert np.array_equal(same_bag[0].train, same_bag[1].train)  # a bag's rows do not depend on the seed
+    assert not np.array_equal(members[0].train, members[1].train)  # bags differ
+
+
+def test_kfold_mean_ensemble_recomputes_from_predictions_csv(tmp_path):
+    import json
+
+    from runner.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "eval=kfold", "eval.k=3", "trainer.seeds=3", "ensemble=seeds", "trainer.epochs=5",
+                 "trainer.progress=false", f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    preds = pd.read_csv(run / "predictions.csv")
+    accs = []
+    for _, fold in preds.groupby("fold"):
+        p1 = fold.groupby("row").p_1.mean()
+        truth = fold.groupby("row").y_true.first().astype(str)
+        accs.append(np.mean((p1 > 0.5).astype(int).astype(str) == truth))
+    got = results["ensembles"]["mean"]["metrics"]["test/accuracy"]
+    assert got["mean"] == pytest.approx(np.mean(accs)) and got["n"] == 3  # over the 3 folds
+    assert results["ensembles"]["mean"]["members"] == 3
+
+
+def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
+    import json
+
+    import torch
+
+    from runner.cli import main
+    from runner.config import ModelConfig
+    from runner.models import build_model
+
+    model = build_model(ModelConfig(hidden=[32], dropout=0.5), 2, 4, 1)
+    model.initialize([3, 8], "default")
+    alone = build_model(ModelConfig(hidden=[32], dropout=0.5), 1, 4, 1)
+    alone.initialize([8], "default")
+    x = torch.randn(2, 10, 4)
+    model.eval(), alone.eval()
+    assert torch.equal(model(x), model(x))  # no dropout at test time unless sampling
+    model.sampling = alone.sampling = True
+    model.noise.step = alone.noise.step = -1
+    first, single = model(x), alone(x[1:])
+    model.noise.step = -2
+    assert not torch.equal(first, model(x))  # each pass draws anew
+    torch.testing.assert_close(first[1], single[0])  # a member's passes do not depend on its population
+
+    run = tmp_path / "run"
+    assert main(["train", "ensemble=seeds", "ensemble.mc_dropout=4", "model.dropout=0.5", "trainer.epochs=5",
+                 "trainer.progress=false", f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["ensembles"]["mean"]["members"] == 4
+    assert len(results["ensembles"]["mean"]["ablation"]["delta_without"]) == 4
