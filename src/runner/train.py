@@ -16,7 +16,6 @@ from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
 from runner.engine.predict import dropout_passes, expert_usage, predict_rows
-from runner.ensemble.results import ensemble_results, ensemble_table
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -83,6 +82,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
 
     console.print(results_table(results))
     if "ensembles" in results:
+        from runner.ensemble.results import ensemble_table
+
         console.print(ensemble_table(results))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
@@ -90,6 +91,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
 
 def _ensembles(study: Study, selected, tested, predictions, val_predictions) -> dict:
     """Each split's members combined (with dropout passes as extra members), scored beside them."""
+    from runner.ensemble.results import ensemble_results  # scipy's optimizer, only when asked for
+
     cfg, dataset = study.cfg, study.dataset
     unit = "member"
     if cfg.ensemble.mc_dropout:
