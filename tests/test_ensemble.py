@@ -185,3 +185,42 @@ def test_stacking_and_blending_runs_score_a_meta_model(tmp_path):
                  f"hydra.run.dir={run}"]) == 0
     results = json.loads((run / "results.json").read_text())
     assert "test/rmse" in results["ensembles"]["blending"]["metrics"]
+
+
+def test_student_targets_are_the_ensembles_outputs():
+    from runner.ensemble.distill import teacher_targets
+
+    p = _probs(1, 40, 3)[0]
+    y = np.random.default_rng(0).integers(0, 3, 40)
+    np.testing.assert_allclose(teacher_targets(p, y, "ce", 1.0, 0.0), p)
+    np.testing.assert_allclose(teacher_targets(p, y, "ce", 1.0, 1.0), np.eye(3)[y])
+    np.testing.assert_allclose(teacher_targets(p[:, :2] / p[:, :2].sum(1, keepdims=True), y % 2, "bce", 1.0, 0.0),
+                               p[:, 1] / p[:, :2].sum(1))
+    soft = teacher_targets(p, y, "ce", 3.0, 0.0)
+    entropy = lambda q: -(q * np.log(q)).sum(1)  # noqa: E731
+    assert (entropy(soft) >= entropy(p) - 1e-12).all() and np.allclose(soft.sum(1), 1)
+
+
+def test_distillation_trains_on_each_splits_mean_prediction(monkeypatch, compose):
+    import runner.ensemble.distill as distill_module
+    from runner.data import preprocess
+    from runner.engine.loop import fit
+    from runner.engine.predict import member_outputs
+    from runner.study import plan, population
+
+    cfg = compose(["eval=kfold", "eval.k=3", "ensemble=distill", "trainer.seeds=2", "trainer.epochs=3",
+                   "trainer.progress=false"])
+    study = plan(cfg)
+    pre = preprocess(study.dataset, study.members)
+    model, data = population(study, study.members, pre)
+    fit(model, data, cfg, study.loss)
+    seen = {}
+    real_fit = distill_module.fit
+    monkeypatch.setattr(distill_module, "fit", lambda m, d, c, l: seen.setdefault("soft", d.inputs.soft.clone())
+                        is not None and real_fit(m, d, c, l))
+    table, cost = distill_module.distill(study, (model, data.inputs, pre, study.members))
+    everything = member_outputs(model, data.inputs, [np.arange(303)] * 6, study.loss)
+    for split in range(3):  # members 2·split and 2·split+1 are the split's two seeds
+        want = everything[2 * split : 2 * split + 2].mean(0)[:, 1] * 0.9 + 0.1 * study.dataset.y
+        np.testing.assert_allclose(seen["soft"][split].numpy(), want, atol=1e-6)
+    assert cost["parameters"]["student"] == 28 * 4 + 4 + 4 + 1 and len(table.member.unique()) == 3

@@ -202,6 +202,7 @@ class EnsembleName(str, Enum):
     seeds = "seeds"
     stacking = "stacking"
     blending = "blending"
+    distill = "distill"
     compare = "compare"
 
 
@@ -223,6 +224,9 @@ class EnsembleConfig:
     mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
     inner_k: int = 3  # stacking: inner folds over each split's training rows (out-of-fold meta-features)
     passthrough: bool = True  # stacking, blending: the meta-model also sees the inputs beside the probabilities
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
+    temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
+    alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
 
 
 @dataclass
@@ -351,6 +355,8 @@ def validate(cfg: Config) -> None:
     en = cfg.ensemble
     need(en.bagging >= 0, "ensemble.bagging", en.bagging, "use a count >= 0 (0: no bagging)")
     need(en.inner_k >= 2, "ensemble.inner_k", en.inner_k, "use k >= 2 inner folds")
+    need(en.temperature > 0, "ensemble.temperature", en.temperature, "use a temperature > 0")
+    need(0 <= en.alpha <= 1, "ensemble.alpha", en.alpha, "use a weight in [0, 1]")
     need(en.mc_dropout >= 0, "ensemble.mc_dropout", en.mc_dropout, "use a count >= 0 (0: no dropout passes)")
     need(en.mc_dropout == 0 or m.dropout > 0, "ensemble.mc_dropout", en.mc_dropout,
          "dropout passes need model.dropout > 0")

@@ -35,6 +35,11 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     score = (lambda t: summarize_table(t.assign(member=0) if pooled else t, dataset.task, dataset.classes))
     if name in ("stacking", "compare"):
         out["stacking"] = {"metrics": score(_stacking(study, tested[3], tested[2])), "members": cfg.ensemble.inner_k}
+    if name in ("distill", "compare"):
+        from runner.ensemble.distill import distill
+
+        students, cost = distill(study, selected)
+        out["distill"] = {"metrics": score(students), "members": 1, **cost}
     if name in ("blending", "compare") and len(val_predictions):
         out["blending"] = {"metrics": score(_blending(study, tested[3], tested[2], predictions, val_predictions)),
                            "members": 1}
