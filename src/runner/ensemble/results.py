@@ -30,6 +30,17 @@ def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: st
     return out
 
 
+def best_single(test: pd.DataFrame, val: pd.DataFrame, task: str, classes: list[str], pooled: bool) -> dict:
+    """The best single member of each split, chosen on its validation rows and scored once on test."""
+    metric, higher = ("rmse", False) if task == "regression" else ("accuracy", True)
+    by_member = score_members(val, task, classes)[metric]
+    keys = val.groupby("member")[["repeat", "fold"]].first()
+    ranked = by_member.sort_values(ascending=not higher, kind="stable")
+    chosen = keys.loc[ranked.index].groupby(["repeat", "fold"]).head(1).index
+    table = test[test["member"].isin(chosen)]
+    return summarize_table(table.assign(member=0) if pooled else table, task, classes)
+
+
 def _ablation(test, val, classes, how, weights, unit, task, pooled) -> dict:
     """Each member position's Δ of the main metric when it is left out of every split's ensemble."""
     metric = "rmse" if task == "regression" else "accuracy"
@@ -64,16 +75,19 @@ def ensemble_table(results: dict):
     t.add_column("model")
     for name in names:
         t.add_column(f"{name} mean ± 1.96·SE", justify="right")
-    t.add_column("members per ensemble", justify="right")
+    t.add_column("members", justify="right")
+    t.add_column("parameters", justify="right")
     t.add_column("± over", justify="left")
 
     def cell(d):
         return "n/a" if not d or d.get("mean") is None else (
             f"{d['mean']:.3f}" + ("" if d.get("se") is None else f" ± {1.96 * d['se']:.3f}"))
 
-    t.add_row("single", *[cell(results["metrics"].get(f"test/{n}")) for n in names], "1", results["over"])
+    t.add_row("each member", *[cell(results["metrics"].get(f"test/{n}")) for n in names], "1",
+              f"{results.get('parameters_per_member', 0):,}", results["over"])
     for how, d in results["ensembles"].items():
         first = d["metrics"].get(f"test/{names[0]}", {})
         over = first.get("interval") or f"n = {first.get('n')}"
-        t.add_row(how, *[cell(d["metrics"].get(f"test/{n}")) for n in names], str(d["members"]), over)
+        params = d["parameters"]["student"] if isinstance(d.get("parameters"), dict) else d.get("parameters", 0)
+        t.add_row(how, *[cell(d["metrics"].get(f"test/{n}")) for n in names], str(d["members"]), f"{params:,}", over)
     return t

@@ -11,7 +11,7 @@ from runner.data.splits import inner_plan
 from runner.engine.loop import fit
 from runner.engine.predict import dropout_passes, member_outputs
 from runner.ensemble import stacking as st
-from runner.ensemble.results import ensemble_results
+from runner.ensemble.results import best_single, ensemble_results
 from runner.evaluate.summary import summarize_table
 
 META = ("stacking", "blending")
@@ -24,6 +24,9 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     name = name_of(cfg.ensemble.name)
     pooled = name_of(cfg.eval.name) == "loo"
     out = {}
+    if len(val_predictions):
+        out["best single"] = {"metrics": best_single(predictions, val_predictions, dataset.task, dataset.classes,
+                                                     pooled), "members": 1}
     if name in ("seeds", "compare"):
         unit = "member"
         test, val = predictions, val_predictions
@@ -43,6 +46,9 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     if name in ("blending", "compare") and len(val_predictions):
         out["blending"] = {"metrics": score(_blending(study, tested[3], tested[2], predictions, val_predictions)),
                            "members": 1}
+    per_member = tested[0].parameters_per_member()
+    for key, d in out.items():
+        d.setdefault("parameters", per_member * (cfg.ensemble.inner_k if key == "stacking" else d["members"]))
     return out
 
 
