@@ -1,13 +1,12 @@
 """One experiment end to end: data -> population plan -> features -> engine -> predictions -> report."""
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runner import artifacts
+from runner import artifacts, timing
 from runner.config import Config, name_of, validate
 from runner.console import console, epoch_progress
 from runner.data.datasets import Dataset, load_dataset
@@ -26,9 +25,9 @@ from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population, build_model
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict:
+def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
-    start = time.perf_counter()
+    clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
     validate(cfg)
     dataset = load_dataset(cfg.dataset)
@@ -41,21 +40,26 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     members = population_plan(dataset.y, task, cfg.eval, seeds)
     over = describe_plan(members, cfg.eval)
     device = resolve_device(name_of(cfg.trainer.device))
+    clock.lap("data")
 
     feats = member_features(dataset, members)
+    clock.lap("preprocess")
     model, result = _train_population(cfg, dataset, feats, members, loss, device, over)
+    clock.lap("train")
     val_predictions = predict_rows(model, feats, members, "val", loss, dataset)
-    train_s = result.train_s
     tested_members, tested_feats, tested_model = members, feats, model
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        clock.lap("predict")
         tested_feats = member_features(dataset, tested_members)
+        clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, refit = _train_population(cfg, dataset, tested_feats, tested_members, loss, device,
-                                                over + ", refit on train+val", budget)
-        train_s += refit.train_s
+        tested_model, _ = _train_population(cfg, dataset, tested_feats, tested_members, loss, device,
+                                            over + ", refit on train+val", budget)
+        clock.lap("train")
     predictions = predict_rows(tested_model, tested_feats, tested_members, "test", loss, dataset)
+    clock.lap("predict")
 
     results = {
         "task": task,
@@ -63,7 +67,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_feats, tested_members, members, predictions, val_predictions, over),
+        **_scores(cfg, dataset, tested_feats, tested_members, members, predictions, val_predictions, over, clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
@@ -75,34 +79,37 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
     _save_checkpoints(run_dir, cfg, tested_model, result, members, feats, dataset)
+    clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
-    results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
-    write_reports(run_dir, results, history)
-
+    clock.lap("tensorboard")
     console.print(results_table(results))
+    write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
 
 def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, members, predictions, val_predictions,
-            over: str) -> dict:
+            over: str, clock: timing.Stopwatch) -> dict:
     """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
     for name in cfg.eval.baselines:
         baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
+    clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
     summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
     for d in validation.values():  # one model: its interval is over validation rows here
         if "interval" in d:
             d["interval"] = d["interval"].replace("test rows", "validation rows")
-    return {
+    out = {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
         **({"confusion": _confusion(predictions, classes)} if classes else {}),
     }
+    clock.lap("scoring")
+    return out
 
 
 def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, loss: str, device, over: str,
