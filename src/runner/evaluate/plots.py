@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from runner.evaluate.metrics import higher_is_better
-from runner.evaluate.stats import Z95, mean_ci
+from runner.evaluate.stats import Z95
 
 MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
 DPI = 130
@@ -64,6 +64,11 @@ def _tight_layout(fig, suptitle=None, pad: float = 1.08) -> None:
     fig.subplots_adjust(**params)
 
 
+def _save(fig, path) -> None:
+    # zlib level 1: a quarter of the encoding time of the default 6, for files about 1.3x larger.
+    fig.savefig(path, pil_kwargs={"compress_level": 1})
+
+
 def report_plot(results: dict, path) -> None:
     """One panel per metric: the model and each baseline as a point with its 95% CI (1.96·SE) bar."""
     rows = [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
@@ -113,21 +118,16 @@ def report_plot(results: dict, path) -> None:
     title = fig.suptitle(f"{head}: test metrics, mean and 95% CI (± 1.96·{se} over {results.get('over') or 'members'}"
                          f"{note})", fontsize=10)
     _tight_layout(fig, title)
-    fig.savefig(path)
+    _save(fig, path)
 
 
 def _epoch_band(history, column):
     """Epochs, mean across members, 1.96·SE half-width (0 where one member) and member count per epoch."""
-    epochs, mean, half, count = [], [], [], []
-    for epoch, values in history.groupby("epoch")[column]:
-        d = mean_ci(values)
-        if d["mean"] is None:
-            continue
-        epochs.append(epoch)
-        mean.append(d["mean"])
-        half.append(0.0 if d["se"] is None else Z95 * d["se"])
-        count.append(d["n"])
-    return np.array(epochs), np.array(mean), np.array(half), np.array(count)
+    # mean_ci's definition (finite values, sd with ddof=1, se = sd/√n), for every epoch in one groupby.
+    finite = history[["epoch", column]][np.isfinite(history[column].to_numpy(float))]
+    band = finite.groupby("epoch")[column].agg(["mean", "std", "count"])
+    half = np.where(band["count"] > 1, Z95 * band["std"] / np.sqrt(band["count"]), 0.0)
+    return band.index.to_numpy(), band["mean"].to_numpy(), half, band["count"].to_numpy()
 
 
 def _plot_band(ax, history, column, label, color) -> bool:
@@ -137,8 +137,12 @@ def _plot_band(ax, history, column, label, color) -> bool:
         return False
     members = history["member"].nunique() if "member" in history else 1
     if members > 1:
-        for _, one in history[["member", "epoch", column]].dropna().groupby("member"):
-            ax.plot(one["epoch"], one[column], color=color, lw=0.6, alpha=0.3)
+        from matplotlib.collections import LineCollection
+
+        # One collection, not a Line2D per member: 50 members drew as 150 artists.
+        lines = [one[["epoch", column]].to_numpy(float)
+                 for _, one in history[["member", "epoch", column]].dropna().groupby("member")]
+        ax.add_collection(LineCollection(lines, colors=color, linewidths=0.6, alpha=0.3))
     # After the first member stops, a mean over the survivors is biased (the ones still improving
     # remain) and jumps; the thin member lines carry on alone.
     full = count == members
@@ -179,4 +183,4 @@ def curves_plot(history, path, metric: str | None = None) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     _tight_layout(fig)
-    fig.savefig(path)
+    _save(fig, path)
