@@ -7,58 +7,51 @@ import numpy as np
 import torch
 
 from runner import artifacts, timing
-from runner.config import Config, name_of, validate
+from runner.config import Config, name_of
 from runner.console import console, epoch_progress
-from runner.data.datasets import Dataset, load_dataset
-from runner.data.preprocess import Features, member_features
-from runner.data.splits import describe_plan, population_plan
-from runner.engine import losses
+from runner.data.datasets import Dataset
+from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
-from runner.engine.device import configure_threads, resolve_device
-from runner.engine.loop import FitResult, PopulationData, fit
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import FitResult, fit
 from runner.engine.predict import predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
-from runner.models import Population, build_model
+from runner.models import Population
+from runner.study import Study, plan, population
 
 
 def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
     clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
-    validate(cfg)
-    dataset = load_dataset(cfg.dataset)
-    task = dataset.task
-    loss = losses.resolve_loss(name_of(cfg.loss.name), task)
+    study = plan(cfg)
+    dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
     _check_monitor(cfg.trainer.early_stopping.monitor, task)
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
-    seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
-    members = population_plan(dataset.y, task, cfg.eval, seeds)
-    over = describe_plan(members, cfg.eval)
-    device = resolve_device(name_of(cfg.trainer.device))
     clock.lap("data")
 
-    feats = member_features(dataset, members)
+    pre = preprocess(dataset, members)
     clock.lap("preprocess")
-    model, result = _train_population(cfg, dataset, feats, members, loss, device, over)
+    model, inputs, result = _train_population(study, members, pre, over)
     clock.lap("train")
-    val_predictions = predict_rows(model, feats, members, "val", loss, dataset)
-    tested_members, tested_feats, tested_model = members, feats, model
+    val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
+    tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
         clock.lap("predict")
-        tested_feats = member_features(dataset, tested_members)
+        tested_pre = preprocess(dataset, tested_members)
         clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, _ = _train_population(cfg, dataset, tested_feats, tested_members, loss, device,
-                                            over + ", refit on train+val", budget)
+        tested_model, tested_inputs, _ = _train_population(study, tested_members, tested_pre,
+                                                           over + ", refit on train+val", budget)
         clock.lap("train")
-    predictions = predict_rows(tested_model, tested_feats, tested_members, "test", loss, dataset)
+    predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
 
     results = {
@@ -67,18 +60,18 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_feats, tested_members, members, predictions, val_predictions, over, clock),
+        **_scores(cfg, dataset, tested_pre, tested_members, members, predictions, val_predictions, over, clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = dataset.features.index.to_numpy()
+    rows = dataset.rows
     predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
     history = artifacts.history_frame(result.history, [m.index for m in members])
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
-    _save_checkpoints(run_dir, cfg, tested_model, result, members, feats, dataset)
+    _save_checkpoints(run_dir, cfg, tested_model, result, members, pre, tested_pre, dataset)
     clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     clock.lap("tensorboard")
@@ -88,14 +81,14 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     return results
 
 
-def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, members, predictions, val_predictions,
+def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, members, predictions, val_predictions,
             over: str, clock: timing.Stopwatch) -> dict:
     """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
     for name in cfg.eval.baselines:
-        baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
+        baselines[name] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
     clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
     summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
@@ -112,32 +105,25 @@ def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, memb
     return out
 
 
-def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, loss: str, device, over: str,
-                      epoch_budget: np.ndarray | None = None) -> tuple[Population, FitResult]:
+def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None
+                      ) -> tuple[Population, MemberInputs, FitResult]:
     """Build, initialize and train one population; the model ends with the weights it keeps."""
-    E, n, d = feats.X.shape
-    model = build_model(cfg.model, E, d, losses.output_size(loss, len(dataset.classes))).to(device)
-    model.initialize([m.seed for m in members], name_of(cfg.model.init))
-    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
-    configure_threads(cfg.trainer.threads, device, E * model.parameters_per_member() * batch)
+    cfg, dataset = study.cfg, study.dataset
+    model, data = population(study, members, pre)
+    E = len(members)
+    shape = "x".join(map(str, study.input_shape))
     console.print(
-        f"[bold]{dataset.name}[/]: {n} rows, {d} features, {dataset.task} · [bold]{cfg.model.name}[/]: "
-        f"{model.parameters_per_member():,} parameters per member · {E} member{'s' * (E > 1)} ({over}) on {device}"
+        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
+        f"{dataset.task} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
+        f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    data = PopulationData(
-        X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
-        train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
-        y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
-        weight=row_weights(cfg, dataset, E, device),
-    )
-    torch.manual_seed(cfg.trainer.seed)  # dropout masks: the one draw shared by all members
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg, loss, on_epoch, epoch_budget)
+        result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     with torch.no_grad():
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
-    return model, result
+    return model, data.inputs, result
 
 
 def _confusion(predictions, classes: list[str]) -> dict:
@@ -157,28 +143,15 @@ def _pool(predictions, pooled: bool):
     return predictions.assign(member=predictions["seed"])
 
 
-def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: FitResult, members, feats, dataset):
+def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: FitResult, members, pre: Preprocessed,
+                      tested_pre: Preprocessed, dataset: Dataset) -> None:
     info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in members]
-    extra = {"model": cfg.model.name, "features": feats.names, "classes": dataset.classes}
+    extra = {"model": cfg.model.name, "features": pre.names, "classes": dataset.classes}
     folder = run_dir / "checkpoints"
-    save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra)
-    save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra)
+    save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
+    save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
     if cfg.eval.refit:
-        save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra)
-
-
-def row_weights(cfg: Config, dataset: Dataset, members: int, device) -> torch.Tensor | None:
-    """[E, n] training weights per row: loss.class_weights of its class times its sample weight."""
-    if dataset.weights is None and cfg.loss.class_weights is None:
-        return None
-    w = np.ones(len(dataset.y)) if dataset.weights is None else dataset.weights.copy()
-    if cfg.loss.class_weights is not None:
-        k = len(dataset.classes)
-        if k == 0 or len(cfg.loss.class_weights) != k:
-            raise RunnerError(f"loss.class_weights has {len(cfg.loss.class_weights)} values; this {dataset.task} "
-                              f"target needs one per class ({k}: {', '.join(dataset.classes) or 'none'})")
-        w = w * np.asarray(cfg.loss.class_weights, dtype=float)[dataset.y]
-    return torch.from_numpy(np.tile(w.astype(np.float32), (members, 1))).to(device)
+        save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
 
 
 def _check_monitor(monitor: str, task: str) -> None:

@@ -1,22 +1,27 @@
-"""Scoring each member on its own rows (test or validation) with the weights training kept."""
+"""Scoring each member on its own rows (test or validation) with the weights training kept, in chunks."""
 
 import numpy as np
 import pandas as pd
 import torch
 
 from runner.engine import losses
-from runner.engine.loop import padded
+from runner.engine.inputs import MemberInputs, padded
 
 
 @torch.no_grad()
-def predict_rows(model, feats, members, part: str, loss: str, dataset) -> pd.DataFrame:
-    """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
+def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
+    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
     model.eval()
+    idx, _ = padded(rows, inputs.X.device)
+    step = inputs.chunk_rows()
+    parts = [losses.probabilities(loss, model(inputs.x(idx[:, s : s + step]))) for s in range(0, idx.shape[1], step)]
+    return torch.cat(parts, dim=1).cpu().numpy()
+
+
+def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset) -> pd.DataFrame:
+    """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
     rows = [getattr(m, part) for m in members]
-    X = torch.from_numpy(feats.X).to(model.flat.device)
-    idx, _ = padded(rows, X.device)
-    ar = torch.arange(model.members, device=X.device).unsqueeze(1)
-    out = losses.probabilities(loss, model(X[ar, idx])).cpu().numpy()
+    out = member_outputs(model, inputs, rows, loss)
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
@@ -28,6 +33,6 @@ def predict_rows(model, feats, members, part: str, loss: str, dataset) -> pd.Dat
             frame.update({f"p_{c}": proba[:, j] for j, c in enumerate(classes)})
         else:
             frame["y_true"] = dataset.y[r]
-            frame["y_pred"] = out[e, : len(r), 0] * feats.y_scale[e] + feats.y_mean[e]
+            frame["y_pred"] = out[e, : len(r), 0] * pre.y_scale[e] + pre.y_mean[e]
         frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)

@@ -27,16 +27,17 @@ def majority_predictions(y, members, task: str, classes=None, row_ids=None) -> p
 
 
 def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each member and predict its test rows."""
+    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each member and predict its test rows
+    (X[e]: member e's preprocessed [n, d] inputs, an array or computed on request)."""
     if name not in SKLEARN_BASELINES:
         raise RunnerError(f"unknown baseline {name!r}; choose one of: majority, {', '.join(SKLEARN_BASELINES)}")
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-    X, y = np.asarray(X, dtype=float), np.asarray(y)
+    y = np.asarray(y)
     parts = []
     for m in members:
-        Xe, train, test = X[m.index], np.asarray(m.train), np.asarray(m.test)
+        Xe, train, test = np.asarray(X[m.index], dtype=float), np.asarray(m.train), np.asarray(m.test)
         k = min(3, len(train))  # a tiny training set cannot supply 3 neighbours
         if task == "regression":
             est = LinearRegression() if name == "logreg" else KNeighborsRegressor(n_neighbors=k)

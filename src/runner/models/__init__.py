@@ -2,17 +2,19 @@
 
 from runner.config import ModelConfig
 from runner.errors import RunnerError
+from runner.models.cnn import CNN
 from runner.models.mlp import MLP
 from runner.models.stacked import Population
 
-BUILDERS = {"mlp": MLP, "logreg": MLP}
+BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN}
 
 
-def build_model(cfg: ModelConfig, members: int, d_in: int, d_out: int) -> Population:
-    """A population of `members` independent models of the configured kind."""
+def build_model(cfg: ModelConfig, members: int, input_shape, d_out: int) -> Population:
+    """A population of `members` independent models of the configured kind; `input_shape` one row's shape."""
     if cfg.name not in BUILDERS:
         raise RunnerError(f"model={cfg.name!r} is not known; choose one of: {', '.join(sorted(BUILDERS))}")
-    return BUILDERS[cfg.name](cfg, members, d_in, d_out)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    return BUILDERS[cfg.name](cfg, members, shape, d_out)
 
 
 __all__ = ["Population", "build_model"]
