@@ -102,6 +102,16 @@ def test_timing_covers_the_process_from_start_to_exit(tmp_path):
     assert sum(v for k, v in timing.items() if k != "total_s") == pytest.approx(timing["total_s"], abs=0.02)
 
 
+def test_default_run_imports_no_sklearn_scipy_stats_or_tensorboard(tmp_path):
+    # Splits, label codes, preprocessing and scoring are numpy; t quantiles come from scipy.special.
+    code = ("import sys; from runner.cli import main; status = main(['train', 'trainer.epochs=2', "
+            f"'trainer.progress=false', 'hydra.run.dir={tmp_path}/run']); "
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'tensorboard', "
+            "'google') or m.startswith('scipy.stats')))")  # google: protobuf
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("0 []"), out[-500:]
+
+
 def test_logreg_has_no_hidden_layer(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "model=logreg", "optim=sgd", "optim.lr=0.1", *FAST, f"hydra.run.dir={run}"]) == 0
