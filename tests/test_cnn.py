@@ -199,3 +199,31 @@ def test_image_statistics_come_from_training_rows_only(eval_cfg):
         same = row not in m.train
         assert np.array_equal(after.shift[e], before.shift[e]) == same
         assert np.array_equal(after.scale[e], before.scale[e]) == same
+
+
+def test_generic_vmap_path_equals_the_stacked_cnn():
+    """model=cnn_vmap (an ordinary nn.Module under vmap) computes what model=cnn computes with the same weights."""
+    stacked = build_model(ModelConfig(name="cnn", channels=[4, 8]), 3, (2, 8, 8), 5)
+    generic = build_model(ModelConfig(name="cnn_vmap", channels=[4, 8]), 3, (2, 8, 8), 5)
+    stacked.initialize([0, 1, 2], "default")
+    generic.initialize([0, 1, 2], "default")
+    assert generic.parameters_per_member() == stacked.parameters_per_member()
+    with torch.no_grad():
+        for i, layer in enumerate(["features.0", "features.3"]):
+            generic.view(f"{layer}.weight").copy_(stacked.view(f"conv{i}.weight"))
+            generic.view(f"{layer}.bias").copy_(stacked.view(f"conv{i}.bias"))
+        generic.view("head.weight").copy_(stacked.view("head.weight").transpose(1, 2))
+        generic.view("head.bias").copy_(stacked.view("head.bias").squeeze(1))
+    x = torch.randn(3, 7, 2, 8, 8)
+    torch.testing.assert_close(generic.eval()(x), stacked.eval()(x), atol=1e-5, rtol=1e-5)
+
+
+def test_generic_vmap_path_trains_each_member_as_alone():
+    X, y = _images()
+    rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(10, 45), np.arange(45, 60))]
+    cfg = ModelConfig(name="cnn_vmap", channels=[4], dropout=0.3)
+    aug = AugConfig(shift=1, mixup=0.4)
+    stacked = _fit(X, y, rows, [2, 9], aug, cfg)
+    for e, seed in enumerate([2, 9]):
+        alone = _fit(X, y, [rows[e]], [seed], aug, cfg)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=2e-5, rtol=0)

@@ -1,12 +1,13 @@
-"""Models built from stacked parameters; `build_model` maps a config name to its builder."""
+"""Models of a population: `build_model` maps a config name to its builder (stacked or generic vmap path)."""
 
 from runner.config import ModelConfig
 from runner.errors import RunnerError
+from runner.models import convnet
 from runner.models.cnn import CNN
 from runner.models.mlp import MLP
 from runner.models.stacked import Population
 
-BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN}
+BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN, "cnn_vmap": convnet.build}
 
 
 def build_model(cfg: ModelConfig, members: int, input_shape, d_out: int) -> Population:
