@@ -152,23 +152,28 @@ def processes(args, out: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         sweep = [f"hydra.sweep.dir={tmp}/sweep", *(["trainer.epochs=10"] if args.quick else [])]
         commands = {
-            "import_torch": IMPORT_TORCH,
             "help": ["--help"],
             "cfg_job": ["train", "--cfg", "job"],
             "train_default": train(*(["trainer.epochs=10"] if args.quick else [])),
             "train_kfold": train(*w.HEART_KFOLD[:-1], f"trainer.epochs={args.epochs}"),
             "report_sweep": ["report", f"{tmp}/sweep"],
         }
-        times = {k: [] for k in commands}
+        times = {k: [] for k in commands} | {"import_torch": [], "pairs": {k: [] for k in commands}}
         # The finished sweep that `runner report` reads: 3 optimizers x 2 seed counts, timed once as information.
         times["sweep"] = [t] if (t := timed("runner train -m (6 jobs)", lambda: subprocess_s(
             train("-m", "optim=sgd,adam,adamw", "trainer.seeds=1,2", *sweep)), out)) else []
         for rep in range(args.repeats):
             for name, cmd in commands.items():
+                # The reference right before each command, so both meet the same load on a shared machine.
+                ref = timed("import torch", lambda: subprocess_s(IMPORT_TORCH), out)
                 run_dir = [f"hydra.run.dir={tmp}/{name}-{rep}"] if name.startswith("train_") else []
                 t = timed(f"runner {name}", lambda: subprocess_s(cmd + run_dir), out)
+                if ref is not None:
+                    times["import_torch"].append(ref)
                 if t is not None:
                     times[name].append(t)
+                if ref is not None and t is not None:
+                    times["pairs"][name].append(t / ref)
     out["processes"] = {"times_s": times}
     rss = timed("peak rss", lambda: subprocess.run([sys.executable, str(HERE / "workloads.py"), str(args.epochs)],
                                                    capture_output=True, text=True, check=True).stdout, out)
@@ -177,11 +182,10 @@ def processes(args, out: dict) -> None:
 
 
 def torch_ratio(times: dict, name: str) -> float | None:
-    """Median over repetitions of (seconds of `name`) / (seconds of `import torch` in the same repetition)."""
-    pairs = list(zip(times.get(name, []), times.get("import_torch", [])))
-    if name == "sweep" and times.get("import_torch"):  # run once, before the repetitions
-        pairs = [(times["sweep"][0], med(times["import_torch"]))] if times.get("sweep") else []
-    return med([a / b for a, b in pairs])
+    """Median over repetitions of (seconds of `name`) / (seconds of the `import torch` timed just before it)."""
+    if name == "sweep":  # run once, before the repetitions: against the median reference
+        return times["sweep"][0] / med(times["import_torch"]) if times.get("sweep") and times["import_torch"] else None
+    return med(times.get("pairs", {}).get(name, []))
 
 
 def med(xs):
