@@ -62,6 +62,11 @@ class Norm(str, Enum):
     group = "group"
 
 
+class MoeLoss(str, Enum):
+    per_expert = "per_expert"
+    blended = "blended"
+
+
 class Pool(str, Enum):
     max = "max"
     avg = "avg"
@@ -123,6 +128,9 @@ class ModelConfig:
     channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn: a conv block per entry
     kernel: int = 3  # cnn: square kernel, 'same' padding
     pool: Pool = Pool.max  # cnn: 2x2 pooling after each conv block (while the image is at least 2x2)
+    experts: int = 4  # moe: K experts per member
+    expert: List[int] = field(default_factory=list)  # moe: each expert's hidden widths ([] = a linear expert)
+    top_k: Optional[int] = None  # moe: experts used per row (sparse, gates renormalized); None = all K (dense)
 
 
 @dataclass
@@ -131,6 +139,8 @@ class LossConfig:
     label_smoothing: float = 0.0  # targets y(1-a) + a/K
     pos_weight: Optional[float] = None  # BCE: weight of the positive term
     class_weights: Optional[List[float]] = None  # one weight per class (code order), weighted mean
+    moe: MoeLoss = MoeLoss.per_expert  # model=moe: per_expert = Σ_k g_k·loss(expert k); blended = loss(Σ_k g_k·expert k)
+    balance: float = 0.0  # model=moe: weight of the load-balancing term K·Σ_k (share routed to k)·(mean gate k)
 
 
 @dataclass
@@ -286,6 +296,11 @@ def validate(cfg: Config) -> None:
          "use positive channel counts, e.g. [16, 32]")
     need(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "use an odd kernel size >= 1, e.g. 3")
     need(m.groups >= 1, "model.groups", m.groups, "use a group count >= 1")
+    need(m.experts >= 1, "model.experts", m.experts, "use a count >= 1")
+    need(m.top_k is None or 1 <= m.top_k <= m.experts, "model.top_k", m.top_k,
+         f"use 1..model.experts ({m.experts}), or null for a dense gate")
+    need(all(h >= 1 for h in m.expert), "model.expert", list(m.expert), "use positive widths, or [] for linear experts")
+    need(cfg.loss.balance >= 0, "loss.balance", cfg.loss.balance, "use a weight >= 0")
     widths = list(m.channels) if m.name == "cnn" else list(m.hidden)
     need(name_of(m.norm) != "group" or all(w % m.groups == 0 for w in widths), "model.groups", m.groups,
          f"norm=group needs every width ({widths}) divisible by model.groups")

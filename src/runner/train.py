@@ -14,7 +14,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
-from runner.engine.predict import predict_rows
+from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -64,6 +64,11 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
+    if hasattr(tested_model, "gates"):
+        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+        if results["experts"]["max_share"] > 0.95:
+            console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
+                          "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
@@ -71,7 +76,7 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     history = artifacts.history_frame(result.history, [m.index for m in members])
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
-    _save_checkpoints(run_dir, cfg, tested_model, result, members, pre, tested_pre, dataset)
+    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
     clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     clock.lap("tensorboard")
@@ -143,15 +148,25 @@ def _pool(predictions, pooled: bool):
     return predictions.assign(member=predictions["seed"])
 
 
-def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: FitResult, members, pre: Preprocessed,
-                      tested_pre: Preprocessed, dataset: Dataset) -> None:
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in members]
-    extra = {"model": cfg.model.name, "features": pre.names, "classes": dataset.classes}
+def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: FitResult, pre: Preprocessed,
+                      tested_pre: Preprocessed) -> None:
+    """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
+    cfg = study.cfg
+    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
+    spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
+    extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
+             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
     if cfg.eval.refit:
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
+
+
+def _plain(value):
+    """A config value as plain data (enums as their strings), loadable with weights_only=True."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else name_of(value) if hasattr(
+        value, "value") else value
 
 
 def _check_monitor(monitor: str, task: str) -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import DatasetConfig, Task
+from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
@@ -47,9 +48,12 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
         return images.load_images(cfg)
     _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
           f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
-    path = _resolve(cfg)
-    table = _read(path)
-    file, target = path.name, cfg.target
+    if cfg.name in GENERATED and cfg.path is None:
+        table, file, target = GENERATED[cfg.name](), cfg.name, cfg.target
+    else:
+        path = _resolve(cfg)
+        table = _read(path)
+        file, target = path.name, cfg.target
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
           f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")

@@ -114,6 +114,15 @@ def preprocess(dataset: Dataset, members: list[Member]) -> Preprocessed:
                         names=names, y=dataset.y.astype(np.float32), y_mean=y_mean, y_scale=y_scale)
 
 
+def restore(dataset: Dataset, arrays: dict) -> Preprocessed:
+    """The dataset's rows with fitted arrays saved earlier (`Preprocessed.arrays()`, as a checkpoint keeps them)."""
+    X = dataset.images if dataset.images is not None else _table_matrix(dataset)
+    names = [] if dataset.images is not None else feature_names(dataset)
+    return Preprocessed(X=X, fill=arrays.get("fill"), shift=arrays["shift"], scale=arrays["scale"],
+                        used=arrays.get("used"), names=names, y=dataset.y.astype(np.float32),
+                        y_mean=arrays["y_mean"], y_scale=arrays["y_scale"])
+
+
 def _table_matrix(dataset: Dataset) -> np.ndarray:
     """[n, d] float32: numeric values, then one-hot columns; NaN where a value is missing."""
     frame = dataset.features

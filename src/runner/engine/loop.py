@@ -96,7 +96,7 @@ def fit(
             x, y = work.inputs.x(rows), work.inputs.targets(rows)
             if augment.active:
                 x, y = augment(x, y, s, model.noise)
-            per_row = criterion(model(x, masks[s]), y) * w
+            per_row = model.per_row_loss(criterion, x, y, masks[s]) * w
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
             loss_sum = (per_row.sum(1) / denominator).sum()

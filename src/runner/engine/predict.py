@@ -9,13 +9,28 @@ from runner.engine.inputs import MemberInputs, padded
 
 
 @torch.no_grad()
-def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
-    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
+def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndarray:
+    """fn(preprocessed inputs [E, chunk, ...]) -> [E, chunk, ...] over each member's own rows, chunk by chunk."""
     model.eval()
     idx, _ = padded(rows, inputs.X.device)
     step = inputs.chunk_rows()
-    parts = [losses.probabilities(loss, model(inputs.x(idx[:, s : s + step]))) for s in range(0, idx.shape[1], step)]
+    parts = [fn(inputs.x(idx[:, s : s + step])) for s in range(0, idx.shape[1], step)]
     return torch.cat(parts, dim=1).cpu().numpy()
+
+
+def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
+    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
+    return _chunked(lambda x: losses.probabilities(loss, model(x)), model, inputs, rows)
+
+
+def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
+    """A mixture of experts' gates on each member's rows: each expert's mean gate (its share of the gate mass)
+    and the mean gate entropy (nats; log K is an even spread), averaged over members; per member too."""
+    gates = _chunked(model.gates, model, inputs, rows)
+    usage = np.stack([g[: len(r)].mean(0) for g, r in zip(gates, rows)]).astype(float)  # [E, K]
+    entropy = [float(-(g[: len(r)] * np.log(np.clip(g[: len(r)], 1e-12, 1))).sum(1).mean()) for g, r in zip(gates, rows)]
+    return {"usage": usage.mean(0).round(4).tolist(), "entropy": round(float(np.mean(entropy)), 4),
+            "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}
 
 
 def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset) -> pd.DataFrame:

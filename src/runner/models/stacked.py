@@ -123,6 +123,10 @@ class Population(nn.Module):
     def parameters_per_member(self) -> int:
         return self.size
 
+    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """[E, B] training loss of each row (a model with a loss of its own, such as a mixture, overrides this)."""
+        return criterion(self(x, mask), y)
+
     def macs_per_row(self) -> int:
         """Multiply-adds of one member's forward pass on one row (dense layers: about one per parameter)."""
         return self.size
