@@ -149,8 +149,11 @@ def _plot_band(ax, history, column, label, color) -> bool:
         from matplotlib.collections import LineCollection
 
         # One collection, not a Line2D per member: 50 members drew as 150 artists.
-        lines = [one[["epoch", column]].to_numpy(float)
-                 for _, one in history[["member", "epoch", column]].dropna().groupby("member")]
+        rows = history[["member", "epoch", column]].dropna()
+        member, points = rows["member"].to_numpy(), rows[["epoch", column]].to_numpy(float)
+        order = np.lexsort((points[:, 0], member))  # by member, then epoch
+        member, points = member[order], points[order]
+        lines = np.split(points, np.flatnonzero(member[1:] != member[:-1]) + 1)
         ax.add_collection(LineCollection(lines, colors=color, linewidths=0.6, alpha=0.3))
     # After the first member stops, a mean over the survivors is biased (the ones still improving
     # remain) and jumps; the thin member lines carry on alone.
