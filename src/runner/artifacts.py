@@ -26,7 +26,7 @@ def history_frame(history: dict[str, np.ndarray], member_ids: list[int]) -> pd.D
 def split_records(members, rows: np.ndarray) -> list[dict]:
     """split_indices.json: each member's train/val/test as row numbers of the dataset file."""
     return [
-        {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed,
+        {**m.coordinates(),
          "train": rows[m.train].tolist(), "val": rows[m.val].tolist(), "test": rows[m.test].tolist()}
         for m in members
     ]

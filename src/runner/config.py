@@ -197,6 +197,30 @@ class AugConfig:
     cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
 
 
+class EnsembleName(str, Enum):
+    none = "none"
+    seeds = "seeds"
+    compare = "compare"
+
+
+class Combine(str, Enum):
+    mean = "mean"
+    vote = "vote"
+    linear = "linear"
+    loglinear = "loglinear"
+
+
+@dataclass
+class EnsembleConfig:
+    """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
+
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; compare: every combination side by side
+    combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
+    weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
+    bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
+    mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
+
+
 @dataclass
 class EvalConfig:
     """How rows are split into train/val/test for each member."""
@@ -255,6 +279,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -319,6 +344,13 @@ def validate(cfg: Config) -> None:
     need(0 <= a.rotate <= 180, "aug.rotate", a.rotate, "use degrees in [0, 180]")
     for key in ("noise", "mixup", "cutmix"):
         need(getattr(a, key) >= 0, f"aug.{key}", getattr(a, key), "use a value >= 0 (0 turns it off)")
+    en = cfg.ensemble
+    need(en.bagging >= 0, "ensemble.bagging", en.bagging, "use a count >= 0 (0: no bagging)")
+    need(en.mc_dropout >= 0, "ensemble.mc_dropout", en.mc_dropout, "use a count >= 0 (0: no dropout passes)")
+    need(en.mc_dropout == 0 or m.dropout > 0, "ensemble.mc_dropout", en.mc_dropout,
+         "dropout passes need model.dropout > 0")
+    need(name_of(en.name) != "none" or not (en.bagging or en.mc_dropout), "ensemble.name", name_of(en.name),
+         "bagging and dropout passes make ensemble members: use ensemble=seeds or ensemble=compare")
     need(cfg.reg.l2 >= 0 and cfg.reg.l1 >= 0, "reg.l2/reg.l1", (cfg.reg.l2, cfg.reg.l1), "use penalties >= 0")
     for key in ("norm", "value"):
         v = getattr(t.grad_clip, key)

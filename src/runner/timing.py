@@ -5,7 +5,7 @@ import time
 
 # The phases results.json reports, in the order a run passes through them.
 PHASES = ("startup", "imports", "config", "data", "preprocess", "train", "predict", "scoring", "baselines",
-          "files", "tensorboard", "plots", "reports")
+          "ensembles", "files", "tensorboard", "plots", "reports")
 
 
 def process_age_s() -> float:

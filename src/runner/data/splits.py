@@ -13,19 +13,29 @@ from runner.errors import RunnerError
 
 @dataclass(frozen=True)
 class Member:
-    """One model of the population: its fold, repeat, seed and its rows (positions 0..n-1)."""
+    """One model of the population: its place in the plan (fold, repeat, seed, bag) and its rows (positions 0..n-1)."""
 
     index: int
     fold: int
     repeat: int
     seed: int
-    train: np.ndarray  # int64 sorted positions; train, val and test are pairwise disjoint
+    train: np.ndarray  # int64 positions (sorted; a bag's bootstrap repeats rows); disjoint from val and test
     val: np.ndarray
     test: np.ndarray
+    bag: int | None = None  # ensemble.bagging: which bootstrap resample of the fold's training rows
+
+    def coordinates(self) -> dict:
+        """The member's place in the plan, as every file that lists members writes it."""
+        out = {"member": self.index, "fold": self.fold, "repeat": self.repeat, "seed": self.seed}
+        return out if self.bag is None else {**out, "bag": self.bag}
 
 
-def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int]) -> list[Member]:
-    """One Member per (repeat, fold, seed), ordered so index = (repeat * k + fold) * len(seeds) + s."""
+def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int], bags: int = 0) -> list[Member]:
+    """One Member per (repeat, fold, seed[, bag]), ordered by split, then seed, then bag.
+
+    With `bags`, each seed trains `bags` members, each on a bootstrap resample of the split's training rows
+    (same size, with replacement; the resample depends on the split and the bag, not on the seed).
+    """
     y = np.asarray(y)
     strata = y if task != "regression" and cfg.stratify else None
     method = EvalName(cfg.name).value
@@ -42,7 +52,14 @@ def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int])
         _need(len(train) > 0, f"eval.val_fraction={cfg.val_fraction} leaves no training rows in fold {fold} "
               f"of {len(y)} rows (lower eval.val_fraction)")
         # Every seed shares its split: seeds vary the model (init, shuffling), never the rows.
-        members += [Member(len(members) + s, fold, repeat, seed, train, val, test) for s, seed in enumerate(seeds)]
+        if not bags:
+            members += [Member(len(members) + s, fold, repeat, seed, train, val, test) for s, seed in enumerate(seeds)]
+            continue
+        resamples = [np.sort(np.random.default_rng([cfg.split_seed, repeat, fold, bag]).choice(train, len(train)))
+                     for bag in range(bags)]
+        for seed in seeds:
+            members += [Member(len(members) + bag, fold, repeat, seed, rows, val, test, bag)
+                        for bag, rows in enumerate(resamples)]
     return members
 
 
@@ -50,10 +67,11 @@ def describe_plan(members: list[Member], cfg: EvalConfig) -> str:
     """What a ± over these members is over, e.g. "10 folds x 5 seeds", or "1 model"."""
     repeats = len({m.repeat for m in members})
     folds = len({m.fold for m in members})
-    seeds = len(members) // (repeats * folds)
+    bags = len({m.bag for m in members})
+    seeds = len(members) // (repeats * folds * bags)
     fold_word = "leave-one-out folds" if EvalName(cfg.name).value == "loo" else "folds"
-    parts = [f"{count} {word}" for count, word in ((repeats, "repeats"), (folds, fold_word), (seeds, "seeds"))
-             if count > 1]
+    parts = [f"{count} {word}" for count, word in ((repeats, "repeats"), (folds, fold_word), (seeds, "seeds"),
+                                                   (bags, "bags")) if count > 1]
     return " x ".join(parts) or "1 model"
 
 

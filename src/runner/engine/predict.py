@@ -40,7 +40,7 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
-        frame = {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": r}
+        frame = {**m.coordinates(), "row": r}
         if len(classes):
             proba = out[e, : len(r)]
             frame["y_true"] = classes[dataset.y[r]]
@@ -50,4 +50,20 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
             frame["y_true"] = dataset.y[r]
             frame["y_pred"] = out[e, : len(r), 0] * pre.y_scale[e] + pre.y_mean[e]
         frames.append(pd.DataFrame(frame))
+    return pd.concat(frames, ignore_index=True)
+
+
+def dropout_passes(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, passes: int
+                   ) -> pd.DataFrame:
+    """predict_rows for `passes` stochastic passes (dropout on, each pass its own draw of every member's stream),
+    with a `pass` column and a `unit` column numbering (member, pass)."""
+    frames = []
+    model.sampling = True
+    try:
+        for k in range(passes):
+            model.noise.step = -(k + 1)  # training steps are >= 0: test-time draws never repeat a training mask
+            frame = predict_rows(model, inputs, pre, members, part, loss, dataset)
+            frames.append(frame.assign(**{"pass": k, "unit": frame["member"] * passes + k}))
+    finally:
+        model.sampling = False
     return pd.concat(frames, ignore_index=True)
