@@ -141,3 +141,47 @@ def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["ensembles"]["mean"]["members"] == 4
     assert len(results["ensembles"]["mean"]["ablation"]["delta_without"]) == 4
+
+
+def test_every_out_of_fold_prediction_comes_from_a_model_that_never_saw_its_row(eval_cfg):
+    from dataclasses import replace
+
+    from runner.data.splits import inner_plan, population_plan
+    from runner.ensemble.stacking import out_of_fold
+
+    y = np.repeat([0, 1], 40)
+    cfg = eval_cfg("kfold", k=4)
+    outer = population_plan(y, "binary", cfg, [0, 1])
+    inner = inner_plan(outer, y, "binary", cfg, 3)
+    assert len(inner) == 3 * len(outer)
+    for m in outer:
+        mine = [i for i in inner if (i.fold, i.seed) == (m.fold, m.seed)]
+        held = np.concatenate([i.oof for i in mine])
+        assert sorted(held) == sorted(np.union1d(m.train, m.val))  # each training row held out exactly once
+        for i in mine:
+            assert not np.intersect1d(i.oof, np.union1d(i.train, i.val)).size
+            assert not np.intersect1d(m.test, np.union1d(i.train, i.val)).size  # nor the outer test rows
+    outputs = np.random.default_rng(0).random((len(inner), 40, 2))
+    rows, oof, test = out_of_fold(inner, outputs, outputs, outer)[0]
+    assert np.array_equal(rows, np.sort(np.union1d(outer[0].train, outer[0].val)))
+    leaky = [replace(inner[0], train=np.union1d(inner[0].train, inner[0].oof[:1])), *inner[1:]]
+    with pytest.raises(AssertionError, match="trained on a row it holds out"):
+        out_of_fold(leaky, outputs, outputs, outer)
+
+
+def test_stacking_and_blending_runs_score_a_meta_model(tmp_path):
+    import json
+
+    from runner.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "eval=kfold", "eval.k=3", "ensemble=stacking", "trainer.epochs=5", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    acc = results["ensembles"]["stacking"]["metrics"]["test/accuracy"]
+    assert 0.5 < acc["mean"] <= 1 and acc["n"] == 3
+    run = tmp_path / "blend"
+    assert main(["train", "ensemble=blending", "dataset=diabetes", "trainer.epochs=5", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert "test/rmse" in results["ensembles"]["blending"]["metrics"]

@@ -200,6 +200,8 @@ class AugConfig:
 class EnsembleName(str, Enum):
     none = "none"
     seeds = "seeds"
+    stacking = "stacking"
+    blending = "blending"
     compare = "compare"
 
 
@@ -214,11 +216,13 @@ class Combine(str, Enum):
 class EnsembleConfig:
     """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
 
-    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; compare: every combination side by side
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
     combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
     weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
     bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
     mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
+    inner_k: int = 3  # stacking: inner folds over each split's training rows (out-of-fold meta-features)
+    passthrough: bool = True  # stacking, blending: the meta-model also sees the inputs beside the probabilities
 
 
 @dataclass
@@ -346,6 +350,7 @@ def validate(cfg: Config) -> None:
         need(getattr(a, key) >= 0, f"aug.{key}", getattr(a, key), "use a value >= 0 (0 turns it off)")
     en = cfg.ensemble
     need(en.bagging >= 0, "ensemble.bagging", en.bagging, "use a count >= 0 (0: no bagging)")
+    need(en.inner_k >= 2, "ensemble.inner_k", en.inner_k, "use k >= 2 inner folds")
     need(en.mc_dropout >= 0, "ensemble.mc_dropout", en.mc_dropout, "use a count >= 0 (0: no dropout passes)")
     need(en.mc_dropout == 0 or m.dropout > 0, "ensemble.mc_dropout", en.mc_dropout,
          "dropout passes need model.dropout > 0")

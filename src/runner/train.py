@@ -14,7 +14,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
-from runner.engine.predict import dropout_passes, expert_usage, predict_rows
+from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -65,8 +65,10 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
     if name_of(cfg.ensemble.name) != "none":
-        results["ensembles"] = _ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
-                                          tested_pre, tested_members), predictions, val_predictions)
+        from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
+
+        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
+                                         tested_pre, tested_members), predictions, val_predictions)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
@@ -92,20 +94,6 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
-
-
-def _ensembles(study: Study, selected, tested, predictions, val_predictions) -> dict:
-    """Each split's members combined (with dropout passes as extra members), scored beside them."""
-    from runner.ensemble.results import ensemble_results  # scipy's optimizer, only when asked for
-
-    cfg, dataset = study.cfg, study.dataset
-    unit = "member"
-    if cfg.ensemble.mc_dropout:
-        passes, unit = cfg.ensemble.mc_dropout, "unit"
-        predictions = dropout_passes(*tested[:4], "test", study.loss, dataset, passes)
-        val_predictions = dropout_passes(*selected[:4], "val", study.loss, dataset, passes)
-    pooled = name_of(cfg.eval.name) == "loo"
-    return ensemble_results(cfg.ensemble, predictions, val_predictions, dataset.task, dataset.classes, pooled, unit)
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, members, predictions, val_predictions,

@@ -2,6 +2,7 @@
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 from runner.config import EvalConfig, EvalName
@@ -23,11 +24,14 @@ class Member:
     val: np.ndarray
     test: np.ndarray
     bag: int | None = None  # ensemble.bagging: which bootstrap resample of the fold's training rows
+    inner: int | None = None  # stacking: the inner fold within the outer split (fold, repeat)
+    oof: np.ndarray | None = None  # stacking: the outer training rows this inner member holds out
 
     def coordinates(self) -> dict:
         """The member's place in the plan, as every file that lists members writes it."""
         out = {"member": self.index, "fold": self.fold, "repeat": self.repeat, "seed": self.seed}
-        return out if self.bag is None else {**out, "bag": self.bag}
+        extra = {"bag": self.bag, "inner": self.inner}
+        return {**out, **{k: v for k, v in extra.items() if v is not None}}
 
 
 def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int], bags: int = 0) -> list[Member]:
@@ -60,6 +64,25 @@ def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int],
         for seed in seeds:
             members += [Member(len(members) + bag, fold, repeat, seed, rows, val, test, bag)
                         for bag, rows in enumerate(resamples)]
+    return members
+
+
+def inner_plan(outer: list[Member], y: np.ndarray, task: str, cfg: EvalConfig, k: int) -> list[Member]:
+    """Nested k-fold: for each outer member, k inner members over its training and validation rows. Inner
+    member j trains (and validates) on all of them but inner fold j, which it holds out (`oof`), and is tested
+    on the outer member's test rows; every outer training row is held out by exactly one inner member."""
+    y = np.asarray(y)
+    inner_cfg = SimpleNamespace(k=k, repeats=1, split_seed=cfg.split_seed, stratify=cfg.stratify)
+    members = []
+    for m in outer:
+        rest = np.union1d(m.train, m.val)
+        strata = y[rest] if task != "regression" and cfg.stratify else None
+        _need(k <= len(rest), f"ensemble.inner_k={k} needs at least {k} training rows per split; "
+              f"split {m.fold} has {len(rest)} (lower ensemble.inner_k)")
+        for _, j, keep, held in _folds(y[rest], strata, inner_cfg, "kfold"):
+            train, val = _carve(rest[keep], None if strata is None else y, cfg.val_fraction, cfg.split_seed + j)
+            members.append(Member(len(members), m.fold, m.repeat, m.seed, np.sort(train), np.sort(val), m.test,
+                                  m.bag, j, np.sort(rest[held])))
     return members
 
 

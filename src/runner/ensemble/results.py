@@ -74,6 +74,6 @@ def ensemble_table(results: dict):
     t.add_row("single", *[cell(results["metrics"].get(f"test/{n}")) for n in names], "1", results["over"])
     for how, d in results["ensembles"].items():
         first = d["metrics"].get(f"test/{names[0]}", {})
-        over = first.get("interval") or f"{first.get('n')} splits"
+        over = first.get("interval") or f"n = {first.get('n')}"
         t.add_row(how, *[cell(d["metrics"].get(f"test/{n}")) for n in names], str(d["members"]), over)
     return t
