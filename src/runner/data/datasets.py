@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
 from runner.data.generated import GENERATED
@@ -191,10 +190,11 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
             return "regression", values.to_numpy(dtype="float64"), []
         task = "binary" if labels == 2 else "multiclass"
 
-    encoder = LabelEncoder().fit(_integers(values).to_numpy())
-    classes = [str(c) for c in encoder.classes_]
+    # Class codes in sorted label order, as sklearn's LabelEncoder gives them.
+    labels, codes = np.unique(_integers(values).to_numpy(), return_inverse=True)
+    classes = [str(c) for c in labels]
     _need(len(classes) >= 2, f"the target {name} has one class ({classes[0]!r}) in {file}; classification "
           "needs at least 2 (choose another dataset.target, or set dataset.positive_above)")
     _need(task != "binary" or len(classes) == 2, f"dataset.task=binary but the target {name} has {len(classes)} "
           "classes (set dataset.task=multiclass, or dataset.positive_above=... to threshold it)")
-    return task, encoder.transform(_integers(values).to_numpy()).astype("int64"), classes
+    return task, codes.astype("int64"), classes

@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
-from sklearn.model_selection import KFold, LeaveOneOut, StratifiedKFold, train_test_split
-
 from runner.config import EvalConfig, EvalName
+from runner.data.shuffles import (
+    kfold_test_sets, shuffle_split, stratified_kfold_test_sets, stratified_shuffle_split,
+)
 from runner.errors import RunnerError
 
 
@@ -112,8 +113,8 @@ def _holdout(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig) -> tuple
         _check_strata(strata, 2, "a stratified holdout split needs at least 2 rows per class",
                       "use eval.stratify=false")
     try:
-        rest, test = train_test_split(np.arange(n), test_size=n_test, random_state=cfg.split_seed,
-                                      stratify=strata)
+        rest, test = (shuffle_split(n, n_test, cfg.split_seed) if strata is None
+                      else stratified_shuffle_split(strata, n_test, cfg.split_seed))
     except ValueError as err:  # e.g. fewer test rows than classes
         reason = " ".join(str(err).split())
         raise RunnerError(f"eval.test_fraction={cfg.test_fraction} cannot stratify {n} rows: {reason} "
@@ -129,8 +130,8 @@ def _folds(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig, method: st
         # One test row per fold: there is nothing to stratify and nothing to reshuffle.
         _need(cfg.repeats == 1, f"eval.repeats={cfg.repeats} with eval=loo: leave-one-out has one split "
               "(use eval.repeats=1)")
-        for fold, (rest, test) in enumerate(LeaveOneOut().split(rows)):
-            yield 0, fold, rest, test
+        for fold in range(n):
+            yield 0, fold, np.delete(rows, fold), rows[fold:fold + 1]
         return
     k = cfg.k
     _need(k >= 2, f"eval.k={k} is not valid: k-fold needs k >= 2 (or use eval=holdout)")
@@ -140,10 +141,10 @@ def _folds(y: np.ndarray, strata: np.ndarray | None, cfg: EvalConfig, method: st
         _check_strata(strata, k, f"stratified {k}-fold needs at least {k} rows per class",
                       "lower eval.k or set eval.stratify=false")
     for repeat in range(cfg.repeats):
-        splitter = (StratifiedKFold if strata is not None else KFold)(
-            n_splits=k, shuffle=True, random_state=cfg.split_seed + repeat)
-        for fold, (rest, test) in enumerate(splitter.split(rows, strata if strata is not None else y)):
-            yield repeat, fold, rest, test
+        seed = cfg.split_seed + repeat
+        tests = kfold_test_sets(n, k, seed) if strata is None else stratified_kfold_test_sets(strata, k, seed)
+        for fold, test in enumerate(tests):
+            yield repeat, fold, np.setdiff1d(rows, test), test
 
 
 def _carve(rows: np.ndarray, strata: np.ndarray | None, size: float | int, seed: int) -> tuple[np.ndarray, ...]:
@@ -155,10 +156,12 @@ def _carve(rows: np.ndarray, strata: np.ndarray | None, size: float | int, seed:
         return rows[:0], rows
     if strata is not None:
         try:
-            return tuple(train_test_split(rows, test_size=n_val, random_state=seed, stratify=strata[rows]))
+            train, val = stratified_shuffle_split(strata[rows], n_val, seed)
+            return rows[train], rows[val]
         except ValueError:
             pass  # a class too small to appear on both sides: an unstratified split is the best there is
-    return tuple(train_test_split(rows, test_size=n_val, random_state=seed))
+    train, val = shuffle_split(len(rows), n_val, seed)
+    return rows[train], rows[val]
 
 
 def _check_strata(strata: np.ndarray, least: int, why: str, fix: str) -> None:
