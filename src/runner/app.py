@@ -114,16 +114,22 @@ def _hydra_train(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from runner import timing
+
     _job_started[0] = True
+    clock = timing.job_clock()
+    clock.lap("config")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
         if sweeping:
             rundir.write_status(run_dir, "running")
         config = checked_config(cfg)
+        clock.lap("config")
         from runner.train import train
 
-        results = train(config, run_dir)
+        clock.lap("imports")
+        results = train(config, run_dir, clock)
         rundir.write_status(run_dir, "ok")
         return results
     except (RunnerError, OmegaConfBaseException) as exc:

@@ -197,6 +197,38 @@ class AugConfig:
     cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
 
 
+class EnsembleName(str, Enum):
+    none = "none"
+    seeds = "seeds"
+    stacking = "stacking"
+    blending = "blending"
+    distill = "distill"
+    compare = "compare"
+
+
+class Combine(str, Enum):
+    mean = "mean"
+    vote = "vote"
+    linear = "linear"
+    loglinear = "loglinear"
+
+
+@dataclass
+class EnsembleConfig:
+    """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
+
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
+    combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
+    weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
+    bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
+    mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
+    inner_k: int = 3  # stacking: inner folds over each split's training rows (out-of-fold meta-features)
+    passthrough: bool = True  # stacking, blending: the meta-model also sees the inputs beside the probabilities
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
+    temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
+    alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
+
+
 @dataclass
 class EvalConfig:
     """How rows are split into train/val/test for each member."""
@@ -255,6 +287,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     overwrite: bool = False  # replace the run already in hydra.run.dir (a used directory is refused otherwise)

@@ -1,13 +1,12 @@
 """One experiment end to end: data -> population plan -> features -> engine -> predictions -> report."""
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runner import artifacts
+from runner import artifacts, timing
 from runner.config import Config, name_of
 from runner.console import console, epoch_progress
 from runner.data.datasets import Dataset
@@ -24,29 +23,34 @@ from runner.models import Population
 from runner.study import Study, plan, population
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict:
+def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
-    start = time.perf_counter()
+    clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
     study = plan(cfg)
     dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
+    clock.lap("data")
 
     pre = preprocess(dataset, members)
+    clock.lap("preprocess")
     model, inputs, result = _train_population(study, members, pre, over)
+    clock.lap("train")
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
-    train_s = result.train_s
     tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        clock.lap("predict")
         tested_pre = preprocess(dataset, tested_members)
+        clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, tested_inputs, refit = _train_population(study, tested_members, tested_pre,
-                                                               over + ", refit on train+val", budget)
-        train_s += refit.train_s
+        tested_model, tested_inputs, _ = _train_population(study, tested_members, tested_pre,
+                                                           over + ", refit on train+val", budget)
+        clock.lap("train")
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
+    clock.lap("predict")
 
     results = {
         "task": task,
@@ -56,15 +60,21 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_pre, tested_members, members, predictions, val_predictions, over),
+        **_scores(cfg, dataset, tested_pre, tested_members, members, predictions, val_predictions, over, clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
+    if name_of(cfg.ensemble.name) != "none":
+        from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
+
+        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
+                                         tested_pre, tested_members), predictions, val_predictions)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
             console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
                           "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
+    clock.lap("ensembles")  # combining members and expert usage; nothing when neither is asked for
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
@@ -73,17 +83,21 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
+    clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
-    results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
-    write_reports(run_dir, results, history)
-
+    clock.lap("tensorboard")
     console.print(results_table(results))
+    if "ensembles" in results:
+        from runner.ensemble.results import ensemble_table
+
+        console.print(ensemble_table(results))
+    write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, members, predictions, val_predictions,
-            over: str) -> dict:
+            over: str, clock: timing.Stopwatch) -> dict:
     """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
@@ -93,17 +107,20 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, me
     baselines = {label.get("majority", "majority"): majority_predictions(dataset.y, tested_members, task, classes)}
     for name in cfg.eval.baselines:
         baselines[label.get(name, name)] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
+    clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
     summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
     for d in validation.values():  # one model: its interval is over validation rows here
         if "interval" in d:
             d["interval"] = d["interval"].replace("test rows", "validation rows")
-    return {
+    out = {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
         **({"confusion": _confusion(predictions, classes)} if classes else {}),
     }
+    clock.lap("scoring")
+    return out
 
 
 def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
 from runner.data.generated import GENERATED
@@ -243,9 +242,9 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
             return "regression", values.to_numpy(dtype="float64"), []
         task = "binary" if labels == 2 else "multiclass"
 
-    encoder = LabelEncoder().fit(_integers(values).to_numpy())
-    classes = [str(c) for c in encoder.classes_]
-    codes = encoder.transform(_integers(values).to_numpy()).astype("int64")
+    # Class codes in sorted label order, as sklearn's LabelEncoder gives them.
+    labels, codes = np.unique(_integers(values).to_numpy(), return_inverse=True)
+    classes = [str(c) for c in labels]
     _need(len(classes) >= 2, f"the target {name} has one class ({classes[0]!r}) in {file}; classification "
           "needs at least 2 (choose another dataset.target, or set dataset.positive_above)")
     _need(task != "binary" or len(classes) == 2, f"dataset.task=binary but the target {name} has {len(classes)} "
@@ -257,4 +256,4 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
               f"are: {', '.join(classes)}")
         if cfg.positive == classes[0]:  # the positive class is code 1: p_<positive> is its probability
             classes, codes = classes[::-1], 1 - codes
-    return task, codes, classes
+    return task, codes.astype("int64"), classes

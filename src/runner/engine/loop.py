@@ -93,7 +93,7 @@ def fit(
             model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
-            x, y = work.inputs.x(rows), work.inputs.targets(rows)
+            x, y = work.inputs.x(rows), work.inputs.train_targets(rows)
             if augment.active:
                 x, y = augment(x, y, s, model.noise)
             per_row = model.per_row_loss(criterion, x, y, masks[s]) * w

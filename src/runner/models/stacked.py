@@ -43,6 +43,7 @@ class Population(nn.Module):
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
+        self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
             reads_inputs: bool = False) -> None:
