@@ -40,7 +40,8 @@ OVERRIDES = [
     "dataset.path=/nonexistent/x.csv", "experiment=regularized", "experiment=nope", "overwrite=true",
     "dataset=digits", "dataset.limit=60", "dataset.size=[4,4]", "model=cnn", "model.kernel=2", "model.norm=group",
     "aug=mixup", "aug=light", "aug.rotate=200", "aug.noise=0.1", "model=moe", "model.top_k=9", "dataset=piecewise",
-    "dataset=diabetes", "loss.balance=-1",
+    "dataset=diabetes", "loss.balance=-1", "ensemble=seeds", "ensemble=compare", "ensemble.mc_dropout=2",
+    "ensemble.bagging=-1",
 ]
 
 
