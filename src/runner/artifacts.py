@@ -53,3 +53,11 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
             values = [Summary.Value(tag=t, simple_value=float(v)) for t, v in zip(tags, record[2:]) if v == v]
             writer.add_event(Event(wall_time=time.time(), step=int(record[1]), summary=Summary(value=values)))
         writer.close()
+
+
+def mark_status(run_dir: Path, **fields) -> None:
+    """Add `fields` to the run's status.json (kept beside what is there already), atomically."""
+    path = Path(run_dir) / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    status.update(fields)
+    write_json(path, status)

@@ -18,11 +18,13 @@ from runner.engine.loop import FitResult, fit
 from runner.engine.predict import predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
+from runner.evaluate.averaging import averaging_markdown, averaging_table
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population
 from runner.study import Study, plan, population
+from runner.weight_averages import score_averages
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict:
@@ -35,8 +37,17 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
 
+    if cfg.eval.refit and name_of(cfg.avg.name) != "none":
+        raise RunnerError("avg= averages the selection fit's checkpoints, but eval.refit=true tests a retrained "
+                          "model: use one of them (avg=none or eval.refit=false)")
+
     pre = preprocess(dataset, members)
     model, inputs, result = _train_population(study, members, pre, over)
+    diverged = _diverged(result, members)
+    kept = [m.index for m in members if m.index not in {d["member"] for d in diverged}]
+    if diverged:
+        over += f"; {len(diverged)} diverged member{'s' * (len(diverged) > 1)} left out"
+    averaging = score_averages(model, inputs, pre, members, result, study.loss, dataset, kept)
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
     train_s = result.train_s
     tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
@@ -56,9 +67,12 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "model": cfg.model.name,
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_pre, tested_members, members, predictions, val_predictions, over),
+        **_scores(cfg, dataset, tested_pre, tested_members, members, _only(predictions, kept),
+                  _only(val_predictions, kept), over),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
+        **({"diverged": diverged} if diverged else {}),
+        **({"averaging": averaging} if averaging else {}),
     }
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +85,18 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
     write_reports(run_dir, results, history)
+    if averaging:
+        with open(run_dir / "report.md", "a", encoding="utf-8") as report:
+            report.write(averaging_markdown(results))
+    if diverged:
+        artifacts.mark_status(run_dir, diverged=diverged)
 
     console.print(results_table(results))
+    if averaging:
+        console.print(averaging_table(results))
+    if diverged:
+        console.print(f"[bold red]{len(diverged)} of {len(members)} members diverged[/] (members "
+                      f"{', '.join(str(d['member']) for d in diverged)}): left out of every table above")
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
@@ -119,6 +143,21 @@ def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch
     return model, data.inputs, result
 
 
+def _diverged(result: FitResult, members) -> list[dict]:
+    """The members whose loss went non-finite or exploded, with the epoch; none may pass for a result."""
+    out = [{"member": m.index, "epoch": int(e)} for m, e in zip(members, result.diverged_epoch) if e >= 0]
+    if len(out) == len(members):
+        raise RunnerError(f"every member diverged (training loss not finite or exploding, first at epoch "
+                          f"{min(d['epoch'] for d in out)}); lower optim.lr or clip gradients "
+                          "(trainer.grad_clip.norm=1.0)")
+    return out
+
+
+def _only(predictions, kept: list[int]):
+    """The predictions of the members in `kept` (diverged members are left out)."""
+    return predictions[predictions["member"].isin(kept)] if len(predictions) else predictions
+
+
 def _confusion(predictions, classes: list[str]) -> dict:
     """The confusion matrix summed over every member's test predictions, as counts and row shares."""
     counts = confusion(predictions["y_true"], predictions["y_pred"], classes)
@@ -147,6 +186,9 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
+    for name, averaged in result.averages.items():
+        save_checkpoint(folder / f"avg_{name}.pt", averaged.flat, averaged.stats, model, info,
+                        {**extra, "epochs": averaged.epochs}, pre.arrays())
     if cfg.eval.refit:
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
 
