@@ -56,8 +56,9 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
 
 
 def mark_status(run_dir: Path, **fields) -> None:
-    """Add `fields` to the run's status.json (kept beside what is there already), atomically."""
+    """Add `fields` to the run's status.json (kept beside what is there already; a None value removes the key),
+    atomically."""
     path = Path(run_dir) / "status.json"
     status = json.loads(path.read_text()) if path.exists() else {}
     status.update(fields)
-    write_json(path, status)
+    write_json(path, {k: v for k, v in status.items() if v is not None})

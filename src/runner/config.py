@@ -257,6 +257,8 @@ class TrainerConfig:
     device: Device = Device.auto
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
+    checkpoint_every: Optional[int] = None  # epochs between fit-state checkpoints; None: about once a minute
+    resume: bool = False  # continue from the run directory's saved fit state (runner resume DIR sets it)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
 

@@ -16,7 +16,8 @@ from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
 from runner.engine.predict import predict_rows
-from runner.errors import RunnerError
+from runner.engine.resume import FitCheckpoint, stop_on_signals
+from runner.errors import Interrupted, RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.averaging import averaging_markdown, averaging_table
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -42,7 +43,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
                           "model: use one of them (avg=none or eval.refit=false)")
 
     pre = preprocess(dataset, members)
-    model, inputs, result = _train_population(study, members, pre, over)
+    model, inputs, result = _train_population(study, members, pre, over, run_dir=run_dir)
     diverged = _diverged(result, members)
     kept = [m.index for m in members if m.index not in {d["member"] for d in diverged}]
     if diverged:
@@ -57,7 +58,7 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         tested_pre = preprocess(dataset, tested_members)
         budget = np.maximum(result.best_epoch + 1, 1)
         tested_model, tested_inputs, refit = _train_population(study, tested_members, tested_pre,
-                                                               over + ", refit on train+val", budget)
+                                                               over + ", refit on train+val", budget, run_dir, "refit")
         train_s += refit.train_s
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
 
@@ -90,6 +91,8 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
             report.write(averaging_markdown(results))
     if diverged:
         artifacts.mark_status(run_dir, diverged=diverged)
+    if cfg.trainer.resume and (run_dir / "status.json").exists():
+        artifacts.mark_status(run_dir, status="ok", resume=None)
 
     console.print(results_table(results))
     if averaging:
@@ -122,9 +125,11 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, me
     }
 
 
-def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None
-                      ) -> tuple[Population, MemberInputs, FitResult]:
-    """Build, initialize and train one population; the model ends with the weights it keeps."""
+def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None,
+                      run_dir: Path | None = None, stage: str = "fit") -> tuple[Population, MemberInputs, FitResult]:
+    """Build, initialize and train one population; the model ends with the weights it keeps.
+
+    Its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM."""
     cfg, dataset = study.cfg, study.dataset
     model, data = population(study, members, pre)
     E = len(members)
@@ -134,8 +139,16 @@ def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch
         f"{dataset.task} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget)
+    checkpoint = None if run_dir is None else FitCheckpoint(
+        run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+    try:
+        with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
+            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint)
+    except Interrupted:
+        artifacts.mark_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
+        raise
+    if checkpoint is not None:
+        checkpoint.done()
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     with torch.no_grad():
         model.flat.copy_(result.best if keep_best else result.last)

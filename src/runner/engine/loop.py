@@ -14,6 +14,7 @@ from runner.engine.averaging import Averaged
 from runner.engine.early_stopping import Divergence, EarlyStopping
 from runner.engine.inputs import MemberInputs, padded
 from runner.engine.optim import StackedOptimizer
+from runner.engine.resume import FitCheckpoint
 from runner.engine.schedules import LOWER_IS_BETTER, Schedule
 from runner.engine.state import MemberState, rng_states, rngs_from
 from runner.models import Population
@@ -55,12 +56,14 @@ def fit(
     loss: str,
     on_epoch: Optional[Callable[[int, int], None]] = None,
     epoch_budget: Optional[np.ndarray] = None,
+    checkpoint: Optional[FitCheckpoint] = None,
 ) -> FitResult:
     """Train every member of `model` on its own rows; returns history, best/last weights and averages.
 
     Members that stop early (or diverge) leave the population at the end of the epoch (their results are
     kept aside), so the step costs only what the members still training need. `epoch_budget` [E] stops
-    each member after that many epochs (refit on train + val).
+    each member after that many epochs (refit on train + val). `checkpoint` saves the whole fit state now
+    and then (and when a signal asks), and resumes from a saved one: the result equals an uninterrupted fit.
     """
     start = time.perf_counter()
     trainer, es = cfg.trainer, cfg.trainer.early_stopping
@@ -82,15 +85,27 @@ def fit(
     avg = averaging.Averages(cfg.avg, model.flat)
     stopper = EarlyStopping(model, es)
     divergence = Divergence(E, device)
-    states = [model, work, opt, schedule, augment, avg, stopper, divergence]
+    named = {"model": model, "work": work, "opt": opt, "schedule": schedule, "augment": augment, "avg": avg,
+             "stopper": stopper, "divergence": divergence}
+    states = list(named.values())
 
     names = ["train/loss", "lr"] + (["val/loss", metric] if work.has_val else [])
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
     diverged_epoch = torch.full((E,), -1, device=device)
     done = _Finished(E)
     live = torch.arange(E, device=device)  # global index of each member still in the population
+    setup = {"members": E, "parameters": model.size, "epochs": trainer.epochs}
+    first = 0
+    if checkpoint is not None and (saved := checkpoint.load(setup)) is not None:
+        first, live, hist, diverged_epoch = saved["epoch"] + 1, saved["live"], saved["hist"], saved["diverged_epoch"]
+        done.update(saved["done"])
+        keep = torch.zeros(E, dtype=torch.bool, device=device)
+        keep[live] = True
+        for name, state in named.items():
+            state.select(keep)
+            state.load_state_dict(saved["states"][name])
 
-    for epoch in range(trainer.epochs):
+    for epoch in range(first, trainer.epochs):
         active = stopper.active
         opt.set_lr(schedule.rates(epoch))
         idx, masks, real = work.epoch_batches(batch)
@@ -149,6 +164,9 @@ def fit(
             live = live[keep]
             for state in states:
                 state.select(keep)
+        if checkpoint is not None and epoch + 1 < trainer.epochs and checkpoint.due(epoch):
+            checkpoint.save({"setup": setup, "epoch": epoch, "live": live, "hist": hist, "diverged_epoch": diverged_epoch,
+                             "done": dict(done), "states": {name: state.state_dict() for name, state in named.items()}})
     else:
         done.store(live, _leaving(model, stopper, avg, torch.ones_like(stopper.active)))
 
