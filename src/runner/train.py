@@ -195,7 +195,8 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
     info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
-             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}
+             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss,
+             **_columns(study.dataset)}
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
@@ -204,6 +205,14 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
                         {**extra, "epochs": averaged.epochs}, pre.arrays())
     if cfg.eval.refit:
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
+
+
+def _columns(dataset: Dataset) -> dict:
+    """What `runner predict` needs to rebuild a table's inputs from a new file (images: nothing)."""
+    if dataset.images is not None:
+        return {}
+    return {"task": dataset.task, "target": dataset.target, "numeric": list(dataset.numeric),
+            "categorical": list(dataset.categorical), "categories": {c: list(v) for c, v in dataset.categories.items()}}
 
 
 def _plain(value):
