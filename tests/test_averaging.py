@@ -107,14 +107,16 @@ def test_greedy_soup_is_no_worse_on_validation_than_its_best_ingredient():
         assert result.averages["greedy_soup"].epochs[e][0] in result.averages["soup"].epochs[e]
 
 
-def test_stacked_equals_alone_with_every_averaging():
+@pytest.mark.parametrize("norm", [Norm.none, Norm.batch])
+def test_stacked_equals_alone_with_every_averaging(norm):
     avg = AvgConfig(name=AvgName.compare, k=3, ingredients=4, start_epoch=3)
-    stacked = _fit(7, avg)
+    stacked = _fit(7, avg, norm=norm)
     for e, seed in enumerate(SEEDS):
         X, y, train, val = _data()
-        alone = _fit(7, avg, seeds=[seed], data=(X, y, [train[e]], [val[e]]))
+        alone = _fit(7, avg, seeds=[seed], data=(X, y, [train[e]], [val[e]]), norm=norm)
         for name, a in stacked.averages.items():
             torch.testing.assert_close(a.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(a.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
             assert a.epochs[e] == alone.averages[name].epochs[0]
 
 

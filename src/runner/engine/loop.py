@@ -107,7 +107,8 @@ def fit(
 
     for epoch in range(first, trainer.epochs):
         active = stopper.active
-        opt.set_lr(schedule.rates(epoch))
+        rates = schedule.rates(epoch)
+        opt.set_lr(rates)
         idx, masks, real = work.epoch_batches(batch)
         has_rows = real.any(-1) & active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
         if augment.active:
@@ -137,7 +138,7 @@ def fit(
             total += per_row.detach().sum(1)
         train_loss = total / weight_sum
         hist["train/loss"][epoch, live] = train_loss
-        hist["lr"][epoch, live] = opt.lr
+        hist["lr"][epoch, live] = rates
         score = None
         if work.has_val:
             val = _validate(model, work, criterion, metric)
