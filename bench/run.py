@@ -35,14 +35,20 @@ def timed(label: str, fn, log: dict):
         return None
 
 
+# Whole-process rows are judged as ratios to this reference, timed in the same loop: absolute
+# seconds vary two-fold between machines (and with a busy neighbour), the ratio much less.
+IMPORT_TORCH = [sys.executable, "-c", "import torch"]
+
+
 def subprocess_s(args: list[str]) -> float:
-    """Wall seconds of `runner ARGS` in a fresh process (output discarded); raises if it fails."""
-    cmd = [str(RUNNER)] if RUNNER.exists() else [sys.executable, "-m", "runner.cli"]
+    """Wall seconds of `runner ARGS` (or of a full command line) in a fresh process, output discarded."""
+    runner = [str(RUNNER)] if RUNNER.exists() else [sys.executable, "-m", "runner.cli"]
+    cmd = args if args[0] == sys.executable else runner + args
     start = time.perf_counter()
-    done = subprocess.run(cmd + args, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise RuntimeError(f"runner {' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
+        raise RuntimeError(f"{' '.join(args)} exited {done.returncode}: {done.stderr.strip()[-300:]}")
     return seconds
 
 
@@ -143,25 +149,43 @@ def processes(args, out: dict) -> None:
     def train(*overrides):
         return ["train", *overrides, *args.threads]
 
-    commands = {
-        "help": ["--help"],
-        "cfg_job": ["train", "--cfg", "job"],
-        "train_default": train(*(["trainer.epochs=10"] if args.quick else [])),
-        "train_kfold": train(*w.HEART_KFOLD[:-1], f"trainer.epochs={args.epochs}"),
-    }
-    times = {k: [] for k in commands}
     with tempfile.TemporaryDirectory() as tmp:
+        sweep = [f"hydra.sweep.dir={tmp}/sweep", *(["trainer.epochs=10"] if args.quick else [])]
+        commands = {
+            "help": ["--help"],
+            "cfg_job": ["train", "--cfg", "job"],
+            "train_default": train(*(["trainer.epochs=10"] if args.quick else [])),
+            "train_kfold": train(*w.HEART_KFOLD[:-1], f"trainer.epochs={args.epochs}"),
+            "report_sweep": ["report", f"{tmp}/sweep"],
+        }
+        times = {k: [] for k in commands} | {"import_torch": [], "pairs": {k: [] for k in commands}}
+        # The finished sweep that `runner report` reads: 3 optimizers x 2 seed counts, timed once as information.
+        times["sweep"] = [t] if (t := timed("runner train -m (6 jobs)", lambda: subprocess_s(
+            train("-m", "optim=sgd,adam,adamw", "trainer.seeds=1,2", *sweep)), out)) else []
         for rep in range(args.repeats):
             for name, cmd in commands.items():
+                # The reference right before each command, so both meet the same load on a shared machine.
+                ref = timed("import torch", lambda: subprocess_s(IMPORT_TORCH), out)
                 run_dir = [f"hydra.run.dir={tmp}/{name}-{rep}"] if name.startswith("train_") else []
                 t = timed(f"runner {name}", lambda: subprocess_s(cmd + run_dir), out)
+                if ref is not None:
+                    times["import_torch"].append(ref)
                 if t is not None:
                     times[name].append(t)
+                if ref is not None and t is not None:
+                    times["pairs"][name].append(t / ref)
     out["processes"] = {"times_s": times}
     rss = timed("peak rss", lambda: subprocess.run([sys.executable, str(HERE / "workloads.py"), str(args.epochs)],
                                                    capture_output=True, text=True, check=True).stdout, out)
     if rss:
         out["rss_mib"] = json.loads(rss)
+
+
+def torch_ratio(times: dict, name: str) -> float | None:
+    """Median over repetitions of (seconds of `name`) / (seconds of the `import torch` timed just before it)."""
+    if name == "sweep":  # run once, before the repetitions: against the median reference
+        return times["sweep"][0] / med(times["import_torch"]) if times.get("sweep") and times["import_torch"] else None
+    return med(times.get("pairs", {}).get(name, []))
 
 
 def med(xs):
@@ -173,8 +197,8 @@ def table(out: dict, quick: bool) -> Table:
     """The benchmark table: one row per contender, medians, ratios to runner and the bars."""
     t = Table(title="runner benchmark" + (" (--quick: bars are not meaningful)" if quick else ""), title_justify="left")
     for col, just in [("workload", "left"), ("contender", "left"), ("median", "right"), ("min", "right"),
-                      ("x runner", "right"), ("bar", "left"), ("", "center")]:
-        t.add_column(col, justify=just, no_wrap=col in ("workload", "contender", "median", "min", "x runner"))
+                      ("ratio", "right"), ("bar", "left"), ("", "center")]:
+        t.add_column(col, justify=just, no_wrap=col in ("workload", "contender", "median", "min", "ratio"))
 
     def row(workload, contender, xs, ref=None, bar="", ok=None, unit="s", note=None, ratio=None):
         m = med(xs)
@@ -197,7 +221,15 @@ def table(out: dict, quick: bool) -> Table:
     row("", "PyTorch Lightning", [],
         note="not installed" if not lightning else f"{lightning} installed; no contender written yet")
     p = out.get("processes", {}).get("times_s", {})
-    row("", "runner train eval=kfold ..., end to end", p.get("train_kfold", []), r)
+
+    def process_row(workload, contender, name, most=None):
+        """A whole command as a fresh process: seconds as information, judged as a ratio to `import torch`."""
+        ratio = torch_ratio(p, name)
+        bar = "" if most is None else f"<= {most}x import torch"
+        row(workload, contender, p.get(name, []), None, bar, None if most is None else lambda m: ratio <= most,
+            ratio="" if ratio is None else f"{ratio:.2f}x torch")
+
+    process_row("", "runner train eval=kfold ..., end to end", "train_kfold", 2.5)
     from runner.models import BUILDERS
     row("digits-cnn", "runner model=cnn dataset=digits", [],
         note="model=cnn not built yet" if "cnn" not in BUILDERS else "not benchmarked yet")
@@ -208,9 +240,12 @@ def table(out: dict, quick: bool) -> Table:
         lambda m: plain is not None and m / plain <= 1.2,
         ratio=f"{single / plain:.2f}x plain" if single and plain else "")
     row("", "plain PyTorch loop, 1 model", s.get("plain", []))
-    row("startup", "runner --help", p.get("help", []), None, "<= 0.5 s", lambda m: m <= 0.5)
-    row("", "runner train --cfg job", p.get("cfg_job", []))
-    row("", "runner train (default), end to end", p.get("train_default", []), None, "<= 6 s", lambda m: m <= 6)
+    row("startup", "python -c 'import torch' (the reference)", p.get("import_torch", []))
+    process_row("", "runner --help", "help", 0.2)
+    process_row("", "runner train --cfg job", "cfg_job")
+    process_row("", "runner train (default), end to end", "train_default", 2.0)
+    process_row("sweep", "runner train -m, 6 jobs (information)", "sweep")
+    process_row("", "runner report on that sweep", "report_sweep", 1.5)
     rss = out.get("rss_mib", {}).get("peak_mib")
     row("memory", "peak RSS of the heart-kfold fit", [rss] if rss else [], None, "<= 1 GiB",
         lambda m: m <= GIB, unit="MiB")

@@ -107,7 +107,7 @@ def test_all_members_diverged_is_a_one_line_error_not_a_result(tmp_path):
 
 
 def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
-    args = ["trainer.epochs=1500", "trainer.early_stopping.patience=null", "trainer.checkpoint_every=1",
+    args = ["trainer.epochs=400", "trainer.early_stopping.patience=null", "trainer.checkpoint_every=2",
             "trainer.progress=false", "trainer.seeds=2"]
     cli = [sys.executable, "-m", "runner.cli"]
     run = tmp_path / "killed"
@@ -117,7 +117,6 @@ def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
     deadline = time.time() + 120
     while not state.exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.01)
-    time.sleep(0.2)
     job.kill()
     job.wait()
     assert state.exists() and not (run / "results.json").exists()

@@ -3,13 +3,13 @@
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
 
+from runner.data.splits import Member
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
@@ -26,7 +26,7 @@ def make_members(n_rows: int, k: int, repeats: int = 1, val: int = 4):
         order = np.random.default_rng(r).permutation(n_rows)
         for f, test in enumerate(np.array_split(order, k)):
             rest = np.setdiff1d(order, test)
-            members.append(SimpleNamespace(index=len(members), fold=f, repeat=r, seed=0,
+            members.append(Member(index=len(members), fold=f, repeat=r, seed=0,
                                            train=rest[val:], val=rest[:val], test=np.sort(test)))
     return members
 
@@ -127,7 +127,7 @@ def test_sklearn_baseline_fits_each_member_on_its_train_rows():
 
 def test_baseline_missing_a_class_in_train_rows():
     y = np.array([0, 0, 1, 1, 0, 0, 2, 2, 1, 2])
-    m = SimpleNamespace(index=0, fold=0, repeat=0, seed=0, train=np.arange(6), val=np.arange(0), test=np.arange(6, 10))
+    m = Member(index=0, fold=0, repeat=0, seed=0, train=np.arange(6), val=np.arange(0), test=np.arange(6, 10))
     X = np.random.default_rng(0).normal(size=(1, 10, 2))
     got = sklearn_predictions("logreg", X, y, [m], "multiclass", ["0", "1", "2"])
     assert (got.p_2 == 0).all() and got[["p_0", "p_1"]].sum(axis=1).to_numpy() == pytest.approx(1)
@@ -145,8 +145,13 @@ def test_baselines_are_summarized_the_same_way():
 
 
 def test_evaluate_imports_neither_torch_nor_engine_nor_matplotlib():
-    code = ("import sys, runner.evaluate; bad = [m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'matplotlib') or m.startswith('runner.engine')]; print(bad); sys.exit(bool(bad))")
+    # Scoring is numpy: importing what scores, summarizes and reports loads no torch, sklearn, scipy,
+    # matplotlib (plots import it when they draw) or tensorboard.
+    code = ("import sys, runner.evaluate.metrics, runner.evaluate.summary, runner.evaluate.resample, "
+            "runner.evaluate.report, runner.evaluate.compare, runner.evaluate.baselines, runner.evaluate.plots; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'matplotlib', 'sklearn', 'scipy', 'tensorboard') or m.startswith('runner.engine')]; "
+            "print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
 

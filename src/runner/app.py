@@ -53,12 +53,17 @@ def _fail(message: str) -> int:
 def _hydra_train(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
+    from runner import timing
+
+    clock = timing.job_clock()
+    clock.lap("config")
     from runner.train import train
 
+    clock.lap("imports")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-        return train(config, run_dir)
+        return train(config, run_dir, clock)
     except (RunnerError, OmegaConfBaseException) as exc:
         _job_errors.append(str(exc) if isinstance(exc, RunnerError) else explain(exc))
         _remove_if_only_hydra_files(run_dir)

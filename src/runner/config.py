@@ -62,6 +62,11 @@ class Norm(str, Enum):
     group = "group"
 
 
+class MoeLoss(str, Enum):
+    per_expert = "per_expert"
+    blended = "blended"
+
+
 class Pool(str, Enum):
     max = "max"
     avg = "avg"
@@ -134,6 +139,9 @@ class ModelConfig:
     channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn: a conv block per entry
     kernel: int = 3  # cnn: square kernel, 'same' padding
     pool: Pool = Pool.max  # cnn: 2x2 pooling after each conv block (while the image is at least 2x2)
+    experts: int = 4  # moe: K experts per member
+    expert: List[int] = field(default_factory=list)  # moe: each expert's hidden widths ([] = a linear expert)
+    top_k: Optional[int] = None  # moe: experts used per row (sparse, gates renormalized); None = all K (dense)
 
 
 @dataclass
@@ -142,6 +150,8 @@ class LossConfig:
     label_smoothing: float = 0.0  # targets y(1-a) + a/K
     pos_weight: Optional[float] = None  # BCE: weight of the positive term
     class_weights: Optional[List[float]] = None  # one weight per class (code order), weighted mean
+    moe: MoeLoss = MoeLoss.per_expert  # model=moe: per_expert = Σ_k g_k·loss(expert k); blended = loss(Σ_k g_k·expert k)
+    balance: float = 0.0  # model=moe: weight of the load-balancing term K·Σ_k (share routed to k)·(mean gate k)
 
 
 @dataclass
@@ -196,6 +206,38 @@ class AugConfig:
     noise: float = 0.0  # Gaussian noise of this sd added to the standardized inputs (tables too)
     mixup: float = 0.0  # alpha of Beta(alpha, alpha): blend two rows' inputs and targets; 0 = off
     cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
+
+
+class EnsembleName(str, Enum):
+    none = "none"
+    seeds = "seeds"
+    stacking = "stacking"
+    blending = "blending"
+    distill = "distill"
+    compare = "compare"
+
+
+class Combine(str, Enum):
+    mean = "mean"
+    vote = "vote"
+    linear = "linear"
+    loglinear = "loglinear"
+
+
+@dataclass
+class EnsembleConfig:
+    """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
+
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
+    combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
+    weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
+    bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
+    mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
+    inner_k: int = 3  # stacking: inner folds over each split's training rows (out-of-fold meta-features)
+    passthrough: bool = True  # stacking, blending: the meta-model also sees the inputs beside the probabilities
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
+    temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
+    alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
 
 
 @dataclass
@@ -273,6 +315,7 @@ class Config:
     reg: RegConfig = field(default_factory=RegConfig)
     aug: AugConfig = field(default_factory=AugConfig)
     avg: AvgConfig = field(default_factory=AvgConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -314,6 +357,11 @@ def validate(cfg: Config) -> None:
          "use positive channel counts, e.g. [16, 32]")
     need(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "use an odd kernel size >= 1, e.g. 3")
     need(m.groups >= 1, "model.groups", m.groups, "use a group count >= 1")
+    need(m.experts >= 1, "model.experts", m.experts, "use a count >= 1")
+    need(m.top_k is None or 1 <= m.top_k <= m.experts, "model.top_k", m.top_k,
+         f"use 1..model.experts ({m.experts}), or null for a dense gate")
+    need(all(h >= 1 for h in m.expert), "model.expert", list(m.expert), "use positive widths, or [] for linear experts")
+    need(cfg.loss.balance >= 0, "loss.balance", cfg.loss.balance, "use a weight >= 0")
     widths = list(m.channels) if m.name == "cnn" else list(m.hidden)
     need(name_of(m.norm) != "group" or all(w % m.groups == 0 for w in widths), "model.groups", m.groups,
          f"norm=group needs every width ({widths}) divisible by model.groups")
@@ -332,6 +380,16 @@ def validate(cfg: Config) -> None:
     need(0 <= a.rotate <= 180, "aug.rotate", a.rotate, "use degrees in [0, 180]")
     for key in ("noise", "mixup", "cutmix"):
         need(getattr(a, key) >= 0, f"aug.{key}", getattr(a, key), "use a value >= 0 (0 turns it off)")
+    en = cfg.ensemble
+    need(en.bagging >= 0, "ensemble.bagging", en.bagging, "use a count >= 0 (0: no bagging)")
+    need(en.inner_k >= 2, "ensemble.inner_k", en.inner_k, "use k >= 2 inner folds")
+    need(en.temperature > 0, "ensemble.temperature", en.temperature, "use a temperature > 0")
+    need(0 <= en.alpha <= 1, "ensemble.alpha", en.alpha, "use a weight in [0, 1]")
+    need(en.mc_dropout >= 0, "ensemble.mc_dropout", en.mc_dropout, "use a count >= 0 (0: no dropout passes)")
+    need(en.mc_dropout == 0 or m.dropout > 0, "ensemble.mc_dropout", en.mc_dropout,
+         "dropout passes need model.dropout > 0")
+    need(name_of(en.name) != "none" or not (en.bagging or en.mc_dropout), "ensemble.name", name_of(en.name),
+         "bagging and dropout passes make ensemble members: use ensemble=seeds or ensemble=compare")
     need(cfg.reg.l2 >= 0 and cfg.reg.l1 >= 0, "reg.l2/reg.l1", (cfg.reg.l2, cfg.reg.l1), "use penalties >= 0")
     for key in ("norm", "value"):
         v = getattr(t.grad_clip, key)

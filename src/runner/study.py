@@ -44,7 +44,7 @@ def plan(cfg: Config) -> Study:
     dataset = load_dataset(cfg.dataset)
     loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
     seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
-    members = population_plan(dataset.y, dataset.task, cfg.eval, seeds)
+    members = population_plan(dataset.y, dataset.task, cfg.eval, seeds, cfg.ensemble.bagging)
     return Study(cfg, dataset, loss, members, describe_plan(members, cfg.eval),
                  resolve_device(name_of(cfg.trainer.device)))
 
@@ -53,7 +53,7 @@ def population(study: Study, members: list[Member], pre: Preprocessed) -> tuple[
     """A freshly initialized population for `members` and its data on the study's device."""
     cfg = study.cfg
     E = len(members)
-    model = build_model(cfg.model, E, study.input_shape, study.outputs).to(study.device)
+    model = build_model(cfg.model, E, study.input_shape, study.outputs, study.loss).to(study.device)
     model.initialize([m.seed for m in members], name_of(cfg.model.init), pre.used)
     batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
     configure_threads(cfg.trainer.threads, study.device, E * model.macs_per_row() * batch)

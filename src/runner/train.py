@@ -1,13 +1,12 @@
 """One experiment end to end: data -> population plan -> features -> engine -> predictions -> report."""
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runner import artifacts
+from runner import artifacts, timing
 from runner.config import Config, name_of
 from runner.console import console, epoch_progress
 from runner.data.datasets import Dataset
@@ -15,7 +14,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
-from runner.engine.predict import predict_rows
+from runner.engine.predict import expert_usage, predict_rows
 from runner.engine.resume import FitCheckpoint, stop_on_signals
 from runner.errors import Interrupted, RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
@@ -28,39 +27,45 @@ from runner.study import Study, plan, population
 from runner.weight_averages import score_averages
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict:
+def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
-    start = time.perf_counter()
+    clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
     study = plan(cfg)
     dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
     _check_monitor(cfg.trainer.early_stopping.monitor, task)
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
+    clock.lap("data")
 
     if cfg.eval.refit and name_of(cfg.avg.name) != "none":
         raise RunnerError("avg= averages the selection fit's checkpoints, but eval.refit=true tests a retrained "
                           "model: use one of them (avg=none or eval.refit=false)")
 
     pre = preprocess(dataset, members)
+    clock.lap("preprocess")
     model, inputs, result = _train_population(study, members, pre, over, run_dir=run_dir)
+    clock.lap("train")
     diverged = _diverged(result, members)
     kept = [m.index for m in members if m.index not in {d["member"] for d in diverged}]
     if diverged:
         over += f"; {len(diverged)} diverged member{'s' * (len(diverged) > 1)} left out"
     averaging = score_averages(model, inputs, pre, members, result, study.loss, dataset, kept)
+    clock.lap("averaging")  # scoring each weight average; nothing when none is asked for
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
-    train_s = result.train_s
     tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        clock.lap("predict")
         tested_pre = preprocess(dataset, tested_members)
+        clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, tested_inputs, refit = _train_population(study, tested_members, tested_pre,
-                                                               over + ", refit on train+val", budget, run_dir, "refit")
-        train_s += refit.train_s
+        tested_model, tested_inputs, _ = _train_population(study, tested_members, tested_pre,
+                                                           over + ", refit on train+val", budget, run_dir, "refit")
+        clock.lap("train")
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
+    clock.lap("predict")
 
     results = {
         "task": task,
@@ -69,12 +74,23 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "members": len(members),
         "parameters_per_member": model.parameters_per_member(),
         **_scores(cfg, dataset, tested_pre, tested_members, members, _only(predictions, kept),
-                  _only(val_predictions, kept), over),
+                  _only(val_predictions, kept), over, clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
         **({"diverged": diverged} if diverged else {}),
         **({"averaging": averaging} if averaging else {}),
     }
+    if name_of(cfg.ensemble.name) != "none":
+        from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
+
+        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
+                                         tested_pre, tested_members), predictions, val_predictions)
+    if hasattr(tested_model, "gates"):
+        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+        if results["experts"]["max_share"] > 0.95:
+            console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
+                          "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
+    clock.lap("ensembles")  # combining members and expert usage; nothing when neither is asked for
 
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
@@ -83,46 +99,53 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     history.to_csv(run_dir / "metrics.csv", index=False)
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
+    clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
-    results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
-    write_reports(run_dir, results, history)
-    if averaging:
-        with open(run_dir / "report.md", "a", encoding="utf-8") as report:
-            report.write(averaging_markdown(results))
+    clock.lap("tensorboard")
     if diverged:
         artifacts.mark_status(run_dir, diverged=diverged)
     if cfg.trainer.resume and (run_dir / "status.json").exists():
         artifacts.mark_status(run_dir, status="ok", resume=None)
-
     console.print(results_table(results))
     if averaging:
         console.print(averaging_table(results))
     if diverged:
         console.print(f"[bold red]{len(diverged)} of {len(members)} members diverged[/] (members "
                       f"{', '.join(str(d['member']) for d in diverged)}): left out of every table above")
+    if "ensembles" in results:
+        from runner.ensemble.results import ensemble_table
+
+        console.print(ensemble_table(results))
+    write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
+    if averaging:  # the weight-averaging section after report.md's own tables
+        with open(run_dir / "report.md", "a", encoding="utf-8") as report:
+            report.write(averaging_markdown(results))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, members, predictions, val_predictions,
-            over: str) -> dict:
+            over: str, clock: timing.Stopwatch) -> dict:
     """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
     for name in cfg.eval.baselines:
         baselines[name] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
+    clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
     summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
                         {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
     for d in validation.values():  # one model: its interval is over validation rows here
         if "interval" in d:
             d["interval"] = d["interval"].replace("test rows", "validation rows")
-    return {
+    out = {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
         **({"confusion": _confusion(predictions, classes)} if classes else {}),
     }
+    clock.lap("scoring")
+    return out
 
 
 def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None,
@@ -192,7 +215,7 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
                       tested_pre: Preprocessed) -> None:
     """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
     cfg = study.cfg
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in study.members]
+    info = [m.coordinates() for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
              "features": pre.names, "classes": study.dataset.classes, "loss": study.loss,

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
 from runner.categories import as_category as _as_category, integers as _integers
+from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
@@ -49,9 +49,12 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
         return images.load_images(cfg)
     _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
           f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
-    path = _resolve(cfg)
-    table = _read(path)
-    file, target = path.name, cfg.target
+    if cfg.name in GENERATED and cfg.path is None:
+        table, file, target = GENERATED[cfg.name](), cfg.name, cfg.target
+    else:
+        path = _resolve(cfg)
+        table = _read(path)
+        file, target = path.name, cfg.target
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
           f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")
@@ -173,10 +176,11 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
             return "regression", values.to_numpy(dtype="float64"), []
         task = "binary" if labels == 2 else "multiclass"
 
-    encoder = LabelEncoder().fit(_integers(values).to_numpy())
-    classes = [str(c) for c in encoder.classes_]
+    # Class codes in sorted label order, as sklearn's LabelEncoder gives them.
+    labels, codes = np.unique(_integers(values).to_numpy(), return_inverse=True)
+    classes = [str(c) for c in labels]
     _need(len(classes) >= 2, f"the target {name} has one class ({classes[0]!r}) in {file}; classification "
           "needs at least 2 (choose another dataset.target, or set dataset.positive_above)")
     _need(task != "binary" or len(classes) == 2, f"dataset.task=binary but the target {name} has {len(classes)} "
           "classes (set dataset.task=multiclass, or dataset.positive_above=... to threshold it)")
-    return task, encoder.transform(_integers(values).to_numpy()).astype("int64"), classes
+    return task, codes.astype("int64"), classes

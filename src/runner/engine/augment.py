@@ -118,6 +118,9 @@ class Augmenter:
             x = torch.where(cut.view(shape), mixed, blend)
         else:
             x = x * weight + other * (1.0 - weight)
+        if y.dim() == 3:  # soft targets already (distillation): mix them as they are
+            y_other = torch.gather(y, 1, partner.unsqueeze(-1).expand_as(y))
+            return x, lam.view(E, 1, 1) * y + (1.0 - lam.view(E, 1, 1)) * y_other
         y_other = torch.gather(y, 1, partner)
         if self.classes:
             hard = F.one_hot(y.long(), self.classes).float()

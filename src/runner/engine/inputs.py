@@ -32,6 +32,7 @@ class MemberInputs:
         self.y_mean = (zeros if y_mean is None else y_mean.float()).unsqueeze(1)  # [E, 1]
         self.y_scale = (ones if y_scale is None else y_scale.float()).unsqueeze(1)
         self.standardize_y = y_mean is not None and bool((self.y_mean != 0).any() or (self.y_scale != 1).any())
+        self.soft: torch.Tensor | None = None  # [E, n(, K)] per-member training targets (distillation)
 
     @classmethod
     def from_preprocessed(cls, pre: Preprocessed, device, weight: np.ndarray | None = None) -> MemberInputs:
@@ -70,6 +71,14 @@ class MemberInputs:
         y = self.y.index_select(0, idx.reshape(-1)).view(idx.shape)
         return (y - self.y_mean) / self.y_scale if self.standardize_y else y
 
+    def train_targets(self, idx: torch.Tensor) -> torch.Tensor:
+        """The targets training fits: each member's own soft targets where it has them, else `targets`."""
+        if self.soft is None:
+            return self.targets(idx)
+        if self.soft.dim() == 2:
+            return torch.gather(self.soft, 1, idx)
+        return torch.gather(self.soft, 1, idx.unsqueeze(-1).expand(*idx.shape, self.soft.shape[-1]))
+
     def weights(self, idx: torch.Tensor) -> torch.Tensor | None:
         """Row weights of rows idx [E, B], or None when every row weighs 1."""
         return None if self.weight is None else self.weight.index_select(0, idx.reshape(-1)).view(idx.shape)
@@ -82,14 +91,14 @@ class MemberInputs:
         """The same shared rows for the members where the bool mask `keep` [E] is true."""
         out = object.__new__(MemberInputs)
         out.__dict__.update(self.__dict__)
-        for name in ("a", "b", "fill", "y_mean", "y_scale"):
+        for name in ("a", "b", "fill", "y_mean", "y_scale", "soft"):
             value = getattr(self, name)
             setattr(out, name, None if value is None else value[keep])
         return out
 
     def nbytes(self) -> int:
         """Bytes of the tensors held (shared rows, targets, weights and the per-member arrays)."""
-        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale)
+        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale, self.soft)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 

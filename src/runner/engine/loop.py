@@ -122,10 +122,10 @@ def fit(
             model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
-            x, y = work.inputs.x(rows), work.inputs.targets(rows)
+            x, y = work.inputs.x(rows), work.inputs.train_targets(rows)
             if augment.active:
                 x, y = augment(x, y, s, model.noise)
-            per_row = criterion(model(x, masks[s]), y) * w
+            per_row = model.per_row_loss(criterion, x, y, masks[s]) * w
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
             loss_sum = (per_row.sum(1) / denominator).sum()

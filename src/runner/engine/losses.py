@@ -29,6 +29,7 @@ class Criterion:
     def __init__(self, loss: str, cfg: LossConfig, device):
         self.loss = loss
         self.smoothing = cfg.label_smoothing
+        self.moe, self.balance = cfg.moe, cfg.balance  # read by a mixture of experts' own loss
         self.pos_weight = None if cfg.pos_weight is None else torch.tensor(cfg.pos_weight, device=device)
 
     def __call__(self, out: torch.Tensor, y: torch.Tensor, smoothing: bool = True) -> torch.Tensor:

@@ -9,13 +9,28 @@ from runner.engine.inputs import MemberInputs, padded
 
 
 @torch.no_grad()
-def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
-    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
+def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndarray:
+    """fn(preprocessed inputs [E, chunk, ...]) -> [E, chunk, ...] over each member's own rows, chunk by chunk."""
     model.eval()
     idx, _ = padded(rows, inputs.X.device)
     step = inputs.chunk_rows()
-    parts = [losses.probabilities(loss, model(inputs.x(idx[:, s : s + step]))) for s in range(0, idx.shape[1], step)]
+    parts = [fn(inputs.x(idx[:, s : s + step])) for s in range(0, idx.shape[1], step)]
     return torch.cat(parts, dim=1).cpu().numpy()
+
+
+def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
+    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
+    return _chunked(lambda x: losses.probabilities(loss, model(x)), model, inputs, rows)
+
+
+def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
+    """A mixture of experts' gates on each member's rows: each expert's mean gate (its share of the gate mass)
+    and the mean gate entropy (nats; log K is an even spread), averaged over members; per member too."""
+    gates = _chunked(model.gates, model, inputs, rows)
+    usage = np.stack([g[: len(r)].mean(0) for g, r in zip(gates, rows)]).astype(float)  # [E, K]
+    entropy = [float(-(g[: len(r)] * np.log(np.clip(g[: len(r)], 1e-12, 1))).sum(1).mean()) for g, r in zip(gates, rows)]
+    return {"usage": usage.mean(0).round(4).tolist(), "entropy": round(float(np.mean(entropy)), 4),
+            "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}
 
 
 def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset) -> pd.DataFrame:
@@ -25,7 +40,7 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
-        frame = {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": r}
+        frame = {**m.coordinates(), "row": r}
         if len(classes):
             proba = out[e, : len(r)]
             frame["y_true"] = classes[dataset.y[r]]
@@ -35,4 +50,20 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
             frame["y_true"] = dataset.y[r]
             frame["y_pred"] = out[e, : len(r), 0] * pre.y_scale[e] + pre.y_mean[e]
         frames.append(pd.DataFrame(frame))
+    return pd.concat(frames, ignore_index=True)
+
+
+def dropout_passes(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, passes: int
+                   ) -> pd.DataFrame:
+    """predict_rows for `passes` stochastic passes (dropout on, each pass its own draw of every member's stream),
+    with a `pass` column and a `unit` column numbering (member, pass)."""
+    frames = []
+    model.sampling = True
+    try:
+        for k in range(passes):
+            model.noise.step = -(k + 1)  # training steps are >= 0: test-time draws never repeat a training mask
+            frame = predict_rows(model, inputs, pre, members, part, loss, dataset)
+            frames.append(frame.assign(**{"pass": k, "unit": frame["member"] * passes + k}))
+    finally:
+        model.sampling = False
     return pd.concat(frames, ignore_index=True)

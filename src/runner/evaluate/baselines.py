@@ -69,7 +69,7 @@ def _codes(y, classes) -> np.ndarray:
 def _table(m, test, y, pred, proba, task, classes, row_ids) -> pd.DataFrame:
     """A predictions table for member `m` in the engine's format (`row`: data row number or position)."""
     rows = test if row_ids is None else np.asarray(row_ids)[test]
-    frame = pd.DataFrame({"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": rows})
+    frame = pd.DataFrame({**m.coordinates(), "row": rows})
     if task == "regression":
         frame["y_true"], frame["y_pred"] = y[test].astype(float), np.asarray(pred, float)
         return frame

@@ -43,6 +43,7 @@ class Population(nn.Module):
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
+        self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
             reads_inputs: bool = False) -> None:
@@ -122,6 +123,10 @@ class Population(nn.Module):
 
     def parameters_per_member(self) -> int:
         return self.size
+
+    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """[E, B] training loss of each row (a model with a loss of its own, such as a mixture, overrides this)."""
+        return criterion(self(x, mask), y)
 
     def macs_per_row(self) -> int:
         """Multiply-adds of one member's forward pass on one row (dense layers: about one per parameter)."""
