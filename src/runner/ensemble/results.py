@@ -25,7 +25,7 @@ def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: st
             "metrics": summarize_table(scored, task, classes),
             "members": int(size),
             "weights": np.mean(weights, axis=0).round(4).tolist(),
-            "ablation": _ablation(test, val, classes, how, cfg.weights, unit, task, pooled),
+            "ablation": _ablation(test, classes, how, weights, unit, task, pooled),
         }
     return out
 
@@ -41,27 +41,27 @@ def best_single(test: pd.DataFrame, val: pd.DataFrame, task: str, classes: list[
     return summarize_table(table.assign(member=0) if pooled else table, task, classes)
 
 
-def _ablation(test, val, classes, how, weights, unit, task, pooled) -> dict:
-    """Each member position's Δ of the main metric when it is left out of every split's ensemble."""
+def _ablation(test, classes, how, weights: list[np.ndarray], unit, task, pooled) -> dict:
+    """Each member position's Δ of the main metric when it is left out of every split's ensemble, the others
+    keeping their weights (renormalized to sum 1 for a linear mixture; no refit)."""
     metric = "rmse" if task == "regression" else "accuracy"
-    positions = sorted(test.groupby(["repeat", "fold"])[unit].rank(method="dense").astype(int).unique())
-    if len(positions) < 2 or len(positions) > 20:
+    rank = test.groupby(["repeat", "fold"])[unit].rank(method="dense").astype(int) - 1
+    positions = int(rank.max()) + 1
+    if positions < 2 or positions > 20:
         return {}
-    test = test.assign(position=test.groupby(["repeat", "fold"])[unit].rank(method="dense").astype(int) - 1)
-    if val is not None and not val.empty:
-        val = val.assign(position=val.groupby(["repeat", "fold"])[unit].rank(method="dense").astype(int) - 1)
+    test = test.assign(position=rank)
 
     def value(table):
         table = table.assign(member=0) if pooled else table
         return float(score_members(table, task, classes)[metric].mean())
 
-    full = value(fold_ensembles(test, val, classes, how, weights, unit)[0])
+    full = value(fold_ensembles(test, None, classes, how, weights, unit)[0])
     out = {}
-    for p in range(len(positions)):
-        kept = None if weights is None else [w for i, w in enumerate(weights) if i != p]
-        left = fold_ensembles(test[test.position != p], None if val is None else val[val.position != p],
-                              classes, how, kept, unit)[0]
-        out[str(p)] = round(value(left) - full, 4)
+    for p in range(positions):
+        kept = [np.delete(w, p) for w in weights]
+        if how in ("mean", "linear", "vote"):
+            kept = [w / w.sum() if w.sum() > 0 else np.full(len(w), 1.0 / len(w)) for w in kept]
+        out[str(p)] = round(value(fold_ensembles(test[test.position != p], None, classes, how, kept, unit)[0]) - full, 4)
     return {"metric": metric, "delta_without": out}
 
 
