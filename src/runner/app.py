@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from runner.config import Config, register, valid_keys
-from runner.errors import RunnerError
+from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
 
 
@@ -28,6 +28,9 @@ def train_command(args: list[str]) -> int:
     _started[0] = time.time()
     try:
         _hydra_train()
+    except Interrupted as exc:
+        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
+        return exc.status
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     for message in _job_errors:

@@ -53,3 +53,12 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
         # TensorBoard reads any file whose name contains "tfevents"; this is the name its own writer gives.
         name = f"events.out.tfevents.{int(now):010d}.{host}.{os.getpid()}.{member}"
         events.write_scalars(folder / name, now, rows["epoch"].tolist(), scalars)
+
+
+def mark_status(run_dir: Path, **fields) -> None:
+    """Add `fields` to the run's status.json (kept beside what is there already; a None value removes the key),
+    atomically."""
+    path = Path(run_dir) / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    status.update(fields)
+    write_json(path, {k: v for k, v in status.items() if v is not None})

@@ -65,7 +65,7 @@ class Population(nn.Module):
         self.register_buffer("stats", stats)
 
     @torch.no_grad()
-    def keep(self, keep: torch.Tensor) -> None:
+    def select(self, keep: torch.Tensor) -> None:
         """Drop the members where the bool mask `keep` [E] is false (early-stopped, kept elsewhere)."""
         self.resize(self.flat.detach()[keep], self.stats[keep])
         self.noise.select(keep)
