@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import images as im  # noqa: E402
 import workloads as w  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +104,26 @@ def heart_kfold(args, out: dict) -> None:
                       "same_best_epoch": int((best == result.best_epoch).sum())}
     if skl:
         r["sklearn"] = {"accuracy": skl[1], "epochs_mean": skl[2]}
+
+
+def digits_cnn(args, out: dict) -> None:
+    """Workload 2: digits, 5 folds x 2 seeds, CNN [16, 32], 20 epochs, batch 64: runner's stacked CNN (one
+    grouped convolution) and its generic vmap path against the same 10 models one at a time."""
+    extra = [*(["trainer.epochs=3"] if args.quick else []), *args.threads]
+    study, pre = im.digits_study(w.compose_config, "cnn", extra)
+    generic, generic_pre = im.digits_study(w.compose_config, "cnn_vmap", extra)
+    times = {"runner": [], "vmap": [], "plain": []}
+    accuracy = {}
+    for _ in range(args.repeats):
+        for name, fn in (("runner", lambda: im.runner_fit(study, pre)),
+                         ("vmap", lambda: im.runner_fit(generic, generic_pre)),
+                         ("plain", lambda: im.plain_loop(study, pre))):
+            got = timed(f"digits-cnn {name}", fn, out)
+            if got:
+                times[name].append(got[0])
+                accuracy[name] = {"mean": got[1], "ci95": im.interval(got[2])}
+    out["threads"]["digits_cnn"] = torch.get_num_threads()
+    out["digits_cnn"] = {"times_s": times, "accuracy": accuracy}
 
 
 def floor(study, result) -> dict:
@@ -230,9 +251,12 @@ def table(out: dict, quick: bool) -> Table:
             ratio="" if ratio is None else f"{ratio:.2f}x torch")
 
     process_row("", "runner train eval=kfold ..., end to end", "train_kfold", 2.5)
-    from runner.models import BUILDERS
-    row("digits-cnn", "runner model=cnn dataset=digits", [],
-        note="model=cnn not built yet" if "cnn" not in BUILDERS else "not benchmarked yet")
+    d = out.get("digits_cnn", {}).get("times_s", {})
+    r = med(d.get("runner", []))
+    row("digits-cnn", "runner fit, 10 CNNs, one grouped conv", d.get("runner", []), r)
+    row("", "runner fit, generic vmap path", d.get("vmap", []), r)
+    row("", "plain PyTorch loop, 1 model at a time", d.get("plain", []), r, "runner >= 3x faster",
+        lambda m: r is not None and m / r >= 3)
     s = out.get("single", {}).get("times_s", {})
     plain = med(s.get("plain", []))
     single = med(s.get("runner", []))
@@ -277,6 +301,10 @@ def details(out: dict) -> list[str]:
                      f"GEMM 1024^3 {f['gemm_flop_s'] / 1e9:.1f} GFLOP/s ({f['threads']}), "
                      f"{f['gemm_all_cores_flop_s'] / 1e9:.1f} ({os.cpu_count()}) -> {f['floor_gemm_s']:.3f} s; "
                      f"runner fit is {r / f['floor_bmm_s']:.0f}x / {r / f['floor_gemm_s']:.0f}x those floors")
+    acc = out.get("digits_cnn", {}).get("accuracy", {})
+    if acc:
+        lines.append("digits-cnn test accuracy, mean over the 10 members [95% CI]: " + "; ".join(
+            f"{k} {v['mean']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for k, v in acc.items()))
     if out.get("rss_mib"):
         q = out["rss_mib"]
         lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
@@ -307,7 +335,8 @@ def main() -> int:
            "noise_s": [], "threads": {}}
     console = Console(width=max(132, Console().width))  # piped output would wrap the table at 80
     start = time.perf_counter()
-    for name, step in [("heart-kfold", heart_kfold), ("single model", single_model), ("processes", processes)]:
+    for name, step in [("heart-kfold", heart_kfold), ("digits-cnn", digits_cnn), ("single model", single_model),
+                       ("processes", processes)]:
         with console.status(f"bench: {name}"):
             step(args, out)
     out["bench_s"] = time.perf_counter() - start

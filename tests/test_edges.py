@@ -133,6 +133,16 @@ def test_a_used_run_directory_is_untouched_by_a_rejected_or_repeated_run(tmp_pat
     assert json.loads((run / "results.json").read_text())["members"] == 1
 
 
+def test_resuming_a_finished_run_is_refused_and_touches_nothing(tmp_path, train, capsys):
+    run = tmp_path / "run"
+    assert train(*QUICK, f"hydra.run.dir={run}")[0] == 0
+    before = _snapshot(run)
+    assert main(["resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has finished (status.json: ok); there is nothing to resume" in err
+    assert _snapshot(run) == before
+
+
 def test_overwrite_never_empties_a_folder_that_is_not_a_run(tmp_path, train):
     folder = tmp_path / "notes"
     folder.mkdir()

@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException, ValidationError
 from runner import rundir
 from runner.checks import check_task, validate
 from runner.config import Config, register
-from runner.errors import RunnerError
+from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
 
 
@@ -33,6 +33,9 @@ def train_command(args: list[str]) -> int:
     _job_started[:] = [False]
     try:
         _hydra_train()
+    except Interrupted as exc:
+        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
+        return exc.status
     except Refused as refused:
         return _fail(str(refused))
     except (HydraException, OmegaConfBaseException) as exc:
@@ -73,7 +76,7 @@ class CheckRun(Callback):
         try:
             checked = checked_config(_task_config(config))
             run_dir = Path(config.hydra.run.dir)
-            rundir.claim(run_dir, checked.overwrite)
+            rundir.claim(run_dir, checked.overwrite, checked.trainer.resume)
         except RunnerError as exc:
             raise Refused(str(exc)) from None
         except OmegaConfBaseException as exc:
@@ -137,6 +140,8 @@ def _hydra_train(cfg: DictConfig) -> Any:
     except OSError as exc:
         where = exc.filename or run_dir
         message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
+    except Interrupted:
+        raise  # a signal stopped training after saving its state; train marked the run resumable
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or rich exiting on a closed stdout pipe
         rundir.fail(run_dir, "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped: output closed",
                     "interrupted")

@@ -82,6 +82,17 @@ class EvalName(str, Enum):
     loo = "loo"
 
 
+class AvgName(str, Enum):
+    none = "none"
+    last = "last"
+    best = "best"
+    ema = "ema"
+    swa = "swa"
+    soup = "soup"
+    greedy_soup = "greedy_soup"
+    compare = "compare"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -230,6 +241,20 @@ class EnsembleConfig:
 
 
 @dataclass
+class AvgConfig:
+    """Weight averaging within each member's own run (never across members), scored beside the restored best."""
+
+    name: AvgName = AvgName.none  # compare: every averaging below, from one fit
+    k: int = 5  # last, best: how many epoch checkpoints go into the mean
+    ingredients: int = 10  # soup, greedy_soup: the member's best checkpoints by validation that may go in
+    decay: float = 0.99  # ema, per optimizer step
+    warmup: bool = True  # ema: decay min(decay, (1 + n) / (10 + n)) after n updates, so short runs work
+    start_epoch: int = 10  # swa: epochs from this one on are averaged (each epoch's end)
+    lr: Optional[float] = None  # swa: constant learning rate from start_epoch on; None: the schedule's
+    over: str = "member"  # what a weight average spans; only "member" (the guard against cross-member averages)
+
+
+@dataclass
 class EvalConfig:
     """How rows are split into train/val/test for each member."""
 
@@ -274,6 +299,8 @@ class TrainerConfig:
     device: Device = Device.auto
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
+    checkpoint_every: Optional[int] = None  # epochs between fit-state checkpoints; None: about once a minute
+    resume: bool = False  # continue from the run directory's saved fit state (runner resume DIR sets it)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
 
@@ -287,6 +314,7 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    avg: AvgConfig = field(default_factory=AvgConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -14,14 +14,19 @@ RESULTS = "results.json"
 RUN_MARKS = (".hydra", STATUS, RESULTS)
 
 
-def claim(run_dir: Path, overwrite: bool, key: str = "hydra.run.dir") -> None:
-    """Make `run_dir` ready for a new run, or raise RunnerError; called before anything is written there.
+def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydra.run.dir") -> None:
+    """Make `run_dir` ready for a new run (or, with `resume`, for resuming the unfinished run in it), or raise
+    RunnerError; called before anything is written there.
 
     A used directory is refused unless `overwrite`; then only a run directory (it has .hydra/,
     status.json or results.json) is emptied, never an arbitrary folder.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunnerError(f"{key}={run_dir} is a file, not a directory (choose another {key})")
+    if resume:
+        _check_resumable(run_dir)
+        update_status(run_dir, status="running")
+        return
     used = run_dir.is_dir() and any(run_dir.iterdir())
     if used and not overwrite:
         raise RunnerError(f"{key}={run_dir} already holds a run; choose another {key}, or add overwrite=true "
@@ -42,14 +47,28 @@ def claim(run_dir: Path, overwrite: bool, key: str = "hydra.run.dir") -> None:
             from None
 
 
+def _check_resumable(run_dir: Path) -> None:
+    status = (read_status(run_dir) or {}).get("status")
+    if not (run_dir / ".hydra").is_dir():
+        raise RunnerError(f"trainer.resume=true: {run_dir} holds no run to resume (no .hydra/); give the directory "
+                          "an interrupted `runner train` printed")
+    if status == "ok":
+        raise RunnerError(f"trainer.resume=true: the run in {run_dir} has finished (status.json: ok); "
+                          "there is nothing to resume")
+
+
 def write_status(run_dir: Path, status: str, error: str | None = None) -> None:
-    """status.json: `running`, `ok`, `failed` (with the error line) or `interrupted`, written atomically."""
-    record = {"status": status, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if error is not None:
-        record["error"] = error
-    tmp = run_dir / (STATUS + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, run_dir / STATUS)
+    """status.json: `running`, `ok`, `failed` (with the error line) or `interrupted`; other fields are kept."""
+    update_status(run_dir, status=status, error=error, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def update_status(run_dir: Path, **fields) -> None:
+    """Set `fields` in the run's status.json beside what is there already (None removes a key), atomically."""
+    record = read_status(run_dir) or {}
+    record.update(fields)
+    tmp = Path(run_dir) / (STATUS + ".tmp")
+    tmp.write_text(json.dumps({k: v for k, v in record.items() if v is not None}, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, Path(run_dir) / STATUS)
 
 
 def read_status(run_dir: Path) -> dict | None:

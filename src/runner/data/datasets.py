@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from runner.config import DatasetConfig, Task
+from runner.categories import as_category as _as_category, integers as _integers
 from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
@@ -198,21 +199,6 @@ def _non_number(col: pd.Series):
     present = col.dropna()
     bad = present[pd.to_numeric(present, errors="coerce").isna()]
     return (bad if len(bad) else present).iloc[0]
-
-
-def _integers(values: pd.Series) -> pd.Series:
-    """Integer-valued floats (ints read with NaN nearby) as int64, so 1.0 prints as '1'."""
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values, 1) == 0):
-        return values.astype("int64")
-    return values
-
-
-def _as_category(col: pd.Series) -> pd.Series:
-    """Non-missing values as str, missing as NaN: one type per column, matching `_domain`."""
-    present = col.dropna()
-    out = pd.Series(np.nan, index=col.index, dtype=object)
-    out[present.index] = _integers(present).astype(str).to_numpy(dtype=object)
-    return out
 
 
 def _domain(col: pd.Series) -> list[str]:
