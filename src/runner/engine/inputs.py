@@ -33,6 +33,11 @@ class MemberInputs:
         self.y_scale = (ones if y_scale is None else y_scale.float()).unsqueeze(1)
         self.standardize_y = y_mean is not None and bool((self.y_mean != 0).any() or (self.y_scale != 1).any())
         self.soft: torch.Tensor | None = None  # [E, n(, K)] per-member training targets (distillation)
+        # Small data: every member's preprocessed rows [E·n, ...] kept once, so a gather is one operation. Held
+        # only while E·n·d fits CHUNK_ELEMENTS (16 MB), so memory never grows as E·n·d beyond that.
+        self.dense: torch.Tensor | None = None
+        if E * self.X.shape[0] * self.row_elements <= CHUNK_ELEMENTS:
+            self.dense = self._apply(self.X.unsqueeze(0)).reshape(E * self.X.shape[0], *self.X.shape[1:])
 
     @classmethod
     def from_preprocessed(cls, pre: Preprocessed, device, weight: np.ndarray | None = None) -> MemberInputs:
@@ -59,7 +64,14 @@ class MemberInputs:
 
     def x(self, idx: torch.Tensor) -> torch.Tensor:
         """Inputs of rows idx [E, B] (each member its own rows), preprocessed per member: [E, B, ...]."""
-        raw = self.X.index_select(0, idx.reshape(-1)).view(*idx.shape, *self.X.shape[1:])
+        shape = (*idx.shape, *self.X.shape[1:])
+        if self.dense is not None:
+            offsets = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1) * self.X.shape[0]
+            return self.dense.index_select(0, (idx + offsets).reshape(-1)).view(shape)
+        return self._apply(self.X.index_select(0, idx.reshape(-1)).view(shape))
+
+    def _apply(self, raw: torch.Tensor) -> torch.Tensor:
+        """Each member's preprocessing of raw rows [E or 1, B, ...] (missing values filled, then standardized)."""
         if raw.dtype != torch.float32:
             raw = raw.float()
         if self.fill is not None:
@@ -94,11 +106,15 @@ class MemberInputs:
         for name in ("a", "b", "fill", "y_mean", "y_scale", "soft"):
             value = getattr(self, name)
             setattr(out, name, None if value is None else value[keep])
+        if self.dense is not None:
+            n = self.X.shape[0]
+            out.dense = self.dense.view(-1, n, *self.X.shape[1:])[keep].reshape(-1, *self.X.shape[1:])
         return out
 
     def nbytes(self) -> int:
         """Bytes of the tensors held (shared rows, targets, weights and the per-member arrays)."""
-        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale, self.soft)
+        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale, self.soft,
+                   self.dense)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
