@@ -89,7 +89,8 @@ def fit(
              "stopper": stopper, "divergence": divergence}
     states = list(named.values())
 
-    names = ["train/loss", "lr"] + (["val/loss", metric] if work.has_val else [])
+    gated = [f"val/expert{k}_share" for k in range(model.K)] + ["val/gate_entropy"] if hasattr(model, "gates") else []
+    names = ["train/loss", "lr"] + (["val/loss", metric, *gated] if work.has_val else [])
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
     diverged_epoch = torch.full((E,), -1, device=device)
     done = _Finished(E)
@@ -318,12 +319,20 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
     model.eval()
     loss_sum = torch.zeros(idx.shape[0], device=idx.device)
     score_sum, n = torch.zeros_like(loss_sum), torch.zeros_like(loss_sum)
+    gated = hasattr(model, "gates")  # a mixture of experts: each expert's share of the gate, the gate's entropy
+    shares, entropy = (torch.zeros(idx.shape[0], model.K, device=idx.device), torch.zeros_like(loss_sum)) if gated \
+        else (None, None)
     step = inputs.chunk_rows()
     for start in range(0, idx.shape[1], step):
         rows, w = idx[:, start : start + step], mask[:, start : start + step]
         if (rw := inputs.weights(rows)) is not None:
             w = w * rw
-        out, y = model(inputs.x(rows)), inputs.targets(rows)
+        x, y = inputs.x(rows), inputs.targets(rows)
+        out = model(x)
+        if gated:
+            g = model.gates(x)
+            shares += (g * w.unsqueeze(-1)).sum(1)
+            entropy += (-(g * torch.log(g.clamp(min=1e-12))).sum(-1) * w).sum(1)
         loss_sum += (criterion(out, y, smoothing=False) * w).sum(1)
         if metric == "val/rmse":
             score_sum += ((out.squeeze(-1) - y) ** 2 * w).sum(1)
@@ -334,4 +343,7 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
     n = n.clamp(min=1e-12)
     result = {"val/loss": loss_sum / n}
     result[metric] = (score_sum / n).sqrt() * inputs.y_scale.squeeze(1) if metric == "val/rmse" else score_sum / n
+    if gated:
+        result.update({f"val/expert{k}_share": shares[:, k] / n for k in range(model.K)})
+        result["val/gate_entropy"] = entropy / n
     return result
