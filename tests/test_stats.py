@@ -67,3 +67,34 @@ def test_fmt_interval():
     assert fmt_interval({"mean": 0.83, "se": None}) == "0.830 (n/a)"
     assert fmt_interval(None) == "n/a"
     assert fmt_interval(mean_ci([1, 2, 3, 4, 5]), digits=2) == "3.00 ± 1.39"
+
+
+def test_fmt_interval_shows_an_asymmetric_interval_as_its_ends():
+    assert fmt_interval({"mean": 0.95, "se": 0.03, "ci95": [0.86, 0.98]}) == "0.950 [0.860, 0.980]"
+    assert fmt_interval({"mean": 0.5, "se": 0.05, "ci95": [0.402, 0.598]}) == "0.500 ± 0.098"
+
+
+@pytest.mark.parametrize("k,n", [(50, 61), (61, 61), (0, 12), (3, 300)])
+def test_wilson_equals_scipy(k, n):
+    from scipy.stats import binomtest
+
+    want = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert stats.wilson(k / n, n) == pytest.approx([want.low, want.high], abs=2e-5)  # scipy's z is 1.95996
+
+
+def test_a_proportion_over_rows_gets_plain_wilson_and_never_leaves_0_1():
+    z = np.r_[np.ones(59), np.zeros(2)]
+    d = stats.in_range(mean_ci(z), 0, 1, proportion=True)
+    assert d["ci95"] == pytest.approx(stats.wilson(59 / 61, 61)) and d["interval"] == "Wilson, effective n = 61"
+    assert mean_ci(z)["ci95"][1] > 1 - 1e-3 and d["ci95"][1] < 0.992  # the normal one nearly reaches 1
+    perfect = stats.in_range(mean_ci(np.ones(5)), 0, 1, proportion=True, n_rows=303, unit="folds")
+    # every fold scored 1.0: no spread among 5 folds, so Wilson over the 303 rows behind them, and a note why
+    assert perfect["ci95"] == pytest.approx(stats.wilson(1.0, 303)) and perfect["ci95"][1] == 1.0
+    assert perfect["note"] == "zero spread: all 5 folds scored 1"
+
+
+def test_other_metrics_are_clipped_to_their_range_and_say_so():
+    d = stats.in_range(mean_ci([0.0001, 0.0, 0.0002, 0.0]), 0, 1)
+    assert d["ci95"][0] == 0 and d["ci95_t"][0] == 0 and d["interval"] == "mean ± 1.96·SE, clipped to [0, 1]"
+    inside = stats.in_range(mean_ci([0.4, 0.5, 0.6]), 0, 1)
+    assert inside["ci95"] == mean_ci([0.4, 0.5, 0.6])["ci95"] and inside["interval"] == "mean ± 1.96·SE"

@@ -57,25 +57,28 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         train_s += refit.train_s
     predictions = predict_rows(tested_model, tested_feats, tested_members, "test", loss, dataset)
 
+    # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = dataset.features.index.to_numpy()
+    predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
+    history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
+    history.to_csv(run_dir / "metrics.csv", index=False)
+    selection_split = members if cfg.eval.refit else None
+    artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
+    _save_checkpoints(run_dir, cfg, tested_model, result, members, feats, dataset)
+    artifacts.write_tensorboard(run_dir / "tensorboard", history)
+
     results = {
         "task": task,
         "dataset": dataset.name,
         "model": cfg.model.name,
         "members": len(members),
+        "plan": over,
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_feats, tested_members, members, predictions, val_predictions, over),
+        **_scores(cfg, dataset, tested_feats, tested_members, predictions, val_predictions),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rows = dataset.features.index.to_numpy()
-    predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
-    history = artifacts.history_frame(result.history, [m.index for m in members])
-    history.to_csv(run_dir / "metrics.csv", index=False)
-    artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
-    _save_checkpoints(run_dir, cfg, tested_model, result, members, feats, dataset)
-    artifacts.write_tensorboard(run_dir / "tensorboard", history)
     results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
     write_reports(run_dir, results, history)
 
@@ -84,20 +87,17 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     return results
 
 
-def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, members, predictions, val_predictions,
-            over: str) -> dict:
-    """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
+def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, predictions, val_predictions) -> dict:
+    """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
-    baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes)}
+    baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes, constant=pooled)}
     for name in cfg.eval.baselines:
         baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
-    summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
-                        {k: _pool(v, pooled) for k, v in baselines.items()})
-    validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
-    for d in validation.values():  # one model: its interval is over validation rows here
-        if "interval" in d:
-            d["interval"] = d["interval"].replace("test rows", "validation rows")
+    summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
+    validation = {}
+    if len(val_predictions):
+        validation = summarize_table(_pool(val_predictions, pooled), task, classes, rows_word="validation rows")
     return {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},

@@ -9,9 +9,26 @@ from runner.evaluate.metrics import proba_columns
 SKLEARN_BASELINES = ("logreg", "knn")
 
 
-def majority_predictions(y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Predict each member's training majority class (training class frequencies as probabilities) or training mean."""
+def one_per_split(members) -> list:
+    """The first member of each (repeat, fold): baselines depend on the split only, not on the seed."""
+    seen, out = set(), []
+    for m in members:
+        if (m.repeat, m.fold) not in seen:
+            seen.add((m.repeat, m.fold))
+            out.append(m)
+    return out
+
+
+def majority_predictions(y, members, task: str, classes=None, row_ids=None, constant: bool = False) -> pd.DataFrame:
+    """Predict each split's training majority class (training class frequencies as probabilities) or training mean.
+
+    One table per split, not per seed: a baseline has no seed, and copies would deflate its interval.
+    `constant` (leave-one-out, pooled): every row gets the mean of the splits' training frequencies as its
+    probabilities. Each fold's frequencies move with the one row it leaves out, against that row's label,
+    so pooled they would rank rows (AUC 0.295 on heart) where a majority guess ranks nothing (AUC 0.5).
+    """
     y = np.asarray(y)
+    members = one_per_split(members)
     parts = []
     for m in members:
         test = np.asarray(m.test)
@@ -23,17 +40,22 @@ def majority_predictions(y, members, task: str, classes=None, row_ids=None) -> p
         freq = np.bincount(codes, minlength=len(classes)) / len(codes)
         proba = np.tile(freq, (len(test), 1))
         parts.append(_table(m, test, y, proba.argmax(axis=1), proba, task, classes, row_ids))
-    return pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts, ignore_index=True)
+    if constant and task != "regression":
+        columns = proba_columns(classes)
+        table[columns] = table[columns].mean().to_numpy()[None, :]
+    return table
 
 
 def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each member and predict its test rows."""
+    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each split's first member; predict its test rows."""
     if name not in SKLEARN_BASELINES:
         raise RunnerError(f"unknown baseline {name!r}; choose one of: majority, {', '.join(SKLEARN_BASELINES)}")
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
     X, y = np.asarray(X, dtype=float), np.asarray(y)
+    members = one_per_split(members)
     parts = []
     for m in members:
         Xe, train, test = X[m.index], np.asarray(m.train), np.asarray(m.test)

@@ -1,4 +1,4 @@
-"""Bootstrap SEs of the metrics that are not means over rows, for all resamples at once.
+"""Bootstrap resamples of the metrics that are not means over rows, a chunk of resamples at a time.
 
 A resample is a multiplicity vector over the test rows, so every metric becomes a weighted
 statistic: confusion counts are W @ indicators, ROC AUC is the weighted Mann-Whitney statistic
@@ -6,24 +6,47 @@ statistic: confusion counts are W @ indicators, ROC AUC is the weighted Mann-Whi
 resampled arrays (tested), at a fraction of the cost of calling sklearn per resample.
 """
 
+import warnings
+
 import numpy as np
 
 from runner.evaluate.metrics import _labels, _normalized, _onehot
-from runner.evaluate.stats import mean_ci
 
-
-def bootstrap_se(task, y_true, y_pred, proba, classes, names, resamples: int) -> dict[str, float | None]:
-    """SE of each metric in `names` as the sd of its value over seeded resamples of the test rows."""
-    if not names or resamples < 2:
-        return {name: None for name in names}
-    values = resampled_metrics(task, y_true, y_pred, proba, classes, names, multiplicities(len(y_true), resamples))
-    return {name: mean_ci(values[name])["sd"] for name in names}
+# Resamples x rows held at once: every array the bootstrap builds is at most this many floats (32 MB),
+# so its memory is linear in the rows however many resamples are asked for.
+CHUNK_CELLS = 1 << 22
 
 
 def multiplicities(n: int, resamples: int, seed: int = 0) -> np.ndarray:
     """W [R, n]: how often each row appears in each resample (rows drawn with replacement, seeded)."""
+    return np.concatenate(list(multiplicity_chunks(n, resamples, seed)))
+
+
+def multiplicity_chunks(n: int, resamples: int, seed: int = 0):
+    """The rows of `multiplicities(n, resamples, seed)`, yielded a few at a time (CHUNK_CELLS cells each)."""
     rng = np.random.default_rng(seed)
-    return np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(resamples)]).astype(float)
+    size = max(1, CHUNK_CELLS // max(n, 1))
+    for first in range(0, resamples, size):
+        count = min(size, resamples - first)
+        yield np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(count)]).astype(float)
+
+
+def seed_averaged(task, tables, classes, names, n_units: int, resamples: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each metric in `names` per bootstrap resample of n_units test rows, averaged over the models in `tables`.
+
+    `tables` holds one (unit, y_true, y_pred, proba) per model: `unit[i]` is the resampled row (0..n_units-1)
+    its prediction i belongs to, so the models (seeds) are scored on the same resampled rows, and a row
+    predicted several times by one model (leave-one-out validation) is drawn as one.
+    """
+    out = {name: [] for name in names}
+    for W in multiplicity_chunks(n_units, resamples, seed):
+        per_model = [resampled_metrics(task, y_true, y_pred, proba, classes, names, W[:, unit])
+                     for unit, y_true, y_pred, proba in tables]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a resample undefined for every model stays NaN
+            for name in names:
+                out[name].append(np.nanmean([values[name] for values in per_model], axis=0))
+    return {name: np.concatenate(chunks) for name, chunks in out.items()}
 
 
 def resampled_metrics(task, y_true, y_pred, proba, classes, names, W: np.ndarray) -> dict[str, np.ndarray]:
@@ -54,10 +77,14 @@ def resampled_metrics(task, y_true, y_pred, proba, classes, names, W: np.ndarray
 
 def _auc(scores: np.ndarray, positive: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Weighted Mann-Whitney AUC per resample; NaN where a resample lacks positives or negatives."""
-    _, group = np.unique(scores, return_inverse=True)
-    G = np.zeros((len(scores), group.max() + 1))
-    G[np.arange(len(scores)), group] = 1.0  # rows with equal scores share a column (ties)
-    pos, neg = W @ (G * positive[:, None]), W @ (G * (1 - positive)[:, None])  # [R, U], ascending scores
+    # Rank-based: rows sorted by score once, equal scores summed into one group (ties count 1/2);
+    # the largest array is W's own shape [R, n], never rows x distinct scores.
+    order = np.argsort(scores, kind="stable")
+    sorted_scores = scores[order]
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    Wo = W[:, order]
+    pos = np.add.reduceat(Wo * positive[order], starts, axis=1)  # [R, groups], ascending scores
+    neg = np.add.reduceat(Wo * (1 - positive[order]), starts, axis=1)
     below = np.cumsum(neg, axis=1) - neg
     with np.errstate(invalid="ignore", divide="ignore"):
         return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))

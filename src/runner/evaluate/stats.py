@@ -48,6 +48,47 @@ def per_example_ci(z) -> dict:
     return mean_ci(z)
 
 
+def wilson(p: float, n: float) -> list[float]:
+    """Wilson's 95% score interval for a proportion p observed over n (possibly effective) trials."""
+    z2 = Z95**2
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # At p = 0 or 1 the near end is exactly that bound; rounding would leave it a hair inside.
+    return [0.0 if p == 0 else max(0.0, center - half), 1.0 if p == 1 else min(1.0, center + half)]
+
+
+def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows: int | None = None,
+             unit: str = "values") -> dict:
+    """`d` (a mean_ci-shaped dict) with ci95 and ci95_t kept inside [low, high], saying how in "interval".
+
+    A proportion gets Wilson's interval with the effective sample size p(1-p)/se² (Korn & Graubard), which
+    is n for 0/1 values (plain Wilson); with no spread it falls back to `n_rows` (or n) trials.
+    Other metrics keep mean ± 1.96·se, clipped to the range. A zero-width interval says why in "note".
+    """
+    out = dict(d)
+    mean, se = out.get("mean"), out.get("se")
+    if mean is None or not math.isfinite(mean) or se is None:
+        return out
+    if proportion and 0 <= mean <= 1:
+        n = out["n"]
+        if se > 0 and 0 < mean < 1:  # se² (n-1)/n: the ddof=0 variance of the mean, so 0/1 values give n_eff = n
+            n_eff = mean * (1 - mean) / (se**2 * (n - 1) / n)
+        else:  # every unit scored the same: count the rows behind them, not the units
+            n_eff = float(n_rows or n)
+        out["ci95"] = wilson(mean, n_eff)
+        out["interval"] = f"Wilson, effective n = {n_eff:.4g}"
+    else:
+        lo, hi = out["ci95"]
+        out["ci95"] = [max(low, lo), min(high, hi)]
+        clipped = out["ci95"] != [lo, hi]
+        out["interval"] = "mean ± 1.96·SE" + (f", clipped to [{low:g}, {high:g}]" if clipped else "")
+    if out.get("ci95_t") is not None:
+        out["ci95_t"] = [max(low, out["ci95_t"][0]), min(high, out["ci95_t"][1])]
+    if se == 0:
+        out["note"] = f"zero spread: all {out['n']} {unit} scored {mean:.4g}"
+    return out
+
+
 def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
     """Nadeau–Bengio corrected SE for repeated k-fold: sqrt((1/n + n_test/n_train)·sd²)."""
     x = _finite(values)
@@ -59,13 +100,16 @@ def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
 
 
 def fmt_interval(d: dict | None, digits: int = 3) -> str:
-    """Render a `mean_ci` dict as "0.830 ± 0.014" (± = 1.96·se), "0.830 (n/a)" or "n/a"."""
+    """Render an interval dict as "0.830 ± 0.014" (symmetric ci95), "0.830 [0.790, 0.862]", "0.830 (n/a)" or "n/a"."""
     if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
         return "n/a"
     mean = f"{d['mean']:.{digits}f}"
     if d.get("se") is None:
         return f"{mean} (n/a)"
-    return f"{mean} ± {Z95 * d['se']:.{digits}f}"
+    lo, hi = d.get("ci95") or (d["mean"] - Z95 * d["se"], d["mean"] + Z95 * d["se"])
+    if abs((hi - d["mean"]) - (d["mean"] - lo)) > 0.5 * 10**-digits:  # Wilson, percentile or clipped
+        return f"{mean} {fmt_range([lo, hi], digits)}"
+    return f"{mean} ± {(hi - lo) / 2:.{digits}f}"
 
 
 def fmt_range(pair, digits: int = 3) -> str:
