@@ -249,3 +249,28 @@ def test_bootstrap_se_equals_the_per_resample_sklearn_loop(seed, task, n, k):
         else:  # the observed sd of the resampled values is the SE; no back-computed "sd"
             assert got == pytest.approx(want[name], rel=1e-12, abs=1e-15), name
             assert out[f"test/{name}"]["sd"] is None
+
+
+def test_baselines_are_scored_once_per_split_not_once_per_seed():
+    members = [SimpleNamespace(index=s, fold=0, repeat=0, seed=s, train=np.arange(40), val=np.arange(40, 45),
+                               test=np.arange(45, 60)) for s in range(5)]
+    base = majority_predictions(Y, members, "binary", CLASSES)
+    assert base.member.unique().tolist() == [0] and len(base) == 15
+    X = np.random.default_rng(0).normal(size=(5, 60, 3))
+    assert sklearn_predictions("knn", X, Y, members, "binary", CLASSES).member.unique().tolist() == [0]
+    acc = summarize(base, "binary", CLASSES)["metrics"]["test/accuracy"]
+    # one deterministic prediction per test row: Wilson over the 15 rows, not a zero-width spread over 5 copies
+    assert acc["n"] == 15 and acc["ci95"] == pytest.approx(wilson(acc["mean"], 15)) and acc["ci95"][1] > acc["ci95"][0]
+
+
+def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half():
+    n = 30
+    members = [SimpleNamespace(index=i, fold=i, repeat=0, seed=0, train=np.delete(np.arange(n), i)[3:],
+                               val=np.delete(np.arange(n), i)[:3], test=np.array([i])) for i in range(n)]
+    per_fold = majority_predictions(Y[:n], members, "binary", CLASSES)
+    pooled = per_fold.assign(member=0)
+    # each fold's training shares move against the row it leaves out: pooled, they rank rows
+    assert summarize(pooled, "binary", CLASSES)["metrics"]["test/roc_auc"]["mean"] < 0.5
+    constant = majority_predictions(Y[:n], members, "binary", CLASSES, constant=True).assign(member=0)
+    assert constant.p_1.nunique() == 1 and constant.p_1.iloc[0] == pytest.approx(per_fold.p_1.mean())
+    assert summarize(constant, "binary", CLASSES)["metrics"]["test/roc_auc"]["mean"] == 0.5

@@ -43,7 +43,7 @@ def majority_predictions(y, members, task: str, classes=None, row_ids=None, cons
     table = pd.concat(parts, ignore_index=True)
     if constant and task != "regression":
         columns = proba_columns(classes)
-        table[columns] = table[columns].mean().to_numpy()[None, :]
+        table[columns] = np.tile(table[columns].mean().to_numpy(), (len(table), 1))
     return table
 
 
