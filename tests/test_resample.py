@@ -81,3 +81,17 @@ def test_chunked_draws_equal_one_draw_and_the_auc_bootstrap_is_linear_in_rows(mo
     tracemalloc.stop()
     assert peak < 400 * 2**20, f"{peak / 2**20:.0f} MiB"
     assert np.all((out["roc_auc"] > 0.8) & (out["roc_auc"] < 1))
+
+
+def test_chunks_are_sized_by_the_predictions_a_resample_is_spread_to(monkeypatch):
+    from runner.evaluate import resample
+
+    shapes = []
+    real = resample.resampled_metrics
+    monkeypatch.setattr(resample, "resampled_metrics", lambda *a: (shapes.append(a[-1].shape), real(*a))[1])
+    monkeypatch.setattr(resample, "CHUNK_CELLS", 10_000)
+    # 20 rows, each predicted 100 times (leave-one-out validation): 2,000 columns per resample
+    y_true, y_pred, proba, classes = _classification(3, 2, 2000)
+    unit = np.repeat(np.arange(20), 100)
+    resample.seed_averaged("binary", [(unit, y_true, y_pred, proba)], classes, ["roc_auc"], 20, 30)
+    assert max(r * c for r, c in shapes) <= 10_000 and sum(r for r, _ in shapes) == 30

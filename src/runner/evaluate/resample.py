@@ -22,10 +22,13 @@ def multiplicities(n: int, resamples: int, seed: int = 0) -> np.ndarray:
     return np.concatenate(list(multiplicity_chunks(n, resamples, seed)))
 
 
-def multiplicity_chunks(n: int, resamples: int, seed: int = 0):
-    """The rows of `multiplicities(n, resamples, seed)`, yielded a few at a time (CHUNK_CELLS cells each)."""
+def multiplicity_chunks(n: int, resamples: int, seed: int = 0, width: int = 0):
+    """The rows of `multiplicities(n, resamples, seed)`, a few at a time: chunk x max(n, width) <= CHUNK_CELLS.
+
+    `width`: the columns each resample will be spread to (predictions, when a row was predicted many times).
+    """
     rng = np.random.default_rng(seed)
-    size = max(1, CHUNK_CELLS // max(n, 1))
+    size = max(1, CHUNK_CELLS // max(n, width, 1))
     for first in range(0, resamples, size):
         count = min(size, resamples - first)
         yield np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(count)]).astype(float)
@@ -39,7 +42,8 @@ def seed_averaged(task, tables, classes, names, n_units: int, resamples: int, se
     predicted several times by one model (leave-one-out validation) is drawn as one.
     """
     out = {name: [] for name in names}
-    for W in multiplicity_chunks(n_units, resamples, seed):
+    width = max(len(unit) for unit, *_ in tables)
+    for W in multiplicity_chunks(n_units, resamples, seed, width):
         per_model = [resampled_metrics(task, y_true, y_pred, proba, classes, names, W[:, unit])
                      for unit, y_true, y_pred, proba in tables]
         with warnings.catch_warnings():
@@ -77,17 +81,20 @@ def resampled_metrics(task, y_true, y_pred, proba, classes, names, W: np.ndarray
 
 def _auc(scores: np.ndarray, positive: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Weighted Mann-Whitney AUC per resample; NaN where a resample lacks positives or negatives."""
-    # Rank-based: rows sorted by score once, equal scores summed into one group (ties count 1/2);
-    # the largest array is W's own shape [R, n], never rows x distinct scores.
+    # Rank-based: rows sorted by score once; running sums read at the last row of each tie group give
+    # the group's positives and the negatives up to its end; a positive counts the negatives below
+    # its group and half of those in it. Every array is at most W's shape [R, n].
     order = np.argsort(scores, kind="stable")
-    sorted_scores = scores[order]
-    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    s = scores[order]
     Wo = W[:, order]
-    pos = np.add.reduceat(Wo * positive[order], starts, axis=1)  # [R, groups], ascending scores
-    neg = np.add.reduceat(Wo * (1 - positive[order]), starts, axis=1)
-    below = np.cumsum(neg, axis=1) - neg
+    pos = Wo * positive[order]
+    last = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
+    pos_upto = np.cumsum(pos, axis=1)[:, last]
+    neg_upto = np.cumsum(Wo - pos, axis=1)[:, last]  # counts: the sums and differences are exact
+    pos_group = np.diff(pos_upto, axis=1, prepend=0)
+    neg_group = np.diff(neg_upto, axis=1, prepend=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (pos * (below + 0.5 * neg)).sum(1) / (pos.sum(1) * neg.sum(1))
+        return (pos_group * (neg_upto - 0.5 * neg_group)).sum(1) / (pos_upto[:, -1] * neg_upto[:, -1])
 
 
 def _roc_auc(task, truth, proba, W) -> np.ndarray:

@@ -76,7 +76,7 @@ def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows:
         else:  # every unit scored the same: count the rows behind them, not the units
             n_eff = float(n_rows or n)
         out["ci95"] = wilson(mean, n_eff)
-        out["interval"] = f"Wilson, effective n = {n_eff:.4g}"
+        out["interval"] = f"Wilson, effective n = {n_eff:.0f}"
     else:
         lo, hi = out["ci95"]
         out["ci95"] = [max(low, lo), min(high, hi)]
