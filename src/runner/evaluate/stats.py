@@ -61,8 +61,9 @@ def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows:
              unit: str = "values") -> dict:
     """`d` (a mean_ci-shaped dict) with ci95 and ci95_t kept inside [low, high], saying how in "interval".
 
-    A proportion gets Wilson's interval with the effective sample size p(1-p)/se² (Korn & Graubard), which
-    is n for 0/1 values (plain Wilson); with no spread it falls back to `n_rows` (or n) trials.
+    A proportion gets Wilson's interval with the effective sample size p(1-p)/se² (Korn & Graubard): n - 1
+    for n 0/1 values (se has ddof=1), larger for averaged values; with no spread it falls back to `n_rows`
+    (or n) trials.
     Other metrics keep mean ± 1.96·se, clipped to the range. A zero-width interval says why in "note".
     """
     out = dict(d)
@@ -71,8 +72,8 @@ def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows:
         return out
     if proportion and 0 <= mean <= 1:
         n = out["n"]
-        if se > 0 and 0 < mean < 1:  # se² (n-1)/n: the ddof=0 variance of the mean, so 0/1 values give n_eff = n
-            n_eff = mean * (1 - mean) / (se**2 * (n - 1) / n)
+        if se > 0 and 0 < mean < 1:
+            n_eff = mean * (1 - mean) / se**2
         else:  # every unit scored the same: count the rows behind them, not the units
             n_eff = float(n_rows or n)
         out["ci95"] = wilson(mean, n_eff)
