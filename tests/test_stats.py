@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runner.evaluate import stats
-from runner.evaluate.stats import fmt_interval, mean_ci, nadeau_bengio_se, per_example_ci
+from runner.evaluate.stats import fmt_interval, mean_ci, nadeau_bengio_se
 
 
 def test_mean_ci_known_values():
@@ -45,13 +45,6 @@ def test_fewer_than_two_values_give_no_interval(values):
 def test_nan_values_are_dropped_and_not_counted():
     d = mean_ci([1.0, np.nan, 3.0])
     assert d["n"] == 2 and d["mean"] == 2.0 and d["sd"] == pytest.approx(math.sqrt(2))
-
-
-def test_per_example_ci_is_mean_ci_over_rows():
-    z = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=float)
-    d = per_example_ci(z)
-    assert d == mean_ci(z)
-    assert d["se"] == pytest.approx(z.std(ddof=1) / math.sqrt(8))
 
 
 def test_nadeau_bengio_se_hand_value():

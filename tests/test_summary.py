@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
-from runner.evaluate.stats import mean_ci, nadeau_bengio_se, wilson
+from runner.evaluate.stats import mean_ci, nadeau_bengio_se, t975, wilson
 from runner.evaluate.summary import summarize
 
 CLASSES = ["0", "1"]
@@ -62,7 +62,11 @@ def test_kfold_headline_is_over_folds():
         assert 0 <= d["ci95"][0] <= d["ci95"][1] <= 1 or name == "log_loss"
     acc = out["metrics"]["test/accuracy"]
     n_eff = acc["mean"] * (1 - acc["mean"]) / acc["se"] ** 2
-    assert acc["ci95"] == pytest.approx(wilson(acc["mean"], n_eff))
+    # 5 fold scores: Wilson with Student's t quantile for 4 df in place of 1.96
+    assert acc["ci95"] == pytest.approx(wilson(acc["mean"], n_eff, t975(4)))
+    auc = out["metrics"]["test/roc_auc"]
+    assert auc["ci95"] == pytest.approx(np.minimum(auc["mean"] + np.array([-1, 1]) * t975(4) * auc["se"], 1))
+    assert auc["interval"] == "mean ± 2.78·SE, clipped to [0, 1] (Student's t, 4 df)"
 
 
 def test_kfold_with_seeds_averages_seeds_within_each_fold():
@@ -131,7 +135,8 @@ def test_repeated_kfold_headline_is_nadeau_bengio():
     per = score_members(preds, "binary", CLASSES)["log_loss"]
     # 60 rows, 12 per test fold; the 48 others are train (44) + val (4)
     assert d["se"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
-    assert d["n"] == 10 and d["interval"] == "Nadeau–Bengio; mean ± 1.96·SE"
+    assert d["n"] == 10 and d["interval"] == "Nadeau–Bengio; mean ± 2.26·SE (Student's t, 9 df)"
+    assert d["ci95"] == pytest.approx(d["mean"] + np.array([-1, 1]) * t975(9) * d["se"])
     folds = d["others"]["folds"]
     assert folds["se"] == pytest.approx(per.std(ddof=1) / math.sqrt(10)) and folds["se"] < d["se"]
 

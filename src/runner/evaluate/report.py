@@ -49,6 +49,8 @@ def _footnotes(results: dict) -> list[str]:
                      "metric; the others are mean ± 1.96·SE unless noted.")
     if any("Wilson" in i for i in methods):
         notes.append("accuracy: Wilson score interval (with the effective n of averaged values), inside [0, 1].")
+    if any("Student's t" in i for i in methods):
+        notes.append("Over folds the interval uses Student's t quantile (folds - 1 df) in place of 1.96.")
     if any("Nadeau–Bengio" in i for i in methods):
         notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
                      "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "
@@ -71,8 +73,9 @@ def results_table(results: dict) -> Table:
     """A rich table: one block per metric, the model then each baseline, best mean in bold; fits 80 columns."""
     rows = _rows(results)
     caption = ["bold = best per metric"]
-    n = next(iter(results["metrics"].values()), {}).get("n") or 0
-    if 2 <= n < 30:  # the ± uses 1.96; with few values Student's t is noticeably wider
+    first = next(iter(results["metrics"].values()), {})
+    n = first.get("n") or 0
+    if 2 <= n < 30 and "Student's t" not in str(first.get("interval")):  # few values, yet a 1.96 interval
         caption.append(f"n = {n} is small: the t interval (ci95_t) is {t975(n - 1) / Z95:.2f}× wider")
     table = Table(title=f"{_name(results)}: test metrics, {_over_line(results)}",
                   caption="\n".join(["; ".join(caption)] + _footnotes(results)), caption_justify="left")
