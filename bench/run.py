@@ -101,7 +101,7 @@ def heart_kfold(args, out: dict) -> None:
 
 def floor(study, result) -> dict:
     """Useful and executed FLOPs of the heart fit and the time they need at measured matmul rates."""
-    E, d = len(study.members), study.data.X.shape[-1]
+    E, d = len(study.members), study.pre.X.shape[-1]
     hidden = study.cfg.model.hidden[0]
     steps = int(np.ceil(max(len(m.train) for m in study.members) / study.cfg.trainer.batch_size))
     per_row = 2 * (d * hidden + hidden)

@@ -13,14 +13,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.config import Config, name_of, register, validate
-from runner.data import Dataset, load_dataset, make_transformer, member_features, population_plan
-from runner.engine import losses
-from runner.engine.device import configure_threads, resolve_device
+from runner.config import Config, register
+from runner.data import Dataset, Preprocessed, make_transformer, preprocess
 from runner.engine.loop import FitResult, PopulationData, fit
-from runner.models import Population, build_model
+from runner.models import Population
 from runner.paths import conf_dir
-from runner.train import row_weights
+from runner.study import plan, population
 
 
 HEART_KFOLD = ["eval=kfold", "eval.k=10", "trainer.seeds=5", "trainer.epochs=100"]
@@ -34,38 +32,25 @@ class Study:
     cfg: Config
     dataset: Dataset
     members: list
+    pre: Preprocessed
     data: PopulationData
     loss: str
     new_model: Callable[[], Population]  # a freshly initialized population each call
+
+    def features(self, e: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member e's preprocessed inputs and targets of every row, as a plain loop would hold them."""
+        return torch.from_numpy(self.pre[e]), torch.from_numpy(self.pre.y)
 
 
 def heart_study(overrides: list[str]) -> Study:
     """The default experiment plus `overrides`, composed, planned and preprocessed as `runner train` does."""
     cfg = compose_config([*overrides, "trainer.progress=false"])
-    validate(cfg)
-    seeds = cfg.trainer.seeds
-    dataset = load_dataset(cfg.dataset)
-    loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
-    members = population_plan(dataset.y, dataset.task, cfg.eval, [cfg.trainer.seed + i for i in range(seeds)])
-    feats = member_features(dataset, members)
-    device = resolve_device(name_of(cfg.trainer.device))
-    E, _, d = feats.X.shape
-    data = PopulationData(
-        X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
-        train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
-        y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
-        weight=row_weights(cfg, dataset, E, device),
-    )
-
-    def new_model() -> Population:
-        model = build_model(cfg.model, E, d, losses.output_size(loss, len(dataset.classes))).to(device)
-        model.initialize([m.seed for m in members], name_of(cfg.model.init))
-        return model
-
-    # runner picks its CPU thread count per population; every in-process contender then runs with it.
-    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
-    configure_threads(cfg.trainer.threads, device, E * new_model().parameters_per_member() * batch)
-    return Study(cfg, dataset, members, data, loss, new_model)
+    study = plan(cfg)
+    pre = preprocess(study.dataset, study.members)
+    # runner picks its CPU thread count per population (in `population`); every in-process contender runs with it.
+    _, data = population(study, study.members, pre)
+    new_model = lambda: population(study, study.members, pre)[0]  # noqa: E731
+    return Study(cfg, study.dataset, study.members, pre, data, study.loss, new_model)
 
 
 def compose_config(overrides: list[str]) -> Config:
@@ -139,12 +124,13 @@ def flat_of(net: nn.Module) -> torch.Tensor:
 
 def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Module], np.ndarray, np.ndarray]:
     """Train every member one at a time from runner's initial weights; seconds, nets, epochs run, best epochs."""
-    c, data = study.cfg, study.data
+    c = study.cfg
     inits = [initial_state(init_model, e) for e in range(len(study.members))]
+    features = [study.features(e) for e in range(len(study.members))]  # preprocessed beforehand, not timed
     start = time.perf_counter()
     nets, epochs = [], []
     for e, m in enumerate(study.members):
-        net, ran, best = plain_member(data.X[e], data.y[e], torch.from_numpy(m.train), torch.from_numpy(m.val),
+        net, ran, best = plain_member(*features[e], torch.from_numpy(m.train), torch.from_numpy(m.val),
                                       m.seed, inits[e], c.trainer.epochs, c.trainer.batch_size,
                                       c.trainer.early_stopping.patience, c.optim.lr)
         nets.append(net)
@@ -160,8 +146,9 @@ def test_accuracy(study: Study, predict: Callable[[int, torch.Tensor], torch.Ten
     accs = []
     for e, m in enumerate(study.members):
         rows = torch.from_numpy(m.test)
-        logits = predict(e, study.data.X[e, rows]).flatten()
-        accs.append(((logits > 0).float() == study.data.y[e, rows]).float().mean().item())
+        X, y = study.features(e)
+        logits = predict(e, X[rows]).flatten()
+        accs.append(((logits > 0).float() == y[rows]).float().mean().item())
     return float(np.mean(accs))
 
 
@@ -204,7 +191,7 @@ def lightning_available() -> Optional[str]:
 
 def useful_flops(study: Study, result: FitResult) -> float:
     """Forward+backward (3x forward) matmul FLOPs over the rows each member trained, plus validation forwards."""
-    widths = [study.data.X.shape[-1], *study.cfg.model.hidden, 1]
+    widths = [study.pre.X.shape[-1], *study.cfg.model.hidden, 1]
     per_row = 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     epochs = result.epochs_run
     n_train = np.array([len(m.train) for m in study.members])

@@ -5,14 +5,17 @@ import pytest
 import torch
 
 from runner.config import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
+from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
 
 
+
+
 def _data(E, n=90, d=7, seed=0, ragged=False):
     g = np.random.default_rng(seed)
-    X = torch.from_numpy(g.normal(size=(E, n, d)).astype(np.float32))
-    y = torch.from_numpy((g.random((E, n)) > 0.5).astype(np.float32))
+    X = torch.from_numpy(g.normal(size=(n, d)).astype(np.float32))
+    y = torch.from_numpy((g.random(n) > 0.5).astype(np.float32))
     train = [np.sort(g.choice(n, size=60 - (e % 3 if ragged else 0), replace=False)) for e in range(E)]
     val = [np.setdiff1d(np.arange(n), t)[:20] for t in train]
     return X, y, train, val
@@ -25,9 +28,11 @@ def _train(X, y, train, val, seeds, optim, epochs=6, patience=None, batch=16, hi
     for key, value in over.items():
         section, name = key.split("__")
         setattr(getattr(cfg, section), name, value)
-    model = build_model(cfg.model if "model__norm" in over else ModelConfig(hidden=list(hidden)), E, X.shape[-1], 1)
+    if not any(key.startswith("model__") for key in over):
+        cfg.model = ModelConfig(hidden=list(hidden))
+    model = build_model(cfg.model, E, X.shape[-1], 1)
     model.initialize(seeds, "default")
-    data = PopulationData(X, y, train, val, seeds, torch.ones(E))
+    data = PopulationData(MemberInputs.identity(X, y, E), train, val, seeds)
     return fit(model, data, cfg, "bce")
 
 
@@ -42,13 +47,52 @@ def test_stacked_equals_alone(optim, ragged):
     X, y, train, val = _data(4, ragged=ragged)
     stacked = _train(X, y, train, val, seeds, optim, patience=2)
     for e, seed in enumerate(seeds):
-        alone = _train(X[e : e + 1], y[e : e + 1], [train[e]], [val[e]], [seed], optim, patience=2)
+        alone = _train(X, y, [train[e]], [val[e]], [seed], optim, patience=2)
         torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(stacked.best[e], alone.best[0], atol=1e-5, rtol=0)
         assert stacked.epochs_run[e] == alone.epochs_run[0]
         ran = len(alone.history["val/loss"])
         np.testing.assert_allclose(stacked.history["val/loss"][:ran, e], alone.history["val/loss"][:, 0], atol=1e-5)
         assert np.isnan(stacked.history["val/loss"][ran:, e]).all()
+
+
+@pytest.mark.parametrize("norm", ["none", "batch"])
+def test_stacked_equals_alone_with_dropout(norm):
+    """Each member draws its own dropout masks: alone, or beside any others, it trains to the same weights."""
+    seeds = [3, 11, 0, 7]
+    X, y, train, val = _data(4, ragged=True)
+    optim = OptimConfig(name=OptimName.adam, lr=0.01)
+    extra = dict(model__hidden=[16], model__dropout=0.3, model__norm=norm)
+    stacked = _train(X, y, train, val, seeds, optim, patience=2, **extra)
+    pair = _train(X, y, train[:2], val[:2], seeds[:2], optim, patience=2, **extra)
+    for e, seed in enumerate(seeds):
+        alone = _train(X, y, [train[e]], [val[e]], [seed], optim, patience=2, **extra)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stacked.best[e], alone.best[0], atol=1e-5, rtol=0)
+        if e < 2:
+            torch.testing.assert_close(pair.last[e], alone.last[0], atol=1e-5, rtol=0)
+    off = _train(X, y, train, val, seeds, optim, patience=2, model__hidden=[16], model__norm=norm)
+    assert (stacked.last - off.last).abs().max() > 1e-3  # dropout was on
+
+
+def test_member_noise_is_uniform_and_independent_of_the_population():
+    from runner.models.noise import MemberNoise
+
+    noise = MemberNoise([4, 9, 4])
+    noise.step = 17
+    u = noise.uniform((100_000,), stream=2)
+    assert torch.equal(u[0], u[2]) and not torch.equal(u[0], u[1])  # a stream per seed
+    alone = MemberNoise([9])
+    alone.step = 17
+    assert torch.equal(alone.uniform((100_000,), stream=2)[0], u[1])
+    assert abs(u.mean().item() - 0.5) < 0.005 and abs(u.var().item() - 1 / 12) < 0.002
+    counts = torch.histc(u[1], bins=10, min=0, max=1)
+    assert counts.min() > 9_500 and counts.max() < 10_500
+    assert abs(torch.corrcoef(torch.stack([u[0], u[1]]))[0, 1].item()) < 0.01
+    z = noise.normal((100_000,), stream=0)
+    assert abs(z.mean().item()) < 0.01 and abs(z.std().item() - 1) < 0.01
+    noise.step = 18
+    assert not torch.equal(noise.uniform((10,), stream=2), u[:, :10])  # a new step, new draws
 
 
 def test_default_mlp_has_497_parameters_for_29_inputs():
@@ -95,25 +139,17 @@ def test_inactive_member_is_frozen():
     assert opt.steps.tolist() == [1.0, 0.0]
 
 
-def test_heart_kfold_population_equals_members_alone(heart):
+def test_heart_kfold_population_equals_members_alone(heart, population_runner):
     """The benchmark's shape: heart, 10 folds (ragged training sets), early stopping on."""
     from runner.config import EvalConfig, EvalName
-    from runner.data.preprocess import member_features
+    from runner.data.preprocess import preprocess
     from runner.data.splits import population_plan
 
     cfg = Config(eval=EvalConfig(name=EvalName.kfold, k=10))
     cfg.trainer.epochs, cfg.trainer.early_stopping.patience = 12, 3
     dataset = heart
     members = population_plan(dataset.y, dataset.task, cfg.eval, [0, 1])
-    feats = member_features(dataset, members)
-    X, y = torch.from_numpy(feats.X), torch.from_numpy(feats.y)
-
-    def run(sel):
-        model = build_model(cfg.model, len(sel), X.shape[-1], 1)
-        model.initialize([members[i].seed for i in sel], "default")
-        data = PopulationData(X[sel], y[sel], [members[i].train for i in sel], [members[i].val for i in sel],
-                              [members[i].seed for i in sel], torch.ones(len(sel)))
-        return fit(model, data, cfg, "bce")
+    run = population_runner(cfg, preprocess(dataset, members), members)
 
     everyone = list(range(len(members)))
     stacked = run(everyone)
@@ -122,3 +158,29 @@ def test_heart_kfold_population_equals_members_alone(heart):
         alone = run([i])
         torch.testing.assert_close(stacked.best[i], alone.best[0], atol=1e-5, rtol=0)
         assert stacked.epochs_run[i] == alone.epochs_run[0]
+
+
+def test_a_category_only_in_test_rows_leaves_training_unchanged(heart, eval_cfg, population_runner):
+    """A value that occurs only in a member's test rows adds a one-hot column; the member trains exactly as without it."""
+    from dataclasses import replace
+
+    from runner.data.preprocess import preprocess
+    from runner.data.splits import population_plan
+
+    cfg = Config()
+    cfg.trainer.epochs = 15
+    members = population_plan(heart.y, heart.task, eval_cfg("holdout"), [0, 1])
+    row = members[0].test[0]
+    changed = heart.features.copy()
+    changed.loc[row, "thal"] = "unseen"
+    other = replace(heart, features=changed, categories={**heart.categories,
+                                                         "thal": [*heart.categories["thal"], "unseen"]})
+    before, after = preprocess(heart, members), preprocess(other, members)
+    assert after.X.shape[1] == before.X.shape[1] + 1 and not after.used[:, -1].any()
+    first = population_runner(cfg, before, members)([0, 1])
+    second = population_runner(cfg, after, members)([0, 1])
+    d, hidden = before.X.shape[1], cfg.model.hidden[0]
+    kernel_after = second.best[:, : (d + 1) * hidden].view(2, d + 1, hidden)
+    assert torch.equal(kernel_after[:, -1], torch.zeros(2, hidden))  # the unseen column's weights stay 0
+    torch.testing.assert_close(kernel_after[:, :-1].reshape(2, -1), first.best[:, : d * hidden], atol=1e-6, rtol=0)
+    torch.testing.assert_close(second.best[:, (d + 1) * hidden :], first.best[:, d * hidden :], atol=1e-6, rtol=0)

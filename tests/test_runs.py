@@ -96,3 +96,30 @@ def test_a_scoring_failure_keeps_everything_trained(tmp_path, monkeypatch):
     for name in ("predictions.csv", "metrics.csv", "split_indices.json", "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (run / name).stat().st_size > 0, name
     assert len(pd.read_csv(run / "predictions.csv")) == 61 and not (run / "results.json").exists()
+
+
+def test_a_checkpoint_alone_reproduces_the_test_predictions(tmp_path, heart):
+    """best.pt holds the model spec, input shape and each member's fitted preprocessing: rebuilding the
+    population from it and applying it to the dataset's rows gives predictions.csv's probabilities."""
+    import torch
+
+    from runner.config import ModelConfig
+    from runner.data.preprocess import restore
+    from runner.engine.inputs import MemberInputs
+    from runner.engine.predict import member_outputs
+    from runner.models import build_model
+
+    run, _ = _run(tmp_path, "eval=kfold", "eval.k=3", "model.dropout=0.2", "model.norm=batch")
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    model = build_model(ModelConfig(**state["model_config"]), len(state["members"]), state["input_shape"], 1)
+    with torch.no_grad():
+        model.flat.copy_(state["flat"])
+        model.stats.copy_(state["stats"])
+    pre = restore(heart, {k: v.numpy() for k, v in state["preprocessing"].items()})
+    assert pre.names == state["features"]
+    splits = json.loads((run / "split_indices.json").read_text())
+    rows = [np.array(s["test"]) for s in splits]
+    proba = member_outputs(model, MemberInputs.from_preprocessed(pre, "cpu"), rows, state["loss"])
+    preds = pd.read_csv(run / "predictions.csv")
+    for e, r in enumerate(rows):
+        np.testing.assert_allclose(proba[e, : len(r), 1], preds[preds.member == e].p_1, atol=1e-6)

@@ -24,25 +24,15 @@ def test_heart_kfold_study_beats_the_baselines(tmp_path):
     assert acc["ci95"][0] > results["baselines"]["majority"]["test/accuracy"]["ci95"][1]
 
 
-def test_every_member_of_the_heart_study_equals_training_alone(heart):
+def test_every_member_of_the_heart_study_equals_training_alone(heart, population_runner):
     from runner.config import Config, EvalConfig, EvalName
-    from runner.data.preprocess import member_features
+    from runner.data.preprocess import preprocess
     from runner.data.splits import population_plan
-    from runner.engine.loop import PopulationData, fit
-    from runner.models import build_model
 
     cfg = Config(eval=EvalConfig(name=EvalName.kfold, k=10))
     cfg.trainer.epochs = 40
     members = population_plan(heart.y, heart.task, cfg.eval, [0, 1, 2, 3, 4])
-    feats = member_features(heart, members)
-    X, y = torch.from_numpy(feats.X), torch.from_numpy(feats.y)
-
-    def run(sel):
-        model = build_model(cfg.model, len(sel), X.shape[-1], 1)
-        model.initialize([members[i].seed for i in sel], "default")
-        data = PopulationData(X[sel], y[sel], [members[i].train for i in sel], [members[i].val for i in sel],
-                              [members[i].seed for i in sel], torch.ones(len(sel)))
-        return fit(model, data, cfg, "bce")
+    run = population_runner(cfg, preprocess(heart, members), members)
 
     stacked = run(list(range(50)))
     for i in range(50):

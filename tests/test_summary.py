@@ -1,9 +1,9 @@
 """summarize (intervals over members or over test rows) and the baseline predictions it compares with."""
 
+import dataclasses
 import math
 import subprocess
 import sys
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -11,6 +11,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from runner.data.splits import Member
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
@@ -27,7 +28,7 @@ def make_members(n_rows: int, k: int, repeats: int = 1, val: int = 4):
         order = np.random.default_rng(r).permutation(n_rows)
         for f, test in enumerate(np.array_split(order, k)):
             rest = np.setdiff1d(order, test)
-            members.append(SimpleNamespace(index=len(members), fold=f, repeat=r, seed=0,
+            members.append(Member(index=len(members), fold=f, repeat=r, seed=0,
                                            train=rest[val:], val=rest[:val], test=np.sort(test)))
     return members
 
@@ -70,8 +71,7 @@ def test_kfold_headline_is_over_folds():
 
 
 def test_kfold_with_seeds_averages_seeds_within_each_fold():
-    members = [SimpleNamespace(**{**vars(m), "index": 2 * m.index + s, "seed": s})
-               for m in make_members(60, k=5) for s in (0, 1)]
+    members = [dataclasses.replace(m, index=2 * m.index + s, seed=s) for m in make_members(60, k=5) for s in (0, 1)]
     preds = make_predictions(members, Y, noise=0.3)
     out = summarize(preds, "binary", CLASSES)
     assert out["over"] == "5 folds, 2 seeds averaged per fold"
@@ -86,7 +86,7 @@ def test_kfold_with_seeds_averages_seeds_within_each_fold():
 
 def test_holdout_seeds_headline_is_over_test_rows_of_the_seed_averaged_correctness():
     test = np.arange(40, 60)
-    members = [SimpleNamespace(index=s, fold=0, repeat=0, seed=s, train=np.arange(36), val=np.arange(36, 40),
+    members = [Member(index=s, fold=0, repeat=0, seed=s, train=np.arange(36), val=np.arange(36, 40),
                                test=test) for s in range(5)]
     preds = make_predictions(members, Y, noise=0.3)
     out = summarize(preds, "binary", CLASSES, resamples=200)
@@ -182,7 +182,7 @@ def test_sklearn_baseline_fits_each_member_on_its_train_rows():
 
 def test_baseline_missing_a_class_in_train_rows():
     y = np.array([0, 0, 1, 1, 0, 0, 2, 2, 1, 2])
-    m = SimpleNamespace(index=0, fold=0, repeat=0, seed=0, train=np.arange(6), val=np.arange(0), test=np.arange(6, 10))
+    m = Member(index=0, fold=0, repeat=0, seed=0, train=np.arange(6), val=np.arange(0), test=np.arange(6, 10))
     X = np.random.default_rng(0).normal(size=(1, 10, 2))
     got = sklearn_predictions("logreg", X, y, [m], "multiclass", ["0", "1", "2"])
     assert (got.p_2 == 0).all() and got[["p_0", "p_1"]].sum(axis=1).to_numpy() == pytest.approx(1)
@@ -257,7 +257,7 @@ def test_bootstrap_se_equals_the_per_resample_sklearn_loop(seed, task, n, k):
 
 
 def test_baselines_are_scored_once_per_split_not_once_per_seed():
-    members = [SimpleNamespace(index=s, fold=0, repeat=0, seed=s, train=np.arange(40), val=np.arange(40, 45),
+    members = [Member(index=s, fold=0, repeat=0, seed=s, train=np.arange(40), val=np.arange(40, 45),
                                test=np.arange(45, 60)) for s in range(5)]
     base = majority_predictions(Y, members, "binary", CLASSES)
     assert base.member.unique().tolist() == [0] and len(base) == 15
@@ -270,7 +270,7 @@ def test_baselines_are_scored_once_per_split_not_once_per_seed():
 
 def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half():
     n = 30
-    members = [SimpleNamespace(index=i, fold=i, repeat=0, seed=0, train=np.delete(np.arange(n), i)[3:],
+    members = [Member(index=i, fold=i, repeat=0, seed=0, train=np.delete(np.arange(n), i)[3:],
                                val=np.delete(np.arange(n), i)[:3], test=np.array([i])) for i in range(n)]
     per_fold = majority_predictions(Y[:n], members, "binary", CLASSES)
     pooled = per_fold.assign(member=0)

@@ -74,12 +74,16 @@ def test_clipping_is_per_member(clip):
 def test_dropout_keeps_expected_activation_and_is_identity_in_eval():
     cfg = ModelConfig(hidden=[8], dropout=0.5)
     model = build_model(cfg, 2, 3, 1)
-    model.initialize([5, 5], "default")  # two identical members
+    model.initialize([5, 6], "default")
+    with torch.no_grad():
+        model.flat[1] = model.flat[0]  # two identical networks with their own random streams
     x = torch.randn(1, 3).expand(2, 20000, 3)
     model.eval()
     reference = model(x)
     plain = build_model(ModelConfig(hidden=[8]), 2, 3, 1)
-    plain.initialize([5, 5], "default")
+    plain.initialize([5, 6], "default")
+    with torch.no_grad():
+        plain.flat[1] = plain.flat[0]
     torch.testing.assert_close(reference, plain.eval()(x))
     model.train()
     noisy = model(x)
@@ -168,7 +172,8 @@ def test_batch_norm_statistics_are_per_member():
     model.train()
     model(x)
     for e in range(3):
-        h = x[e] @ model.view("dense0.weight")[e] + model.view("dense0.bias")[e]
+        assert "dense0.bias" not in model.slots  # batch norm makes a bias before it redundant
+        h = x[e] @ model.view("dense0.weight")[e]
         bn = torch.nn.BatchNorm1d(5)
         bn.train()
         expected = bn(h.detach())
@@ -220,21 +225,22 @@ def test_pos_weight_matches_torch():
 
 def test_row_weights_give_the_weighted_mean_loss_step():
     from runner.config import Config, EarlyStoppingConfig, TrainerConfig
+    from runner.engine.inputs import MemberInputs
     from runner.engine.loop import PopulationData, fit
 
     torch.manual_seed(6)
-    X, y = torch.randn(1, 20, 3), torch.randint(0, 2, (1, 20)).float()
+    X, y = torch.randn(20, 3), torch.randint(0, 2, (20,)).float()
     w = torch.where(y == 1, 3.0, 1.0)  # class weights [1, 3]
     cfg = Config(optim=OptimConfig(name=OptimName.sgd, lr=0.5), trainer=TrainerConfig(
         epochs=1, batch_size="full", early_stopping=EarlyStoppingConfig(patience=None, restore_best=False)))
     model = build_model(ModelConfig(hidden=[4]), 1, 3, 1)
     model.initialize([0], "default")
     start = model.flat.detach().clone()
-    data = PopulationData(X, y, [np.arange(20)], [np.arange(0)], [0], torch.ones(1), weight=w)
+    data = PopulationData(MemberInputs.identity(X, y, 1, weight=w), [np.arange(20)], [np.arange(0)], [0])
     result = fit(model, data, cfg, "bce")
     ref = build_model(ModelConfig(hidden=[4]), 1, 3, 1)
     with torch.no_grad():
         ref.flat.copy_(start)
-    loss = F.binary_cross_entropy_with_logits(ref(X).squeeze(-1), y, weight=w, reduction="sum") / w.sum()
+    loss = F.binary_cross_entropy_with_logits(ref(X[None]).squeeze(-1), y[None], weight=w, reduction="sum") / w.sum()
     loss.backward()
     torch.testing.assert_close(result.last, start - 0.5 * ref.flat.grad, atol=1e-6, rtol=0)

@@ -30,7 +30,7 @@ def split_records(members, rows: np.ndarray, selection=None) -> list[dict]:
     """
     records = []
     for i, m in enumerate(members):
-        record = {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed,
+        record = {**m.coordinates(),
                   "train": rows[m.train].tolist(), "val": rows[m.val].tolist(), "test": rows[m.test].tolist()}
         if selection is not None:
             record["selection_train"] = rows[selection[i].train].tolist()

@@ -59,6 +59,17 @@ class Norm(str, Enum):
     none = "none"
     batch = "batch"
     layer = "layer"
+    group = "group"
+
+
+class MoeLoss(str, Enum):
+    per_expert = "per_expert"
+    blended = "blended"
+
+
+class Pool(str, Enum):
+    max = "max"
+    avg = "avg"
 
 
 class DeltaMode(str, Enum):
@@ -87,10 +98,10 @@ class Mode(str, Enum):
 
 @dataclass
 class DatasetConfig:
-    """Which table to learn from and how to read its columns."""
+    """Which table or image set to learn from and how to read it."""
 
     name: str = "heart"
-    path: Optional[str] = None  # None: the file bundled under `name`
+    path: Optional[str] = None  # None: the file bundled under `name`; images: a folder of class folders or .npz
     target: Optional[str] = None  # the column to predict (heart: num)
     task: Task = Task.auto
     positive_above: Optional[float] = None  # binary target = (target > this); heart: num > 0
@@ -98,18 +109,28 @@ class DatasetConfig:
     numeric: Optional[List[str]] = None
     drop: List[str] = field(default_factory=list)
     weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
+    size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
+    cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner
+    limit: Optional[int] = None  # images: keep a stratified subset of this many (quick runs); None: all
 
 
 @dataclass
 class ModelConfig:
-    """A stacked MLP; `hidden: []` is logistic (or linear) regression."""
+    """The model of every member: mlp (`hidden: []` is logistic or linear regression) or cnn."""
 
     name: str = "mlp"
-    hidden: List[int] = field(default_factory=lambda: [16])
+    hidden: List[int] = field(default_factory=lambda: [16])  # mlp: hidden widths
     activation: Activation = Activation.relu
-    dropout: float = 0.0  # inverted dropout after every hidden layer, never on the output
+    dropout: float = 0.0  # inverted dropout after every hidden layer (cnn: before the head), never on the output
     init: Init = Init.default
-    norm: Norm = Norm.none  # after each hidden dense layer, before the activation
+    norm: Norm = Norm.none  # after each hidden layer, before the activation (group: cnn and mlp, `groups` groups)
+    groups: int = 4  # norm=group: channels (features) per layer split into this many groups
+    channels: List[int] = field(default_factory=lambda: [16, 32])  # cnn: a conv block per entry
+    kernel: int = 3  # cnn: square kernel, 'same' padding
+    pool: Pool = Pool.max  # cnn: 2x2 pooling after each conv block (while the image is at least 2x2)
+    experts: int = 4  # moe: K experts per member
+    expert: List[int] = field(default_factory=list)  # moe: each expert's hidden widths ([] = a linear expert)
+    top_k: Optional[int] = None  # moe: experts used per row (sparse, gates renormalized); None = all K (dense)
 
 
 @dataclass
@@ -118,6 +139,8 @@ class LossConfig:
     label_smoothing: float = 0.0  # targets y(1-a) + a/K
     pos_weight: Optional[float] = None  # BCE: weight of the positive term
     class_weights: Optional[List[float]] = None  # one weight per class (code order), weighted mean
+    moe: MoeLoss = MoeLoss.per_expert  # model=moe: per_expert = Σ_k g_k·loss(expert k); blended = loss(Σ_k g_k·expert k)
+    balance: float = 0.0  # model=moe: weight of the load-balancing term K·Σ_k (share routed to k)·(mean gate k)
 
 
 @dataclass
@@ -160,6 +183,18 @@ class RegConfig:
 
     l2: float = 0.0  # (l2/2)·Σw²
     l1: float = 0.0  # l1·Σ|w|
+
+
+@dataclass
+class AugConfig:
+    """Training-batch augmentation, drawn fresh every step from each member's own streams; never on val/test."""
+
+    shift: int = 0  # images: random translation by up to this many pixels (a crop of the padded image)
+    flip: bool = False  # images: mirror left-right with probability 1/2
+    rotate: float = 0.0  # images: random rotation by up to ± this many degrees
+    noise: float = 0.0  # Gaussian noise of this sd added to the standardized inputs (tables too)
+    mixup: float = 0.0  # alpha of Beta(alpha, alpha): blend two rows' inputs and targets; 0 = off
+    cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
 
 
 @dataclass
@@ -219,6 +254,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -244,7 +280,10 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise RunnerError(f"{key}={value!r} is not valid: {allowed}")
 
-    t, m, o, e = cfg.trainer, cfg.model, cfg.optim, cfg.eval
+    t, m, o, e, d = cfg.trainer, cfg.model, cfg.optim, cfg.eval, cfg.dataset
+    need(d.size is None or (len(d.size) == 2 and all(s >= 1 for s in d.size)), "dataset.size",
+         None if d.size is None else list(d.size), "use [height, width] in pixels, or null to keep the stored size")
+    need(d.limit is None or d.limit >= 1, "dataset.limit", d.limit, "use a count of images, or null for all")
     need(t.epochs >= 1, "trainer.epochs", t.epochs, "use an integer >= 1")
     need(t.seeds >= 1, "trainer.seeds", t.seeds, "use a count >= 1")
     need(t.threads is None or t.threads >= 1, "trainer.threads", t.threads, "use a count >= 1, or null for automatic")
@@ -253,6 +292,18 @@ def validate(cfg: Config) -> None:
          "trainer.batch_size", bs, "use an integer >= 1 or 'full'")
     need(all(h >= 1 for h in m.hidden), "model.hidden", list(m.hidden), "use positive widths, e.g. [16] or [] for none")
     need(0.0 <= m.dropout < 1.0, "model.dropout", m.dropout, "use a probability in [0, 1)")
+    need(bool(m.channels) and all(c >= 1 for c in m.channels), "model.channels", list(m.channels),
+         "use positive channel counts, e.g. [16, 32]")
+    need(m.kernel >= 1 and m.kernel % 2 == 1, "model.kernel", m.kernel, "use an odd kernel size >= 1, e.g. 3")
+    need(m.groups >= 1, "model.groups", m.groups, "use a group count >= 1")
+    need(m.experts >= 1, "model.experts", m.experts, "use a count >= 1")
+    need(m.top_k is None or 1 <= m.top_k <= m.experts, "model.top_k", m.top_k,
+         f"use 1..model.experts ({m.experts}), or null for a dense gate")
+    need(all(h >= 1 for h in m.expert), "model.expert", list(m.expert), "use positive widths, or [] for linear experts")
+    need(cfg.loss.balance >= 0, "loss.balance", cfg.loss.balance, "use a weight >= 0")
+    widths = list(m.channels) if m.name == "cnn" else list(m.hidden)
+    need(name_of(m.norm) != "group" or all(w % m.groups == 0 for w in widths), "model.groups", m.groups,
+         f"norm=group needs every width ({widths}) divisible by model.groups")
     need(o.lr > 0, "optim.lr", o.lr, "use a positive learning rate")
     need(o.weight_decay >= 0, "optim.weight_decay", o.weight_decay, "use a value >= 0")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", list(o.betas), "use two values in [0, 1)")
@@ -263,6 +314,11 @@ def validate(cfg: Config) -> None:
     need(0 < e.test_fraction < 1, "eval.test_fraction", e.test_fraction, "use a fraction in (0, 1)")
     need(0 <= e.val_fraction < 1 - e.test_fraction, "eval.val_fraction", e.val_fraction,
          "use a fraction in [0, 1 - eval.test_fraction)")
+    a = cfg.aug
+    need(a.shift >= 0, "aug.shift", a.shift, "use a pixel count >= 0")
+    need(0 <= a.rotate <= 180, "aug.rotate", a.rotate, "use degrees in [0, 180]")
+    for key in ("noise", "mixup", "cutmix"):
+        need(getattr(a, key) >= 0, f"aug.{key}", getattr(a, key), "use a value >= 0 (0 turns it off)")
     need(cfg.reg.l2 >= 0 and cfg.reg.l1 >= 0, "reg.l2/reg.l1", (cfg.reg.l2, cfg.reg.l1), "use penalties >= 0")
     for key in ("norm", "value"):
         v = getattr(t.grad_clip, key)

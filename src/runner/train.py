@@ -8,64 +8,57 @@ import numpy as np
 import torch
 
 from runner import artifacts
-from runner.config import Config, name_of, validate
+from runner.config import Config, name_of
 from runner.console import console, epoch_progress
-from runner.data.datasets import Dataset, load_dataset
-from runner.data.preprocess import Features, member_features
-from runner.data.splits import describe_plan, population_plan
-from runner.engine import losses
+from runner.data.datasets import Dataset
+from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
-from runner.engine.device import configure_threads, resolve_device
-from runner.engine.loop import FitResult, PopulationData, fit
-from runner.engine.predict import predict_rows
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import FitResult, fit
+from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
-from runner.models import Population, build_model
+from runner.models import Population
+from runner.study import Study, plan, population
 
 
 def train(cfg: Config, run_dir: str | Path) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
     start = time.perf_counter()
     run_dir = Path(run_dir)
-    validate(cfg)
-    dataset = load_dataset(cfg.dataset)
-    task = dataset.task
-    loss = losses.resolve_loss(name_of(cfg.loss.name), task)
+    study = plan(cfg)
+    dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
     _check_monitor(cfg.trainer.early_stopping.monitor, task)
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
-    seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
-    members = population_plan(dataset.y, task, cfg.eval, seeds)
-    over = describe_plan(members, cfg.eval)
-    device = resolve_device(name_of(cfg.trainer.device))
 
-    feats = member_features(dataset, members)
-    model, result = _train_population(cfg, dataset, feats, members, loss, device, over)
-    val_predictions = predict_rows(model, feats, members, "val", loss, dataset)
+    pre = preprocess(dataset, members)
+    model, inputs, result = _train_population(study, members, pre, over)
+    val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
     train_s = result.train_s
-    tested_members, tested_feats, tested_model = members, feats, model
+    tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
-        tested_feats = member_features(dataset, tested_members)
+        tested_pre = preprocess(dataset, tested_members)
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, refit = _train_population(cfg, dataset, tested_feats, tested_members, loss, device,
-                                                over + ", refit on train+val", budget)
+        tested_model, tested_inputs, refit = _train_population(study, tested_members, tested_pre,
+                                                               over + ", refit on train+val", budget)
         train_s += refit.train_s
-    predictions = predict_rows(tested_model, tested_feats, tested_members, "test", loss, dataset)
+    predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
 
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
-    rows = dataset.features.index.to_numpy()
+    rows = dataset.rows
     predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
     history.to_csv(run_dir / "metrics.csv", index=False)
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
-    _save_checkpoints(run_dir, cfg, tested_model, result, members, feats, dataset)
+    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
 
     results = {
@@ -75,10 +68,15 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "members": len(members),
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_feats, tested_members, predictions, val_predictions),
+        **_scores(cfg, dataset, tested_pre, tested_members, predictions, val_predictions),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
     }
+    if hasattr(tested_model, "gates"):
+        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+        if results["experts"]["max_share"] > 0.95:
+            console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
+                          "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
     results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
     write_reports(run_dir, results, history)
 
@@ -87,13 +85,13 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     return results
 
 
-def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, predictions, val_predictions) -> dict:
+def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions) -> dict:
     """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes, constant=pooled)}
     for name in cfg.eval.baselines:
-        baselines[name] = sklearn_predictions(name, feats.X, dataset.y, tested_members, task, classes)
+        baselines[name] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
     summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = {}
     if len(val_predictions):
@@ -105,32 +103,25 @@ def _scores(cfg: Config, dataset: Dataset, feats: Features, tested_members, pred
     }
 
 
-def _train_population(cfg: Config, dataset: Dataset, feats: Features, members, loss: str, device, over: str,
-                      epoch_budget: np.ndarray | None = None) -> tuple[Population, FitResult]:
+def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None
+                      ) -> tuple[Population, MemberInputs, FitResult]:
     """Build, initialize and train one population; the model ends with the weights it keeps."""
-    E, n, d = feats.X.shape
-    model = build_model(cfg.model, E, d, losses.output_size(loss, len(dataset.classes))).to(device)
-    model.initialize([m.seed for m in members], name_of(cfg.model.init))
-    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
-    configure_threads(cfg.trainer.threads, device, E * model.parameters_per_member() * batch)
+    cfg, dataset = study.cfg, study.dataset
+    model, data = population(study, members, pre)
+    E = len(members)
+    shape = "x".join(map(str, study.input_shape))
     console.print(
-        f"[bold]{dataset.name}[/]: {n} rows, {d} features, {dataset.task} · [bold]{cfg.model.name}[/]: "
-        f"{model.parameters_per_member():,} parameters per member · {E} member{'s' * (E > 1)} ({over}) on {device}"
+        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
+        f"{dataset.task} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
+        f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    data = PopulationData(
-        X=torch.from_numpy(feats.X).to(device), y=torch.from_numpy(feats.y).to(device),
-        train=[m.train for m in members], val=[m.val for m in members], seeds=[m.seed for m in members],
-        y_scale=torch.from_numpy(feats.y_scale.astype(np.float32)).to(device),
-        weight=row_weights(cfg, dataset, E, device),
-    )
-    torch.manual_seed(cfg.trainer.seed)  # dropout masks: the one draw shared by all members
     with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg, loss, on_epoch, epoch_budget)
+        result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     with torch.no_grad():
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
-    return model, result
+    return model, data.inputs, result
 
 
 def _confusion(predictions, classes: list[str]) -> dict:
@@ -150,28 +141,25 @@ def _pool(predictions, pooled: bool):
     return predictions.assign(member=predictions["seed"])
 
 
-def _save_checkpoints(run_dir: Path, cfg: Config, model: Population, result: FitResult, members, feats, dataset):
-    info = [{"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed} for m in members]
-    extra = {"model": cfg.model.name, "features": feats.names, "classes": dataset.classes}
+def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: FitResult, pre: Preprocessed,
+                      tested_pre: Preprocessed) -> None:
+    """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
+    cfg = study.cfg
+    info = [m.coordinates() for m in study.members]
+    spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
+    extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
+             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}
     folder = run_dir / "checkpoints"
-    save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra)
-    save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra)
+    save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
+    save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
     if cfg.eval.refit:
-        save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra)
+        save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
 
 
-def row_weights(cfg: Config, dataset: Dataset, members: int, device) -> torch.Tensor | None:
-    """[E, n] training weights per row: loss.class_weights of its class times its sample weight."""
-    if dataset.weights is None and cfg.loss.class_weights is None:
-        return None
-    w = np.ones(len(dataset.y)) if dataset.weights is None else dataset.weights.copy()
-    if cfg.loss.class_weights is not None:
-        k = len(dataset.classes)
-        if k == 0 or len(cfg.loss.class_weights) != k:
-            raise RunnerError(f"loss.class_weights has {len(cfg.loss.class_weights)} values; this {dataset.task} "
-                              f"target needs one per class ({k}: {', '.join(dataset.classes) or 'none'})")
-        w = w * np.asarray(cfg.loss.class_weights, dtype=float)[dataset.y]
-    return torch.from_numpy(np.tile(w.astype(np.float32), (members, 1))).to(device)
+def _plain(value):
+    """A config value as plain data (enums as their strings), loadable with weights_only=True."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else name_of(value) if hasattr(
+        value, "value") else value
 
 
 def _check_monitor(monitor: str, task: str) -> None:

@@ -1,6 +1,6 @@
 """Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +8,7 @@ import pandas as pd
 from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
+from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
@@ -17,25 +18,43 @@ MAX_CLASSES = 20  # an integer target with at most this many distinct values is 
 
 @dataclass
 class Dataset:
-    """A table ready for splitting: features, encoded target, column roles."""
+    """Data ready for splitting: a table (features with column roles) or images, and the encoded target."""
 
     name: str
     target: str
     task: str  # "binary" | "multiclass" | "regression"
-    features: pd.DataFrame  # numeric columns float64; categorical columns object: str values, NaN missing
+    features: pd.DataFrame | None  # tables: numeric columns float64; categorical columns object (str, NaN missing)
     y: np.ndarray  # classification: int64 class codes 0..K-1; regression: float64
     classes: list[str]  # class labels in code order; [] for regression
-    numeric: list[str]
-    categorical: list[str]
-    categories: dict[str, list]  # per categorical column: its sorted distinct non-missing values (as str)
+    numeric: list[str] = field(default_factory=list)
+    categorical: list[str] = field(default_factory=list)
+    categories: dict[str, list] = field(default_factory=dict)  # categorical column -> sorted distinct values (str)
     weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
+    images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
+    source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The row number of each example in its source (a table's index), for the run's files."""
+        if self.features is not None:
+            return self.features.index.to_numpy()
+        return self.source_rows if self.source_rows is not None else np.arange(len(self.y))
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
-    """Read the dataset file named by `cfg` and check it; every user-fixable problem is a RunnerError."""
-    path = _resolve(cfg)
-    table = _read(path)
-    file, target = path.name, cfg.target
+    """Read the dataset named by `cfg` and check it; every user-fixable problem is a RunnerError."""
+    from runner.data import images  # imported here: images.py builds on Dataset, defined above
+
+    if cfg.name in images.NAMES:
+        return images.load_images(cfg)
+    _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
+          f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
+    if cfg.name in GENERATED and cfg.path is None:
+        table, file, target = GENERATED[cfg.name](), cfg.name, cfg.target
+    else:
+        path = _resolve(cfg)
+        table = _read(path)
+        file, target = path.name, cfg.target
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
           f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")

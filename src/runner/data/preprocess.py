@@ -1,37 +1,84 @@
-"""Per-member preprocessing: sklearn transformers fit on each member's training rows only."""
+"""Per-member preprocessing as small fitted arrays: every row is stored once, each member's fit on its training rows."""
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.compose import ColumnTransformer
-from sklearn.impute import SimpleImputer
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from runner.data.datasets import Dataset
 from runner.data.splits import Member
 
+CHUNK_ROWS = 4096  # image statistics are accumulated over this many rows at a time
+
 
 @dataclass
-class Features:
-    """Each member's view of the data: every row transformed by that member's preprocessing."""
+class Preprocessed:
+    """The inputs once (`X`) and each member's preprocessing: x' = (x, or `fill` where missing, - shift) / scale.
 
-    X: np.ndarray  # float32 [E, n, d]
-    y: np.ndarray  # float32 [E, n]: class codes; regression: standardized with the member's train mean and sd
-    names: list[str]  # the d feature names after one-hot encoding ("age", "sex=Male", ...)
-    y_mean: np.ndarray  # float64 [E] (0 for classification)
+    Tables: numeric columns are median-imputed and standardized, categorical columns are one-hot over the
+    file's domain and imputed with the training rows' most frequent value (sklearn's SimpleImputer,
+    StandardScaler and OneHotEncoder, fit per member). Images: per-channel mean and sd of the member's
+    training pixels. Every statistic comes from the member's training rows only.
+    """
+
+    X: np.ndarray  # [n, d] float32, NaN where missing (all of a categorical's columns); images [n, C, H, W]
+    fill: np.ndarray | None  # [E, d] value of a missing entry; None when nothing is missing
+    shift: np.ndarray  # float32 [E, d] (tables) or [E, C, 1, 1] (images)
+    scale: np.ndarray  # float32, same shape, > 0
+    used: np.ndarray | None  # [E, d] bool: the column takes a value in the member's training rows (tables)
+    names: list[str]  # the d feature names ("age", "sex=Male", ...); images: []
+    y: np.ndarray  # float32 [n]: class codes, or the regression target in its own units
+    y_mean: np.ndarray  # float64 [E]: regression targets are standardized per member (0 for classification)
     y_scale: np.ndarray  # float64 [E] (1 for classification)
 
+    @property
+    def members(self) -> int:
+        return len(self.shift)
 
-def make_transformer(dataset: Dataset) -> ColumnTransformer:
-    """An unfitted ColumnTransformer: numeric median-impute + standardize, categorical mode-impute + one-hot."""
-    # keep_empty_features: a column missing in every training row still gets its place, so d is fixed.
+    def transform(self, e: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """Member e's preprocessed inputs of `rows` (all rows by default), float32."""
+        x = self.X if rows is None else self.X[rows]
+        x = x.astype(np.float32)
+        if self.fill is not None:
+            x = np.where(np.isnan(x), self.fill[e], x)
+        return ((x - self.shift[e]) / self.scale[e]).astype(np.float32)
+
+    def __getitem__(self, e: int) -> np.ndarray:
+        """Member e's preprocessed inputs of every row as an [n, features] matrix (images flattened)."""
+        return self.transform(e).reshape(len(self.X), -1)
+
+    def nbytes(self) -> int:
+        """Bytes held: the shared inputs plus every member's fitted arrays."""
+        arrays = (self.X, self.fill, self.shift, self.scale, self.used, self.y, self.y_mean, self.y_scale)
+        return sum(a.nbytes for a in arrays if a is not None)
+
+    def arrays(self) -> dict:
+        """The fitted per-member arrays (what a checkpoint keeps so that `predict` can apply them)."""
+        out = {"shift": self.shift, "scale": self.scale, "y_mean": self.y_mean, "y_scale": self.y_scale}
+        if self.fill is not None:
+            out["fill"] = self.fill
+        if self.used is not None:
+            out["used"] = self.used
+        return out
+
+
+def feature_names(dataset: Dataset) -> list[str]:
+    """The input columns in order: numeric names, then `column=value` per category of the file's domain."""
+    return dataset.numeric + [f"{c}={v}" for c in dataset.categorical for v in dataset.categories[c]]
+
+
+def make_transformer(dataset: Dataset):
+    """The same preprocessing as one unfitted sklearn ColumnTransformer (for sklearn pipelines and tests):
+    numeric median-impute + standardize, categorical mode-impute + one-hot over the file's domain."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     parts = []
     if dataset.numeric:
         parts.append(("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
                                                StandardScaler()), dataset.numeric))
     if dataset.categorical:
-        # Categories from the file's domain, not the training rows: every member gets the same d columns.
         onehot = OneHotEncoder(categories=[dataset.categories[c] for c in dataset.categorical],
                                handle_unknown="ignore", sparse_output=False, dtype=np.float32)
         parts.append(("categorical", make_pipeline(SimpleImputer(strategy="most_frequent",
@@ -40,30 +87,105 @@ def make_transformer(dataset: Dataset) -> ColumnTransformer:
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
 
 
-def feature_names(dataset: Dataset) -> list[str]:
-    """The transformer's output columns in order: numeric names, then `column=value` per category."""
-    return dataset.numeric + [f"{c}={v}" for c in dataset.categorical for v in dataset.categories[c]]
+def preprocess(dataset: Dataset, members: list[Member]) -> Preprocessed:
+    """Fit each member's preprocessing on its training rows (members sharing rows share the fit)."""
+    if dataset.images is not None:
+        X, names, fit = dataset.images, [], _image_fit
+    else:
+        X, names, fit = _table_matrix(dataset), feature_names(dataset), _table_fit(dataset)
+    fits: dict[bytes, tuple] = {}
+    for m in members:
+        key = m.train.tobytes()
+        if key not in fits:
+            fits[key] = fit(X, m.train)
+    fill, shift, scale, used = (np.stack(a) if a[0] is not None else None
+                                for a in zip(*(fits[m.train.tobytes()] for m in members)))
+    if fill is not None and not np.isnan(X).any():
+        fill = None
 
-
-def member_features(dataset: Dataset, members: list[Member]) -> Features:
-    """Fit one transformer per member on its training rows and transform all n rows with it."""
-    names = feature_names(dataset)
-    n, E = len(dataset.features), len(members)
-    X = np.empty((E, n, len(names)), dtype=np.float32)
-    done: dict[bytes, np.ndarray] = {}  # members sharing training rows (seeds of one split) share the fit
-    for e, member in enumerate(members):
-        key = member.train.tobytes()
-        if key not in done:
-            transformer = make_transformer(dataset).fit(dataset.features.iloc[member.train])
-            done[key] = transformer.transform(dataset.features)
-        X[e] = done[key]
-
-    y = np.broadcast_to(dataset.y, (E, n)).astype(np.float64)
+    E = len(members)
     y_mean, y_scale = np.zeros(E), np.ones(E)
     if dataset.task == "regression":
-        for e, member in enumerate(members):
-            train_y = dataset.y[member.train]
+        for e, m in enumerate(members):
+            train_y = dataset.y[m.train]
             # ddof=0 as StandardScaler does; a constant target keeps scale 1 rather than dividing by 0.
             y_mean[e], y_scale[e] = train_y.mean(), train_y.std() or 1.0
-        y = (y - y_mean[:, None]) / y_scale[:, None]
-    return Features(X=X, y=y.astype(np.float32), names=names, y_mean=y_mean, y_scale=y_scale)
+    return Preprocessed(X=X, fill=fill, shift=shift.astype(np.float32), scale=scale.astype(np.float32), used=used,
+                        names=names, y=dataset.y.astype(np.float32), y_mean=y_mean, y_scale=y_scale)
+
+
+def restore(dataset: Dataset, arrays: dict) -> Preprocessed:
+    """The dataset's rows with fitted arrays saved earlier (`Preprocessed.arrays()`, as a checkpoint keeps them)."""
+    X = dataset.images if dataset.images is not None else _table_matrix(dataset)
+    names = [] if dataset.images is not None else feature_names(dataset)
+    return Preprocessed(X=X, fill=arrays.get("fill"), shift=arrays["shift"], scale=arrays["scale"],
+                        used=arrays.get("used"), names=names, y=dataset.y.astype(np.float32),
+                        y_mean=arrays["y_mean"], y_scale=arrays["y_scale"])
+
+
+def _table_matrix(dataset: Dataset) -> np.ndarray:
+    """[n, d] float32: numeric values, then one-hot columns; NaN where a value is missing."""
+    frame = dataset.features
+    parts = [frame[dataset.numeric].to_numpy(np.float64)] if dataset.numeric else []
+    for c in dataset.categorical:
+        domain = dataset.categories[c]
+        values = frame[c].to_numpy(object)
+        onehot = (values[:, None] == np.asarray(domain, dtype=object)[None, :]).astype(np.float64)
+        onehot[frame[c].isna().to_numpy()] = np.nan
+        parts.append(onehot)
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(frame), 0), np.float32)
+
+
+def _table_fit(dataset: Dataset):
+    """The per-member fit for a table: (fill [d], shift [d], scale [d], used [d]) from its training rows."""
+    numeric = len(dataset.numeric)
+    blocks, start = [], numeric
+    for c in dataset.categorical:
+        size = len(dataset.categories[c])
+        # sklearn's most_frequent breaks ties by the smallest value (compared as the strings it holds).
+        order = np.argsort(np.asarray(dataset.categories[c], dtype=str), kind="stable")
+        blocks.append((start, size, order))
+        start += size
+    plain = dataset.features[dataset.numeric].to_numpy(np.float64)
+
+    def fit(X: np.ndarray, train: np.ndarray):
+        d = X.shape[1]
+        fill, shift, scale, used = np.zeros(d), np.zeros(d), np.ones(d), np.ones(d, dtype=bool)
+        if numeric:
+            values = plain[train]
+            missing = np.isnan(values)
+            present = ~missing.all(0)
+            # SimpleImputer(median, keep_empty_features=True): a column with no values is filled with 0.
+            fill[:numeric][present] = np.nanmedian(values[:, present], axis=0)
+            imputed = np.where(missing, fill[:numeric], values)
+            shift[:numeric] = imputed.mean(0)
+            sd = imputed.std(0)
+            # StandardScaler keeps scale 1 for a constant column (its _handle_zeros_in_scale).
+            scale[:numeric] = np.where(sd < 10 * np.finfo(np.float64).eps * np.maximum(np.abs(shift[:numeric]), 1),
+                                       1.0, sd)
+        for begin, size, order in blocks:
+            block = X[train, begin : begin + size]
+            counts = np.nansum(block, axis=0)
+            if counts.sum() > 0:
+                mode = order[np.argmax(counts[order])]  # the first maximum in string order
+                fill[begin + mode] = 1.0
+            # The member has seen a category if a training row holds it (after imputation).
+            used[begin : begin + size] = (counts > 0) | (fill[begin : begin + size] > 0)
+        return fill, shift, scale, used
+
+    return fit
+
+
+def _image_fit(X: np.ndarray, train: np.ndarray):
+    """Per-channel mean and sd (ddof=0) of the training images' pixels, in the stored units."""
+    channels = X.shape[1]
+    total, squares, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(train), CHUNK_ROWS):
+        chunk = X[train[start : start + CHUNK_ROWS]].astype(np.float64)
+        total += chunk.sum(axis=(0, 2, 3))
+        squares += np.square(chunk).sum(axis=(0, 2, 3))
+        count += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]
+    mean = total / count
+    sd = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    sd = np.where(sd > 0, sd, 1.0)
+    return None, mean.reshape(channels, 1, 1), sd.reshape(channels, 1, 1), None

@@ -12,15 +12,21 @@ from runner.errors import RunnerError
 
 @dataclass(frozen=True)
 class Member:
-    """One model of the population: its fold, repeat, seed and its rows (positions 0..n-1)."""
+    """One model of the population: its place in the plan (fold, repeat, seed, bag) and its rows (positions 0..n-1)."""
 
     index: int
     fold: int
     repeat: int
     seed: int
-    train: np.ndarray  # int64 sorted positions; train, val and test are pairwise disjoint
+    train: np.ndarray  # int64 positions (sorted; a bag's bootstrap repeats rows); disjoint from val and test
     val: np.ndarray
     test: np.ndarray
+    bag: int | None = None  # ensemble.bagging: which bootstrap resample of the fold's training rows
+
+    def coordinates(self) -> dict:
+        """The member's place in the plan, as every file that lists members writes it."""
+        out = {"member": self.index, "fold": self.fold, "repeat": self.repeat, "seed": self.seed}
+        return out if self.bag is None else {**out, "bag": self.bag}
 
 
 def population_plan(y: np.ndarray, task: str, cfg: EvalConfig, seeds: list[int]) -> list[Member]:

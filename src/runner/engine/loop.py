@@ -9,23 +9,25 @@ import torch
 
 from runner.config import Config
 from runner.engine import losses
+from runner.engine.augment import Augmenter
 from runner.engine.early_stopping import LOWER_IS_BETTER, EarlyStopping
+from runner.engine.inputs import MemberInputs, padded
 from runner.engine.optim import StackedOptimizer
 from runner.engine.schedules import Schedule
 from runner.models import Population
 
 
+STEP_KEYS = 1 << 20  # random-stream keys per epoch: more than any epoch's steps
+
+
 @dataclass
 class PopulationData:
-    """Each member's features and targets on one device, and the rows it trains and validates on."""
+    """The population's inputs (rows stored once) and the rows each member trains and validates on."""
 
-    X: torch.Tensor  # [E, n, d]
-    y: torch.Tensor  # [E, n]
+    inputs: MemberInputs
     train: list[np.ndarray]
     val: list[np.ndarray]
     seeds: list[int]
-    y_scale: torch.Tensor  # [E]: regression errors back in target units
-    weight: Optional[torch.Tensor] = None  # [E, n] row weights (class and sample weights); None: all 1
 
 
 @dataclass
@@ -40,17 +42,6 @@ class FitResult:
     best_stats: torch.Tensor  # [E, Q] running statistics (batch norm) that go with `best`
     last_stats: torch.Tensor
     train_s: float
-
-
-def padded(rows: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index [E, m] (row 0 as filler) and weight mask [E, m] for ragged per-member row lists."""
-    m = max(1, max(len(r) for r in rows))
-    idx = np.zeros((len(rows), m), dtype=np.int64)
-    mask = np.zeros((len(rows), m), dtype=np.float32)
-    for e, r in enumerate(rows):
-        idx[e, : len(r)] = r
-        mask[e, : len(r)] = 1.0
-    return torch.from_numpy(idx).to(device), torch.from_numpy(mask).to(device)
 
 
 def fit(
@@ -73,6 +64,8 @@ def fit(
     criterion = losses.Criterion(loss, cfg.loss, device)
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device))
     work = _Working(data, epoch_budget)
+    augment = Augmenter(cfg.aug, data.seeds, tuple(data.inputs.X.shape[1:]), model.outputs if loss == "ce" else 0,
+                        device)
     batch = int(max(len(r) for r in data.train)) if trainer.batch_size == "full" else int(trainer.batch_size)
     opt = StackedOptimizer(model.flat, cfg.optim)
     schedule = Schedule(cfg.sched, cfg.optim.lr, trainer.epochs, E, device)
@@ -87,23 +80,33 @@ def fit(
         active = stopper.active
         if schedule.kind != "plateau":
             opt.set_lr(schedule.lr(epoch))
-        xs, ys, ws, masks, has_rows = work.epoch_batches(batch)
-        has_rows &= active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        idx, masks, real = work.epoch_batches(batch)
+        has_rows = real.any(-1) & active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        if augment.active:
+            augment.new_epoch(real)
         stepping = torch.from_numpy(has_rows).to(device)
-        denominators = ws.sum(-1).clamp(min=1e-12)  # [steps, E]
         total = torch.zeros(len(live), device=device)
+        weight_sum = torch.zeros(len(live), device=device)
         model.train()
-        for s in range(len(xs)):
+        for s in range(len(idx)):
             model.updating = stepping[s]
-            per_row = criterion(model(xs[s], masks[s]), ys[s]) * ws[s]
-            loss_sum = (per_row.sum(1) / denominators[s]).sum()
+            model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
+            rows = idx[s]
+            w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
+            x, y = work.inputs.x(rows), work.inputs.targets(rows)
+            if augment.active:
+                x, y = augment(x, y, s, model.noise)
+            per_row = model.per_row_loss(criterion, x, y, masks[s]) * w
+            denominator = w.sum(1).clamp(min=1e-12)
+            weight_sum += denominator
+            loss_sum = (per_row.sum(1) / denominator).sum()
             if model.flat.grad is not None:
                 model.flat.grad.zero_()  # in place: the optimizer keeps views of its rows
             (loss_sum + penalty(model.flat).sum() if penalty.active else loss_sum).backward()
             _clip(model.flat.grad, trainer.grad_clip)
             opt.step(stepping[s], has_rows[s])
             total += per_row.detach().sum(1)
-        hist["train/loss"][epoch, live] = total / denominators.sum(0)
+        hist["train/loss"][epoch, live] = total / weight_sum
         hist["lr"][epoch, live] = opt.lr
         if work.has_val:
             val = _validate(model, work, criterion, metric)
@@ -130,6 +133,7 @@ def fit(
             stopper.keep(keep, model)
             schedule.keep(keep)
             work.keep(keep)
+            augment.select(keep)
     else:
         done.store(live, torch.ones_like(stopper.active), model, stopper)
 
@@ -170,54 +174,46 @@ class _Finished:
 
 
 class _Working:
-    """The rows and generators of the members still training, shrunk as members leave."""
+    """The rows, inputs and generators of the members still training, shrunk as members leave."""
 
     def __init__(self, data: PopulationData, budget: Optional[np.ndarray]):
-        E, device = data.y.shape[0], data.y.device
-        members = torch.arange(E, device=device).unsqueeze(1)
-        self.X, self.y, self.y_scale = data.X, data.y, data.y_scale
-        self.weight = data.weight if data.weight is not None else torch.ones_like(data.y)
+        self.inputs = data.inputs
+        device = self.inputs.X.device
         self.train = list(data.train)
         self.rngs = [np.random.default_rng(s) for s in data.seeds]
         self.budget = None if budget is None else torch.as_tensor(budget, device=device)
         self.has_val = any(len(v) for v in data.val)
         if self.has_val:
-            idx, mask = padded(data.val, device)
-            self.Xv, self.yv = data.X[members, idx], data.y[members, idx]
-            self.wv = mask * self.weight[members, idx]
+            self.val_idx, self.val_mask = padded(data.val, device)
 
     def keep(self, keep: torch.Tensor) -> None:
         chosen = keep.nonzero().flatten().tolist()
         self.train = [self.train[i] for i in chosen]
         self.rngs = [self.rngs[i] for i in chosen]
-        for name in ("X", "y", "y_scale", "weight", "budget", "Xv", "yv", "wv"):
+        self.inputs = self.inputs.select(keep)
+        for name in ("budget", "val_idx", "val_mask"):
             if getattr(self, name, None) is not None:
                 setattr(self, name, getattr(self, name)[keep])
 
     def epoch_batches(self, batch: int):
-        """This epoch's batches: features [steps, E, B, d], targets, weights, 0/1 masks, and on the host
-        which members have rows in each step.
+        """This epoch's row indices [steps, E, B], 0/1 masks [steps, E, B] and, on the host, which of them are
+        real rows (not padding) [steps, E, B].
 
-        Each member shuffles its own rows with its own generator, so its batches do not depend on
-        E; one gather per epoch makes every step's slice contiguous.
+        Each member shuffles its own rows with its own generator, so its batches do not depend on E;
+        the rows themselves are gathered (and preprocessed) step by step.
         """
-        E, n = self.y.shape
+        E = len(self.train)
         steps = int(np.ceil(max(len(r) for r in self.train) / batch))
         idx = np.zeros((E, steps * batch), dtype=np.int64)
         mask = np.zeros((E, steps * batch), dtype=np.float32)
         for e, (rows, rng) in enumerate(zip(self.train, self.rngs)):
             idx[e, : len(rows)] = rows[rng.permutation(len(rows))]
             mask[e, : len(rows)] = 1.0
-        device = self.y.device
-        flat_rows = torch.from_numpy(idx + np.arange(E)[:, None] * n).view(E, steps, batch).transpose(0, 1)
-        flat_rows = flat_rows.reshape(-1).to(device)
-        shape = (steps, E, batch)
-        xs = self.X.reshape(E * n, -1).index_select(0, flat_rows).view(*shape, *self.X.shape[2:])
-        ys = self.y.reshape(-1).index_select(0, flat_rows).view(shape)
+        device = self.inputs.X.device
+        idx_t = torch.from_numpy(idx).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
         masks = torch.from_numpy(mask).view(E, steps, batch).transpose(0, 1).contiguous().to(device)
-        ws = masks * self.weight.reshape(-1).index_select(0, flat_rows).view(shape)
-        has_rows = mask.reshape(E, steps, batch).any(-1).T.copy()  # [steps, E] on the host
-        return xs, ys, ws, masks, has_rows
+        real = mask.reshape(E, steps, batch).transpose(1, 0, 2) > 0
+        return idx_t, masks, real
 
 
 def _clip(grad: torch.Tensor, clip) -> None:
@@ -231,15 +227,25 @@ def _clip(grad: torch.Tensor, clip) -> None:
 
 @torch.no_grad()
 def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tensor]:
-    """Validation loss and task metric for all members in one batched pass."""
-    Xv, yv, wv, y_scale = work.Xv, work.yv, work.wv, work.y_scale
+    """Validation loss and task metric for all members, in chunks of validation rows."""
+    inputs, idx, mask = work.inputs, work.val_idx, work.val_mask
     model.eval()
-    out = model(Xv)
-    n = wv.sum(1).clamp(min=1e-12)
-    result = {"val/loss": (criterion(out, yv, smoothing=False) * wv).sum(1) / n}
-    if metric == "val/rmse":
-        result[metric] = ((out.squeeze(-1) - yv) ** 2 * wv).sum(1).div(n).sqrt() * y_scale
-    else:
-        pred = (out.squeeze(-1) > 0).float() if out.shape[-1] == 1 else out.argmax(-1).float()
-        result[metric] = ((pred == yv).float() * wv).sum(1) / n
+    loss_sum = torch.zeros(idx.shape[0], device=idx.device)
+    score_sum, n = torch.zeros_like(loss_sum), torch.zeros_like(loss_sum)
+    step = inputs.chunk_rows()
+    for start in range(0, idx.shape[1], step):
+        rows, w = idx[:, start : start + step], mask[:, start : start + step]
+        if (rw := inputs.weights(rows)) is not None:
+            w = w * rw
+        out, y = model(inputs.x(rows)), inputs.targets(rows)
+        loss_sum += (criterion(out, y, smoothing=False) * w).sum(1)
+        if metric == "val/rmse":
+            score_sum += ((out.squeeze(-1) - y) ** 2 * w).sum(1)
+        else:
+            pred = (out.squeeze(-1) > 0).float() if out.shape[-1] == 1 else out.argmax(-1).float()
+            score_sum += ((pred == y).float() * w).sum(1)
+        n += w.sum(1)
+    n = n.clamp(min=1e-12)
+    result = {"val/loss": loss_sum / n}
+    result[metric] = (score_sum / n).sqrt() * inputs.y_scale.squeeze(1) if metric == "val/rmse" else score_sum / n
     return result

@@ -24,11 +24,12 @@ def output_size(loss: str, n_classes: int) -> int:
 
 
 class Criterion:
-    """The configured loss of every example of every member: out [E, B, K], y [E, B] -> [E, B]."""
+    """The configured loss of every example of every member: out [E, B, K], y [E, B] (or soft [E, B, K]) -> [E, B]."""
 
     def __init__(self, loss: str, cfg: LossConfig, device):
         self.loss = loss
         self.smoothing = cfg.label_smoothing
+        self.moe, self.balance = cfg.moe, cfg.balance  # read by a mixture of experts' own loss
         self.pos_weight = None if cfg.pos_weight is None else torch.tensor(cfg.pos_weight, device=device)
 
     def __call__(self, out: torch.Tensor, y: torch.Tensor, smoothing: bool = True) -> torch.Tensor:
@@ -41,8 +42,9 @@ class Criterion:
                                                       pos_weight=self.pos_weight)
         if self.loss == "ce":
             e, b, k = out.shape
-            flat = F.cross_entropy(out.reshape(e * b, k), y.reshape(-1).long(), reduction="none",
-                                   label_smoothing=alpha)
+            # y: class codes [E, B], or class probabilities [E, B, K] (mixup, cutmix).
+            target = y.reshape(e * b, k) if y.dim() == 3 else y.reshape(-1).long()
+            flat = F.cross_entropy(out.reshape(e * b, k), target, reduction="none", label_smoothing=alpha)
             return flat.view(e, b)
         return (out.squeeze(-1) - y) ** 2
 

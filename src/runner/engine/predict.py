@@ -1,26 +1,46 @@
-"""Scoring each member on its own rows (test or validation) with the weights training kept."""
+"""Scoring each member on its own rows (test or validation) with the weights training kept, in chunks."""
 
 import numpy as np
 import pandas as pd
 import torch
 
 from runner.engine import losses
-from runner.engine.loop import padded
+from runner.engine.inputs import MemberInputs, padded
 
 
 @torch.no_grad()
-def predict_rows(model, feats, members, part: str, loss: str, dataset) -> pd.DataFrame:
-    """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
+def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndarray:
+    """fn(preprocessed inputs [E, chunk, ...]) -> [E, chunk, ...] over each member's own rows, chunk by chunk."""
     model.eval()
+    idx, _ = padded(rows, inputs.X.device)
+    step = inputs.chunk_rows()
+    parts = [fn(inputs.x(idx[:, s : s + step])) for s in range(0, idx.shape[1], step)]
+    return torch.cat(parts, dim=1).cpu().numpy()
+
+
+def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
+    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
+    return _chunked(lambda x: losses.probabilities(loss, model(x)), model, inputs, rows)
+
+
+def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
+    """A mixture of experts' gates on each member's rows: each expert's mean gate (its share of the gate mass)
+    and the mean gate entropy (nats; log K is an even spread), averaged over members; per member too."""
+    gates = _chunked(model.gates, model, inputs, rows)
+    usage = np.stack([g[: len(r)].mean(0) for g, r in zip(gates, rows)]).astype(float)  # [E, K]
+    entropy = [float(-(g[: len(r)] * np.log(np.clip(g[: len(r)], 1e-12, 1))).sum(1).mean()) for g, r in zip(gates, rows)]
+    return {"usage": usage.mean(0).round(4).tolist(), "entropy": round(float(np.mean(entropy)), 4),
+            "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}
+
+
+def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset) -> pd.DataFrame:
+    """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
     rows = [getattr(m, part) for m in members]
-    X = torch.from_numpy(feats.X).to(model.flat.device)
-    idx, _ = padded(rows, X.device)
-    ar = torch.arange(model.members, device=X.device).unsqueeze(1)
-    out = losses.probabilities(loss, model(X[ar, idx])).cpu().numpy()
+    out = member_outputs(model, inputs, rows, loss)
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
-        frame = {"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": r}
+        frame = {**m.coordinates(), "row": r}
         if len(classes):
             proba = out[e, : len(r)]
             frame["y_true"] = classes[dataset.y[r]]
@@ -28,6 +48,6 @@ def predict_rows(model, feats, members, part: str, loss: str, dataset) -> pd.Dat
             frame.update({f"p_{c}": proba[:, j] for j, c in enumerate(classes)})
         else:
             frame["y_true"] = dataset.y[r]
-            frame["y_pred"] = out[e, : len(r), 0] * feats.y_scale[e] + feats.y_mean[e]
+            frame["y_pred"] = out[e, : len(r), 0] * pre.y_scale[e] + pre.y_mean[e]
         frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)

@@ -10,11 +10,12 @@ SKLEARN_BASELINES = ("logreg", "knn")
 
 
 def one_per_split(members) -> list:
-    """The first member of each (repeat, fold): baselines depend on the split only, not on the seed."""
+    """The first member of each split (same train and test rows): baselines depend on the rows, not the seed."""
     seen, out = set(), []
     for m in members:
-        if (m.repeat, m.fold) not in seen:
-            seen.add((m.repeat, m.fold))
+        key = (np.asarray(m.train).tobytes(), np.asarray(m.test).tobytes())  # bags of one fold differ in train
+        if key not in seen:
+            seen.add(key)
             out.append(m)
     return out
 
@@ -48,17 +49,18 @@ def majority_predictions(y, members, task: str, classes=None, row_ids=None, cons
 
 
 def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each split's first member; predict its test rows."""
+    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each split's first member; predict its test rows
+    (X[e]: member e's preprocessed [n, d] inputs, an array or computed on request)."""
     if name not in SKLEARN_BASELINES:
         raise RunnerError(f"unknown baseline {name!r}; choose one of: majority, {', '.join(SKLEARN_BASELINES)}")
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
-    X, y = np.asarray(X, dtype=float), np.asarray(y)
+    y = np.asarray(y)
     members = one_per_split(members)
     parts = []
     for m in members:
-        Xe, train, test = X[m.index], np.asarray(m.train), np.asarray(m.test)
+        Xe, train, test = np.asarray(X[m.index], dtype=float), np.asarray(m.train), np.asarray(m.test)
         k = min(3, len(train))  # a tiny training set cannot supply 3 neighbours
         if task == "regression":
             est = LinearRegression() if name == "logreg" else KNeighborsRegressor(n_neighbors=k)
@@ -90,7 +92,7 @@ def _codes(y, classes) -> np.ndarray:
 def _table(m, test, y, pred, proba, task, classes, row_ids) -> pd.DataFrame:
     """A predictions table for member `m` in the engine's format (`row`: data row number or position)."""
     rows = test if row_ids is None else np.asarray(row_ids)[test]
-    frame = pd.DataFrame({"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed, "row": rows})
+    frame = pd.DataFrame({**m.coordinates(), "row": rows})
     if task == "regression":
         frame["y_true"], frame["y_pred"] = y[test].astype(float), np.asarray(pred, float)
         return frame

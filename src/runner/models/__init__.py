@@ -1,18 +1,25 @@
-"""Models built from stacked parameters; `build_model` maps a config name to its builder."""
+"""Models of a population: `build_model` maps a config name to its builder (stacked or generic vmap path)."""
 
 from runner.config import ModelConfig
 from runner.errors import RunnerError
+from runner.models import convnet
+from runner.models.cnn import CNN
 from runner.models.mlp import MLP
+from runner.models.moe import MoE
 from runner.models.stacked import Population
 
-BUILDERS = {"mlp": MLP, "logreg": MLP}
+BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN, "cnn_vmap": convnet.build, "moe": MoE}
 
 
-def build_model(cfg: ModelConfig, members: int, d_in: int, d_out: int) -> Population:
-    """A population of `members` independent models of the configured kind."""
+def build_model(cfg: ModelConfig, members: int, input_shape, d_out: int, loss: str = "mse") -> Population:
+    """A population of `members` independent models of the configured kind; `input_shape` one row's shape,
+    `loss` the task's loss (a mixture of experts mixes in its output space)."""
     if cfg.name not in BUILDERS:
         raise RunnerError(f"model={cfg.name!r} is not known; choose one of: {', '.join(sorted(BUILDERS))}")
-    return BUILDERS[cfg.name](cfg, members, d_in, d_out)
+    shape = (input_shape,) if isinstance(input_shape, int) else tuple(input_shape)
+    model = BUILDERS[cfg.name](cfg, members, shape, d_out)
+    model.loss_name = loss
+    return model
 
 
 __all__ = ["Population", "build_model"]

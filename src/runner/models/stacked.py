@@ -1,10 +1,13 @@
 """A population's parameters: one flat [E, P] tensor that every layer views into."""
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
 from torch import nn
+
+from runner.models.noise import MemberNoise
 
 
 @dataclass(frozen=True)
@@ -17,6 +20,7 @@ class Slot:
     kernel: bool  # kernels get L2/decay-style penalties; biases and norm parameters do not
     fan_in: int
     fan_out: int
+    reads_inputs: bool = False  # first layer: its kernel's rows are the input columns, its fan-in their count
 
     @property
     def size(self) -> int:
@@ -38,10 +42,12 @@ class Population(nn.Module):
         self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
+        self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
 
-    def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int) -> None:
+    def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
+            reads_inputs: bool = False) -> None:
         """Declare a per-member tensor of `shape`; call `allocate` after the last one."""
-        self.slots[name] = Slot(name, tuple(shape), self.size, kernel, fan_in, fan_out)
+        self.slots[name] = Slot(name, tuple(shape), self.size, kernel, fan_in, fan_out, reads_inputs)
         self.size += math.prod(shape)
 
     def add_stat(self, name: str, width: int, initial: float) -> None:
@@ -60,6 +66,7 @@ class Population(nn.Module):
     def keep(self, keep: torch.Tensor) -> None:
         """Drop the members where the bool mask `keep` [E] is false (early-stopped, kept elsewhere)."""
         self.resize(self.flat.detach()[keep], self.stats[keep])
+        self.noise.select(keep)
 
     def resize(self, flat: torch.Tensor, stats: torch.Tensor) -> None:
         """Replace the population's parameters and statistics (any number of members)."""
@@ -86,15 +93,42 @@ class Population(nn.Module):
         return mask
 
     @torch.no_grad()
-    def initialize(self, seeds: list[int], scheme: str) -> None:
-        """Draw each member's parameters from its own seeded generator, independent of E."""
+    def initialize(self, seeds: list[int], scheme: str, used: np.ndarray | None = None) -> None:
+        """Draw each member's parameters from its own seeded generator, independent of E.
+
+        `used` [E, d] marks the input columns that take a value in each member's training rows (a category
+        of the file that the member never trains on has none). The first layer is drawn as if the unused
+        columns did not exist and their weights are 0, which they stay (their gradient is 0): a member's
+        training depends on its training rows only, not on values that occur only in its test rows.
+        """
         assert len(seeds) == self.members
+        self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
+            keep = None if used is None or used[e].all() else torch.from_numpy(np.asarray(used[e], dtype=bool))
             for s in self.slots.values():
-                self.flat[e, s.offset : s.offset + s.size] = _draw(s, scheme, g).flatten()
+                if keep is not None and s.reads_inputs:
+                    fan_in = int(keep.sum())
+                    rows = s.shape[0] if s.kernel else None
+                    drawn = _draw(replace(s, shape=(fan_in, *s.shape[1:]) if rows else s.shape, fan_in=fan_in),
+                                  scheme, g)
+                    if rows:
+                        full = torch.zeros(s.shape)
+                        full[keep] = drawn
+                        drawn = full
+                else:
+                    drawn = _draw(s, scheme, g)
+                self.flat[e, s.offset : s.offset + s.size] = drawn.flatten()
 
     def parameters_per_member(self) -> int:
+        return self.size
+
+    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """[E, B] training loss of each row (a model with a loss of its own, such as a mixture, overrides this)."""
+        return criterion(self(x, mask), y)
+
+    def macs_per_row(self) -> int:
+        """Multiply-adds of one member's forward pass on one row (dense layers: about one per parameter)."""
         return self.size
 
 

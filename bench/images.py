@@ -1,0 +1,93 @@
+"""The digits-CNN workload: runner's stacked CNN (grouped convolutions) and generic vmap path against a plain loop."""
+
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+
+from runner.data import preprocess
+from runner.engine.loop import fit
+from runner.engine.predict import member_outputs
+from runner.study import plan, population
+
+DIGITS_CNN = ["dataset=digits", "model=cnn", "model.channels=[16,32]", "eval=kfold", "eval.k=5", "trainer.seeds=2",
+              "trainer.epochs=20", "trainer.batch_size=64", "trainer.progress=false"]
+
+
+def digits_study(compose, model: str = "cnn"):
+    """The digits 5-fold x 2-seed study as `runner train` plans it, and its fitted preprocessing."""
+    study = plan(compose([*DIGITS_CNN, f"model={model}", "model.channels=[16,32]"]))
+    return study, preprocess(study.dataset, study.members)
+
+
+def runner_fit(study, pre) -> tuple[float, float, list[float]]:
+    """Seconds of one `fit` of the whole population, and each member's test accuracy with its kept weights."""
+    model, data = population(study, study.members, pre)
+    start = time.perf_counter()
+    result = fit(model, data, study.cfg, study.loss)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        model.flat.copy_(result.best)
+        model.stats.copy_(result.best_stats)
+    proba = member_outputs(model, data.inputs, [m.test for m in study.members], study.loss)
+    accs = [float((proba[e, : len(m.test)].argmax(1) == study.dataset.y[m.test]).mean())
+            for e, m in enumerate(study.members)]
+    return seconds, float(np.mean(accs)), accs
+
+
+def plain_cnn(channels: list[int], classes: int) -> nn.Module:
+    """What a user writes: conv 3x3 -> ReLU -> 2x2 max-pool per block, global average pool, linear head."""
+    layers, c = [], 1
+    for width in channels:
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
+
+
+def plain_loop(study, pre) -> tuple[float, float, list[float]]:
+    """The same 10 models one at a time: Adam, CE, shuffled batches, per-epoch validation, early stopping."""
+    c = study.cfg
+    data = [(torch.from_numpy(pre.transform(e)), torch.from_numpy(study.dataset.y)) for e in range(len(study.members))]
+    start = time.perf_counter()
+    accs = []
+    for e, m in enumerate(study.members):
+        X, y = data[e]
+        torch.manual_seed(m.seed)
+        net = plain_cnn(list(c.model.channels), len(study.dataset.classes))
+        opt = torch.optim.Adam(net.parameters(), lr=c.optim.lr)
+        loss_fn = nn.CrossEntropyLoss()
+        rng = np.random.default_rng(m.seed)
+        best, best_state, wait = math.inf, None, 0
+        train, val = torch.from_numpy(m.train), torch.from_numpy(m.val)
+        for _ in range(c.trainer.epochs):
+            net.train()
+            order = train[torch.from_numpy(rng.permutation(len(train)))]
+            for i in range(0, len(order), c.trainer.batch_size):
+                rows = order[i : i + c.trainer.batch_size]
+                opt.zero_grad()
+                loss_fn(net(X[rows]), y[rows]).backward()
+                opt.step()
+            net.eval()
+            with torch.no_grad():
+                val_loss = loss_fn(net(X[val]), y[val]).item()
+            if val_loss < best:
+                best, wait = val_loss, 0
+                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            else:
+                wait += 1
+                if wait >= c.trainer.early_stopping.patience:
+                    break
+        net.load_state_dict(best_state)
+        with torch.no_grad():
+            test = torch.from_numpy(m.test)
+            accs.append(float((net(X[test]).argmax(1) == y[test]).float().mean()))
+    return time.perf_counter() - start, float(np.mean(accs)), accs
+
+
+def interval(accs: list[float]) -> tuple[float, float]:
+    """Mean ± 1.96·SE over the members' test accuracies."""
+    a = np.asarray(accs)
+    half = 1.96 * a.std(ddof=1) / math.sqrt(len(a))
+    return float(a.mean() - half), float(a.mean() + half)

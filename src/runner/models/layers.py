@@ -1,0 +1,34 @@
+"""Layer functions shared by the stacked models: per-member dropout and batch norm over each member's real rows."""
+
+import math
+
+import torch
+
+
+def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
+    """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
+    keep = noise.uniform(tuple(x.shape[1:]), stream) >= p
+    return x * keep * (1.0 / (1.0 - p))
+
+
+def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ...], running_mean: torch.Tensor,
+               running_var: torch.Tensor, updating: torch.Tensor | None, training: bool,
+               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Normalize x by statistics over `dims`, counting only rows with weight 1 (padding has 0), as torch's
+    BatchNorm does for each member alone; running statistics (shaped like the reduced x) update in place
+    where `updating` (broadcastable to them) is true. Returns the normalized x, before the affine part."""
+    if not training:
+        return (x - running_mean) / torch.sqrt(running_var + eps)
+    w = torch.ones((), device=x.device) if weight is None else weight
+    per_row = math.prod(x.shape[d] for d in dims if w.dim() == 0 or w.shape[d] == 1)
+    n = (w.sum(dims, keepdim=True) if w.dim() else torch.ones((), device=x.device)) * per_row
+    mean = (x * w).sum(dims, keepdim=True) / n.clamp(min=1)
+    var = ((x - mean) ** 2 * w).sum(dims, keepdim=True) / n.clamp(min=1)
+    with torch.no_grad():
+        keep = n > 1
+        if updating is not None:
+            keep = keep & updating
+        unbiased = var * n / (n - 1).clamp(min=1)
+        running_mean.copy_(torch.where(keep, (1 - momentum) * running_mean + momentum * mean, running_mean))
+        running_var.copy_(torch.where(keep, (1 - momentum) * running_var + momentum * unbiased, running_var))
+    return (x - mean) / torch.sqrt(var + eps)

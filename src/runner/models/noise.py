@@ -1,0 +1,61 @@
+"""Per-member random numbers that do not depend on the population: counter-based, keyed by each member's seed.
+
+A value is a hash of (member seed, training step, stream, position in the member's tensor), so a member draws
+the same dropout masks and augmentation noise whether it trains alone or beside any other members, on any
+device, in one call for the whole population.
+"""
+
+import torch
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+_C1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
+_C2 = -7723592293110705685  # 0x94D049BB133111EB
+
+
+def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 values (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def mix(x: torch.Tensor) -> torch.Tensor:
+    """splitmix64's finalizer on int64 tensors (integer arithmetic wraps modulo 2**64)."""
+    x = x ^ _shr(x, 30)
+    x = x * _C1
+    x = x ^ _shr(x, 27)
+    x = x * _C2
+    return x ^ _shr(x, 31)
+
+
+class MemberNoise:
+    """Uniform and normal draws [E, *shape] for E members, each from its own seed's stream."""
+
+    def __init__(self, seeds, device=None):
+        self.keys = mix(torch.as_tensor(list(seeds), dtype=torch.int64, device=device) * _GOLDEN + 1)
+        self.step = 0  # set by the training loop before each step
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep the members where the bool mask `keep` [E] is true."""
+        self.keys = self.keys[keep]
+
+    def to(self, device) -> "MemberNoise":
+        self.keys = self.keys.to(device)
+        return self
+
+    def bits(self, shape: tuple[int, ...], stream: int) -> torch.Tensor:
+        """[E, *shape] int64 hashes for this step and `stream`."""
+        n = 1
+        for s in shape:
+            n *= s
+        base = mix(self.keys + mix(torch.tensor(self.step * 1024 + stream, dtype=torch.int64) * _GOLDEN))
+        position = torch.arange(n, dtype=torch.int64, device=self.keys.device) * _GOLDEN
+        return mix(base.unsqueeze(1) + position.unsqueeze(0)).view(len(self.keys), *shape)
+
+    def uniform(self, shape: tuple[int, ...], stream: int) -> torch.Tensor:
+        """[E, *shape] float32 uniform in [0, 1), 24 random bits each."""
+        return _shr(self.bits(shape, stream), 40).float() * (1.0 / (1 << 24))
+
+    def normal(self, shape: tuple[int, ...], stream: int) -> torch.Tensor:
+        """[E, *shape] standard normal draws (Box–Muller on two uniforms from distinct streams)."""
+        u1 = 1.0 - self.uniform(shape, 2 * stream + 512)  # (0, 1]: log is finite
+        u2 = self.uniform(shape, 2 * stream + 513)
+        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)

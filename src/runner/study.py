@@ -1,0 +1,79 @@
+"""The setup that `runner train` and the benchmark share: config -> data -> population plan -> preprocessing -> model."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from runner.config import Config, name_of, validate
+from runner.data.datasets import Dataset, load_dataset
+from runner.data.preprocess import Preprocessed, preprocess
+from runner.data.splits import Member, describe_plan, population_plan
+from runner.engine import losses
+from runner.engine.device import configure_threads, resolve_device
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import PopulationData
+from runner.errors import RunnerError
+from runner.models import Population, build_model
+
+
+@dataclass
+class Study:
+    """One configured experiment, planned: its dataset, loss, members and where they train."""
+
+    cfg: Config
+    dataset: Dataset
+    loss: str
+    members: list[Member]
+    over: str  # what a ± over these members is over ("10 folds x 5 seeds")
+    device: object  # torch.device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        ds = self.dataset
+        return tuple(ds.images.shape[1:]) if ds.images is not None else (len(ds.numeric) + sum(
+            len(ds.categories[c]) for c in ds.categorical),)
+
+    @property
+    def outputs(self) -> int:
+        return losses.output_size(self.loss, len(self.dataset.classes))
+
+
+def plan(cfg: Config) -> Study:
+    """Check the config, load the data and plan every member's rows."""
+    validate(cfg)
+    dataset = load_dataset(cfg.dataset)
+    loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
+    seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
+    members = population_plan(dataset.y, dataset.task, cfg.eval, seeds)
+    return Study(cfg, dataset, loss, members, describe_plan(members, cfg.eval),
+                 resolve_device(name_of(cfg.trainer.device)))
+
+
+def population(study: Study, members: list[Member], pre: Preprocessed) -> tuple[Population, PopulationData]:
+    """A freshly initialized population for `members` and its data on the study's device."""
+    cfg = study.cfg
+    E = len(members)
+    model = build_model(cfg.model, E, study.input_shape, study.outputs, study.loss).to(study.device)
+    model.initialize([m.seed for m in members], name_of(cfg.model.init), pre.used)
+    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
+    configure_threads(cfg.trainer.threads, study.device, E * model.macs_per_row() * batch)
+    inputs = MemberInputs.from_preprocessed(pre, study.device, row_weights(cfg, study.dataset))
+    data = PopulationData(inputs, [m.train for m in members], [m.val for m in members], [m.seed for m in members])
+    return model, data
+
+
+def row_weights(cfg: Config, dataset: Dataset) -> np.ndarray | None:
+    """[n] training weight of each row: loss.class_weights of its class times its sample weight; None: all 1."""
+    if dataset.weights is None and cfg.loss.class_weights is None:
+        return None
+    w = np.ones(len(dataset.y)) if dataset.weights is None else dataset.weights.copy()
+    if cfg.loss.class_weights is not None:
+        k = len(dataset.classes)
+        if k == 0 or len(cfg.loss.class_weights) != k:
+            raise RunnerError(f"loss.class_weights has {len(cfg.loss.class_weights)} values; this {dataset.task} "
+                              f"target needs one per class ({k}: {', '.join(dataset.classes) or 'none'})")
+        w = w * np.asarray(cfg.loss.class_weights, dtype=float)[dataset.y]
+    return w
+
+
+__all__ = ["Study", "plan", "population", "preprocess", "row_weights"]
