@@ -279,3 +279,15 @@ def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half()
     constant = majority_predictions(Y[:n], members, "binary", CLASSES, constant=True).assign(member=0)
     assert constant.p_1.nunique() == 1 and constant.p_1.iloc[0] == pytest.approx(per_fold.p_1.mean())
     assert summarize(constant, "binary", CLASSES)["metrics"]["test/roc_auc"]["mean"] == 0.5
+
+
+def test_a_table_of_many_predictions_per_model_gets_fewer_resamples(monkeypatch):
+    from runner.evaluate import summary
+
+    monkeypatch.setattr(summary, "BOOTSTRAP_BUDGET", 20 * 300)
+    monkeypatch.setattr(summary, "MIN_RESAMPLES", 50)
+    members = [Member(index=0, fold=0, repeat=0, seed=0, train=np.arange(30), val=np.arange(0),
+                      test=np.arange(30, 60))] * 10  # one model predicting the same 30 rows 10 times
+    preds = make_predictions(members, Y).assign(member=0)
+    auc = summarize(preds, "binary", CLASSES)["metrics"]["test/roc_auc"]
+    assert auc["interval"] == "bootstrap percentile (50 resamples of the test rows, seed 0)" and auc["n"] == 30

@@ -19,6 +19,10 @@ from runner.evaluate.stats import Z95, in_range, mean_ci, nadeau_bengio_se, t975
 
 # Percentile intervals read the 2.5% and 97.5% tails: ~1000 resamples place them well (Efron & Tibshirani).
 BOOTSTRAP_RESAMPLES = 1000
+# Resampled predictions per table (resamples x predictions of a model): pooled leave-one-out validation
+# (n rows x 0.2n validation rows each) gets fewer resamples, never under MIN_RESAMPLES, so its time stays
+# near linear in the predictions.
+BOOTSTRAP_BUDGET, MIN_RESAMPLES = 50_000_000, 200
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,8 @@ def _over_rows(predictions, per_member, task, classes, resamples, units: Units, 
         out[name] = _bounded(mean_ci(per_row), name, task, units.n_rows, rows_word)
     rest = [name for name in per_member.columns if name not in z]
     if rest:
+        widest = int(predictions["member"].value_counts().max())
+        resamples = min(resamples, max(MIN_RESAMPLES, BOOTSTRAP_BUDGET // widest))
         boot = _bootstrap(predictions, task, classes, rest, resamples)
         for name in rest:
             out[name] = _percentile(float(per_member[name].mean()), boot[name], units.n_rows, resamples, rows_word)
