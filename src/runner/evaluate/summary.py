@@ -100,14 +100,13 @@ def _over_folds(per_member: pd.DataFrame, task: str, units: Units) -> dict[str, 
             se = nadeau_bengio_se(per_split[name], units.n_rows - units.n_test, units.n_test)
             if se is not None:
                 t = t975(d["n"] - 1)
-                d.update(se=se, ci95=[d["mean"] - Z95 * se, d["mean"] + Z95 * se],
-                         ci95_t=[d["mean"] - t * se, d["mean"] + t * se])
+                d.update(se=se, ci95_t=[d["mean"] - t * se, d["mean"] + t * se])
             d = {**d, "method": "Nadeau–Bengio", "others": {"folds": folds}}
         # A few fold scores estimate their own sd: Student's t (2.26 for 10 folds), as Nadeau and Bengio's
-        # corrected test uses; with 1.96 the simulation in tests/test_coverage.py covered under 90%.
+        # corrected test uses. With 1.96, 10-fold headlines covered the truth in 34 of 40 and 56 of 60
+        # simulated runs (tests/test_coverage.py's task, two seeds).
         z = t975(d["n"] - 1) if d["n"] >= 2 else Z95
-        if d["ci95_t"] is not None:
-            d["ci95"] = d["ci95_t"]
+        d["ci95"] = d["ci95_t"]
         out[name] = _bounded(d, name, task, units.n_rows, "folds", z)
     return out
 
