@@ -291,3 +291,10 @@ def test_a_table_of_many_predictions_per_model_gets_fewer_resamples(monkeypatch)
     preds = make_predictions(members, Y).assign(member=0)
     auc = summarize(preds, "binary", CLASSES)["metrics"]["test/roc_auc"]
     assert auc["interval"] == "bootstrap percentile (50 resamples of the test rows, seed 0)" and auc["n"] == 30
+
+
+def test_overlapping_validation_sets_of_one_kfold_are_folds_not_repeats():
+    members = make_members(60, k=5)
+    val = [dataclasses.replace(m, test=np.sort(np.r_[m.val, m.test[:6]])) for m in members]  # sets overlap
+    out = summarize(make_predictions(val, Y), "binary", CLASSES)
+    assert out["over"] == "5 folds" and "Nadeau" not in out["metrics"]["test/log_loss"]["interval"]

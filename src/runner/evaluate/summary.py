@@ -34,6 +34,7 @@ class Units:
     n_rows: int  # distinct rows tested
     n_test: float  # mean rows per split
     seeds: int  # members per split
+    repeats: int  # k-fold repeats (1 unless repeated)
 
     @classmethod
     def of(cls, predictions: pd.DataFrame) -> "Units":
@@ -42,11 +43,12 @@ class Units:
         split = pd.Series(pd.factorize(keys)[0], index=rows.index)
         sizes = rows.map(len).groupby(split).first()
         n_rows = int(predictions["row"].nunique())
+        repeats = int(predictions["repeat"].nunique()) if "repeat" in predictions else 1
         if len(sizes) == 1:
             kind = "rows"
-        else:  # a row tested in more than one split: k-fold was repeated
-            kind = "repeated" if sizes.sum() > n_rows else "folds"
-        return cls(kind, split, n_rows, float(sizes.mean()), int(split.value_counts().max()))
+        else:  # (validation sets of k-fold overlap without repeats: still "folds")
+            kind = "repeated" if repeats > 1 else "folds"
+        return cls(kind, split, n_rows, float(sizes.mean()), int(split.value_counts().max()), repeats)
 
     @property
     def over(self) -> str:
@@ -57,7 +59,7 @@ class Units:
         seeds = f", {self.seeds} seeds averaged per fold" if self.seeds > 1 else ""
         if self.kind == "folds":
             return f"{n_splits} folds{seeds}"
-        repeats = round(n_splits * self.n_test / self.n_rows)
+        repeats = self.repeats
         return f"{n_splits // repeats} folds x {repeats} repeats, Nadeau–Bengio corrected{seeds}"
 
 
