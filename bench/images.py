@@ -12,13 +12,13 @@ from runner.engine.loop import fit
 from runner.engine.predict import member_outputs
 from runner.study import plan, population
 
-DIGITS_CNN = ["dataset=digits", "model=cnn", "model.channels=[16,32]", "eval=kfold", "eval.k=5", "trainer.seeds=2",
-              "trainer.epochs=20", "trainer.batch_size=64", "trainer.progress=false"]
+DIGITS_CNN = ["dataset=digits", "eval=kfold", "eval.k=5", "trainer.seeds=2", "trainer.epochs=20", "trainer.batch_size=64",
+              "trainer.progress=false"]
 
 
-def digits_study(compose, model: str = "cnn"):
-    """The digits 5-fold x 2-seed study as `runner train` plans it, and its fitted preprocessing."""
-    study = plan(compose([*DIGITS_CNN, f"model={model}", "model.channels=[16,32]"]))
+def digits_study(compose, model: str = "cnn", overrides: list[str] = ()):
+    """The digits 5-fold x 2-seed study (CNN [16, 32]) as `runner train` plans it, and its fitted preprocessing."""
+    study = plan(compose([*DIGITS_CNN, f"model={model}", "model.channels=[16,32]", *overrides]))
     return study, preprocess(study.dataset, study.members)
 
 

@@ -64,3 +64,19 @@ def population_runner():
         return run
 
     return make
+
+
+@pytest.fixture(scope="session")
+def compose():
+    """compose(overrides): the typed Config that `runner train OVERRIDES` runs with (Hydra over conf/)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from runner.config import register
+
+    def make(overrides=()):
+        register()
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return OmegaConf.to_object(hydra_compose("config", overrides=list(overrides)))
+
+    return make

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
@@ -58,7 +59,9 @@ def test_default_run_writes_the_contract(tmp_path):
     assert acc["se"] == pytest.approx(acc["sd"] / 61**0.5)
     assert 0 <= acc["ci95"][0] < acc["mean"] < acc["ci95"][1] <= 1
     assert "test/accuracy" in results["baselines"]["majority"]
-    assert set(results["timing"]) == {"train_s", "total_s"}
+    timing = results["timing"]
+    assert {"imports_s", "data_s", "train_s", "scoring_s", "tensorboard_s", "plots_s", "total_s"} <= set(timing)
+    assert sum(v for k, v in timing.items() if k != "total_s") == pytest.approx(timing["total_s"], abs=0.02)
 
     preds = pd.read_csv(run / "predictions.csv")
     assert list(preds.columns[:7]) == ["member", "fold", "repeat", "seed", "row", "y_true", "y_pred"]
@@ -86,6 +89,27 @@ def test_default_run_writes_the_contract(tmp_path):
     assert len(list((run / "tensorboard").iterdir())) == 3
     for name in ("report.md", "report.csv"):
         assert (run / name).stat().st_size > 0
+
+
+def test_timing_covers_the_process_from_start_to_exit(tmp_path):
+    start = time.perf_counter()
+    out = _cli("train", *FAST, f"hydra.run.dir={tmp_path}/run")
+    wall = time.perf_counter() - start
+    assert out.returncode == 0, out.stderr
+    timing = json.loads((tmp_path / "run" / "results.json").read_text())["timing"]
+    assert timing["total_s"] == pytest.approx(wall, rel=0.05)
+    assert timing["startup_s"] > 0 and timing["imports_s"] > timing["startup_s"]  # torch alone takes longer
+    assert sum(v for k, v in timing.items() if k != "total_s") == pytest.approx(timing["total_s"], abs=0.02)
+
+
+def test_default_run_imports_no_sklearn_scipy_stats_or_tensorboard(tmp_path):
+    # Splits, label codes, preprocessing and scoring are numpy; t quantiles come from scipy.special.
+    code = ("import sys; from runner.cli import main; status = main(['train', 'trainer.epochs=2', "
+            f"'trainer.progress=false', 'hydra.run.dir={tmp_path}/run']); "
+            "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'tensorboard', "
+            "'google') or m.startswith('scipy.stats')))")  # google: protobuf
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("0 []"), out[-500:]
 
 
 def test_logreg_has_no_hidden_layer(tmp_path):

@@ -226,3 +226,12 @@ def test_report_help_and_top_level_help_stay_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: runner report" in out and "report DIR..." in out
     assert out.strip().endswith("False")
+
+
+def test_report_on_a_sweep_imports_only_what_it_uses(sweep):
+    sweep_dir, _ = sweep
+    code = ("import sys; from runner.cli import main; status = main(['report', %r]); "
+            "heavy = {m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'scipy', 'matplotlib', "
+            "'pandas', 'hydra', 'tensorboard'}; print(status, sorted(heavy))" % str(sweep_dir))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("0 []"), out[-300:]

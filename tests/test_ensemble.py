@@ -73,3 +73,154 @@ def test_fold_ensembles_are_formed_per_split_from_its_members():
         want = part.groupby("row").p_1.mean().to_numpy()
         np.testing.assert_allclose(out[out.fold == fold].sort_values("row").p_1, want)
     assert all(np.allclose(u, 0.5) for u in used)
+
+
+def test_bootstrap_bags_have_the_original_size_and_repeat_rows(eval_cfg):
+    from runner.data.splits import describe_plan, population_plan
+
+    y = np.repeat([0, 1], 50)
+    cfg = eval_cfg("kfold", k=4)
+    members = population_plan(y, "binary", cfg, [0, 1], bags=3)
+    assert len(members) == 4 * 2 * 3 and describe_plan(members, cfg) == "4 folds x 2 seeds x 3 bags"
+    plain = population_plan(y, "binary", cfg, [0])
+    for m in members:
+        split = plain[m.fold]
+        assert len(m.train) == len(split.train) and len(np.unique(m.train)) < len(m.train)  # duplicates
+        assert set(m.train) <= set(split.train) and np.array_equal(m.test, split.test)
+    same_bag = [m for m in members if m.fold == 0 and m.bag == 1]
+    assert np.array_equal(same_bag[0].train, same_bag[1].train)  # a bag's rows do not depend on the seed
+    assert not np.array_equal(members[0].train, members[1].train)  # bags differ
+
+
+def test_kfold_mean_ensemble_recomputes_from_predictions_csv(tmp_path):
+    import json
+
+    from runner.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "eval=kfold", "eval.k=3", "trainer.seeds=3", "ensemble=seeds", "trainer.epochs=5",
+                 "trainer.progress=false", f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    preds = pd.read_csv(run / "predictions.csv")
+    accs = []
+    for _, fold in preds.groupby("fold"):
+        p1 = fold.groupby("row").p_1.mean()
+        truth = fold.groupby("row").y_true.first().astype(str)
+        accs.append(np.mean((p1 > 0.5).astype(int).astype(str) == truth))
+    got = results["ensembles"]["mean"]["metrics"]["test/accuracy"]
+    assert got["mean"] == pytest.approx(np.mean(accs)) and got["n"] == 3  # over the 3 folds
+    assert results["ensembles"]["mean"]["members"] == 3
+
+
+def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
+    import json
+
+    import torch
+
+    from runner.cli import main
+    from runner.config import ModelConfig
+    from runner.models import build_model
+
+    model = build_model(ModelConfig(hidden=[32], dropout=0.5), 2, 4, 1)
+    model.initialize([3, 8], "default")
+    alone = build_model(ModelConfig(hidden=[32], dropout=0.5), 1, 4, 1)
+    alone.initialize([8], "default")
+    x = torch.randn(2, 10, 4)
+    model.eval(), alone.eval()
+    assert torch.equal(model(x), model(x))  # no dropout at test time unless sampling
+    model.sampling = alone.sampling = True
+    model.noise.step = alone.noise.step = -1
+    first, single = model(x), alone(x[1:])
+    model.noise.step = -2
+    assert not torch.equal(first, model(x))  # each pass draws anew
+    torch.testing.assert_close(first[1], single[0])  # a member's passes do not depend on its population
+
+    run = tmp_path / "run"
+    assert main(["train", "ensemble=seeds", "ensemble.mc_dropout=4", "model.dropout=0.5", "trainer.epochs=5",
+                 "trainer.progress=false", f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["ensembles"]["mean"]["members"] == 4
+    assert len(results["ensembles"]["mean"]["ablation"]["delta_without"]) == 4
+
+
+def test_every_out_of_fold_prediction_comes_from_a_model_that_never_saw_its_row(eval_cfg):
+    from dataclasses import replace
+
+    from runner.data.splits import inner_plan, population_plan
+    from runner.ensemble.stacking import out_of_fold
+
+    y = np.repeat([0, 1], 40)
+    cfg = eval_cfg("kfold", k=4)
+    outer = population_plan(y, "binary", cfg, [0, 1])
+    inner = inner_plan(outer, y, "binary", cfg, 3)
+    assert len(inner) == 3 * len(outer)
+    for m in outer:
+        mine = [i for i in inner if (i.fold, i.seed) == (m.fold, m.seed)]
+        held = np.concatenate([i.oof for i in mine])
+        assert sorted(held) == sorted(np.union1d(m.train, m.val))  # each training row held out exactly once
+        for i in mine:
+            assert not np.intersect1d(i.oof, np.union1d(i.train, i.val)).size
+            assert not np.intersect1d(m.test, np.union1d(i.train, i.val)).size  # nor the outer test rows
+    outputs = np.random.default_rng(0).random((len(inner), 40, 2))
+    rows, oof, test = out_of_fold(inner, outputs, outputs, outer)[0]
+    assert np.array_equal(rows, np.sort(np.union1d(outer[0].train, outer[0].val)))
+    leaky = [replace(inner[0], train=np.union1d(inner[0].train, inner[0].oof[:1])), *inner[1:]]
+    with pytest.raises(AssertionError, match="trained on a row it holds out"):
+        out_of_fold(leaky, outputs, outputs, outer)
+
+
+def test_stacking_and_blending_runs_score_a_meta_model(tmp_path):
+    import json
+
+    from runner.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "eval=kfold", "eval.k=3", "ensemble=stacking", "trainer.epochs=5", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    acc = results["ensembles"]["stacking"]["metrics"]["test/accuracy"]
+    assert 0.5 < acc["mean"] <= 1 and acc["n"] == 3
+    run = tmp_path / "blend"
+    assert main(["train", "ensemble=blending", "dataset=diabetes", "trainer.epochs=5", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert "test/rmse" in results["ensembles"]["blending"]["metrics"]
+
+
+def test_student_targets_are_the_ensembles_outputs():
+    from runner.ensemble.distill import teacher_targets
+
+    p = _probs(1, 40, 3)[0]
+    y = np.random.default_rng(0).integers(0, 3, 40)
+    np.testing.assert_allclose(teacher_targets(p, y, "ce", 1.0, 0.0), p)
+    np.testing.assert_allclose(teacher_targets(p, y, "ce", 1.0, 1.0), np.eye(3)[y])
+    np.testing.assert_allclose(teacher_targets(p[:, :2] / p[:, :2].sum(1, keepdims=True), y % 2, "bce", 1.0, 0.0),
+                               p[:, 1] / p[:, :2].sum(1))
+    soft = teacher_targets(p, y, "ce", 3.0, 0.0)
+    entropy = lambda q: -(q * np.log(q)).sum(1)  # noqa: E731
+    assert (entropy(soft) >= entropy(p) - 1e-12).all() and np.allclose(soft.sum(1), 1)
+
+
+def test_distillation_trains_on_each_splits_mean_prediction(monkeypatch, compose):
+    import runner.ensemble.distill as distill_module
+    from runner.data import preprocess
+    from runner.engine.loop import fit
+    from runner.engine.predict import member_outputs
+    from runner.study import plan, population
+
+    cfg = compose(["eval=kfold", "eval.k=3", "ensemble=distill", "trainer.seeds=2", "trainer.epochs=3",
+                   "trainer.progress=false"])
+    study = plan(cfg)
+    pre = preprocess(study.dataset, study.members)
+    model, data = population(study, study.members, pre)
+    fit(model, data, cfg, study.loss)
+    seen = {}
+    real_fit = distill_module.fit
+    monkeypatch.setattr(distill_module, "fit", lambda m, d, c, l: seen.setdefault("soft", d.inputs.soft.clone())
+                        is not None and real_fit(m, d, c, l))
+    table, cost = distill_module.distill(study, (model, data.inputs, pre, study.members))
+    everything = member_outputs(model, data.inputs, [np.arange(303)] * 6, study.loss)
+    for split in range(3):  # members 2·split and 2·split+1 are the split's two seeds
+        want = everything[2 * split : 2 * split + 2].mean(0)[:, 1] * 0.9 + 0.1 * study.dataset.y
+        np.testing.assert_allclose(seen["soft"][split].numpy(), want, atol=1e-6)
+    assert cost["parameters"]["student"] == 28 * 4 + 4 + 4 + 1 and len(table.member.unique()) == 3

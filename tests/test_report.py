@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
@@ -118,3 +119,19 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     src, dst = next((a, b) for a, b in replaced if b.name == "results.json")
     assert src.parent == dst.parent and src.name != "results.json"
     assert not math.isnan(json.loads(target.read_text())["metrics"]["test/accuracy"]["mean"])
+
+
+def test_epoch_band_is_mean_ci_of_each_epoch():
+    from runner.evaluate.plots import _epoch_band
+    from runner.evaluate.stats import Z95, mean_ci
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"member": np.repeat([0, 1, 2], 4), "epoch": np.tile(np.arange(4), 3),
+                          "val/loss": rng.uniform(size=12)})
+    frame.loc[(frame.member > 0) & (frame.epoch == 3), "val/loss"] = np.nan  # two members stopped early
+    epochs, mean, half, count = _epoch_band(frame, "val/loss")
+    assert epochs.tolist() == [0, 1, 2, 3] and count.tolist() == [3, 3, 3, 1]
+    for e in range(4):
+        d = mean_ci(frame.loc[frame.epoch == e, "val/loss"])
+        assert mean[e] == pytest.approx(d["mean"])
+        assert half[e] == pytest.approx(0.0 if d["se"] is None else Z95 * d["se"])

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from runner.config import Config, register, valid_keys
-from runner.errors import RunnerError
+from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
 
 
@@ -28,6 +28,9 @@ def train_command(args: list[str]) -> int:
     _started[0] = time.time()
     try:
         _hydra_train()
+    except Interrupted as exc:
+        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
+        return exc.status
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     for message in _job_errors:
@@ -50,12 +53,17 @@ def _fail(message: str) -> int:
 def _hydra_train(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
 
+    from runner import timing
+
+    clock = timing.job_clock()
+    clock.lap("config")
     from runner.train import train
 
+    clock.lap("imports")
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-        return train(config, run_dir)
+        return train(config, run_dir, clock)
     except (RunnerError, OmegaConfBaseException) as exc:
         _job_errors.append(str(exc) if isinstance(exc, RunnerError) else explain(exc))
         _remove_if_only_hydra_files(run_dir)

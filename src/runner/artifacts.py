@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 
@@ -48,16 +49,24 @@ def write_json(path: Path, obj) -> None:
 
 def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
     """One event file per member (`tensorboard/member_XX/`), a scalar per metric per epoch."""
-    # The event writer and protos straight from tensorboard: torch's SummaryWriter adds import time.
-    from tensorboard.compat.proto.event_pb2 import Event
-    from tensorboard.compat.proto.summary_pb2 import Summary
-    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from runner import events
 
     tags = [c for c in frame.columns if c not in ("member", "epoch")]
     width = len(str(frame["member"].max()))
+    now, host = time.time(), socket.gethostname()
     for member, rows in frame.groupby("member"):
-        writer = EventFileWriter(str(log_dir / f"member_{member:0{width}d}"))
-        for record in rows.itertuples(index=False):
-            values = [Summary.Value(tag=t, simple_value=float(v)) for t, v in zip(tags, record[2:]) if v == v]
-            writer.add_event(Event(wall_time=time.time(), step=int(record[1]), summary=Summary(value=values)))
-        writer.close()
+        folder = log_dir / f"member_{member:0{width}d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        scalars = [{t: v for t, v in zip(tags, values) if v == v} for values in rows[tags].to_numpy(float).tolist()]
+        # TensorBoard reads any file whose name contains "tfevents"; this is the name its own writer gives.
+        name = f"events.out.tfevents.{int(now):010d}.{host}.{os.getpid()}.{member}"
+        events.write_scalars(folder / name, now, rows["epoch"].tolist(), scalars)
+
+
+def mark_status(run_dir: Path, **fields) -> None:
+    """Add `fields` to the run's status.json (kept beside what is there already; a None value removes the key),
+    atomically."""
+    path = Path(run_dir) / "status.json"
+    status = json.loads(path.read_text()) if path.exists() else {}
+    status.update(fields)
+    write_json(path, {k: v for k, v in status.items() if v is not None})

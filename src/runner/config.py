@@ -83,6 +83,17 @@ class EvalName(str, Enum):
     loo = "loo"
 
 
+class AvgName(str, Enum):
+    none = "none"
+    last = "last"
+    best = "best"
+    ema = "ema"
+    swa = "swa"
+    soup = "soup"
+    greedy_soup = "greedy_soup"
+    compare = "compare"
+
+
 class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
@@ -197,6 +208,52 @@ class AugConfig:
     cutmix: float = 0.0  # alpha: paste a patch of another image, targets mixed by area (with mixup: 1/2 each)
 
 
+class EnsembleName(str, Enum):
+    none = "none"
+    seeds = "seeds"
+    stacking = "stacking"
+    blending = "blending"
+    distill = "distill"
+    compare = "compare"
+
+
+class Combine(str, Enum):
+    mean = "mean"
+    vote = "vote"
+    linear = "linear"
+    loglinear = "loglinear"
+
+
+@dataclass
+class EnsembleConfig:
+    """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
+
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
+    combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
+    weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
+    bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
+    mc_dropout: int = 0  # N stochastic passes per member at test time (model.dropout > 0), each a member
+    inner_k: int = 3  # stacking: inner folds over each split's training rows (out-of-fold meta-features)
+    passthrough: bool = True  # stacking, blending: the meta-model also sees the inputs beside the probabilities
+    student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
+    temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
+    alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
+
+
+@dataclass
+class AvgConfig:
+    """Weight averaging within each member's own run (never across members), scored beside the restored best."""
+
+    name: AvgName = AvgName.none  # compare: every averaging below, from one fit
+    k: int = 5  # last, best: how many epoch checkpoints go into the mean
+    ingredients: int = 10  # soup, greedy_soup: the member's best checkpoints by validation that may go in
+    decay: float = 0.99  # ema, per optimizer step
+    warmup: bool = True  # ema: decay min(decay, (1 + n) / (10 + n)) after n updates, so short runs work
+    start_epoch: int = 10  # swa: epochs from this one on are averaged (each epoch's end)
+    lr: Optional[float] = None  # swa: constant learning rate from start_epoch on; None: the schedule's
+    over: str = "member"  # what a weight average spans; only "member" (the guard against cross-member averages)
+
+
 @dataclass
 class EvalConfig:
     """How rows are split into train/val/test for each member."""
@@ -242,6 +299,8 @@ class TrainerConfig:
     device: Device = Device.auto
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
+    checkpoint_every: Optional[int] = None  # epochs between fit-state checkpoints; None: about once a minute
+    resume: bool = False  # continue from the run directory's saved fit state (runner resume DIR sets it)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     grad_clip: GradClipConfig = field(default_factory=GradClipConfig)
 
@@ -255,6 +314,8 @@ class Config:
     sched: SchedConfig = field(default_factory=SchedConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    avg: AvgConfig = field(default_factory=AvgConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
@@ -319,6 +380,16 @@ def validate(cfg: Config) -> None:
     need(0 <= a.rotate <= 180, "aug.rotate", a.rotate, "use degrees in [0, 180]")
     for key in ("noise", "mixup", "cutmix"):
         need(getattr(a, key) >= 0, f"aug.{key}", getattr(a, key), "use a value >= 0 (0 turns it off)")
+    en = cfg.ensemble
+    need(en.bagging >= 0, "ensemble.bagging", en.bagging, "use a count >= 0 (0: no bagging)")
+    need(en.inner_k >= 2, "ensemble.inner_k", en.inner_k, "use k >= 2 inner folds")
+    need(en.temperature > 0, "ensemble.temperature", en.temperature, "use a temperature > 0")
+    need(0 <= en.alpha <= 1, "ensemble.alpha", en.alpha, "use a weight in [0, 1]")
+    need(en.mc_dropout >= 0, "ensemble.mc_dropout", en.mc_dropout, "use a count >= 0 (0: no dropout passes)")
+    need(en.mc_dropout == 0 or m.dropout > 0, "ensemble.mc_dropout", en.mc_dropout,
+         "dropout passes need model.dropout > 0")
+    need(name_of(en.name) != "none" or not (en.bagging or en.mc_dropout), "ensemble.name", name_of(en.name),
+         "bagging and dropout passes make ensemble members: use ensemble=seeds or ensemble=compare")
     need(cfg.reg.l2 >= 0 and cfg.reg.l1 >= 0, "reg.l2/reg.l1", (cfg.reg.l2, cfg.reg.l1), "use penalties >= 0")
     for key in ("norm", "value"):
         v = getattr(t.grad_clip, key)

@@ -20,3 +20,13 @@ def epoch_progress(epochs: int, members: int, enabled: bool) -> Iterator[Callabl
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("train", total=epochs, active=members)
         yield lambda epoch, active: progress.update(task, completed=epoch + 1, active=active)
+
+
+@contextmanager
+def status(message: str) -> Iterator[None]:
+    """A transient spinner with `message` while a slow step runs, on a terminal only (pipes and logs stay clean)."""
+    if not console.is_terminal:
+        yield
+        return
+    with console.status(message):
+        yield

@@ -44,7 +44,7 @@ def plan(cfg: Config) -> Study:
     dataset = load_dataset(cfg.dataset)
     loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
     seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
-    members = population_plan(dataset.y, dataset.task, cfg.eval, seeds)
+    members = population_plan(dataset.y, dataset.task, cfg.eval, seeds, cfg.ensemble.bagging)
     return Study(cfg, dataset, loss, members, describe_plan(members, cfg.eval),
                  resolve_device(name_of(cfg.trainer.device)))
 

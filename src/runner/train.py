@@ -1,13 +1,12 @@
 """One experiment end to end: data -> population plan -> features -> engine -> predictions -> report."""
 
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from runner import artifacts
+from runner import artifacts, timing
 from runner.config import Config, name_of
 from runner.console import console, epoch_progress
 from runner.data.datasets import Dataset
@@ -16,39 +15,57 @@ from runner.engine.checkpoint import save_checkpoint
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
 from runner.engine.predict import expert_usage, predict_rows
-from runner.errors import RunnerError
+from runner.engine.resume import FitCheckpoint, stop_on_signals
+from runner.errors import Interrupted, RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
+from runner.evaluate.averaging import averaging_markdown, averaging_table
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population
 from runner.study import Study, plan, population
+from runner.weight_averages import score_averages
 
 
-def train(cfg: Config, run_dir: str | Path) -> dict:
+def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
     """Train the configured population, write the run directory and return results.json's dict."""
-    start = time.perf_counter()
+    clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
     study = plan(cfg)
     dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
     _check_monitor(cfg.trainer.early_stopping.monitor, task)
     selection = cfg.eval.metric or default_metric(task)
     higher = higher_is_better(selection)  # also checks the name
+    clock.lap("data")
+
+    if cfg.eval.refit and name_of(cfg.avg.name) != "none":
+        raise RunnerError("avg= averages the selection fit's checkpoints, but eval.refit=true tests a retrained "
+                          "model: use one of them (avg=none or eval.refit=false)")
 
     pre = preprocess(dataset, members)
-    model, inputs, result = _train_population(study, members, pre, over)
+    clock.lap("preprocess")
+    model, inputs, result = _train_population(study, members, pre, over, run_dir=run_dir)
+    clock.lap("train")
+    diverged = _diverged(result, members)
+    kept = [m.index for m in members if m.index not in {d["member"] for d in diverged}]
+    if diverged:
+        over += f"; {len(diverged)} diverged member{'s' * (len(diverged) > 1)} left out"
+    averaging = score_averages(model, inputs, pre, members, result, study.loss, dataset, kept)
+    clock.lap("averaging")  # scoring each weight average; nothing when none is asked for
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
-    train_s = result.train_s
     tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
         tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        clock.lap("predict")
         tested_pre = preprocess(dataset, tested_members)
+        clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, tested_inputs, refit = _train_population(study, tested_members, tested_pre,
-                                                               over + ", refit on train+val", budget)
-        train_s += refit.train_s
+        tested_model, tested_inputs, _ = _train_population(study, tested_members, tested_pre,
+                                                           over + ", refit on train+val", budget, run_dir, "refit")
+        clock.lap("train")
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
+    clock.lap("predict")
 
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +76,9 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
+    clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
+    clock.lap("tensorboard")
 
     results = {
         "task": task,
@@ -68,44 +87,74 @@ def train(cfg: Config, run_dir: str | Path) -> dict:
         "members": len(members),
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_pre, tested_members, predictions, val_predictions),
+        **_scores(cfg, dataset, tested_pre, tested_members, _only(predictions, kept), _only(val_predictions, kept),
+                  clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
+        **({"diverged": diverged} if diverged else {}),
+        **({"averaging": averaging} if averaging else {}),
     }
+    if name_of(cfg.ensemble.name) != "none":
+        from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
+
+        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
+                                         tested_pre, tested_members), predictions, val_predictions)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
             console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
                           "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
-    results["timing"] = {"train_s": round(train_s, 3), "total_s": round(time.perf_counter() - start, 3)}
-    write_reports(run_dir, results, history)
+    clock.lap("ensembles")  # combining members and expert usage; nothing when neither is asked for
 
+    if diverged:
+        artifacts.mark_status(run_dir, diverged=diverged)
+    if cfg.trainer.resume and (run_dir / "status.json").exists():
+        artifacts.mark_status(run_dir, status="ok", resume=None)
     console.print(results_table(results))
+    if averaging:
+        console.print(averaging_table(results))
+    if diverged:
+        console.print(f"[bold red]{len(diverged)} of {len(members)} members diverged[/] (members "
+                      f"{', '.join(str(d['member']) for d in diverged)}): left out of every table above")
+    if "ensembles" in results:
+        from runner.ensemble.results import ensemble_table
+
+        console.print(ensemble_table(results))
+    write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
+    if averaging:  # the weight-averaging section after report.md's own tables
+        with open(run_dir / "report.md", "a", encoding="utf-8") as report:
+            report.write(averaging_markdown(results))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
 
-def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions) -> dict:
+def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,
+            clock: timing.Stopwatch) -> dict:
     """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     baselines = {"majority": majority_predictions(dataset.y, tested_members, task, classes, constant=pooled)}
     for name in cfg.eval.baselines:
         baselines[name] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
+    clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
     summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
     validation = {}
     if len(val_predictions):
         validation = summarize_table(_pool(val_predictions, pooled), task, classes, rows_word="validation rows")
-    return {
+    out = {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},
         **({"confusion": _confusion(predictions, classes)} if classes else {}),
     }
+    clock.lap("scoring")
+    return out
 
 
-def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None
-                      ) -> tuple[Population, MemberInputs, FitResult]:
-    """Build, initialize and train one population; the model ends with the weights it keeps."""
+def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None,
+                      run_dir: Path | None = None, stage: str = "fit") -> tuple[Population, MemberInputs, FitResult]:
+    """Build, initialize and train one population; the model ends with the weights it keeps.
+
+    Its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM."""
     cfg, dataset = study.cfg, study.dataset
     model, data = population(study, members, pre)
     E = len(members)
@@ -115,13 +164,36 @@ def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch
         f"{dataset.task} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    with epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget)
+    checkpoint = None if run_dir is None else FitCheckpoint(
+        run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+    try:
+        with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
+            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint)
+    except Interrupted:
+        artifacts.mark_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
+        raise
+    if checkpoint is not None:
+        checkpoint.done()
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     with torch.no_grad():
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
     return model, data.inputs, result
+
+
+def _diverged(result: FitResult, members) -> list[dict]:
+    """The members whose loss went non-finite or exploded, with the epoch; none may pass for a result."""
+    out = [{"member": m.index, "epoch": int(e)} for m, e in zip(members, result.diverged_epoch) if e >= 0]
+    if len(out) == len(members):
+        raise RunnerError(f"every member diverged (training loss not finite or exploding, first at epoch "
+                          f"{min(d['epoch'] for d in out)}); lower optim.lr or clip gradients "
+                          "(trainer.grad_clip.norm=1.0)")
+    return out
+
+
+def _only(predictions, kept: list[int]):
+    """The predictions of the members in `kept` (diverged members are left out)."""
+    return predictions[predictions["member"].isin(kept)] if len(predictions) else predictions
 
 
 def _confusion(predictions, classes: list[str]) -> dict:
@@ -148,12 +220,24 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
     info = [m.coordinates() for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
-             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss}
+             "features": pre.names, "classes": study.dataset.classes, "loss": study.loss,
+             **_columns(study.dataset)}
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
+    for name, averaged in result.averages.items():
+        save_checkpoint(folder / f"avg_{name}.pt", averaged.flat, averaged.stats, model, info,
+                        {**extra, "epochs": averaged.epochs}, pre.arrays())
     if cfg.eval.refit:
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
+
+
+def _columns(dataset: Dataset) -> dict:
+    """What `runner predict` needs to rebuild a table's inputs from a new file (images: nothing)."""
+    if dataset.images is not None:
+        return {}
+    return {"task": dataset.task, "target": dataset.target, "numeric": list(dataset.numeric),
+            "categorical": list(dataset.categorical), "categories": {c: list(v) for c, v in dataset.categories.items()}}
 
 
 def _plain(value):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.preprocessing import LabelEncoder
 
 from runner.config import DatasetConfig, Task
+from runner.categories import as_category as _as_category, integers as _integers
 from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
@@ -149,21 +149,6 @@ def _non_number(col: pd.Series):
     return (bad if len(bad) else present).iloc[0]
 
 
-def _integers(values: pd.Series) -> pd.Series:
-    """Integer-valued floats (ints read with NaN nearby) as int64, so 1.0 prints as '1'."""
-    if pd.api.types.is_float_dtype(values) and np.all(np.mod(values, 1) == 0):
-        return values.astype("int64")
-    return values
-
-
-def _as_category(col: pd.Series) -> pd.Series:
-    """Non-missing values as str, missing as NaN: one type per column, matching `_domain`."""
-    present = col.dropna()
-    out = pd.Series(np.nan, index=col.index, dtype=object)
-    out[present.index] = _integers(present).astype(str).to_numpy(dtype=object)
-    return out
-
-
 def _domain(col: pd.Series) -> list[str]:
     # Sort before casting to str so numbers keep numeric order (2 before 10).
     return [str(v) for v in sorted(_integers(col.dropna()).unique().tolist())]
@@ -191,10 +176,11 @@ def _encode_target(values: pd.Series, cfg: DatasetConfig, file: str) -> tuple[st
             return "regression", values.to_numpy(dtype="float64"), []
         task = "binary" if labels == 2 else "multiclass"
 
-    encoder = LabelEncoder().fit(_integers(values).to_numpy())
-    classes = [str(c) for c in encoder.classes_]
+    # Class codes in sorted label order, as sklearn's LabelEncoder gives them.
+    labels, codes = np.unique(_integers(values).to_numpy(), return_inverse=True)
+    classes = [str(c) for c in labels]
     _need(len(classes) >= 2, f"the target {name} has one class ({classes[0]!r}) in {file}; classification "
           "needs at least 2 (choose another dataset.target, or set dataset.positive_above)")
     _need(task != "binary" or len(classes) == 2, f"dataset.task=binary but the target {name} has {len(classes)} "
           "classes (set dataset.task=multiclass, or dataset.positive_above=... to threshold it)")
-    return task, encoder.transform(_integers(values).to_numpy()).astype("int64"), classes
+    return task, codes.astype("int64"), classes

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from runner.config import AugConfig
+from runner.engine.state import rng_states, rngs_from
 from runner.errors import RunnerError
 
 NOISE_STREAM = 900  # the model's dropout uses small stream numbers; input noise keeps clear of them
@@ -37,6 +38,12 @@ class Augmenter:
     def select(self, keep: torch.Tensor) -> None:
         """Keep the members where the bool mask `keep` [E] is true."""
         self.rngs = [rng for rng, k in zip(self.rngs, keep.tolist()) if k]
+
+    def state_dict(self) -> dict:
+        return {"rngs": rng_states(self.rngs)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rngs = rngs_from(state["rngs"])
 
     def new_epoch(self, real: np.ndarray) -> None:
         """Draw the epoch's parameters; real [steps, E, B] bool marks each member's real (unpadded) rows."""
@@ -111,6 +118,9 @@ class Augmenter:
             x = torch.where(cut.view(shape), mixed, blend)
         else:
             x = x * weight + other * (1.0 - weight)
+        if y.dim() == 3:  # soft targets already (distillation): mix them as they are
+            y_other = torch.gather(y, 1, partner.unsqueeze(-1).expand_as(y))
+            return x, lam.view(E, 1, 1) * y + (1.0 - lam.view(E, 1, 1)) * y_other
         y_other = torch.gather(y, 1, partner)
         if self.classes:
             hard = F.one_hot(y.long(), self.classes).float()

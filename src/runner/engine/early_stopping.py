@@ -3,21 +3,26 @@
 import torch
 
 from runner.config import EarlyStoppingConfig, name_of
+from runner.engine.schedules import LOWER_IS_BETTER
+from runner.engine.state import MemberState
 
-LOWER_IS_BETTER = ("val/loss", "val/rmse")
 
+class EarlyStopping(MemberState):
+    """Keeps each member's best validation score and its weights; freezes a member after `patience`.
 
-class EarlyStopping:
-    """Tracks each member's best validation score and weights; freezes a member after `patience`."""
+    The simplest tracker: "keep the best one", reading the population's current weights.
+    """
+
+    per_member = ("best", "best_epoch", "best_params", "best_stats", "wait", "active", "epochs_run")
 
     def __init__(self, model, cfg: EarlyStoppingConfig):
+        self.model = model
         flat, stats = model.flat, model.stats
         E, device = flat.shape[0], flat.device
         mode = name_of(cfg.mode)
         minimize = cfg.monitor in LOWER_IS_BETTER if mode == "auto" else mode == "min"
         self.sign = 1.0 if minimize else -1.0
         self.cfg = cfg
-        self.flat, self.stats = flat, stats
         start = float("inf") if cfg.baseline is None else self.sign * cfg.baseline
         self.best = torch.full((E,), start, device=device)
         self.best_epoch = torch.full((E,), -1, device=device)
@@ -38,18 +43,31 @@ class EarlyStopping:
         improved = active & (score < self.best - delta)
         self.best = torch.where(improved, score, self.best)
         self.best_epoch = torch.where(improved, epoch, self.best_epoch)
-        self.best_params = torch.where(improved.unsqueeze(1), self.flat, self.best_params)
-        self.best_stats = torch.where(improved.unsqueeze(1), self.stats, self.best_stats)
+        self.best_params = torch.where(improved.unsqueeze(1), self.model.flat, self.best_params)
+        self.best_stats = torch.where(improved.unsqueeze(1), self.model.stats, self.best_stats)
         self.wait = torch.where(improved, 0.0, self.wait + active.float())
         if c.patience is not None:
             self.active = self.active & (self.wait < c.patience)
 
-    def keep(self, keep: torch.Tensor, model=None) -> None:
-        """Keep only the members where `keep` [E] is true; `model` holds their parameters now."""
-        self.flat, self.stats = model.flat, model.stats
-        for name in ("best", "best_epoch", "best_params", "best_stats", "wait", "active", "epochs_run"):
-            setattr(self, name, getattr(self, name)[keep])
-
     def count(self, ran: torch.Tensor) -> None:
         """Add the epoch just trained to each member that trained in it."""
         self.epochs_run += ran.float()
+
+
+DIVERGED_FACTOR = 1e6  # a training loss this many times the member's first epoch's (at least 1e-3) has exploded
+
+
+class Divergence(MemberState):
+    """Stops members whose training loss went non-finite or exploded; the loop marks them diverged."""
+
+    per_member = ("first",)
+
+    def __init__(self, members: int, device):
+        self.first = torch.full((members,), float("nan"), device=device)
+
+    @torch.no_grad()
+    def check(self, loss: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+        """[E] bool: the active members whose epoch loss `loss` [E] diverged."""
+        self.first = torch.where(torch.isnan(self.first) & active, loss, self.first)
+        limit = DIVERGED_FACTOR * self.first.nan_to_num(nan=0.0, posinf=0.0).clamp(min=1e-3)
+        return active & (~torch.isfinite(loss) | (loss > limit))

@@ -32,6 +32,12 @@ class MemberInputs:
         self.y_mean = (zeros if y_mean is None else y_mean.float()).unsqueeze(1)  # [E, 1]
         self.y_scale = (ones if y_scale is None else y_scale.float()).unsqueeze(1)
         self.standardize_y = y_mean is not None and bool((self.y_mean != 0).any() or (self.y_scale != 1).any())
+        self.soft: torch.Tensor | None = None  # [E, n(, K)] per-member training targets (distillation)
+        # Small data: every member's preprocessed rows [E·n, ...] kept once, so a gather is one operation. Held
+        # only while E·n·d fits CHUNK_ELEMENTS (16 MB), so memory never grows as E·n·d beyond that.
+        self.dense: torch.Tensor | None = None
+        if E * self.X.shape[0] * self.row_elements <= CHUNK_ELEMENTS:
+            self.dense = self._apply(self.X.unsqueeze(0)).reshape(E * self.X.shape[0], *self.X.shape[1:])
 
     @classmethod
     def from_preprocessed(cls, pre: Preprocessed, device, weight: np.ndarray | None = None) -> MemberInputs:
@@ -58,7 +64,14 @@ class MemberInputs:
 
     def x(self, idx: torch.Tensor) -> torch.Tensor:
         """Inputs of rows idx [E, B] (each member its own rows), preprocessed per member: [E, B, ...]."""
-        raw = self.X.index_select(0, idx.reshape(-1)).view(*idx.shape, *self.X.shape[1:])
+        shape = (*idx.shape, *self.X.shape[1:])
+        if self.dense is not None:
+            offsets = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1) * self.X.shape[0]
+            return self.dense.index_select(0, (idx + offsets).reshape(-1)).view(shape)
+        return self._apply(self.X.index_select(0, idx.reshape(-1)).view(shape))
+
+    def _apply(self, raw: torch.Tensor) -> torch.Tensor:
+        """Each member's preprocessing of raw rows [E or 1, B, ...] (missing values filled, then standardized)."""
         if raw.dtype != torch.float32:
             raw = raw.float()
         if self.fill is not None:
@@ -69,6 +82,14 @@ class MemberInputs:
         """Targets of rows idx [E, B]: class codes, or each member's standardized regression target."""
         y = self.y.index_select(0, idx.reshape(-1)).view(idx.shape)
         return (y - self.y_mean) / self.y_scale if self.standardize_y else y
+
+    def train_targets(self, idx: torch.Tensor) -> torch.Tensor:
+        """The targets training fits: each member's own soft targets where it has them, else `targets`."""
+        if self.soft is None:
+            return self.targets(idx)
+        if self.soft.dim() == 2:
+            return torch.gather(self.soft, 1, idx)
+        return torch.gather(self.soft, 1, idx.unsqueeze(-1).expand(*idx.shape, self.soft.shape[-1]))
 
     def weights(self, idx: torch.Tensor) -> torch.Tensor | None:
         """Row weights of rows idx [E, B], or None when every row weighs 1."""
@@ -82,14 +103,18 @@ class MemberInputs:
         """The same shared rows for the members where the bool mask `keep` [E] is true."""
         out = object.__new__(MemberInputs)
         out.__dict__.update(self.__dict__)
-        for name in ("a", "b", "fill", "y_mean", "y_scale"):
+        for name in ("a", "b", "fill", "y_mean", "y_scale", "soft"):
             value = getattr(self, name)
             setattr(out, name, None if value is None else value[keep])
+        if self.dense is not None:
+            n = self.X.shape[0]
+            out.dense = self.dense.view(-1, n, *self.X.shape[1:])[keep].reshape(-1, *self.X.shape[1:])
         return out
 
     def nbytes(self) -> int:
         """Bytes of the tensors held (shared rows, targets, weights and the per-member arrays)."""
-        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale)
+        tensors = (self.X, self.y, self.weight, self.a, self.b, self.fill, self.y_mean, self.y_scale, self.soft,
+                   self.dense)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 

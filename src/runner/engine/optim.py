@@ -11,13 +11,21 @@ import numpy as np
 import torch
 
 from runner.config import OptimConfig, name_of
+from runner.engine.state import MemberState
 
 
-class StackedOptimizer:
-    """SGD (momentum, nesterov, dampening), Adam, AdamW, RMSprop or Adagrad over `flat` [E, P]."""
+class StackedOptimizer(MemberState):
+    """SGD (momentum, nesterov, dampening), Adam, AdamW, RMSprop or Adagrad over `flat` [E, P].
 
-    def __init__(self, flat: torch.Tensor, cfg: OptimConfig):
-        self.flat = flat
+    It steps `source`: the [E, P] parameter, or the population whose `flat` it is (replaced when members
+    leave; `select` shrinks the moments to match).
+    """
+
+    per_member = ("lr", "steps", "m", "v", "momentum_started")
+
+    def __init__(self, source, cfg: OptimConfig):
+        self.source = source
+        flat = self.flat
         self.kind = name_of(cfg.name)
         self.cfg = cfg
         members = flat.shape[0]
@@ -35,19 +43,24 @@ class StackedOptimizer:
     def set_lr(self, lr: float | torch.Tensor) -> None:
         """Set every member's learning rate (a number) or each member's own (an [E] tensor)."""
         if isinstance(lr, torch.Tensor):
-            self.lr = lr
+            self.lr = lr.to(self.flat.dtype).clone()
             self.lr_host = lr.detach().cpu().numpy().astype(float)
         else:
             self.lr.fill_(lr)
             self.lr_host.fill(lr)
 
-    def keep(self, keep: torch.Tensor, flat: torch.Tensor | None = None) -> None:
-        """Keep only the members where `keep` [E] is true, now stepping `flat` (their parameters)."""
-        self.flat = flat
-        for name in ("lr", "steps", "m", "v", "momentum_started"):
-            if getattr(self, name) is not None:
-                setattr(self, name, getattr(self, name)[keep])
-        self.lr_host = self.lr_host[keep.cpu().numpy()]
+    @property
+    def flat(self) -> torch.Tensor:
+        return getattr(self.source, "flat", self.source)
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.lr_host = self.lr.detach().cpu().numpy().astype(float)
+        self._rows = None
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.lr_host = self.lr.detach().cpu().numpy().astype(float)
         self._rows = None
 
     @torch.no_grad()

@@ -51,3 +51,19 @@ def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str
             frame["y_pred"] = out[e, : len(r), 0] * pre.y_scale[e] + pre.y_mean[e]
         frames.append(pd.DataFrame(frame))
     return pd.concat(frames, ignore_index=True)
+
+
+def dropout_passes(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, passes: int
+                   ) -> pd.DataFrame:
+    """predict_rows for `passes` stochastic passes (dropout on, each pass its own draw of every member's stream),
+    with a `pass` column and a `unit` column numbering (member, pass)."""
+    frames = []
+    model.sampling = True
+    try:
+        for k in range(passes):
+            model.noise.step = -(k + 1)  # training steps are >= 0: test-time draws never repeat a training mask
+            frame = predict_rows(model, inputs, pre, members, part, loss, dataset)
+            frames.append(frame.assign(**{"pass": k, "unit": frame["member"] * passes + k}))
+    finally:
+        model.sampling = False
+    return pd.concat(frames, ignore_index=True)

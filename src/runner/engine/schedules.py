@@ -1,26 +1,50 @@
-"""Learning-rate schedules as closed forms of the epoch, and a per-member reduce-on-plateau."""
+"""Learning-rate schedules: each member's rate per epoch, as closed forms of the epoch or a per-member reduce-on-plateau.
+
+Rates flow one way: the loop asks `rates(epoch)` and hands them to the optimizer; it never reads a rate back.
+"""
 
 import math
 
 import torch
 
 from runner.config import SchedConfig, name_of
+from runner.engine.state import MemberState
+
+LOWER_IS_BETTER = ("val/loss", "val/rmse")
 
 
-class Schedule:
-    """Sets each member's learning rate for an epoch; `plateau` decides per member."""
+class Schedule(MemberState):
+    """Gives each member's learning rate for an epoch; `plateau` decides per member from its validation.
 
-    def __init__(self, cfg: SchedConfig, base_lr: float, epochs: int, members: int, device):
+    From `swa_start` on, every member trains at `swa_lr` (SWA's constant rate), when that is set.
+    """
+
+    per_member = ("current", "best", "bad")
+
+    def __init__(self, cfg: SchedConfig, base_lr: float, epochs: int, members: int, device,
+                 swa_start: int | None = None, swa_lr: float | None = None):
         self.cfg, self.base, self.epochs = cfg, base_lr, epochs
         self.kind = name_of(cfg.name)
+        self.swa_start, self.swa_lr = swa_start, swa_lr
+        self.current = torch.full((members,), float(base_lr), device=device)
+        self.best = self.bad = None
         if self.kind == "plateau":
             self.best = torch.full((members,), float("inf"), device=device)
             self.bad = torch.zeros(members, device=device)
 
-    def keep(self, keep: torch.Tensor) -> None:
-        """Keep only the members where `keep` [E] is true (plateau's per-member state)."""
+    def rates(self, epoch: int) -> torch.Tensor:
+        """[E] learning rates for `epoch`."""
+        if self.swa_lr is not None and epoch >= self.swa_start:
+            return torch.full_like(self.current, self.swa_lr)
+        if self.kind != "plateau":
+            self.current.fill_(self.lr(epoch))
+        return self.current
+
+    def observe(self, val: dict[str, torch.Tensor], active: torch.Tensor) -> None:
+        """After an epoch's validation: plateau cuts the rate of members that stopped improving."""
         if self.kind == "plateau":
-            self.best, self.bad = self.best[keep], self.bad[keep]
+            monitored = self.cfg.monitor
+            self.current = self.plateau(self.current, val[monitored], monitored in LOWER_IS_BETTER, active)
 
     def lr(self, epoch: int) -> float:
         """The learning rate of `epoch` for every member (the plateau schedule starts at base)."""

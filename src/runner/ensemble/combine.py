@@ -81,12 +81,14 @@ def learn_weights(values: np.ndarray, y: np.ndarray, how: str, regression: bool 
 def fold_ensembles(test: pd.DataFrame, val: pd.DataFrame | None, classes: list[str], how: str,
                    weights=None, unit: str = "member") -> tuple[pd.DataFrame, list[np.ndarray]]:
     """Each split's ensemble on its test rows, as a predictions table with one `member` per split; and the
-    weights used in each split (given, learned on that split's validation rows, or uniform)."""
+    weights used in each split (given, learned on that split's validation rows, or uniform). `weights` is one
+    list for every split, or a list of per-split arrays (in split order)."""
     parts, used = [], []
     learned = how in ("linear", "loglinear") and weights is None
-    for key, part in test.groupby(GROUP, sort=True):
+    per_split = weights is not None and np.ndim(weights[0]) == 1
+    for s, (key, part) in enumerate(test.groupby(GROUP, sort=True)):
         units, rows, values = stack(part, unit)
-        w = None if weights is None else np.asarray(weights, float)
+        w = None if weights is None else np.asarray(weights[s] if per_split else weights, float)
         if w is not None and len(w) != len(units):
             raise RunnerError(f"ensemble.weights has {len(w)} values; each split's ensemble has {len(units)} "
                               "members (give one weight per member, or null to learn them on validation)")

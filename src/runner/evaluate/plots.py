@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from runner.evaluate.metrics import higher_is_better
-from runner.evaluate.stats import Z95, fmt_interval, mean_ci
+from runner.evaluate.stats import Z95, fmt_interval
 
 MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
 DPI = 130
@@ -23,12 +23,13 @@ def _figure(**kw):
     return fig
 
 
-def _tight_layout(fig, suptitle=None, pad: float = 1.08) -> None:
+def _tight_layout(fig, suptitle=None, pad: float = 1.08, rows_alike: bool = False) -> None:
     """fig.tight_layout() for a plain grid of subplots (the same subplot params), measuring the figure once.
 
     matplotlib's tight_layout measures every Axes twice (the second pass repeats the first when
     rect is the whole figure) and leaves a placeholder layout engine that makes savefig lay the
     figure out once more before drawing it; those two extra passes were a fifth of a plot's time.
+    `rows_alike`: every row has the same title and tick-label layout, so only the first is measured.
     """
     from matplotlib import rcParams
 
@@ -44,10 +45,15 @@ def _tight_layout(fig, suptitle=None, pad: float = 1.08) -> None:
     for ax in axes:
         spec = ax.get_subplotspec()
         r, c = spec.rowspan.start, spec.colspan.start
+        if rows_alike and r > 0:
+            continue
         box = ax.get_position(original=True)
         tight = to_fig.transform_bbox(ax.get_tightbbox(renderer, for_layout_only=True))
         left[r, c], right[r, c] = box.xmin - tight.xmin, tight.xmax - box.xmax
         top[r, c], bottom[r, c] = tight.ymax - box.ymax, box.ymin - tight.ymin
+    if rows_alike:
+        for extent in (left, right, top, bottom):
+            extent[1:] = extent[0]
     margin_left = max(left[:, 0].max(), 0) + pad_x
     margin_right = max(right[:, -1].max(), 0) + pad_x
     margin_top = max(top[0].max(), 0) + pad_y
@@ -64,12 +70,19 @@ def _tight_layout(fig, suptitle=None, pad: float = 1.08) -> None:
     fig.subplots_adjust(**params)
 
 
+def _save(fig, path) -> None:
+    # zlib level 1: a quarter of the encoding time of the default 6, for files about 1.3x larger.
+    fig.savefig(path, pil_kwargs={"compress_level": 1})
+
+
 def report_plot(results: dict, path) -> None:
     """One panel per metric: the model and each baseline as a point with its 95% CI (1.96·SE) bar."""
     rows = [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
     metrics = list(results["metrics"])
     ncols = min(4, len(metrics))
     nrows = math.ceil(len(metrics) / ncols)
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(figsize=(3.6 * ncols, (0.9 + 0.38 * len(rows)) * nrows + 0.9))
     axes = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
     ys = np.arange(len(rows))[::-1]  # the model on top
@@ -103,6 +116,7 @@ def report_plot(results: dict, path) -> None:
             text.set_horizontalalignment("left" if where < 0.3 else "right" if where > 0.7 else "center")
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(4))  # each tick is several artists: fewer, faster
     for ax in axes.flat[len(metrics):]:
         ax.axis("off")
     axes[0, 0].set_yticks(ys, [label for label, _ in rows])
@@ -111,22 +125,17 @@ def report_plot(results: dict, path) -> None:
     note = "; † bootstrap percentile" if any(str(d.get("interval", "")).startswith("bootstrap") for d in firsts) else ""
     title = fig.suptitle(f"{head}: test metrics, mean and 95% CI (over {results.get('over') or 'members'}"
                          f"{note})", fontsize=10)
-    _tight_layout(fig, title)
-    fig.savefig(path)
+    _tight_layout(fig, title, rows_alike=True)
+    _save(fig, path)
 
 
 def _epoch_band(history, column):
     """Epochs, mean across members, 1.96·SE half-width (0 where one member) and member count per epoch."""
-    epochs, mean, half, count = [], [], [], []
-    for epoch, values in history.groupby("epoch")[column]:
-        d = mean_ci(values)
-        if d["mean"] is None:
-            continue
-        epochs.append(epoch)
-        mean.append(d["mean"])
-        half.append(0.0 if d["se"] is None else Z95 * d["se"])
-        count.append(d["n"])
-    return np.array(epochs), np.array(mean), np.array(half), np.array(count)
+    # mean_ci's definition (finite values, sd with ddof=1, se = sd/√n), for every epoch in one groupby.
+    finite = history[["epoch", column]][np.isfinite(history[column].to_numpy(float))]
+    band = finite.groupby("epoch")[column].agg(["mean", "std", "count"])
+    half = np.where(band["count"] > 1, Z95 * band["std"] / np.sqrt(band["count"]), 0.0)
+    return band.index.to_numpy(), band["mean"].to_numpy(), half, band["count"].to_numpy()
 
 
 def _plot_band(ax, history, column, label, color) -> bool:
@@ -136,8 +145,15 @@ def _plot_band(ax, history, column, label, color) -> bool:
         return False
     members = history["member"].nunique() if "member" in history else 1
     if members > 1:
-        for _, one in history[["member", "epoch", column]].dropna().groupby("member"):
-            ax.plot(one["epoch"], one[column], color=color, lw=0.6, alpha=0.3)
+        from matplotlib.collections import LineCollection
+
+        # One collection, not a Line2D per member: 50 members drew as 150 artists.
+        rows = history[["member", "epoch", column]].dropna()
+        member, points = rows["member"].to_numpy(), rows[["epoch", column]].to_numpy(float)
+        order = np.lexsort((points[:, 0], member))  # by member, then epoch
+        member, points = member[order], points[order]
+        lines = np.split(points, np.flatnonzero(member[1:] != member[:-1]) + 1)
+        ax.add_collection(LineCollection(lines, colors=color, linewidths=0.6, alpha=0.3))
     # After the first member stops, a mean over the survivors is biased (the ones still improving
     # remain) and jumps; the thin member lines carry on alone.
     full = count == members
@@ -178,4 +194,4 @@ def curves_plot(history, path, metric: str | None = None) -> None:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     _tight_layout(fig)
-    fig.savefig(path)
+    _save(fig, path)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
+from runner.console import status
 from runner.evaluate.names import best_of, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval, fmt_range, t975
 
@@ -141,24 +142,30 @@ def report_csv(results: dict) -> str:
     return report_frame(results).to_csv(index=False)
 
 
-def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None) -> list[Path]:
-    """Write results.json, report.md, report.csv, report.png and (with a history) curves.png; each atomically."""
-    from runner.evaluate import plots  # lazy: matplotlib is only needed here
+def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None) -> list[Path]:
+    """Write report.png, curves.png (with a history), report.md, report.csv and last results.json; each atomically.
 
+    With a `clock` (runner.timing.Stopwatch), plots and reports are booked to it and results.json's
+    `timing` is its reading just before results.json is written, so it covers every other file.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
-    writers = {
-        "results.json": lambda p: p.write_text(text, encoding="utf-8"),
-        "report.md": lambda p: p.write_text(report_markdown(results), encoding="utf-8"),
-        "report.csv": lambda p: p.write_text(report_csv(results), encoding="utf-8"),
-        "report.png": lambda p: plots.report_plot(results, p),
-    }
-    if history is not None and len(history):
-        writers["curves.png"] = lambda p: plots.curves_plot(history, p)
     written = []
-    for name, write in writers.items():
-        written.append(_atomic(run_dir / name, write))
+    with status("writing plots"):
+        from runner.evaluate import plots  # lazy: matplotlib is only needed here
+
+        written.append(_atomic(run_dir / "report.png", lambda p: plots.report_plot(results, p)))
+        if history is not None and len(history):
+            written.append(_atomic(run_dir / "curves.png", lambda p: plots.curves_plot(history, p)))
+    if clock is not None:
+        clock.lap("plots")
+    written.append(_atomic(run_dir / "report.md", lambda p: p.write_text(report_markdown(results), encoding="utf-8")))
+    written.append(_atomic(run_dir / "report.csv", lambda p: p.write_text(report_csv(results), encoding="utf-8")))
+    if clock is not None:
+        clock.lap("reports")
+        results["timing"] = clock.timing()
+    text = json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
+    written.append(_atomic(run_dir / "results.json", lambda p: p.write_text(text, encoding="utf-8")))
     return written
 
 

@@ -75,7 +75,7 @@ class CNN(Population):
                 x = self.activation(x)
                 x = self.pool(x, 2) if pool else x
         x = x.mean((-2, -1)).view(B, E, -1).transpose(0, 1)  # global average pool: [E, B, C]
-        if self.dropout > 0 and self.training:
+        if self.dropout > 0 and (self.training or self.sampling):
             x = dropout(x, self.dropout, self.noise, stream=0)
         return torch.baddbmm(self.view("head.bias"), x, self.view("head.weight"))
 

@@ -60,6 +60,9 @@ class FunctionalPopulation(Population):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out], member e run with row e of the parameters."""
         self.template.train(self.training)
+        for module in self.template.modules():
+            if isinstance(module, Dropout):
+                module.train(self.training or self.sampling)
         params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
         step = self.noise.step
 

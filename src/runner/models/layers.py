@@ -4,6 +4,8 @@ import math
 
 import torch
 
+BN_MOMENTUM = 0.1  # torch's BatchNorm default
+
 
 def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
     """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
@@ -13,7 +15,7 @@ def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
 
 def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ...], running_mean: torch.Tensor,
                running_var: torch.Tensor, updating: torch.Tensor | None, training: bool,
-               momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+               momentum: float = BN_MOMENTUM, eps: float = 1e-5) -> torch.Tensor:
     """Normalize x by statistics over `dims`, counting only rows with weight 1 (padding has 0), as torch's
     BatchNorm does for each member alone; running statistics (shaped like the reduced x) update in place
     where `updating` (broadcastable to them) is true. Returns the normalized x, before the affine part."""

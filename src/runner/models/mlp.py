@@ -61,7 +61,7 @@ class MLP(Population):
                     x = F.group_norm(x.reshape(-1, x.shape[-1]), self.groups).view_as(x)
                     x = x * self.view(f"norm{i}.weight") + self.view(f"norm{i}.bias")
                 x = self.activation(x)
-                if self.dropout > 0 and self.training:
+                if self.dropout > 0 and (self.training or self.sampling):
                     x = dropout(x, self.dropout, self.noise, stream=i)
         return x
 

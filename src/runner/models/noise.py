@@ -37,6 +37,12 @@ class MemberNoise:
         """Keep the members where the bool mask `keep` [E] is true."""
         self.keys = self.keys[keep]
 
+    def state_dict(self) -> dict:
+        return {"keys": self.keys}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.keys = state["keys"]
+
     def to(self, device) -> "MemberNoise":
         self.keys = self.keys.to(device)
         return self

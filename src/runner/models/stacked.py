@@ -43,6 +43,8 @@ class Population(nn.Module):
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
+        self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
+        self._views: dict[str, torch.Tensor] | None = None  # the parameters' views during a forward pass
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
             reads_inputs: bool = False) -> None:
@@ -63,7 +65,7 @@ class Population(nn.Module):
         self.register_buffer("stats", stats)
 
     @torch.no_grad()
-    def keep(self, keep: torch.Tensor) -> None:
+    def select(self, keep: torch.Tensor) -> None:
         """Drop the members where the bool mask `keep` [E] is false (early-stopped, kept elsewhere)."""
         self.resize(self.flat.detach()[keep], self.stats[keep])
         self.noise.select(keep)
@@ -81,8 +83,21 @@ class Population(nn.Module):
 
     def view(self, name: str) -> torch.Tensor:
         """The `[E, *shape]` view of one named tensor (gradients flow into `flat`)."""
+        if self._views is not None:
+            return self._views[name]
         s = self.slots[name]
         return self.flat[:, s.offset : s.offset + s.size].view(self.members, *s.shape)
+
+    def __call__(self, *args, **kwargs):
+        # One split of `flat` per forward pass: its backward is one concatenation of the tensors' gradients,
+        # where a slice per tensor would zero-fill an [E, P] gradient for each (measured: 9% of a CNN step).
+        sizes = [s.size for s in self.slots.values()]
+        parts = self.flat.split(sizes, dim=1)
+        self._views = {name: part.view(self.members, *s.shape) for (name, s), part in zip(self.slots.items(), parts)}
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            self._views = None
 
     def kernel_mask(self) -> torch.Tensor:
         """A [P] float mask: 1 on kernel entries, 0 on biases."""

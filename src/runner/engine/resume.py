@@ -1,0 +1,88 @@
+"""Fit-state checkpoints: written atomically every few epochs and on Ctrl-C / SIGTERM, read back to resume."""
+
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from runner.errors import Interrupted, RunnerError
+
+DEFAULT_SECONDS = 60.0  # without trainer.checkpoint_every: about once a minute of training
+
+
+@dataclass
+class FitCheckpoint:
+    """Where a fit keeps its state, how often, and whether to start from the state found there."""
+
+    path: Path
+    every: Optional[int] = None  # epochs; None: about once a minute
+    resume: bool = False
+    signal: Optional[int] = None  # set by the handler: save at the end of this epoch and stop
+    _saved_at: float = field(default_factory=time.perf_counter)
+
+    def due(self, epoch: int) -> bool:
+        if self.signal is not None:
+            return True
+        if self.every is not None:
+            return (epoch + 1) % self.every == 0
+        return time.perf_counter() - self._saved_at >= DEFAULT_SECONDS
+
+    def save(self, state: dict) -> None:
+        """Write atomically (a crash or a kill mid-write leaves the previous state), then stop on a signal."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+        self._saved_at = time.perf_counter()
+        if self.signal is not None:
+            raise Interrupted(self.signal, self.path)
+
+    def load(self, expected: dict) -> Optional[dict]:
+        """The saved state (None: nothing saved yet, start afresh); refused if it belongs to another setup."""
+        if not self.resume or not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise RunnerError(f"cannot read the fit state {self.path} ({type(exc).__name__}); delete it to start "
+                              "afresh") from None
+        for key, value in expected.items():
+            if state.get("setup", {}).get(key) != value:
+                raise RunnerError(f"the fit state {self.path} was saved with {key}={state.get('setup', {}).get(key)}, "
+                                  f"this run has {value}: resume with the run's own overrides (runner resume DIR)")
+        return state
+
+    def done(self) -> None:
+        """The fit finished: its state is no longer needed."""
+        self.path.unlink(missing_ok=True)
+
+
+@contextmanager
+def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
+    """While training: Ctrl-C or SIGTERM asks the loop to save its state and stop at the epoch's end
+    (a second Ctrl-C stops at once)."""
+    if checkpoint is None:
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if checkpoint.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        checkpoint.signal = signum
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[signum] = signal.signal(signum, handler)
+        except ValueError:  # not the main thread: signals stay as they are
+            pass
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)

@@ -1,0 +1,68 @@
+"""Distillation: one student per split trained on its ensemble's (softened) probabilities over the training rows."""
+
+import dataclasses
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from runner.data.preprocess import preprocess
+from runner.engine.loop import fit
+from runner.engine.predict import member_outputs, predict_rows
+
+
+def teacher_targets(proba: np.ndarray, y: np.ndarray, loss: str, temperature: float, alpha: float) -> np.ndarray:
+    """Student targets from a teacher's outputs [n, K] (regression: standardized values [n, 1]):
+    (1 - alpha)·softmax(log p / T) + alpha·one-hot(y); bce keeps the positive class's share, mse the values."""
+    if loss == "mse":
+        return (1 - alpha) * proba[:, 0] + alpha * y
+    soft = np.exp(np.log(np.clip(proba, 1e-12, 1)) / temperature)
+    soft /= soft.sum(1, keepdims=True)
+    mixed = (1 - alpha) * soft + alpha * np.eye(proba.shape[1])[y.astype(int)]
+    return mixed[:, 1] if loss == "bce" else mixed
+
+
+def distill(study, selected) -> tuple[pd.DataFrame, dict]:
+    """Train each split's student on its ensemble's targets; return its test predictions and what it costs
+    (parameters, inference seconds per row) beside the ensemble it learned from."""
+    from runner.study import population
+
+    model, inputs, pre, members = selected
+    cfg, dataset, en = study.cfg, study.dataset, study.cfg.ensemble
+    n = len(dataset.y)
+    everything = [np.arange(n)] * len(members)
+    teachers = member_outputs(model, inputs, everything, study.loss)  # [E, n, K], standardized for regression
+    splits: dict[tuple, list[int]] = {}
+    for e, m in enumerate(members):
+        splits.setdefault((m.repeat, m.fold), []).append(e)
+    students, targets = [], []
+    y_std = (dataset.y - pre.y_mean[:, None]) / pre.y_scale[:, None] if dataset.task == "regression" else None
+    for i, group in enumerate(splits.values()):
+        first = members[group[0]]
+        students.append(dataclasses.replace(first, index=i, seed=cfg.trainer.seed, bag=None))
+        truth = dataset.y if y_std is None else y_std[group[0]]
+        targets.append(teacher_targets(teachers[group].mean(0), truth, study.loss, en.temperature, en.alpha))
+    student_study = dataclasses.replace(study, cfg=dataclasses.replace(cfg, model=en.student))
+    student_pre = preprocess(dataset, students)
+    student, data = population(student_study, students, student_pre)
+    data.inputs.soft = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=data.inputs.X.device)
+    result = fit(student, data, student_study.cfg, study.loss)
+    with torch.no_grad():
+        student.flat.copy_(result.best)
+        student.stats.copy_(result.best_stats)
+    table = predict_rows(student, data.inputs, student_pre, students, "test", study.loss, dataset)
+    cost = {"parameters": {"student": student.parameters_per_member(),
+                           "ensemble": model.parameters_per_member() * len(members) // len(splits)},
+            "inference_s_per_row": {"student": _seconds_per_row(student, data.inputs, students, study.loss),
+                                    "ensemble": _seconds_per_row(model, inputs, members, study.loss)
+                                    * len(members) / len(splits)}}
+    return table, cost
+
+
+def _seconds_per_row(model, inputs, members, loss) -> float:
+    """Seconds to predict one test row with one member (the population's test pass, divided out)."""
+    rows = [m.test for m in members]
+    start = time.perf_counter()
+    member_outputs(model, inputs, rows, loss)
+    return (time.perf_counter() - start) / sum(len(r) for r in rows)

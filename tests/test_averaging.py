@@ -1,0 +1,137 @@
+"""Weight averaging within a member: each average against its definition, recomputed from independent fits."""
+
+import numpy as np
+import pytest
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from runner.config import AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, TrainerConfig
+from runner.engine.averaging import Averages, check, recompute_batch_norm
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import PopulationData, fit
+from runner.errors import RunnerError
+from runner.models import build_model
+
+SEEDS = [3, 11]
+
+
+def _data(E=2, n=90, d=5):
+    g = np.random.default_rng(0)
+    X = torch.from_numpy(g.normal(size=(n, d)).astype(np.float32))
+    y = torch.from_numpy((X[:, 0].numpy() + g.normal(size=n) > 0).astype(np.float32))
+    train = [np.sort(g.choice(n, size=60, replace=False)) for _ in range(E)]
+    val = [np.setdiff1d(np.arange(n), t)[:25] for t in train]
+    return X, y, train, val
+
+
+def _fit(epochs, avg=None, seeds=SEEDS, batch=16, norm=Norm.none, data=None):
+    X, y, train, val = data or _data(len(seeds))
+    cfg = Config(optim=OptimConfig(lr=0.05), model=ModelConfig(hidden=[8], norm=norm),
+                 avg=avg or AvgConfig(), trainer=TrainerConfig(
+                     epochs=epochs, batch_size=batch, early_stopping=EarlyStoppingConfig(patience=None)))
+    model = build_model(cfg.model, len(seeds), X.shape[-1], 1)
+    model.initialize(seeds, "default")
+    return fit(model, PopulationData(MemberInputs.identity(X, y, len(seeds)), train, val, seeds), cfg, "bce")
+
+
+@pytest.fixture(scope="module")
+def after():
+    """Each member's weights after 1..8 epochs, from independent fits (the trajectory does not depend on epochs)."""
+    return {n: _fit(n).last for n in range(1, 9)}
+
+
+def test_last_k_is_the_mean_of_the_last_k_checkpoints(after):
+    result = _fit(8, AvgConfig(name=AvgName.last, k=3))
+    expected = (after[6] + after[7] + after[8]) / 3
+    torch.testing.assert_close(result.averages["last"].flat, expected, atol=1e-6, rtol=0)
+    assert result.averages["last"].epochs == [[5, 6, 7], [5, 6, 7]]
+
+
+def test_best_k_is_the_mean_of_the_k_best_epochs_by_validation(after):
+    result = _fit(8, AvgConfig(name=AvgName.best, k=3))
+    loss = result.history["val/loss"]  # [epochs, E]
+    for e in range(len(SEEDS)):
+        best = sorted(np.argsort(loss[:, e], kind="stable")[:3].tolist())
+        assert result.averages["best"].epochs[e] == best
+        expected = sum(after[i + 1][e] for i in best) / 3
+        torch.testing.assert_close(result.averages["best"].flat[e], expected, atol=1e-6, rtol=0)
+
+
+def test_swa_is_the_running_mean_from_start_epoch(after):
+    result = _fit(8, AvgConfig(name=AvgName.swa, start_epoch=5))
+    torch.testing.assert_close(result.averages["swa"].flat, sum(after[n] for n in (6, 7, 8)) / 3, atol=1e-6, rtol=0)
+    assert result.averages["swa"].epochs[0] == [5, 6, 7]
+
+
+def test_ema_over_full_batch_steps_equals_a_hand_computed_ema(after):
+    # Full batch: one step per epoch, so the EMA runs over the epoch-end weights.
+    data = _data()
+    steps = [_fit(n, batch=60, data=data).last for n in (1, 2, 3)]
+    result = _fit(3, AvgConfig(name=AvgName.ema, decay=0.9, warmup=False), batch=60, data=data)
+    hand = steps[0]
+    hand = 0.9 * hand + 0.1 * steps[1]
+    hand = 0.9 * hand + 0.1 * steps[2]
+    torch.testing.assert_close(result.averages["ema"].flat, hand, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["ema", "swa"])
+def test_running_averages_equal_torch_averaged_model(kind):
+    g = torch.Generator().manual_seed(0)
+    points = [torch.randn(1, 6, generator=g) for _ in range(5)]
+    param = torch.nn.Parameter(points[0][0].clone())
+    holder = torch.nn.Module()
+    holder.p = param
+    ref = AveragedModel(holder, multi_avg_fn=get_ema_multi_avg_fn(0.8)) if kind == "ema" else AveragedModel(holder)
+    ours = Averages(AvgConfig(name=AvgName(kind), decay=0.8, warmup=False, start_epoch=0), points[0])
+    for i, p in enumerate(points):
+        with torch.no_grad():
+            param.copy_(p[0])
+        ref.update_parameters(holder)
+        ours.step(p, torch.ones(1, dtype=torch.bool))
+        ours.epoch(i, p, None, torch.ones(1, dtype=torch.bool))
+    got = ours.ema if kind == "ema" else ours.swa
+    torch.testing.assert_close(got[0], ref.module.p.detach(), atol=1e-6, rtol=0)
+
+
+def test_greedy_soup_is_no_worse_on_validation_than_its_best_ingredient():
+    result = _fit(12, AvgConfig(name=AvgName.compare, ingredients=6, start_epoch=2))
+    X, y, train, val = _data()
+    model = build_model(ModelConfig(hidden=[8]), 2, X.shape[-1], 1)
+    for e in range(2):
+        with torch.no_grad():
+            model.flat.copy_(result.averages["greedy_soup"].flat)
+        model.eval()
+        logits = model(X[val[e]].unsqueeze(0).expand(2, -1, -1))[e, :, 0]
+        greedy = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[val[e]]).item()
+        assert greedy <= result.history["val/loss"][:, e].min() + 1e-6
+        assert result.averages["greedy_soup"].epochs[e][0] in result.averages["soup"].epochs[e]
+
+
+@pytest.mark.parametrize("norm", [Norm.none, Norm.batch])
+def test_stacked_equals_alone_with_every_averaging(norm):
+    avg = AvgConfig(name=AvgName.compare, k=3, ingredients=4, start_epoch=3)
+    stacked = _fit(7, avg, norm=norm)
+    for e, seed in enumerate(SEEDS):
+        X, y, train, val = _data()
+        alone = _fit(7, avg, seeds=[seed], data=(X, y, [train[e]], [val[e]]), norm=norm)
+        for name, a in stacked.averages.items():
+            torch.testing.assert_close(a.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(a.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
+            assert a.epochs[e] == alone.averages[name].epochs[0]
+
+
+def test_averaging_across_members_is_refused_with_a_pointer_to_ensembles():
+    with pytest.raises(RunnerError, match="prediction ensemble"):
+        check(AvgConfig(name=AvgName.last, over="population"), 10)
+
+
+def test_batch_norm_statistics_are_recomputed_on_the_training_rows():
+    X, y, train, val = _data()
+    model = build_model(ModelConfig(hidden=[4], norm=Norm.batch), 2, X.shape[-1], 1)
+    model.initialize(SEEDS, "default")
+    inputs = MemberInputs.identity(X, y, 2)
+    stats = recompute_batch_norm(model, inputs, train, batch=1000)  # one batch: the statistics of all rows
+    for e in range(2):
+        h = X[train[e]] @ model.view("dense0.weight")[e]
+        torch.testing.assert_close(stats[e, :4], h.mean(0), atol=1e-5, rtol=0)
+        torch.testing.assert_close(stats[e, 4:], h.var(0, unbiased=True), atol=1e-5, rtol=1e-5)

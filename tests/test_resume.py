@@ -1,0 +1,130 @@
+"""A fit that is interrupted and resumed ends exactly as an unbroken one; diverged members stop alone."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from runner.config import (AugConfig, AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, OptimConfig,
+                           SchedConfig, SchedName, TrainerConfig)
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import PopulationData, fit
+from runner.engine.resume import FitCheckpoint
+from runner.errors import Interrupted
+from runner.models import build_model
+
+SEEDS = [3, 11, 5]
+
+
+def _data(E, n=80, d=5):
+    g = np.random.default_rng(1)
+    X = torch.from_numpy(g.normal(size=(n, d)).astype(np.float32))
+    y = torch.from_numpy((X[:, 0].numpy() + g.normal(size=n) > 0).astype(np.float32))
+    train = [np.sort(g.choice(n, size=50 - 3 * e, replace=False)) for e in range(E)]
+    val = [np.setdiff1d(np.arange(n), t)[:20] for t in train]
+    return X, y, train, val
+
+
+def _fit(checkpoint=None, on_epoch=None, inputs=None, seeds=SEEDS, data=None):
+    X, y, train, val = data or _data(len(seeds))
+    cfg = Config(optim=OptimConfig(lr=0.05), model=ModelConfig(hidden=[8], dropout=0.2),
+                 sched=SchedConfig(name=SchedName.plateau, patience=2, factor=0.5),
+                 aug=AugConfig(noise=0.1, mixup=0.2), avg=AvgConfig(name=AvgName.compare, start_epoch=3),
+                 trainer=TrainerConfig(epochs=25, batch_size=16, early_stopping=EarlyStoppingConfig(patience=4)))
+    model = build_model(cfg.model, len(seeds), X.shape[-1], 1)
+    model.initialize(seeds, "default")
+    inputs = inputs or MemberInputs.identity(X, y, len(seeds))
+    return fit(model, PopulationData(inputs, train, val, seeds), cfg, "bce", on_epoch, checkpoint=checkpoint)
+
+
+def _assert_same(a, b):
+    for name in ("best", "last", "best_stats", "last_stats"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    for name in a.history:
+        np.testing.assert_array_equal(a.history[name], b.history[name])
+    np.testing.assert_array_equal(a.epochs_run, b.epochs_run)
+    for name, averaged in a.averages.items():
+        assert torch.equal(averaged.flat, b.averages[name].flat), name
+        assert averaged.epochs == b.averages[name].epochs
+
+
+@pytest.mark.parametrize("stop_at", [2, 9])
+def test_interrupted_then_resumed_equals_unbroken_bit_for_bit(tmp_path, stop_at):
+    unbroken = _fit()
+    assert len(set(unbroken.epochs_run)) > 1  # members leave at different epochs, some before the stop
+    checkpoint = FitCheckpoint(tmp_path / "fit_state.pt", every=3)
+
+    def ask_to_stop(epoch, active):
+        if epoch == stop_at:
+            checkpoint.signal = signal.SIGTERM  # what the handler does on SIGTERM
+
+    with pytest.raises(Interrupted) as info:
+        _fit(checkpoint, ask_to_stop)
+    assert info.value.status == 143
+    assert torch.load(checkpoint.path, weights_only=True)["epoch"] == stop_at
+    resumed = _fit(FitCheckpoint(tmp_path / "fit_state.pt", resume=True))
+    _assert_same(resumed, unbroken)
+
+
+def test_a_fit_state_from_another_setup_is_refused(tmp_path):
+    from runner.errors import RunnerError
+
+    checkpoint = FitCheckpoint(tmp_path / "fit_state.pt", every=1)
+    checkpoint.signal = signal.SIGINT
+    with pytest.raises(Interrupted):
+        _fit(checkpoint)
+    with pytest.raises(RunnerError, match="members=3, this run has 2"):
+        _fit(FitCheckpoint(tmp_path / "fit_state.pt", resume=True), seeds=SEEDS[:2])
+
+
+def test_a_diverging_member_stops_and_leaves_the_others_unchanged():
+    X, y, train, val = _data(3)
+    inputs = MemberInputs.identity(X, y, 3)
+    inputs.a[1] = float("inf")  # member 1's preprocessing blows its inputs up: its loss is not finite
+    stacked = _fit(inputs=inputs)
+    assert stacked.diverged_epoch.tolist() == [-1, 0, -1]
+    assert stacked.epochs_run[1] == 1
+    without = _fit(seeds=[SEEDS[0], SEEDS[2]], data=(X, y, [train[0], train[2]], [val[0], val[2]]))
+    for e, alone in ((0, 0), (2, 1)):
+        torch.testing.assert_close(stacked.last[e], without.last[alone], atol=1e-6, rtol=0)
+        assert stacked.epochs_run[e] == without.epochs_run[alone]
+
+
+def test_all_members_diverged_is_a_one_line_error_not_a_result(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "runner.cli", "train", "optim=sgd", "optim.lr=1e6",
+                          "trainer.epochs=5", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines() == [
+        "error: every member diverged (training loss not finite or exploding, first at epoch 0); lower optim.lr "
+        "or clip gradients (trainer.grad_clip.norm=1.0)"]
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
+    args = ["trainer.epochs=400", "trainer.early_stopping.patience=null", "trainer.checkpoint_every=2",
+            "trainer.progress=false", "trainer.seeds=2"]
+    cli = [sys.executable, "-m", "runner.cli"]
+    run = tmp_path / "killed"
+    job = subprocess.Popen([*cli, "train", *args, f"hydra.run.dir={run}"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    state = run / "checkpoints" / "fit_state.pt"
+    deadline = time.time() + 120
+    while not state.exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    job.kill()
+    job.wait()
+    assert state.exists() and not (run / "results.json").exists()
+    assert subprocess.run([*cli, "resume", str(run)], capture_output=True).returncode == 0
+    subprocess.run([*cli, "train", *args, f"hydra.run.dir={tmp_path / 'unbroken'}"], capture_output=True, check=True)
+    resumed, unbroken = (json.loads((d / "results.json").read_text()) for d in (run, tmp_path / "unbroken"))
+    resumed.pop("timing"), unbroken.pop("timing")
+    assert resumed == unbroken
+    a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (run, tmp_path / "unbroken"))
+    assert torch.equal(a["flat"], b["flat"])
+    assert not state.exists()  # a finished fit leaves no state behind
