@@ -84,8 +84,9 @@ def test_a_fit_state_from_another_setup_is_refused(tmp_path):
 
 def test_a_diverging_member_stops_and_leaves_the_others_unchanged():
     X, y, train, val = _data(3)
-    inputs = MemberInputs.identity(X, y, 3)
-    inputs.a[1] = float("inf")  # member 1's preprocessing blows its inputs up: its loss is not finite
+    scale = torch.ones(3, X.shape[1])
+    scale[1] = 0.0  # member 1's preprocessing divides by 0: its inputs, hence its loss, are not finite
+    inputs = MemberInputs(X, y, torch.zeros(3, X.shape[1]), scale)
     stacked = _fit(inputs=inputs)
     assert stacked.diverged_epoch.tolist() == [-1, 0, -1]
     assert stacked.epochs_run[1] == 1
