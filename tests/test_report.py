@@ -40,7 +40,7 @@ def _row(md: str, name: str) -> list[str]:
 
 def test_markdown_bolds_best_per_column():
     md = report_markdown(RESULTS)
-    assert "± is 1.96·SE over 3 folds (n = 3)" in md
+    assert "95% CI over 3 folds (n = 3)" in md
     mlp, majority, logreg = _row(md, "mlp"), _row(md, "majority"), _row(md, "logreg")
     assert logreg[1] == "**0.850 ± 0.011**"  # accuracy: the max
     assert logreg[2] == "**0.390 ± 0.011**"  # log_loss: the min
@@ -52,22 +52,28 @@ def test_rich_table_says_what_plus_minus_is_over():
     console = Console(width=120, record=True, file=io.StringIO())
     console.print(results_table(RESULTS))
     text = console.export_text()
-    assert "± is 1.96·SE over 3 folds (n = 3)" in text
+    assert "95% CI over 3 folds (n = 3)" in text
     for cell in ("accuracy ↑", "log_loss ↓", "majority", "logreg", "0.820 ± 0.023", "[0.797, 0.843]"):
         assert cell in text
-    assert "t interval (ci95_t) is 2.20× wider" in text  # n = 3: t_{0.975, 2} / 1.96 = 4.303 / 1.96
+    assert "t interval (ci95_t) is 2.20× wider" in " ".join(text.split())  # n = 3: t_{0.975, 2} / 1.96 = 4.303 / 1.96
 
 
-def test_rich_table_fits_80_columns_and_shows_nadeau_bengio_when_repeated():
+def test_rich_table_fits_80_columns_and_explains_asymmetric_and_zero_width_intervals():
     results = json.loads(json.dumps(RESULTS))
-    results["metrics"]["test/balanced_accuracy"] = dict(ci(0.7, 0.8, 0.9), interval="bootstrap (…)")
-    for d in results["metrics"].values():
-        d["se_nb"], d["ci95_nb"] = 0.05, [d["mean"] - 0.098, d["mean"] + 0.098]
+    results["over"] = "5 folds x 2 repeats, Nadeau–Bengio corrected"
+    results["metrics"]["test/balanced_accuracy"] = dict(ci(0.7, 0.8, 0.9), interval="bootstrap percentile (…)")
+    acc = results["metrics"]["test/accuracy"]
+    acc.update(ci95=[0.70, 0.95], interval="Nadeau–Bengio; Wilson, effective n = 40")
+    results["baselines"]["majority"]["test/log_loss"].update(se=0.0, ci95=[0.69, 0.69], note="zero spread: all 3 "
+                                                              "folds scored 0.69")
     console = Console(width=80, record=True, file=io.StringIO())
     console.print(results_table(results))
     text = console.export_text()
-    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text.split("\n95%")[0]
-    assert "95% CI (NB)" in text and "[0.722, 0.918]" in text  # accuracy 0.820 ± 0.098
+    assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text.split("\nbold")[0]
+    assert "0.820 [0.700, 0.950]" in text  # asymmetric: the interval itself, not a ±
+    assert "Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd²" in text and "Wilson score interval" in text
+    assert "majority log_loss: zero spread: all 3 folds scored 0.69." in " ".join(text.split())
+    assert "balanced_accuracy† ↑" in text
 
 
 def test_csv_has_one_row_per_model_and_metric():

@@ -55,3 +55,43 @@ def test_resamples_are_the_seeded_draws():
     W = multiplicities(10, 3)
     assert W.sum(1).tolist() == [10, 10, 10]
     np.testing.assert_array_equal(W[0], np.bincount(first, minlength=10))
+
+
+def test_chunked_draws_equal_one_draw_and_the_auc_bootstrap_is_linear_in_rows(monkeypatch):
+    import tracemalloc
+
+    from runner.evaluate import resample
+
+    y_true, y_pred, proba, classes = _classification(7, 2, 500)
+    unit = np.arange(500)
+    whole = resample.seed_averaged("binary", [(unit, y_true, y_pred, proba)], classes, ["roc_auc"], 500, 40)
+    monkeypatch.setattr(resample, "CHUNK_CELLS", 3 * 500)  # 3 resamples per chunk, same seeded stream
+    chunked = resample.seed_averaged("binary", [(unit, y_true, y_pred, proba)], classes, ["roc_auc"], 500, 40)
+    np.testing.assert_array_equal(whole["roc_auc"], chunked["roc_auc"])
+    monkeypatch.undo()
+    # 200k rows, all scores distinct: a rows x distinct-scores matrix would need 320 GB
+    n = 200_000
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, n)
+    p = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, n), 0, 1)
+    table = (np.arange(n), y.astype(str), (p > 0.5).astype(int).astype(str), np.c_[1 - p, p])
+    tracemalloc.start()
+    out = resample.seed_averaged("binary", [table], ["0", "1"], ["roc_auc"], n, 30)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 400 * 2**20, f"{peak / 2**20:.0f} MiB"
+    assert np.all((out["roc_auc"] > 0.8) & (out["roc_auc"] < 1))
+
+
+def test_chunks_are_sized_by_the_predictions_a_resample_is_spread_to(monkeypatch):
+    from runner.evaluate import resample
+
+    shapes = []
+    real = resample.resampled_metrics
+    monkeypatch.setattr(resample, "resampled_metrics", lambda *a: (shapes.append(a[-1].shape), real(*a))[1])
+    monkeypatch.setattr(resample, "CHUNK_CELLS", 10_000)
+    # 20 rows, each predicted 100 times (leave-one-out validation): 2,000 columns per resample
+    y_true, y_pred, proba, classes = _classification(3, 2, 2000)
+    unit = np.repeat(np.arange(20), 100)
+    resample.seed_averaged("binary", [(unit, y_true, y_pred, proba)], classes, ["roc_auc"], 20, 30)
+    assert max(r * c for r, c in shapes) <= 10_000 and sum(r for r, _ in shapes) == 30

@@ -20,16 +20,19 @@ def _run(tmp_path, *overrides):
 
 def test_kfold_results_equal_recomputation_from_predictions(tmp_path):
     run, results = _run(tmp_path, "eval=kfold", "eval.k=5", "trainer.seeds=2", "eval.baselines=[logreg]")
-    assert results["members"] == 10 and results["over"] == "5 folds x 2 seeds"
+    assert results["members"] == 10 and results["plan"] == "5 folds x 2 seeds"
+    assert results["over"] == "5 folds, 2 seeds averaged per fold"
     preds = pd.read_csv(run / "predictions.csv")
     for seed, part in preds.groupby("seed"):
         assert sorted(part.row) == list(range(303))  # every row tested once per seed
     acc = [accuracy_score(p.y_true, p.y_pred) for _, p in preds.groupby("member")]
     auc = [roc_auc_score(p.y_true, p.p_1) for _, p in preds.groupby("member")]
+    folds = [np.mean(acc[2 * f: 2 * f + 2]) for f in range(5)]  # members 2f, 2f+1: fold f's two seeds
     assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(np.mean(acc))
-    assert results["metrics"]["test/accuracy"]["sd"] == pytest.approx(np.std(acc, ddof=1))
+    assert results["metrics"]["test/accuracy"]["sd"] == pytest.approx(np.std(folds, ddof=1))
+    assert results["metrics"]["test/accuracy"]["others"]["members"]["sd"] == pytest.approx(np.std(acc, ddof=1))
     assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(np.mean(auc))
-    assert results["metrics"]["test/accuracy"]["n"] == 10
+    assert results["metrics"]["test/accuracy"]["n"] == 5
     assert set(results["baselines"]) == {"majority", "logreg"}
     assert results["selection"] == {"metric": "accuracy", "higher_is_better": True}
     assert 0.5 < results["validation"]["val/accuracy"]["mean"] <= 1
@@ -38,10 +41,15 @@ def test_kfold_results_equal_recomputation_from_predictions(tmp_path):
         assert not set(s["test"]) & (set(s["train"]) | set(s["val"]))
 
 
-def test_refit_trains_on_train_and_val(tmp_path):
+def test_refit_records_the_selection_split_and_history(tmp_path):
     run, results = _run(tmp_path, "eval.refit=true")
     split = json.loads((run / "split_indices.json").read_text())[0]
     assert split["val"] == [] and len(split["train"]) == 303 - 61
+    # the split that chose the epoch count: train and val, whose union is what the refit trained on
+    assert len(split["selection_val"]) == 61 and sorted(split["selection_train"] + split["selection_val"]) == \
+        split["train"]
+    history = pd.read_csv(run / "metrics.csv")
+    assert history["val/loss"].notna().all() and len(history) == results["epochs"]["mean_trained"]
     assert (run / "checkpoints" / "refit.pt").exists()
 
 
@@ -55,18 +63,39 @@ def test_loo_pools_each_seeds_predictions(tmp_path):
     preds = pd.read_csv(run / "predictions.csv")
     assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(accuracy_score(preds.y_true, preds.y_pred))
     assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(roc_auc_score(preds.y_true, preds.p_1))
+    assert results["baselines"]["majority"]["test/roc_auc"]["mean"] == 0.5  # one constant score ranks nothing
+    # validation: each validation row once, its values averaged over the folds that validated on it
+    splits = json.loads((run / "split_indices.json").read_text())
+    val_rows = {r for s in splits for r in s["val"]}
+    assert results["validation"]["val/accuracy"]["n"] == len(val_rows) < sum(len(s["val"]) for s in splits)
+    assert results["validation"]["val/roc_auc"]["interval"].endswith("resamples of the validation rows, seed 0)")
 
 
-def test_kfold_with_seeds_also_reports_the_spread_over_folds(tmp_path):
+def test_kfold_with_seeds_headline_is_the_spread_over_folds(tmp_path):
     run, results = _run(tmp_path, "eval=kfold", "eval.k=4", "trainer.seeds=3")
     preds = pd.read_csv(run / "predictions.csv")
     acc = preds.assign(ok=preds.y_true == preds.y_pred).groupby(["fold", "member"]).ok.mean()
     fold_means = acc.groupby("fold").mean()
-    folds = results["metrics"]["test/accuracy"]["over_folds"]
-    assert folds["n"] == 4
-    assert folds["mean"] == pytest.approx(fold_means.mean())
-    assert folds["se"] == pytest.approx(fold_means.std(ddof=1) / 2)
-    assert "Over the 4 folds" in (run / "report.md").read_text()
+    headline = results["metrics"]["test/accuracy"]
+    assert headline["n"] == 4 and results["over"] == "4 folds, 3 seeds averaged per fold"
+    assert headline["mean"] == pytest.approx(fold_means.mean())
+    assert headline["se"] == pytest.approx(fold_means.std(ddof=1) / 2)
+    assert "95% CI over 4 folds, 3 seeds averaged per fold (n = 4)" in (run / "report.md").read_text()
+
+
+def test_a_scoring_failure_keeps_everything_trained(tmp_path, monkeypatch):
+    from runner import train as train_module
+
+    def broken(*args, **kwargs):
+        raise MemoryError("scoring")
+
+    monkeypatch.setattr(train_module, "summarize", broken)
+    run = tmp_path / "run"
+    with pytest.raises(MemoryError):
+        main(["train", *QUICK, f"hydra.run.dir={run}"])
+    for name in ("predictions.csv", "metrics.csv", "split_indices.json", "checkpoints/best.pt", "checkpoints/last.pt"):
+        assert (run / name).stat().st_size > 0, name
+    assert len(pd.read_csv(run / "predictions.csv")) == 61 and not (run / "results.json").exists()
 
 
 def test_a_checkpoint_alone_reproduces_the_test_predictions(tmp_path, heart):

@@ -18,7 +18,8 @@ def test_heart_kfold_study_beats_the_baselines(tmp_path):
     assert main(args) == 0
     results = json.loads((run / "results.json").read_text())
     acc = results["metrics"]["test/accuracy"]
-    assert results["members"] == 50 and acc["n"] == 50
+    assert results["members"] == 50 and acc["n"] == 10 and acc["others"]["members"]["n"] == 50
+    assert results["over"] == "10 folds, 5 seeds averaged per fold"
     assert acc["mean"] > 0.8
     assert acc["ci95"][0] > results["baselines"]["majority"]["test/accuracy"]["ci95"][1]
 

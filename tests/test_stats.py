@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from runner.evaluate import stats
-from runner.evaluate.stats import fmt_interval, mean_ci, nadeau_bengio_se, per_example_ci
+from runner.evaluate.stats import fmt_interval, mean_ci, nadeau_bengio_se
 
 
 def test_mean_ci_known_values():
@@ -50,13 +50,6 @@ def test_nan_values_are_dropped_and_not_counted():
     assert d["n"] == 2 and d["mean"] == 2.0 and d["sd"] == pytest.approx(math.sqrt(2))
 
 
-def test_per_example_ci_is_mean_ci_over_rows():
-    z = np.array([1, 0, 1, 1, 0, 1, 1, 1], dtype=float)
-    d = per_example_ci(z)
-    assert d == mean_ci(z)
-    assert d["se"] == pytest.approx(z.std(ddof=1) / math.sqrt(8))
-
-
 def test_nadeau_bengio_se_hand_value():
     values = [1, 2, 3, 4, 5]  # sd² = 2.5
     assert nadeau_bengio_se(values, n_train=90, n_test=10) == pytest.approx(math.sqrt((1 / 5 + 10 / 90) * 2.5))
@@ -70,3 +63,35 @@ def test_fmt_interval():
     assert fmt_interval({"mean": 0.83, "se": None}) == "0.830 (n/a)"
     assert fmt_interval(None) == "n/a"
     assert fmt_interval(mean_ci([1, 2, 3, 4, 5]), digits=2) == "3.00 ± 1.39"
+
+
+def test_fmt_interval_shows_an_asymmetric_interval_as_its_ends():
+    assert fmt_interval({"mean": 0.95, "se": 0.03, "ci95": [0.86, 0.98]}) == "0.950 [0.860, 0.980]"
+    assert fmt_interval({"mean": 0.5, "se": 0.05, "ci95": [0.402, 0.598]}) == "0.500 ± 0.098"
+
+
+@pytest.mark.parametrize("k,n", [(50, 61), (61, 61), (0, 12), (3, 300)])
+def test_wilson_equals_scipy(k, n):
+    from scipy.stats import binomtest
+
+    want = binomtest(k, n).proportion_ci(0.95, method="wilson")
+    assert stats.wilson(k / n, n) == pytest.approx([want.low, want.high], abs=2e-5)  # scipy's z is 1.95996
+
+
+def test_a_proportion_over_rows_gets_wilson_and_never_leaves_0_1():
+    z = np.r_[np.ones(59), np.zeros(2)]
+    d = stats.in_range(mean_ci(z), 0, 1, proportion=True)
+    # p(1-p)/se² with se's ddof=1 is n - 1 for 0/1 values: Wilson over 60 trials
+    assert d["ci95"] == pytest.approx(stats.wilson(59 / 61, 60)) and d["interval"] == "Wilson, effective n = 60"
+    assert mean_ci(z)["ci95"][1] > 1 - 1e-3 and d["ci95"][1] < 0.992  # the normal one nearly reaches 1
+    perfect = stats.in_range(mean_ci(np.ones(5)), 0, 1, proportion=True, n_rows=303, unit="folds")
+    # every fold scored 1.0: no spread among 5 folds, so Wilson over the 303 rows behind them, and a note why
+    assert perfect["ci95"] == pytest.approx(stats.wilson(1.0, 303)) and perfect["ci95"][1] == 1.0
+    assert perfect["note"] == "zero spread: all 5 folds scored 1"
+
+
+def test_other_metrics_are_clipped_to_their_range_and_say_so():
+    d = stats.in_range(mean_ci([0.0001, 0.0, 0.0002, 0.0]), 0, 1)
+    assert d["ci95"][0] == 0 and d["ci95_t"][0] == 0 and d["interval"] == "mean ± 1.96·SE, clipped to [0, 1]"
+    inside = stats.in_range(mean_ci([0.4, 0.5, 0.6]), 0, 1)
+    assert inside["ci95"] == mean_ci([0.4, 0.5, 0.6])["ci95"] and inside["interval"] == "mean ± 1.96·SE"

@@ -1,5 +1,6 @@
 """summarize (intervals over members or over test rows) and the baseline predictions it compares with."""
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -8,12 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 
 from runner.data.splits import Member
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
-from runner.evaluate.stats import mean_ci, nadeau_bengio_se
+from runner.evaluate.stats import mean_ci, nadeau_bengio_se, t975, wilson
 from runner.evaluate.summary import summarize
 
 CLASSES = ["0", "1"]
@@ -31,12 +33,12 @@ def make_members(n_rows: int, k: int, repeats: int = 1, val: int = 4):
     return members
 
 
-def make_predictions(members, y, seed=0) -> pd.DataFrame:
+def make_predictions(members, y, seed=0, noise=0.25) -> pd.DataFrame:
     """A noisy binary model's predictions table for the members' test rows."""
     rng = np.random.default_rng(seed)
     parts = []
     for m in members:
-        p = np.clip(0.25 + 0.5 * y[m.test] + rng.normal(0, 0.25, len(m.test)), 0.01, 0.99)
+        p = np.clip(0.25 + 0.5 * y[m.test] + rng.normal(0, noise, len(m.test)), 0.01, 0.99)
         parts.append(pd.DataFrame({"member": m.index, "fold": m.fold, "repeat": m.repeat, "seed": m.seed,
                                    "row": m.test, "y_true": y[m.test].astype(str),
                                    "y_pred": (p > 0.5).astype(int).astype(str), "p_0": 1 - p, "p_1": p}))
@@ -46,10 +48,10 @@ def make_predictions(members, y, seed=0) -> pd.DataFrame:
 Y = (np.random.default_rng(42).uniform(size=60) < 0.45).astype(int)
 
 
-def test_summarize_means_equal_mean_of_member_scores():
+def test_kfold_headline_is_over_folds():
     members = make_members(60, k=5)
     preds = make_predictions(members, Y)
-    out = summarize(preds, "binary", CLASSES, members, "5 folds")
+    out = summarize(preds, "binary", CLASSES)
     per = score_members(preds, "binary", CLASSES)
     assert out["over"] == "5 folds" and out["baselines"] == {}
     assert set(out["metrics"]) == {f"test/{c}" for c in per.columns}
@@ -57,40 +59,93 @@ def test_summarize_means_equal_mean_of_member_scores():
         d = out["metrics"][f"test/{name}"]
         assert d["mean"] == pytest.approx(per[name].mean()) and d["n"] == 5
         assert d["se"] == pytest.approx(per[name].std(ddof=1) / math.sqrt(5))
-        assert "se_nb" not in d  # one repeat: no Nadeau–Bengio correction
+        assert "others" not in d  # one seed: the members are the folds
+        assert 0 <= d["ci95"][0] <= d["ci95"][1] <= 1 or name == "log_loss"
+    acc = out["metrics"]["test/accuracy"]
+    n_eff = acc["mean"] * (1 - acc["mean"]) / acc["se"] ** 2
+    # 5 fold scores: Wilson with Student's t quantile for 4 df in place of 1.96
+    assert acc["ci95"] == pytest.approx(wilson(acc["mean"], n_eff, t975(4)))
+    auc = out["metrics"]["test/roc_auc"]
+    assert auc["ci95"] == pytest.approx(np.minimum(auc["mean"] + np.array([-1, 1]) * t975(4) * auc["se"], 1))
+    assert auc["interval"] == "mean ± 2.78·SE, clipped to [0, 1] (Student's t, 4 df)"
+
+
+def test_kfold_with_seeds_averages_seeds_within_each_fold():
+    members = [dataclasses.replace(m, index=2 * m.index + s, seed=s) for m in make_members(60, k=5) for s in (0, 1)]
+    preds = make_predictions(members, Y, noise=0.3)
+    out = summarize(preds, "binary", CLASSES)
+    assert out["over"] == "5 folds, 2 seeds averaged per fold"
+    per = score_members(preds, "binary", CLASSES)
+    folds = per.groupby(np.arange(10) // 2).mean()
+    d = out["metrics"]["test/roc_auc"]
+    assert d["n"] == 5 and d["se"] == pytest.approx(folds.roc_auc.std(ddof=1) / math.sqrt(5))
+    members_ci = d["others"]["members"]
+    assert members_ci["n"] == 10 and members_ci["se"] == pytest.approx(per.roc_auc.std(ddof=1) / math.sqrt(10))
+    assert members_ci["over"].startswith("10 members (seeds of a fold share its test rows")
+
+
+def test_holdout_seeds_headline_is_over_test_rows_of_the_seed_averaged_correctness():
+    test = np.arange(40, 60)
+    members = [Member(index=s, fold=0, repeat=0, seed=s, train=np.arange(36), val=np.arange(36, 40),
+                               test=test) for s in range(5)]
+    preds = make_predictions(members, Y, noise=0.3)
+    out = summarize(preds, "binary", CLASSES, resamples=200)
+    assert out["over"] == "20 test rows, 5 seeds averaged per row"
+    ok = (preds.y_true == preds.y_pred).to_numpy(float).reshape(5, 20).mean(0)  # per row, over seeds
+    acc = out["metrics"]["test/accuracy"]
+    assert acc["n"] == 20 and acc["mean"] == pytest.approx(ok.mean())
+    assert acc["se"] == pytest.approx(ok.std(ddof=1) / math.sqrt(20))
+    assert acc["others"]["members"]["n"] == 5  # the seed spread, kept beside the headline
+    # roc_auc: the bootstrap over rows of the seed-averaged AUC, each resample scored with sklearn
+    rng = np.random.default_rng(0)
+    tables = [preds[preds.member == s] for s in range(5)]
+    reps = []
+    for _ in range(200):
+        i = np.bincount(rng.integers(0, 20, 20), minlength=20)
+        rows = np.repeat(np.arange(20), i)
+        reps.append(np.mean([roc_auc_score(t.y_true.to_numpy()[rows] == "1", t.p_1.to_numpy()[rows]) for t in tables]))
+    auc = out["metrics"]["test/roc_auc"]
+    assert auc["ci95"] == pytest.approx(np.percentile(reps, [2.5, 97.5]), abs=1e-12)
+    assert auc["se"] == pytest.approx(np.std(reps, ddof=1)) and auc["sd"] is None
 
 
 def test_single_member_interval_is_over_test_rows():
     members = make_members(60, k=5)[:1]
     preds = make_predictions(members, Y)
-    out = summarize(preds, "binary", CLASSES, members, "1 seed")
+    out = summarize(preds, "binary", CLASSES)
     n_test = len(members[0].test)
     assert out["over"] == f"{n_test} test rows"
     z = per_example("binary", preds.y_true, preds.y_pred, preds[["p_0", "p_1"]].to_numpy(), CLASSES)["accuracy"]
     acc = out["metrics"]["test/accuracy"]
     assert acc["n"] == n_test and acc["mean"] == pytest.approx(z.mean())
-    assert (acc["ci95"][1] - acc["ci95"][0]) / 2 == pytest.approx(1.96 * z.std(ddof=1) / math.sqrt(n_test))
+    assert acc["se"] == pytest.approx(z.std(ddof=1) / math.sqrt(n_test))
+    assert acc["ci95"] == pytest.approx(wilson(z.mean(), n_test - 1))  # 0/1 rows: Wilson, effective n = n - 1
     # Non-decomposable metrics: a seeded bootstrap, labelled, reproducible.
     auc = out["metrics"]["test/roc_auc"]
-    assert auc["interval"].startswith("bootstrap") and auc["se"] > 0
-    assert summarize(preds, "binary", CLASSES, members)["metrics"]["test/roc_auc"] == auc
+    assert auc["interval"].startswith("bootstrap percentile") and auc["se"] > 0
+    assert summarize(preds, "binary", CLASSES)["metrics"]["test/roc_auc"] == auc
 
 
-def test_repeated_kfold_adds_nadeau_bengio():
+def test_repeated_kfold_headline_is_nadeau_bengio():
     members = make_members(60, k=5, repeats=2)
     preds = make_predictions(members, Y)
-    d = summarize(preds, "binary", CLASSES, members, "5 folds x 2 repeats")["metrics"]["test/accuracy"]
-    per = score_members(preds, "binary", CLASSES)["accuracy"]
+    out = summarize(preds, "binary", CLASSES)
+    assert out["over"] == "5 folds x 2 repeats, Nadeau–Bengio corrected"
+    d = out["metrics"]["test/log_loss"]
+    per = score_members(preds, "binary", CLASSES)["log_loss"]
     # 60 rows, 12 per test fold; the 48 others are train (44) + val (4)
-    assert d["se_nb"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
-    assert d["se_nb"] > d["se"] and d["n"] == 10
+    assert d["se"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
+    assert d["n"] == 10 and d["interval"] == "Nadeau–Bengio; mean ± 2.26·SE (Student's t, 9 df)"
+    assert d["ci95"] == pytest.approx(d["mean"] + np.array([-1, 1]) * t975(9) * d["se"])
+    folds = d["others"]["folds"]
+    assert folds["se"] == pytest.approx(per.std(ddof=1) / math.sqrt(10)) and folds["se"] < d["se"]
 
 
 def test_one_class_fold_is_dropped_from_roc_auc_not_crashing():
     members = make_members(60, k=5)
     y = Y.copy()
     y[members[0].test] = 0  # fold 0 has only negatives: its AUC is undefined
-    out = summarize(make_predictions(members, y), "binary", CLASSES, members, "5 folds")
+    out = summarize(make_predictions(members, y), "binary", CLASSES)
     assert out["metrics"]["test/roc_auc"]["n"] == 4 and out["metrics"]["test/log_loss"]["n"] == 5
 
 
@@ -131,14 +186,14 @@ def test_baseline_missing_a_class_in_train_rows():
     X = np.random.default_rng(0).normal(size=(1, 10, 2))
     got = sklearn_predictions("logreg", X, y, [m], "multiclass", ["0", "1", "2"])
     assert (got.p_2 == 0).all() and got[["p_0", "p_1"]].sum(axis=1).to_numpy() == pytest.approx(1)
-    base = summarize(got, "multiclass", ["0", "1", "2"], [m])  # class 2 never predicted: still scores
+    base = summarize(got, "multiclass", ["0", "1", "2"])  # class 2 never predicted: still scores
     assert base["metrics"]["test/log_loss"]["mean"] > 1
 
 
 def test_baselines_are_summarized_the_same_way():
     members = make_members(60, k=5)
     base = {"majority": majority_predictions(Y, members, "binary", CLASSES)}
-    out = summarize(make_predictions(members, Y), "binary", CLASSES, members, "5 folds", base)
+    out = summarize(make_predictions(members, Y), "binary", CLASSES, base)
     maj = out["baselines"]["majority"]
     assert set(maj) == set(out["metrics"]) and maj["test/roc_auc"]["mean"] == 0.5
     assert maj["test/accuracy"]["mean"] < out["metrics"]["test/accuracy"]["mean"]
@@ -173,14 +228,14 @@ def _one_member_table(seed, task, n, k=2):
     rng = np.random.default_rng(seed)
     if task == "regression":
         y = rng.normal(3.0, 2.0, n)
-        return pd.DataFrame({"member": 0, "y_true": y, "y_pred": y + rng.normal(0, 1.0, n)}), None
+        return pd.DataFrame({"member": 0, "row": np.arange(n), "y_true": y, "y_pred": y + rng.normal(0, 1.0, n)}), None
     classes = [str(c) for c in range(k)]
     share = np.r_[0.06, np.full(k - 1, 0.94 / (k - 1))] if k > 2 else None  # class "0" rare
     y = rng.choice(k, n, p=share)
     logits = rng.normal(size=(n, k)) + 1.5 * np.eye(k)[y]
     proba = np.round(np.exp(logits) / np.exp(logits).sum(1, keepdims=True) / 0.05) * 0.05
     proba = proba / proba.sum(1, keepdims=True)
-    table = pd.DataFrame({"member": 0, "y_true": np.asarray(classes)[y],
+    table = pd.DataFrame({"member": 0, "row": np.arange(n), "y_true": np.asarray(classes)[y],
                           "y_pred": np.asarray(classes)[proba.argmax(1)]})
     for c, column in zip(classes, proba.T):
         table[f"p_{c}"] = column
@@ -192,7 +247,7 @@ def _one_member_table(seed, task, n, k=2):
                                       ("multiclass", 25, 4), ("regression", 33, None)])
 def test_bootstrap_se_equals_the_per_resample_sklearn_loop(seed, task, n, k):
     table, classes = _one_member_table(seed, task, n, k)
-    out = summarize(table, task, classes)["metrics"]
+    out = summarize(table, task, classes, resamples=100)["metrics"]
     boot = [name.split("/", 1)[1] for name, d in out.items() if d["interval"].startswith("bootstrap")]
     expected = {"regression": ["rmse", "r2"]}.get(task, ["balanced_accuracy", "precision", "recall", "f1", "roc_auc"])
     assert boot == expected
@@ -201,5 +256,50 @@ def test_bootstrap_se_equals_the_per_resample_sklearn_loop(seed, task, n, k):
         got = out[f"test/{name}"]["se"]
         if want[name] is None:
             assert got is None, name
-        else:  # _from_se keeps sd = se·√n, so the bootstrap sd comes back as se
+        else:  # the observed sd of the resampled values is the SE; no back-computed "sd"
             assert got == pytest.approx(want[name], rel=1e-12, abs=1e-15), name
+            assert out[f"test/{name}"]["sd"] is None
+
+
+def test_baselines_are_scored_once_per_split_not_once_per_seed():
+    members = [Member(index=s, fold=0, repeat=0, seed=s, train=np.arange(40), val=np.arange(40, 45),
+                               test=np.arange(45, 60)) for s in range(5)]
+    base = majority_predictions(Y, members, "binary", CLASSES)
+    assert base.member.unique().tolist() == [0] and len(base) == 15
+    X = np.random.default_rng(0).normal(size=(5, 60, 3))
+    assert sklearn_predictions("knn", X, Y, members, "binary", CLASSES).member.unique().tolist() == [0]
+    acc = summarize(base, "binary", CLASSES)["metrics"]["test/accuracy"]
+    # one deterministic prediction per test row: Wilson over the 15 rows, not a zero-width spread over 5 copies
+    assert acc["n"] == 15 and acc["ci95"] == pytest.approx(wilson(acc["mean"], 14)) and acc["ci95"][1] > acc["ci95"][0]
+
+
+def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half():
+    n = 30
+    members = [Member(index=i, fold=i, repeat=0, seed=0, train=np.delete(np.arange(n), i)[3:],
+                               val=np.delete(np.arange(n), i)[:3], test=np.array([i])) for i in range(n)]
+    per_fold = majority_predictions(Y[:n], members, "binary", CLASSES)
+    pooled = per_fold.assign(member=0)
+    # each fold's training shares move against the row it leaves out: pooled, they rank rows
+    assert summarize(pooled, "binary", CLASSES)["metrics"]["test/roc_auc"]["mean"] < 0.5
+    constant = majority_predictions(Y[:n], members, "binary", CLASSES, constant=True).assign(member=0)
+    assert constant.p_1.nunique() == 1 and constant.p_1.iloc[0] == pytest.approx(per_fold.p_1.mean())
+    assert summarize(constant, "binary", CLASSES)["metrics"]["test/roc_auc"]["mean"] == 0.5
+
+
+def test_a_table_of_many_predictions_per_model_gets_fewer_resamples(monkeypatch):
+    from runner.evaluate import summary
+
+    monkeypatch.setattr(summary, "BOOTSTRAP_BUDGET", 20 * 300)
+    monkeypatch.setattr(summary, "MIN_RESAMPLES", 50)
+    members = [Member(index=0, fold=0, repeat=0, seed=0, train=np.arange(30), val=np.arange(0),
+                      test=np.arange(30, 60))] * 10  # one model predicting the same 30 rows 10 times
+    preds = make_predictions(members, Y).assign(member=0)
+    auc = summarize(preds, "binary", CLASSES)["metrics"]["test/roc_auc"]
+    assert auc["interval"] == "bootstrap percentile (50 resamples of the test rows, seed 0)" and auc["n"] == 30
+
+
+def test_overlapping_validation_sets_of_one_kfold_are_folds_not_repeats():
+    members = make_members(60, k=5)
+    val = [dataclasses.replace(m, test=np.sort(np.r_[m.val, m.test[:6]])) for m in members]  # sets overlap
+    out = summarize(make_predictions(val, Y), "binary", CLASSES)
+    assert out["over"] == "5 folds" and "Nadeau" not in out["metrics"]["test/log_loss"]["interval"]

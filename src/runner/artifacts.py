@@ -23,13 +23,21 @@ def history_frame(history: dict[str, np.ndarray], member_ids: list[int]) -> pd.D
     return frame[frame["train/loss"].notna()].sort_values(["member", "epoch"], ignore_index=True)
 
 
-def split_records(members, rows: np.ndarray) -> list[dict]:
-    """split_indices.json: each member's train/val/test as row numbers of the dataset file."""
-    return [
-        {**m.coordinates(),
-         "train": rows[m.train].tolist(), "val": rows[m.val].tolist(), "test": rows[m.test].tolist()}
-        for m in members
-    ]
+def split_records(members, rows: np.ndarray, selection=None) -> list[dict]:
+    """split_indices.json: each member's train/val/test as row numbers of the dataset file.
+
+    `selection` (eval.refit): the members as they were selected, whose train/val split picked the epoch
+    count; recorded as `selection_train`/`selection_val` beside the refit's train rows.
+    """
+    records = []
+    for i, m in enumerate(members):
+        record = {**m.coordinates(),
+                  "train": rows[m.train].tolist(), "val": rows[m.val].tolist(), "test": rows[m.test].tolist()}
+        if selection is not None:
+            record["selection_train"] = rows[selection[i].train].tolist()
+            record["selection_val"] = rows[selection[i].val].tolist()
+        records.append(record)
+    return records
 
 
 def write_json(path: Path, obj) -> None:

@@ -66,6 +66,19 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
 
+    # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rows = dataset.rows
+    predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
+    history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
+    history.to_csv(run_dir / "metrics.csv", index=False)
+    selection_split = members if cfg.eval.refit else None
+    artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
+    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
+    clock.lap("files")
+    artifacts.write_tensorboard(run_dir / "tensorboard", history)
+    clock.lap("tensorboard")
+
     results = {
         "task": task,
         "dataset": dataset.name,
@@ -73,9 +86,10 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         **({"positive": dataset.positive} if dataset.positive is not None else {}),
         "model": cfg.model.name,
         "members": len(members),
+        "plan": over,
         "parameters_per_member": model.parameters_per_member(),
-        **_scores(cfg, dataset, tested_pre, tested_members, members, _only(predictions, kept),
-                  _only(val_predictions, kept), over, clock),
+        **_scores(cfg, dataset, tested_pre, tested_members, _only(predictions, kept), _only(val_predictions, kept),
+                  clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
         **({"diverged": diverged} if diverged else {}),
@@ -93,16 +107,6 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
                           "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")
     clock.lap("ensembles")  # combining members and expert usage; nothing when neither is asked for
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    rows = dataset.rows
-    predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
-    history = artifacts.history_frame(result.history, [m.index for m in members])
-    history.to_csv(run_dir / "metrics.csv", index=False)
-    artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows))
-    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
-    clock.lap("files")
-    artifacts.write_tensorboard(run_dir / "tensorboard", history)
-    clock.lap("tensorboard")
     if diverged:
         rundir.update_status(run_dir, diverged=diverged)
     if cfg.trainer.resume and (run_dir / "status.json").exists():
@@ -125,24 +129,23 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     return results
 
 
-def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, members, predictions, val_predictions,
-            over: str, clock: timing.Stopwatch) -> dict:
-    """results.json's metrics, baselines, validation scores and confusion matrix, from the predictions."""
+def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,
+            clock: timing.Stopwatch) -> dict:
+    """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     # Named for what they are: for a regression, the majority baseline predicts the training mean
     # and `logreg` is a linear regression.
     label = {"majority": "mean", "logreg": "linear"} if task == "regression" else {}
-    baselines = {label.get("majority", "majority"): majority_predictions(dataset.y, tested_members, task, classes)}
+    baselines = {label.get("majority", "majority"): majority_predictions(dataset.y, tested_members, task, classes,
+                                                                          constant=pooled)}
     for name in cfg.eval.baselines:
         baselines[label.get(name, name)] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
     clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
-    summary = summarize(_pool(predictions, pooled), task, classes, tested_members, over,
-                        {k: _pool(v, pooled) for k, v in baselines.items()})
-    validation = summarize_table(_pool(val_predictions, pooled), task, classes, members) if len(val_predictions) else {}
-    for d in validation.values():  # one model: its interval is over validation rows here
-        if "interval" in d:
-            d["interval"] = d["interval"].replace("test rows", "validation rows")
+    summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
+    validation = {}
+    if len(val_predictions):
+        validation = summarize_table(_pool(val_predictions, pooled), task, classes, rows_word="validation rows")
     out = {
         **summary,
         "validation": {k.replace("test/", "val/", 1): v for k, v in validation.items()},

@@ -9,9 +9,27 @@ from runner.evaluate.metrics import proba_columns
 SKLEARN_BASELINES = ("logreg", "knn")
 
 
-def majority_predictions(y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Predict each member's training majority class (training class frequencies as probabilities) or training mean."""
+def one_per_split(members) -> list:
+    """The first member of each split (same train and test rows): baselines depend on the rows, not the seed."""
+    seen, out = set(), []
+    for m in members:
+        key = (np.asarray(m.train).tobytes(), np.asarray(m.test).tobytes())  # bags of one fold differ in train
+        if key not in seen:
+            seen.add(key)
+            out.append(m)
+    return out
+
+
+def majority_predictions(y, members, task: str, classes=None, row_ids=None, constant: bool = False) -> pd.DataFrame:
+    """Predict each split's training majority class (training class frequencies as probabilities) or training mean.
+
+    One table per split, not per seed: a baseline has no seed, and copies would deflate its interval.
+    `constant` (leave-one-out, pooled): every row gets the mean of the splits' training frequencies as its
+    probabilities. Each fold's frequencies move with the one row it leaves out, against that row's label,
+    so pooled they would rank rows (AUC 0.295 on heart) where a majority guess ranks nothing (AUC 0.5).
+    """
     y = np.asarray(y)
+    members = one_per_split(members)
     parts = []
     for m in members:
         test = np.asarray(m.test)
@@ -23,11 +41,15 @@ def majority_predictions(y, members, task: str, classes=None, row_ids=None) -> p
         freq = np.bincount(codes, minlength=len(classes)) / len(codes)
         proba = np.tile(freq, (len(test), 1))
         parts.append(_table(m, test, y, proba.argmax(axis=1), proba, task, classes, row_ids))
-    return pd.concat(parts, ignore_index=True)
+    table = pd.concat(parts, ignore_index=True)
+    if constant and task != "regression":
+        columns = proba_columns(classes)
+        table[columns] = np.tile(table[columns].mean().to_numpy(), (len(table), 1))
+    return table
 
 
 def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_ids=None) -> pd.DataFrame:
-    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each member and predict its test rows
+    """Fit sklearn baseline `name` ("logreg" or "knn") on X[e][train] of each split's first member; predict its test rows
     (X[e]: member e's preprocessed [n, d] inputs, an array or computed on request)."""
     if name not in SKLEARN_BASELINES:
         raise RunnerError(f"unknown baseline {name!r}; choose one of: majority, {', '.join(SKLEARN_BASELINES)}")
@@ -35,6 +57,7 @@ def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_i
     from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 
     y = np.asarray(y)
+    members = one_per_split(members)
     parts = []
     for m in members:
         Xe, train, test = np.asarray(X[m.index], dtype=float), np.asarray(m.train), np.asarray(m.test)

@@ -8,6 +8,8 @@ CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall"
 REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mean_error")
 # Metrics that are a mean of per-example values Z_i, so a single test set gives an SE over rows.
 DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
+# Metrics that are a proportion of rows (a 0/1 value per row), so Wilson's interval applies.
+PROPORTIONS = ("accuracy",)
 _LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae", "loss", "mean_error"}
 _TASKS = ("binary", "multiclass", "regression")
 
@@ -16,6 +18,20 @@ def metric_names(task: str) -> tuple[str, ...]:
     """The metrics reported for `task` ("binary", "multiclass" or "regression"), in report order."""
     _check_task(task)
     return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+
+
+def metric_range(name: str, task: str) -> tuple[float, float]:
+    """The values `name` can take on `task`: no interval reported for it leaves this range."""
+    name = name.split("/")[-1]
+    if name in ("log_loss", "mse", "rmse", "mae"):
+        return 0.0, np.inf
+    if name == "mean_error":
+        return -np.inf, np.inf
+    if name == "r2":
+        return -np.inf, 1.0
+    if name == "brier" and task == "multiclass":
+        return 0.0, 2.0  # squared distance between two points of the probability simplex
+    return 0.0, 1.0
 
 
 def default_metric(task: str) -> str:

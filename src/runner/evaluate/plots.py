@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from runner.evaluate.metrics import higher_is_better
-from runner.evaluate.stats import Z95
+from runner.evaluate.stats import Z95, fmt_interval
 
 MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
 DPI = 130
@@ -95,11 +95,11 @@ def report_plot(results: dict, path) -> None:
                 ax.text(0.5, y, "n/a", transform=ax.get_yaxis_transform(), ha="center", va="center", color="0.5")
                 continue
             color = MODEL_COLOR if y == ys[0] else BASELINE_COLOR
-            se = d.get("se_nb", d.get("se"))  # repeated k-fold: the corrected SE, as in the table
-            err = None if se is None else Z95 * se
+            ci = d.get("ci95")  # the headline interval, asymmetric where Wilson, a percentile or clipped
+            err = None if not ci else [[max(d["mean"] - ci[0], 0)], [max(ci[1] - d["mean"], 0)]]
             ax.errorbar(d["mean"], y, xerr=err, fmt="o", color=color, capsize=3, ms=5,
                         mfc=color if err is not None else "white")
-            text = f"{d['mean']:.3f}" + ("" if err is None else f" ± {err:.3f}")
+            text = fmt_interval(d)
             labels.append(ax.annotate(text, (d["mean"], y), xytext=(0, 7), textcoords="offset points",
                                       fontsize=7.5, color=color))
         better = "nearer 0 is better" if name == "mean_error" else (
@@ -122,9 +122,8 @@ def report_plot(results: dict, path) -> None:
     axes[0, 0].set_yticks(ys, [label for label, _ in rows])
     head = " · ".join(str(x) for x in (results.get("dataset"), rows[0][0]) if x)
     firsts = list(results["metrics"].values())
-    se = "SE_NB (Nadeau–Bengio)" if any("se_nb" in d for d in firsts) else "SE"
-    note = "; † bootstrap SE" if any(str(d.get("interval", "")).startswith("bootstrap") for d in firsts) else ""
-    title = fig.suptitle(f"{head}: test metrics, mean and 95% CI (± 1.96·{se} over {results.get('over') or 'members'}"
+    note = "; † bootstrap percentile" if any(str(d.get("interval", "")).startswith("bootstrap") for d in firsts) else ""
+    title = fig.suptitle(f"{head}: test metrics, mean and 95% CI (over {results.get('over') or 'members'}"
                          f"{note})", fontsize=10)
     _tight_layout(fig, title, rows_alike=True)
     _save(fig, path)

@@ -20,7 +20,7 @@ def _rows(results: dict) -> list[tuple[str, dict]]:
 
 
 def _label(metric: str, d: dict | None = None) -> str:
-    """"accuracy ↑", "log_loss ↓", "mean_error →0"; a † marks a bootstrap interval."""
+    """"accuracy ↑", "log_loss ↓", "mean_error →0"; a † marks a bootstrap percentile interval."""
     name = metric.split("/", 1)[-1]
     arrow = "→0" if name == "mean_error" else ("↑" if higher_is_better(name) else "↓")
     dagger = "†" if d and str(d.get("interval", "")).startswith("bootstrap") else ""
@@ -38,49 +38,55 @@ def _name(results: dict) -> str:
 
 def _over_line(results: dict) -> str:
     n = next(iter(results["metrics"].values()), {}).get("n")
-    return f"± is 1.96·SE over {results.get('over') or 'members'}" + (f" (n = {n})" if n else "")
+    return f"95% CI over {results.get('over') or 'members'}" + (f" (n = {n})" if n else "")
 
 
 def _footnotes(results: dict) -> list[str]:
     notes = []
-    intervals = {d.get("interval") for _, m in _rows(results) for d in m.values()}
-    boot = sorted(i for i in intervals if i and i.startswith("bootstrap"))
+    methods = {str(d.get("interval", "")) for _, m in _rows(results) for d in m.values()}
+    boot = sorted(i for i in methods if i.startswith("bootstrap"))
     if boot:
-        notes.append(f"† SE from a {boot[0]}; the other metrics use per-example SE over the test rows.")
-    if any("se_nb" in d for d in results["metrics"].values()):
-        notes.append("NB: Nadeau–Bengio correction for repeated k-fold "
-                     "(folds share training rows, so sd/√n is too small).")
-    folds = {k: d["over_folds"] for k, d in results["metrics"].items() if d.get("over_folds")}
-    if folds:
-        n = next(iter(folds.values()))["n"]
-        head = ", ".join(f"{k.split('/', 1)[-1]} {fmt_interval(d)}" for k, d in list(folds.items())[:2])
-        notes.append(f"Over the {n} folds, seeds averaged within each fold (seeds of a fold share its test rows, "
-                     f"so this ± is the more conservative one): {head}; every metric's is in results.json "
-                     "(over_folds).")
+        notes.append(f"† {boot[0][0].upper()}{boot[0][1:]}: the 2.5% and 97.5% quantiles of the seed-averaged "
+                     "metric; the others are mean ± 1.96·SE unless noted.")
+    if any("Wilson" in i for i in methods):
+        notes.append("accuracy: Wilson score interval (with the effective n of averaged values), inside [0, 1].")
+    if any("Student's t" in i for i in methods):
+        notes.append("Over folds the interval uses Student's t quantile (folds - 1 df) in place of 1.96.")
+    if any("Nadeau–Bengio" in i for i in methods):
+        notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
+                     "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "
+                     "and validation rows.")
+    if any("clipped" in i for i in methods):
+        notes.append("Intervals marked clipped were cut at the metric's range.")
+    for name, m in _rows(results):
+        for metric, d in m.items():
+            if d.get("note"):
+                notes.append(f"{name} {metric.split('/', 1)[-1]}: {d['note']}.")
+    if any("members" in d.get("others", {}) for d in results["metrics"].values()):
+        notes.append("The spread over members (seeds share test rows, so it is too narrow) is in results.json "
+                     "(others).")
     if results.get("baselines"):
-        notes.append("Baselines are fit on each member's training rows and scored on the same test rows.")
+        notes.append("Baselines are fit once per split on its training rows and scored on the same test rows.")
     return notes
 
 
 def results_table(results: dict) -> Table:
     """A rich table: one block per metric, the model then each baseline, best mean in bold; fits 80 columns."""
     rows = _rows(results)
-    # Repeated k-fold: the interval column shows the Nadeau–Bengio corrected one, the honest of the two.
-    nb = any("se_nb" in d for d in results["metrics"].values())
-    caption = ["95% CI (NB) = mean ± 1.96·SE_NB" if nb else "95% CI = mean ± 1.96·SE", "bold = best per metric"]
-    n = next(iter(results["metrics"].values()), {}).get("n") or 0
-    if 2 <= n < 30:  # the ± uses 1.96; with few values Student's t is noticeably wider
+    caption = ["bold = best per metric"]
+    first = next(iter(results["metrics"].values()), {})
+    n = first.get("n") or 0
+    if 2 <= n < 30 and "Student's t" not in str(first.get("interval")):  # few values, yet a 1.96 interval
         caption.append(f"n = {n} is small: the t interval (ci95_t) is {t975(n - 1) / Z95:.2f}× wider")
     table = Table(title=f"{_name(results)}: test metrics, {_over_line(results)}",
                   caption="\n".join(["; ".join(caption)] + _footnotes(results)), caption_justify="left")
-    for col in ("metric", "model", "mean ± 1.96·SE", "95% CI (NB)" if nb else "95% CI", "n"):
+    for col in ("metric", "model", "estimate", "95% CI", "n"):
         table.add_column(col, justify="left" if col in ("metric", "model") else "right", no_wrap=True)
     for metric, first in results["metrics"].items():
         best = _best(metric, rows)
         for i, (name, m) in enumerate(rows):
             d = m.get(metric) or {}
-            interval = d.get("ci95_nb") if nb else d.get("ci95")
-            cells = [fmt_interval(d), fmt_range(interval), str(d.get("n", ""))]
+            cells = [fmt_interval(d), fmt_range(d.get("ci95")), str(d.get("n", ""))]
             if i == best:
                 cells[0] = f"[bold]{cells[0]}[/bold]"
             table.add_row(_label(metric, first) if i == 0 else "", name, *cells,
@@ -99,13 +105,7 @@ def report_markdown(results: dict) -> str:
         cells = [fmt_interval(m.get(k)) for k in metrics]
         cells = [f"**{c}**" if best[k] == i else c for c, k in zip(cells, metrics)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    notes = [note for note in _footnotes(results) if not note.startswith("NB:")]
-    if any("se_nb" in d for d in results["metrics"].values()):
-        nb = ", ".join(f"{k.split('/', 1)[-1]} ± {Z95 * d['se_nb']:.3f}"
-                       for k, d in results["metrics"].items() if d.get("se_nb") is not None)
-        notes.insert(0, f"Nadeau–Bengio corrected ± for {rows[0][0]} (repeated k-fold: folds share training rows, "
-                        f"so sd/√n is too small): {nb}.")
-    return "\n".join(lines + [""] + notes + _confusion_markdown(results.get("confusion"))) + "\n"
+    return "\n".join(lines + [""] + _footnotes(results) + _confusion_markdown(results.get("confusion"))) + "\n"
 
 
 def _confusion_markdown(confusion: dict | None) -> list[str]:
@@ -124,7 +124,7 @@ def _confusion_markdown(confusion: dict | None) -> list[str]:
 
 
 def report_frame(results: dict) -> pd.DataFrame:
-    """One row per (model or baseline, metric) with mean, sd, se, both intervals, n and how ± was made."""
+    """One row per (model or baseline, metric) with mean, sd, se, both intervals, n, how and over what."""
     records = []
     for name, m in _rows(results):
         for metric, d in m.items():
@@ -132,8 +132,8 @@ def report_frame(results: dict) -> pd.DataFrame:
             tlo, thi = d.get("ci95_t") or (None, None)
             records.append({"model": name, "metric": metric, "mean": d.get("mean"), "sd": d.get("sd"),
                             "se": d.get("se"), "ci95_lo": lo, "ci95_hi": hi, "ci95_t_lo": tlo, "ci95_t_hi": thi,
-                            "n": d.get("n"), "se_nb": d.get("se_nb"),
-                            "over": d.get("interval") or results.get("over")})
+                            "n": d.get("n"), "interval": d.get("interval"), "over": results.get("over"),
+                            "note": d.get("note")})
     return pd.DataFrame.from_records(records)
 
 

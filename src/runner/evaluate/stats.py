@@ -44,9 +44,49 @@ def mean_ci(values) -> dict:
     return out
 
 
-def per_example_ci(z) -> dict:
-    """`mean_ci` over per-example values Z_i (e.g. the loss of test row i); n is the number of rows."""
-    return mean_ci(z)
+def wilson(p: float, n: float, z: float = Z95) -> list[float]:
+    """Wilson's score interval (95% with the default z) for a proportion p observed over n (effective) trials."""
+    z2 = z**2
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    # At p = 0 or 1 the near end is exactly that bound; rounding would leave it a hair inside.
+    return [0.0 if p == 0 else max(0.0, center - half), 1.0 if p == 1 else min(1.0, center + half)]
+
+
+def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows: int | None = None,
+             unit: str = "values", z: float = Z95) -> dict:
+    """`d` (a mean_ci-shaped dict) with ci95 and ci95_t kept inside [low, high], saying how in "interval".
+
+    `z`: the quantile d's ci95 was made with (Student's t for a few folds), used by Wilson's interval too.
+    A proportion gets Wilson's interval with the effective sample size p(1-p)/se² (Korn & Graubard): n - 1
+    for n 0/1 values (se has ddof=1), larger for averaged values; with no spread it falls back to `n_rows`
+    (or n) trials.
+    Other metrics keep mean ± 1.96·se, clipped to the range. A zero-width interval says why in "note".
+    """
+    out = dict(d)
+    mean, se = out.get("mean"), out.get("se")
+    if mean is None or not math.isfinite(mean) or se is None:
+        return out
+    if proportion and 0 <= mean <= 1:
+        n = out["n"]
+        if se > 0 and 0 < mean < 1:
+            n_eff = mean * (1 - mean) / se**2
+        else:  # every unit scored the same: count the rows behind them, not the units
+            n_eff = float(n_rows or n)
+        out["ci95"] = wilson(mean, n_eff, z)
+        out["interval"] = f"Wilson, effective n = {n_eff:.0f}"
+    else:
+        lo, hi = out["ci95"]
+        out["ci95"] = [max(low, lo), min(high, hi)]
+        clipped = out["ci95"] != [lo, hi]
+        out["interval"] = f"mean ± {z:.3g}·SE" + (f", clipped to [{low:g}, {high:g}]" if clipped else "")
+    if z != Z95:
+        out["interval"] += f" (Student's t, {out['n'] - 1} df)"
+    if out.get("ci95_t") is not None:
+        out["ci95_t"] = [max(low, out["ci95_t"][0]), min(high, out["ci95_t"][1])]
+    if se == 0:
+        out["note"] = f"zero spread: all {out['n']} {unit} scored {mean:.4g}"
+    return out
 
 
 def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
@@ -60,13 +100,16 @@ def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
 
 
 def fmt_interval(d: dict | None, digits: int = 3) -> str:
-    """Render a `mean_ci` dict as "0.830 ± 0.014" (± = 1.96·se), "0.830 (n/a)" or "n/a"."""
+    """Render an interval dict as "0.830 ± 0.014" (symmetric ci95), "0.830 [0.790, 0.862]", "0.830 (n/a)" or "n/a"."""
     if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
         return "n/a"
     mean = f"{d['mean']:.{digits}f}"
     if d.get("se") is None:
         return f"{mean} (n/a)"
-    return f"{mean} ± {Z95 * d['se']:.{digits}f}"
+    lo, hi = d.get("ci95") or (d["mean"] - Z95 * d["se"], d["mean"] + Z95 * d["se"])
+    if abs((hi - d["mean"]) - (d["mean"] - lo)) > 0.5 * 10**-digits:  # Wilson, percentile or clipped
+        return f"{mean} {fmt_range([lo, hi], digits)}"
+    return f"{mean} ± {(hi - lo) / 2:.{digits}f}"
 
 
 def fmt_range(pair, digits: int = 3) -> str:
