@@ -5,7 +5,7 @@ import pandas as pd
 
 from runner.ensemble.combine import COMBINES, fold_ensembles
 from runner.evaluate.metrics import score_members
-from runner.evaluate.summary import summarize_table
+from runner.evaluate.summary import Units, summarize_table
 
 
 def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: str, classes: list[str],
@@ -23,6 +23,7 @@ def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: st
         scored = table.assign(member=0) if pooled else table  # leave-one-out: every fold's one row, pooled
         out[how] = {
             "metrics": summarize_table(scored, task, classes),
+            "over": Units.of(scored).over,
             "members": int(size),
             "weights": np.mean(weights, axis=0).round(4).tolist(),
             "ablation": _ablation(test, classes, how, weights, unit, task, pooled),
@@ -38,7 +39,8 @@ def best_single(test: pd.DataFrame, val: pd.DataFrame, task: str, classes: list[
     ranked = by_member.sort_values(ascending=not higher, kind="stable")
     chosen = keys.loc[ranked.index].groupby(["repeat", "fold"]).head(1).index
     table = test[test["member"].isin(chosen)]
-    return summarize_table(table.assign(member=0) if pooled else table, task, classes)
+    table = table.assign(member=0) if pooled else table
+    return {"metrics": summarize_table(table, task, classes), "over": Units.of(table).over, "members": 1}
 
 
 def _ablation(test, classes, how, weights: list[np.ndarray], unit, task, pooled) -> dict:
@@ -71,23 +73,24 @@ def ensemble_table(results: dict):
 
     task = results["task"]
     names = ["rmse", "mae"] if task == "regression" else ["accuracy", "log_loss"]
-    t = Table(title=f"ensembles vs single members ({results['over']})", title_justify="left")
+    t = Table(title="ensembles vs single members: test mean [95% interval]", title_justify="left")
     t.add_column("model")
     for name in names:
-        t.add_column(f"{name} mean ± 1.96·SE", justify="right")
+        t.add_column(name, justify="right")
     t.add_column("members", justify="right")
     t.add_column("parameters", justify="right")
     t.add_column("± over", justify="left")
 
     def cell(d):
-        return "n/a" if not d or d.get("mean") is None else (
-            f"{d['mean']:.3f}" + ("" if d.get("se") is None else f" ± {1.96 * d['se']:.3f}"))
+        if not d or d.get("mean") is None:
+            return "n/a"
+        ci = d.get("ci95")
+        return f"{d['mean']:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
 
     t.add_row("each member", *[cell(results["metrics"].get(f"test/{n}")) for n in names], "1",
               f"{results.get('parameters_per_member', 0):,}", results["over"])
     for how, d in results["ensembles"].items():
-        first = d["metrics"].get(f"test/{names[0]}", {})
-        over = first.get("interval") or f"n = {first.get('n')}"
+        over = d.get("over", "")
         params = d["parameters"]["student"] if isinstance(d.get("parameters"), dict) else d.get("parameters", 0)
         t.add_row(how, *[cell(d["metrics"].get(f"test/{n}")) for n in names], str(d["members"]), f"{params:,}", over)
     return t

@@ -12,7 +12,7 @@ from runner.engine.loop import fit
 from runner.engine.predict import dropout_passes, member_outputs
 from runner.ensemble import stacking as st
 from runner.ensemble.results import best_single, ensemble_results
-from runner.evaluate.summary import summarize_table
+from runner.evaluate.summary import Units, summarize_table
 
 META = ("stacking", "blending")
 
@@ -25,8 +25,7 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     pooled = name_of(cfg.eval.name) == "loo"
     out = {}
     if len(val_predictions):
-        out["best single"] = {"metrics": best_single(predictions, val_predictions, dataset.task, dataset.classes,
-                                                     pooled), "members": 1}
+        out["best single"] = best_single(predictions, val_predictions, dataset.task, dataset.classes, pooled)
     if name in ("seeds", "compare"):
         unit = "member"
         test, val = predictions, val_predictions
@@ -35,17 +34,20 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
             test = dropout_passes(*tested, "test", study.loss, dataset, passes)
             val = dropout_passes(*selected, "val", study.loss, dataset, passes)
         out.update(ensemble_results(cfg.ensemble, test, val, dataset.task, dataset.classes, pooled, unit))
-    score = (lambda t: summarize_table(t.assign(member=0) if pooled else t, dataset.task, dataset.classes))
+    def score(table: pd.DataFrame, members: int) -> dict:
+        table = table.assign(member=0) if pooled else table
+        return {"metrics": summarize_table(table, dataset.task, dataset.classes), "over": Units.of(table).over,
+                "members": members}
+
     if name in ("stacking", "compare"):
-        out["stacking"] = {"metrics": score(_stacking(study, tested[3], tested[2])), "members": cfg.ensemble.inner_k}
+        out["stacking"] = score(_stacking(study, tested[3], tested[2]), cfg.ensemble.inner_k)
     if name in ("distill", "compare"):
         from runner.ensemble.distill import distill
 
         students, cost = distill(study, selected)
-        out["distill"] = {"metrics": score(students), "members": 1, **cost}
+        out["distill"] = {**score(students, 1), **cost}
     if name in ("blending", "compare") and len(val_predictions):
-        out["blending"] = {"metrics": score(_blending(study, tested[3], tested[2], predictions, val_predictions)),
-                           "members": 1}
+        out["blending"] = score(_blending(study, tested[3], tested[2], predictions, val_predictions), 1)
     per_member = tested[0].parameters_per_member()
     for key, d in out.items():
         d.setdefault("parameters", per_member * (cfg.ensemble.inner_k if key == "stacking" else d["members"]))
