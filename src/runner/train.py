@@ -18,8 +18,9 @@ from runner.engine.predict import expert_usage, predict_rows
 from runner.engine.resume import FitCheckpoint, stop_on_signals
 from runner.errors import Interrupted, RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
-from runner.evaluate.averaging import averaging_markdown, averaging_table
+from runner.evaluate.averaging import averaging_table
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
+from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population
@@ -43,6 +44,7 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
 
     pre = preprocess(dataset, members)
     clock.lap("preprocess")
+    plotter = PlotWorker.start()  # imports matplotlib on the other core while this process trains
     model, inputs, result = _train_population(study, members, pre, over, run_dir=run_dir)
     clock.lap("train")
     diverged = _diverged(result, members)
@@ -72,6 +74,8 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
     history.to_csv(run_dir / "metrics.csv", index=False)
+    if plotter is not None:
+        plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
@@ -121,10 +125,7 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         from runner.ensemble.results import ensemble_table
 
         console.print(ensemble_table(results))
-    write_reports(run_dir, results, history, clock)  # results.json last, with the timing up to here
-    if averaging:  # the weight-averaging section after report.md's own tables
-        with open(run_dir / "report.md", "a", encoding="utf-8") as report:
-            report.write(averaging_markdown(results))
+    write_reports(run_dir, results, history, clock, plotter)  # results.json last, with the timing up to here
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 

@@ -11,6 +11,12 @@ MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
 DPI = 130
 
 
+def preload() -> None:
+    """Import matplotlib's figure and Agg canvas (the plot worker does this while the run trains)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+    from matplotlib.figure import Figure  # noqa: F401
+
+
 def _figure(**kw):
     # Lazy, and a bare Figure on its own Agg canvas rather than pyplot: no global backend or figure
     # state, so plotting from a worker thread or beside a user's own pyplot session is safe.

@@ -105,7 +105,12 @@ def report_markdown(results: dict) -> str:
         cells = [fmt_interval(m.get(k)) for k in metrics]
         cells = [f"**{c}**" if best[k] == i else c for c, k in zip(cells, metrics)]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + [""] + _footnotes(results) + _confusion_markdown(results.get("confusion"))) + "\n"
+    text = "\n".join(lines + [""] + _footnotes(results) + _confusion_markdown(results.get("confusion"))) + "\n"
+    if results.get("averaging"):  # the weight averages beside the restored best, as their own section
+        from runner.evaluate.averaging import averaging_markdown
+
+        text += averaging_markdown(results)
+    return text
 
 
 def _confusion_markdown(confusion: dict | None) -> list[str]:
@@ -142,21 +147,31 @@ def report_csv(results: dict) -> str:
     return report_frame(results).to_csv(index=False)
 
 
-def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None) -> list[Path]:
+def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None) -> list[Path]:
     """Write report.png, curves.png (with a history), report.md, report.csv and last results.json; each atomically.
 
     With a `clock` (runner.timing.Stopwatch), plots and reports are booked to it and results.json's
-    `timing` is its reading just before results.json is written, so it covers every other file.
+    `timing` is its reading just before results.json is written, so it covers every other file. A
+    `worker` (plot_worker.PlotWorker, started before training and sent the curves after it) draws the plots
+    in its own process; if it fails, they are drawn here.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with status("writing plots"):
-        from runner.evaluate import plots  # lazy: matplotlib is only needed here
-
-        written.append(_atomic(run_dir / "report.png", lambda p: plots.report_plot(results, p)))
+        jobs = [("report_plot", run_dir / "report.png", (results,))]
         if history is not None and len(history):
-            written.append(_atomic(run_dir / "curves.png", lambda p: plots.curves_plot(history, p)))
+            jobs.append(("curves_plot", run_dir / "curves.png", (history,)))
+        drawn = False
+        if worker is not None:  # it was sent the curves when training ended; the report plot now
+            worker.send(jobs[:1])
+            drawn = worker.finish()
+        if not drawn:
+            from runner.evaluate import plots  # lazy: matplotlib is only needed here
+
+            for name, path, args in jobs:
+                _atomic(path, lambda p: getattr(plots, name)(*args, p))
+        written += [path for _, path, _ in jobs]
     if clock is not None:
         clock.lap("plots")
     written.append(_atomic(run_dir / "report.md", lambda p: p.write_text(report_markdown(results), encoding="utf-8")))
