@@ -63,8 +63,8 @@ def test_default_run_writes_the_contract(tmp_path):
     assert {"imports_s", "data_s", "train_s", "scoring_s", "tensorboard_s", "plots_s", "total_s"} <= set(timing)
     assert sum(v for k, v in timing.items() if k != "total_s") == pytest.approx(timing["total_s"], abs=0.02)
 
-    preds = pd.read_csv(run / "predictions.csv")
-    assert list(preds.columns[:7]) == ["member", "fold", "repeat", "seed", "row", "y_true", "y_pred"]
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
+    assert list(preds.columns[:8]) == ["member", "fold", "repeat", "seed", "split", "row", "y_true", "y_pred"]
     assert {"p_0", "p_1"} <= set(preds.columns)
     per_member = preds.assign(ok=preds.y_true == preds.y_pred).groupby("member").ok.mean()
     assert acc["mean"] == pytest.approx(per_member.mean())

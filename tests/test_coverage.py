@@ -61,7 +61,7 @@ def _true_accuracy(run, x, pool_x, pool_p) -> float:
     both = np.concatenate([x, pool_x])
     X = np.stack([(both - x[s["train"]].mean(0)) / x[s["train"]].std(0) for s in splits])  # each member's scaler
     logits = _logits(state, X)
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     member, row = preds["member"].to_numpy(), preds["row"].to_numpy()
     np.testing.assert_allclose(1 / (1 + np.exp(-logits[member, row])), preds["p_1"], atol=2e-5)
     says_one = logits[:, len(x):] > 0

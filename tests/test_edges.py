@@ -340,7 +340,7 @@ def test_the_positive_class_is_reported_and_can_be_chosen(tmp_path, train, posit
     assert f"(positive class: {expected})" in out
     results = json.loads((run / "results.json").read_text())
     assert results["positive"] == expected
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     truth = preds.y_true == expected
     assert results["metrics"]["test/recall"]["mean"] == pytest.approx(
         recall_score(preds.y_true, preds.y_pred, pos_label=expected))

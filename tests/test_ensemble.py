@@ -101,7 +101,7 @@ def test_kfold_mean_ensemble_recomputes_from_predictions_csv(tmp_path):
     assert main(["train", "eval=kfold", "eval.k=3", "trainer.seeds=3", "ensemble=seeds", "trainer.epochs=5",
                  "trainer.progress=false", f"hydra.run.dir={run}"]) == 0
     results = json.loads((run / "results.json").read_text())
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     accs = []
     for _, fold in preds.groupby("fold"):
         p1 = fold.groupby("row").p_1.mean()

@@ -31,7 +31,7 @@ def test_predict_on_the_training_file_reproduces_the_test_predictions(run, tmp_p
     assert _predict(run, "--data", bundled_data("heart.csv"), "--out", out).returncode == 0
     ours = pd.read_csv(out)
     preds = pd.read_csv(run / "predictions.csv")
-    test = preds[preds.split == "test"] if "split" in preds else preds
+    test = preds[preds.split == "test"]
     for member, part in test.groupby("member"):
         rows = part["row"].to_numpy()
         np.testing.assert_allclose(ours.loc[rows, f"p_1_m{member}"], part["p_1"], atol=1e-6)

@@ -22,7 +22,7 @@ def test_kfold_results_equal_recomputation_from_predictions(tmp_path):
     run, results = _run(tmp_path, "eval=kfold", "eval.k=5", "trainer.seeds=2", "eval.baselines=[logreg]")
     assert results["members"] == 10 and results["plan"] == "5 folds x 2 seeds"
     assert results["over"] == "5 folds, 2 seeds averaged per fold"
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     for seed, part in preds.groupby("seed"):
         assert sorted(part.row) == list(range(303))  # every row tested once per seed
     acc = [accuracy_score(p.y_true, p.y_pred) for _, p in preds.groupby("member")]
@@ -39,6 +39,10 @@ def test_kfold_results_equal_recomputation_from_predictions(tmp_path):
     splits = json.loads((run / "split_indices.json").read_text())
     for s in splits:  # the held-out fold is disjoint from what the member trained and validated on
         assert not set(s["test"]) & (set(s["train"]) | set(s["val"]))
+    every = pd.read_csv(run / "predictions.csv")
+    for s in splits:  # validation predictions are written too, on each member's own validation rows
+        val = every[(every.member == s["member"]) & (every.split == "val")]
+        assert sorted(val.row) == sorted(s["val"])
 
 
 def test_refit_records_the_selection_split_and_history(tmp_path):
@@ -60,7 +64,7 @@ def test_loo_pools_each_seeds_predictions(tmp_path):
     pd.DataFrame({"x": x, "z": rng.normal(size=40), "y": (x > 0).astype(int)}).to_csv(data, index=False)
     run, results = _run(tmp_path, "dataset=csv", f"dataset.path={data}", "dataset.target=y", "eval=loo")
     assert results["members"] == 40 and results["over"] == "40 test rows"
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     assert results["metrics"]["test/accuracy"]["mean"] == pytest.approx(accuracy_score(preds.y_true, preds.y_pred))
     assert results["metrics"]["test/roc_auc"]["mean"] == pytest.approx(roc_auc_score(preds.y_true, preds.p_1))
     assert results["baselines"]["majority"]["test/roc_auc"]["mean"] == 0.5  # one constant score ranks nothing
@@ -73,7 +77,7 @@ def test_loo_pools_each_seeds_predictions(tmp_path):
 
 def test_kfold_with_seeds_headline_is_the_spread_over_folds(tmp_path):
     run, results = _run(tmp_path, "eval=kfold", "eval.k=4", "trainer.seeds=3")
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     acc = preds.assign(ok=preds.y_true == preds.y_pred).groupby(["fold", "member"]).ok.mean()
     fold_means = acc.groupby("fold").mean()
     headline = results["metrics"]["test/accuracy"]
@@ -95,7 +99,7 @@ def test_a_scoring_failure_keeps_everything_trained(tmp_path, monkeypatch):
         main(["train", *QUICK, f"hydra.run.dir={run}"])
     for name in ("predictions.csv", "metrics.csv", "split_indices.json", "checkpoints/best.pt", "checkpoints/last.pt"):
         assert (run / name).stat().st_size > 0, name
-    assert len(pd.read_csv(run / "predictions.csv")) == 61 and not (run / "results.json").exists()
+    assert len(pd.read_csv(run / "predictions.csv").query("split == 'test'")) == 61 and not (run / "results.json").exists()
 
 
 def test_a_checkpoint_alone_reproduces_the_test_predictions(tmp_path, heart):
@@ -120,6 +124,6 @@ def test_a_checkpoint_alone_reproduces_the_test_predictions(tmp_path, heart):
     splits = json.loads((run / "split_indices.json").read_text())
     rows = [np.array(s["test"]) for s in splits]
     proba = member_outputs(model, MemberInputs.from_preprocessed(pre, "cpu"), rows, state["loss"])
-    preds = pd.read_csv(run / "predictions.csv")
+    preds = pd.read_csv(run / "predictions.csv").query("split == 'test'")
     for e, r in enumerate(rows):
         np.testing.assert_allclose(proba[e, : len(r), 1], preds[preds.member == e].p_1, atol=1e-6)

@@ -23,6 +23,15 @@ def history_frame(history: dict[str, np.ndarray], member_ids: list[int]) -> pd.D
     return frame[frame["train/loss"].notna()].sort_values(["member", "epoch"], ignore_index=True)
 
 
+def predictions_frame(val: pd.DataFrame, test: pd.DataFrame, rows: np.ndarray) -> pd.DataFrame:
+    """predictions.csv: every member's validation and test predictions, marked by `split` (val/test), with
+    row numbers of the data file (learned combinations and blending are fit on the validation ones)."""
+    both = pd.concat([val.assign(split="val"), test.assign(split="test")], ignore_index=True)
+    both["row"] = rows[both["row"].to_numpy()]
+    first = [c for c in both.columns if c not in ("split", "row", "y_true", "y_pred") and not c.startswith("p_")]
+    return both[first + ["split", "row", "y_true", "y_pred"] + [c for c in both.columns if c.startswith("p_")]]
+
+
 def split_records(members, rows: np.ndarray, selection=None) -> list[dict]:
     """split_indices.json: each member's train/val/test as row numbers of the dataset file.
 

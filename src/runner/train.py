@@ -71,7 +71,7 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
-    predictions.assign(row=rows[predictions["row"].to_numpy()]).to_csv(run_dir / "predictions.csv", index=False)
+    artifacts.predictions_frame(val_predictions, predictions, rows).to_csv(run_dir / "predictions.csv", index=False)
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
     history.to_csv(run_dir / "metrics.csv", index=False)
     if plotter is not None:
