@@ -110,7 +110,33 @@ def report_markdown(results: dict) -> str:
         from runner.evaluate.averaging import averaging_markdown
 
         text += averaging_markdown(results)
-    return text
+    return text + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
+
+
+def _ensembles_markdown(results: dict) -> str:
+    """The ensembles beside the single members: main metric with its interval, members, parameters, over what."""
+    ensembles = results.get("ensembles")
+    if not ensembles:
+        return ""
+    name = "rmse" if results["task"] == "regression" else "accuracy"
+    lines = ["", f"**Ensembles** (test {name}, mean [95% interval])", "",
+             "| model | " + name + " | members | parameters | over |", "| --- | ---: | ---: | ---: | --- |",
+             f"| each member | {fmt_interval(results['metrics'].get(f'test/{name}'))} | 1 | "
+             f"{results.get('parameters_per_member', '')} | {results['over']} |"]
+    for how, d in ensembles.items():
+        params = d["parameters"]["student"] if isinstance(d.get("parameters"), dict) else d.get("parameters", "")
+        lines.append(f"| {how} | {fmt_interval(d['metrics'].get(f'test/{name}'))} | {d['members']} | {params} | "
+                     f"{d.get('over', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def _experts_markdown(experts: dict | None) -> str:
+    """A mixture of experts' gate on the test rows: each expert's share of the gate mass, and its entropy."""
+    if not experts:
+        return ""
+    shares = ", ".join(f"expert {k}: {v:.1%}" for k, v in enumerate(experts["usage"]))
+    return (f"\n**Experts** (gate on the test rows, mean over members): {shares}; gate entropy "
+            f"{experts['entropy']:.3f} nats; the largest share of any member {experts['max_share']:.1%}.\n")
 
 
 def _confusion_markdown(confusion: dict | None) -> list[str]:
