@@ -135,3 +135,19 @@ def test_batch_norm_statistics_are_recomputed_on_the_training_rows():
         h = X[train[e]] @ model.view("dense0.weight")[e]
         torch.testing.assert_close(stats[e, :4], h.mean(0), atol=1e-5, rtol=0)
         torch.testing.assert_close(stats[e, 4:], h.var(0, unbiased=True), atol=1e-5, rtol=1e-5)
+
+
+def test_averaging_on_the_default_holdout_plan_scores_every_average(tmp_path):
+    """The default plan (one model, intervals over test rows) scores each average like the restored best."""
+    import json
+
+    from runner.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "avg=compare", "avg.start_epoch=4", "trainer.epochs=8", "trainer.progress=false",
+                 f"hydra.run.dir={run}"]) == 0
+    averaging = json.loads((run / "results.json").read_text())["averaging"]
+    assert {"ema", "swa"} <= set(averaging)
+    for d in averaging.values():
+        acc = d["test"]["test/accuracy"]
+        assert 0 <= acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1] <= 1

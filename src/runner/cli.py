@@ -14,7 +14,7 @@ commands:
                       --help for the config groups and options)
   resume DIR          continue an interrupted `runner train` run in DIR
                       from its saved fit state (same result as unbroken)
-  predict DIR DATA    predictions of a finished run's members for new rows
+  predict DIR --data F  predictions of a finished run's members for new rows
                       (--out FILE, --checkpoint best|last|refit, --help)
   report DIR...       compare finished runs or multirun directories in one
                       table, best first (--format table|md|csv|json,

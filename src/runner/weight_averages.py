@@ -20,7 +20,6 @@ def score_averages(model, inputs, pre, members, result: FitResult, loss: str, da
                                  [[int(e)] for e in result.best_epoch])}
     entries.update({name: (a.flat, a.stats, a.epochs) for name, a in result.averages.items()})
     task, classes = dataset.task, dataset.classes
-    chosen = [m for m in members if m.index in kept]
     out = {}
     for name, (flat, stats, epochs) in entries.items():
         with torch.no_grad():
@@ -31,7 +30,8 @@ def score_averages(model, inputs, pre, members, result: FitResult, loss: str, da
             table = predict_rows(model, inputs, pre, members, part, loss, dataset)
             table = table[table["member"].isin(kept)]
             if len(table):
-                summary = summarize_table(table, task, classes, chosen)
+                summary = summarize_table(table, task, classes, rows_word="validation rows" if part == "val"
+                                          else "test rows")
                 scores[part] = {k.replace("test/", f"{part}/", 1): v for k, v in summary.items()}
         out[name] = {**scores, "epochs": {str(m.index): epochs[i] for i, m in enumerate(members) if m.index in kept}}
     with torch.no_grad():
