@@ -80,6 +80,11 @@ def read_status(run_dir: Path) -> dict | None:
     return record if isinstance(record, dict) else None
 
 
+def is_finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished run (status ok and its results.json): a resumed sweep skips it."""
+    return (read_status(Path(run_dir)) or {}).get("status") == "ok" and (Path(run_dir) / RESULTS).is_file()
+
+
 def fail(run_dir: Path, message: str, status: str = "failed") -> None:
     """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete."""
     try:
