@@ -235,3 +235,37 @@ def test_report_on_a_sweep_imports_only_what_it_uses(sweep):
             "'pandas', 'hydra', 'tensorboard'}; print(status, sorted(heavy))" % str(sweep_dir))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("0 []"), out[-300:]
+
+
+def test_a_twelve_run_sweep_table_fits_80_columns_and_says_how_many_share_the_top(tmp_path):
+    from rich.console import Console
+
+    from runner.evaluate.compare import to_table
+
+    lrs, decays = ("0.01", "0.003", "0.001"), ("0", "0.0001", "0.001", "0.01")
+    for i, (lr, wd) in enumerate((a, b) for a in lrs for b in decays):
+        # Wilson-like asymmetric intervals; runs 0-2 overlap the best, the rest are far below.
+        mean = 0.85 - 0.001 * i if i < 3 else 0.6
+        path = _run(tmp_path, str(i), mean, 0.02, [f"optim.lr={lr}", f"optim.weight_decay={wd}",
+                                                    "trainer.early_stopping.patience=5"], validation=(mean, 0.02))
+        results = _results(path)
+        results["metrics"]["test/accuracy"]["ci95"] = [mean - 0.05, mean + 0.02]
+        results["metrics"]["test/roc_auc"] = {"mean": 0.9, "se": 0.01, "ci95": [0.88, 0.92], "n": 10}
+        (path / "results.json").write_text(json.dumps(results))
+    c = compare([tmp_path])
+    out = io.StringIO()
+    Console(file=out, width=80).print(to_table(c, 80))
+    lines = out.getvalue().splitlines()
+    assert max(len(line) for line in lines) <= 80
+    header = next(line for line in lines if "val accuracy" in line)
+    assert " lr " in header and " weight_decay " in header and "optim.lr" not in header  # shortened keys
+    assert "0.850 [.800,.870]" in out.getvalue()  # the asymmetric interval, compact
+    assert "3 of 12 runs share the top (★ and ≈)" in out.getvalue().replace("\n", " ")
+
+
+def test_short_names_keep_keys_apart():
+    from runner.evaluate.compare import short_names
+
+    assert short_names(["optim.lr", "sched.patience", "trainer.early_stopping.patience"]) == [
+        "lr", "sched.patience", "early_stopping.patience"]
+    assert short_names(["model", "model.hidden"]) == ["model", "hidden"]

@@ -271,7 +271,7 @@ def test_report_never_ranks_runs_on_different_data_together(tmp_path, capsys):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.json").write_text(json.dumps({"task": task, "dataset": dataset, "metrics": {
             metric: {"mean": mean, "se": 0.01, "ci95": [mean - 0.0196, mean + 0.0196], "n": 5}}}))
-    with pytest.raises(RunnerError, match="different data and cannot be ranked together: dataset heart, binary"):
+    with pytest.raises(RunnerError, match="different data or test splits and cannot be ranked together: dataset heart, binary"):
         compare([tmp_path])
     assert main(["report", str(tmp_path), "--format", "md"]) == 0
     out = capsys.readouterr().out
@@ -280,7 +280,24 @@ def test_report_never_ranks_runs_on_different_data_together(tmp_path, capsys):
     assert heart < out.index("| **★ best** | **a** |") < out.index("| b |") < diabetes
     assert main(["report", str(tmp_path), "--format", "json"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "2 different datasets, targets or tasks" in err
+    assert err.count("\n") == 1 and "2 different datasets, targets, tasks or test splits" in err
+
+
+def test_report_groups_runs_scored_on_other_test_splits_apart(tmp_path, capsys):
+    from runner.evaluate.compare import compare_by_data
+
+    plans = {"a": {"name": "holdout", "test_fraction": 0.2, "split_seed": 0},
+             "b": {"name": "holdout", "test_fraction": 0.2, "split_seed": 0},
+             "c": {"name": "kfold", "k": 5, "repeats": 1, "split_seed": 0}}
+    for name, ev in plans.items():
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(json.dumps({"eval": ev}))
+        (tmp_path / name / "results.json").write_text(json.dumps({"task": "binary", "dataset": "heart", "metrics": {
+            "test/accuracy": {"mean": 0.8, "se": 0.01, "ci95": [0.78, 0.82], "n": 5}}}))
+    groups = compare_by_data([tmp_path])
+    assert [(c.data, [r["run"] for r in c.rows]) for c in groups] == [
+        ("dataset heart, binary, holdout (test 0.2), split seed 0", ["a", "b"]),
+        ("dataset heart, binary, 5-fold, split seed 0", ["c"])]
 
 
 # ---------------------------------------------------------------- data values and labels

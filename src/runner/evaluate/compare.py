@@ -202,17 +202,20 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
     name = c.metric.split("/", 1)[-1]
     if c.by_validation:
         lines = [f"Ordered by validation {name}; the test columns were scored once, after selection. "
-                 "The val ± is over each run's members, or its validation rows when it is one model."]
+                 "The val interval is over each run's members, or its validation rows when it is one model."]
     else:
         lines = [f"No validation score was available: rows are ordered by TEST {name}, for information only "
                  "(choosing a configuration by its test score overfits the test set)."]
     lines.append("★ best; ≈ not distinguishable: its 95% interval overlaps the best's "
-                 "(a conservative check, not a test); worse: no overlap.")
+                 "(a conservative check, not a test); worse (dimmed): no overlap.")
+    top = sum(r["mark"] in (BEST, SAME) for r in c.rows)
+    if top > 1:
+        lines.append(f"{top} of {len(c.rows)} runs share the top (★ and ≈): these data cannot tell them apart.")
     nb = " (Nadeau–Bengio corrected where a run has it, for the order column)" if c.uses_nb else ""
     if folded:
-        lines.append(f"± is 1.96·SE over {c.rows[0]['over']} (n = {c.rows[0]['n']}) in every run{nb}.")
+        lines.append(f"Intervals are 95% over {c.rows[0]['over']} (n = {c.rows[0]['n']}) in every run{nb}.")
     else:
-        lines.append(f"± is 1.96·SE over the `over` column; n = how many values it is over{nb}.")
+        lines.append(f"Intervals are 95% over the `over` column; n = how many values each is over{nb}.")
     if c.constant:
         lines.append("Same in every run: " + ", ".join(f"{k}={v}" for k, v in c.constant.items()) + ".")
     if c.incomplete:
@@ -232,21 +235,36 @@ def incomplete_note(c: Comparison) -> str:
 
 
 def _mark_text(mark: str, compact: bool = False) -> str:
-    if compact and mark in (BEST, SAME):
+    if compact:  # the symbol alone; a worse row is dimmed instead
         return _SYMBOL[mark].strip()
     return f"{_SYMBOL[mark]}{mark}"
 
 
-def _header(c: Comparison, metrics: list[str], same_n_over: bool = False) -> list[str]:
+def _header(c: Comparison, metrics: list[str], same_n_over: bool = False, compact: bool = False) -> list[str]:
     val = [f"val {_label(c.metric)}"] if c.by_validation else []
-    return ["vs best", "run", *c.columns, *val, *(_label(m) for m in metrics), *([] if same_n_over else ["n", "over"])]
+    columns = short_names(c.columns) if compact else c.columns
+    return ["" if compact else "vs best", "run", *columns, *val, *(_label(m) for m in metrics),
+            *([] if same_n_over else ["n", "over"])]
+
+
+def short_names(keys: list[str]) -> list[str]:
+    """Each dotted key by its shortest trailing part that no other key ends with ("optim.lr" -> "lr")."""
+    out = []
+    for key in keys:
+        parts = key.split(".")
+        for i in range(len(parts) - 1, -1, -1):
+            tail = ".".join(parts[i:])
+            if not any(k != key and (k == tail or k.endswith("." + tail)) for k in keys):
+                break
+        out.append(tail)
+    return out
 
 
 def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False):
-    val = [fmt_interval(row["validation"])] if c.by_validation else []
+    val = [fmt_interval(row["validation"], compact=compact)] if c.by_validation else []
     n_over = [] if same_n_over else [str(row["n"] or ""), str(row["over"] or "")]
     return [_mark_text(row["mark"], compact), row["run"], *(row["overrides"][k] for k in c.columns), *val,
-            *(fmt_interval(row["metrics"][m]) for m in metrics), *n_over]
+            *(fmt_interval(row["metrics"][m], compact=compact) for m in metrics), *n_over]
 
 
 def to_table(c: Comparison, width: int | None = None):
@@ -272,11 +290,13 @@ def to_table(c: Comparison, width: int | None = None):
 
 
 def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over: bool = False):
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=_title(c))
+    # Compact: no vertical rules, so a sweep's table fits an 80-column terminal.
+    table = Table(title=_title(c), box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
     sort_col = 2 + len(c.columns)  # the validation column, else the first test metric
-    for i, name in enumerate(_header(c, metrics, same_n_over)):
+    for i, name in enumerate(_header(c, metrics, same_n_over, compact)):
         numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + 1  # the intervals and n
         # Only the run's path and `over` may wrap; intervals and settings cut short would mislead.
         wraps = i == 1 or name == "over"

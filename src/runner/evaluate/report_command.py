@@ -41,9 +41,9 @@ def report_command(args: list[str]) -> int:
             raise RunnerError(f"unknown --format {ns.format!r}; choose one of: {', '.join(FORMATS)}")
         comparisons = compare_by_data(ns.dirs, ns.metric)
         if len(comparisons) > 1 and ns.format in ("csv", "json"):
-            raise RunnerError(f"these runs are on {len(comparisons)} different datasets, targets or tasks ("
+            raise RunnerError(f"these runs are on {len(comparisons)} different datasets, targets, tasks or test splits ("
                               f"{'; '.join(c.data for c in comparisons)}), which one {ns.format} table cannot keep "
-                              "apart; use --format table or md (a table per dataset), or report each separately")
+                              "apart; use --format table or md (a table per group), or report each separately")
         for i, c in enumerate(comparisons):
             if i:
                 print()  # tables of different datasets apart

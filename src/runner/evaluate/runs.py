@@ -138,13 +138,28 @@ def _canonical(value) -> str:
     return str(value)
 
 
-DATA_FIELDS = ("dataset", "target", "task")
+DATA_FIELDS = ("dataset", "target", "task", "split")
 
 
 def data_of(run: Run) -> dict:
-    """What a run was made on: dataset, target and task (None where an older run did not record one)."""
+    """What a run was made on: dataset, target, task and test split (None where an older run did not record one)."""
     target = run.results.get("target") or (run.config.get("dataset") or {}).get("target")
-    return {"dataset": run.results.get("dataset"), "target": target, "task": run.results.get("task")}
+    return {"dataset": run.results.get("dataset"), "target": target, "task": run.results.get("task"),
+            "split": split_of(run.config.get("eval"))}
+
+
+def split_of(ev) -> str | None:
+    """The test rows' plan from a run's eval config ("5-fold, split seed 0"): runs scored on other test rows
+    do not rank together."""
+    if not isinstance(ev, dict) or not ev.get("name"):
+        return None
+    name, seed = ev["name"], f"split seed {ev.get('split_seed', 0)}"
+    if name == "kfold":
+        repeats = int(ev.get("repeats") or 1)
+        return f"{'%dx ' % repeats if repeats > 1 else ''}{ev.get('k')}-fold, {seed}"
+    if name == "holdout":
+        return f"holdout (test {ev.get('test_fraction')}), {seed}"
+    return str(name)
 
 
 def data_groups(runs: list[Run]) -> list[tuple[dict, list[Run]]]:
@@ -166,7 +181,7 @@ def data_groups(runs: list[Run]) -> list[tuple[dict, list[Run]]]:
 def describe_data(data: dict) -> str:
     """`dataset heart, target num, binary` (unknown parts left out)."""
     parts = [f"dataset {data['dataset']}" if data["dataset"] else "", f"target {data['target']}" if data["target"]
-             else "", str(data["task"] or "")]
+             else "", str(data["task"] or ""), str(data.get("split") or "")]
     return ", ".join(p for p in parts if p)
 
 
@@ -176,5 +191,5 @@ def check_same_data(runs: list[Run]) -> None:
     if len(groups) > 1:
         parts = "; ".join(f"{describe_data(data)} ({len(members)} run{'s' * (len(members) > 1)}, e.g. "
                           f"{members[0].path})" for data, members in groups)
-        raise RunnerError(f"these runs are on different data and cannot be ranked together: {parts}; "
-                          "report each dataset's runs separately")
+        raise RunnerError(f"these runs are on different data or test splits and cannot be ranked together: {parts}; "
+                          "report each group's runs separately")

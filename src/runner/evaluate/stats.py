@@ -99,8 +99,9 @@ def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
     return math.sqrt((1 / x.size + n_test / n_train) * float(x.var(ddof=1)))
 
 
-def fmt_interval(d: dict | None, digits: int = 3) -> str:
-    """Render an interval dict as "0.830 ± 0.014" (symmetric ci95), "0.830 [0.790, 0.862]", "0.830 (n/a)" or "n/a"."""
+def fmt_interval(d: dict | None, digits: int = 3, compact: bool = False) -> str:
+    """Render an interval dict as "0.830 ± 0.014" (symmetric ci95), "0.830 [0.790, 0.862]", "0.830 (n/a)" or "n/a";
+    `compact` drops the bounds' leading zeros and spaces ("0.830 [.790,.862]") for narrow terminals."""
     if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
         return "n/a"
     mean = f"{d['mean']:.{digits}f}"
@@ -108,8 +109,17 @@ def fmt_interval(d: dict | None, digits: int = 3) -> str:
         return f"{mean} (n/a)"
     lo, hi = d.get("ci95") or (d["mean"] - Z95 * d["se"], d["mean"] + Z95 * d["se"])
     if abs((hi - d["mean"]) - (d["mean"] - lo)) > 0.5 * 10**-digits:  # Wilson, percentile or clipped
+        if compact:
+            return f"{mean} [{_short(lo, digits)},{_short(hi, digits)}]"
         return f"{mean} {fmt_range([lo, hi], digits)}"
-    return f"{mean} ± {(hi - lo) / 2:.{digits}f}"
+    half = (hi - lo) / 2
+    return f"{mean}±{_short(half, digits)}" if compact else f"{mean} ± {half:.{digits}f}"
+
+
+def _short(x: float, digits: int) -> str:
+    """A bound without its leading zero: 0.742 -> ".742", -0.05 -> "-.050"."""
+    text = f"{x:.{digits}f}"
+    return text.replace("0.", ".", 1) if text.lstrip("-").startswith("0.") else text
 
 
 def fmt_range(pair, digits: int = 3) -> str:
