@@ -184,7 +184,35 @@ def test_stacking_and_blending_runs_score_a_meta_model(tmp_path):
     assert main(["train", "ensemble=blending", "dataset=diabetes", "trainer.epochs=5", "trainer.progress=false",
                  f"hydra.run.dir={run}"]) == 0
     results = json.loads((run / "results.json").read_text())
-    assert "test/rmse" in results["ensembles"]["blending"]["metrics"]
+    blending = results["ensembles"]["blending"]
+    assert "test/rmse" in blending["metrics"] and "holdout/rmse" in blending["holdout"]
+    assert set(blending["meta_strength"]) <= {0.01, 0.1, 1.0, 10.0, 100.0}
+    for name, d in results["ensembles"].items():  # every row of the table has its cost per row
+        assert d["inference_s_per_row"] > 0 and d["parameters"] > 0
+
+
+def test_blending_halves_are_disjoint_stratified_and_the_strength_is_the_hold_out_best():
+    from runner.ensemble.stacking import STRENGTHS, fit_meta_on_holdout, halves
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import log_loss
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    rows = np.sort(rng.choice(200, 120, replace=False))
+    meta, held = halves(rows, y, seed=3, stratify=True)
+    assert np.array_equal(np.sort(np.concatenate([meta, held])), rows) and not np.intersect1d(meta, held).size
+    assert abs(y[meta].sum() - y[held].sum()) <= 1  # classes alternate between the halves
+    assert not np.array_equal(halves(rows, y, seed=4, stratify=True)[0], meta)  # the member's own draw
+
+    X = rng.normal(size=(200, 3)) + y[:, None] * 0.7
+    strength, held_out, test = fit_meta_on_holdout("binary", ["0", "1"], "logreg", (X[meta], y[meta]),
+                                                   (X[held], y[held]), X[:5])
+    losses = {c: log_loss(y[held], LogisticRegression(C=c, max_iter=1000).fit(X[meta], y[meta]).predict_proba(X[held]),
+                          labels=[0, 1]) for c in STRENGTHS}
+    assert strength == min(losses, key=losses.get)
+    best = LogisticRegression(C=strength, max_iter=1000).fit(X[meta], y[meta])
+    np.testing.assert_allclose(held_out, best.predict_proba(X[held]), atol=1e-9)
+    np.testing.assert_allclose(test, best.predict_proba(X[:5]), atol=1e-9)
 
 
 def test_student_targets_are_the_ensembles_outputs():
@@ -223,4 +251,4 @@ def test_distillation_trains_on_each_splits_mean_prediction(monkeypatch, compose
     for split in range(3):  # members 2·split and 2·split+1 are the split's two seeds
         want = everything[2 * split : 2 * split + 2].mean(0)[:, 1] * 0.9 + 0.1 * study.dataset.y
         np.testing.assert_allclose(seen["soft"][split].numpy(), want, atol=1e-6)
-    assert cost["parameters"]["student"] == 28 * 4 + 4 + 4 + 1 and len(table.member.unique()) == 3
+    assert cost["parameters"] == 28 * 4 + 4 + 4 + 1 and len(table.member.unique()) == 3

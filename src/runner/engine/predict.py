@@ -1,5 +1,7 @@
 """Scoring each member on its own rows (test or validation) with the weights training kept, in chunks."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import torch
@@ -21,6 +23,14 @@ def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndar
 def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
     """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
     return _chunked(lambda x: losses.probabilities(loss, model(x)), model, inputs, rows)
+
+
+def seconds_per_row(model, inputs: MemberInputs, members, loss: str) -> float:
+    """Seconds to predict one test row with one member (the population's test pass, divided out)."""
+    rows = [m.test for m in members]
+    start = time.perf_counter()
+    member_outputs(model, inputs, rows, loss)
+    return (time.perf_counter() - start) / max(sum(len(r) for r in rows), 1)
 
 
 def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:

@@ -1,7 +1,6 @@
 """Distillation: one student per split trained on its ensemble's (softened) probabilities over the training rows."""
 
 import dataclasses
-import time
 
 import numpy as np
 import pandas as pd
@@ -9,7 +8,7 @@ import torch
 
 from runner.data.preprocess import preprocess
 from runner.engine.loop import fit
-from runner.engine.predict import member_outputs, predict_rows
+from runner.engine.predict import member_outputs, predict_rows, seconds_per_row
 
 
 def teacher_targets(proba: np.ndarray, y: np.ndarray, loss: str, temperature: float, alpha: float) -> np.ndarray:
@@ -25,7 +24,7 @@ def teacher_targets(proba: np.ndarray, y: np.ndarray, loss: str, temperature: fl
 
 def distill(study, selected) -> tuple[pd.DataFrame, dict]:
     """Train each split's student on its ensemble's targets; return its test predictions and what it costs
-    (parameters, inference seconds per row) beside the ensemble it learned from."""
+    (parameters, inference seconds per row)."""
     from runner.study import population
 
     model, inputs, pre, members = selected
@@ -52,17 +51,6 @@ def distill(study, selected) -> tuple[pd.DataFrame, dict]:
         student.flat.copy_(result.best)
         student.stats.copy_(result.best_stats)
     table = predict_rows(student, data.inputs, student_pre, students, "test", study.loss, dataset)
-    cost = {"parameters": {"student": student.parameters_per_member(),
-                           "ensemble": model.parameters_per_member() * len(members) // len(splits)},
-            "inference_s_per_row": {"student": _seconds_per_row(student, data.inputs, students, study.loss),
-                                    "ensemble": _seconds_per_row(model, inputs, members, study.loss)
-                                    * len(members) / len(splits)}}
+    cost = {"parameters": student.parameters_per_member(),
+            "inference_s_per_row": seconds_per_row(student, data.inputs, students, study.loss)}
     return table, cost
-
-
-def _seconds_per_row(model, inputs, members, loss) -> float:
-    """Seconds to predict one test row with one member (the population's test pass, divided out)."""
-    rows = [m.test for m in members]
-    start = time.perf_counter()
-    member_outputs(model, inputs, rows, loss)
-    return (time.perf_counter() - start) / sum(len(r) for r in rows)

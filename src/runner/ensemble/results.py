@@ -68,29 +68,30 @@ def _ablation(test, classes, how, weights: list[np.ndarray], unit, task, pooled)
 
 
 def ensemble_table(results: dict):
-    """A rich table: the single members' headline beside each ensemble, for the main metric and log loss."""
+    """A rich table that fits 80 columns: the single members' headline beside each ensemble, for the main
+    metric, with what each costs (parameters, microseconds per predicted row); what each interval is over is
+    a footnote letter (the texts are long)."""
+    from rich import box
     from rich.table import Table
 
-    task = results["task"]
-    names = ["rmse", "mae"] if task == "regression" else ["accuracy", "log_loss"]
-    t = Table(title="ensembles vs single members: test mean [95% interval]", title_justify="left")
-    t.add_column("model")
-    for name in names:
-        t.add_column(name, justify="right")
-    t.add_column("members", justify="right")
-    t.add_column("parameters", justify="right")
-    t.add_column("± over", justify="left")
+    from runner.evaluate.stats import fmt_interval
 
-    def cell(d):
-        if not d or d.get("mean") is None:
-            return "n/a"
-        ci = d.get("ci95")
-        return f"{d['mean']:.3f}" + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]")
-
-    t.add_row("each member", *[cell(results["metrics"].get(f"test/{n}")) for n in names], "1",
-              f"{results.get('parameters_per_member', 0):,}", results["over"])
-    for how, d in results["ensembles"].items():
-        over = d.get("over", "")
-        params = d["parameters"]["student"] if isinstance(d.get("parameters"), dict) else d.get("parameters", 0)
-        t.add_row(how, *[cell(d["metrics"].get(f"test/{n}")) for n in names], str(d["members"]), f"{params:,}", over)
+    ensembles = results["ensembles"]
+    name = "rmse" if results["task"] == "regression" else "accuracy"
+    one = (ensembles.get("best single") or {}).get("inference_s_per_row")
+    rows = [("each member", results["metrics"], 1, results.get("parameters_per_member", 0), one, results["over"])]
+    rows += [(how, d["metrics"], d["members"], d.get("parameters", 0), d.get("inference_s_per_row"), d.get("over", ""))
+             for how, d in ensembles.items()]
+    overs = list(dict.fromkeys(row[-1] for row in rows))
+    t = Table(title=f"ensembles vs single members: test {name}, mean [95% interval]", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    for column in ("model", name, "members", "parameters", "µs/row", *(["over"] if len(overs) > 1 else [])):
+        t.add_column(column, justify="left" if column in ("model", "over") else "right")
+    for how, metrics, members, params, seconds, over in rows:
+        cost = "" if seconds is None else f"{seconds * 1e6:.2f}"
+        t.add_row(how, fmt_interval(metrics.get(f"test/{name}")), str(members), f"{params:,}", cost,
+                  *([chr(ord("a") + overs.index(over))] if len(overs) > 1 else []))
+    notes = [f"{chr(ord('a') + i)}: over {over}" for i, over in enumerate(overs)] if len(overs) > 1 else [
+        f"intervals over {overs[0]}"]
+    t.caption, t.caption_justify = "; ".join(notes) + "; µs/row: prediction time per row", "left"
     return t

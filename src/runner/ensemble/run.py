@@ -9,7 +9,7 @@ from runner.console import console
 from runner.data.preprocess import preprocess
 from runner.data.splits import inner_plan
 from runner.engine.loop import fit
-from runner.engine.predict import dropout_passes, member_outputs
+from runner.engine.predict import dropout_passes, member_outputs, seconds_per_row
 from runner.ensemble import stacking as st
 from runner.ensemble.results import best_single, ensemble_results
 from runner.evaluate.summary import Units, summarize_table
@@ -47,10 +47,17 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
         students, cost = distill(study, selected)
         out["distill"] = {**score(students, 1), **cost}
     if name in ("blending", "compare") and len(val_predictions):
-        out["blending"] = score(_blending(study, tested[3], tested[2], predictions, val_predictions), 1)
-    per_member = tested[0].parameters_per_member()
+        held_out, blended, strengths = _blending(study, tested[3], tested[2], predictions, val_predictions)
+        out["blending"] = {**score(blended, 1), "meta_strength": strengths,
+                           "holdout": {k.replace("test/", "holdout/", 1): v for k, v in summarize_table(
+                               held_out, dataset.task, dataset.classes, rows_word="hold-out rows").items()}}
+    # What each answer costs: a combination runs all its members (stacking: its inner models; the meta-model's
+    # share is negligible), so one member's measured time per row times their number.
+    per_member, one = tested[0].parameters_per_member(), seconds_per_row(tested[0], tested[1], tested[3], study.loss)
     for key, d in out.items():
-        d.setdefault("parameters", per_member * (cfg.ensemble.inner_k if key == "stacking" else d["members"]))
+        models = cfg.ensemble.inner_k if key == "stacking" else d["members"]
+        d.setdefault("parameters", per_member * models)
+        d.setdefault("inference_s_per_row", one * models)
     return out
 
 
@@ -81,25 +88,35 @@ def _stacking(study, outer, pre) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _blending(study, members, pre, predictions, val_predictions) -> pd.DataFrame:
-    """One meta-model per member, trained on its validation predictions, answering on its test rows."""
+def _blending(study, members, pre, predictions, val_predictions) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    """Blending with the lecture's four roles: each member trained on its train rows (chose its epochs on val);
+    one meta-model per member trained on half of its validation rows, its regularization chosen on the other
+    half (the hold-out), then answering once on test. Returns the hold-out and test predictions tables and
+    each meta-model's chosen strength."""
     dataset, cfg = study.dataset, study.cfg
     columns = [c for c in predictions.columns if c.startswith("p_")] or ["y_pred"]
-    warning = st.blending_warning(int(val_predictions.groupby("member").size().min()))
+    kind = "ridge" if dataset.task == "regression" else "logreg"
+    holdouts, tests, strengths = [], [], []
+    for m in members:
+        val = val_predictions[val_predictions.member == m.index].set_index("row")
+        test = predictions[predictions.member == m.index].set_index("row").sort_index()
+        meta, held = st.halves(val.index.to_numpy(), dataset.y, m.seed, dataset.task != "regression")
+        inputs = pre[m.index] if cfg.ensemble.passthrough else None
+
+        def features(frame, rows):
+            return st.features(frame.loc[rows, columns].to_numpy(float), None if inputs is None else inputs[rows])
+
+        rows_t = test.index.to_numpy()
+        strength, held_out, outputs = st.fit_meta_on_holdout(
+            dataset.task, dataset.classes, kind, (features(val, meta), dataset.y[meta]),
+            (features(val, held), dataset.y[held]), features(test, rows_t))
+        holdouts.append(st.table(m, held, held_out, dataset))
+        tests.append(st.table(m, rows_t, outputs, dataset))
+        strengths.append(strength)
+    warning = st.blending_warning(min(len(t) for t in holdouts))
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
-    frames = []
-    for m in members:
-        val = val_predictions[val_predictions.member == m.index].sort_values("row")
-        test = predictions[predictions.member == m.index].sort_values("row")
-        X = pre[m.index] if cfg.ensemble.passthrough else None
-        rows_v, rows_t = val["row"].to_numpy(), test["row"].to_numpy()
-        train_x = st.features(val[columns].to_numpy(float), None if X is None else X[rows_v])
-        test_x = st.features(test[columns].to_numpy(float), None if X is None else X[rows_t])
-        outputs = st.fit_meta(dataset.task, dataset.classes, "ridge" if dataset.task == "regression" else "logreg",
-                              train_x, dataset.y[rows_v], test_x)
-        frames.append(st.table(m, rows_t, outputs, dataset))
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(holdouts, ignore_index=True), pd.concat(tests, ignore_index=True), strengths
 
 
 def _units(outputs: np.ndarray, pre, regression: bool) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 Stacking (lecture 000): an inner k-fold over each outer member's training rows gives every one of them an
 out-of-fold prediction from a model that never saw it; those train the meta-model; its test features are the
-mean of the inner models' test predictions. Blending: the meta-model trains on the members' validation
-predictions and answers on test. The meta-model never sees a prediction of a model on its own training rows.
+mean of the inner models' test predictions. Blending: the meta-model trains on half of each member's validation
+predictions, is validated (its regularization chosen) on the other half, the hold-out, and answers on test. The meta-model never sees a prediction of a model on its own training rows.
 """
 
 import numpy as np
@@ -11,16 +11,20 @@ import pandas as pd
 
 from runner.errors import RunnerError
 
-SMALL_HOLDOUT = 100  # fewer validation rows than this make a blended meta-model noisy
+SMALL_HOLDOUT = 100  # fewer hold-out rows than this make a blended meta-model's choice noisy
 
 
-def meta_model(task: str, name: str):
-    """The meta-learner: logistic regression (classification) or ridge (regression), kept simple on purpose."""
+STRENGTHS = (0.01, 0.1, 1.0, 10.0, 100.0)  # blending: the meta-model's inverse regularization, chosen on hold-out
+
+
+def meta_model(task: str, name: str, strength: float = 1.0):
+    """The meta-learner: logistic regression (classification) or ridge (regression), kept simple on purpose;
+    `strength` is the inverse of the regularization (logistic C; ridge alpha = 1/strength)."""
     from sklearn.linear_model import LogisticRegression, Ridge
 
     if name not in ("logreg", "ridge"):
         raise RunnerError(f"ensemble.meta={name!r} is not known; choose logreg or ridge")
-    return Ridge() if task == "regression" else LogisticRegression(max_iter=1000)
+    return Ridge(alpha=1.0 / strength) if task == "regression" else LogisticRegression(C=strength, max_iter=1000)
 
 
 def features(proba: np.ndarray, inputs: np.ndarray | None) -> np.ndarray:
@@ -51,18 +55,49 @@ def out_of_fold(inner, outputs: np.ndarray, oof_outputs: np.ndarray, outer) -> l
     return out
 
 
-def fit_meta(task, classes, name, X_train, y_train, X_test) -> np.ndarray:
-    """Fit the meta-model on (X_train, y_train) and return its test outputs [n, C] (regression: [n, 1])."""
-    model = meta_model(task, name)
+def fit_meta(task, classes, name, X_train, y_train, *X_tests, strength: float = 1.0):
+    """Fit the meta-model on (X_train, y_train); its outputs [n, C] (regression: [n, 1]) on each of `X_tests`
+    (one array when one is given)."""
+    model = meta_model(task, name, strength)
     if task == "regression":
-        return model.fit(X_train, y_train).predict(X_test)[:, None]
-    proba = np.zeros((len(X_test), len(classes)))
-    present = np.unique(y_train)
-    if len(present) == 1:
-        proba[:, present[0]] = 1.0
-        return proba
-    proba[:, present] = model.fit(X_train, y_train).predict_proba(X_test)
-    return proba
+        model.fit(X_train, y_train)
+        outs = [model.predict(X)[:, None] for X in X_tests]
+    else:
+        present = np.unique(y_train)
+        outs = [np.zeros((len(X), len(classes))) for X in X_tests]
+        if len(present) == 1:
+            for out in outs:
+                out[:, present[0]] = 1.0
+        else:
+            model.fit(X_train, y_train)
+            for out, X in zip(outs, X_tests):
+                out[:, present] = model.predict_proba(X)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def fit_meta_on_holdout(task, classes, name, train, holdout, X_test) -> tuple[float, np.ndarray, np.ndarray]:
+    """Blending's meta-model: fit on `train` (X, y) for each strength in STRENGTHS, keep the one with the least
+    hold-out loss (log loss, or squared error); returns (strength, its hold-out outputs, its test outputs)."""
+    best = None
+    for strength in STRENGTHS:
+        held, test = fit_meta(task, classes, name, train[0], train[1], holdout[0], X_test, strength=strength)
+        y = holdout[1]
+        loss = (np.mean((held[:, 0] - y) ** 2) if task == "regression"
+                else -np.mean(np.log(np.clip(held[np.arange(len(y)), y.astype(int)], 1e-12, 1))))
+        if best is None or loss < best[0]:
+            best = (loss, strength, held, test)
+    return best[1], best[2], best[3]
+
+
+def halves(rows: np.ndarray, y: np.ndarray, seed: int, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Blending's split of a member's validation rows: (meta-model training rows, hold-out rows), about half
+    each, drawn from the member's seed (classes alternate between the halves when `stratify`)."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(rows))
+    if stratify:
+        order = order[np.argsort(y[rows[order]], kind="stable")]  # grouped by class, shuffled within
+    meta, held = np.sort(rows[order[0::2]]), np.sort(rows[order[1::2]])
+    return meta, held
 
 
 def table(m, rows, outputs: np.ndarray, dataset) -> pd.DataFrame:
@@ -78,8 +113,9 @@ def table(m, rows, outputs: np.ndarray, dataset) -> pd.DataFrame:
     return frame
 
 
-def blending_warning(val_rows: int) -> str | None:
-    if val_rows < SMALL_HOLDOUT:
-        return (f"blending trains its meta-model on {val_rows} validation rows per split: few enough to be noisy "
-                "(ensemble=stacking uses every training row out of fold)")
+def blending_warning(holdout_rows: int) -> str | None:
+    if holdout_rows < SMALL_HOLDOUT:
+        return (f"blending validates its meta-model on {holdout_rows} hold-out rows per split (half of the "
+                "validation rows; the other half trains it): few enough to be noisy (ensemble=stacking uses every "
+                "training row out of fold)")
     return None

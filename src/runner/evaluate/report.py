@@ -114,19 +114,24 @@ def report_markdown(results: dict) -> str:
 
 
 def _ensembles_markdown(results: dict) -> str:
-    """The ensembles beside the single members: main metric with its interval, members, parameters, over what."""
+    """The ensembles beside the single members: main metric with its interval, members, parameters, microseconds
+    per predicted row, over what."""
     ensembles = results.get("ensembles")
     if not ensembles:
         return ""
     name = "rmse" if results["task"] == "regression" else "accuracy"
-    lines = ["", f"**Ensembles** (test {name}, mean [95% interval])", "",
-             "| model | " + name + " | members | parameters | over |", "| --- | ---: | ---: | ---: | --- |",
+
+    def cost(seconds) -> str:
+        return "" if seconds is None else f"{seconds * 1e6:.2f}"
+
+    one = (ensembles.get("best single") or {}).get("inference_s_per_row")
+    lines = ["", f"**Ensembles** (test {name}, mean [95% interval]; µs/row: prediction time per row)", "",
+             "| model | " + name + " | members | parameters | µs/row | over |", "| --- | ---: | ---: | ---: | ---: | --- |",
              f"| each member | {fmt_interval(results['metrics'].get(f'test/{name}'))} | 1 | "
-             f"{results.get('parameters_per_member', '')} | {results['over']} |"]
+             f"{results.get('parameters_per_member', '')} | {cost(one)} | {results['over']} |"]
     for how, d in ensembles.items():
-        params = d["parameters"]["student"] if isinstance(d.get("parameters"), dict) else d.get("parameters", "")
-        lines.append(f"| {how} | {fmt_interval(d['metrics'].get(f'test/{name}'))} | {d['members']} | {params} | "
-                     f"{d.get('over', '')} |")
+        lines.append(f"| {how} | {fmt_interval(d['metrics'].get(f'test/{name}'))} | {d['members']} | "
+                     f"{d.get('parameters', '')} | {cost(d.get('inference_s_per_row'))} | {d.get('over', '')} |")
     return "\n".join(lines) + "\n"
 
 
