@@ -16,7 +16,7 @@ def _epochs(entry: dict) -> str:
     counts = [len(e) for e in lists]
     lo, hi = min(min(e) for e in lists), max(max(e) for e in lists)
     count = str(counts[0]) if min(counts) == max(counts) else f"{min(counts)}-{max(counts)}"
-    return f"{count} (epochs {lo}-{hi})"
+    return f"{count} (epoch {lo})" if lo == hi else f"{count} (epochs {lo}-{hi})"
 
 
 def _columns(results: dict) -> list[str]:
@@ -32,7 +32,7 @@ def averaging_markdown(results: dict) -> str:
     if not entries:
         return ""
     cols = _columns(results)
-    lines = ["", f"**Weight averaging** within each member (mean ± 1.96·SE over {results.get('over', 'members')}; "
+    lines = ["", f"**Weight averaging** within each member (mean [95% interval] over {results.get('over', 'members')}; "
              "epochs per member's average, 0-based)", "",
              "| weights | epochs | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
     for name, entry in entries.items():
@@ -44,10 +44,14 @@ def averaging_markdown(results: dict) -> str:
 def averaging_table(results: dict) -> Table:
     """The same for the terminal: the selection metric on validation and test."""
     selection = results.get("selection", {}).get("metric", "accuracy")
-    table = Table(title=f"weight averaging within each member: {selection}, mean ± 1.96·SE")
+    from rich import box
+
+    table = Table(title=f"weight averaging within each member: {selection}, mean [95% interval]", box=box.SIMPLE_HEAD,
+                  title_justify="left")
     for col in ("weights", "epochs", "validation", "test"):
         table.add_column(col, justify="left" if col in ("weights", "epochs") else "right", no_wrap=True)
     for name, entry in results["averaging"].items():
-        table.add_row(LABELS.get(name, name), _epochs(entry), fmt_interval(entry.get("val", {}).get(f"val/{selection}")),
-                      fmt_interval(entry.get("test", {}).get(f"test/{selection}")))
+        table.add_row(LABELS.get(name, name), _epochs(entry),
+                      fmt_interval(entry.get("val", {}).get(f"val/{selection}"), compact=True),
+                      fmt_interval(entry.get("test", {}).get(f"test/{selection}"), compact=True))
     return table
