@@ -164,7 +164,7 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path, train, where, needle)
 
 def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tmp_path, train, monkeypatch,
                                                                                capsys):
-    import runner.train
+    import runner.fitting
 
     real = runner.train.write_reports
 
@@ -187,12 +187,12 @@ def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tm
 
 
 def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, train, monkeypatch):
-    import runner.train
+    import runner.fitting
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("division by zero in the engine")
 
-    monkeypatch.setattr(runner.train, "fit", crash)
+    monkeypatch.setattr(runner.fitting, "fit", crash)
     run = tmp_path / "run"
     with pytest.raises(ZeroDivisionError):  # a bug still raises, with its traceback
         train(*QUICK, f"hydra.run.dir={run}")
@@ -203,12 +203,12 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
 
 
 def test_an_interrupted_run_says_so_and_leaves_no_results(tmp_path, train, monkeypatch):
-    import runner.train
+    import runner.fitting
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.train, "fit", interrupt)
+    monkeypatch.setattr(runner.fitting, "fit", interrupt)
     run = tmp_path / "run"
     with pytest.raises(KeyboardInterrupt):
         train(*QUICK, f"hydra.run.dir={run}")
@@ -217,16 +217,16 @@ def test_an_interrupted_run_says_so_and_leaves_no_results(tmp_path, train, monke
 
 
 def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, train, monkeypatch):
-    import runner.train
+    import runner.fitting
 
-    real = runner.train.fit
+    real = runner.fitting.fit
 
     def crash_at_lr_002(model, data, cfg, *args, **kwargs):
         if cfg.optim.lr == 0.02:
             raise RuntimeError("boom")
         return real(model, data, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runner.train, "fit", crash_at_lr_002)
+    monkeypatch.setattr(runner.fitting, "fit", crash_at_lr_002)
     sweep = tmp_path / "sweep"
     status, out, err = train("-m", "optim=sgd,adam", "optim.lr=0.01,0.02", "optim.momentum=0.5", *QUICK,
                              f"hydra.sweep.dir={sweep}")

@@ -4,19 +4,16 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from runner import artifacts, rundir, timing
 from runner.config import Config, name_of
-from runner.console import console, epoch_progress
+from runner.console import console
 from runner.data.datasets import Dataset
 from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
-from runner.engine.inputs import MemberInputs
-from runner.engine.loop import FitResult, fit
+from runner.engine.loop import FitResult
 from runner.engine.predict import expert_usage, predict_rows
-from runner.engine.resume import FitCheckpoint, stop_on_signals
-from runner.errors import Interrupted, RunnerError
+from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.averaging import averaging_table
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
@@ -24,7 +21,8 @@ from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.models import Population
-from runner.study import Study, plan, population
+from runner.fitting import Fitted, fit_population
+from runner.study import Study, plan
 from runner.weight_averages import score_averages
 
 
@@ -33,20 +31,34 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
     run_dir = Path(run_dir)
     study = plan(cfg)
-    dataset, task, members, over = study.dataset, study.dataset.task, study.members, study.over
-    selection = cfg.eval.metric or default_metric(task)
-    higher = higher_is_better(selection)  # also checks the name
+    check(study)
     clock.lap("data")
+    pre = preprocess(study.dataset, study.members)
+    clock.lap("preprocess")
+    plotter = PlotWorker.start()  # imports matplotlib on the other core while this process trains
+    fitted = fit_population(study, study.members, pre, study.over, run_dir=run_dir)
+    clock.lap("train")
+    return finish(study, fitted, run_dir, clock, plotter)
 
+
+def check(study: Study) -> None:
+    """Refuse what cannot be scored before anything trains: the selection metric, avg= with a refit."""
+    cfg = study.cfg
+    higher_is_better(cfg.eval.metric or default_metric(study.dataset.task))  # checks the name
     if cfg.eval.refit and name_of(cfg.avg.name) != "none":
         raise RunnerError("avg= averages the selection fit's checkpoints, but eval.refit=true tests a retrained "
                           "model: use one of them (avg=none or eval.refit=false)")
 
-    pre = preprocess(dataset, members)
-    clock.lap("preprocess")
-    plotter = PlotWorker.start()  # imports matplotlib on the other core while this process trains
-    model, inputs, result = _train_population(study, members, pre, over, run_dir=run_dir)
-    clock.lap("train")
+
+def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stopwatch,
+           plotter: PlotWorker | None = None) -> dict:
+    """Everything after the fit of the study's members (`fitted`, alone or cut from a sweep's shared population):
+    predictions, refit, files, scores and reports; returns results.json's dict."""
+    cfg, run_dir = study.cfg, Path(run_dir)
+    dataset, task, over = study.dataset, study.dataset.task, study.over
+    selection = cfg.eval.metric or default_metric(task)
+    higher = higher_is_better(selection)
+    members, pre, model, inputs, result = fitted.members, fitted.pre, fitted.model, fitted.inputs, fitted.result
     diverged = _diverged(result, members)
     kept = [m.index for m in members if m.index not in {d["member"] for d in diverged}]
     if diverged:
@@ -62,8 +74,9 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
         tested_pre = preprocess(dataset, tested_members)
         clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        tested_model, tested_inputs, _ = _train_population(study, tested_members, tested_pre,
-                                                           over + ", refit on train+val", budget, run_dir, "refit")
+        refit = fit_population(study, tested_members, tested_pre, over + ", refit on train+val", budget, run_dir,
+                               "refit")
+        tested_model, tested_inputs = refit.model, refit.inputs
         clock.lap("train")
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
@@ -156,37 +169,6 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
     return out
 
 
-def _train_population(study: Study, members, pre: Preprocessed, over: str, epoch_budget: np.ndarray | None = None,
-                      run_dir: Path | None = None, stage: str = "fit") -> tuple[Population, MemberInputs, FitResult]:
-    """Build, initialize and train one population; the model ends with the weights it keeps.
-
-    Its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM."""
-    cfg, dataset = study.cfg, study.dataset
-    model, data = population(study, members, pre)
-    E = len(members)
-    shape = "x".join(map(str, study.input_shape))
-    console.print(
-        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
-        f"{dataset.task}{_positive(cfg, dataset)} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
-        f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
-    )
-    checkpoint = None if run_dir is None else FitCheckpoint(
-        run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
-    try:
-        with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint)
-    except Interrupted:
-        rundir.update_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
-        raise
-    if checkpoint is not None:
-        checkpoint.done()
-    keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
-    with torch.no_grad():
-        model.flat.copy_(result.best if keep_best else result.last)
-        model.stats.copy_(result.best_stats if keep_best else result.last_stats)
-    return model, data.inputs, result
-
-
 def _diverged(result: FitResult, members) -> list[dict]:
     """The members whose loss went non-finite or exploded, with the epoch; none may pass for a result."""
     out = [{"member": m.index, "epoch": int(e)} for m, e in zip(members, result.diverged_epoch) if e >= 0]
@@ -250,12 +232,3 @@ def _plain(value):
     """A config value as plain data (enums as their strings), loadable with weights_only=True."""
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else name_of(value) if hasattr(
         value, "value") else value
-
-
-def _positive(cfg: Config, dataset: Dataset) -> str:
-    """The header's note on which class is positive (p_1, precision, recall, AUC are about it)."""
-    if dataset.positive is None:
-        return ""
-    above = cfg.dataset.positive_above
-    rule = f" = {dataset.target} > {above:g}" if above is not None else ""
-    return f" (positive class: {dataset.positive}{rule})"

@@ -1,6 +1,6 @@
 """Per-member preprocessing as small fitted arrays: every row is stored once, each member's fit on its training rows."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -45,6 +45,12 @@ class Preprocessed:
     def __getitem__(self, e: int) -> np.ndarray:
         """Member e's preprocessed inputs of every row as an [n, features] matrix (images flattened)."""
         return self.transform(e).reshape(len(self.X), -1)
+
+    def take(self, members: list[int]) -> "Preprocessed":
+        """The preprocessing of `members` only, in that order (the rows `X` stay shared)."""
+        pick = lambda a: None if a is None else a[members]  # noqa: E731
+        return replace(self, fill=pick(self.fill), shift=self.shift[members], scale=self.scale[members],
+                       used=pick(self.used), y_mean=self.y_mean[members], y_scale=self.y_scale[members])
 
     def nbytes(self) -> int:
         """Bytes held: the shared inputs plus every member's fitted arrays."""

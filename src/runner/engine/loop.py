@@ -48,6 +48,20 @@ class FitResult:
     diverged_epoch: np.ndarray  # [E], -1 for members that did not diverge
     averages: dict[str, Averaged] = field(default_factory=dict)
 
+    def take(self, members: list[int]) -> "FitResult":
+        """What `members` alone leave behind, in that order: as if only they had trained (the history ends
+        when the last of them stopped, as their own fit's would)."""
+        t = torch.as_tensor(members, device=self.best.device)
+        epochs = int(self.epochs_run[members].max())
+        return FitResult(
+            history={k: v[:epochs, members] for k, v in self.history.items()},
+            epochs_run=self.epochs_run[members], best_epoch=self.best_epoch[members],
+            best=self.best[t], last=self.last[t], best_stats=self.best_stats[t], last_stats=self.last_stats[t],
+            train_s=self.train_s, diverged_epoch=self.diverged_epoch[members],
+            averages={name: Averaged(a.flat[t], a.stats[t], [a.epochs[i] for i in members])
+                      for name, a in self.averages.items()},
+        )
+
 
 def fit(
     model: Population,

@@ -1,0 +1,84 @@
+"""Fitting one population, and cutting a trained population into the slices that jobs finish as if they ran alone."""
+
+import copy
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from runner import rundir
+from runner.config import Config, name_of
+from runner.console import console, epoch_progress
+from runner.data.datasets import Dataset
+from runner.data.preprocess import Preprocessed
+from runner.data.splits import Member
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import FitResult, fit
+from runner.engine.resume import FitCheckpoint, stop_on_signals
+from runner.errors import Interrupted
+from runner.models import Population
+from runner.study import Study, population
+
+
+@dataclass
+class Fitted:
+    """A trained population: its members, their preprocessing, the model with the weights it keeps, its inputs
+    on the device and what the fit left behind; member i is row i of every per-member array."""
+
+    members: list[Member]
+    pre: Preprocessed
+    model: Population
+    inputs: MemberInputs
+    result: FitResult
+
+    def take(self, members: list[int]) -> "Fitted":
+        """`members` only, renumbered 0..len-1 in that order, with their rows of every per-member array:
+        what their own fit would have left (stacked equals alone)."""
+        rows = torch.as_tensor(members, device=self.model.flat.device)
+        model = copy.deepcopy(self.model)
+        model.select(rows)
+        return Fitted([dataclasses.replace(self.members[i], index=j) for j, i in enumerate(members)],
+                      self.pre.take(members), model, self.inputs.select(rows), self.result.take(members))
+
+
+def fit_population(study: Study, members: list[Member], pre: Preprocessed, over: str,
+                   epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit") -> Fitted:
+    """Build, initialize and train one population; the model ends with the weights it keeps.
+
+    With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
+    (a sweep's shared population has no one run directory: it saves none)."""
+    cfg, dataset = study.cfg, study.dataset
+    model, data = population(study, members, pre)
+    E = len(members)
+    shape = "x".join(map(str, study.input_shape))
+    console.print(
+        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
+        f"{dataset.task}{_positive(cfg, dataset)} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
+        f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
+    )
+    checkpoint = None if run_dir is None else FitCheckpoint(
+        run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+    try:
+        with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
+            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint)
+    except Interrupted:
+        rundir.update_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
+        raise
+    if checkpoint is not None:
+        checkpoint.done()
+    keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
+    with torch.no_grad():
+        model.flat.copy_(result.best if keep_best else result.last)
+        model.stats.copy_(result.best_stats if keep_best else result.last_stats)
+    return Fitted(members, pre, model, data.inputs, result)
+
+
+def _positive(cfg: Config, dataset: Dataset) -> str:
+    """The header's note on which class is positive (p_1, precision, recall, AUC are about it)."""
+    if dataset.positive is None:
+        return ""
+    above = cfg.dataset.positive_above
+    rule = f" = {dataset.target} > {above:g}" if above is not None else ""
+    return f" (positive class: {dataset.positive}{rule})"
