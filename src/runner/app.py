@@ -7,7 +7,7 @@ import sys
 import traceback
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import hydra
 from hydra.errors import HydraException, MissingConfigException
@@ -114,6 +114,18 @@ def checked_config(cfg: DictConfig) -> Config:
 
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_train(cfg: DictConfig) -> Any:
+    return run_task(cfg)
+
+
+def objective(results: dict) -> Any:
+    """What a finished job returns to its launcher or sweeper, from its results.json dict (the one rule for
+    every launcher: the population launcher returns it for jobs it trained together or found finished)."""
+    return results
+
+
+def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
+    """One job in its run directory (Hydra's runtime.output_dir): check its config, run `work(config, run_dir,
+    clock)` (default: train it alone) and keep status.json true; returns objective(results), None if it failed."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -129,12 +141,13 @@ def _hydra_train(cfg: DictConfig) -> Any:
             rundir.write_status(run_dir, "running")
         config = checked_config(cfg)
         clock.lap("config")
-        from runner.train import train
+        if work is None:
+            from runner.train import train as work
 
         clock.lap("imports")
-        results = train(config, run_dir, clock)
+        results = work(config, run_dir, clock)
         rundir.write_status(run_dir, "ok")
-        return results
+        return objective(results)
     except (RunnerError, OmegaConfBaseException) as exc:
         message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
     except OSError as exc:

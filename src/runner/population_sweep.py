@@ -1,0 +1,54 @@
+"""A sweep's jobs as populations: which jobs train together, and one shared fit cut into each job's slice."""
+
+import dataclasses
+
+from runner.config import Config, name_of
+from runner.data.preprocess import preprocess
+from runner.fitting import Fitted, fit_population
+from runner.sharing import group_key
+from runner.study import Study
+
+
+def shares(cfg: Config) -> bool:
+    """Whether a job may train inside a shared population. Ensembles (their meta-models and students train
+    after the fit, on the job's own plan), eval.refit (a second fit per job) and trainer.resume (a job's own
+    saved fit state) run alone, through the ordinary path, where sharing them is not shown to be exact."""
+    return name_of(cfg.ensemble.name) == "none" and not cfg.eval.refit and not cfg.trainer.resume
+
+
+def groups(keys: list[str | None]) -> list[list[int]]:
+    """Job positions grouped by equal key, in order of each group's first job; a None key is a group of one."""
+    out: dict[object, list[int]] = {}
+    for i, key in enumerate(keys):
+        out.setdefault(("alone", i) if key is None else key, []).append(i)
+    return list(out.values())
+
+
+def key_of(cfg: Config) -> str | None:
+    """The job's group key, or None for a job that trains alone."""
+    return group_key(cfg) if shares(cfg) else None
+
+
+def fit_group(studies: list[Study], label: str) -> list[Fitted]:
+    """Train every study's members as one population; returns each study's slice, its members renumbered
+    0..E_j-1: the fit each would have had alone ("stacked equals alone")."""
+    members, spans = [], []
+    for study in studies:
+        spans.append(list(range(len(members), len(members) + len(study.members))))
+        members += [dataclasses.replace(m, index=len(members) + i) for i, m in enumerate(study.members)]
+    first = studies[0]
+    pre = preprocess(first.dataset, members)  # members with equal training rows share one fit
+    fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label)
+    return [fitted.take(span) for span in spans]
+
+
+def job_numbers(numbers: list[int]) -> str:
+    """'jobs 0-5', 'jobs 0, 2, 4', 'job 3': the jobs of a group, runs of consecutive numbers as ranges."""
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+    return f"job{'s' * (len(numbers) > 1)} {text}"

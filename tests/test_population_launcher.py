@@ -1,0 +1,148 @@
+"""hydra/launcher=population: a sweep's compatible jobs train as one population, and every job's run directory
+holds the files and numbers that Hydra's basic launcher (each job alone) gives."""
+
+import json
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from runner.cli import main
+from runner.population_sweep import groups, job_numbers
+
+QUICK = ["trainer.epochs=4", "trainer.progress=false"]
+FILES = [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "results.json", "report.md",
+         "metrics.csv", "predictions.csv", "status.json", "split_indices.json", "checkpoints/best.pt",
+         "checkpoints/last.pt"]
+
+
+@pytest.fixture
+def sweep(capsys, monkeypatch, tmp_path):
+    """sweep(launcher, *overrides): run `runner train -m` in-process; (exit status, sweep dir, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+
+    def run(launcher, *args):
+        where = tmp_path / launcher
+        status = main(["train", "-m", *args, *QUICK, f"hydra/launcher={launcher}", f"hydra.sweep.dir={where}"])
+        out = capsys.readouterr()
+        return status, where, out.out, out.err
+
+    return run
+
+
+def _numbers(node, path=""):
+    """Every number in a results.json dict by its dotted path (timing left out: it is the one thing that differs)."""
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() if key != "timing" for k, v in _numbers(value, f"{path}.{key}").items()}
+    if isinstance(node, list):
+        return {k: v for i, value in enumerate(node) for k, v in _numbers(value, f"{path}[{i}]").items()}
+    return {path: node}
+
+
+def _same_as_basic(population_dir, basic_dir, jobs: int) -> None:
+    for j in range(jobs):
+        mine, theirs = (json.loads((d / str(j) / "results.json").read_text()) for d in (population_dir, basic_dir))
+        a, b = _numbers(mine), _numbers(theirs)
+        assert a.keys() == b.keys()
+        for key in a:
+            if isinstance(a[key], float) and isinstance(b[key], float):
+                assert a[key] == pytest.approx(b[key], abs=1e-6, nan_ok=True), (j, key)
+            else:
+                assert a[key] == b[key], (j, key)
+        # the per-epoch history and every prediction are the job's own, too
+        for name in ("metrics.csv", "predictions.csv"):
+            pd.testing.assert_frame_equal(pd.read_csv(population_dir / str(j) / name),
+                                          pd.read_csv(basic_dir / str(j) / name), atol=1e-6, rtol=0)
+        assert (population_dir / str(j) / ".hydra/overrides.yaml").read_text() == \
+            (basic_dir / str(j) / ".hydra/overrides.yaml").read_text()
+
+
+def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
+    grid = ["trainer.seed=0,1,2", "eval.split_seed=0,1", "trainer.seeds=2"]
+    status, mine, out, err = sweep("population", *grid)
+    assert status == 0, err
+    assert "group 1: jobs 0-5 as one population of 12 members" in " ".join(out.split())
+    for j in range(6):
+        for name in FILES:
+            assert (mine / str(j) / name).is_file(), (j, name)
+        assert json.loads((mine / str(j) / "status.json").read_text())["status"] == "ok"
+        assert any((mine / str(j) / "tensorboard").iterdir())
+        assert json.loads((mine / str(j) / "results.json").read_text())["members"] == 2
+    status, basic, _, err = sweep("basic", *grid)
+    assert status == 0, err
+    _same_as_basic(mine, basic, 6)
+
+
+def test_jobs_of_another_model_size_form_their_own_group(sweep):
+    grid = ["model.hidden=[8],[16]", "trainer.seed=0,1"]
+    status, mine, out, err = sweep("population", *grid)
+    assert status == 0, err
+    flat = " ".join(out.split())
+    assert "group 1: jobs 0, 1 as one population of 2 members" in flat
+    assert "group 2: jobs 2, 3 as one population of 2 members" in flat
+    params = [json.loads((mine / str(j) / "results.json").read_text())["parameters_per_member"] for j in range(4)]
+    assert params == [8 * 28 + 8 + 9] * 2 + [16 * 28 + 16 + 17] * 2  # heart's 28 features, one logit
+    status, basic, _, err = sweep("basic", *grid)
+    assert status == 0, err
+    _same_as_basic(mine, basic, 4)
+
+
+def test_a_job_with_a_bad_value_fails_alone_and_the_sweep_exits_non_zero(sweep):
+    status, mine, out, err = sweep("population", "optim.lr=0.01,-1", "trainer.seed=0,1")
+    assert status == 2
+    records = {j: json.loads((mine / str(j) / "status.json").read_text()) for j in range(4)}
+    # jobs: 0 lr 0.01 seed 0, 1 lr 0.01 seed 1, 2 and 3: lr -1
+    assert [records[j]["status"] for j in range(4)] == ["ok", "ok", "failed", "failed"]
+    assert "optim.lr" in records[2]["error"] and "positive learning rate" in records[2]["error"]
+    assert not (mine / "2" / "results.json").exists()
+    assert "job 2:" in err and "job 3:" in err
+
+
+def test_a_finished_job_is_not_trained_again(sweep, monkeypatch):
+    from runner.app import CheckRun
+
+    grid = ["trainer.seed=0,1,2"]
+    status, mine, _, err = sweep("population", *grid)
+    assert status == 0, err
+    finished = (mine / "0" / "results.json").read_bytes()
+    stamp = (mine / "0" / "results.json").stat().st_mtime_ns
+    (mine / "1" / "status.json").write_text(json.dumps({"status": "failed", "error": "stopped"}))
+    monkeypatch.setattr(CheckRun, "on_multirun_start", lambda *a, **k: None)  # the sweep-dir rule is not ours here
+    status, _, out, err = sweep("population", *grid)
+    assert status == 0, err
+    assert (mine / "0" / "results.json").read_bytes() == finished
+    assert (mine / "0" / "results.json").stat().st_mtime_ns == stamp
+    assert json.loads((mine / "1" / "status.json").read_text())["status"] == "ok"
+    assert (mine / "1" / "results.json").stat().st_mtime_ns > stamp  # trained again: it had not finished
+
+
+def test_groups_keep_the_first_jobs_order_and_none_keys_alone():
+    assert groups(["a", "b", "a", None, "b", None]) == [[0, 2], [1, 4], [3], [5]]
+    assert job_numbers([0, 1, 2, 3]) == "jobs 0-3"
+    assert job_numbers([0, 2, 3]) == "jobs 0, 2, 3"
+    assert job_numbers([4]) == "job 4"
+
+
+def test_a_slice_of_a_population_equals_its_fit_alone(compose):
+    """fit_group's slices against each study fitted alone, array by array."""
+    import torch
+
+    from runner.data.preprocess import preprocess
+    from runner.fitting import fit_population
+    from runner.population_sweep import fit_group
+    from runner.study import plan
+
+    studies = [plan(compose(["trainer.epochs=3", "trainer.progress=false", f"trainer.seed={s}", "trainer.seeds=2",
+                             f"eval.split_seed={s}"])) for s in (0, 5)]
+    together = fit_group(studies, "test")
+    for study, piece in zip(studies, together):
+        alone = fit_population(study, study.members, preprocess(study.dataset, study.members), study.over)
+        assert [m.index for m in piece.members] == [0, 1]
+        assert [m.seed for m in piece.members] == [m.seed for m in study.members]
+        np.testing.assert_array_equal(piece.pre.shift, alone.pre.shift)
+        torch.testing.assert_close(piece.model.flat, alone.model.flat, atol=1e-6, rtol=0)
+        torch.testing.assert_close(piece.result.last, alone.result.last, atol=1e-6, rtol=0)
+        np.testing.assert_array_equal(piece.result.epochs_run, alone.result.epochs_run)
+        for name in alone.result.history:
+            np.testing.assert_allclose(piece.result.history[name], alone.result.history[name], atol=1e-6)
