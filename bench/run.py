@@ -19,6 +19,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import images as im  # noqa: E402
+import sweeps as sw  # noqa: E402
 import workloads as w  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -166,7 +167,7 @@ def single_model(args, out: dict) -> None:
 
 
 def processes(args, out: dict) -> None:
-    """Workloads 1 (end to end) and 4: `runner` commands timed as fresh processes, and the fit's peak RSS."""
+    """Workloads 1 (end to end), 4 and the sweeps: `runner` commands timed as fresh processes, and the fit's peak RSS."""
     def train(*overrides):
         return ["train", *overrides, *args.threads]
 
@@ -195,6 +196,7 @@ def processes(args, out: dict) -> None:
                     times[name].append(t)
                 if ref is not None and t is not None:
                     times["pairs"][name].append(t / ref)
+        sw.sweep_workload(args, out, Path(tmp), subprocess_s, timed)
     out["processes"] = {"times_s": times}
     rss = timed("peak rss", lambda: subprocess.run([sys.executable, str(HERE / "workloads.py"), str(args.epochs)],
                                                    capture_output=True, text=True, check=True).stdout, out)
@@ -270,6 +272,7 @@ def table(out: dict, quick: bool) -> Table:
     process_row("", "runner train (default), end to end", "train_default", 2.0)
     process_row("sweep", "runner train -m, 6 jobs (information)", "sweep")
     process_row("", "runner report on that sweep", "report_sweep", 1.5)
+    sw.rows(out, row)
     rss = out.get("rss_mib", {}).get("peak_mib")
     row("memory", "peak RSS of the heart-kfold fit", [rss] if rss else [], None, "<= 1 GiB",
         lambda m: m <= GIB, unit="MiB")
@@ -309,6 +312,7 @@ def details(out: dict) -> list[str]:
         q = out["rss_mib"]
         lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
                      f"{q['peak_mib']:.0f} peak")
+    lines += sw.details(out)
     noise = out["noise_s"]
     if len(noise) > 1:
         lines.append(f"machine noise: a fixed Python loop varied {max(noise) / min(noise):.2f}x across repetitions")
