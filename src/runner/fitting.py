@@ -19,6 +19,7 @@ from runner.engine.loop import FitResult, fit
 from runner.engine.resume import FitCheckpoint, stop_on_signals
 from runner.errors import Interrupted
 from runner.models import Population
+from runner.models.noise import MemberNoise
 from runner.study import Study, population
 
 
@@ -68,6 +69,9 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         raise
     if checkpoint is not None:
         checkpoint.done()
+    # Members leaving the fit early took their random streams with them; prediction (test-time dropout)
+    # needs every member's own stream again.
+    model.noise = MemberNoise([m.seed for m in members], model.flat.device)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     with torch.no_grad():
         model.flat.copy_(result.best if keep_best else result.last)
