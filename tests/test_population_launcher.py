@@ -24,7 +24,7 @@ def sweep(capsys, monkeypatch, tmp_path):
 
     def run(launcher, *args):
         where = tmp_path / launcher
-        status = main(["train", "-m", *args, *QUICK, f"hydra/launcher={launcher}", f"hydra.sweep.dir={where}"])
+        status = main(["train", "-m", *QUICK, *args, f"hydra/launcher={launcher}", f"hydra.sweep.dir={where}"])
         out = capsys.readouterr()
         return status, where, out.out, out.err
 
@@ -59,7 +59,9 @@ def _same_as_basic(population_dir, basic_dir, jobs: int) -> None:
 
 
 def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
-    grid = ["trainer.seed=0,1,2", "eval.split_seed=0,1", "trainer.seeds=2"]
+    # members stop early at different epochs: each job's history ends where its own members stopped
+    grid = ["trainer.seed=0,1,2", "eval.split_seed=0,1", "trainer.seeds=2", "trainer.epochs=40",
+            "trainer.early_stopping.patience=3", "optim.lr=0.02", "model.dropout=0.2"]
     status, mine, out, err = sweep("population", *grid)
     assert status == 0, err
     assert "group 1: jobs 0-5 as one population of 12 members" in " ".join(out.split())
@@ -69,6 +71,8 @@ def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
         assert json.loads((mine / str(j) / "status.json").read_text())["status"] == "ok"
         assert any((mine / str(j) / "tensorboard").iterdir())
         assert json.loads((mine / str(j) / "results.json").read_text())["members"] == 2
+    epochs = [json.loads((mine / str(j) / "results.json").read_text())["epochs"]["mean_trained"] for j in range(6)]
+    assert max(epochs) < 40 and len(set(epochs)) > 1  # early stopping, at different epochs
     status, basic, _, err = sweep("basic", *grid)
     assert status == 0, err
     _same_as_basic(mine, basic, 6)
