@@ -296,8 +296,7 @@ def test_report_groups_runs_scored_on_other_test_splits_apart(tmp_path, capsys):
             "test/accuracy": {"mean": 0.8, "se": 0.01, "ci95": [0.78, 0.82], "n": 5}}}))
     groups = compare_by_data([tmp_path])
     assert [(c.data, [r["run"] for r in c.rows]) for c in groups] == [
-        ("dataset heart, binary, holdout (test 0.2), split seed 0", ["a", "b"]),
-        ("dataset heart, binary, 5-fold, split seed 0", ["c"])]
+        ("dataset heart, holdout (test 0.2), split seed 0", ["a", "b"]), ("dataset heart, 5-fold, split seed 0", ["c"])]
 
 
 # ---------------------------------------------------------------- data values and labels
