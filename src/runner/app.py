@@ -1,6 +1,7 @@
 """`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
 import copy
+import math
 import os
 import re
 import sys
@@ -134,7 +135,7 @@ def _hydra_train(cfg: DictConfig) -> Any:
         clock.lap("imports")
         results = train(config, run_dir, clock)
         rundir.write_status(run_dir, "ok")
-        return results
+        return objective(results)
     except (RunnerError, OmegaConfBaseException) as exc:
         message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
     except OSError as exc:
@@ -162,6 +163,15 @@ def _hydra_train(cfg: DictConfig) -> Any:
     rundir.fail(run_dir, message)
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
+
+
+def objective(results: dict | None) -> float | None:
+    """A job's sweep objective: the mean validation selection metric of its results.json dict (never a test
+    metric, so a search cannot fit the test rows); None for a failed job or a metric that is not finite."""
+    if not results:
+        return None
+    value = results.get("validation", {}).get(f"val/{results['selection']['metric']}", {}).get("mean")
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def explain(exc: BaseException) -> str:
