@@ -39,6 +39,8 @@ def train_command(args: list[str]) -> int:
         return exc.status
     except Refused as refused:
         return _fail(str(refused))
+    except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
+        return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     except Exception as exc:
@@ -84,8 +86,13 @@ class CheckRun(Callback):
             raise Refused(explain(exc)) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Refuse a used sweep directory; each job's config is checked in its own directory."""
+        """Refuse a used sweep directory, unless it holds an Optuna study to continue; each job's config is
+        checked in its own directory."""
+        from runner.search import STUDY_FILE
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        if (sweep_dir / STUDY_FILE).is_file():
+            return
         if sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
             raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
 
