@@ -77,6 +77,22 @@ def test_optuna_sweep_judges_by_validation_reports_its_best_and_resumes(train, t
     assert pd.read_csv(sweep_dir / "trials.csv")["number"].tolist() == list(range(8))
 
 
+def test_a_trial_left_running_by_an_interruption_runs_again_with_its_parameters(train, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1e-3, 1e-1))", *QUICK,
+            f"hydra.sweep.dir={sweep_dir}"]
+    assert train(*args, "hydra.sweeper.n_trials=2")[0] == 0
+    study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    left = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})  # as if killed
+    status, _, err = train(*args, "hydra.sweeper.n_trials=3")
+    assert status == 0, err
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert trials["state"].tolist() == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert trials.loc[3, "params.optim.lr"] == left.params["optim.lr"]  # trial 3 is trial 2 again
+    assert trials.loc[3, "value"] == objective(_results(sweep_dir / "3"))
+    assert sorted(int(p.parent.name) for p in _mtimes(sweep_dir)) == [0, 1, 3]
+
+
 def test_a_failed_trial_is_told_as_failed_and_the_sweep_goes_on(train, tmp_path):
     sweep_dir = tmp_path / "sweep"
     # A negative learning rate is refused by the job's config check: that trial's job fails.
