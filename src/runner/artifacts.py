@@ -85,9 +85,9 @@ def write_hparams(log_dir: Path, overrides: list[str], metrics: dict[str, float]
     first = [events.record(events.event(now, file_version=events.FILE_VERSION))]
     summaries = [events.record(events.event(now, summary=s)) for s in events.hparams_summaries(hparams, list(metrics),
                                                                                                 start_s, now)]
-    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.hparams"
     scores = events.record(events.event(now, scalars={k: v for k, v in metrics.items() if v == v}))
-    (folder / name).write_bytes(b"".join(first + summaries + [scores]))
+    # One fixed name: a resumed run replaces its session instead of adding a second one beside it.
+    (folder / "events.out.tfevents.hparams").write_bytes(b"".join(first + summaries + [scores]))
     return folder
 
 
