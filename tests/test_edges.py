@@ -129,7 +129,7 @@ def test_a_used_run_directory_is_untouched_by_a_rejected_or_repeated_run(tmp_pat
 
     # overwrite=true replaces the run: nothing of the old one (3 members) is merged into the new one (1)
     assert train(*QUICK, "overwrite=true", f"hydra.run.dir={run}")[0] == 0
-    assert len(list((run / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == ["member_0", "trainer.epochs=4"]
     assert json.loads((run / "results.json").read_text())["members"] == 1
 
 
@@ -249,8 +249,8 @@ def test_a_sweep_over_targets_prints_a_table_for_each(tmp_path, train):
                            f"hydra.sweep.dir={tmp_path}/sweep")
     assert status == 0
     flat = " ".join(out.split())
-    assert "dataset two, target y, regression: 1 run compared" in flat
-    assert "dataset two, target sick, binary: 1 run compared" in flat
+    assert "dataset two, target y, regression, holdout (test 0.2), split seed 0: 1 run compared" in flat
+    assert "dataset two, target sick, binary, holdout (test 0.2), split seed 0: 1 run compared" in flat
 
 
 def test_a_used_sweep_directory_is_refused(tmp_path, train):
