@@ -86,7 +86,9 @@ def test_default_run_writes_the_contract(tmp_path):
     for name in ("best.pt", "last.pt"):
         state = torch.load(run / "checkpoints" / name, weights_only=True)
         assert state["flat"].shape == (3, 481)
-    assert len(list((run / "tensorboard").iterdir())) == 3
+    # A folder per member's curves, and one named by the overrides for TensorBoard's HPARAMS tab.
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == [
+        "member_0", "member_1", "member_2", "trainer.epochs=15,trainer.seeds=3"]
     for name in ("report.md", "report.csv"):
         assert (run / name).stat().st_size > 0
 

@@ -129,7 +129,7 @@ def test_a_used_run_directory_is_untouched_by_a_rejected_or_repeated_run(tmp_pat
 
     # overwrite=true replaces the run: nothing of the old one (3 members) is merged into the new one (1)
     assert train(*QUICK, "overwrite=true", f"hydra.run.dir={run}")[0] == 0
-    assert len(list((run / "tensorboard").iterdir())) == 1
+    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == ["member_0", "trainer.epochs=4"]
     assert json.loads((run / "results.json").read_text())["members"] == 1
 
 
@@ -228,8 +228,9 @@ def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, 
 
     monkeypatch.setattr(runner.fitting, "fit", crash_at_lr_002)
     sweep = tmp_path / "sweep"
+    # one job at a time (the population launcher would train the two sgd jobs as one population)
     status, out, err = train("-m", "optim=sgd,adam", "optim.lr=0.01,0.02", "optim.momentum=0.5", *QUICK,
-                             f"hydra.sweep.dir={sweep}")
+                             "hydra/launcher=basic", f"hydra.sweep.dir={sweep}")
     assert status == 1  # a crash outranks the user error
     statuses = {p.name: json.loads((p / "status.json").read_text()) for p in sweep.iterdir() if p.is_dir()}
     # jobs: 0 sgd 0.01, 1 sgd 0.02 (crash), 2 adam 0.01 and 3 adam 0.02 (momentum is sgd's)
@@ -249,8 +250,8 @@ def test_a_sweep_over_targets_prints_a_table_for_each(tmp_path, train):
                            f"hydra.sweep.dir={tmp_path}/sweep")
     assert status == 0
     flat = " ".join(out.split())
-    assert "dataset two, target y, regression: 1 run compared" in flat
-    assert "dataset two, target sick, binary: 1 run compared" in flat
+    assert "dataset two, target y, regression, holdout (test 0.2), split seed 0: 1 run compared" in flat
+    assert "dataset two, target sick, binary, holdout (test 0.2), split seed 0: 1 run compared" in flat
 
 
 def test_a_used_sweep_directory_is_refused(tmp_path, train):
@@ -296,8 +297,7 @@ def test_report_groups_runs_scored_on_other_test_splits_apart(tmp_path, capsys):
             "test/accuracy": {"mean": 0.8, "se": 0.01, "ci95": [0.78, 0.82], "n": 5}}}))
     groups = compare_by_data([tmp_path])
     assert [(c.data, [r["run"] for r in c.rows]) for c in groups] == [
-        ("dataset heart, binary, holdout (test 0.2), split seed 0", ["a", "b"]),
-        ("dataset heart, binary, 5-fold, split seed 0", ["c"])]
+        ("dataset heart, holdout (test 0.2), split seed 0", ["a", "b"]), ("dataset heart, 5-fold, split seed 0", ["c"])]
 
 
 # ---------------------------------------------------------------- data values and labels

@@ -78,6 +78,20 @@ def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
     _same_as_basic(mine, basic, 6)
 
 
+def test_learning_rates_and_weight_decays_share_one_population_and_equal_each_job_alone(sweep):
+    # Seeds 0 and 2: seed 1 at lr 0.003 meets a float32 near-tie at epoch 5 (its val loss moves 1.3e-5 between
+    # `trainer.seed=1` and the same member in `trainer.seeds=2`, no launcher involved): the engine's own limit.
+    grid = ["optim.lr=0.01,0.003", "optim.weight_decay=0,1e-3", "trainer.seed=0,2", "trainer.epochs=10"]
+    status, mine, out, err = sweep("population", *grid)
+    assert status == 0, err
+    assert "group 1: jobs 0-7 as one population of 8 members" in " ".join(out.split())
+    status, basic, _, err = sweep("basic", *grid)
+    assert status == 0, err
+    _same_as_basic(mine, basic, 8)
+    curves = [pd.read_csv(mine / str(j) / "metrics.csv")["lr"].iloc[0] for j in (0, 4)]
+    assert curves == [0.01, 0.003]  # each job's own learning rate, from its members' history
+
+
 def test_jobs_of_another_model_size_form_their_own_group(sweep):
     grid = ["model.hidden=[8],[16]", "trainer.seed=0,1"]
     status, mine, out, err = sweep("population", *grid)
@@ -101,6 +115,26 @@ def test_a_job_with_a_bad_value_fails_alone_and_the_sweep_exits_non_zero(sweep):
     assert "optim.lr" in records[2]["error"] and "positive learning rate" in records[2]["error"]
     assert not (mine / "2" / "results.json").exists()
     assert "job 2:" in err and "job 3:" in err
+
+
+def test_a_crash_in_a_shared_fit_fails_each_of_its_jobs_and_not_the_others(sweep, monkeypatch):
+    import runner.fitting
+
+    real = runner.fitting.fit
+
+    def crash_for_hidden_8(model, data, cfg, *args, **kwargs):
+        if cfg.model.hidden == [8]:
+            raise RuntimeError("boom")
+        return real(model, data, cfg, *args, **kwargs)
+
+    monkeypatch.setattr(runner.fitting, "fit", crash_for_hidden_8)
+    status, mine, _, err = sweep("population", "model.hidden=[8],[16]", "trainer.seed=0,1")
+    assert status == 1  # a crash
+    records = [json.loads((mine / str(j) / "status.json").read_text()) for j in range(4)]
+    assert [r["status"] for r in records] == ["failed", "failed", "ok", "ok"]
+    assert records[0]["error"] == records[1]["error"] == "RuntimeError: boom"
+    assert "Traceback" in (mine / "1" / "error.log").read_text()
+    assert "job 0 crashed" in err and "job 1 crashed" in err
 
 
 def test_a_finished_job_is_not_trained_again(sweep, monkeypatch):

@@ -1,6 +1,7 @@
 """`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
 import copy
+import math
 import os
 import re
 import sys
@@ -38,6 +39,8 @@ def train_command(args: list[str]) -> int:
         return exc.status
     except Refused as refused:
         return _fail(str(refused))
+    except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
+        return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     except Exception as exc:
@@ -83,8 +86,13 @@ class CheckRun(Callback):
             raise Refused(explain(exc)) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Refuse a used sweep directory; each job's config is checked in its own directory."""
+        """Refuse a used sweep directory, unless it holds an Optuna study to continue; each job's config is
+        checked in its own directory."""
+        from runner.search import STUDY_FILE
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        if (sweep_dir / STUDY_FILE).is_file():
+            return
         if sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
             raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
 
@@ -115,12 +123,6 @@ def checked_config(cfg: DictConfig) -> Config:
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_train(cfg: DictConfig) -> Any:
     return run_task(cfg)
-
-
-def objective(results: dict) -> Any:
-    """What a finished job returns to its launcher or sweeper, from its results.json dict (the one rule for
-    every launcher: the population launcher returns it for jobs it trained together or found finished)."""
-    return results
 
 
 def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
@@ -175,6 +177,15 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
     rundir.fail(run_dir, message)
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
+
+
+def objective(results: dict | None) -> float | None:
+    """A job's sweep objective: the mean validation selection metric of its results.json dict (never a test
+    metric, so a search cannot fit the test rows); None for a failed job or a metric that is not finite."""
+    if not results:
+        return None
+    value = results.get("validation", {}).get(f"val/{results['selection']['metric']}", {}).get("mean")
+    return float(value) if value is not None and math.isfinite(value) else None
 
 
 def explain(exc: BaseException) -> str:

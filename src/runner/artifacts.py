@@ -1,7 +1,8 @@
-"""The run directory's per-member files: metrics.csv, split_indices.json and TensorBoard events."""
+"""The run directory's per-member files: metrics.csv, split_indices.json and TensorBoard events (with hparams)."""
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -70,3 +71,46 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
         # TensorBoard reads any file whose name contains "tfevents"; this is the name its own writer gives.
         name = f"events.out.tfevents.{int(now):010d}.{host}.{os.getpid()}.{member}"
         events.write_scalars(folder / name, now, rows["epoch"].tolist(), scalars)
+
+
+def write_hparams(log_dir: Path, overrides: list[str], metrics: dict[str, float], start_s: float) -> Path:
+    """TensorBoard's hparams data for the HPARAMS tab: the run's overrides as hyperparameters, its headline
+    metrics as scalars beside them, in a folder named by the overrides (so TensorBoard names the run by them)."""
+    from runner import events
+
+    hparams = dict(hparam(o) for o in overrides if not o.startswith("~"))
+    folder = log_dir / run_name(overrides)
+    folder.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    first = [events.record(events.event(now, file_version=events.FILE_VERSION))]
+    summaries = [events.record(events.event(now, summary=s)) for s in events.hparams_summaries(hparams, list(metrics),
+                                                                                                start_s, now)]
+    scores = events.record(events.event(now, scalars={k: v for k, v in metrics.items() if v == v}))
+    # One fixed name: a resumed run replaces its session instead of adding a second one beside it.
+    (folder / "events.out.tfevents.hparams").write_bytes(b"".join(first + summaries + [scores]))
+    return folder
+
+
+def hparam(override: str) -> tuple[str, float | str | bool]:
+    """`optim.lr=0.01` as ("optim.lr", 0.01): numbers and booleans typed (the HPARAMS tab sorts and filters
+    them), anything else (`optim=sgd`, `model.hidden=[16]`) kept as written."""
+    key, _, text = override.partition("=")
+    key = key.lstrip("+")
+    if text in ("true", "false"):
+        return key, text == "true"
+    try:
+        return key, float(text)
+    except ValueError:
+        return key, text
+
+
+def run_name(overrides: list[str], limit: int = 120) -> str:
+    """A folder name that says a run's overrides (`optim.lr=0.01,model.hidden=[16]`), safe on any file system:
+    characters other than letters, digits and `.=,+-_[]` become `_`; a name past `limit` keeps its start and a
+    hash of the whole, so two long names stay apart."""
+    import hashlib
+
+    name = re.sub(r"[^\w.=,+\-\[\]]", "_", ",".join(overrides)) or "defaults"
+    if len(name) > limit:
+        name = name[: limit - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name

@@ -3,7 +3,8 @@
 An event file is a sequence of TFRecords (length, masked CRC32C of the length, data, masked CRC32C
 of the data), each holding one serialized `Event` protobuf. A scalar needs only five fields of two
 messages, encoded here by hand; tests check the bytes against tensorboard's own protos and read the
-files back with tensorboard's loader. Importing tensorboard's writer and protos cost ~0.1 s, and its
+files back with tensorboard's loader. The hparams plugin's three summaries (experiment, session start
+and end) are encoded the same way. Importing tensorboard's writer and protos cost ~0.1 s, and its
 pure-Python CRC and writer thread 0.5 s for 50 members' curves.
 """
 
@@ -30,8 +31,9 @@ def _field(number: int, payload: bytes) -> bytes:
 
 
 def event(wall_time: float, step: int = 0, scalars: dict[str, float] | None = None,
-          file_version: bytes | None = None) -> bytes:
-    """A serialized tensorboard `Event`: wall_time (1), step (2), file_version (3), summary (5) of simple values."""
+          file_version: bytes | None = None, summary: bytes = b"") -> bytes:
+    """A serialized tensorboard `Event`: wall_time (1), step (2), file_version (3), summary (5) of simple values
+    or, given `summary`, of those already encoded Summary.Value fields."""
     out = b"\x09" + struct.pack("<d", wall_time)  # field 1, 64-bit
     if step:  # proto3 leaves a zero out, as the official encoder does
         out += b"\x10" + _varint(step & 0xFFFFFFFFFFFFFFFF)  # field 2, varint (int64, two's complement)
@@ -39,7 +41,9 @@ def event(wall_time: float, step: int = 0, scalars: dict[str, float] | None = No
         out += _field(3, file_version)
     if scalars:
         # Summary.value (1) is repeated Summary.Value {tag (1): string, simple_value (2): float32}.
-        out += _field(5, b"".join(_value_head(tag) + struct.pack("<f", value) for tag, value in scalars.items()))
+        summary += b"".join(_value_head(tag) + struct.pack("<f", value) for tag, value in scalars.items())
+    if summary:
+        out += _field(5, summary)
     return out
 
 
@@ -67,3 +71,38 @@ def write_scalars(path, wall_time: float, steps: list[int], scalars: list[dict[s
     parts += [record(event(wall_time, step, values)) for step, values in zip(steps, scalars)]
     with open(path, "wb") as f:
         f.write(b"".join(parts))
+
+
+def _hparam_value(value: float | str | bool) -> tuple[bytes, int]:
+    """A google.protobuf.Value (number 2, string 3, bool 4) and the hparams DataType (FLOAT64 3, STRING 1, BOOL 2)."""
+    if isinstance(value, bool):
+        return b"\x20" + _varint(int(value)), 2
+    if isinstance(value, (int, float)):
+        return b"\x11" + struct.pack("<d", value), 3
+    return _field(3, str(value).encode()), 1
+
+
+def _plugin_value(tag: str, content: bytes) -> bytes:
+    """A Summary.Value (1) with its tag (1) and only metadata (9): plugin_data (1) {plugin_name (1), content (2)}."""
+    plugin_data = _field(1, b"hparams") + _field(2, content)
+    return _field(1, _field(1, tag.encode()) + _field(9, _field(1, plugin_data)))
+
+
+def hparams_summaries(hparams: dict[str, float | str | bool], metrics: list[str], start_s: float,
+                      end_s: float) -> list[bytes]:
+    """The hparams plugin's three summaries (as `torch.utils.tensorboard.summary.hparams` builds them), each
+    the Summary.Value fields of one event: the experiment (hyperparameter names and types, metric tags), the
+    session start (the values), the session end (status success). HParamsPluginData: version 0 (1, left out),
+    experiment (2), session_start_info (3), session_end_info (4)."""
+    values = {name: _hparam_value(v) for name, v in hparams.items()}
+    # Experiment: hparam_infos (4) {name (1), type (4)}, metric_infos (5) {name (1): MetricName {tag (2)}}.
+    experiment = b"".join(_field(4, _field(1, name.encode()) + b"\x20" + _varint(kind))
+                          for name, (_, kind) in values.items())
+    experiment += b"".join(_field(5, _field(1, _field(2, tag.encode()))) for tag in metrics)
+    # SessionStartInfo: hparams (1) map<string, Value> entries {key (1), value (2)}, start_time_secs (5).
+    start = b"".join(_field(1, _field(1, name.encode()) + _field(2, value)) for name, (value, _) in values.items())
+    start += b"\x29" + struct.pack("<d", start_s)
+    end = b"\x08\x01" + b"\x11" + struct.pack("<d", end_s)  # status (1) = STATUS_SUCCESS, end_time_secs (2)
+    return [_plugin_value("_hparams_/experiment", _field(2, experiment)),
+            _plugin_value("_hparams_/session_start_info", _field(3, start)),
+            _plugin_value("_hparams_/session_end_info", _field(4, end))]

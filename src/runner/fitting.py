@@ -45,8 +45,10 @@ class Fitted:
 
 
 def fit_population(study: Study, members: list[Member], pre: Preprocessed, over: str,
-                   epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit") -> Fitted:
-    """Build, initialize and train one population; the model ends with the weights it keeps.
+                   epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit",
+                   member_cfgs: list[Config] | None = None) -> Fitted:
+    """Build, initialize and train one population; the model ends with the weights it keeps. `member_cfgs[i]`:
+    member i's own job config (a sweep's jobs trained together), for the values in runner.sharing.PER_MEMBER.
 
     With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
     (a sweep's shared population has no one run directory: it saves none)."""
@@ -63,7 +65,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
     try:
         with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint)
+            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
     except Interrupted:
         rundir.update_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
         raise

@@ -38,7 +38,9 @@ def fit_group(studies: list[Study], label: str) -> list[Fitted]:
         members += [dataclasses.replace(m, index=len(members) + i) for i, m in enumerate(study.members)]
     first = studies[0]
     pre = preprocess(first.dataset, members)  # members with equal training rows share one fit
-    fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label)
+    member_cfgs = [study.cfg for study in studies for _ in study.members]
+    fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label,
+                            member_cfgs=member_cfgs)
     return [fitted.take(span) for span in spans]
 
 

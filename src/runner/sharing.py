@@ -11,11 +11,21 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Values each member of a population may hold for itself (the engine reads them per member).
+# Values each member of a population may hold for itself (engine/hyper.py reads them per member). Not here:
+# dropout rates, schedule parameters and augmentation strengths (jobs differing in them train apart).
 PER_MEMBER: tuple[str, ...] = (
     "trainer.seed",
     "trainer.seeds",
     "eval.split_seed",
+    "optim.lr",
+    "optim.weight_decay",
+    "optim.momentum",
+    "optim.betas",
+    "reg.l1",
+    "reg.l2",
+    "loss.label_smoothing",
+    "trainer.early_stopping.patience",
+    "trainer.early_stopping.min_delta",
 )
 
 # Settings that change nothing a member learns: a job's own choice, whatever population trains it.

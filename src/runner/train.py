@@ -4,6 +4,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from runner import artifacts, rundir, timing
 from runner.config import Config, name_of
@@ -138,9 +139,29 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.results import ensemble_table
 
         console.print(ensemble_table(results))
+    _write_hparams(run_dir, results, clock)
     write_reports(run_dir, results, history, clock, plotter)  # results.json last, with the timing up to here
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
+
+
+def _write_hparams(run_dir: Path, results: dict, clock: timing.Stopwatch) -> None:
+    """TensorBoard's hparams data: the overrides Hydra saved for this run (less those that change nothing it
+    learns, like trainer.progress), its validation and test headline."""
+    import time
+
+    from runner.sharing import NOT_TRAINING
+
+    saved = run_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
+    overrides = [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
+    metric = results["selection"]["metric"]
+    headline = {f"val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
+                f"test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
+    started_s = time.time() - (time.perf_counter() - clock.start)
+    artifacts.write_hparams(run_dir / "tensorboard", overrides,
+                            {k: float("nan") if v is None else v for k, v in headline.items()}, started_s)
+    clock.lap("tensorboard")
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,

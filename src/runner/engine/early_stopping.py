@@ -1,5 +1,6 @@
 """Per-member early stopping kept in tensors: no host sync beyond one count per epoch."""
 
+import numpy as np
 import torch
 
 from runner.config import EarlyStoppingConfig, name_of
@@ -13,9 +14,12 @@ class EarlyStopping(MemberState):
     The simplest tracker: "keep the best one", reading the population's current weights.
     """
 
-    per_member = ("best", "best_epoch", "best_params", "best_stats", "wait", "active", "epochs_run")
+    per_member = ("best", "best_epoch", "best_params", "best_stats", "wait", "active", "epochs_run", "patience",
+                  "min_delta")
 
-    def __init__(self, model, cfg: EarlyStoppingConfig):
+    def __init__(self, model, cfg: EarlyStoppingConfig, patience: np.ndarray | None = None,
+                 min_delta: np.ndarray | None = None):
+        """`patience`, `min_delta` [E]: each member's own (inf: never stop); None: cfg's for all."""
         self.model = model
         flat, stats = model.flat, model.stats
         E, device = flat.shape[0], flat.device
@@ -31,6 +35,11 @@ class EarlyStopping(MemberState):
         self.wait = torch.zeros(E, device=device)
         self.active = torch.ones(E, dtype=torch.bool, device=device)
         self.epochs_run = torch.zeros(E, device=device)
+        never = cfg.patience is None
+        self.patience = torch.as_tensor(np.full(E, np.inf if never else float(cfg.patience)) if patience is None
+                                        else patience, dtype=torch.float32, device=device)
+        self.min_delta = torch.as_tensor(np.full(E, cfg.min_delta) if min_delta is None else min_delta,
+                                         dtype=torch.float32, device=device)
 
     @torch.no_grad()
     def update(self, epoch: int, value: torch.Tensor, active: torch.Tensor) -> None:
@@ -39,15 +48,15 @@ class EarlyStopping(MemberState):
         if epoch < c.start_from_epoch:
             return
         score = value * self.sign
-        delta = c.min_delta * self.best.abs().nan_to_num(posinf=0.0) if name_of(c.min_delta_mode) == "rel" else c.min_delta
+        rel = name_of(c.min_delta_mode) == "rel"
+        delta = self.min_delta * self.best.abs().nan_to_num(posinf=0.0) if rel else self.min_delta
         improved = active & (score < self.best - delta)
         self.best = torch.where(improved, score, self.best)
         self.best_epoch = torch.where(improved, epoch, self.best_epoch)
         self.best_params = torch.where(improved.unsqueeze(1), self.model.flat, self.best_params)
         self.best_stats = torch.where(improved.unsqueeze(1), self.model.stats, self.best_stats)
         self.wait = torch.where(improved, 0.0, self.wait + active.float())
-        if c.patience is not None:
-            self.active = self.active & (self.wait < c.patience)
+        self.active = self.active & (self.wait < self.patience)
 
     def count(self, ran: torch.Tensor) -> None:
         """Add the epoch just trained to each member that trained in it."""

@@ -12,6 +12,7 @@ from runner.engine import averaging, losses
 from runner.engine.augment import Augmenter
 from runner.engine.averaging import Averaged
 from runner.engine.early_stopping import Divergence, EarlyStopping
+from runner.engine.hyper import member_values
 from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, padded
 from runner.engine.optim import StackedOptimizer
 from runner.engine.resume import FitCheckpoint
@@ -71,6 +72,7 @@ def fit(
     on_epoch: Optional[Callable[[int, int], None]] = None,
     epoch_budget: Optional[np.ndarray] = None,
     checkpoint: Optional[FitCheckpoint] = None,
+    member_cfgs: Optional[list[Config]] = None,
 ) -> FitResult:
     """Train every member of `model` on its own rows; returns history, best/last weights and averages.
 
@@ -78,29 +80,32 @@ def fit(
     kept aside), so the step costs only what the members still training need. `epoch_budget` [E] stops
     each member after that many epochs (refit on train + val). `checkpoint` saves the whole fit state now
     and then (and when a signal asks), and resumes from a saved one: the result equals an uninterrupted fit.
+    `member_cfgs[i]` is member i's own config: its values of the keys in runner.sharing.PER_MEMBER (learning
+    rate, weight decay, ...) come from it, everything else from `cfg` (None: `cfg` for every member).
     """
     start = time.perf_counter()
     trainer, es = cfg.trainer, cfg.trainer.early_stopping
     device, E = model.flat.device, model.members
-    criterion = losses.Criterion(loss, cfg.loss, device)
-    penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device))
+    own = member_values(cfg, member_cfgs, E)
+    criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
+    penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
     batch = int(max(len(r) for r in data.train)) if trainer.batch_size == "full" else int(trainer.batch_size)
     metric = "val/rmse" if loss == "mse" else "val/accuracy"
     averaging.check(cfg.avg, trainer.epochs)
 
     # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
     work = _Working(data, epoch_budget)
-    opt = StackedOptimizer(model, cfg.optim)
+    opt = StackedOptimizer(model, cfg.optim, own)
     swa = "swa" in averaging.kinds_of(cfg.avg) and cfg.avg.lr is not None
-    schedule = Schedule(cfg.sched, cfg.optim.lr, trainer.epochs, E, device,
+    schedule = Schedule(cfg.sched, own["lr"], trainer.epochs, E, device,
                         cfg.avg.start_epoch if swa else None, cfg.avg.lr if swa else None)
     augment = Augmenter(cfg.aug, data.seeds, tuple(data.inputs.X.shape[1:]), model.outputs if loss == "ce" else 0,
                         device)
     avg = averaging.Averages(cfg.avg, model.flat)
-    stopper = EarlyStopping(model, es)
+    stopper = EarlyStopping(model, es, own["patience"], own["min_delta"])
     divergence = Divergence(E, device)
     named = {"model": model, "work": work, "opt": opt, "schedule": schedule, "augment": augment, "avg": avg,
-             "stopper": stopper, "divergence": divergence}
+             "stopper": stopper, "divergence": divergence, "criterion": criterion, "penalty": penalty}
     states = list(named.values())
 
     gated = [f"val/expert{k}_share" for k in range(model.K)] + ["val/gate_entropy"] if hasattr(model, "gates") else []

@@ -21,14 +21,24 @@ class StackedOptimizer(MemberState):
     leave; `select` shrinks the moments to match).
     """
 
-    per_member = ("lr", "steps", "m", "v", "momentum_started")
+    per_member = ("lr", "steps", "m", "v", "momentum_started", "wd", "mom", "beta1", "beta2")
 
-    def __init__(self, source, cfg: OptimConfig):
+    def __init__(self, source, cfg: OptimConfig, values: dict[str, np.ndarray] | None = None):
+        """`values`: each member's own lr, weight_decay, momentum, beta1 and beta2 ([E] arrays, engine/hyper.py);
+        None: every member takes cfg's."""
         self.source = source
         flat = self.flat
         self.kind = name_of(cfg.name)
         self.cfg = cfg
         members = flat.shape[0]
+        own = values or {}
+
+        def column(name: str, default: float) -> torch.Tensor:  # [E, 1], float64 where the fused kernel reads it
+            value = own.get(name, np.full(members, float(default)))
+            return torch.as_tensor(value, dtype=torch.float64, device=flat.device).reshape(members, 1)
+
+        self.wd, self.mom = column("weight_decay", cfg.weight_decay), column("momentum", cfg.momentum)
+        self.beta1, self.beta2 = column("beta1", cfg.betas[0]), column("beta2", cfg.betas[1])
         self.lr = torch.full((members,), float(cfg.lr), dtype=flat.dtype, device=flat.device)
         self.steps = torch.zeros(members, dtype=flat.dtype, device=flat.device)
         self.m = torch.zeros_like(flat)
@@ -38,7 +48,15 @@ class StackedOptimizer(MemberState):
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
         self.fused = self.kind in ("adam", "adamw")
         self.lr_host = np.full(members, float(cfg.lr))
-        self._rows: tuple | None = None
+        self._host()
+
+    def _host(self) -> None:
+        """Host copies: the fused kernel groups members by their (lr, betas, weight decay); the tensor-op
+        optimizers skip a term no member uses."""
+        self.hyper_host = torch.cat([self.beta1, self.beta2, self.wd], 1).cpu().numpy()
+        self.decays, self.momentum = bool(self.wd.any()), bool(self.mom.any())
+        self.wd_f, self.mom_f = self.wd.to(self.flat.dtype), self.mom.to(self.flat.dtype)
+        self._rows = None
 
     def set_lr(self, lr: float | torch.Tensor) -> None:
         """Set every member's learning rate (a number) or each member's own (an [E] tensor)."""
@@ -56,12 +74,12 @@ class StackedOptimizer(MemberState):
     def select(self, keep: torch.Tensor) -> None:
         super().select(keep)
         self.lr_host = self.lr.detach().cpu().numpy().astype(float)
-        self._rows = None
+        self._host()
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         self.lr_host = self.lr.detach().cpu().numpy().astype(float)
-        self._rows = None
+        self._host()
 
     @torch.no_grad()
     def step(self, active: torch.Tensor, chosen: np.ndarray | None = None) -> None:
@@ -94,42 +112,46 @@ class StackedOptimizer(MemberState):
         _, params, grads, ms, vs, steps = self._rows
         kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
         members = np.flatnonzero(chosen)
-        lrs = self.lr_host[members]
-        for lr in np.unique(lrs):  # one call per distinct learning rate (plateau can split them)
-            pick = members[lrs == lr].tolist()
+        # One call per distinct (lr, beta1, beta2, weight decay): plateau and sweeps give members their own.
+        keys = np.column_stack([self.lr_host[members], self.hyper_host[members]])
+        distinct, which = np.unique(keys, axis=0, return_inverse=True)
+        for g, (lr, beta1, beta2, wd) in enumerate(distinct):
+            pick = members[which.reshape(-1) == g].tolist()
             group = [steps[i] for i in pick]
             torch._foreach_add_(group, 1)
             kernel([params[i] for i in pick], [grads[i] for i in pick], [ms[i] for i in pick],
-                   [vs[i] for i in pick], [], group, lr=float(lr), beta1=c.betas[0], beta2=c.betas[1],
-                   weight_decay=c.weight_decay, eps=c.eps, amsgrad=False, maximize=False)
+                   [vs[i] for i in pick], [], group, lr=float(lr), beta1=float(beta1), beta2=float(beta2),
+                   weight_decay=float(wd), eps=c.eps, amsgrad=False, maximize=False)
 
+    # Each member's weight decay and momentum are [E, 1] columns; a member whose value is 0 gets exactly what
+    # skipping the term gives (g + 0·p = g), so it trains as it would alone beside members that use them.
     def _sgd(self, p, g, lr, a, active) -> None:
         c = self.cfg
-        if c.weight_decay:
-            g = g.add(p, alpha=c.weight_decay)
-        if c.momentum:
+        if self.decays:
+            g = g + p * self.wd_f
+        if self.momentum:
             # torch.optim.SGD: the first step sets the buffer to the gradient (no dampening).
             first = (~self.momentum_started) & active.unsqueeze(1)
-            update = torch.where(first, g, self.m * c.momentum + (1 - c.dampening) * g)
+            update = torch.where(first, g, self.m * self.mom_f + (1 - c.dampening) * g)
             self.m = torch.where(active.unsqueeze(1), update, self.m)
             self.momentum_started |= active.unsqueeze(1)
-            g = g.add(self.m, alpha=c.momentum) if c.nesterov else self.m
+            g = g + self.m * self.mom_f if c.nesterov else self.m
         p.sub_(lr * g)
 
     def _rmsprop(self, p, g, lr, a, active) -> None:
         c = self.cfg
-        if c.weight_decay:
-            g = g.add(p, alpha=c.weight_decay)
+        if self.decays:
+            g = g + p * self.wd_f
         self.v.lerp_(g * g, (1 - c.alpha) * a)
         update = g / (self.v.sqrt() + c.eps)
-        if c.momentum:
-            self.m = torch.where(active.unsqueeze(1), self.m * c.momentum + update, self.m)
+        if self.momentum:
+            self.m = torch.where(active.unsqueeze(1), self.m * self.mom_f + update, self.m)
             update = self.m
         p.sub_(lr * update)
 
     def _adagrad(self, p, g, lr, a) -> None:
         c = self.cfg
-        if c.weight_decay:
-            g = g.add(p, alpha=c.weight_decay)
+        if self.decays:
+            g = g + p * self.wd_f
         self.v.addcmul_(g * a, g)
         p.sub_(lr * g / (self.v.sqrt() + c.eps))

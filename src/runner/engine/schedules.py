@@ -5,6 +5,7 @@ Rates flow one way: the loop asks `rates(epoch)` and hands them to the optimizer
 
 import math
 
+import numpy as np
 import torch
 
 from runner.config import SchedConfig, name_of
@@ -20,24 +21,35 @@ class Schedule(MemberState):
     """
 
     per_member = ("current", "best", "bad")
+    fields = ("bases",)
 
-    def __init__(self, cfg: SchedConfig, base_lr: float, epochs: int, members: int, device,
+    def __init__(self, cfg: SchedConfig, base_lr: float | np.ndarray, epochs: int, members: int, device,
                  swa_start: int | None = None, swa_lr: float | None = None):
-        self.cfg, self.base, self.epochs = cfg, base_lr, epochs
+        """`base_lr`: every member's optim.lr, or each member's own ([E])."""
+        self.cfg, self.base, self.epochs = cfg, float(np.max(base_lr)), epochs
         self.kind = name_of(cfg.name)
         self.swa_start, self.swa_lr = swa_start, swa_lr
-        self.current = torch.full((members,), float(base_lr), device=device)
+        bases = np.broadcast_to(np.asarray(base_lr, dtype=np.float64), (members,)).copy()
+        self.bases = torch.as_tensor(bases)  # float64 on the host, where the rates are computed
+        self.current = torch.as_tensor(bases, dtype=torch.float32, device=device)
         self.best = self.bad = None
         if self.kind == "plateau":
             self.best = torch.full((members,), float("inf"), device=device)
             self.bad = torch.zeros(members, device=device)
+
+    def select(self, keep: torch.Tensor) -> None:
+        super().select(keep)
+        self.bases = self.bases[keep.cpu()]
 
     def rates(self, epoch: int) -> torch.Tensor:
         """[E] learning rates for `epoch`."""
         if self.swa_lr is not None and epoch >= self.swa_start:
             return torch.full_like(self.current, self.swa_lr)
         if self.kind != "plateau":
-            self.current.fill_(self.lr(epoch))
+            # Each member's rate from its own base, in float64 as torch's schedulers compute it.
+            bases = self.bases.tolist()
+            rate = {b: self.lr(epoch, b) for b in set(bases)}
+            self.current = torch.tensor([rate[b] for b in bases], dtype=torch.float32, device=self.current.device)
         return self.current
 
     def observe(self, val: dict[str, torch.Tensor], active: torch.Tensor) -> None:
@@ -46,9 +58,10 @@ class Schedule(MemberState):
             monitored = self.cfg.monitor
             self.current = self.plateau(self.current, val[monitored], monitored in LOWER_IS_BETTER, active)
 
-    def lr(self, epoch: int) -> float:
-        """The learning rate of `epoch` for every member (the plateau schedule starts at base)."""
-        c, base, kind = self.cfg, self.base, self.kind
+    def lr(self, epoch: int, base: float | None = None) -> float:
+        """The learning rate of `epoch` for a member whose optim.lr is `base` (None: the largest member's; the
+        plateau schedule starts at base)."""
+        c, base, kind = self.cfg, self.base if base is None else base, self.kind
         if kind == "step":
             return base * c.gamma ** (epoch // c.step_size)
         if kind == "exponential":

@@ -18,7 +18,7 @@ class MemberState:
         """Keep only the members where the bool mask `keep` [E] is true."""
         for name in self.per_member:
             value = getattr(self, name)
-            if value is not None:
+            if isinstance(value, torch.Tensor):  # a plain number is every member's
                 setattr(self, name, value[keep])
 
     def state_dict(self) -> dict:

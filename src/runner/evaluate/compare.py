@@ -12,7 +12,8 @@ from pathlib import Path
 from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
-from runner.evaluate.runs import Run, check_same_data, data_groups, describe_data, find_runs, load_run, setting_of
+from runner.evaluate.runs import (DATA_FIELDS, Run, check_same_data, data_groups, describe_data, find_runs, load_run,
+                                  setting_of)
 from runner.evaluate.stats import Z95, fmt_interval
 
 FORMATS = ("table", "md", "csv", "json")
@@ -91,9 +92,10 @@ def compare_by_data(paths, metric: str | None = None) -> list[Comparison]:
     if len(groups) == 1:
         return [compare(paths, metric)]
     comparisons = []
+    apart = [k for k in DATA_FIELDS if len({str(data[k]) for data, _ in groups}) > 1]  # what tells the tables apart
     for data, members in groups:
         c = compare([r.path for r in members], metric)
-        c.data = describe_data(data)
+        c.data = describe_data(data, apart)
         comparisons.append(c)
     comparisons[-1].incomplete = incomplete
     return comparisons

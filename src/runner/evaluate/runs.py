@@ -178,8 +178,10 @@ def data_groups(runs: list[Run]) -> list[tuple[dict, list[Run]]]:
     return groups
 
 
-def describe_data(data: dict) -> str:
-    """`dataset heart, target num, binary` (unknown parts left out)."""
+def describe_data(data: dict, fields=DATA_FIELDS) -> str:
+    """`dataset heart, target num, binary, 5-fold, split seed 0` (only `fields`, and the dataset; unknown parts left
+    out)."""
+    data = {k: v if k == "dataset" or k in fields else None for k, v in data.items()}
     parts = [f"dataset {data['dataset']}" if data["dataset"] else "", f"target {data['target']}" if data["target"]
              else "", str(data["task"] or ""), str(data.get("split") or "")]
     return ", ".join(p for p in parts if p)

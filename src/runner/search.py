@@ -1,0 +1,148 @@
+"""Optuna search for `hydra/sweeper=optuna`: the search space from Hydra's sweep grammar, the study, trials.csv.
+
+The Hydra plugin (hydra_plugins/runner_optuna_sweeper) only launches batches; everything it decides is here.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+
+STUDY_FILE = "optuna.db"  # the study's sqlite storage in the sweep dir: re-running the sweep continues it
+STUDY_NAME = "runner"
+SAMPLERS = ("tpe", "random")
+
+
+def import_optuna():
+    """The optuna module, or one line naming the extra that installs it."""
+    try:
+        import optuna
+    except ImportError:
+        raise RunnerError("hydra/sweeper=optuna needs optuna: pip install 'runner[sweeps]'") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what each batch did
+    return optuna
+
+
+@dataclass
+class SearchSpace:
+    """What every trial sets (`fixed` overrides) and what Optuna chooses (a distribution per key)."""
+
+    fixed: list[str]
+    distributions: dict[str, Any]
+
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        """A trial's job overrides: the fixed ones, then `key=value` for each chosen value."""
+        chosen = [f"{key}={repr(v) if isinstance(v, float) else v}" for key, v in params.items()]
+        return [*self.fixed, *chosen]
+
+
+def search_space(overrides: list) -> SearchSpace:
+    """Hydra's sweep grammar as Optuna distributions: `interval(a, b)` uniform (`tag(log, interval(a, b))`
+    log-uniform), `range(a, b, step)` integers (a float range: its values as choices), `choice(...)` or
+    `a,b,c` categorical (values kept as override text, so lists like [16] can be chosen). Anything else
+    is fixed. Later overrides of a key win (the command line over the search preset)."""
+    optuna = import_optuna()
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
+
+    fixed: dict[str, str] = {}
+    distributions: dict[str, Any] = {}
+    for override in overrides:
+        key = override.get_key_element()
+        fixed.pop(key, None)
+        distributions.pop(key, None)
+        if not override.is_sweep_override():
+            fixed[key] = f"{key}={override.get_value_element_as_str()}"
+            continue
+        value, log = override.value(), "log" in (getattr(override.value(), "tags", None) or ())
+        if isinstance(value, IntervalSweep):
+            if value.start >= value.end or (log and value.start <= 0):
+                raise RunnerError(f"{key}=interval({value.start}, {value.end}): needs start < end "
+                                  f"{'and start > 0 on a log scale' if log else ''}".rstrip())
+            distributions[key] = optuna.distributions.FloatDistribution(value.start, value.end, log=log)
+        elif isinstance(value, RangeSweep) and all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+            values = list(override.sweep_iterator())
+            if not values:
+                raise RunnerError(f"{key}=range({value.start}, {value.stop}, {value.step}) holds no values")
+            distributions[key] = optuna.distributions.IntDistribution(values[0], values[-1], step=abs(value.step))
+        elif isinstance(value, (ChoiceSweep, RangeSweep)):
+            distributions[key] = optuna.distributions.CategoricalDistribution(list(override.sweep_string_iterator()))
+        else:
+            raise RunnerError(f"hydra/sweeper=optuna cannot search {key} ({type(value).__name__}): use "
+                              "interval(a, b), tag(log, interval(a, b)), range(a, b, step) or choice(...)")
+    if not distributions:
+        raise RunnerError("hydra/sweeper=optuna has nothing to search: give hydra.sweeper.params (or "
+                          "hparams_search=heart_optuna) or a sweep override such as optim.lr='interval(1e-4,1e-1)'")
+    return SearchSpace(list(fixed.values()), distributions)
+
+
+def selection_metric(job_config) -> str:
+    """The metric a sweep's trials are judged by (eval.metric or the task's default), from one job's config."""
+    from runner.app import checked_config
+    from runner.data.datasets import load_dataset
+    from runner.evaluate.names import default_metric
+
+    config = checked_config(job_config)
+    return config.eval.metric or default_metric(load_dataset(config.dataset).task)
+
+
+def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int):
+    """The sweep dir's study (created, or loaded to continue), its direction from the selection metric.
+
+    The sampler's seed moves on with the trials already in the study, so a continued study asks for new
+    points rather than the ones it drew first."""
+    optuna = import_optuna()
+    from runner.evaluate.names import higher_is_better
+
+    if sampler not in SAMPLERS:
+        raise RunnerError(f"hydra.sweeper.sampler={sampler} is not an option; choose one of: {', '.join(SAMPLERS)}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    direction = "maximize" if higher_is_better(metric) else "minimize"
+    study = optuna.create_study(storage=f"sqlite:///{sweep_dir / STUDY_FILE}", study_name=STUDY_NAME,
+                                direction=direction, load_if_exists=True)
+    if study.direction.name.lower() != direction:
+        raise RunnerError(f"the study in {sweep_dir / STUDY_FILE} was made to {study.direction.name.lower()}, "
+                          f"but val/{metric} is to {direction}: use another hydra.sweep.dir")
+    seed = seed + len(study.trials)
+    # constant_liar: trials asked together (one batch) are spread out rather than all drawn at the same point.
+    study.sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if sampler == "tpe"
+                     else optuna.samplers.RandomSampler(seed=seed))
+    return study
+
+
+def tell(study, trial, value: float | None) -> None:
+    """Report a trial: its objective, or FAIL for a failed job (never a number standing in for one)."""
+    import optuna
+
+    if value is None or not math.isfinite(value):
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    else:
+        study.tell(trial, value)
+
+
+def write_trials(study, path: Path) -> "Any":
+    """trials.csv: every trial's number, state, value, parameters and job dir; returns the frame."""
+    import pandas as pd
+
+    rows = [{"number": t.number, "state": t.state.name, "value": t.value,
+             **{f"params.{k}": v for k, v in t.params.items()}, "job_dir": t.user_attrs.get("job_dir")}
+            for t in study.trials]
+    frame = pd.DataFrame(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return frame
+
+
+def best_line(study, metric: str) -> str:
+    """The best trial in one line: number, value, parameters and job dir; or why there is none."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not done:
+        return "no trial finished: see each job's status.json in the sweep dir"
+    best = study.best_trial
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
+    return (f"best trial {best.number}: val/{metric} = {best.value:.4f} ({study.direction.name.lower()}d over "
+            f"{len(done)} finished trials) with {params}; job dir {best.user_attrs.get('job_dir')}")

@@ -1,0 +1,74 @@
+"""TensorBoard hparams data: every run's overrides and headline metrics, read back by tensorboard's own reader."""
+
+import json
+import sys
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2, metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from runner import events
+from runner.artifacts import hparam, run_name
+from runner.cli import main
+
+
+def _read(folder):
+    """(hyperparameters, their declared types, metric tags declared, scalar values, end status) of one run."""
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
+    experiment = metadata.parse_experiment_plugin_data(content[metadata.EXPERIMENT_TAG])
+    start = metadata.parse_session_start_info_plugin_data(content[metadata.SESSION_START_INFO_TAG])
+    end = metadata.parse_session_end_info_plugin_data(content[metadata.SESSION_END_INFO_TAG])
+    values = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+    types = {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
+    declared = [m.name.tag for m in experiment.metric_infos]
+    scalars = {tag: acc.Scalars(tag)[0].value for tag in acc.Tags()["scalars"]}
+    return values, types, declared, scalars, api_pb2.Status.Name(end.status)
+
+
+def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
+    run_dir = tmp_path / "run"
+    status = main(["train", "trainer.epochs=3", "trainer.progress=false", "optim=sgd", "optim.lr=0.05",
+                   "model.hidden=[8]", "trainer.early_stopping.restore_best=false", f"hydra.run.dir={run_dir}"])
+    assert status == 0, capsys.readouterr().err
+    results = json.loads((run_dir / "results.json").read_text())
+    # Named by its overrides (trainer.progress changes nothing learnt and is left out), beside the members' curves.
+    name = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
+    assert sorted(p.name for p in (run_dir / "tensorboard").iterdir()) == ["member_0", name]
+    values, types, declared, scalars, end = _read(run_dir / "tensorboard" / name)
+    assert values == {"trainer.epochs": 3.0, "optim": "sgd", "optim.lr": 0.05, "model.hidden": "[8]",
+                      "trainer.early_stopping.restore_best": False}
+    assert types == {"trainer.epochs": "DATA_TYPE_FLOAT64", "optim": "DATA_TYPE_STRING", "optim.lr":
+                     "DATA_TYPE_FLOAT64", "model.hidden": "DATA_TYPE_STRING",
+                     "trainer.early_stopping.restore_best": "DATA_TYPE_BOOL"}
+    assert declared == ["val/accuracy", "test/accuracy"] and end == "STATUS_SUCCESS"
+    assert scalars == pytest.approx({"val/accuracy": results["validation"]["val/accuracy"]["mean"],
+                                     "test/accuracy": results["metrics"]["test/accuracy"]["mean"]}, abs=1e-7)
+
+
+def test_hparams_summaries_parse_as_tensorboards_protos():
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    tags, parsed = [], []
+    for data in events.hparams_summaries({"lr": 1e-3, "optim": "adam", "nesterov": True}, ["val/rmse"], 10.5, 12.0):
+        value = Summary.FromString(data).value[0]
+        tags.append(value.tag)
+        assert value.metadata.plugin_data.plugin_name == "hparams"
+        parsed.append(HParamsPluginData.FromString(value.metadata.plugin_data.content))
+    assert tags == [metadata.EXPERIMENT_TAG, metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG]
+    start = parsed[1].session_start_info
+    assert start.hparams["lr"].number_value == 1e-3 and start.hparams["optim"].string_value == "adam"
+    assert start.hparams["nesterov"].bool_value is True and start.start_time_secs == 10.5
+    assert parsed[2].session_end_info.end_time_secs == 12.0 and parsed[0].version == 0
+
+
+def test_run_names_are_safe_and_long_ones_stay_apart():
+    assert run_name([]) == "defaults"
+    assert run_name(["dataset.path=/data/my file.csv", "+x=1"]) == "dataset.path=_data_my_file.csv,+x=1"
+    long_a, long_b = [f"k{i}=value{i}" for i in range(30)], [f"k{i}=value{i}" for i in range(31)]
+    assert len(run_name(long_a)) == 120 and run_name(long_a) != run_name(long_b)
+    assert run_name(long_a)[:100] == run_name(long_b)[:100]
+    assert hparam("+optim.lr=1e-3") == ("optim.lr", 1e-3) and hparam("model.hidden=[8, 8]") == ("model.hidden", "[8, 8]")

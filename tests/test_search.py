@@ -1,0 +1,168 @@
+"""Optuna search (hydra/sweeper=optuna): the objective, batches, failed trials, resume, the search space."""
+
+import json
+import sys
+
+import pandas as pd
+import pytest
+
+from runner.app import objective
+from runner.cli import main
+from runner.errors import RunnerError
+
+optuna = pytest.importorskip("optuna")
+
+QUICK = ["trainer.epochs=3", "trainer.progress=false", "trainer.device=cpu"]
+
+
+@pytest.fixture
+def train(capsys, monkeypatch):
+    """Run `runner train ARGS` in-process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
+
+    def run(*args):
+        status = main(["train", *args])
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return run
+
+
+def _results(job_dir) -> dict:
+    return json.loads((job_dir / "results.json").read_text())
+
+
+def _mtimes(sweep_dir) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/results.json")}
+
+
+def test_optuna_sweep_judges_by_validation_reports_its_best_and_resumes(train, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={sweep_dir}",
+            "hydra.sweeper.n_trials=6", "hydra.sweeper.n_jobs=3"]
+    status, out, err = train(*args)
+    assert status == 0, err
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert trials["number"].tolist() == list(range(6)) and set(trials["state"]) == {"COMPLETE"}
+    for _, trial in trials.iterrows():
+        results = _results(sweep_dir / str(trial["number"]))
+        assert trial["job_dir"] == str(sweep_dir / str(trial["number"]))
+        # The objective is the validation selection metric, and no test metric goes into it.
+        assert trial["value"] == pytest.approx(results["validation"]["val/accuracy"]["mean"], abs=1e-12)
+        without_test = {k: v for k, v in results.items() if k not in ("metrics", "baselines", "confusion")}
+        assert objective(without_test) == trial["value"]
+        # The job ran with the parameters Optuna chose.
+        overrides = (sweep_dir / str(trial["number"]) / ".hydra" / "overrides.yaml").read_text()
+        assert f"optim.lr={trial['params.optim.lr']!r}" in overrides
+        assert f"model.hidden={trial['params.model.hidden']}" in overrides
+        # TensorBoard shows the job by its overrides (its hparams folder), not by its number.
+        hparams_runs = [p.name for p in (sweep_dir / str(trial["number"]) / "tensorboard").iterdir()
+                        if not p.name.startswith("member_")]
+        assert len(hparams_runs) == 1 and f"optim.lr={trial['params.optim.lr']!r}" in hparams_runs[0]
+    best = trials.loc[trials["value"].idxmax()]
+    assert f"best trial {best['number']}: val/accuracy = {best['value']:.4f}" in " ".join(out.split())
+    assert f"job dir {sweep_dir / str(best['number'])}" in " ".join(out.split())
+    study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE and study.best_trial.number == best["number"]
+
+    # The same command again: nothing trains. Two more trials asked: only those two run.
+    before = _mtimes(sweep_dir)
+    status, _, err = train(*args)
+    assert status == 0, err
+    assert _mtimes(sweep_dir) == before and len(pd.read_csv(sweep_dir / "trials.csv")) == 6
+    status, _, err = train(*args[:-2], "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=3")
+    assert status == 0, err
+    assert {p: t for p, t in _mtimes(sweep_dir).items() if p in before} == before
+    assert sorted(int(p.parent.name) for p in _mtimes(sweep_dir)) == list(range(8))
+    assert pd.read_csv(sweep_dir / "trials.csv")["number"].tolist() == list(range(8))
+
+
+def test_a_trial_left_running_by_an_interruption_runs_again_with_its_parameters(train, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1e-3, 1e-1))", *QUICK,
+            f"hydra.sweep.dir={sweep_dir}"]
+    assert train(*args, "hydra.sweeper.n_trials=2")[0] == 0
+    study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    left = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})  # as if killed
+    status, _, err = train(*args, "hydra.sweeper.n_trials=3")
+    assert status == 0, err
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert trials["state"].tolist() == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
+    assert trials.loc[3, "params.optim.lr"] == left.params["optim.lr"]  # trial 3 is trial 2 again
+    assert trials.loc[3, "value"] == objective(_results(sweep_dir / "3"))
+    assert sorted(int(p.parent.name) for p in _mtimes(sweep_dir)) == [0, 1, 3]
+
+
+def test_a_failed_trial_is_told_as_failed_and_the_sweep_goes_on(train, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    # A negative learning rate is refused by the job's config check: that trial's job fails.
+    status, out, err = train("-m", "hydra/sweeper=optuna", "hydra.sweeper.sampler=random", "hydra.sweeper.n_trials=5",
+                             "hydra.sweeper.n_jobs=5", "optim.lr=choice(0.01,-1.0)", *QUICK,
+                             f"hydra.sweep.dir={sweep_dir}")
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    bad = trials["params.optim.lr"] < 0
+    assert bad.any() and (~bad).any()  # the seeded sampler chose both (else the test shows nothing)
+    assert (trials.loc[bad, "state"] == "FAIL").all() and trials.loc[bad, "value"].isna().all()
+    assert (trials.loc[~bad, "state"] == "COMPLETE").all()
+    assert status == 2 and "optim.lr" in err  # each failed job's line, after every trial ran
+    for number in trials.loc[bad, "number"]:
+        assert json.loads((sweep_dir / str(number) / "status.json").read_text())["status"] == "failed"
+
+
+def test_objective_is_none_for_a_failed_or_non_finite_job():
+    results = {"selection": {"metric": "rmse"}, "validation": {"val/rmse": {"mean": 1.5}},
+               "metrics": {"test/rmse": {"mean": 0.1}}}
+    assert objective(results) == 1.5
+    assert objective(None) is None
+    assert objective({**results, "validation": {"val/rmse": {"mean": float("nan")}}}) is None
+
+
+def _space(*overrides):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from runner.search import search_space
+
+    return search_space(OverridesParser.create().parse_overrides(list(overrides)))
+
+
+def test_search_space_reads_hydras_sweep_grammar():
+    space = _space("optim.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0, 0.5)",
+                   "trainer.epochs=range(10, 40, 10)", "model.hidden=choice([8],[16])", "optim=sgd,adam",
+                   "trainer.seeds=2", "optim.momentum=0.5", "optim.momentum=choice(0.0, 0.9)")
+    d = optuna.distributions
+    assert space.distributions == {
+        "optim.lr": d.FloatDistribution(1e-4, 1e-1, log=True),
+        "model.dropout": d.FloatDistribution(0.0, 0.5),
+        "trainer.epochs": d.IntDistribution(10, 30, step=10),
+        "model.hidden": d.CategoricalDistribution(["[8]", "[16]"]),
+        "optim": d.CategoricalDistribution(["sgd", "adam"]),
+        "optim.momentum": d.CategoricalDistribution(["0.0", "0.9"]),  # the later override wins
+    }
+    assert space.fixed == ["trainer.seeds=2"]
+    assert space.overrides({"optim.lr": 0.1 / 3, "model.hidden": "[16]", "trainer.epochs": 20}) == [
+        "trainer.seeds=2", f"optim.lr={0.1 / 3!r}", "model.hidden=[16]", "trainer.epochs=20"]
+
+
+@pytest.mark.parametrize("overrides, says", [
+    (["trainer.seeds=2"], "nothing to search"),
+    (["optim.lr=tag(log, interval(0, 1))"], "start > 0 on a log scale"),
+    (["optim.lr=interval(1, 0.5)"], "needs start < end"),
+    (["trainer.epochs=range(5, 5)"], "holds no values"),
+])
+def test_search_space_refuses_what_it_cannot_search(overrides, says):
+    with pytest.raises(RunnerError, match=says):
+        _space(*overrides)
+
+
+def test_bad_sweeper_settings_are_one_line(train, tmp_path):
+    status, _, err = train("-m", "hparams_search=heart_optuna", "hydra.sweeper.sampler=grid", *QUICK,
+                           f"hydra.sweep.dir={tmp_path / 's'}")
+    assert status == 2 and err.strip() == "error: hydra.sweeper.sampler=grid is not an option; choose one of: tpe, random"
+
+
+def test_missing_optuna_names_the_extra(train, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
+    status, out, err = train("-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={tmp_path / 's'}")
+    assert status == 2
+    assert err.strip() == "error: hydra/sweeper=optuna needs optuna: pip install 'runner[sweeps]'"
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
