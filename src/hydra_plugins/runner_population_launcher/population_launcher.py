@@ -1,6 +1,7 @@
 """The population launcher: composes every job, trains each group of compatible jobs as one population, and
 writes each job's run directory as Hydra's basic launcher would have had it run alone."""
 
+import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class PopulationLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.population_sweep import groups
+        from runner.rundir import is_finished
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -59,7 +61,7 @@ class PopulationLauncher(Launcher):
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         returns: dict[int, JobReturn] = {}
         for job in jobs:
-            if _finished(job.run_dir):
+            if is_finished(job.run_dir):
                 returns[job.num] = _finished_return(job)  # a resumed sweep trains only what is unfinished
         todo = [job for job in jobs if job.num not in returns]
         for number, members in enumerate(groups([_plan(job) for job in todo]), 1):
@@ -152,16 +154,10 @@ def _finishing(study, fitted) -> TaskFunction:
 
 def _task_config(config: DictConfig) -> DictConfig:
     """The composed config without Hydra's node, as the job receives it."""
-    task = config.copy()
+    task = copy.deepcopy(config)
     with read_write(task), open_dict(task):
         del task["hydra"]
     return task
-
-
-def _finished(run_dir: Path) -> bool:
-    from runner import rundir
-
-    return rundir.is_finished(run_dir)
 
 
 def _finished_return(job: _Job) -> JobReturn:
