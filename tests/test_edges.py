@@ -250,8 +250,8 @@ def test_a_sweep_over_targets_prints_a_table_for_each(tmp_path, train):
                            f"hydra.sweep.dir={tmp_path}/sweep")
     assert status == 0
     flat = " ".join(out.split())
-    assert "dataset two, target y, regression, holdout (test 0.2), split seed 0: 1 run compared" in flat
-    assert "dataset two, target sick, binary, holdout (test 0.2), split seed 0: 1 run compared" in flat
+    assert "dataset two, target y, regression: 1 run compared" in flat
+    assert "dataset two, target sick, binary: 1 run compared" in flat
 
 
 def test_a_used_sweep_directory_is_refused(tmp_path, train):

@@ -72,7 +72,9 @@ class OptunaSweeper(Sweeper):
         while (left := self.n_trials - _counted(study)) > 0:
             trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
             returns.append(self._launch(study, trials, space))
-            console.print(f"optuna: {_counted(study)} of {self.n_trials} trials done; {search.best_line(study, metric)}")
+            if _counted(study) < self.n_trials:  # the last batch's line is the summary below
+                console.print(f"optuna: {_counted(study)} of {self.n_trials} trials done; "
+                              f"{search.best_line(study, metric)}")
         search.write_trials(study, sweep_dir / "trials.csv")
         console.print(f"[bold]{search.best_line(study, metric)}[/] (all trials: {sweep_dir / 'trials.csv'})")
         return returns

@@ -262,10 +262,20 @@ def short_names(keys: list[str]) -> list[str]:
     return out
 
 
+def _short_value(value: str) -> str:
+    """A searched number to 4 significant digits ("0.0044303752" -> "0.00443"); other settings as they are."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return value
+    return value if number.is_integer() and "e" not in str(value).lower() else f"{number:.3g}"
+
+
 def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False):
     val = [fmt_interval(row["validation"], compact=compact)] if c.by_validation else []
     n_over = [] if same_n_over else [str(row["n"] or ""), str(row["over"] or "")]
-    return [_mark_text(row["mark"], compact), row["run"], *(row["overrides"][k] for k in c.columns), *val,
+    settings = (_short_value(row["overrides"][k]) if compact else row["overrides"][k] for k in c.columns)
+    return [_mark_text(row["mark"], compact), row["run"], *settings, *val,
             *(fmt_interval(row["metrics"][m], compact=compact) for m in metrics), *n_over]
 
 
@@ -280,6 +290,7 @@ def to_table(c: Comparison, width: int | None = None):
     fits = lambda t: width is None or Measurement.get(console, console.options, t).maximum <= width  # noqa: E731
     same_n_over = len({(r["n"], r["over"]) for r in c.rows}) == 1
     layouts = [(k, compact) for compact in (False, True) for k in range(len(c.metrics), 0, -1)]
+    layouts += [(0, True)] if c.by_validation else []  # a wide search: the validation column it is ranked by
     for k, compact in layouts:
         table = _table(c, c.metrics[:k], compact, compact and same_n_over)
         if fits(table):
@@ -296,7 +307,8 @@ def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over
     from rich.table import Table
 
     # Compact: no vertical rules, so a sweep's table fits an 80-column terminal.
-    table = Table(title=_title(c), box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact)
+    table = Table(title=_title(c), box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact,
+                  collapse_padding=compact)
     sort_col = 2 + len(c.columns)  # the validation column, else the first test metric
     for i, name in enumerate(_header(c, metrics, same_n_over, compact)):
         numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + 1  # the intervals and n
