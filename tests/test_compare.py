@@ -55,6 +55,8 @@ def test_sweep_rows_vary_only_optim_and_carry_each_jobs_numbers(sweep):
         assert row["selection"]["mean"] == expected["mean"]
         assert row["n"] == job["metrics"]["test/accuracy"]["n"] == 61
         assert row["over"] == job["over"]
+        # A sweep's jobs draw no plots unless plots=true; the summary and TensorBoard compare them.
+        assert not list(Path(row["path"]).glob("*.png")) and (Path(row["path"]) / "report.md").is_file()
 
 
 def test_sweep_is_sorted_best_first_and_marked_against_the_best(sweep):

@@ -98,6 +98,10 @@ def test_write_reports_round_trips_json_and_writes_every_file(tmp_path):
     assert "n/a" in (tmp_path / "report.md").read_text()  # the undefined AUC
     for png in ("report.png", "curves.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bare = tmp_path / "no_plots"
+    assert sorted(p.name for p in write_reports(bare, results, history, plots=False)) == [
+        "report.csv", "report.md", "results.json"]
+    assert sorted(os.listdir(bare)) == ["report.csv", "report.md", "results.json"]
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

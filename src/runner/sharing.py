@@ -34,6 +34,7 @@ NOT_TRAINING: tuple[str, ...] = (
     "trainer.checkpoint_every",
     "trainer.threads",
     "overwrite",
+    "plots",
 )
 
 

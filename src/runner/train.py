@@ -36,10 +36,21 @@ def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = Non
     clock.lap("data")
     pre = preprocess(study.dataset, study.members)
     clock.lap("preprocess")
-    plotter = PlotWorker.start()  # imports matplotlib on the other core while this process trains
+    # Imports matplotlib on the other core while this process trains.
+    plotter = PlotWorker.start() if draws_plots(cfg) else None
     fitted = fit_population(study, study.members, pre, study.over, run_dir=run_dir)
     clock.lap("train")
     return finish(study, fitted, run_dir, clock, plotter)
+
+
+def draws_plots(cfg: Config) -> bool:
+    """`plots`, or when unset: yes for a single run, no for a job of a sweep (-m)."""
+    if cfg.plots is not None:
+        return cfg.plots
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def check(study: Study) -> None:
@@ -140,7 +151,8 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
 
         console.print(ensemble_table(results))
     _write_hparams(run_dir, results, clock)
-    write_reports(run_dir, results, history, clock, plotter)  # results.json last, with the timing up to here
+    # results.json last, with the timing up to here
+    write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 

@@ -178,8 +178,10 @@ def report_csv(results: dict) -> str:
     return report_frame(results).to_csv(index=False)
 
 
-def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None) -> list[Path]:
-    """Write report.png, curves.png (with a history), report.md, report.csv and last results.json; each atomically.
+def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None,
+                  plots: bool = True) -> list[Path]:
+    """Write report.png, curves.png (with a history; both only with `plots`), report.md, report.csv and last
+    results.json; each atomically.
 
     With a `clock` (runner.timing.Stopwatch), plots and reports are booked to it and results.json's
     `timing` is its reading just before results.json is written, so it covers every other file. A
@@ -190,18 +192,18 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
     run_dir.mkdir(parents=True, exist_ok=True)
     written = []
     with status("writing plots"):
-        jobs = [("report_plot", run_dir / "report.png", (results,))]
-        if history is not None and len(history):
+        jobs = [("report_plot", run_dir / "report.png", (results,))] if plots else []
+        if plots and history is not None and len(history):
             jobs.append(("curves_plot", run_dir / "curves.png", (history,)))
         drawn = False
-        if worker is not None:  # it was sent the curves when training ended; the report plot now
+        if worker is not None and jobs:  # it was sent the curves when training ended; the report plot now
             worker.send(jobs[:1])
             drawn = worker.finish()
-        if not drawn:
-            from runner.evaluate import plots  # lazy: matplotlib is only needed here
+        if not drawn and jobs:
+            from runner.evaluate import plots as drawing  # lazy: matplotlib is only needed here
 
             for name, path, args in jobs:
-                _atomic(path, lambda p: getattr(plots, name)(*args, p))
+                _atomic(path, lambda p: getattr(drawing, name)(*args, p))
         written += [path for _, path, _ in jobs]
     if clock is not None:
         clock.lap("plots")
