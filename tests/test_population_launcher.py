@@ -54,8 +54,8 @@ def _same_as_basic(population_dir, basic_dir, jobs: int) -> None:
         for name in ("metrics.csv", "predictions.csv"):
             pd.testing.assert_frame_equal(pd.read_csv(population_dir / str(j) / name),
                                           pd.read_csv(basic_dir / str(j) / name), atol=1e-6, rtol=0)
-        assert (population_dir / str(j) / ".hydra/overrides.yaml").read_text() == \
-            (basic_dir / str(j) / ".hydra/overrides.yaml").read_text()
+        for name in (".hydra/overrides.yaml", ".hydra/config.yaml"):  # composed as Hydra composes each alone
+            assert (population_dir / str(j) / name).read_text() == (basic_dir / str(j) / name).read_text()
 
 
 def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
