@@ -1,5 +1,8 @@
-"""`hydra/sweeper=grid`, the default for -m: Hydra's basic sweeper (every combination of the overrides), less
-its trial composition of every job when the population launcher composes them itself.
+"""Hydra's basic sweeper (every combination of the overrides, `hydra/sweeper=basic`, the default for -m), less its
+trial composition of every job when the population launcher composes them itself.
+
+It is registered under Hydra's own name, `basic`, so it stays the default and a preset that overrides the
+sweeper (hparams_search=heart_optuna) still can; with any other launcher it is Hydra's basic sweeper unchanged.
 
 Hydra's sweeper composes each job once to fail early, then the launcher composes it again to run it: with
 the population launcher, which composes (and checks) every job of a batch before training any, the first
@@ -20,7 +23,7 @@ class GridSweeperConf:
     params: Optional[Dict[str, str]] = None
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="grid", node=GridSweeperConf, provider="runner")
+ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweeperConf, provider="runner")
 
 
 class GridSweeper(BasicSweeper):
