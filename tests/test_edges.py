@@ -3,6 +3,7 @@ jobs, write failures, bad data values, labels, and `runner report` on runs of di
 
 import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -197,8 +198,9 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
     with pytest.raises(ZeroDivisionError):  # a bug still raises, with its traceback
         train(*QUICK, f"hydra.run.dir={run}")
     record = json.loads((run / "status.json").read_text())
-    assert record == {"status": "failed", "time": record["time"],
-                      "error": "ZeroDivisionError: division by zero in the engine"}
+    assert record == {"status": "failed", "time": record["time"], "pid": os.getpid(), "started": record["started"],
+                      "ended": record["ended"], "error": "ZeroDivisionError: division by zero in the engine"}
+    assert record["started"] <= record["ended"]
     assert "Traceback" in (run / "error.log").read_text()
 
 

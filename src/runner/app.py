@@ -1,6 +1,7 @@
 """`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
 import copy
+import json
 import math
 import os
 import re
@@ -51,6 +52,12 @@ def train_command(args: list[str]) -> int:
         return _fail(f"cannot read the overrides {' '.join(args)!r}: {first} (see runner train --help)")
     for message in _job_errors:
         _fail(message)
+    from runner.sweep import FAILED
+
+    if FAILED and not _job_errors:  # jobs that ran in other processes (joblib, submitit): read from their dirs
+        for line in FAILED:
+            _fail(line)
+        return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
 
 
@@ -93,8 +100,39 @@ class CheckRun(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         if (sweep_dir / STUDY_FILE).is_file():
             return
-        if sweep_dir.exists() and (not sweep_dir.is_dir() or any(sweep_dir.iterdir())):
+        if not sweep_dir.exists() or (sweep_dir.is_dir() and not any(sweep_dir.iterdir())):
+            return
+        before = _sweep_overrides(sweep_dir)
+        now = list(OmegaConf.to_container(config.hydra.overrides.task))
+        if before is None:
             raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
+        if [o for o in before if not o.startswith("hydra.")] != [o for o in now if not o.startswith("hydra.")]:
+            raise Refused(f"hydra.sweep.dir={sweep_dir} holds another sweep ({' '.join(before)}); rerun that "
+                          "command to finish it, or choose another hydra.sweep.dir")
+        # The same sweep again: its finished jobs are kept, the others run (job dirs are sweep dir + job number).
+
+
+def _share_cores(config: Config) -> None:
+    """Under the joblib launcher, n_jobs jobs run at once: each gets cores // n_jobs torch threads (at least 1),
+    unless trainer.threads says otherwise, so jobs x threads never exceeds the cores."""
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = HydraConfig.get().launcher
+    if config.trainer.threads is not None or "joblib" not in str(launcher.get("_target_", "")):
+        return
+    cores = os.cpu_count() or 1
+    jobs = launcher.get("n_jobs") or -1
+    jobs = cores + 1 + jobs if jobs < 0 else jobs  # joblib's convention: -1 is every core, -2 all but one
+    config.trainer.threads = max(1, cores // max(jobs, 1))
+
+
+def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
+    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's)."""
+    try:
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+        return list(OmegaConf.to_container(saved.hydra.overrides.task))
+    except Exception:  # noqa: BLE001 (missing, unreadable or not Hydra's: not a sweep to resume)
+        return None
 
 
 def _task_config(config: DictConfig) -> DictConfig:
@@ -139,9 +177,15 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
+        if sweeping and rundir.is_finished(run_dir):  # the same sweep run again: this job is done
+            from runner.console import console
+
+            console.print(f"job {run_dir.name}: finished before (status ok), not trained again")
+            return objective(json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8")))
         if sweeping:
             rundir.write_status(run_dir, "running")
         config = checked_config(cfg)
+        _share_cores(config)
         clock.lap("config")
         if work is None:
             from runner.train import train as work
@@ -188,6 +232,10 @@ def objective(results: dict | None) -> float | None:
     return float(value) if value is not None and math.isfinite(value) else None
 
 
+# Launchers and sweepers that come with `pip install 'runner[sweeps]'` (and the presets built on them).
+EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm"), "hydra/sweeper": ("optuna",)}
+
+
 def explain(exc: BaseException) -> str:
     """One line naming the bad key or value and what is allowed, from a Hydra/OmegaConf error."""
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
@@ -195,6 +243,9 @@ def explain(exc: BaseException) -> str:
         m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc))
         if m:
             group, choice = m.groups()
+            if choice in EXTRAS.get(group, ()):
+                return (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs optuna and "
+                        "Hydra's joblib and submitit plugins)")
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__

@@ -58,8 +58,11 @@ def _check_resumable(run_dir: Path) -> None:
 
 
 def write_status(run_dir: Path, status: str, error: str | None = None) -> None:
-    """status.json: `running`, `ok`, `failed` (with the error line) or `interrupted`; other fields are kept."""
-    update_status(run_dir, status=status, error=error, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    """status.json: `running` (since when, in which process), `ok`, `failed` (with the error line) or
+    `interrupted` (and when it ended); other fields are kept."""
+    now = round(time.time(), 3)
+    when = {"started": now, "pid": os.getpid(), "ended": None} if status == "running" else {"ended": now}
+    update_status(run_dir, status=status, error=error, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **when)
 
 
 def update_status(run_dir: Path, **fields) -> None:

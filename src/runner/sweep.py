@@ -1,28 +1,99 @@
-"""A Hydra callback that prints `runner report`'s comparison table when a sweep (-m) ends."""
+"""The end of a sweep (-m), under any launcher: the comparison table printed and saved in the sweep dir
+(summary.md, summary.csv), every job's status read from its own directory, and the failed ones named."""
 
+import csv
+import io
 import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+# Lines naming the jobs of the last sweep that failed or never finished (read from disk, so jobs that ran in
+# other processes count too); `runner train -m` exits non-zero when there are any.
+FAILED: list[str] = []
+
 
 class SweepReport(Callback):
-    """At the end of a multirun, print one table comparing its jobs (as `runner report SWEEP_DIR` would)."""
+    """At the end of a multirun: one table comparing its jobs (as `runner report SWEEP_DIR` would), written to
+    summary.md and summary.csv beside them, and the jobs that did not finish."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        FAILED.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """Compare the runs under the sweep dir; a problem is one line on stderr, never a failed sweep."""
+        """A problem with the table is one line on stderr; a failed job is a line in FAILED."""
         from runner.console import console
         from runner.errors import RunnerError
-        from runner.evaluate.compare import compare_by_data, to_table
+        from runner.evaluate.compare import compare_by_data, to_markdown, to_table
 
         sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = job_statuses(sweep_dir)
+        FAILED[:] = [f"job {name} {record.get('status')}" + (f": {record['error']}" if record.get("error") else "")
+                     for name, record in jobs.items() if record.get("status") != "ok"]
         try:
             comparisons = compare_by_data([sweep_dir])
         except RunnerError as exc:
+            comparisons = []
             print(f"sweep report: {exc}", file=sys.stderr)
-            return
         for comparison in comparisons:  # a sweep over datasets: one table each
             console.print(to_table(comparison, console.width))
-        console.print(f"sweep directory: [bold]{sweep_dir.resolve()}[/] (runner report {sweep_dir} to see it again)")
+        (sweep_dir / "summary.md").write_text("\n".join(to_markdown(c) for c in comparisons) + _failed_md(),
+                                              encoding="utf-8")
+        (sweep_dir / "summary.csv").write_text(summary_csv(comparisons, jobs, sweep_dir), encoding="utf-8")
+        ok = sum(r.get("status") == "ok" for r in jobs.values())
+        console.print(f"{ok} of {len(jobs)} jobs finished; sweep directory: [bold]{sweep_dir.resolve()}[/] "
+                      f"(summary.md, summary.csv; runner report {sweep_dir} to see it again)")
+
+
+def job_statuses(sweep_dir: Path) -> dict[str, dict]:
+    """Each job directory's status.json record by job name, in job order ("no status.json" for a job that
+    never started writing)."""
+    from runner import rundir
+
+    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    dirs.sort(key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
+    return {p.name: rundir.read_status(p) or {"status": "failed", "error": "no status.json"} for p in dirs}
+
+
+def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
+    """runner report's CSV with a status column and every override as a column (also those one value in every
+    ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
+    is on record beside the others."""
+    from runner.evaluate.compare import to_csv
+
+    settings: list[str] = []
+    rest: list[str] = []
+    rows = []
+    for c in comparisons:
+        lines = list(csv.reader(io.StringIO(to_csv(c))))
+        for key in [*c.columns, *c.constant]:
+            settings += [key] if key not in settings else []
+        rest += [k for k in lines[0] if k not in ("rank", "mark", "run", *c.columns, *rest)]
+        rows += [{**c.constant, **dict(zip(lines[0], line)), "status": "ok"} for line in lines[1:]]
+    for name, record in jobs.items():
+        if record.get("status") != "ok":
+            overrides = _overrides(sweep_dir / name)
+            settings += [k for k in overrides if k not in settings]
+            rows.append({"run": name, "path": str((sweep_dir / name).resolve()), "status": record.get("status"),
+                         "error": record.get("error", ""), **overrides})
+    header = ["status", "rank", "mark", "run", *settings, *rest, "error"]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _overrides(job_dir: Path) -> dict[str, str]:
+    try:
+        items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return {}
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def _failed_md() -> str:
+    return "" if not FAILED else "\n**Jobs that did not finish**\n\n" + "\n".join(f"- {line}" for line in FAILED) + "\n"
