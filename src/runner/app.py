@@ -114,11 +114,15 @@ class CheckRun(Callback):
 
 def _share_cores(config: Config) -> None:
     """Under the joblib launcher, n_jobs jobs run at once: each gets cores // n_jobs torch threads (at least 1),
-    unless trainer.threads says otherwise, so jobs x threads never exceeds the cores."""
+    unless trainer.threads says otherwise, so jobs x threads never exceeds the cores; and no progress bar (the
+    jobs' bars would interleave, and redrawn from worker processes they cost a 12-job sweep minutes)."""
     from hydra.core.hydra_config import HydraConfig
 
     launcher = HydraConfig.get().launcher
-    if config.trainer.threads is not None or "joblib" not in str(launcher.get("_target_", "")):
+    if "joblib" not in str(launcher.get("_target_", "")):
+        return
+    config.trainer.progress = False
+    if config.trainer.threads is not None:
         return
     cores = os.cpu_count() or 1
     jobs = launcher.get("n_jobs") or -1
