@@ -129,3 +129,20 @@ def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
     a, b = (torch.load(d / "checkpoints" / "last.pt", weights_only=True) for d in (run, tmp_path / "unbroken"))
     assert torch.equal(a["flat"], b["flat"])
     assert not state.exists()  # a finished fit leaves no state behind
+
+
+def test_sigterm_mid_run_prints_runner_resume_message_alone(tmp_path):
+    run = tmp_path / "stopped"
+    job = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", "trainer.epochs=100000",
+                            "trainer.early_stopping.patience=null", "trainer.progress=false",
+                            f"hydra.run.dir={run}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "metrics.csv").exists() and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == [  # no Hydra "Error executing job with overrides" line before it
+        f"interrupted by SIGTERM; fit state saved in {run / 'checkpoints' / 'fit_state.pt'}",
+        f"resume with: runner resume {run}"]
+    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"

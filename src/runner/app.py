@@ -33,11 +33,11 @@ def train_command(args: list[str]) -> int:
     _job_errors.clear()
     _job_crashes.clear()
     _job_started[:] = [False]
+    _interrupted.clear()
     try:
         _hydra_train()
     except Interrupted as exc:
-        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
-        return exc.status
+        _interrupted.append(exc)
     except Refused as refused:
         return _fail(str(refused))
     except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
@@ -50,6 +50,10 @@ def train_command(args: list[str]) -> int:
         # Hydra's override parser raises plain errors for some malformed overrides (`=3`).
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         return _fail(f"cannot read the overrides {' '.join(args)!r}: {first} (see runner train --help)")
+    if _interrupted:
+        exc = _interrupted[0]
+        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
+        return exc.status
     for message in _job_errors:
         _fail(message)
     from runner.sweep import FAILED
@@ -66,6 +70,9 @@ def train_command(args: list[str]) -> int:
 _job_errors: list[str] = []
 _job_crashes: list[str] = []
 _job_started = [False]
+# A single run stopped by a signal: handed to train_command past Hydra, which would print its own
+# "Error executing job" line before runner's resume message.
+_interrupted: list[Interrupted] = []
 
 
 def _fail(message: str) -> int:
@@ -203,8 +210,11 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
     except OSError as exc:
         where = exc.filename or run_dir
         message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
-    except Interrupted:
-        raise  # a signal stopped training after saving its state; train marked the run resumable
+    except Interrupted as exc:  # a signal stopped training after saving its state; train marked the run resumable
+        if sweeping:
+            raise
+        _interrupted.append(exc)
+        return None
     except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or rich exiting on a closed stdout pipe
         rundir.fail(run_dir, "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped: output closed",
                     "interrupted")
