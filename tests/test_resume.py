@@ -135,9 +135,11 @@ def test_sigterm_mid_run_prints_runner_resume_message_alone(tmp_path):
     run = tmp_path / "stopped"
     job = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", "trainer.epochs=100000",
                             "trainer.early_stopping.patience=null", "trainer.progress=false",
-                            f"hydra.run.dir={run}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            "trainer.checkpoint_every=1", f"hydra.run.dir={run}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
-    while not (run / "metrics.csv").exists() and job.poll() is None and time.time() < deadline:
+    state = run / "checkpoints" / "fit_state.pt"  # written after the first epoch: training is under way
+    while not state.exists() and job.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     job.send_signal(signal.SIGTERM)
     _, err = job.communicate(timeout=60)
