@@ -6,6 +6,8 @@ import json
 import sys
 
 import pytest
+from hydra.core.config_store import ConfigStore
+from hydra.core.plugins import Plugins
 from hydra.errors import MissingConfigException
 
 from runner.app import explain
@@ -85,16 +87,39 @@ def test_joblib_runs_two_jobs_at_once_with_a_thread_each(sweep):
     assert a["started"] < b["ended"] and b["started"] < a["ended"]  # their running times overlap
 
 
-@pytest.mark.parametrize("group,choice", [("hydra/launcher", "joblib"), ("hydra/launcher", "slurm"),
-                                          ("hydra/sweeper", "optuna")])
-def test_a_launcher_or_sweeper_from_the_extra_names_the_extra_when_missing(group, choice):
-    exc = MissingConfigException(f"In 'config': Could not find '{group}/{choice}'\n\nAvailable options...",
-                                 missing_cfg_file=f"{group}/{choice}", options=["basic", "population"])
-    assert explain(exc) == (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs "
-                            "optuna and Hydra's joblib and submitit plugins)")
+@pytest.mark.parametrize("group,choice,plugin", [("hydra/launcher", "joblib", "joblib"),
+                                                 ("hydra/launcher", "submitit_local", "submitit_local"),
+                                                 ("hydra/launcher", "slurm", "submitit_slurm"),  # our preset on it
+                                                 ("hydra/sweeper", "optuna", "optuna")])
+def test_a_launcher_or_sweeper_from_the_extra_names_the_extra_when_its_plugin_is_absent(
+        sweep, monkeypatch, group, choice, plugin):
+    Plugins.instance()  # the installed plugins register their configs; then this one is taken away again
+    monkeypatch.delitem(ConfigStore.instance().repo["hydra"][group.split("/")[1]], f"{plugin}.yaml")
+    status, where, out, err = sweep("missing", "optim.lr=0.01,0.003", f"{group}={choice}")
+    assert status == 2 and not where.exists()
+    assert err == (f"error: {group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs "
+                   "optuna and Hydra's joblib and submitit plugins)\n")
+
+
+def test_a_launcher_that_no_extra_provides_lists_the_options():
     exc = MissingConfigException("In 'config': Could not find 'hydra/launcher/jobsub'", missing_cfg_file="x",
                                  options=["basic", "population"])
     assert explain(exc) == "hydra/launcher=jobsub is not an option; choose one of: basic, population"
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_finished_sweep_run_again_trains_nothing_and_leaves_every_file_as_it_was(sweep, launcher):
+    grid = ["optim.lr=0.01,0.003", f"hydra/launcher={launcher}"]
+    status, where, _, _ = sweep("done", *grid)
+    assert status == 0
+    before = {p: p.read_bytes() for p in where.rglob("*") if p.is_file()}
+    stamps = {j: (where / j / "results.json").stat().st_mtime_ns for j in "01"}
+    status, _, out, _ = sweep("done", *grid)  # Hydra rewrites each job's .hydra/ first: to the same content
+    assert status == 0
+    if launcher == "basic":  # joblib's jobs print from worker processes, past capsys
+        assert out.count("finished before (status ok), not trained again") == 2 and "run directory:" not in out
+    assert {p: p.read_bytes() for p in where.rglob("*") if p.is_file()} == before
+    assert {j: (where / j / "results.json").stat().st_mtime_ns for j in "01"} == stamps
 
 
 @pytest.mark.slow

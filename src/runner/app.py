@@ -253,13 +253,17 @@ EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slur
 def explain(exc: BaseException) -> str:
     """One line naming the bad key or value and what is allowed, from a Hydra/OmegaConf error."""
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
-    if isinstance(exc, MissingConfigException) and exc.options:
-        m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc))
+    if isinstance(exc, MissingConfigException):
+        # "Could not find" names the chosen option; "Could not load" names what a chosen preset extends (slurm's
+        # submitit_slurm), and its "In '...'" the preset asked for.
+        m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc)) if exc.options else None
+        base = re.search(r"In '([^']+)/([^']+)': Could not load '([^']+)/([^']+)'", str(exc))
+        if base and base.group(4) in EXTRAS.get(base.group(3), ()):
+            return _needs_extra(*base.group(1, 2))
         if m:
             group, choice = m.groups()
             if choice in EXTRAS.get(group, ()):
-                return (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs optuna and "
-                        "Hydra's joblib and submitit plugins)")
+                return _needs_extra(group, choice)
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
@@ -268,6 +272,11 @@ def explain(exc: BaseException) -> str:
             return f"{full_key}: {first}"
         return unknown_key(full_key)
     return first
+
+
+def _needs_extra(group: str, choice: str) -> str:
+    return (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs optuna and Hydra's "
+            "joblib and submitit plugins)")
 
 
 def unknown_key(full_key: str) -> str:
