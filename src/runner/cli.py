@@ -24,7 +24,9 @@ examples:
   runner train                                   heart + mlp + adam + holdout
   runner train model=logreg optim=sgd optim.lr=0.1
   runner train trainer.seeds=5                   5 seeds as one stacked population
-  runner train -m optim=sgd,adam,adamw           a sweep (ends with its comparison table)
+  runner train -m optim=sgd,adam,adamw           a sweep: compatible jobs train as one
+                                                 population; ends with summary.md/csv
+  runner train -m hparams_search=heart_optuna    Optuna search (pip install 'runner[sweeps]')
   runner report outputs/multirun/DATE/TIME       compare a sweep's runs again
 """
 
