@@ -1,5 +1,7 @@
 """Shared fixtures: the shipped configs read through their schemas, the bundled heart data, small CSVs."""
 
+import sys
+
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
@@ -80,3 +82,18 @@ def compose():
             return OmegaConf.to_object(hydra_compose("config", overrides=list(overrides)))
 
     return make
+
+
+@pytest.fixture
+def train(capsys, monkeypatch):
+    """Run `runner train ARGS` in-process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
+
+    def run(*args):
+        from runner.cli import main
+
+        status = main(["train", *args])
+        out = capsys.readouterr()
+        return status, out.out, out.err
+
+    return run

@@ -19,19 +19,6 @@ from runner.config import Config
 QUICK = ["trainer.epochs=4", "trainer.progress=false"]
 
 
-@pytest.fixture
-def train(capsys, monkeypatch):
-    """Run `runner train ARGS` in-process: (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
-
-    def run(*args):
-        status = main(["train", *args])
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
-
-
 def _regression_csv(tmp_path, name="reg.csv", n=40, **columns):
     rng = np.random.default_rng(0)
     x = rng.normal(size=n)

@@ -7,25 +7,11 @@ import pandas as pd
 import pytest
 
 from runner.app import objective
-from runner.cli import main
 from runner.errors import RunnerError
 
 optuna = pytest.importorskip("optuna")
 
 QUICK = ["trainer.epochs=3", "trainer.progress=false", "trainer.device=cpu"]
-
-
-@pytest.fixture
-def train(capsys, monkeypatch):
-    """Run `runner train ARGS` in-process: (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
-
-    def run(*args):
-        status = main(["train", *args])
-        out = capsys.readouterr()
-        return status, out.out, out.err
-
-    return run
 
 
 def _results(job_dir) -> dict:

@@ -91,7 +91,7 @@ class CheckRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
         try:
-            checked = checked_config(_task_config(config))
+            checked = checked_config(task_config(config))
             run_dir = Path(config.hydra.run.dir)
             rundir.claim(run_dir, checked.overwrite, checked.trainer.resume)
         except RunnerError as exc:
@@ -146,7 +146,7 @@ def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
         return None
 
 
-def _task_config(config: DictConfig) -> DictConfig:
+def task_config(config: DictConfig) -> DictConfig:
     """The composed config without Hydra's own node, as the job will receive it."""
     task = copy.deepcopy(config)
     with read_write(task), open_dict(task):

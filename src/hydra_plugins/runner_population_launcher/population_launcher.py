@@ -1,7 +1,6 @@
 """The population launcher: composes every job, trains each group of compatible jobs as one population, and
 writes each job's run directory as Hydra's basic launcher would have had it run alone."""
 
-import copy
 import json
 import logging
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +126,9 @@ def _plan(job: _Job) -> str | None:
     from runner.study import plan
     from runner.train import check
 
-    task = _task_config(job.config)
+    from runner.app import task_config
+
+    task = task_config(job.config)
     try:
         cfg = checked_config(task)
         key = key_of(cfg)
@@ -152,19 +153,11 @@ def _finishing(study, fitted) -> TaskFunction:
     return lambda cfg: run_task(cfg, work)
 
 
-def _task_config(config: DictConfig) -> DictConfig:
-    """The composed config without Hydra's node, as the job receives it."""
-    task = copy.deepcopy(config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
-
-
 def _finished_return(job: _Job) -> JobReturn:
     """A finished job's return, from its own files; its directory is left as it is."""
-    from runner.app import objective
+    from runner.app import objective, task_config
 
-    ret = JobReturn(overrides=OmegaConf.to_container(job.config.hydra.overrides.task), cfg=_task_config(job.config),
+    ret = JobReturn(overrides=OmegaConf.to_container(job.config.hydra.overrides.task), cfg=task_config(job.config),
                     hydra_cfg=job.config, working_dir=str(job.run_dir), task_name=job.config.hydra.job.name,
                     status=JobStatus.COMPLETED)
     ret.return_value = objective(json.loads((job.run_dir / "results.json").read_text(encoding="utf-8")))
