@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import recall_score, roc_auc_score
 
 from runner.cli import main
@@ -186,23 +187,34 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
         train(*QUICK, f"hydra.run.dir={run}")
     record = json.loads((run / "status.json").read_text())
     assert record == {"status": "failed", "time": record["time"], "pid": os.getpid(), "started": record["started"],
-                      "ended": record["ended"], "error": "ZeroDivisionError: division by zero in the engine"}
+                      "ended": record["ended"], "error": "ZeroDivisionError: division by zero in the engine", "job": [*QUICK]}
     assert record["started"] <= record["ended"]
     assert "Traceback" in (run / "error.log").read_text()
 
 
-def test_an_interrupted_run_says_so_and_leaves_no_results(tmp_path, train, monkeypatch):
+@pytest.mark.parametrize("after_epochs", [0, 1])
+def test_ctrl_c_anywhere_is_one_line_and_leaves_a_true_status(tmp_path, train, monkeypatch, after_epochs):
+    """Before training started the folder is put back as it was; after, status.json says interrupted, with the
+    command that resumes it, and no results.json passes for a finished run."""
     import runner.fitting
 
-    def interrupt(*args, **kwargs):
+    def interrupt(model, data, cfg, loss, on_epoch, *args, **kwargs):
+        for epoch in range(after_epochs):
+            on_epoch(epoch, 1)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(runner.fitting, "fit", interrupt)
     run = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train(*QUICK, f"hydra.run.dir={run}")
-    assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
-    assert not (run / "results.json").exists()
+    status, _, err = train(*QUICK, f"hydra.run.dir={run}")
+    assert status == 130
+    if after_epochs == 0:
+        assert err.strip().splitlines() == ["interrupted by SIGINT before training started; nothing was written"]
+        assert not run.exists()
+    else:
+        assert err.strip().splitlines() == [f"interrupted by SIGINT in {run}", f"resume with: runner resume {run}"]
+        record = json.loads((run / "status.json").read_text())
+        assert (record["status"], record["resume"]) == ("interrupted", f"runner resume {run}")
+        assert not (run / "results.json").exists()
 
 
 def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, train, monkeypatch):
@@ -359,14 +371,16 @@ def test_heart_says_its_positive_class_is_disease(tmp_path, train):
     assert json.loads((tmp_path / "run" / "results.json").read_text())["positive"] == "1"
 
 
-def test_an_id_like_text_column_warns_once_and_names_the_fix(tmp_path, train):
+def test_an_id_like_text_column_is_dropped_and_the_header_says_so(tmp_path, train):
     data = _regression_csv(tmp_path, "ids.csv", n=120, patient=[f"P{i:04d}" for i in range(120)])
-    status, _, err = train("dataset=csv", f"dataset.path={data}", "dataset.target=y", *QUICK,
+    status, out, _ = train("dataset=csv", f"dataset.path={data}", "dataset.target=y", *QUICK,
                            f"hydra.run.dir={tmp_path}/run")
-    assert status == 0
-    assert err.count("warning: text column 'patient' of ids.csv has 120 distinct values in 120 rows") == 1
-    assert "dataset.drop=[patient]" in err
-    status, _, err = train("dataset=csv", f"dataset.path={data}", "dataset.target=y", "dataset.drop=[patient]",
+    assert status == 0 and "dropped: patient (text, unique per row)" in " ".join(out.split())
+    kept = torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["features"]
+    assert not any(name.startswith("patient") for name in kept)
+    status, out, _ = train("dataset=csv", f"dataset.path={data}", "dataset.target=y", "dataset.keep=[patient]",
                            *QUICK, f"hydra.run.dir={tmp_path}/run2")
-    assert status == 0 and "warning" not in err
+    assert status == 0 and "dropped" not in out
+    kept = torch.load(tmp_path / "run2" / "checkpoints" / "best.pt", weights_only=True)["features"]
+    assert sum(name.startswith("patient") for name in kept) >= 100  # one-hot: the user asked for it
 

@@ -145,6 +145,6 @@ def test_sigterm_mid_run_prints_runner_resume_message_alone(tmp_path):
     _, err = job.communicate(timeout=60)
     assert job.returncode == 128 + signal.SIGTERM
     assert err.strip().splitlines() == [  # no Hydra "Error executing job with overrides" line before it
-        f"interrupted by SIGTERM; fit state saved in {run / 'checkpoints' / 'fit_state.pt'}",
+        f"interrupted by SIGTERM; fit state saved in {run}",
         f"resume with: runner resume {run}"]
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import traceback
 from dataclasses import fields, is_dataclass
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import OmegaConfBaseException, ValidationError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException, ValidationError
 
 from runner import rundir
 from runner.checks import check_task, validate
@@ -25,7 +26,8 @@ from runner.paths import conf_dir
 
 
 def train_command(args: list[str]) -> int:
-    """Run `runner train [overrides]`; returns the exit status (2 for a user error, 1 for a crashed sweep job)."""
+    """Run `runner train [overrides]`; returns the exit status (2 for a user error, 1 for a crashed sweep job,
+    128 + the signal for a run stopped by one)."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register()
@@ -34,10 +36,13 @@ def train_command(args: list[str]) -> int:
     _job_crashes.clear()
     _job_started[:] = [False]
     _interrupted.clear()
+    _sweep_config.clear()
     try:
         _hydra_train()
     except Interrupted as exc:
         _interrupted.append(exc)
+    except KeyboardInterrupt:
+        _interrupted.append(Interrupted(signal.SIGINT))
     except Refused as refused:
         return _fail(str(refused))
     except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
@@ -45,15 +50,17 @@ def train_command(args: list[str]) -> int:
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
     except Exception as exc:
-        if _job_started[0] or isinstance(exc, OSError):
-            raise  # a bug in the run, or a closed pipe (`runner train --help | head`): not an override's fault
-        # Hydra's override parser raises plain errors for some malformed overrides (`=3`).
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        return _fail(f"cannot read the overrides {' '.join(args)!r}: {first} (see runner train --help)")
+        if _job_started[0]:
+            raise  # a bug in the run
+        if isinstance(exc, OSError):
+            if isinstance(exc, BrokenPipeError):
+                raise  # a closed pipe (`runner train --help | head`): not an override's fault
+            return _fail(f"cannot write {exc.filename or 'the run directory'}: {rundir.reason(exc)}")
+        return _fail(_unreadable_override(args, exc))
+    finally:
+        _restore_signals()
     if _interrupted:
-        exc = _interrupted[0]
-        print(f"{exc}\nresume with: runner resume {exc.path.parent.parent}", file=sys.stderr)
-        return exc.status
+        return _report_interrupted(_interrupted[0])
     for message in _job_errors:
         _fail(message)
     from runner.sweep import FAILED
@@ -63,6 +70,60 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+def _unreadable_override(args: list[str], exc: Exception) -> str:
+    """The line for an override Hydra's grammar cannot read (its parser raises plain errors for some: `=3`)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if "LexerNoViableAlt" in type(exc).__name__ + first or "token recognition" in first:
+        first = "a character Hydra's override grammar does not allow unquoted"
+    return (f"cannot read the overrides {' '.join(args)!r}: {first}; quote a value holding spaces or special "
+            "characters, e.g. 'dataset.target=\"my column\"' (see runner train --help)")
+
+
+def _report_interrupted(exc: Interrupted) -> int:
+    """A run or a sweep stopped by a signal: what was kept, and the command that continues it."""
+    if _sweep_config:  # a sweep: its summary still lists every job, with its status
+        from runner.sweep import SweepReport
+
+        try:
+            SweepReport().on_multirun_end(_sweep_config[0])
+        except Exception:  # noqa: BLE001 (the summary is a courtesy here; the status files are the record)
+            pass
+        print(f"{exc}\nresume with the same command: runner train {' '.join(sys.argv[1:])}", file=sys.stderr)
+        return exc.status
+    if exc.run_dir is None:  # before training started: nothing was written (or it was put back)
+        print(f"{exc} before training started; nothing was written", file=sys.stderr)
+        return exc.status
+    print(f"{exc}\nresume with: runner resume {exc.run_dir}", file=sys.stderr)
+    return exc.status
+
+
+def _guard_signals(run_dir: Path | None) -> None:
+    """From the moment a run (or a sweep) owns its folder: SIGTERM and SIGUSR2 stop it through Interrupted, so
+    its status.json says interrupted wherever it was (training installs its own handler, which saves the fit
+    state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
+    from runner.engine.resume import STOP_SIGNALS
+
+    def stop(signum, frame):
+        raise Interrupted(signum, run_dir)
+
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGINT:
+            try:
+                _previous_signals.setdefault(signum, signal.signal(signum, stop))
+            except ValueError:  # not the main thread
+                pass
+
+
+def _restore_signals() -> None:
+    for signum, handler in _previous_signals.items():
+        signal.signal(signum, handler)
+    _previous_signals.clear()
+
+
+_previous_signals: dict[int, Any] = {}
+_sweep_config: list[DictConfig] = []  # the multirun's config, for its summary when a signal stops it
 
 
 # A job's user error is recorded rather than raised, so a sweep goes on with its other jobs and
@@ -91,9 +152,14 @@ class CheckRun(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
         try:
-            checked = checked_config(task_config(config))
-            run_dir = Path(config.hydra.run.dir)
-            rundir.claim(run_dir, checked.overwrite, checked.trainer.resume)
+            task = task_config(config)
+            checked = checked_config(task)
+            run_dir = Path(config.hydra.run.dir).absolute()
+            if checked.trainer.resume:
+                refuse_changed(run_dir, task)
+            rundir.claim(run_dir, checked.overwrite, checked.trainer.resume,
+                         job=list(OmegaConf.to_container(config.hydra.overrides.task)))
+            _guard_signals(run_dir)
         except RunnerError as exc:
             raise Refused(str(exc)) from None
         except OmegaConfBaseException as exc:
@@ -104,7 +170,18 @@ class CheckRun(Callback):
         checked in its own directory."""
         from runner.search import STUDY_FILE
 
+        _sweep_config[:] = [config]
         sweep_dir = Path(config.hydra.sweep.dir)
+        subdir = config.hydra.sweep._get_node("subdir")._value()
+        if "${" not in str(subdir):
+            raise Refused(f"hydra.sweep.subdir={subdir} gives every job the same folder; give each its own "
+                          "(the default is ${hydra.job.num})")
+        try:
+            if sweep_dir.is_dir():
+                rundir.refuse_links(sweep_dir)
+        except RunnerError as exc:
+            raise Refused(str(exc)) from None
+        _guard_signals(None)
         if (sweep_dir / STUDY_FILE).is_file():
             return
         if not sweep_dir.exists() or (sweep_dir.is_dir() and not any(sweep_dir.iterdir())):
@@ -146,6 +223,77 @@ def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
         return None
 
 
+def saved_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
+    """A run folder's .hydra/overrides.yaml as (the overrides of runner's own config keys and groups to resume
+    with, the others left out); one line where the folder holds no run or the file is not the plain list of
+    strings Hydra writes (a YAML tag such as !!python is refused unread)."""
+    import yaml
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not run_dir.is_dir():
+        raise RunnerError(f"{run_dir} does not exist; give the directory that `runner train` printed")
+    if not path.is_file():
+        raise RunnerError(f"{run_dir} is not a run directory (no .hydra/overrides.yaml); give the directory that "
+                          "`runner train` printed")
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        what = rundir.reason(exc) if isinstance(exc, OSError) else " ".join(str(exc).split())[:120]
+        raise RunnerError(f"cannot read {path} as the list of overrides runner writes ({what}); the run cannot be "
+                          "resumed: train it again") from None
+    if saved is None:
+        saved = []
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise RunnerError(f"{path} is not a list of overrides (strings); the run cannot be resumed: train it again")
+    roots = {f.name for f in fields(Config)} | {"experiment", "hparams_search"}
+    kept, ignored = [], []
+    for override in saved:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in ("hydra.run.dir", "trainer.resume"):
+            continue  # runner resume sets both
+        root = re.split(r"[./]", key, maxsplit=1)[0]
+        (kept if root in roots and "@" not in key and re.fullmatch(r"[\w./-]+", key) else ignored).append(override)
+    return kept, ignored
+
+
+# Keys a resumed run may change: they change nothing it learns, or where it runs.
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.device")
+
+
+def refuse_changed(run_dir: Path, task: DictConfig) -> None:
+    """A resumed run continues the run it was: one line naming the keys whose values differ from the saved
+    .hydra/config.yaml (read as data: plain YAML, no tags), unless they change nothing it learns."""
+    from runner.sharing import NOT_TRAINING
+
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False)
+    except FileNotFoundError:
+        return  # not a run folder: claim says so
+    except Exception as exc:  # noqa: BLE001 (a run folder is data: anything unreadable is one line)
+        raise RunnerError(f"cannot read {saved_path} ({type(exc).__name__}); it is not a config runner wrote, so "
+                          "the run cannot be resumed: train it again") from None
+    now = OmegaConf.to_container(task, resolve=False)
+    allowed = (*NOT_TRAINING, *RESUMABLE_CHANGES)
+    changed = [k for k in sorted(set(_flat(saved)) | set(_flat(now)))
+               if _flat(saved).get(k) != _flat(now).get(k) and not k.startswith(allowed)]
+    if changed:
+        shown = ", ".join(f"{k} ({_flat(saved).get(k)!r} -> {_flat(now).get(k)!r})" for k in changed[:4])
+        raise RunnerError(f"trainer.resume=true: the run in {run_dir} was trained with other values of {shown}"
+                          f"{' and more' if len(changed) > 4 else ''}; resume it as it was (runner resume "
+                          f"{run_dir}), or start a new run")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {dotted key: value}."""
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
+
+
 def task_config(config: DictConfig) -> DictConfig:
     """The composed config without Hydra's own node, as the job will receive it."""
     task = copy.deepcopy(config)
@@ -180,21 +328,29 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    _job_started[0] = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    job = list(OmegaConf.to_container(HydraConfig.get().overrides.task))
+    try:
+        return _run_job(cfg, work, run_dir, sweeping, job)
+    finally:
+        rundir.release(run_dir)
+
+
+def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
     from runner import timing
 
-    _job_started[0] = True
     clock = timing.job_clock()
     clock.lap("config")
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        if sweeping and rundir.is_finished(run_dir):  # the same sweep run again: this job is done
+        if sweeping and rundir.is_finished(run_dir, job):  # the same sweep run again: this job is done
             from runner.console import console
 
             console.print(f"job {run_dir.name}: finished before (status ok), not trained again")
             return objective(json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8")))
         if sweeping:
-            rundir.write_status(run_dir, "running")
+            rundir.claim_job(run_dir, job)
         config = checked_config(cfg)
         _share_cores(config)
         clock.lap("config")
@@ -203,21 +359,31 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
 
         clock.lap("imports")
         results = work(config, run_dir, clock)
-        rundir.write_status(run_dir, "ok")
+        rundir.write_status(run_dir, "ok", resume=None)
+        for state in (run_dir / "checkpoints").glob("*_state.pt"):
+            state.unlink()  # the run is finished: its fit state is no longer needed
         return objective(results)
     except (RunnerError, OmegaConfBaseException) as exc:
         message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
     except OSError as exc:
         where = exc.filename or run_dir
         message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
-    except Interrupted as exc:  # a signal stopped training after saving its state; train marked the run resumable
+    except MemoryError:
+        message = "out of memory: make the model or the population smaller (model.hidden, trainer.seeds, eval.k)"
+    except (Interrupted, KeyboardInterrupt) as stop:  # a signal, wherever the run was
+        exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT, run_dir)
+        exc.run_dir = run_dir
+        if not sweeping and rundir.rollback(run_dir):
+            exc.run_dir = None  # stopped before training: the folder is as it was
+        else:
+            again = f"runner train {' '.join(sys.argv[1:])}" if sweeping else f"runner resume {run_dir}"
+            rundir.fail(run_dir, str(exc), "interrupted", resume=again)
         if sweeping:
-            raise
+            raise exc from None
         _interrupted.append(exc)
         return None
-    except (KeyboardInterrupt, SystemExit) as stop:  # Ctrl-C, or rich exiting on a closed stdout pipe
-        rundir.fail(run_dir, "interrupted" if isinstance(stop, KeyboardInterrupt) else "stopped: output closed",
-                    "interrupted")
+    except SystemExit:  # rich exiting on a closed stdout pipe
+        rundir.fail(run_dir, "stopped: output closed", "interrupted")
         raise
     except Exception as exc:  # a bug: recorded in the run, raised (a single run) or reported (a sweep)
         line = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -232,7 +398,9 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
         _job_crashes.append(line)
         _job_errors.append(f"job {run_dir.name} crashed ({line}); traceback in {run_dir / 'error.log'}")
         return None
-    rundir.fail(run_dir, message)
+    # A user error: refused before training started, a single run's folder is put back as it was.
+    if sweeping or not rundir.rollback(run_dir):
+        rundir.fail(run_dir, message)
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
 
@@ -253,6 +421,9 @@ EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slur
 def explain(exc: BaseException) -> str:
     """One line naming the bad key or value and what is allowed, from a Hydra/OmegaConf error."""
     cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    if isinstance(exc, OverrideParseException):
+        return (f"{str(exc).strip().splitlines()[0]}: Hydra's override grammar cannot read it; quote a value holding "
+                "spaces or special characters, e.g. 'dataset.target=\"my column\"' (see runner train --help)")
     if isinstance(exc, MissingConfigException):
         # "Could not find" names the chosen option; "Could not load" names what a chosen preset extends (slurm's
         # submitit_slurm), and its "In '...'" the preset asked for.
@@ -267,6 +438,8 @@ def explain(exc: BaseException) -> str:
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
     full_key = getattr(cause, "full_key", None)
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    if isinstance(cause, InterpolationResolutionError) and full_key:
+        return f"{full_key}: {first} (an interpolation ${{...}} must name a key of the config)"
     if isinstance(cause, OmegaConfBaseException) and full_key:
         if isinstance(cause, ValidationError):
             return f"{full_key}: {first}"

@@ -80,25 +80,35 @@ def _done(status: int, end_process: bool) -> int:
 
 
 def resume_command(args: list[str]) -> int:
-    """`runner resume DIR`: run `runner train` again with DIR's own overrides, from DIR's saved fit state."""
-    from pathlib import Path
+    """`runner resume DIR`: run `runner train` again with DIR's own config overrides, from DIR's saved fit state.
 
-    import yaml
+    The folder is data: only its overrides of runner's own config keys are taken (never `hydra.*`, which could
+    name code to run or files to write), each one named where it is left out."""
+    from pathlib import Path
 
     if len(args) != 1 or args[0].startswith("-"):
         print("usage: runner resume RUN_DIR   (the directory an interrupted `runner train` printed)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    run_dir = Path(args[0])
-    overrides = run_dir / ".hydra" / "overrides.yaml"
-    if not overrides.is_file():
-        print(f"error: {run_dir} is not a run directory (no .hydra/overrides.yaml); give the directory that "
-              "`runner train` printed", file=sys.stderr)
-        return 2
-    kept = [o for o in yaml.safe_load(overrides.read_text()) or []
-            if not o.startswith(("hydra.run.dir=", "trainer.resume="))]
-    from runner.app import train_command
+    from runner.app import saved_overrides, train_command
+    from runner.errors import RunnerError
 
-    return train_command([*kept, f"hydra.run.dir={run_dir}", "trainer.resume=true"])
+    run_dir = Path(args[0])
+    try:
+        kept, ignored = saved_overrides(run_dir)
+    except RunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if ignored:
+        print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys): "
+              f"{' '.join(ignored)}", file=sys.stderr)
+    return train_command([*kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
+
+
+def _quoted(value: str) -> str:
+    """`value` as one Hydra override value: quoted where Hydra's grammar would read it otherwise."""
+    if all(c.isalnum() or c in "/._-" for c in value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

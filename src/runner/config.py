@@ -119,6 +119,8 @@ class DatasetConfig:
     categorical: Optional[List[str]] = None  # None: inferred from the column types
     numeric: Optional[List[str]] = None
     drop: List[str] = field(default_factory=list)
+    keep: List[str] = field(default_factory=list)  # columns runner would drop (one value, ID-like text) kept
+    na_values: List[str] = field(default_factory=list)  # cell texts read as missing in every column, besides pandas' NA
     weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
     size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
     cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner

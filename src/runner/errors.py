@@ -1,4 +1,4 @@
-"""The exceptions that reach the command line: user-fixable problems, and a training run stopped by a signal."""
+"""The exceptions that reach the command line: user-fixable problems, and a run stopped by a signal."""
 
 
 class RunnerError(Exception):
@@ -6,11 +6,19 @@ class RunnerError(Exception):
 
 
 class Interrupted(Exception):
-    """Training stopped on a signal after saving its fit state; `status` is the exit status (130 or 143)."""
+    """A run stopped by a signal; `status` is the exit status (128 + the signal), `run_dir` the folder it stopped
+    in, `saved` whether its fit state was saved at the end of an epoch (resume continues from there).
+    Picklable, so a launcher running jobs in other processes (submitit, joblib) can hand it back."""
 
-    def __init__(self, signum: int, path):
+    def __init__(self, signum: int, run_dir=None, saved: bool = False):
+        super().__init__(signum, run_dir, saved)
+        self.signum, self.status, self.run_dir, self.saved = signum, 128 + signum, run_dir, saved
+
+    def __str__(self) -> str:
         import signal
 
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; fit state saved in {path}")
-        self.status = 128 + signum
-        self.path = path
+        where = f"; fit state saved in {self.run_dir}" if self.saved else f" in {self.run_dir}" if self.run_dir else ""
+        return f"interrupted by {signal.Signals(self.signum).name}{where}"
+
+    def __reduce__(self):
+        return type(self), (self.signum, self.run_dir, self.saved)

@@ -17,7 +17,6 @@ from runner.data.splits import Member
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import FitResult, fit
 from runner.engine.resume import FitCheckpoint, stop_on_signals
-from runner.errors import Interrupted
 from runner.models import Population
 from runner.models.noise import MemberNoise
 from runner.study import Study, population
@@ -56,21 +55,21 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     model, data = population(study, members, pre)
     E = len(members)
     shape = "x".join(map(str, study.input_shape))
+    from rich.markup import escape  # column names are text, not markup ('price[/usd]')
+
     console.print(
         f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
-        f"{dataset.task}{_positive(cfg, dataset)} · [bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
+        f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''} · "
+        f"[bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
     checkpoint = None if run_dir is None else FitCheckpoint(
         run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
-    try:
-        with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-            result = fit(model, data, cfg, study.loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
-    except Interrupted:
-        rundir.update_status(run_dir, status="interrupted", resume=f"runner resume {run_dir}")
-        raise
-    if checkpoint is not None:
-        checkpoint.done()
+    with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
+        result = fit(model, data, cfg, study.loss, _starting(on_epoch, run_dir), epoch_budget, checkpoint,
+                     member_cfgs)
+    # The fit state stays until the run is finished (run_task removes it): a stop while the run scores and
+    # writes its files resumes from it.
     # Members leaving the fit early took their random streams with them; prediction (test-time dropout)
     # needs every member's own stream again.
     model.noise = MemberNoise([m.seed for m in members], model.flat.device)
@@ -79,6 +78,19 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
     return Fitted(members, pre, model, data.inputs, result)
+
+
+def _starting(on_epoch, run_dir: Path | None):
+    """The per-epoch callback, which at the end of the first epoch tells the run folder that every check has
+    passed (an overwrite=true's old run is removed then, not before)."""
+    if run_dir is None:
+        return on_epoch
+
+    def call(epoch: int, active: int) -> None:
+        rundir.started(run_dir)  # once; later calls find nothing to do
+        on_epoch(epoch, active)
+
+    return call
 
 
 def _positive(cfg: Config, dataset: Dataset) -> str:

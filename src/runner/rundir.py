@@ -1,50 +1,219 @@
-"""A run directory's life: refuse a used one, claim it before Hydra writes, and keep status.json true."""
+"""A run directory's life: claim it (checked, locked, the old run moved aside), keep status.json true, give it up.
 
+The rules a run folder lives by, each enforced here and nowhere else:
+- runner deletes or replaces only a run folder of its own (every entry one it writes), never the current
+  folder, a parent of it or $HOME, and only once every check has passed (`started`): until then an
+  `overwrite=true` keeps the old run aside and a refused run is rolled back to what was there;
+- one process writes a run folder at a time (an advisory lock the kernel releases when the process dies);
+- a folder from elsewhere is data: a symbolic link in it is refused, never written through.
+"""
+
+import errno
+import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import RunnerError
 
 STATUS = "status.json"
 RESULTS = "results.json"
-# What marks a directory as a run's: anything else in a non-empty directory is not ours to delete.
+LOCK = ".lock"
+# Everything runner writes at the top of a run folder; a folder holding anything else is not ours to replace.
+WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", "report.png", "curves.png",
+                    "metrics.csv", "predictions.csv", "split_indices.json", "tensorboard", "checkpoints",
+                    "train.log", "error.log"})
+# What marks a directory as a run's.
 RUN_MARKS = (".hydra", STATUS, RESULTS)
+# status.json is padded to this size, so that on a full disk it can still be rewritten in place.
+STATUS_BYTES = 4096
 
 
-def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydra.run.dir") -> None:
-    """Make `run_dir` ready for a new run (or, with `resume`, for resuming the unfinished run in it), or raise
-    RunnerError; called before anything is written there.
+@dataclass
+class _Claim:
+    """A run folder this process holds: its lock, whether training has started, and what to put back."""
 
-    A used directory is refused unless `overwrite`; then only a run directory (it has .hydra/,
-    status.json or results.json) is emptied, never an arbitrary folder.
-    """
+    fd: int
+    before: str  # "absent", "empty" or "run" (resumed): what a rollback puts back
+    aside: Path | None = None  # overwrite=true: the old run, until the new one starts
+    kept: dict[str, bytes] | None = None  # a resumed run's status.json and .hydra/ files as they were
+    started: bool = False
+
+
+_claims: dict[Path, _Claim] = {}
+
+
+def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydra.run.dir",
+          job: list[str] | None = None) -> None:
+    """Make `run_dir` this process's, ready for a new run (or, with `resume`, for resuming the unfinished run
+    in it), or raise RunnerError; called before anything is written there. `job`: the run's overrides,
+    recorded in status.json so that another job never passes for this one."""
+    run_dir = Path(run_dir).absolute()
+    _refuse_special(run_dir, key)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunnerError(f"{key}={run_dir} is a file, not a directory (choose another {key})")
+    used = run_dir.is_dir() and any(run_dir.iterdir())
     if resume:
         _check_resumable(run_dir)
-        update_status(run_dir, status="running")
+        refuse_links(run_dir)
+        _lock(run_dir, "run").kept = {str(p.relative_to(run_dir)): p.read_bytes()
+                                      for p in [run_dir / STATUS, *(run_dir / ".hydra").glob("*")] if p.is_file()}
+        update_status(run_dir, status="running", pid=os.getpid(), error=None)
         return
-    used = run_dir.is_dir() and any(run_dir.iterdir())
     if used and not overwrite:
         raise RunnerError(f"{key}={run_dir} already holds a run; choose another {key}, or add overwrite=true "
                           "to replace it")
+    aside = None
     if used:
-        if not any((run_dir / mark).exists() for mark in RUN_MARKS):
-            raise RunnerError(f"{key}={run_dir} is a folder with other files, not a run directory; overwrite=true "
-                              f"only replaces runs (choose another {key})")
+        _check_replaceable(run_dir, key)
+        old = _lock(run_dir, "run")  # no one else is writing the old run
+        aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
         try:
-            shutil.rmtree(run_dir)
+            os.rename(run_dir, aside)
         except OSError as exc:
-            raise RunnerError(f"cannot remove the old run in {run_dir}: {reason(exc)}") from None
+            _release(run_dir)
+            raise RunnerError(f"cannot move the old run in {run_dir} aside: {reason(exc)}") from None
+        _claims.pop(run_dir)
+        os.close(old.fd)
+    before = "empty" if run_dir.is_dir() else "absent"
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_status(run_dir, "running")
+        _lock(run_dir, before).aside = aside
+        write_status(run_dir, "running", job=job)
     except OSError as exc:
+        rollback(run_dir)
         raise RunnerError(f"cannot write the run directory {run_dir}: {reason(exc)} (choose a writable {key})") \
             from None
+
+
+def claim_job(run_dir: Path, job: list[str]) -> None:
+    """A sweep job's folder (made by its launcher): locked for this process, refused if another job's run is
+    in it (two jobs given one folder by hydra.sweep.subdir), and marked running."""
+    run_dir = Path(run_dir).absolute()
+    other = (read_status(run_dir) or {}).get("job")
+    if other is not None and other != job:
+        raise RunnerError(f"job {' '.join(job) or '(no overrides)'} was given the folder of job {' '.join(other)} "
+                          f"({run_dir}); give each job its own folder with hydra.sweep.subdir (default: "
+                          "${hydra.job.num})")
+    refuse_links(run_dir)
+    if run_dir not in _claims:
+        _lock(run_dir, "run")
+    write_status(run_dir, "running", job=job)
+
+
+def started(run_dir: Path) -> None:
+    """Every check has passed and training begins: the run replaced by overwrite=true is removed now."""
+    held = _claims.get(Path(run_dir).absolute())
+    if held is None or held.started:
+        return
+    held.started = True
+    if held.aside is not None:
+        shutil.rmtree(held.aside, ignore_errors=True)
+        held.aside = None
+
+
+def rollback(run_dir: Path) -> bool:
+    """A run stopped or refused before training started: remove what it wrote and put back what was there;
+    False (nothing done) once training has started or where this process holds no claim."""
+    run_dir = Path(run_dir).absolute()
+    held = _claims.get(run_dir)
+    if held is None or held.started:
+        return False
+    _release(run_dir)
+    if held.before == "absent":
+        shutil.rmtree(run_dir, ignore_errors=True)
+    elif held.before == "empty":
+        for entry in run_dir.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+    for name, data in (held.kept or {}).items():
+        write_atomic(run_dir / name, data)
+    if held.aside is not None:
+        os.rename(held.aside, run_dir)
+    return True
+
+
+def release(run_dir: Path) -> None:
+    """The run is over (whatever its status): drop its lock."""
+    _release(Path(run_dir).absolute())
+
+
+def holds(run_dir: Path) -> bool:
+    """Whether this process holds `run_dir`."""
+    return Path(run_dir).absolute() in _claims
+
+
+def _release(run_dir: Path) -> None:
+    held = _claims.pop(run_dir, None)
+    if held is not None:
+        os.close(held.fd)
+
+
+def _lock(run_dir: Path, before: str) -> _Claim:
+    """Take the folder's advisory lock for this process, or one line naming the process that holds it."""
+    if run_dir in _claims:
+        return _claims[run_dir]
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunnerError(f"{path} is a symbolic link; runner does not write through links in a run folder "
+                              "(remove it)") from None
+        raise RunnerError(f"cannot write the run directory {run_dir}: {reason(exc)}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise RunnerError(f"{run_dir} is being written by process {holder}; wait for it to finish (or stop it) "
+                          "and try again") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    held = _claims[run_dir] = _Claim(fd, before)
+    return held
+
+
+def _refuse_special(run_dir: Path, key: str) -> None:
+    """The current folder, a parent of it and $HOME are never run folders."""
+    real = run_dir.resolve()
+    here = Path.cwd().resolve()
+    home = Path.home().resolve()
+    if real == here or real in here.parents or real == home or real == Path(real.anchor):
+        what = "$HOME" if real == home else "the current folder" if real == here else "a parent of the current folder"
+        raise RunnerError(f"{key}={run_dir} is {what}, which is never a run folder; choose a new folder for the run "
+                          f"(e.g. {key}=outputs/my_run)")
+
+
+def _check_replaceable(run_dir: Path, key: str) -> None:
+    """overwrite=true replaces a run folder only: every entry one runner writes (its temporary files too)."""
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if not any((run_dir / mark).exists() for mark in RUN_MARKS):
+        raise RunnerError(f"{key}={run_dir} is a folder with other files, not a run directory; overwrite=true "
+                          f"only replaces runs (choose another {key})")
+    foreign = [name for name in entries if name not in WRITES and not _temporary(name)]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunnerError(f"{key}={run_dir} holds files runner did not write ({shown}); overwrite=true replaces "
+                          f"only what runner wrote: move them out, or choose another {key}")
+    refuse_links(run_dir)
+
+
+def _temporary(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp" in name)
+
+
+def refuse_links(folder: Path) -> None:
+    """One line if anything in `folder` is a symbolic link: runner never writes through one."""
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink():
+                raise RunnerError(f"{path} is a symbolic link; a run folder holds only files runner wrote and it "
+                                  "never writes through links (remove the link)")
 
 
 def _check_resumable(run_dir: Path) -> None:
@@ -57,42 +226,77 @@ def _check_resumable(run_dir: Path) -> None:
                           "there is nothing to resume")
 
 
-def write_status(run_dir: Path, status: str, error: str | None = None) -> None:
+def write_status(run_dir: Path, status: str, error: str | None = None, **fields) -> None:
     """status.json: `running` (since when, in which process), `ok`, `failed` (with the error line) or
     `interrupted` (and when it ended); other fields are kept."""
     now = round(time.time(), 3)
     when = {"started": now, "pid": os.getpid(), "ended": None} if status == "running" else {"ended": now}
-    update_status(run_dir, status=status, error=error, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **when)
+    update_status(run_dir, status=status, error=error, time=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **when, **fields)
 
 
 def update_status(run_dir: Path, **fields) -> None:
-    """Set `fields` in the run's status.json beside what is there already (None removes a key), atomically."""
+    """Set `fields` in the run's status.json beside what is there already (None removes a key): atomically, or
+    on a full disk in place (the file is padded to STATUS_BYTES so a rewrite needs no new block)."""
     record = read_status(run_dir) or {}
     record.update(fields)
-    tmp = Path(run_dir) / (STATUS + ".tmp")
-    tmp.write_text(json.dumps({k: v for k, v in record.items() if v is not None}, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, Path(run_dir) / STATUS)
+    text = json.dumps({k: v for k, v in record.items() if v is not None}, indent=2) + "\n"
+    path = Path(run_dir) / STATUS
+    try:
+        write_atomic(path, _padded(text, STATUS_BYTES))
+    except OSError as exc:
+        size = path.stat().st_size if path.is_file() and not path.is_symlink() else 0
+        if exc.errno != errno.ENOSPC or size <= len(text.encode()):
+            raise
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+        try:
+            os.pwrite(fd, _padded(text, size), 0)
+        finally:
+            os.close(fd)
+
+
+def _padded(text: str, size: int) -> bytes:
+    """`text` then spaces and a newline, `size` bytes in all (JSON ignores the trailing whitespace)."""
+    data = text.encode()
+    return data[:-1].ljust(size - 1) + b"\n" if len(data) < size else data
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write `path` whole or not at all: a fresh temporary file beside it (created exclusively, so a link
+    planted at its name is never followed), renamed over it; the temporary file never outlives a failure."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_status(run_dir: Path) -> dict | None:
     """status.json's record, or None where the run wrote none (runs older than status.json)."""
+    path = Path(run_dir) / STATUS
     try:
-        record = json.loads((run_dir / STATUS).read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None if not (run_dir / STATUS).exists() else {"status": "failed", "error": "unreadable status.json"}
-    return record if isinstance(record, dict) else None
+        return None if not path.exists() else {"status": "failed", "error": "unreadable status.json"}
+    return record if isinstance(record, dict) else {"status": "failed", "error": "status.json is not a record"}
 
 
-def is_finished(run_dir: Path) -> bool:
-    """Whether `run_dir` holds a finished run (status ok and its results.json): a resumed sweep skips it."""
-    return (read_status(Path(run_dir)) or {}).get("status") == "ok" and (Path(run_dir) / RESULTS).is_file()
+def is_finished(run_dir: Path, job: list[str] | None = None) -> bool:
+    """Whether `run_dir` holds a finished run (status ok and its results.json), of this `job` where given:
+    a resumed sweep skips it."""
+    record = read_status(Path(run_dir)) or {}
+    same = job is None or record.get("job", job) == job
+    return record.get("status") == "ok" and same and (Path(run_dir) / RESULTS).is_file()
 
 
-def fail(run_dir: Path, message: str, status: str = "failed") -> None:
+def fail(run_dir: Path, message: str, status: str = "failed", **fields) -> None:
     """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete."""
     try:
-        (run_dir / RESULTS).unlink(missing_ok=True)  # unlinking works even on a full disk
-        write_status(run_dir, status, message)
+        (Path(run_dir) / RESULTS).unlink(missing_ok=True)  # unlinking works even on a full disk
+        write_status(run_dir, status, message, **fields)
     except OSError:
         pass  # the directory itself is gone or unwritable: the caller still reports the error line
 

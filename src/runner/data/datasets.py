@@ -1,6 +1,6 @@
 """Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
 
-import sys
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,9 +17,17 @@ MIN_ROWS = 10
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is read as class labels
 # float32 training squares and sums these values: beyond this magnitude they overflow to inf.
 MAX_MAGNITUDE = 1e18
-# A text column with more distinct values than this (and than half the rows) is likely an ID:
-# one-hot encoding would add a feature per row.
-MANY_CATEGORIES = 50
+# Columns nobody declared (dataset.numeric, categorical or keep) are screened before training:
+# - numbers with a few text cells ('12a', 'n/a?'): at least MOSTLY_NUMBERS of the non-missing cells read as
+#   numbers, taking at least MIN_NUMBERS distinct values. Read as text, every distinct number would become a
+#   one-hot feature, so the file is refused, naming the cells.
+# - a text column with at least MIN_ID_VALUES distinct values, more than half of its non-missing cells (an ID,
+#   a name, free text): most of its values occur once, so one-hot encoding learns nothing that carries to new
+#   rows. It is dropped, and so is a column with one value (after imputation it is constant).
+MOSTLY_NUMBERS = 0.9
+MIN_NUMBERS = 5
+MIN_ID_VALUES = 10
+SHOWN_CELLS = 5  # offending cells a message names
 
 
 @dataclass
@@ -39,6 +47,11 @@ class Dataset:
     positive: str | None = None  # binary: the label of the positive class (code 1); None otherwise
     images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
     source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
+    dropped: dict[str, str] = field(default_factory=dict)  # column -> why runner left it out ("one value", ...)
+
+    def dropped_note(self) -> str:
+        """The columns runner dropped and why, as the header says it: 'dropped: name (text, unique per row)'."""
+        return "dropped: " + ", ".join(f"{c} ({why})" for c, why in self.dropped.items()) if self.dropped else ""
 
     @property
     def rows(self) -> np.ndarray:
@@ -67,7 +80,7 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
         key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, repr(cfg))
     except OSError:
         key = None  # _read names the problem
-    return _cached(key, lambda: _load(cfg, _read(path), path.name))
+    return _cached(key, lambda: _load(cfg, _read(path, list(cfg.na_values or [])), path.name))
 
 
 def _cached(key, load) -> Dataset:
@@ -84,7 +97,7 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
           f"(dataset.target=...; columns are: {', '.join(map(str, columns))})")
-    listed = {key: list(getattr(cfg, key) or []) for key in ("categorical", "numeric", "drop")}
+    listed = {key: list(getattr(cfg, key) or []) for key in ("categorical", "numeric", "drop", "keep")}
 
     _need(target in columns, f"dataset.target={target!r} is not a column of {file}; "
           f"columns are: {', '.join(map(str, columns))} (set dataset.target=...)")
@@ -97,10 +110,17 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
     both = sorted(set(listed["categorical"]) & set(listed["numeric"]))
     _need(not both, f"{', '.join(map(repr, both))} listed in both dataset.numeric and dataset.categorical "
           "(list each column in one of them)")
+    both = sorted(set(listed["keep"]) & set(listed["drop"]))
+    _need(not both, f"{', '.join(map(repr, both))} listed in both dataset.keep and dataset.drop "
+          "(remove it from one of them)")
     _need(len(table) >= MIN_ROWS, f"{file} has {len(table)} data rows; runner needs at least {MIN_ROWS}")
     missing = int(table[target].isna().sum())
     _need(missing == 0, f"{missing} rows of {file} have no value in the target column {target!r} "
           "(remove those rows from the file or choose another dataset.target)")
+    # Inferred, a target of numbers with a few text cells would be read as hundreds of text classes.
+    if Task(cfg.task) == Task.auto and cfg.positive_above is None and _mostly_numbers(table[target]):
+        raise RunnerError(f"the target {target!r} of {file} holds numbers but for {_stray_cells(table[target])[0]}"
+                          "; fix or remove those rows, or set dataset.task=multiclass to read its values as labels")
 
     weights = _weights(table, cfg.weight, target, file)
     feature_names = [c for c in columns if c not in (target, cfg.weight) and c not in listed["drop"]]
@@ -108,19 +128,19 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
     features = table[feature_names]
     empty = [c for c in feature_names if features[c].isna().all()]
     _need(not empty, f"{', '.join(map(repr, empty))} in {file} has no values (add it to dataset.drop)")
+    dropped = _screen(features, listed, file)
+    feature_names = [c for c in feature_names if c not in dropped]
+    _need(bool(feature_names), f"no feature column of {file} besides the target {target!r} carries anything to "
+          f"learn from: {', '.join(f'{c} ({why})' for c, why in dropped.items())} (train on them anyway with "
+          f"dataset.keep=[{','.join(map(str, dropped))}])")
+    features = features[feature_names]
     numeric = [c for c in feature_names if c in listed["numeric"]
                or (c not in listed["categorical"] and _is_number(features[c]))]
     categorical = [c for c in feature_names if c not in numeric]
-    for c in numeric:
-        if not _is_number(features[c]):
-            raise RunnerError(f"dataset.numeric lists {c!r} but it holds non-numbers in {file} (e.g. "
-                              f"{_non_number(features[c])!r}); list it in dataset.categorical instead")
 
     for c in numeric + ([target] if _is_number(table[target]) else []) + ([cfg.weight] if cfg.weight else []):
         _check_finite(table[c], c, file, "fix or remove those rows" if c == target else
                       "fix them, or leave the cells empty (missing features are imputed)")
-    for c in categorical:
-        _warn_if_id_like(features[c], c, file)
     clean = pd.DataFrame({c: features[c].astype("float64") if c in numeric else _as_category(features[c])
                           for c in feature_names})
     task, y, classes = _encode_target(table[target], cfg, file)
@@ -129,7 +149,26 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
     return Dataset(name=name, target=target, task=task, features=clean, y=y, classes=classes,
                    numeric=numeric, categorical=categorical,
                    categories={c: _domain(features[c]) for c in categorical}, weights=weights,
-                   positive=classes[1] if task == "binary" else None)
+                   positive=classes[1] if task == "binary" else None, dropped=dropped)
+
+
+def _screen(features: pd.DataFrame, listed: dict[str, list[str]], file: str) -> dict[str, str]:
+    """Refuse columns of numbers with stray text; the columns that carry nothing to learn from (column -> why).
+    The user's declarations win: a column listed in dataset.numeric, categorical or keep is never dropped."""
+    typed = set(listed["numeric"]) | set(listed["categorical"])
+    for c in features.columns:
+        if c in listed["numeric"] and not _is_number(features[c]):
+            cells, markers = _stray_cells(features[c])
+            as_missing = f', read them as missing with "{markers}"' if markers else ""
+            raise RunnerError(f"dataset.numeric lists {c!r} but it holds non-numbers in {file}: {cells}; clean "
+                              f"those cells in the file{as_missing}, or move it to dataset.categorical")
+        if c not in typed and _mostly_numbers(features[c]):
+            cells, markers = _stray_cells(features[c])
+            raise RunnerError(f"column {c!r} of {file} holds numbers but for {cells}; clean those cells in the "
+                              f'file, read them as missing with "{markers}", or read it as text with '
+                              f"dataset.categorical=[{c}]")
+    exempt = typed | set(listed["keep"])
+    return {c: why for c in features.columns if c not in exempt and (why := _uninformative(features[c]))}
 
 
 def _check_finite(col: pd.Series, name: str, file: str, fix: str) -> None:
@@ -143,11 +182,50 @@ def _check_finite(col: pd.Series, name: str, file: str, fix: str) -> None:
                           f"{MAX_MAGNITUDE:g}: {fix}")
 
 
-def _warn_if_id_like(col: pd.Series, name: str, file: str) -> None:
-    distinct = col.nunique()
-    if distinct > MANY_CATEGORIES and distinct > len(col) / 2:
-        print(f"warning: text column {name!r} of {file} has {distinct:,} distinct values in {len(col):,} rows; "
-              f"one-hot encoding makes a feature of each (an ID? add it to dataset.drop=[{name}])", file=sys.stderr)
+def _mostly_numbers(col: pd.Series) -> bool:
+    """A text column whose cells are numbers but for a few (typos, ad-hoc missing marks): see MOSTLY_NUMBERS."""
+    if _is_number(col) or pd.api.types.is_bool_dtype(col):
+        return False
+    numbers = pd.to_numeric(col.dropna(), errors="coerce")
+    return bool(numbers.notna().mean() >= MOSTLY_NUMBERS and numbers.nunique() >= MIN_NUMBERS)
+
+
+def _stray_cells(col: pd.Series) -> tuple[str, str | None]:
+    """The non-number cells of a column with their lines ("3 of 300 cells: '12a' (line 7), ..."), and the
+    dataset.na_values override that reads them as missing (None for a column of words, not of numbers)."""
+    present = col.dropna()
+    numbers = pd.to_numeric(present, errors="coerce")
+    bad = present[numbers.isna()]
+    cells = ", ".join(f"{v!r} (line {i + 2})" for i, v in bad.head(SHOWN_CELLS).items())
+    more = f" and {len(bad) - SHOWN_CELLS} more" if len(bad) > SHOWN_CELLS else ""
+    texts = list(dict.fromkeys(map(str, bad)))
+    markers = _override_list(texts) if len(texts) <= 2 * SHOWN_CELLS else f"[...] (its {len(texts)} texts)"
+    return f"{len(bad)} of {len(present)} cells: {cells}{more}", (
+        f"dataset.na_values={markers}" if numbers.notna().any() else None)
+
+
+def _override_list(values: list[str]) -> str:
+    """`values` as a Hydra override list of quoted strings: ['12a','n/a?']."""
+
+    def quote(value: str) -> str:
+        # Hydra reads a backslash literally unless backslashes precede a quote or end the string: double those.
+        return "'" + re.sub(r"(\\*)('|$)", lambda m: m[1] * 2 + ("\\'" if m[2] else ""), value) + "'"
+
+    return "[" + ",".join(map(quote, values)) + "]"
+
+
+def _uninformative(col: pd.Series) -> str | None:
+    """Why a column carries nothing to learn from (one value; text whose values hardly repeat), else None."""
+    present = col.dropna()
+    distinct = present.nunique()
+    if distinct == 1:
+        # Blanks are imputed with the one value: the column is constant either way.
+        return "one value" if len(present) == len(col) else "one value and blanks"
+    if not _is_number(col) and distinct >= MIN_ID_VALUES and distinct > len(present) / 2:
+        if distinct == len(col):
+            return "text, unique per row"
+        return f"text, {distinct:,} values in {len(present):,} rows"
+    return None
 
 
 def _weights(table: pd.DataFrame, column: str | None, target: str, file: str) -> np.ndarray | None:
@@ -177,28 +255,29 @@ def _resolve(cfg: DatasetConfig) -> Path:
     return path
 
 
-def _read(path: Path) -> pd.DataFrame:
+def _read(path: Path, na_values: list[str]) -> pd.DataFrame:
+    """The CSV file as a table (`na_values` read as missing, besides pandas' own marks); one line per problem."""
     _need(path.is_file(), f"dataset file {path} does not exist (set dataset.path=... to a CSV file)")
     try:
-        table = pd.read_csv(path)
+        table = pd.read_csv(path, na_values=na_values or None)
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, na_filter=False).iloc[0].tolist()
     except pd.errors.EmptyDataError:
         raise RunnerError(f"dataset file {path} is empty (it needs a header row and data rows)") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
         reason = " ".join(str(err).split())  # parser messages can span lines; ours must not
         raise RunnerError(f"cannot read dataset file {path} as CSV: {reason}") from None
+    # pandas renames a repeated name (a, a.1) without a word: which of them is meant is the user's call.
+    twice = [name for i, name in enumerate(header) if name and name in header[:i]]
+    if twice:
+        where = [i + 1 for i, name in enumerate(header) if name == twice[0]]
+        raise RunnerError(f"column name {twice[0]!r} appears {len(where)} times in the header of {path.name} "
+                          f"(columns {', '.join(map(str, where))}); rename all but one of them in the file")
     return table.reset_index(drop=True)
 
 
 def _is_number(col: pd.Series) -> bool:
     # Booleans are numbers to pandas but yes/no facts to us: they get one-hot, not scaled.
     return pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col)
-
-
-def _non_number(col: pd.Series):
-    """The first value that does not read as a number (a stray '?' in a numeric column, say)."""
-    present = col.dropna()
-    bad = present[pd.to_numeric(present, errors="coerce").isna()]
-    return (bad if len(bad) else present).iloc[0]
 
 
 def _domain(col: pd.Series) -> list[str]:

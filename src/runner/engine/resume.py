@@ -40,14 +40,14 @@ class FitCheckpoint:
         os.replace(tmp, self.path)
         self._saved_at = time.perf_counter()
         if self.signal is not None:
-            raise Interrupted(self.signal, self.path)
+            raise Interrupted(self.signal, self.path.parent.parent, saved=True)
 
     def load(self, expected: dict) -> Optional[dict]:
         """The saved state (None: nothing saved yet, start afresh); refused if it belongs to another setup."""
         if not self.resume or not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, weights_only=True)
+            state = torch.load(self.path, weights_only=True, map_location="cpu")
         except Exception as exc:  # a truncated or foreign file
             raise RunnerError(f"cannot read the fit state {self.path} ({type(exc).__name__}); delete it to start "
                               "afresh") from None
@@ -62,21 +62,25 @@ class FitCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
+# The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+
+
 @contextmanager
 def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
-    """While training: Ctrl-C or SIGTERM asks the loop to save its state and stop at the epoch's end
-    (a second Ctrl-C stops at once)."""
+    """While training: a stop signal asks the loop to save its state and stop at the epoch's end (a second
+    one stops at once)."""
     if checkpoint is None:
         yield
         return
     previous = {}
 
     def handler(signum, frame):
-        if checkpoint.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
+        if checkpoint.signal is not None:
+            raise Interrupted(signum, checkpoint.path.parent.parent)
         checkpoint.signal = signum
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         try:
             previous[signum] = signal.signal(signum, handler)
         except ValueError:  # not the main thread: signals stay as they are

@@ -7,7 +7,28 @@ import numpy as np
 import torch
 from torch import nn
 
+from runner.errors import RunnerError
 from runner.models.noise import MemberNoise
+
+
+# Copies of [E, P] a fit keeps: the weights, their gradient, Adam's two moments, the best and the last.
+TRAINING_COPIES = 6
+
+
+def _check_memory(members: int, size: int) -> None:
+    """One line, before allocating, when the population's parameters and training state cannot fit in the
+    memory this machine has available (Linux's MemAvailable; unknown elsewhere: not checked)."""
+    try:
+        meminfo = dict(line.split(":", 1) for line in open("/proc/meminfo", encoding="ascii"))
+        available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return
+    need = members * size * 4 * TRAINING_COPIES
+    if need > available:
+        raise RunnerError(f"the population needs about {need / 2**30:.1f} GiB for its parameters and their training "
+                          f"state ({members} member{'s' * (members > 1)} x {size:,} parameters), but this machine "
+                          f"has {available / 2**30:.1f} GiB available: make the model or the population smaller "
+                          "(model.hidden, model.channels, trainer.seeds, eval.k)")
 
 
 @dataclass(frozen=True)
@@ -58,6 +79,7 @@ class Population(nn.Module):
         self.stat_size += width
 
     def allocate(self) -> None:
+        _check_memory(self.members, self.size)
         self.flat = nn.Parameter(torch.zeros(self.members, self.size))
         stats = torch.zeros(self.members, self.stat_size)
         for offset, width, initial in self.stat_slots.values():
