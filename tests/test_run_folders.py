@@ -270,3 +270,39 @@ def test_values_that_used_to_raise_are_one_line(tmp_path, train, override, needl
     status, _, err = train(*QUICK, override, f"hydra.run.dir={tmp_path}/run")
     assert status == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stopped_population_sweep_keeps_its_group_state_and_resumes_it(tmp_path, train):
+    """SIGTERM in the middle of a group's fit: every job says interrupted, the summary lists them, the exit is
+    143; the same command again continues the group from its saved epoch and ends as an unbroken sweep."""
+    import torch
+
+    sweep = ["-m", "optim.lr=0.01,0.003", "trainer.epochs=400", "trainer.early_stopping.patience=null",
+             "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
+    stopped = tmp_path / "stopped"
+    job = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", *sweep, f"hydra.sweep.dir={stopped}"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(stopped.glob("0/checkpoints/group_*_state.pt")) and job.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 143, err
+    assert err.strip().splitlines()[-2:] == [
+        f"interrupted by SIGTERM; fit state saved in {stopped / '0'}",
+        f"resume with the same command: runner train {' '.join(sweep)} hydra.sweep.dir={stopped}"]
+    for name in ("0", "1"):
+        assert json.loads((stopped / name / "status.json").read_text())["status"] == "interrupted"
+    assert "interrupted" in (stopped / "summary.csv").read_text()
+    state = next(stopped.glob("0/checkpoints/group_*_state.pt"))
+    saved_epoch = torch.load(state, weights_only=True)["epoch"]
+    assert 0 <= saved_epoch < 399
+    status, _, _ = train(*sweep, f"hydra.sweep.dir={stopped}")
+    assert status == 0 and not state.exists()
+    status, _, _ = train(*sweep, f"hydra.sweep.dir={tmp_path}/unbroken")
+    assert status == 0
+    for name in ("0", "1"):
+        resumed, unbroken = (json.loads((d / name / "results.json").read_text())
+                             for d in (stopped, tmp_path / "unbroken"))
+        resumed.pop("timing"), unbroken.pop("timing")
+        assert resumed == unbroken

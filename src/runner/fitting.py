@@ -45,12 +45,12 @@ class Fitted:
 
 def fit_population(study: Study, members: list[Member], pre: Preprocessed, over: str,
                    epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit",
-                   member_cfgs: list[Config] | None = None) -> Fitted:
+                   member_cfgs: list[Config] | None = None, state: Path | None = None) -> Fitted:
     """Build, initialize and train one population; the model ends with the weights it keeps. `member_cfgs[i]`:
     member i's own job config (a sweep's jobs trained together), for the values in runner.sharing.PER_MEMBER.
 
     With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
-    (a sweep's shared population has no one run directory: it saves none)."""
+    (a sweep's group saves its own in `state`, in its first job's folder)."""
     cfg, dataset = study.cfg, study.dataset
     model, data = population(study, members, pre)
     E = len(members)
@@ -63,8 +63,11 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         f"[bold]{cfg.model.name}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
-    checkpoint = None if run_dir is None else FitCheckpoint(
-        run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+    if state is not None:  # a sweep's group: its own state file, continued whenever the sweep runs again
+        checkpoint = FitCheckpoint(state, cfg.trainer.checkpoint_every, resume=True)
+    else:
+        checkpoint = None if run_dir is None else FitCheckpoint(
+            run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
     with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit(model, data, cfg, study.loss, _starting(on_epoch, run_dir), epoch_budget, checkpoint,
                      member_cfgs)

@@ -1,6 +1,8 @@
 """A sweep's jobs as populations: which jobs train together, and one shared fit cut into each job's slice."""
 
 import dataclasses
+import hashlib
+from pathlib import Path
 
 from runner.config import Config, name_of
 from runner.data.preprocess import preprocess
@@ -29,9 +31,10 @@ def key_of(cfg: Config) -> str | None:
     return group_key(cfg) if shares(cfg) else None
 
 
-def fit_group(studies: list[Study], label: str) -> list[Fitted]:
+def fit_group(studies: list[Study], label: str, state: Path | None = None) -> list[Fitted]:
     """Train every study's members as one population; returns each study's slice, its members renumbered
-    0..E_j-1: the fit each would have had alone ("stacked equals alone")."""
+    0..E_j-1: the fit each would have had alone ("stacked equals alone"). `state`: the group's fit-state file,
+    saved now and then and on a stop signal, and continued from when the sweep is run again."""
     members, spans = [], []
     for study in studies:
         spans.append(list(range(len(members), len(members) + len(study.members))))
@@ -40,8 +43,15 @@ def fit_group(studies: list[Study], label: str) -> list[Fitted]:
     pre = preprocess(first.dataset, members)  # members with equal training rows share one fit
     member_cfgs = [study.cfg for study in studies for _ in study.members]
     fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label,
-                            member_cfgs=member_cfgs)
+                            member_cfgs=member_cfgs, state=state)
     return [fitted.take(span) for span in spans]
+
+
+def state_file(first_dir: Path, jobs: list[list[str]]) -> Path:
+    """Where a group keeps its fit state: in its first job's folder, named for exactly these jobs' overrides
+    (a group of other jobs never continues from it)."""
+    digest = hashlib.sha256(repr(jobs).encode()).hexdigest()[:12]
+    return first_dir / "checkpoints" / f"group_{digest}_state.pt"
 
 
 def job_numbers(numbers: list[int]) -> str:

@@ -1,11 +1,15 @@
 """`runner predict RUN_DIR --data FILE.csv`: every member's predictions for new rows, and the population's mean.
 
 Everything comes from the run's checkpoint (weights, model spec, each member's fitted preprocessing, columns,
-classes); the training data is not read again. Imports no sklearn or matplotlib.
+classes, diverged members); the training data is not read again. New rows go through training's own rules:
+its finiteness check, its imputation (or a refusal where it learned none), its one-hot encoding. Imports no
+sklearn or matplotlib.
 """
 
 import argparse
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +19,8 @@ from runner.errors import RunnerError
 USAGE = "runner predict RUN_DIR --data FILE.csv [--out FILE] [--checkpoint best|last|refit|avg_<name>]"
 CHUNK_ROWS = 4096  # rows per forward pass
 NEEDED = ("flat", "stats", "model", "model_config", "input_shape", "classes", "loss", "preprocessing", "members")
+TABLE_NEEDED = ("target", "numeric", "categorical", "categories")
+SHOWN_ROWS = 5  # rows named in a message before "and N more"
 
 
 def predict_command(args: list[str]) -> int:
@@ -29,13 +35,18 @@ def predict_command(args: list[str]) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0) and 2
     try:
+        out = _check_out(Path(opts.out)) if opts.out else None  # before the work, not after it
         table = predict(Path(opts.run_dir), Path(opts.data), opts.checkpoint)
+        if out is not None:
+            write_csv(table, out)
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if opts.out:
-        table.to_csv(opts.out, index=False)
-    else:
+    left_out = table.attrs.get("diverged", [])
+    if left_out:
+        print(f"note: member{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} diverged in training: "
+              "no columns here and left out of the mean (as from every table of the run)", file=sys.stderr)
+    if out is None:
         table.to_csv(sys.stdout, index=False)
     return 0
 
@@ -56,15 +67,18 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
     except Exception as exc:  # truncated, foreign or from an incompatible version
         raise RunnerError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is truncated or not a "
                           "runner checkpoint: train the run again") from None
+    _need(isinstance(state, dict), path, "top level (not a dict)")
     missing = [k for k in NEEDED if k not in state]
     if missing:
         raise RunnerError(f"checkpoint {path} lacks {', '.join(missing)}: it comes from another runner version; "
                           "train the run again with this version")
+    _check_types(state, path)
     return state
 
 
 def predict(run_dir: Path, data: Path, checkpoint: str = "best"):
-    """A DataFrame: `row`, then each member's predictions and the mean over the members."""
+    """A DataFrame: `row`, then each kept member's predictions (`m<i>.pred`, `m<i>.p_<class>`) and their mean
+    (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out."""
     import pandas as pd
     import torch
 
@@ -73,39 +87,87 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best"):
     from runner.models import build_model
 
     state = load_checkpoint(run_dir, checkpoint)
-    if "numeric" not in state:
-        raise RunnerError(f"the run in {run_dir} learned from images; runner predict reads tables (CSV) only")
-    X = _table(data, state)
     pre = {k: v.numpy() for k, v in state["preprocessing"].items()}
+    X = _table(data, state, imputes="fill" in pre)
     E, classes = len(state["members"]), list(state["classes"])
-    model = build_model(ModelConfig(**state["model_config"]), E, list(state["input_shape"]), _outputs(state))
-    with torch.no_grad():
-        model.flat.copy_(state["flat"])
-        model.stats.copy_(state["stats"])
+    try:
+        # The loss too: a mixture of experts mixes its experts in the task's output space.
+        model = build_model(ModelConfig(**state["model_config"]), E, list(state["input_shape"]), _outputs(state),
+                            state["loss"])
+        with torch.no_grad():
+            model.flat.copy_(state["flat"])
+            model.stats.copy_(state["stats"])
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+        raise RunnerError(f"checkpoint {run_dir / 'checkpoints' / f'{checkpoint}.pt'}: its weights do not fit its "
+                          f"model spec ({type(exc).__name__}); it is damaged: train the run again") from None
     model.eval()
     parts = []
     for start in range(0, len(X), CHUNK_ROWS):
         x = X[None, start : start + CHUNK_ROWS]
-        if "fill" in pre:
+        if "fill" in pre:  # exactly Preprocessed.transform: fill, then shift and scale, per member
             x = np.where(np.isnan(x), pre["fill"][:, None], x)
-        x = np.broadcast_to((x - pre["shift"][:, None]) / pre["scale"][:, None], (E, *x.shape[1:]))
+        # Broadcasting over the members makes a fresh [E, n, d] array (a writable one for torch).
+        x = ((x - pre["shift"][:, None]) / pre["scale"][:, None]).astype(np.float32)
         with torch.no_grad():
-            parts.append(probabilities(state["loss"], model(torch.from_numpy(np.ascontiguousarray(x, np.float32)))))
+            parts.append(probabilities(state["loss"], model(torch.from_numpy(x))))
     out = torch.cat(parts, 1).numpy() if parts else np.zeros((E, 0, max(len(classes), 1)), np.float32)  # [E, n, K]
+    if not classes:
+        out = out * pre["y_scale"][:, None, None] + pre["y_mean"][:, None, None]
     ids = [m["member"] for m in state["members"]]
+    diverged = set(state.get("diverged", []))
+    kept = [e for e, i in enumerate(ids) if i not in diverged]
+    _check_finite_output(out, kept, ids, data)
+
+    # Every name is `<owner>.<field>`: the owner (`m<i>` or `mean`) holds no ".", so a name splits at its first
+    # "." into one owner and one field whatever the class names hold; owners differ (member ids are distinct
+    # integers, `mean` is not `m<integer>`), and within an owner `pred` is not `p_<class>` and the classes are
+    # distinct. So no two columns share a name, and `row` has no "." at all.
     frame = {"row": np.arange(len(X))}
-    if classes:
-        for e, i in enumerate(ids):
-            frame[f"pred_m{i}"] = np.asarray(classes)[out[e].argmax(1)]
-            frame.update({f"p_{c}_m{i}": out[e, :, j] for j, c in enumerate(classes)})
-        mean = out.mean(0)
-        frame.update({f"p_{c}": mean[:, j] for j, c in enumerate(classes)})
-        frame["pred_mean"] = np.asarray(classes)[mean.argmax(1)]
-    else:
-        values = out[..., 0] * pre["y_scale"][:, None] + pre["y_mean"][:, None]
-        frame.update({f"pred_m{i}": values[e] for e, i in enumerate(ids)})
-        frame["pred_mean"] = values.mean(0)
-    return pd.DataFrame(frame)
+    labels = np.asarray(classes, dtype=object)
+    for owner, values in [(f"m{ids[e]}", out[e]) for e in kept] + [("mean", out[kept].mean(0))]:
+        if classes:
+            frame[f"{owner}.pred"] = labels[values.argmax(1)]
+            frame.update({f"{owner}.p_{c}": values[:, j] for j, c in enumerate(classes)})
+        else:
+            frame[f"{owner}.pred"] = values[:, 0]
+    table = pd.DataFrame(frame)
+    table.attrs["diverged"] = [i for i in ids if i in diverged]
+    return table
+
+
+def write_csv(table, out: Path) -> None:
+    """Write `table` to `out` atomically: a fresh temporary file in the same folder, then os.replace."""
+    # mkstemp creates its file with O_EXCL under a random name: it never opens (or follows) an existing file or
+    # link, and a failure anywhere leaves `out` as it was (or absent) and no partial file.
+    try:
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    except OSError as err:
+        raise RunnerError(f"cannot write --out {out}: {err.strerror} in folder {out.parent} (make the folder "
+                          "writable, or choose another --out)") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(file.fileno(), 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+            table.to_csv(file, index=False)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, out)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written (free space "
+                              "or choose another --out)") from None
+        raise
+
+
+def _check_out(out: Path) -> Path:
+    """`--out`, checked to name a file in an existing folder before anything is computed."""
+    if out.is_dir():
+        raise RunnerError(f"--out {out} is a folder; give a file path for the predictions CSV (e.g. {out}/preds.csv)")
+    if not out.parent.is_dir():
+        raise RunnerError(f"--out {out}: folder {out.parent} does not exist (create it, or choose another --out)")
+    return out
 
 
 def _outputs(state: dict) -> int:
@@ -113,35 +175,134 @@ def _outputs(state: dict) -> int:
     return len(state["classes"]) if state["loss"] == "ce" else 1
 
 
-def _table(data: Path, state: dict) -> np.ndarray:
-    """[n, d] float32 inputs of the file, built as training built them (NaN where missing)."""
+def _check_finite_output(out: np.ndarray, kept: list[int], ids: list[int], data: Path) -> None:
+    """Refuse a non-finite prediction of a kept member: no NaN or inf may reach the output."""
+    bad = ~np.isfinite(out[kept]).all(-1)  # [kept, n]
+    if bad.any():
+        k = int(np.argwhere(bad)[0][0])
+        rows = np.flatnonzero(bad.any(0))
+        if bad[k].all():
+            raise RunnerError(f"member {ids[kept[k]]} predicts a non-finite value for every row of {data}: its "
+                              "weights are not finite, the checkpoint is damaged (train the run again)")
+        raise RunnerError(f"member {ids[kept[k]]} predicts a non-finite value for {_rows(rows)} of {data}; those "
+                          "rows lie far outside what the run trained on: check their values")
+
+
+def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
+    """[n, d] float32 inputs of the file, built as training built them (NaN where missing, only if `imputes`)."""
     import pandas as pd
 
     from runner.categories import as_category
+    from runner.data.datasets import _check_finite
 
+    if data.is_dir():
+        raise RunnerError(f"--data {data} is a folder; give a CSV file with --data")
     if not data.is_file():
         raise RunnerError(f"data file {data} does not exist (give a CSV file with --data)")
     try:
-        table = pd.read_csv(data)
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as err:
+        table = pd.read_csv(data, na_values=state.get("na_values") or None)  # training's missing marks
+    except pd.errors.EmptyDataError:
+        raise RunnerError(f"data file {data} is empty (it needs a header row with the feature columns)") from None
+    except OSError as err:
+        raise RunnerError(f"cannot read data file {data}: {err.strerror or err} (make it readable, e.g. "
+                          f"chmod u+r {data})") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise RunnerError(f"cannot read {data} as CSV: {' '.join(str(err).split())}") from None
     numeric, categorical = list(state["numeric"]), list(state["categorical"])
     missing = [c for c in numeric + categorical if c not in table.columns]
     if missing:
         raise RunnerError(f"{data} lacks the feature column{'s' * (len(missing) > 1)} {', '.join(missing)} that "
                           f"the run trained on (the target {state['target']!r} is not needed)")
-    parts = []
+    fix = "fix them, or leave the cells empty (the run imputes missing cells)" if imputes else "fix them"
+    parts, holes = [], {}
     for c in numeric:
         values = pd.to_numeric(table[c], errors="coerce")
         bad = table[c].notna() & values.isna()
         if bad.any():
             raise RunnerError(f"column {c!r} of {data} holds a non-number ({table[c][bad].iloc[0]!r}) where the "
                               "run trained on numbers")
+        _check_finite(table[c], c, str(data), fix)  # training's own rule
+        holes[c] = np.flatnonzero(values.isna().to_numpy())
         parts.append(values.to_numpy(np.float64)[:, None])
     for c in categorical:
         values = as_category(table[c]).to_numpy(object)
         domain = np.asarray(state["categories"][c], dtype=object)
         onehot = (values[:, None] == domain[None, :]).astype(np.float64)  # an unseen value: all zeros
-        onehot[table[c].isna().to_numpy()] = np.nan
+        holes[c] = np.flatnonzero(table[c].isna().to_numpy())
+        onehot[holes[c]] = np.nan
         parts.append(onehot)
+    holed = [c for c, rows in holes.items() if len(rows)]
+    if holed and not imputes:
+        c, rows = holed[0], holes[holed[0]]
+        also = f"; {', '.join(map(repr, holed[1:]))} too" if len(holed) > 1 else ""
+        raise RunnerError(f"column {c!r} of {data} has {'a missing cell' if len(rows) == 1 else 'missing cells'} "
+                          f"in {_rows(rows)}, but the run's training data had none to learn an imputation from: "
+                          f"fill {'it' if len(rows) == 1 else 'them'}{also}")
     return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(table), 0), np.float32)
+
+
+def _rows(rows: np.ndarray) -> str:
+    """'row 3 (line 5)' or 'rows 3, 8 (lines 5, 10)': data rows from 0 as the output's `row`, file lines from 1."""
+    shown = [int(r) for r in rows[:SHOWN_ROWS]]
+    more = f" and {len(rows) - len(shown)} more" if len(rows) > len(shown) else ""
+    s = "s" * (len(rows) > 1)
+    return (f"row{s} {', '.join(map(str, shown))}{more} (line{s} {', '.join(str(r + 2) for r in shown)}"
+            f"{', ...' if more else ''})")
+
+
+def _check_types(state: dict, path: Path) -> None:
+    """A checkpoint is data: every field prediction reads has the type and shape it needs, or one line."""
+    import torch
+
+    from runner.engine.losses import COMPATIBLE
+
+    members, classes = state["members"], state["classes"]
+    _need(_list_of(members, dict) and members and all(_is_int(m.get("member")) for m in members)
+          and len({m["member"] for m in members}) == len(members), path, "members list")
+    ids = {m["member"] for m in members}
+    _need(_list_of(classes, str) and len(set(classes)) == len(classes), path, "classes list (distinct strings)")
+    _need(_list_of(state["input_shape"], int) and state["input_shape"] and all(
+        _is_int(v) and v > 0 for v in state["input_shape"]), path, "input_shape (positive integers)")
+    loss = state["loss"]
+    _need(loss in COMPATIBLE and (loss == "mse") == (not classes) and (loss != "bce" or len(classes) == 2),
+          path, "loss for its classes")
+    _need(isinstance(state["model_config"], dict) and all(isinstance(k, str) for k in state["model_config"]),
+          path, "model_config")
+    diverged = state.get("diverged", [])
+    _need(_list_of(diverged, int) and all(_is_int(i) and i in ids for i in diverged) and len(set(diverged)) < len(ids),
+          path, "diverged list (ids of some, not all, members)")
+    E = len(members)
+    _need(all(isinstance(state[k], torch.Tensor) and state[k].dim() == 2 and len(state[k]) == E
+              for k in ("flat", "stats")), path, "weights (one row per member)")
+    if "numeric" not in state:
+        raise RunnerError(f"the run of {path} learned from images; runner predict reads tables (CSV) only")
+    missing = [k for k in TABLE_NEEDED if k not in state]
+    _need(not missing, path, f"table description (no {', '.join(missing)})")
+    numeric, categorical, categories = state["numeric"], state["categorical"], state["categories"]
+    _need(isinstance(state["target"], str) and _list_of(numeric, str) and _list_of(categorical, str)
+          and isinstance(categories, dict) and all(_list_of(categories.get(c), str) for c in categorical)
+          and _list_of(state.get("na_values", []), str), path, "table columns (names, categories and missing "
+          "marks as strings)")
+    d = len(numeric) + sum(len(categories[c]) for c in categorical)
+    _need(list(state["input_shape"]) == [d], path, f"input_shape for its {d} feature columns")
+    pre = state["preprocessing"]
+    shapes = {"shift": (E, d), "scale": (E, d), "fill": (E, d), "y_mean": (E,), "y_scale": (E,)}
+    _need(isinstance(pre, dict) and all(k in pre for k in shapes if k != "fill") and all(
+        isinstance(pre[k], torch.Tensor) and pre[k].is_floating_point() and tuple(pre[k].shape) == shape
+        and bool(torch.isfinite(pre[k]).all()) for k, shape in shapes.items() if k in pre)
+          and bool((pre["scale"] > 0).all()) and bool((pre["y_scale"] > 0).all()), path,
+          f"preprocessing (finite float arrays of {E} members x {d} features)")
+
+
+def _list_of(value, kind: type) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _need(ok, path: Path, what: str) -> None:
+    if not ok:
+        raise RunnerError(f"checkpoint {path} has a malformed {what}: it is damaged or not a runner checkpoint "
+                          "(train the run again)")

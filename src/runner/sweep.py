@@ -53,7 +53,7 @@ def job_statuses(sweep_dir: Path) -> dict[str, dict]:
     never started writing)."""
     from runner import rundir
 
-    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()]
+    dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / rundir.STATUS).is_file())]
     dirs.sort(key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
     return {p.name: rundir.read_status(p) or {"status": "failed", "error": "no status.json"} for p in dirs}
 
@@ -88,11 +88,16 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
 
 
 def _overrides(job_dir: Path) -> dict[str, str]:
-    try:
-        items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
-    except (OSError, yaml.YAMLError):
-        return {}
-    return dict(item.split("=", 1) for item in items if "=" in item)
+    """A job's overrides: as status.json records them (a job stopped before Hydra wrote .hydra/ has only that)."""
+    from runner import rundir
+
+    items = (rundir.read_status(job_dir) or {}).get("job")
+    if not isinstance(items, list):
+        try:
+            items = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []
+        except (OSError, yaml.YAMLError):
+            return {}
+    return dict(item.split("=", 1) for item in items if isinstance(item, str) and "=" in item)
 
 
 def _failed_md() -> str:

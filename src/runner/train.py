@@ -103,7 +103,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
-    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre)
+    _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre, [d["member"] for d in diverged])
     clock.lap("files")
     artifacts.write_tensorboard(run_dir / "tensorboard", history)
     clock.lap("tensorboard")
@@ -235,14 +235,15 @@ def _pool(predictions, pooled: bool):
 
 
 def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: FitResult, pre: Preprocessed,
-                      tested_pre: Preprocessed) -> None:
-    """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes and fitted preprocessing."""
+                      tested_pre: Preprocessed, diverged: list[int]) -> None:
+    """best.pt and last.pt (and refit.pt): weights, the model spec, input shape, classes, fitted preprocessing
+    and the ids of the `diverged` members (left out of every table, and of `runner predict`'s mean)."""
     cfg = study.cfg
     info = [m.coordinates() for m in study.members]
     spec = {f.name: _plain(getattr(cfg.model, f.name)) for f in dataclasses.fields(cfg.model)}
     extra = {"model": cfg.model.name, "model_config": spec, "input_shape": list(study.input_shape),
              "features": pre.names, "classes": study.dataset.classes, "loss": study.loss,
-             **_columns(study.dataset)}
+             "diverged": [int(i) for i in diverged], **_columns(study.dataset, list(cfg.dataset.na_values))}
     folder = run_dir / "checkpoints"
     save_checkpoint(folder / "best.pt", result.best, result.best_stats, model, info, extra, pre.arrays())
     save_checkpoint(folder / "last.pt", result.last, result.last_stats, model, info, extra, pre.arrays())
@@ -253,12 +254,14 @@ def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: Fi
         save_checkpoint(folder / "refit.pt", model.flat, model.stats, model, info, extra, tested_pre.arrays())
 
 
-def _columns(dataset: Dataset) -> dict:
-    """What `runner predict` needs to rebuild a table's inputs from a new file (images: nothing)."""
+def _columns(dataset: Dataset, na_values: list[str]) -> dict:
+    """What `runner predict` needs to rebuild a table's inputs from a new file, as training read its own (the
+    cell texts read as missing, `na_values`, among them); images: nothing."""
     if dataset.images is not None:
         return {}
     return {"task": dataset.task, "target": dataset.target, "numeric": list(dataset.numeric),
-            "categorical": list(dataset.categorical), "categories": {c: list(v) for c, v in dataset.categories.items()}}
+            "categorical": list(dataset.categorical), "categories": {c: list(v) for c, v in dataset.categories.items()},
+            "na_values": [str(v) for v in na_values]}
 
 
 def _plain(value):

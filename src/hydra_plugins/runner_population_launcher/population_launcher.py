@@ -60,7 +60,7 @@ class PopulationLauncher(Launcher):
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         returns: dict[int, JobReturn] = {}
         for job in jobs:
-            if is_finished(job.run_dir):
+            if is_finished(job.run_dir, list(OmegaConf.to_container(job.config.hydra.overrides.task))):
                 returns[job.num] = _finished_return(job)  # a resumed sweep trains only what is unfinished
         todo = [job for job in jobs if job.num not in returns]
         for number, members in enumerate(groups([_plan(job) for job in todo]), 1):
@@ -91,22 +91,36 @@ class PopulationLauncher(Launcher):
         """Train the group's jobs as one population, then finish and write each job's run directory."""
         from runner import rundir
         from runner.console import console
-        from runner.population_sweep import fit_group, job_numbers
+        from runner.errors import Interrupted
+        from runner.population_sweep import fit_group, job_numbers, state_file
 
         studies = [job.study for job in group]
         E = sum(len(s.members) for s in studies)
         console.print(f"[bold]group {number}[/]: {job_numbers([j.num for j in group])} as one population of "
                       f"{E} members")
-        for job in group:
+        overrides = [list(OmegaConf.to_container(job.config.hydra.overrides.task)) for job in group]
+        for job, job_overrides in zip(group, overrides):
             job.run_dir.mkdir(parents=True, exist_ok=True)
-            rundir.write_status(job.run_dir, "running")
+            rundir.claim_job(job.run_dir, job_overrides)
+        state = state_file(group[0].run_dir, overrides)
         try:
-            slices: list = fit_group(studies, f"{len(group)} jobs of {', '.join(dict.fromkeys(s.over for s in studies))}")
+            slices: list = fit_group(studies, f"{len(group)} jobs of {', '.join(dict.fromkeys(s.over for s in studies))}",
+                                     state)
+        except (Interrupted, KeyboardInterrupt) as stop:  # every job of the group stops; its state is kept
+            import signal
+            import sys
+
+            exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+            for job in group:
+                rundir.fail(job.run_dir, str(exc), "interrupted", resume=f"runner train {' '.join(sys.argv[1:])}")
+                rundir.release(job.run_dir)
+            raise exc from None
         except Exception as exc:  # noqa: BLE001 (every job of the group fails with it, through run_task)
             slices = [exc] * len(group)
-        except BaseException:  # Ctrl-C: no job of the group has a result
+        except BaseException:
             for job in group:
-                rundir.fail(job.run_dir, "interrupted", "interrupted")
+                rundir.fail(job.run_dir, "stopped", "interrupted")
+                rundir.release(job.run_dir)
             raise
         return {job.num: self._run(job, _finishing(job.study, fitted)) for job, fitted in zip(group, slices)}
 
