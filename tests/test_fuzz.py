@@ -142,3 +142,73 @@ def test_random_csv_files(run_train, content, extra):
                              max_size=3, unique=True))
 def test_random_csv_files_many(run_train, content, extra):
     _csv_property(run_train, content, extra)
+
+
+# ---------------------------------------------------------------- run folders from elsewhere
+
+PAYLOAD = "- !!python/object/apply:os.system ['touch {marker}']\n"
+EDITS = {
+    ".hydra/overrides.yaml": [PAYLOAD, "not: [a list\n", "- +hydra.callbacks.x._target_=shutil.rmtree\n"
+                              "- +hydra.callbacks.x.path={outside}\n", "- optim.lr=0.5\n", "[]\n", "- 3\n"],
+    ".hydra/config.yaml": [PAYLOAD, "{broken", "optim: {lr: 0.5}\n", None],
+    "status.json": ['{"status": "ok"}', '{"status": "running", "pid": 1}', "[]", "{", None],
+    "checkpoints/best.pt": [b"\x80\x04garbage", b"", None],
+    "checkpoints/fit_state.pt": [b"\x80\x04garbage", b"PK\x03\x04", None],
+}
+LINKS = ["status.json.tmp", "predictions.csv", "results.json", ".lock", "checkpoints/best.pt.tmp"]
+
+
+@pytest.fixture(scope="module")
+def template_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("template") / "run"
+    assert main(["train", *BASE, "plots=false", f"hydra.run.dir={run}"]) == 0
+    return run
+
+
+def _apply(run: Path, edits: dict, links: list, outside: Path, marker: Path) -> None:
+    status = json.loads((run / "status.json").read_text())
+    (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))  # resumable by default
+    for name, content in edits.items():
+        path = run / name
+        if content is None:
+            path.unlink(missing_ok=True)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content.replace("{marker}", str(marker)).replace("{outside}", str(outside)))
+    for name in links:
+        path = run / name
+        path.unlink(missing_ok=True)
+        path.symlink_to(outside / "victim.txt")
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(sorted(EDITS)), st.integers(0, 9), max_size=3),
+       st.lists(st.sampled_from(LINKS), max_size=2, unique=True))
+def test_random_edits_of_a_copied_run_folder(template_run, capsys, picks, links):
+    """resume and predict on a run folder someone edited: a finished run or one line with exit 2, and nothing
+    outside the folder is touched (no code from the folder runs, no link is written through)."""
+    import shutil
+
+    from runner.paths import bundled_data
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        outside, marker = root / "outside", root / "pwned"
+        outside.mkdir()
+        (outside / "victim.txt").write_text("keep me")
+        run = root / "run"
+        shutil.copytree(template_run, run)
+        edits = {name: EDITS[name][i % len(EDITS[name])] for name, i in picks.items()}
+        _apply(run, edits, links, outside, marker)
+        capsys.readouterr()
+        for args in (["resume", str(run)],
+                     ["predict", str(run), "--data", str(bundled_data("heart.csv")), "--out", str(root / "p.csv")]):
+            status = main(args)
+            err = capsys.readouterr().err
+            lines = [line for line in err.splitlines() if not line.startswith(("warning: ", "note: ", "ignored in "))]
+            assert status in (0, 2), (edits, links, args, err)
+            assert lines == [] if status == 0 else (len(lines) == 1 and lines[0].startswith("error: ")), \
+                (edits, links, args, err)
+            assert not marker.exists() and (outside / "victim.txt").read_text() == "keep me"
+            assert sorted(p.name for p in outside.iterdir()) == ["victim.txt"]
