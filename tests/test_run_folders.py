@@ -306,3 +306,10 @@ def test_a_stopped_population_sweep_keeps_its_group_state_and_resumes_it(tmp_pat
                              for d in (stopped, tmp_path / "unbroken"))
         resumed.pop("timing"), unbroken.pop("timing")
         assert resumed == unbroken
+
+
+def test_a_folder_given_as_the_data_file_says_it_is_a_folder(tmp_path, train):
+    status, _, err = train(*QUICK, "dataset=csv", f"dataset.path={tmp_path}", "dataset.target=y",
+                           f"hydra.run.dir={tmp_path}/run")
+    assert status == 2 and err.strip() == (f"error: dataset.path={tmp_path} is a folder; give a CSV file "
+                                           "(dataset=images reads folders)")

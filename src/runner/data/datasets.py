@@ -257,6 +257,7 @@ def _resolve(cfg: DatasetConfig) -> Path:
 
 def _read(path: Path, na_values: list[str]) -> pd.DataFrame:
     """The CSV file as a table (`na_values` read as missing, besides pandas' own marks); one line per problem."""
+    _need(not path.is_dir(), f"dataset.path={path} is a folder; give a CSV file (dataset=images reads folders)")
     _need(path.is_file(), f"dataset file {path} does not exist (set dataset.path=... to a CSV file)")
     try:
         table = pd.read_csv(path, na_values=na_values or None)
