@@ -101,7 +101,8 @@ def test_equals_sklearn_column_transformer_per_member(write_csv, eval_cfg):
                           "kind": rng.choice(["x", "y", "10", "2"], n), "label": rng.integers(0, 2, n)})
     frame.loc[rng.choice(n, 9, replace=False), "a"] = np.nan
     frame.loc[rng.choice(n, 7, replace=False), "kind"] = np.nan
-    ds = load_dataset(DatasetConfig(name="csv", path=write_csv(frame), target="label", categorical=["kind"]))
+    ds = load_dataset(DatasetConfig(name="csv", path=write_csv(frame), target="label", categorical=["kind"],
+                                    keep=["const"]))
     members = population_plan(ds.y, ds.task, eval_cfg("kfold", k=5), [0])
     f = preprocess(ds, members)
     for e, m in enumerate(members):
