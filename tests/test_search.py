@@ -1,10 +1,13 @@
 """Optuna search (hydra/sweeper=optuna): the objective, batches, failed trials, resume, the search space."""
 
 import json
+import sqlite3
 import sys
 
 import pandas as pd
 import pytest
+import yaml
+from omegaconf import OmegaConf
 
 from runner.app import objective
 from runner.errors import RunnerError
@@ -63,20 +66,67 @@ def test_optuna_sweep_judges_by_validation_reports_its_best_and_resumes(train, t
     assert pd.read_csv(sweep_dir / "trials.csv")["number"].tolist() == list(range(8))
 
 
-def test_a_trial_left_running_by_an_interruption_runs_again_with_its_parameters(train, tmp_path):
+def _as_config(text: str):
+    """A searched value as the job's config holds it ("[16]" -> [16], "0.01" -> 0.01)."""
+    return yaml.safe_load(text) if isinstance(text, str) else text
+
+
+def test_trials_a_killed_search_left_running_finish_with_all_their_parameters_in_their_own_folders(train, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    args = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1e-3, 1e-1))", *QUICK,
-            f"hydra.sweep.dir={sweep_dir}"]
+    args = ["-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_jobs=2"]
     assert train(*args, "hydra.sweeper.n_trials=2")[0] == 0
+    before = _mtimes(sweep_dir)
+    # What a SIGKILL leaves behind, three ways. Trial 1: its job finished, the kill came before Optuna was told.
+    with sqlite3.connect(sweep_dir / "optuna.db") as db:
+        (trial_id,) = db.execute("SELECT trial_id FROM trials WHERE number = 1").fetchone()
+        db.execute("UPDATE trials SET state = 'RUNNING', datetime_complete = NULL WHERE trial_id = ?", (trial_id,))
+        db.execute("DELETE FROM trial_values WHERE trial_id = ?", (trial_id,))
+        db.execute("DELETE FROM trial_user_attributes WHERE trial_id = ?", (trial_id,))
     study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
-    left = study.ask({"optim.lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})  # as if killed
-    status, _, err = train(*args, "hydra.sweeper.n_trials=3")
+    full = dict(study.trials[0].distributions)
+    assert len(full) == 5
+    # Trial 2: killed inside study.ask, which stores the values one at a time: only optim.lr was stored.
+    lr = study.ask({"optim.lr": full["optim.lr"]}).params["optim.lr"]
+    # Trial 3: asked in full, its job killed while training: a half-written folder.
+    study.ask(full)
+    killed = sweep_dir / "3"
+    (killed / "tensorboard" / "killed").mkdir(parents=True)
+    (killed / "tensorboard" / "killed" / "events.out.tfevents.0").write_text("half")
+    (killed / "metrics.csv").write_text("epoch\n1\n")
+    (killed / "status.json").write_text(json.dumps({"status": "running", "pid": 2**22 + 1}))
+
+    status, out, err = train(*args, "hydra.sweeper.n_trials=4")
     assert status == 0, err
     trials = pd.read_csv(sweep_dir / "trials.csv")
-    assert trials["state"].tolist() == ["COMPLETE", "COMPLETE", "FAIL", "COMPLETE"]
-    assert trials.loc[3, "params.optim.lr"] == left.params["optim.lr"]  # trial 3 is trial 2 again
-    assert trials.loc[3, "value"] == objective(_results(sweep_dir / "3"))
-    assert sorted(int(p.parent.name) for p in _mtimes(sweep_dir)) == [0, 1, 3]
+    assert trials["number"].tolist() == [0, 1, 2, 3] and set(trials["state"]) == {"COMPLETE"}
+    searched = [f"params.{k}" for k in full]
+    assert not trials[searched].isna().any().any()  # every trial has every searched value
+    assert trials.loc[2, "params.optim.lr"] == lr  # trial 2 kept the value it had; the others were drawn now
+    for _, trial in trials.iterrows():
+        job_dir = sweep_dir / str(trial["number"])
+        assert trial["job_dir"] == str(job_dir)
+        assert trial["value"] == objective(_results(job_dir))
+        # The folder holds the run trained with exactly the trial's values.
+        config = OmegaConf.load(job_dir / ".hydra" / "config.yaml")
+        for key in full:
+            assert OmegaConf.select(config, key) == _as_config(trial[f"params.{key}"]), key
+    assert {p: t for p, t in _mtimes(sweep_dir).items() if p in before} == before  # 0 and 1: not trained again
+    assert not (killed / "tensorboard" / "killed").exists()  # the killed job's files went before it ran again
+    assert len(pd.read_csv(killed / "metrics.csv")) == 3  # one row per epoch of the new run
+    assert "did not finish" not in (sweep_dir / "summary.md").read_text()
+
+
+def test_a_job_folder_of_another_study_is_never_taken_for_a_trials_run(train, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=optuna", "optim.lr=tag(log, interval(1e-3, 1e-1))", *QUICK,
+            f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_trials=1"]
+    assert train(*args)[0] == 0
+    before = _mtimes(sweep_dir)
+    (sweep_dir / "optuna.db").unlink()  # a new study over the old job folders: its trial 0 draws another lr
+    status, _, err = train(*args, "hydra.sweeper.seed=1")
+    assert status == 2 and err.count("\n") == 1, err
+    assert f"{sweep_dir / '0'} holds the finished run of other overrides than its trial's" in err
+    assert _mtimes(sweep_dir) == before
 
 
 def test_a_failed_trial_is_told_as_failed_and_the_sweep_goes_on(train, tmp_path):

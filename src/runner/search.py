@@ -111,6 +111,75 @@ def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int):
     return study
 
 
+def resumed(study, frozen, distributions: dict[str, Any]):
+    """A trial an interrupted run left RUNNING, as a Trial to run again: any value its ask had not yet stored
+    (a kill between two of them, since Optuna stores each as it is drawn) is drawn now, so it never runs with
+    only some of its parameters and the others at their defaults."""
+    import optuna
+
+    trial = optuna.trial.Trial(study, frozen._trial_id)
+    for name, d in distributions.items():
+        if name in frozen.params:
+            continue
+        if isinstance(d, optuna.distributions.FloatDistribution):
+            trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+        elif isinstance(d, optuna.distributions.IntDistribution):
+            trial.suggest_int(name, d.low, d.high, step=d.step, log=d.log)
+        else:
+            trial.suggest_categorical(name, d.choices)
+    return trial
+
+
+def finished_job_dir(job_dir: Path, job: list[str]) -> bool:
+    """Whether a trial's job folder holds its finished run (a resumed study tells it, never trains it again).
+
+    A finished run of other overrides is refused: job folders are named by trial number, so it belongs to
+    another study (one restarted over old job folders) and must never pass for this trial's."""
+    from runner import rundir
+
+    if not rundir.is_finished(job_dir):
+        return False
+    if rundir.is_finished(job_dir, job) and _job_overrides(job_dir) in (None, job):
+        return True
+    raise RunnerError(f"{job_dir} holds the finished run of other overrides than its trial's ({' '.join(job)}); "
+                      "it is not this study's: move it away or choose another hydra.sweep.dir")
+
+
+def ready_job_dir(job_dir: Path, job: list[str]) -> None:
+    """Make a trial's job folder ready to launch into: an unfinished run there (a killed job's half-written
+    files) is emptied, so the folder ends up holding only the run trained with the trial's parameters."""
+    from runner import rundir
+
+    if not job_dir.exists() or finished_job_dir(job_dir, job):
+        return
+    rundir.claim(job_dir, overwrite=True, key="hydra.sweep.dir", job=job)
+    rundir.started(job_dir)  # the killed job's files go now, not after the new run's first epoch
+    rundir.release(job_dir)
+
+
+def _job_overrides(job_dir: Path) -> list | None:
+    """The overrides Hydra recorded for the job in `job_dir` (None: none recorded)."""
+    import yaml
+
+    try:
+        return yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+
+
+def consecutive(trials: list, most: int) -> list[list]:
+    """`trials` as batches of at most `most` with consecutive numbers: a launcher numbers a batch's job folders
+    from its first job on, and each trial's folder must be the one named by its number."""
+    batches: list[list] = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        last = batches[-1] if batches else None
+        if last and len(last) < most and last[-1].number + 1 == trial.number:
+            last.append(trial)
+        else:
+            batches.append([trial])
+    return batches
+
+
 def tell(study, trial, value: float | None) -> None:
     """Report a trial: its objective, or FAIL for a failed job (never a number standing in for one)."""
     import optuna

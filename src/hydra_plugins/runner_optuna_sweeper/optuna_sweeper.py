@@ -68,10 +68,12 @@ class OptunaSweeper(Sweeper):
         sweep_dir = Path(self.config.hydra.sweep.dir)
         study = search.open_study(sweep_dir, metric, self.sampler, self.seed)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
-        returns = [self._launch(study, [trial], space) for trial in self._interrupted(study, sweep_dir)]
+        returns = [self._launch(study, trials, space, sweep_dir)
+                   for trials in search.consecutive(self._interrupted(study, space, sweep_dir), self.n_jobs)]
         while (left := self.n_trials - _counted(study)) > 0:
-            trials = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
-            returns.append(self._launch(study, trials, space))
+            asked = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
+            for trials in search.consecutive(asked, len(asked)):  # one batch, unless old enqueued trials split it
+                returns.append(self._launch(study, trials, space, sweep_dir))
             if _counted(study) < self.n_trials:  # the last batch's line is the summary below
                 console.print(f"optuna: {_counted(study)} of {self.n_trials} trials done; "
                               f"{search.best_line(study, metric)}")
@@ -86,43 +88,48 @@ class OptunaSweeper(Sweeper):
             del cfg["hydra"]
         return cfg
 
-    def _launch(self, study, trials: list, space) -> Any:
-        """Launch one batch (job numbers = trial numbers, so job dirs stay numbered), tell Optuna each outcome."""
+    def _launch(self, study, trials: list, space, sweep_dir: Path) -> Any:
+        """Launch one batch of consecutive trials (job numbers = trial numbers, so each job folder is named by
+        its trial), tell Optuna each outcome."""
         from runner import search
 
         batch = [space.overrides(t.params) for t in trials]
+        for trial, job in zip(trials, batch):
+            search.ready_job_dir(sweep_dir / str(trial.number), job)
         results = self.launcher.launch(batch, initial_job_idx=trials[0].number)
         for trial, ret in zip(trials, results):
             value = ret.return_value if ret.status == JobStatus.COMPLETED else None
-            if ret.hydra_cfg is not None:
-                trial.set_user_attr("job_dir", str(ret.hydra_cfg.hydra.runtime.output_dir))
+            job_dir = OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir") if ret.hydra_cfg else None
+            trial.set_user_attr("job_dir", str(job_dir or sweep_dir / str(trial.number)))
             search.tell(study, trial, value if isinstance(value, (int, float)) else None)
         return results
 
-    def _interrupted(self, study, sweep_dir: Path) -> list:
-        """Trials an interrupted run left running: one whose job finished is told its objective from
-        results.json; the others fail and are asked again (same parameters) as trials to run now."""
+    def _interrupted(self, study, space, sweep_dir: Path) -> list:
+        """Trials an interrupted run left RUNNING: one whose job finished is told its objective from its
+        results.json; the others are returned, their parameters complete, to run again now in their own job
+        folders (emptied of the killed job's files when launched)."""
         import json
 
-        from runner import rundir
+        from runner import rundir, search
         from runner.app import objective
-        from runner.search import import_optuna, tell
 
-        optuna = import_optuna()
+        optuna = search.import_optuna()
         again = []
-        for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            trial = search.resumed(study, frozen, space.distributions)
             job_dir = sweep_dir / str(trial.number)
-            if rundir.is_finished(job_dir):
-                tell(study, trial.number, objective(json.loads((job_dir / rundir.RESULTS).read_text())))
-                continue
-            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(trial.params, user_attrs={"rerun_of": trial.number})
-            again.append(study.ask(dict(trial.distributions)))
+            if search.finished_job_dir(job_dir, space.overrides(trial.params)):
+                trial.set_user_attr("job_dir", str(job_dir))
+                results = json.loads((job_dir / rundir.RESULTS).read_text(encoding="utf-8"))
+                search.tell(study, trial, objective(results))
+            else:
+                again.append(trial)
         return again
 
 
 def _counted(study) -> int:
-    """Trials that count towards n_trials: finished (complete or failed), less the interrupted ones run again."""
+    """Trials that count towards n_trials: finished (complete or failed), less the interrupted ones that an
+    older runner failed and asked again as new trials (`rerun_of`); now an interrupted trial runs again itself."""
     import optuna
 
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
