@@ -89,7 +89,8 @@ def resume_command(args: list[str]) -> int:
     if len(args) != 1 or args[0].startswith("-"):
         print("usage: runner resume RUN_DIR   (the directory an interrupted `runner train` printed)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
-    from runner.app import saved_overrides, train_command
+    from runner.app import train_command
+    from runner.resuming import saved_overrides
     from runner.errors import RunnerError
 
     run_dir = Path(args[0])

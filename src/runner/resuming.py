@@ -1,0 +1,84 @@
+"""What a resumed run takes from its folder: the saved overrides of runner's own keys, and a check that the
+config is the one it was trained with. The folder is data: read as plain YAML, validated, never replayed whole."""
+
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import rundir
+from runner.config import Config
+from runner.errors import RunnerError
+
+
+def saved_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
+    """A run folder's .hydra/overrides.yaml as (the overrides of runner's own config keys and groups to resume
+    with, the others left out); one line where the folder holds no run or the file is not the plain list of
+    strings Hydra writes (a YAML tag such as !!python is refused unread)."""
+    import yaml
+
+    path = run_dir / ".hydra" / "overrides.yaml"
+    if not run_dir.is_dir():
+        raise RunnerError(f"{run_dir} does not exist; give the directory that `runner train` printed")
+    if not path.is_file():
+        raise RunnerError(f"{run_dir} is not a run directory (no .hydra/overrides.yaml); give the directory that "
+                          "`runner train` printed")
+    try:
+        saved = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        what = rundir.reason(exc) if isinstance(exc, OSError) else " ".join(str(exc).split())[:120]
+        raise RunnerError(f"cannot read {path} as the list of overrides runner writes ({what}); the run cannot be "
+                          "resumed: train it again") from None
+    if saved is None:
+        saved = []
+    if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
+        raise RunnerError(f"{path} is not a list of overrides (strings); the run cannot be resumed: train it again")
+    roots = {f.name for f in fields(Config)} | {"experiment", "hparams_search"}
+    kept, ignored = [], []
+    for override in saved:
+        key = override.partition("=")[0].lstrip("+~")
+        if key in ("hydra.run.dir", "trainer.resume"):
+            continue  # runner resume sets both
+        root = re.split(r"[./]", key, maxsplit=1)[0]
+        (kept if root in roots and "@" not in key and re.fullmatch(r"[\w./-]+", key) else ignored).append(override)
+    return kept, ignored
+
+
+# Keys a resumed run may change: they change nothing it learns, or where it runs.
+RESUMABLE_CHANGES = ("trainer.resume", "trainer.device")
+
+
+def refuse_changed(run_dir: Path, task: DictConfig) -> None:
+    """A resumed run continues the run it was: one line naming the keys whose values differ from the saved
+    .hydra/config.yaml (read as data: plain YAML, no tags), unless they change nothing it learns."""
+    from runner.sharing import NOT_TRAINING
+
+    saved_path = run_dir / ".hydra" / "config.yaml"
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False)
+    except FileNotFoundError:
+        return  # not a run folder: claim says so
+    except Exception as exc:  # noqa: BLE001 (a run folder is data: anything unreadable is one line)
+        raise RunnerError(f"cannot read {saved_path} ({type(exc).__name__}); it is not a config runner wrote, so "
+                          "the run cannot be resumed: train it again") from None
+    now = OmegaConf.to_container(task, resolve=False)
+    allowed = (*NOT_TRAINING, *RESUMABLE_CHANGES)
+    changed = [k for k in sorted(set(_flat(saved)) | set(_flat(now)))
+               if _flat(saved).get(k) != _flat(now).get(k) and not k.startswith(allowed)]
+    if changed:
+        shown = ", ".join(f"{k} ({_flat(saved).get(k)!r} -> {_flat(now).get(k)!r})" for k in changed[:4])
+        raise RunnerError(f"trainer.resume=true: the run in {run_dir} was trained with other values of {shown}"
+                          f"{' and more' if len(changed) > 4 else ''}; resume it as it was (runner resume "
+                          f"{run_dir}), or start a new run")
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {dotted key: value}."""
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}{key}."))
+    return out
