@@ -271,3 +271,25 @@ def test_short_names_keep_keys_apart():
     assert short_names(["optim.lr", "sched.patience", "trainer.early_stopping.patience"]) == [
         "lr", "sched.patience", "early_stopping.patience"]
     assert short_names(["model", "model.hidden"]) == ["model", "hidden"]
+
+
+@pytest.mark.parametrize("where, value, named", [
+    (("metrics", "test/accuracy", "mean"), "high", "'metrics.test/accuracy.mean'"),
+    (("metrics", "test/accuracy", "ci95"), [0.1, None], "'metrics.test/accuracy.ci95'"),
+    (("baselines", "majority"), [1], "'baselines.majority'"),
+    (("over",), {"rows": 61}, "'over'"),
+])
+def test_a_results_json_of_the_wrong_shape_is_one_line_naming_the_field(sweep, tmp_path, capsys, where, value, named):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(next(Path(sweep[0]).glob("*/results.json")).parent, run)
+    results = _results(run)
+    node = results
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    (run / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and named in err and "Traceback" not in err

@@ -1,6 +1,7 @@
 """Loading tables: the bundled heart file's known figures, type and task inference, column screening (stray
 text in numbers, ID-like and constant columns, repeated names) and user errors."""
 
+import json
 import re
 
 import numpy as np
@@ -212,6 +213,8 @@ def test_id_like_and_constant_columns_are_dropped_and_the_header_names_them(tmp_
     assert ("ids: 60 rows, 2 features, binary (positive class: 1) · dropped: name (text, unique per row), "
             "const (one value), unit[/kg] (one value) · mlp:") in " ".join(out.split())
     assert torch.load(tmp_path / "run" / "checkpoints" / "best.pt", weights_only=True)["features"] == ["x", "z"]
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["dropped"] == {
+        "name": "text, unique per row", "const": "one value", "unit[/kg]": "one value"}
     ds = load_dataset(csv_cfg(path))
     assert ds.dropped == {"name": "text, unique per row", "const": "one value", "unit[/kg]": "one value"}
     # dataset.drop still drops (and is the user's, not reported); keep and typed declarations win.

@@ -359,3 +359,16 @@ def test_a_non_finite_prediction_never_reaches_the_output(tiny, tiny_csv, tmp_pa
     assert _error(capsys, tmp_path / "nan", "--data", tmp_path / "far.csv") == (
         f"error: member 0 predicts a non-finite value for rows 2, 6 (lines 4, 8) of {tmp_path / 'far.csv'}; those "
         "rows lie far outside what the run trained on: check their values")
+
+
+def test_a_reader_that_stops_early_ends_predict_quietly(tiny, tiny_csv, tmp_path):
+    """`runner predict ... | head -1`: the closed pipe ends the command as it ends `cat`, with no traceback."""
+    big = tmp_path / "big.csv"
+    lines = tiny_csv.read_text().splitlines()
+    big.write_text("\n".join([lines[0], *lines[1:] * 400]) + "\n")  # more than a pipe's buffer of predictions
+    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "predict", str(tiny), "--data", str(big)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"row,")
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and err == ""

@@ -313,3 +313,25 @@ def test_a_folder_given_as_the_data_file_says_it_is_a_folder(tmp_path, train):
                            f"hydra.run.dir={tmp_path}/run")
     assert status == 2 and err.strip() == (f"error: dataset.path={tmp_path} is a folder; give a CSV file "
                                            "(dataset=images reads folders)")
+
+
+def test_a_config_dir_overrides_the_shipped_files_and_its_mistakes_name_the_file(tmp_path, capsys):
+    mine = tmp_path / "conf"
+    (mine / "trainer").mkdir(parents=True)
+    (mine / "trainer" / "default.yaml").write_text("epochs: 2\npatience_typo: 1\n")
+    run = tmp_path / "run"
+    assert main(["train", "--config-dir", str(mine), "trainer.progress=false", "plots=false",
+                 f"hydra.run.dir={run}"]) == 2
+    line = capsys.readouterr().err.strip()
+    assert line == (f"error: {mine / 'trainer' / 'default.yaml'}: unknown key 'trainer.patience_typo'; valid keys "
+                    "in 'trainer': epochs, batch_size, seeds, seed, device, threads, progress, checkpoint_every, "
+                    "resume, early_stopping, grad_clip")
+    (mine / "trainer" / "default.yaml").write_text("epochs: [2\n")
+    assert main(["train", f"--config-dir={mine}", f"hydra.run.dir={run}"]) == 2
+    assert "default.yaml, line 2: not valid YAML" in capsys.readouterr().err
+    assert main(["train", "-cd", str(tmp_path / "nope"), f"hydra.run.dir={run}"]) == 2
+    assert "--config-dir" in capsys.readouterr().err and not run.exists()
+
+    (mine / "trainer" / "default.yaml").write_text("epochs: 2\n")
+    assert main(["train", "-cd", str(mine), "trainer.progress=false", "plots=false", f"hydra.run.dir={run}"]) == 0
+    assert json.loads((run / "results.json").read_text())["epochs"]["mean_trained"] == 2

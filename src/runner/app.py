@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import hydra
+import yaml
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -24,6 +25,7 @@ from runner.config import Config, register
 from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
 from runner.resuming import refuse_changed
+from hydra_plugins.runner_config_dir.search_path import ENV as USER_CONFIG_DIR
 
 
 def train_command(args: list[str]) -> int:
@@ -32,6 +34,10 @@ def train_command(args: list[str]) -> int:
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register()
+    try:
+        args, config_dir = _take_config_dir(args)
+    except Refused as refused:
+        return _fail(str(refused))
     sys.argv = ["runner train", *args]
     _job_errors.clear()
     _job_crashes.clear()
@@ -39,6 +45,8 @@ def train_command(args: list[str]) -> int:
     _interrupted.clear()
     _sweep_config.clear()
     try:
+        if config_dir:
+            os.environ[USER_CONFIG_DIR] = config_dir
         _hydra_train()
     except Interrupted as exc:
         _interrupted.append(exc)
@@ -50,6 +58,10 @@ def train_command(args: list[str]) -> int:
         return _fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         return _fail(explain(exc))
+    except yaml.YAMLError as exc:  # a config file of the user's (--config-dir) that is not YAML
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
+        return _fail(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the file")
     except Exception as exc:
         if _job_started[0]:
             raise  # a bug in the run
@@ -59,6 +71,7 @@ def train_command(args: list[str]) -> int:
             return _fail(f"cannot write {exc.filename or 'the run directory'}: {rundir.reason(exc)}")
         return _fail(_unreadable_override(args, exc))
     finally:
+        os.environ.pop(USER_CONFIG_DIR, None)
         _restore_signals()
     if _interrupted:
         return _report_interrupted(_interrupted[0])
@@ -71,6 +84,31 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+def _take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
+    """`args` without `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`), and DIR as an absolute path.
+
+    runner puts DIR ahead of its shipped configs (hydra_plugins.runner_config_dir), so its files override them.
+    """
+    rest, found = [], None
+    words = iter(args)
+    for word in words:
+        if word in ("--config-dir", "-cd"):
+            found = next(words, None)
+            if found is None:
+                raise Refused(f"{word} needs a folder: runner train {word} DIR [overrides]")
+        elif word.startswith("--config-dir="):
+            found = word.split("=", 1)[1]
+        else:
+            rest.append(word)
+    if found is None:
+        return rest, None
+    folder = Path(found).expanduser().resolve()
+    if not folder.is_dir():
+        raise Refused(f"--config-dir {found}: no such folder; give the folder that holds your config groups "
+                      "(e.g. DIR/model/mine.yaml for model=mine)")
+    return rest, str(folder)
 
 
 def _unreadable_override(args: list[str], exc: Exception) -> str:
@@ -350,7 +388,9 @@ EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slur
 
 def explain(exc: BaseException) -> str:
     """One line naming the bad key or value and what is allowed, from a Hydra/OmegaConf error."""
-    cause = exc.__cause__ if isinstance(exc.__cause__, OmegaConfBaseException) else exc
+    inner = [e for e in (exc.__cause__, exc.__context__) if isinstance(e, OmegaConfBaseException)]
+    cause = inner[0] if inner and (exc.__cause__ is inner[0] or getattr(inner[0], "full_key", None)) else exc
+    in_file = re.match(r"In '([^']+)': ", str(exc))  # a config file's own key, not an override
     if isinstance(exc, OverrideParseException):
         return (f"{str(exc).strip().splitlines()[0]}: Hydra's override grammar cannot read it; quote a value holding "
                 "spaces or special characters, e.g. 'dataset.target=\"my column\"' (see runner train --help)")
@@ -371,10 +411,15 @@ def explain(exc: BaseException) -> str:
     if isinstance(cause, InterpolationResolutionError) and full_key:
         return f"{full_key}: {first} (an interpolation ${{...}} must name a key of the config)"
     if isinstance(cause, OmegaConfBaseException) and full_key:
-        if isinstance(cause, ValidationError):
-            return f"{full_key}: {first}"
-        return unknown_key(full_key)
+        line = f"{full_key}: {first}" if isinstance(cause, ValidationError) else unknown_key(full_key)
+        return f"{_config_file(in_file.group(1))}: {line}" if in_file else line
     return first
+
+
+def _config_file(name: str) -> str:
+    """The file Hydra composed as `name` (`trainer/default`): the user's --config-dir copy if there is one."""
+    user = Path(os.environ.get(USER_CONFIG_DIR, "")) / f"{name}.yaml"
+    return str(user) if os.environ.get(USER_CONFIG_DIR) and user.is_file() else f"{name}.yaml"
 
 
 def _needs_extra(group: str, choice: str) -> str:

@@ -13,9 +13,10 @@ commands:
                       -m to sweep, --cfg job for the resolved config,
                       --help for the config groups and options)
   resume DIR          continue an interrupted `runner train` run in DIR
-                      from its saved fit state (same result as unbroken)
+                      from its saved fit state (same result as unbroken;
+                      --config-dir X: the one it was trained with)
   predict DIR --data F  predictions of a finished run's members for new rows
-                      (--out FILE, --checkpoint best|last|refit, --help)
+                      (--out FILE, --checkpoint best|last|refit|avg_NAME)
   report DIR...       compare finished runs or multirun directories in one
                       table, best first (--format table|md|csv|json,
                       --metric NAME, --help)
@@ -38,7 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0
-    command, rest = argv[0], argv[1:]
+    try:
+        return _dispatch(argv[0], argv[1:], from_process_start)
+    except BrokenPipeError:
+        # The reader of our output closed it (`runner predict ... | head`): stop as `cat` does, without a word.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _done(128 + 13, from_process_start)  # 13: SIGPIPE
+
+
+def _dispatch(command: str, rest: list[str], from_process_start: bool) -> int:
     if command == "train":
         from runner import timing
 
@@ -86,8 +95,11 @@ def resume_command(args: list[str]) -> int:
     name code to run or files to write), each one named where it is left out."""
     from pathlib import Path
 
-    if len(args) != 1 or args[0].startswith("-"):
-        print("usage: runner resume RUN_DIR   (the directory an interrupted `runner train` printed)", file=sys.stderr)
+    config_dir = args[1:] if len(args) == 3 and args[1] in ("--config-dir", "-cd") else \
+        args[1:] if len(args) == 2 and args[1].startswith("--config-dir=") else []
+    if len(args) != 1 + len(config_dir) or args[0].startswith("-"):
+        print("usage: runner resume RUN_DIR [--config-dir DIR]   (the directory an interrupted `runner train` "
+              "printed; the --config-dir it was trained with)", file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
     from runner.app import train_command
     from runner.resuming import saved_overrides
@@ -102,7 +114,7 @@ def resume_command(args: list[str]) -> int:
     if ignored:
         print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys): "
               f"{' '.join(ignored)}", file=sys.stderr)
-    return train_command([*kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
+    return train_command([*config_dir, *kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
 
 
 def _quoted(value: str) -> str:

@@ -71,7 +71,7 @@ def refuse_changed(run_dir: Path, task: DictConfig) -> None:
         shown = ", ".join(f"{k} ({_flat(saved).get(k)!r} -> {_flat(now).get(k)!r})" for k in changed[:4])
         raise RunnerError(f"trainer.resume=true: the run in {run_dir} was trained with other values of {shown}"
                           f"{' and more' if len(changed) > 4 else ''}; resume it as it was (runner resume "
-                          f"{run_dir}), or start a new run")
+                          f"{run_dir}, with --config-dir X if it was trained with one), or start a new run")
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, Any]:

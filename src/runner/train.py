@@ -113,6 +113,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         "dataset": dataset.name,
         "target": dataset.target,
         **({"positive": dataset.positive} if dataset.positive is not None else {}),
+        **({"dropped": dataset.dropped} if dataset.dropped else {}),  # columns left out, and why
         "model": cfg.model.name,
         "members": len(members),
         "plan": over,

@@ -70,8 +70,12 @@ def load_run(path: Path) -> Run:
         results = json.loads((path / "results.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunnerError(f"{path / 'results.json'}: cannot read it ({exc})") from None
-    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict):
+    if not isinstance(results, dict) or not isinstance(results.get("metrics"), dict) or not results["metrics"]:
         raise RunnerError(f"{path / 'results.json'}: no 'metrics' section; is it a runner results.json?")
+    wrong = _misshapen(results)
+    if wrong:
+        raise RunnerError(f"{path / 'results.json'}: {wrong} is not what runner writes; train the run again or "
+                          "leave it out")
     hydra_dir = path / ".hydra"
     overrides = {}
     for text in _yaml(hydra_dir / "overrides.yaml") or []:
@@ -81,6 +85,42 @@ def load_run(path: Path) -> Run:
     hydra = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     return Run(path, results, overrides, _yaml(hydra_dir / "config.yaml") or {}, choices)
+
+
+_NUMBER = (int, float, type(None))
+_TEXT = (str, type(None))
+
+
+def _misshapen(results: dict) -> str | None:
+    """The first field `runner report` reads whose type is not the one runner writes, or None."""
+    for key in ("task", "dataset", "model", "over", "plan"):
+        if not isinstance(results.get(key), _TEXT):
+            return f"'{key}'"
+    sections = {"metrics": results["metrics"], "validation": results.get("validation") or {}}
+    baselines = results.get("baselines") or {}
+    if not isinstance(baselines, dict):
+        return "'baselines'"
+    sections.update({f"baselines.{name}": table for name, table in baselines.items()})
+    for where, table in sections.items():
+        if not isinstance(table, dict):
+            return f"'{where}'"
+        for metric, entry in table.items():
+            if not isinstance(entry, dict):
+                return f"'{where}.{metric}'"
+            for field in ("mean", "sd", "se", "n"):
+                if isinstance(entry.get(field), bool) or not isinstance(entry.get(field), _NUMBER):
+                    return f"'{where}.{metric}.{field}'"
+            for field in ("ci95", "ci95_t"):
+                ci = entry.get(field)
+                if ci is not None and not (isinstance(ci, list) and len(ci) == 2
+                                           and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in ci)):
+                    return f"'{where}.{metric}.{field}'"
+            if not isinstance(entry.get("interval"), _TEXT):
+                return f"'{where}.{metric}.interval'"
+    for key in ("selection", "epochs", "timing", "averaging", "ensembles", "confusion"):
+        if not isinstance(results.get(key), (dict, type(None))):
+            return f"'{key}'"
+    return None
 
 
 def _yaml(path: Path):
