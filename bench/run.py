@@ -44,7 +44,7 @@ IMPORT_TORCH = [sys.executable, "-c", "import torch"]
 
 def subprocess_s(args: list[str]) -> float:
     """Wall seconds of `runner ARGS` (or of a full command line) in a fresh process, output discarded."""
-    runner = [str(RUNNER)] if RUNNER.exists() else [sys.executable, "-m", "runner.cli"]
+    runner = [str(RUNNER)] if RUNNER.exists() else [sys.executable, "-m", "runner.commands.cli"]
     cmd = args if args[0] == sys.executable else runner + args
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from runner.config import Config, register
+from runner.config.schema import Config, register
 from runner.data import Dataset, Preprocessed, make_transformer, preprocess
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.models import Population
@@ -27,7 +27,7 @@ SINGLE = ["trainer.epochs=200", "trainer.early_stopping.patience=null"]
 
 @dataclass
 class Study:
-    """One heart experiment wired exactly as runner.train does, up to (not including) `fit`."""
+    """One heart experiment wired exactly as runner.experiment.train does, up to (not including) `fit`."""
 
     cfg: Config
     dataset: Dataset

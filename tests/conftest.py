@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from runner.config import DatasetConfig, EvalConfig
+from runner.config.schema import DatasetConfig, EvalConfig
 from runner.paths import conf_dir
 
 
@@ -74,7 +74,7 @@ def compose():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from runner.config import register
+    from runner.config.schema import register
 
     def make(overrides=()):
         register()
@@ -90,7 +90,7 @@ def train(capsys, monkeypatch):
     monkeypatch.setattr(sys, "argv", sys.argv[:])  # train_command hands sys.argv to Hydra
 
     def run(*args):
-        from runner.cli import main
+        from runner.commands.cli import main
 
         status = main(["train", *args])
         out = capsys.readouterr()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from runner.config import AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, TrainerConfig
+from runner.config.schema import AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, TrainerConfig
 from runner.engine.averaging import Averages, check, recompute_batch_norm
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
@@ -141,7 +141,7 @@ def test_averaging_on_the_default_holdout_plan_scores_every_average(tmp_path):
     """The default plan (one model, intervals over test rows) scores each average like the restored best."""
     import json
 
-    from runner.cli import main
+    from runner.commands.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "avg=compare", "avg.start_epoch=4", "trainer.epochs=8", "trainer.progress=false",

@@ -9,17 +9,17 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.cli import main
+from runner.commands.cli import main
 
 FAST = ["trainer.epochs=15", "trainer.progress=false"]
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "runner.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "runner.commands.cli", *args], capture_output=True, text=True)
 
 
 def test_top_level_help_does_not_import_torch():
-    out = subprocess.run([sys.executable, "-c", "import sys; from runner.cli import main; main(['--help']);"
+    out = subprocess.run([sys.executable, "-c", "import sys; from runner.commands.cli import main; main(['--help']);"
                           "print('torch' in sys.modules, 'hydra' in sys.modules)"], capture_output=True, text=True)
     assert "runner train" in out.stdout
     assert out.stdout.strip().endswith("False False")
@@ -106,7 +106,7 @@ def test_timing_covers_the_process_from_start_to_exit(tmp_path):
 
 def test_default_run_imports_no_sklearn_scipy_stats_or_tensorboard(tmp_path):
     # Splits, label codes, preprocessing and scoring are numpy; t quantiles come from scipy.special.
-    code = ("import sys; from runner.cli import main; status = main(['train', 'trainer.epochs=2', "
+    code = ("import sys; from runner.commands.cli import main; status = main(['train', 'trainer.epochs=2', "
             f"'trainer.progress=false', 'hydra.run.dir={tmp_path}/run']); "
             "print(status, sorted(m for m in sys.modules if m.split('.')[0] in ('sklearn', 'tensorboard', "
             "'google') or m.startswith('scipy.stats')))")  # google: protobuf

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from runner.config import AugConfig, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, OptimName
+from runner.config.schema import AugConfig, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, OptimName
 from runner.engine.augment import Augmenter
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
@@ -177,7 +177,7 @@ def test_validation_is_never_augmented(monkeypatch):
 
 
 def test_image_statistics_come_from_training_rows_only(eval_cfg):
-    from runner.data.datasets import Dataset
+    from runner.data.dataset import Dataset
     from runner.data.preprocess import preprocess
     from runner.data.splits import population_plan
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.cli import main
+from runner.commands.cli import main
 from runner.evaluate.compare import compare, interval, overlaps, to_csv, to_json, to_markdown
 from runner.evaluate.stats import Z95
 
@@ -223,7 +223,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys):
 
 
 def test_report_help_and_top_level_help_stay_light():
-    code = ("import sys; from runner.cli import main; main(['--help']); import runner.evaluate.compare; "
+    code = ("import sys; from runner.commands.cli import main; main(['--help']); import runner.evaluate.compare; "
             "assert main(['report', '--help']) == 0; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "usage: runner report" in out and "report DIR..." in out
@@ -232,7 +232,7 @@ def test_report_help_and_top_level_help_stay_light():
 
 def test_report_on_a_sweep_imports_only_what_it_uses(sweep):
     sweep_dir, _ = sweep
-    code = ("import sys; from runner.cli import main; status = main(['report', %r]); "
+    code = ("import sys; from runner.commands.cli import main; status = main(['report', %r]); "
             "heavy = {m.split('.')[0] for m in sys.modules} & {'torch', 'sklearn', 'scipy', 'matplotlib', "
             "'pandas', 'hydra', 'tensorboard'}; print(status, sorted(heavy))" % str(sweep_dir))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.cli import main
+from runner.commands.cli import main
 
 pytestmark = pytest.mark.slow
 

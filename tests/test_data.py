@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from runner.config import DatasetConfig
+from runner.config.schema import DatasetConfig
 from runner.data import load_dataset
 from runner.data.preprocess import feature_names
 from runner.errors import RunnerError

@@ -13,9 +13,9 @@ import pytest
 import torch
 from sklearn.metrics import recall_score, roc_auc_score
 
-from runner.cli import main
-from runner.checks import RULES, USED_BY, lookup, validate
-from runner.config import Config
+from runner.commands.cli import main
+from runner.config.checks import RULES, USED_BY, lookup, validate
+from runner.config.schema import Config
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false"]
 
@@ -84,7 +84,7 @@ def test_plateau_on_accuracy_is_refused_for_a_regression_target(tmp_path, train)
 
 
 def test_a_bad_override_answers_without_importing_torch(tmp_path):
-    code = ("import sys; from runner.cli import main; "
+    code = ("import sys; from runner.commands.cli import main; "
             f"rc = main(['train', 'optim.lr=-1', 'hydra.run.dir={tmp_path}/run']); "
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -153,15 +153,15 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path, train, where, needle)
 
 def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tmp_path, train, monkeypatch,
                                                                                capsys):
-    import runner.fitting
+    import runner.fit
 
-    real = runner.train.write_reports
+    real = runner.finish.write_reports
 
     def disk_full_after_results(run_dir, *args, **kwargs):
         real(run_dir, *args, **kwargs)
         raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / "report.png"))
 
-    monkeypatch.setattr(runner.train, "write_reports", disk_full_after_results)
+    monkeypatch.setattr(runner.finish, "write_reports", disk_full_after_results)
     run = tmp_path / "run"
     status, _, err = train(*QUICK, f"hydra.run.dir={run}")
     assert status == 2 and err.count("\n") == 1
@@ -176,12 +176,12 @@ def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tm
 
 
 def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, train, monkeypatch):
-    import runner.fitting
+    import runner.fit
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("division by zero in the engine")
 
-    monkeypatch.setattr(runner.fitting, "fit", crash)
+    monkeypatch.setattr(runner.fit, "fit", crash)
     run = tmp_path / "run"
     with pytest.raises(ZeroDivisionError):  # a bug still raises, with its traceback
         train(*QUICK, f"hydra.run.dir={run}")
@@ -196,14 +196,14 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
 def test_ctrl_c_anywhere_is_one_line_and_leaves_a_true_status(tmp_path, train, monkeypatch, after_epochs):
     """Before training started the folder is put back as it was; after, status.json says interrupted, with the
     command that resumes it, and no results.json passes for a finished run."""
-    import runner.fitting
+    import runner.fit
 
     def interrupt(model, data, cfg, loss, on_epoch, *args, **kwargs):
         for epoch in range(after_epochs):
             on_epoch(epoch, 1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.fitting, "fit", interrupt)
+    monkeypatch.setattr(runner.fit, "fit", interrupt)
     run = tmp_path / "run"
     status, _, err = train(*QUICK, f"hydra.run.dir={run}")
     assert status == 130
@@ -218,16 +218,16 @@ def test_ctrl_c_anywhere_is_one_line_and_leaves_a_true_status(tmp_path, train, m
 
 
 def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, train, monkeypatch):
-    import runner.fitting
+    import runner.fit
 
-    real = runner.fitting.fit
+    real = runner.fit.fit
 
     def crash_at_lr_002(model, data, cfg, *args, **kwargs):
         if cfg.optim.lr == 0.02:
             raise RuntimeError("boom")
         return real(model, data, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runner.fitting, "fit", crash_at_lr_002)
+    monkeypatch.setattr(runner.fit, "fit", crash_at_lr_002)
     sweep = tmp_path / "sweep"
     # one job at a time (the population launcher would train the two sgd jobs as one population)
     status, out, err = train("-m", "optim=sgd,adam", "optim.lr=0.01,0.02", "optim.momentum=0.5", *QUICK,

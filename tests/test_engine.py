@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
+from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, TrainerConfig
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
@@ -141,7 +141,7 @@ def test_inactive_member_is_frozen():
 
 def test_heart_kfold_population_equals_members_alone(heart, population_runner):
     """The benchmark's shape: heart, 10 folds (ragged training sets), early stopping on."""
-    from runner.config import EvalConfig, EvalName
+    from runner.config.schema import EvalConfig, EvalName
     from runner.data.preprocess import preprocess
     from runner.data.splits import population_plan
 

@@ -95,7 +95,7 @@ def test_bootstrap_bags_have_the_original_size_and_repeat_rows(eval_cfg):
 def test_kfold_mean_ensemble_recomputes_from_predictions_csv(tmp_path):
     import json
 
-    from runner.cli import main
+    from runner.commands.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "eval=kfold", "eval.k=3", "trainer.seeds=3", "ensemble=seeds", "trainer.epochs=5",
@@ -117,8 +117,8 @@ def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
 
     import torch
 
-    from runner.cli import main
-    from runner.config import ModelConfig
+    from runner.commands.cli import main
+    from runner.config.schema import ModelConfig
     from runner.models import build_model
 
     model = build_model(ModelConfig(hidden=[32], dropout=0.5), 2, 4, 1)
@@ -172,7 +172,7 @@ def test_every_out_of_fold_prediction_comes_from_a_model_that_never_saw_its_row(
 def test_stacking_and_blending_runs_score_a_meta_model(tmp_path):
     import json
 
-    from runner.cli import main
+    from runner.commands.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "eval=kfold", "eval.k=3", "ensemble=stacking", "trainer.epochs=5", "trainer.progress=false",

@@ -8,8 +8,8 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
-from runner import events
-from runner.artifacts import write_tensorboard
+from runner.rundir import events
+from runner.rundir.artifacts import write_tensorboard
 
 
 @pytest.mark.parametrize("step", [0, 1, 127, 128, 300, 2**40, -1])

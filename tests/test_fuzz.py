@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.cli import main
+from runner.commands.cli import main
 
 BASE = ["trainer.epochs=2", "trainer.progress=false", "trainer.early_stopping.patience=1"]
 FAST = settings(max_examples=25, deadline=None, derandomize=True, database=None,

@@ -8,9 +8,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from runner import events
-from runner.artifacts import hparam, run_name
-from runner.cli import main
+from runner.rundir import events
+from runner.rundir.artifacts import hparam, run_name
+from runner.commands.cli import main
 
 
 def _read(folder):

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from runner.cli import main
-from runner.checks import validate
-from runner.config import Config, DatasetConfig
+from runner.commands.cli import main
+from runner.config.checks import validate
+from runner.config.schema import Config, DatasetConfig
 from runner.data import downloads, load_dataset
 from runner.errors import RunnerError
 from conftest import shipped

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config import (Config, EarlyStoppingConfig, LossConfig, ModelConfig, OptimConfig, OptimName, RegConfig,
-                           SchedConfig, SchedName, TrainerConfig)
+from runner.config.schema import Config, EarlyStoppingConfig, LossConfig, ModelConfig, OptimConfig, OptimName, RegConfig, SchedConfig, SchedName, TrainerConfig
 from runner.engine.hyper import member_values
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
-from runner.sharing import PER_MEMBER, group_key
+from runner.config.sharing import PER_MEMBER, group_key
 
 
 def _data(E, n=90, d=7, classes=2, seed=0):

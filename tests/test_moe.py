@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from runner.cli import main
-from runner.config import Config, DatasetConfig, LossConfig, ModelConfig, MoeLoss, OptimConfig, OptimName
+from runner.commands.cli import main
+from runner.config.schema import Config, DatasetConfig, LossConfig, ModelConfig, MoeLoss, OptimConfig, OptimName
 from runner.data import load_dataset
 from runner.data.generated import piecewise
 from runner.data.preprocess import restore

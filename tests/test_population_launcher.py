@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from runner.cli import main
-from runner.population_sweep import groups, job_numbers
+from runner.commands.cli import main
+from runner.sweeps.population import groups, job_numbers
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false"]
 FILES = [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml", "results.json", "report.md",
@@ -118,16 +118,16 @@ def test_a_job_with_a_bad_value_fails_alone_and_the_sweep_exits_non_zero(sweep):
 
 
 def test_a_crash_in_a_shared_fit_fails_each_of_its_jobs_and_not_the_others(sweep, monkeypatch):
-    import runner.fitting
+    import runner.fit
 
-    real = runner.fitting.fit
+    real = runner.fit.fit
 
     def crash_for_hidden_8(model, data, cfg, *args, **kwargs):
         if cfg.model.hidden == [8]:
             raise RuntimeError("boom")
         return real(model, data, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runner.fitting, "fit", crash_for_hidden_8)
+    monkeypatch.setattr(runner.fit, "fit", crash_for_hidden_8)
     status, mine, _, err = sweep("population", "model.hidden=[8],[16]", "trainer.seed=0,1")
     assert status == 1  # a crash
     records = [json.loads((mine / str(j) / "status.json").read_text()) for j in range(4)]
@@ -138,7 +138,7 @@ def test_a_crash_in_a_shared_fit_fails_each_of_its_jobs_and_not_the_others(sweep
 
 
 def test_a_finished_job_is_not_trained_again(sweep, monkeypatch):
-    from runner.app import CheckRun
+    from runner.commands.train import CheckRun
 
     grid = ["trainer.seed=0,1,2"]
     status, mine, _, err = sweep("population", *grid)
@@ -167,8 +167,8 @@ def test_a_slice_of_a_population_equals_its_fit_alone(compose):
     import torch
 
     from runner.data.preprocess import preprocess
-    from runner.fitting import fit_population
-    from runner.population_sweep import fit_group
+    from runner.fit import fit_population
+    from runner.sweeps.population import fit_group
     from runner.study import plan
 
     studies = [plan(compose(["trainer.epochs=3", "trainer.progress=false", f"trainer.seed={s}", "trainer.seeds=2",

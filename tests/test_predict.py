@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-import runner.train
-from runner.cli import main
+import runner.finish
+from runner.commands.cli import main
 from runner.paths import bundled_data
 
 QUICK = ["trainer.epochs=12", "trainer.progress=false"]
@@ -58,7 +58,7 @@ def tiny(tmp_path_factory, tiny_csv):
 def diverged(tmp_path_factory, tiny_csv):
     """Three seeds of which training's divergence check reports member 1 (as a non-finite loss would)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runner.train, "_diverged", lambda result, members: [{"member": 1, "epoch": 2}])
+        patch.setattr(runner.finish, "_diverged", lambda result, members: [{"member": 1, "epoch": 2}])
         return _train_tiny(tmp_path_factory, tiny_csv, "trainer.seeds=3")
 
 
@@ -116,7 +116,7 @@ def test_predict_reads_an_averaged_checkpoint_and_needs_no_target(run, tmp_path,
 
 
 def test_predict_imports_neither_sklearn_nor_matplotlib(run):
-    code = ("import sys, pathlib; from runner.predict_cli import predict; from runner.paths import bundled_data; "
+    code = ("import sys, pathlib; from runner.commands.predict import predict; from runner.paths import bundled_data; "
             f"predict(pathlib.Path({str(run)!r}), bundled_data('heart.csv')); "
             "print('sklearn' in sys.modules, 'matplotlib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -126,7 +126,7 @@ def test_predict_imports_neither_sklearn_nor_matplotlib(run):
 def test_a_successful_predict_prints_nothing_on_stderr(tiny, tiny_csv):
     # One member and no fill: the case that handed torch a read-only (broadcast) array and printed its two-line
     # "not writable" warning. A process of its own, because torch prints that warning once per process.
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "predict", str(tiny), "--data", str(tiny_csv)],
+    out = subprocess.run([sys.executable, "-m", "runner.commands.cli", "predict", str(tiny), "--data", str(tiny_csv)],
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stderr == ""
     assert len(pd.read_csv(io.StringIO(out.stdout))) == 60
@@ -366,7 +366,7 @@ def test_a_reader_that_stops_early_ends_predict_quietly(tiny, tiny_csv, tmp_path
     big = tmp_path / "big.csv"
     lines = tiny_csv.read_text().splitlines()
     big.write_text("\n".join([lines[0], *lines[1:] * 400]) + "\n")  # more than a pipe's buffer of predictions
-    proc = subprocess.Popen([sys.executable, "-m", "runner.cli", "predict", str(tiny), "--data", str(big)],
+    proc = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "predict", str(tiny), "--data", str(big)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().startswith(b"row,")
     proc.stdout.close()

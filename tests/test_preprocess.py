@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from runner.config import DatasetConfig
+from runner.config.schema import DatasetConfig
 from runner.data import load_dataset, make_transformer, population_plan, preprocess
 
 NUMERIC = ["age", "trestbps", "chol", "thalch", "oldpeak"]
@@ -112,8 +112,8 @@ def test_equals_sklearn_column_transformer_per_member(write_csv, eval_cfg):
 
 def test_rows_are_stored_once_whatever_the_population_size(eval_cfg):
     """20k rows x 30 columns: the population's data memory at E=50 is close to E=1's, not 50 times it."""
-    from runner.config import Config
-    from runner.data.datasets import Dataset
+    from runner.config.schema import Config
+    from runner.data.dataset import Dataset
     from runner.engine.inputs import MemberInputs
 
     rng = np.random.default_rng(0)

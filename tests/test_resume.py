@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config import (AugConfig, AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, OptimConfig,
-                           SchedConfig, SchedName, TrainerConfig)
+from runner.config.schema import AugConfig, AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, OptimConfig, SchedConfig, SchedName, TrainerConfig
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.engine.resume import FitCheckpoint
@@ -97,7 +96,7 @@ def test_a_diverging_member_stops_and_leaves_the_others_unchanged():
 
 
 def test_all_members_diverged_is_a_one_line_error_not_a_result(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "runner.cli", "train", "optim=sgd", "optim.lr=1e6",
+    out = subprocess.run([sys.executable, "-m", "runner.commands.cli", "train", "optim=sgd", "optim.lr=1e6",
                           "trainer.epochs=5", "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
                          capture_output=True, text=True)
     assert out.returncode == 2
@@ -110,7 +109,7 @@ def test_all_members_diverged_is_a_one_line_error_not_a_result(tmp_path):
 def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
     args = ["trainer.epochs=400", "trainer.early_stopping.patience=null", "trainer.checkpoint_every=2",
             "trainer.progress=false", "trainer.seeds=2"]
-    cli = [sys.executable, "-m", "runner.cli"]
+    cli = [sys.executable, "-m", "runner.commands.cli"]
     run = tmp_path / "killed"
     job = subprocess.Popen([*cli, "train", *args, f"hydra.run.dir={run}"], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
@@ -133,7 +132,7 @@ def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
 
 def test_sigterm_mid_run_prints_runner_resume_message_alone(tmp_path):
     run = tmp_path / "stopped"
-    job = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", "trainer.epochs=100000",
+    job = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "train", "trainer.epochs=100000",
                             "trainer.early_stopping.patience=null", "trainer.progress=false",
                             "trainer.checkpoint_every=1", f"hydra.run.dir={run}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.cli import main
+from runner.commands.cli import main
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
 
@@ -48,9 +48,9 @@ def copy_of(run: Path, where: Path) -> Path:
 
 def interrupted(train, monkeypatch, run: Path, *extra) -> None:
     """A run stopped by Ctrl-C after its first epoch (status interrupted), as a user would leave it."""
-    import runner.fitting
+    import runner.fit
 
-    real = runner.fitting.fit
+    real = runner.fit.fit
 
     def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
         def once(epoch, active):
@@ -60,7 +60,7 @@ def interrupted(train, monkeypatch, run: Path, *extra) -> None:
         return real(model, data, cfg, loss, once, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(runner.fitting, "fit", stop_after_one)
+        patch.setattr(runner.fit, "fit", stop_after_one)
         status, _, _ = train(*QUICK, *extra, f"hydra.run.dir={run}")
     assert status == 130 and json.loads((run / "status.json").read_text())["status"] == "interrupted"
 
@@ -212,9 +212,9 @@ def test_resume_with_other_values_is_refused_naming_the_keys(tmp_path, train, mo
 
 
 def test_sigterm_after_training_leaves_a_resumable_run(tmp_path, train, monkeypatch, capsys):
-    import runner.train
+    import runner.experiment
 
-    real = runner.train.finish
+    real = runner.experiment.finish
 
     def killed_while_finishing(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGTERM)
@@ -223,7 +223,7 @@ def test_sigterm_after_training_leaves_a_resumable_run(tmp_path, train, monkeypa
 
     run = tmp_path / "run"
     with monkeypatch.context() as patch:
-        patch.setattr(runner.train, "finish", killed_while_finishing)
+        patch.setattr(runner.experiment, "finish", killed_while_finishing)
         status, _, err = train(*QUICK, "trainer.checkpoint_every=1", f"hydra.run.dir={run}")
     assert status == 143
     assert err.strip().splitlines() == [f"interrupted by SIGTERM in {run}", f"resume with: runner resume {run}"]
@@ -248,10 +248,10 @@ def test_a_full_disk_leaves_a_true_status_and_no_temporary_file(tmp_path, train,
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "predictions.csv"))
 
-    import runner.train
+    import runner.finish
 
-    monkeypatch.setattr(rundir, "write_atomic", full)
-    monkeypatch.setattr(runner.train.artifacts, "predictions_frame", no_space)
+    monkeypatch.setattr(rundir.folder, "write_atomic", full)
+    monkeypatch.setattr(runner.finish.artifacts, "predictions_frame", no_space)
     run = tmp_path / "run"
     status, _, err = train(*QUICK, f"hydra.run.dir={run}")
     assert status == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
@@ -280,7 +280,7 @@ def test_a_stopped_population_sweep_keeps_its_group_state_and_resumes_it(tmp_pat
     sweep = ["-m", "optim.lr=0.01,0.003", "trainer.epochs=400", "trainer.early_stopping.patience=null",
              "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
     stopped = tmp_path / "stopped"
-    job = subprocess.Popen([sys.executable, "-m", "runner.cli", "train", *sweep, f"hydra.sweep.dir={stopped}"],
+    job = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "train", *sweep, f"hydra.sweep.dir={stopped}"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not list(stopped.glob("0/checkpoints/group_*_state.pt")) and job.poll() is None and time.time() < deadline:

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import accuracy_score, roc_auc_score
 
-from runner.cli import main
+from runner.commands.cli import main
 
 QUICK = ["trainer.epochs=8", "trainer.progress=false"]
 
@@ -88,7 +88,7 @@ def test_kfold_with_seeds_headline_is_the_spread_over_folds(tmp_path):
 
 
 def test_a_scoring_failure_keeps_everything_trained(tmp_path, monkeypatch):
-    from runner import train as train_module
+    from runner import finish as train_module
 
     def broken(*args, **kwargs):
         raise MemoryError("scoring")
@@ -107,7 +107,7 @@ def test_a_checkpoint_alone_reproduces_the_test_predictions(tmp_path, heart):
     population from it and applying it to the dataset's rows gives predictions.csv's probabilities."""
     import torch
 
-    from runner.config import ModelConfig
+    from runner.config.schema import ModelConfig
     from runner.data.preprocess import restore
     from runner.engine.inputs import MemberInputs
     from runner.engine.predict import member_outputs

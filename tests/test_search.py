@@ -9,7 +9,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from runner.app import objective
+from runner.sweeps.search import objective
 from runner.errors import RunnerError
 
 optuna = pytest.importorskip("optuna")
@@ -156,7 +156,7 @@ def test_objective_is_none_for_a_failed_or_non_finite_job():
 def _space(*overrides):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from runner.search import search_space
+    from runner.sweeps.search import search_space
 
     return search_space(OverridesParser.create().parse_overrides(list(overrides)))
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from runner.cli import main
+from runner.commands.cli import main
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_heart_kfold_study_beats_the_baselines(tmp_path):
 
 
 def test_every_member_of_the_heart_study_equals_training_alone(heart, population_runner):
-    from runner.config import Config, EvalConfig, EvalName
+    from runner.config.schema import Config, EvalConfig, EvalName
     from runner.data.preprocess import preprocess
     from runner.data.splits import population_plan
 

@@ -10,8 +10,8 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.plugins import Plugins
 from hydra.errors import MissingConfigException
 
-from runner.app import explain
-from runner.cli import main
+from runner.config.compose import explain
+from runner.commands.cli import main
 
 QUICK = ["trainer.epochs=3", "trainer.progress=false"]
 

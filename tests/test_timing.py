@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from runner import timing
+from runner.rundir import timing
 
 
 def test_laps_book_the_time_since_the_previous_lap(monkeypatch):
@@ -19,7 +19,7 @@ def test_laps_book_the_time_since_the_previous_lap(monkeypatch):
 
 
 def test_process_age_counts_the_interpreter_start():
-    code = "import time; time.sleep(0.3); from runner.timing import process_age_s; print(process_age_s())"
+    code = "import time; time.sleep(0.3); from runner.rundir.timing import process_age_s; print(process_age_s())"
     age = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert age == pytest.approx(0.35, abs=0.3) and age >= 0.3  # clock ticks are 10 ms; start-up adds a little
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runner.config import (GradClipConfig, LossConfig, ModelConfig, Norm, OptimConfig, OptimName, RegConfig,
-                           SchedConfig, SchedName)
+from runner.config.schema import GradClipConfig, LossConfig, ModelConfig, Norm, OptimConfig, OptimName, RegConfig, SchedConfig, SchedName
 from runner.engine.loop import _clip
 from runner.engine.losses import Criterion, Penalty
 from runner.engine.optim import StackedOptimizer
@@ -184,7 +183,7 @@ def test_batch_norm_statistics_are_per_member():
 
 
 def _stopper(**kw):
-    from runner.config import EarlyStoppingConfig
+    from runner.config.schema import EarlyStoppingConfig
     from runner.engine.early_stopping import EarlyStopping
 
     model = build_model(ModelConfig(hidden=[2]), 1, 2, 1)
@@ -224,7 +223,7 @@ def test_pos_weight_matches_torch():
 
 
 def test_row_weights_give_the_weighted_mean_loss_step():
-    from runner.config import Config, EarlyStoppingConfig, TrainerConfig
+    from runner.config.schema import Config, EarlyStoppingConfig, TrainerConfig
     from runner.engine.inputs import MemberInputs
     from runner.engine.loop import PopulationData, fit
 

@@ -4,9 +4,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from runner.checks import check_task, validate
-from runner.config import Config, name_of
-from runner.data.datasets import Dataset, load_dataset
+from runner.config.checks import check_task, validate
+from runner.config.schema import Config, name_of
+from runner.data.dataset import Dataset
+from runner.data.datasets import load_dataset
 from runner.data.preprocess import Preprocessed, preprocess
 from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses

@@ -1,19 +1,8 @@
-"""Puts the user's `--config-dir` ahead of runner's shipped configs on Hydra's search path.
+"""Where Hydra discovers runner's search-path plugin for --config-dir: it takes plugins only from classes defined in
+hydra_plugins, so this names runner.config.search_path.UserConfigDir here and adds nothing."""
 
-Hydra's own `--config-dir` goes after the app's configs, so a `trainer/default.yaml` there is never read;
-`runner train` takes the flag off the command line and names the folder in RUNNER_CONFIG_DIR instead.
-"""
-
-import os
-
-from hydra.core.config_search_path import ConfigSearchPath
-from hydra.plugins.search_path_plugin import SearchPathPlugin
-
-ENV = "RUNNER_CONFIG_DIR"
+from runner.config import search_path
 
 
-class UserConfigDir(SearchPathPlugin):
-    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        folder = os.environ.get(ENV)
-        if folder:
-            search_path.prepend(provider="runner-config-dir", path=f"file://{folder}")
+class UserConfigDir(search_path.UserConfigDir):
+    pass

@@ -1,1 +1,1 @@
-"""`hydra/sweeper=optuna`: runner's Optuna sweeper (see optuna_sweeper.py for why it is our own)."""
+"""`hydra/sweeper=optuna`: runner's Optuna sweeper (runner.sweeps.optuna says why it is our own)."""

@@ -1,19 +1,20 @@
 """Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from runner.config import DatasetConfig, Task
-from runner.categories import as_category as _as_category, integers as _integers
+from runner.config.schema import DatasetConfig, Task
+from runner.data import images
+from runner.data.categories import as_category as _as_category
+from runner.data.categories import integers as _integers
+from runner.data.dataset import MIN_ROWS, Dataset
 from runner.data.generated import GENERATED
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
-MIN_ROWS = 10
 MAX_CLASSES = 20  # an integer target with at most this many distinct values is read as class labels
 # float32 training squares and sums these values: beyond this magnitude they overflow to inf.
 MAX_MAGNITUDE = 1e18
@@ -30,43 +31,11 @@ MIN_ID_VALUES = 10
 SHOWN_CELLS = 5  # offending cells a message names
 
 
-@dataclass
-class Dataset:
-    """Data ready for splitting: a table (features with column roles) or images, and the encoded target."""
-
-    name: str
-    target: str
-    task: str  # "binary" | "multiclass" | "regression"
-    features: pd.DataFrame | None  # tables: numeric columns float64; categorical columns object (str, NaN missing)
-    y: np.ndarray  # classification: int64 class codes 0..K-1; regression: float64
-    classes: list[str]  # class labels in code order; [] for regression
-    numeric: list[str] = field(default_factory=list)
-    categorical: list[str] = field(default_factory=list)
-    categories: dict[str, list] = field(default_factory=dict)  # categorical column -> sorted distinct values (str)
-    weights: np.ndarray | None = None  # per-row sample weights (dataset.weight), float64
-    positive: str | None = None  # binary: the label of the positive class (code 1); None otherwise
-    images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
-    source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
-    dropped: dict[str, str] = field(default_factory=dict)  # column -> why runner left it out ("one value", ...)
-
-    def dropped_note(self) -> str:
-        """The columns runner dropped and why, as the header says it: 'dropped: name (text, unique per row)'."""
-        return "dropped: " + ", ".join(f"{c} ({why})" for c, why in self.dropped.items()) if self.dropped else ""
-
-    @property
-    def rows(self) -> np.ndarray:
-        """The row number of each example in its source (a table's index), for the run's files."""
-        if self.features is not None:
-            return self.features.index.to_numpy()
-        return self.source_rows if self.source_rows is not None else np.arange(len(self.y))
-
-
 _last: list = []  # [(key, Dataset)]: the config checks and the run read the file once between them
 
 
 def load_dataset(cfg: DatasetConfig) -> Dataset:
     """Read the dataset named by `cfg` and check it; every user-fixable problem is a RunnerError."""
-    from runner.data import images  # imported here: images.py builds on Dataset, defined above
 
     if cfg.name in images.NAMES:
         return _cached((repr(cfg),), lambda: images.load_images(cfg))

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runner.config import DatasetConfig
+from runner.config.schema import DatasetConfig
 from runner.data import downloads
-from runner.data.datasets import MIN_ROWS, Dataset
+from runner.data.dataset import MIN_ROWS, Dataset
 from runner.errors import RunnerError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")

@@ -4,7 +4,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from runner.data.datasets import Dataset
+from runner.data.dataset import Dataset
 from runner.data.splits import Member
 
 CHUNK_ROWS = 4096  # image statistics are accumulated over this many rows at a time

@@ -5,9 +5,13 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
-from runner.config import EvalConfig, EvalName
+
+from runner.config.schema import EvalConfig, EvalName
 from runner.data.shuffles import (
-    kfold_test_sets, shuffle_split, stratified_kfold_test_sets, stratified_shuffle_split,
+    kfold_test_sets,
+    shuffle_split,
+    stratified_kfold_test_sets,
+    stratified_shuffle_split,
 )
 from runner.errors import RunnerError
 

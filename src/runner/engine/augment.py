@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runner.config import AugConfig
+from runner.config.schema import AugConfig
 from runner.engine.state import rng_states, rngs_from
 from runner.errors import RunnerError
 

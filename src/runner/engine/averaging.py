@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from runner.config import AvgConfig, name_of
+from runner.config.schema import AvgConfig, name_of
 from runner.engine.state import MemberState
 from runner.errors import RunnerError
 

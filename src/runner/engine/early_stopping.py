@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from runner.config import EarlyStoppingConfig, name_of
+from runner.config.schema import EarlyStoppingConfig, name_of
 from runner.engine.schedules import LOWER_IS_BETTER
 from runner.engine.state import MemberState
 

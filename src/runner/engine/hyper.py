@@ -1,6 +1,6 @@
 """Each member's own values of the hyperparameters that a population's members may differ in.
 
-A sweep's jobs that differ only in these values train as one population (runner.sharing.PER_MEMBER
+A sweep's jobs that differ only in these values train as one population (runner.config.sharing.PER_MEMBER
 lists the config keys); every piece of fit state reads its member's value from here, so a member trains
 exactly as it would alone.
 """
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 
-from runner.config import Config
+from runner.config.schema import Config
 
 # name -> how to read it from a Config (a patience of None never stops: inf).
 READERS = {

@@ -7,7 +7,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from runner.config import Config, name_of
+from runner.config.schema import Config, name_of
 from runner.engine import averaging, losses
 from runner.engine.augment import Augmenter
 from runner.engine.averaging import Averaged
@@ -19,7 +19,6 @@ from runner.engine.resume import FitCheckpoint
 from runner.engine.schedules import LOWER_IS_BETTER, Schedule
 from runner.engine.state import MemberState, rng_states, rngs_from
 from runner.models import Population
-
 
 STEP_KEYS = 1 << 20  # random-stream keys per epoch: more than any epoch's steps
 
@@ -80,7 +79,7 @@ def fit(
     kept aside), so the step costs only what the members still training need. `epoch_budget` [E] stops
     each member after that many epochs (refit on train + val). `checkpoint` saves the whole fit state now
     and then (and when a signal asks), and resumes from a saved one: the result equals an uninterrupted fit.
-    `member_cfgs[i]` is member i's own config: its values of the keys in runner.sharing.PER_MEMBER (learning
+    `member_cfgs[i]` is member i's own config: its values of the keys in runner.config.sharing.PER_MEMBER (learning
     rate, weight decay, ...) come from it, everything else from `cfg` (None: `cfg` for every member).
     """
     start = time.perf_counter()

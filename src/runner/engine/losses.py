@@ -4,7 +4,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from runner.config import LossConfig, RegConfig
+from runner.config.schema import LossConfig, RegConfig
 from runner.engine.state import MemberState
 from runner.errors import RunnerError
 

@@ -10,7 +10,7 @@ tensor operations over the whole [E, P] stack.
 import numpy as np
 import torch
 
-from runner.config import OptimConfig, name_of
+from runner.config.schema import OptimConfig, name_of
 from runner.engine.state import MemberState
 
 

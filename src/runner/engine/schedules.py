@@ -8,7 +8,7 @@ import math
 import numpy as np
 import torch
 
-from runner.config import SchedConfig, name_of
+from runner.config.schema import SchedConfig, name_of
 from runner.engine.state import MemberState
 
 LOWER_IS_BETTER = ("val/loss", "val/rmse")

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from runner.config import name_of
+from runner.config.schema import name_of
 from runner.console import console
 from runner.data.preprocess import preprocess
 from runner.data.splits import inner_plan

@@ -12,8 +12,16 @@ from pathlib import Path
 from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
-from runner.evaluate.runs import (DATA_FIELDS, Run, check_same_data, data_groups, describe_data, find_runs, load_run,
-                                  setting_of)
+from runner.evaluate.runs import (
+    DATA_FIELDS,
+    Run,
+    check_same_data,
+    data_groups,
+    describe_data,
+    find_runs,
+    load_run,
+    setting_of,
+)
 from runner.evaluate.stats import Z95, fmt_interval
 
 FORMATS = ("table", "md", "csv", "json")

@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 
 from runner.evaluate.names import (  # noqa: F401  (re-exported)
-    CLASSIFICATION_METRICS, DECOMPOSABLE, REGRESSION_METRICS, _check_task, best_of, default_metric,
-    higher_is_better, metric_names,
+    CLASSIFICATION_METRICS,
+    DECOMPOSABLE,
+    REGRESSION_METRICS,
+    _check_task,
+    best_of,
+    default_metric,
+    higher_is_better,
+    metric_names,
 )
 
 EPS = np.finfo(float).eps  # probabilities are clipped to [eps, 1 - eps] before the log, as sklearn's log_loss

@@ -183,7 +183,7 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
     """Write report.png, curves.png (with a history; both only with `plots`), report.md, report.csv and last
     results.json; each atomically.
 
-    With a `clock` (runner.timing.Stopwatch), plots and reports are booked to it and results.json's
+    With a `clock` (runner.rundir.timing.Stopwatch), plots and reports are booked to it and results.json's
     `timing` is its reading just before results.json is written, so it covers every other file. A
     `worker` (plot_worker.PlotWorker, started before training and sent the curves after it) draws the plots
     in its own process; if it fails, they are drawn here.

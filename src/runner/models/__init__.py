@@ -1,6 +1,6 @@
 """Models of a population: `build_model` maps a config name to its builder (stacked or generic vmap path)."""
 
-from runner.config import ModelConfig
+from runner.config.schema import ModelConfig
 from runner.errors import RunnerError
 from runner.models import convnet
 from runner.models.cnn import CNN

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from runner.config import ModelConfig, name_of
+from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
 from runner.models.layers import batch_norm, dropout
 from runner.models.mlp import ACTIVATIONS

@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from runner.config import ModelConfig, name_of
+from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
 from runner.models.functional import Dropout, FunctionalPopulation
 

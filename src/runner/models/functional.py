@@ -13,7 +13,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from runner.errors import RunnerError
-from runner.models.noise import mix, _GOLDEN, _shr
+from runner.models.noise import _GOLDEN, _shr, mix
 from runner.models.stacked import Population
 
 _member = contextvars.ContextVar("member")  # (key, step) of the member being run inside vmap

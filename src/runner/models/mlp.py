@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from runner.config import ModelConfig, name_of
+from runner.config.schema import ModelConfig, name_of
 from runner.models.layers import batch_norm, dropout
 from runner.models.stacked import Population
 

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from runner.config import ModelConfig, name_of
+from runner.config.schema import ModelConfig, name_of
 from runner.models.mlp import ACTIVATIONS
 from runner.models.stacked import Population
 

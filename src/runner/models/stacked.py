@@ -10,7 +10,6 @@ from torch import nn
 from runner.errors import RunnerError
 from runner.models.noise import MemberNoise
 
-
 # Copies of [E, P] a fit keeps: the weights, their gradient, Adam's two moments, the best and the last.
 TRAINING_COPIES = 6
 

@@ -49,21 +49,23 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(command: str, rest: list[str], from_process_start: bool) -> int:
     if command == "train":
-        from runner import timing
+        from runner.rundir import timing
 
         clock = timing.start_process_clock(from_process_start)
-        from runner.app import train_command
+        from runner.commands.train import train_command
 
         clock.lap("imports")
         return _done(train_command(rest), from_process_start)
     if command == "resume":
+        from runner.commands.resume import resume_command
+
         return _done(resume_command(rest), from_process_start)
     if command == "predict":
-        from runner.predict_cli import predict_command
+        from runner.commands.predict import predict_command
 
         return _done(predict_command(rest), from_process_start)
     if command == "report":
-        from runner.evaluate.report_command import report_command
+        from runner.commands.report import report_command
 
         return _done(report_command(rest), from_process_start)
     print(f"error: unknown command {command!r}; choose one of: train, resume, predict, report (see runner --help)",
@@ -86,42 +88,6 @@ def _done(status: int, end_process: bool) -> int:
         sys.stderr.flush()
         os._exit(status)
     return status
-
-
-def resume_command(args: list[str]) -> int:
-    """`runner resume DIR`: run `runner train` again with DIR's own config overrides, from DIR's saved fit state.
-
-    The folder is data: only its overrides of runner's own config keys are taken (never `hydra.*`, which could
-    name code to run or files to write), each one named where it is left out."""
-    from pathlib import Path
-
-    config_dir = args[1:] if len(args) == 3 and args[1] in ("--config-dir", "-cd") else \
-        args[1:] if len(args) == 2 and args[1].startswith("--config-dir=") else []
-    if len(args) != 1 + len(config_dir) or args[0].startswith("-"):
-        print("usage: runner resume RUN_DIR [--config-dir DIR]   (the directory an interrupted `runner train` "
-              "printed; the --config-dir it was trained with)", file=sys.stderr)
-        return 0 if args and args[0] in ("-h", "--help") else 2
-    from runner.app import train_command
-    from runner.resuming import saved_overrides
-    from runner.errors import RunnerError
-
-    run_dir = Path(args[0])
-    try:
-        kept, ignored = saved_overrides(run_dir)
-    except RunnerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if ignored:
-        print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys): "
-              f"{' '.join(ignored)}", file=sys.stderr)
-    return train_command([*config_dir, *kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
-
-
-def _quoted(value: str) -> str:
-    """`value` as one Hydra override value: quoted where Hydra's grammar would read it otherwise."""
-    if all(c.isalnum() or c in "/._-" for c in value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 if __name__ == "__main__":

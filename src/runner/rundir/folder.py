@@ -1,4 +1,4 @@
-"""A run directory's life: claim it (checked, locked, the old run moved aside), keep status.json true, give it up.
+"""A run folder's life: claim it (checked, locked, the old run moved aside), keep status.json true, give it up.
 
 The rules a run folder lives by, each enforced here and nowhere else:
 - runner deletes or replaces only a run folder of its own (every entry one it writes), never the current

@@ -5,7 +5,7 @@ import math
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Callable, List
 
-from runner.config import Config, ModelConfig, name_of
+from runner.config.schema import Config, ModelConfig, name_of
 from runner.errors import RunnerError
 
 MONITORED = ("loss", "accuracy", "rmse")

@@ -1,11 +1,10 @@
-"""Typed schemas for every config group, registered in Hydra's ConfigStore (their values: runner.checks)."""
+"""Typed schemas for every config group, registered in Hydra's ConfigStore (their values: runner.config.checks)."""
 
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
-
 
 
 class Task(str, Enum):

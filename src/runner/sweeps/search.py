@@ -1,6 +1,6 @@
 """Optuna search for `hydra/sweeper=optuna`: the search space from Hydra's sweep grammar, the study, trials.csv.
 
-The Hydra plugin (hydra_plugins/runner_optuna_sweeper) only launches batches; everything it decides is here.
+The sweeper (runner.sweeps.optuna) only launches batches; everything it decides is here.
 """
 
 import math
@@ -79,7 +79,7 @@ def search_space(overrides: list) -> SearchSpace:
 
 def selection_metric(job_config) -> str:
     """The metric a sweep's trials are judged by (eval.metric or the task's default), from one job's config."""
-    from runner.app import checked_config
+    from runner.config.compose import checked_config
     from runner.data.datasets import load_dataset
     from runner.evaluate.names import default_metric
 
@@ -215,3 +215,12 @@ def best_line(study, metric: str) -> str:
     params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best.params.items())
     return (f"best trial {best.number}: val/{metric} = {best.value:.4f} ({study.direction.name.lower()}d over "
             f"{len(done)} finished trials) with {params}; job dir {best.user_attrs.get('job_dir')}")
+
+
+def objective(results: dict | None) -> float | None:
+    """A job's sweep objective: the mean validation selection metric of its results.json dict (never a test
+    metric, so a search cannot fit the test rows); None for a failed job or a metric that is not finite."""
+    if not results:
+        return None
+    value = results.get("validation", {}).get(f"val/{results['selection']['metric']}", {}).get("mean")
+    return float(value) if value is not None and math.isfinite(value) else None

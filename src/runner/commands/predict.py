@@ -82,7 +82,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best"):
     import pandas as pd
     import torch
 
-    from runner.config import ModelConfig
+    from runner.config.schema import ModelConfig
     from runner.engine.losses import probabilities
     from runner.models import build_model
 
@@ -192,7 +192,7 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
     """[n, d] float32 inputs of the file, built as training built them (NaN where missing, only if `imputes`)."""
     import pandas as pd
 
-    from runner.categories import as_category
+    from runner.data.categories import as_category
     from runner.data.datasets import _check_finite
 
     if data.is_dir():

@@ -1,4 +1,4 @@
-"""One experiment end to end: data -> population plan -> features -> engine -> predictions -> report."""
+"""The end of a run: predictions of the trained members -> metrics with intervals -> checkpoints and reports."""
 
 import dataclasses
 from pathlib import Path
@@ -6,51 +6,26 @@ from pathlib import Path
 import numpy as np
 from omegaconf import OmegaConf
 
-from runner import artifacts, rundir, timing
-from runner.config import Config, name_of
+from runner import rundir
+from runner.config.schema import Config, name_of
 from runner.console import console
-from runner.data.datasets import Dataset
+from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.loop import FitResult
 from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
-from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.averaging import averaging_table
+from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
+from runner.fit import Fitted, fit_population
 from runner.models import Population
-from runner.fitting import Fitted, fit_population
-from runner.study import Study, plan
+from runner.rundir import artifacts, timing
+from runner.study import Study
 from runner.weight_averages import score_averages
-
-
-def train(cfg: Config, run_dir: str | Path, clock: timing.Stopwatch | None = None) -> dict:
-    """Train the configured population, write the run directory and return results.json's dict."""
-    clock = clock or timing.Stopwatch()  # `runner train` passes the one that started with the process
-    run_dir = Path(run_dir)
-    study = plan(cfg)
-    check(study)
-    clock.lap("data")
-    pre = preprocess(study.dataset, study.members)
-    clock.lap("preprocess")
-    # Imports matplotlib on the other core while this process trains.
-    plotter = PlotWorker.start() if draws_plots(cfg) else None
-    fitted = fit_population(study, study.members, pre, study.over, run_dir=run_dir)
-    clock.lap("train")
-    return finish(study, fitted, run_dir, clock, plotter)
-
-
-def draws_plots(cfg: Config) -> bool:
-    """`plots`, or when unset: yes for a single run, no for a job of a sweep (-m)."""
-    if cfg.plots is not None:
-        return cfg.plots
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)
 
 
 def check(study: Study) -> None:
@@ -163,7 +138,7 @@ def _write_hparams(run_dir: Path, results: dict, clock: timing.Stopwatch) -> Non
     learns, like trainer.progress), its validation and test headline."""
     import time
 
-    from runner.sharing import NOT_TRAINING
+    from runner.config.sharing import NOT_TRAINING
 
     saved = run_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
@@ -269,3 +244,13 @@ def _plain(value):
     """A config value as plain data (enums as their strings), loadable with weights_only=True."""
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else name_of(value) if hasattr(
         value, "value") else value
+
+
+def draws_plots(cfg: Config) -> bool:
+    """`plots`, or when unset: yes for a single run, no for a job of a sweep (-m)."""
+    if cfg.plots is not None:
+        return cfg.plots
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return not (HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from runner import rundir
-from runner.config import Config, name_of
+from runner.config.schema import Config
 from runner.console import console, epoch_progress
-from runner.data.datasets import Dataset
+from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed
 from runner.data.splits import Member
 from runner.engine.inputs import MemberInputs
@@ -47,7 +47,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
                    epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit",
                    member_cfgs: list[Config] | None = None, state: Path | None = None) -> Fitted:
     """Build, initialize and train one population; the model ends with the weights it keeps. `member_cfgs[i]`:
-    member i's own job config (a sweep's jobs trained together), for the values in runner.sharing.PER_MEMBER.
+    member i's own job config (a sweep's jobs trained together), for the values in runner.config.sharing.PER_MEMBER.
 
     With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
     (a sweep's group saves its own in `state`, in its first job's folder)."""

@@ -8,9 +8,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import rundir
-from runner.config import Config
+from runner.config.schema import Config
 from runner.errors import RunnerError
+from runner.rundir import folder as rundir
 
 
 def saved_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
@@ -53,7 +53,7 @@ RESUMABLE_CHANGES = ("trainer.resume", "trainer.device")
 def refuse_changed(run_dir: Path, task: DictConfig) -> None:
     """A resumed run continues the run it was: one line naming the keys whose values differ from the saved
     .hydra/config.yaml (read as data: plain YAML, no tags), unless they change nothing it learns."""
-    from runner.sharing import NOT_TRAINING
+    from runner.config.sharing import NOT_TRAINING
 
     saved_path = run_dir / ".hydra" / "config.yaml"
     try:

@@ -1,31 +1,27 @@
 """`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
-import copy
 import json
-import math
 import os
-import re
 import signal
 import sys
 import traceback
-from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import hydra
 import yaml
-from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
-from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException, ValidationError
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir
-from runner.checks import check_task, validate
-from runner.config import Config, register
+from runner.config.compose import USER_CONFIG_DIR, checked_config, explain, task_config, unreadable_override
+from runner.config.schema import Config, register
 from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
-from runner.resuming import refuse_changed
-from hydra_plugins.runner_config_dir.search_path import ENV as USER_CONFIG_DIR
+from runner.rundir.saved import refuse_changed
+from runner.sweeps.search import objective
 
 
 def train_command(args: list[str]) -> int:
@@ -69,7 +65,7 @@ def train_command(args: list[str]) -> int:
             if isinstance(exc, BrokenPipeError):
                 raise  # a closed pipe (`runner train --help | head`): not an override's fault
             return _fail(f"cannot write {exc.filename or 'the run directory'}: {rundir.reason(exc)}")
-        return _fail(_unreadable_override(args, exc))
+        return _fail(unreadable_override(args, exc))
     finally:
         os.environ.pop(USER_CONFIG_DIR, None)
         _restore_signals()
@@ -77,7 +73,7 @@ def train_command(args: list[str]) -> int:
         return _report_interrupted(_interrupted[0])
     for message in _job_errors:
         _fail(message)
-    from runner.sweep import FAILED
+    from runner.sweeps.summary import FAILED
 
     if FAILED and not _job_errors:  # jobs that ran in other processes (joblib, submitit): read from their dirs
         for line in FAILED:
@@ -89,7 +85,7 @@ def train_command(args: list[str]) -> int:
 def _take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
     """`args` without `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`), and DIR as an absolute path.
 
-    runner puts DIR ahead of its shipped configs (hydra_plugins.runner_config_dir), so its files override them.
+    runner puts DIR ahead of its shipped configs (runner.config.search_path), so its files override them.
     """
     rest, found = [], None
     words = iter(args)
@@ -111,19 +107,10 @@ def _take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
     return rest, str(folder)
 
 
-def _unreadable_override(args: list[str], exc: Exception) -> str:
-    """The line for an override Hydra's grammar cannot read (its parser raises plain errors for some: `=3`)."""
-    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if "LexerNoViableAlt" in type(exc).__name__ + first or "token recognition" in first:
-        first = "a character Hydra's override grammar does not allow unquoted"
-    return (f"cannot read the overrides {' '.join(args)!r}: {first}; quote a value holding spaces or special "
-            "characters, e.g. 'dataset.target=\"my column\"' (see runner train --help)")
-
-
 def _report_interrupted(exc: Interrupted) -> int:
     """A run or a sweep stopped by a signal: what was kept, and the command that continues it."""
     if _sweep_config:  # a sweep: its summary still lists every job, with its status
-        from runner.sweep import SweepReport
+        from runner.sweeps.summary import SweepReport
 
         try:
             SweepReport().on_multirun_end(_sweep_config[0])
@@ -207,7 +194,7 @@ class CheckRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a used sweep directory, unless it holds an Optuna study to continue; each job's config is
         checked in its own directory."""
-        from runner.search import STUDY_FILE
+        from runner.sweeps.search import STUDY_FILE
 
         _sweep_config[:] = [config]
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -262,29 +249,6 @@ def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
         return None
 
 
-def task_config(config: DictConfig) -> DictConfig:
-    """The composed config without Hydra's own node, as the job will receive it."""
-    task = copy.deepcopy(config)
-    with read_write(task), open_dict(task):
-        del task["hydra"]
-    return task
-
-
-def checked_config(cfg: DictConfig) -> Config:
-    """The composed config as a checked Config: no unknown keys, valid values, and readable data that suits
-    them. Imports nothing heavy (no torch), so a bad config answers at once."""
-    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
-    if unknown:
-        raise RunnerError(unknown_key(unknown[0]))
-    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(config)
-    from runner.data.datasets import load_dataset
-
-    dataset = load_dataset(config.dataset)
-    check_task(config, dataset.task, dataset.classes)
-    return config
-
-
 @hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
 def _hydra_train(cfg: DictConfig) -> Any:
     return run_task(cfg)
@@ -307,7 +271,7 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
 
 
 def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
-    from runner import timing
+    from runner.rundir import timing
 
     clock = timing.job_clock()
     clock.lap("config")
@@ -323,7 +287,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         _share_cores(config)
         clock.lap("config")
         if work is None:
-            from runner.train import train as work
+            from runner.experiment import train as work
 
         clock.lap("imports")
         results = work(config, run_dir, clock)
@@ -373,89 +337,3 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
     return None
 
 
-def objective(results: dict | None) -> float | None:
-    """A job's sweep objective: the mean validation selection metric of its results.json dict (never a test
-    metric, so a search cannot fit the test rows); None for a failed job or a metric that is not finite."""
-    if not results:
-        return None
-    value = results.get("validation", {}).get(f"val/{results['selection']['metric']}", {}).get("mean")
-    return float(value) if value is not None and math.isfinite(value) else None
-
-
-# Launchers and sweepers that come with `pip install 'runner[sweeps]'` (and the presets built on them).
-EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm"), "hydra/sweeper": ("optuna",)}
-
-
-def explain(exc: BaseException) -> str:
-    """One line naming the bad key or value and what is allowed, from a Hydra/OmegaConf error."""
-    inner = [e for e in (exc.__cause__, exc.__context__) if isinstance(e, OmegaConfBaseException)]
-    cause = inner[0] if inner and (exc.__cause__ is inner[0] or getattr(inner[0], "full_key", None)) else exc
-    in_file = re.match(r"In '([^']+)': ", str(exc))  # a config file's own key, not an override
-    if isinstance(exc, OverrideParseException):
-        return (f"{str(exc).strip().splitlines()[0]}: Hydra's override grammar cannot read it; quote a value holding "
-                "spaces or special characters, e.g. 'dataset.target=\"my column\"' (see runner train --help)")
-    if isinstance(exc, MissingConfigException):
-        # "Could not find" names the chosen option; "Could not load" names what a chosen preset extends (slurm's
-        # submitit_slurm), and its "In '...'" the preset asked for.
-        m = re.search(r"Could not find '([^']+)/([^']+)'", str(exc)) if exc.options else None
-        base = re.search(r"In '([^']+)/([^']+)': Could not load '([^']+)/([^']+)'", str(exc))
-        if base and base.group(4) in EXTRAS.get(base.group(3), ()):
-            return _needs_extra(*base.group(1, 2))
-        if m:
-            group, choice = m.groups()
-            if choice in EXTRAS.get(group, ()):
-                return _needs_extra(group, choice)
-            return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
-    full_key = getattr(cause, "full_key", None)
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-    if isinstance(cause, InterpolationResolutionError) and full_key:
-        return f"{full_key}: {first} (an interpolation ${{...}} must name a key of the config)"
-    if isinstance(cause, OmegaConfBaseException) and full_key:
-        line = f"{full_key}: {first}" if isinstance(cause, ValidationError) else unknown_key(full_key)
-        return f"{_config_file(in_file.group(1))}: {line}" if in_file else line
-    return first
-
-
-def _config_file(name: str) -> str:
-    """The file Hydra composed as `name` (`trainer/default`): the user's --config-dir copy if there is one."""
-    user = Path(os.environ.get(USER_CONFIG_DIR, "")) / f"{name}.yaml"
-    return str(user) if os.environ.get(USER_CONFIG_DIR) and user.is_file() else f"{name}.yaml"
-
-
-def _needs_extra(group: str, choice: str) -> str:
-    return (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs optuna and Hydra's "
-            "joblib and submitit plugins)")
-
-
-def unknown_key(full_key: str) -> str:
-    """The line for a key the schema does not have, listing the keys its parent does have."""
-    parent = full_key.rpartition(".")[0]
-    keys = valid_keys(parent)
-    where = f"'{parent}'" if parent else "the top level"
-    hint = f"; valid keys in {where}: {', '.join(keys)}" if keys else ""
-    return f"unknown key '{full_key}'{hint}"
-
-
-def unknown_keys(node: Any, schema: type = Config, prefix: str = "") -> list[str]:
-    """Dotted keys of a plain nested dict (a composed config) that the schema does not have."""
-    known = {f.name: f.type for f in fields(schema)}
-    out = []
-    for key, value in node.items():
-        if key not in known:
-            out.append(prefix + str(key))
-        elif is_dataclass(known[key]) and isinstance(value, dict):
-            out.extend(unknown_keys(value, known[key], f"{prefix}{key}."))
-    return out
-
-
-def valid_keys(path: str) -> list[str]:
-    """The keys allowed under a dotted config path (`optim` -> lr, momentum, ...)."""
-    node: Any = Config
-    for part in [p for p in path.split(".") if p]:
-        match = [f for f in fields(node) if f.name == part]
-        if not match:
-            return []
-        node = match[0].type
-        if not is_dataclass(node):
-            return []
-    return [f.name for f in fields(node)]

@@ -59,7 +59,7 @@ def write_json(path: Path, obj) -> None:
 
 def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
     """One event file per member (`tensorboard/member_XX/`), a scalar per metric per epoch."""
-    from runner import events
+    from runner.rundir import events
 
     tags = [c for c in frame.columns if c not in ("member", "epoch")]
     width = len(str(frame["member"].max()))
@@ -76,7 +76,7 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
 def write_hparams(log_dir: Path, overrides: list[str], metrics: dict[str, float], start_s: float) -> Path:
     """TensorBoard's hparams data for the HPARAMS tab: the run's overrides as hyperparameters, its headline
     metrics as scalars beside them, in a folder named by the overrides (so TensorBoard names the run by them)."""
-    from runner import events
+    from runner.rundir import events
 
     hparams = dict(hparam(o) for o in overrides if not o.startswith("~"))
     folder = log_dir / run_name(overrides)

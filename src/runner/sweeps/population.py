@@ -4,10 +4,10 @@ import dataclasses
 import hashlib
 from pathlib import Path
 
-from runner.config import Config, name_of
+from runner.config.schema import Config, name_of
+from runner.config.sharing import group_key
 from runner.data.preprocess import preprocess
-from runner.fitting import Fitted, fit_population
-from runner.sharing import group_key
+from runner.fit import Fitted, fit_population
 from runner.study import Study
 
 
