@@ -27,7 +27,7 @@ def test_top_level_help_does_not_import_torch():
 
 @pytest.mark.parametrize("override,needle", [
     ("optim.lrr=1", "unknown key 'optim.lrr'"),
-    ("model=mpl", "model=mpl is not an option; choose one of: cnn, cnn_vmap, logreg, mlp, moe"),
+    ("model=mpl", "model=mpl is not an option; choose one of: cnn, cnn_vmap, logreg, mlp, module, moe"),
     ("trainer.epochs=abc", "trainer.epochs"),
     ("model.activation=relux", "expected one of [relu, tanh, sigmoid, leaky_relu, gelu]"),
     ("trainer.batch_size=0", "trainer.batch_size=0 is not valid"),

@@ -11,8 +11,8 @@ console = Console()
 
 @contextmanager
 def epoch_progress(epochs: int, members: int, enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar over epochs on a terminal (quiet otherwise); yields the per-epoch callback."""
-    if not (enabled and console.is_terminal):
+    """A progress bar over epochs on a terminal or in a notebook (quiet otherwise); yields the per-epoch callback."""
+    if not (enabled and (console.is_terminal or console.is_jupyter)):
         yield lambda epoch, active: None
         return
     columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs ·"),

@@ -16,7 +16,8 @@ import numpy as np
 
 from runner.errors import RunnerError
 
-USAGE = "runner predict RUN_DIR --data FILE.csv [--out FILE] [--checkpoint best|last|refit|avg_<name>]"
+USAGE = ("runner predict RUN_DIR --data FILE.csv [--out FILE] [--checkpoint best|last|refit|avg_<name>] "
+         "[--model package.module:Class]")
 CHUNK_ROWS = 4096  # rows per forward pass
 NEEDED = ("flat", "stats", "model", "model_config", "input_shape", "classes", "loss", "preprocessing", "members")
 TABLE_NEEDED = ("target", "numeric", "categorical", "categories")
@@ -30,13 +31,14 @@ def predict_command(args: list[str]) -> int:
     parser.add_argument("--data", required=True, help="a CSV file with the training file's feature columns")
     parser.add_argument("--out", help="where to write the predictions CSV (default: print it)")
     parser.add_argument("--checkpoint", default="best", help="best (default), last, refit or avg_<name>")
+    parser.add_argument("--model", help="a run of model=module: your class (package.module:Class), as trained")
     try:
         opts = parser.parse_args(args)
     except SystemExit as exit_:
         return int(exit_.code or 0) and 2
     try:
         out = _check_out(Path(opts.out)) if opts.out else None  # before the work, not after it
-        table = predict(Path(opts.run_dir), Path(opts.data), opts.checkpoint)
+        table = predict(Path(opts.run_dir), Path(opts.data), opts.checkpoint, opts.model)
         if out is not None:
             write_csv(table, out)
     except RunnerError as exc:
@@ -49,6 +51,18 @@ def predict_command(args: list[str]) -> int:
     if out is None:
         table.to_csv(sys.stdout, index=False)
     return 0
+
+
+def _check_own_model(state: dict, given: str | None, run_dir: Path) -> None:
+    """A model=module checkpoint is rebuilt from the class the user names, and only if it is the one it records."""
+    if state["model"] != "module":
+        return
+    recorded = state["model_config"].get("target")
+    if given is None:
+        raise RunnerError(f"{run_dir} trained your own model class {recorded}; runner imports no code a run folder "
+                          f"names, so name it yourself: --model {recorded}")
+    if given != recorded:
+        raise RunnerError(f"--model {given}: {run_dir} was trained with {recorded}; give that class")
 
 
 def load_checkpoint(run_dir: Path, name: str) -> dict:
@@ -76,9 +90,11 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
     return state
 
 
-def predict(run_dir: Path, data: Path, checkpoint: str = "best"):
+def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None):
     """A DataFrame: `row`, then each kept member's predictions (`m<i>.pred`, `m<i>.p_<class>`) and their mean
-    (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out."""
+    (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out. A run of the user's own
+    model (model=module) is rebuilt only from the class the caller names, `model_class`, never from the path the
+    checkpoint records alone: runner imports no code that a run folder names."""
     import pandas as pd
     import torch
 
@@ -87,6 +103,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best"):
     from runner.models import build_model
 
     state = load_checkpoint(run_dir, checkpoint)
+    _check_own_model(state, model_class, run_dir)
     pre = {k: v.numpy() for k, v in state["preprocessing"].items()}
     X = _table(data, state, imputes="fill" in pre)
     E, classes = len(state["members"]), list(state["classes"])

@@ -7,17 +7,41 @@ from runner.errors import RunnerError
 from runner.rundir.saved import saved_overrides
 
 
+USAGE = ("usage: runner resume RUN_DIR [--config-dir DIR] [model.target=package.module:Class]   (the directory an "
+         "interrupted `runner train` printed; the --config-dir and your own model class it was trained with)")
+# Keys that name code to import: taken from the user's command line, never from the folder.
+CODE_KEYS = ("model.target",)
+
+
+def _given(args: list[str]) -> list[str]:
+    """What the user may add to a resume: the --config-dir and the code keys it was trained with."""
+    out, words = [], iter(args)
+    for word in words:
+        if word in ("--config-dir", "-cd"):
+            folder = next(words, None)
+            if folder is None:
+                raise RunnerError(f"{word} needs a folder")
+            out += [word, folder]
+        elif word.startswith("--config-dir=") or word.partition("=")[0] in CODE_KEYS:
+            out.append(word)
+        else:
+            raise RunnerError(f"runner resume takes only a --config-dir and {', '.join(CODE_KEYS)}, not {word!r}")
+    return out
+
+
 def resume_command(args: list[str]) -> int:
     """`runner resume DIR`: run `runner train` again with DIR's own config overrides, from DIR's saved fit state.
 
     The folder is data: only its overrides of runner's own config keys are taken (never `hydra.*`, which could
     name code to run or files to write), each one named where it is left out."""
-    config_dir = args[1:] if len(args) == 3 and args[1] in ("--config-dir", "-cd") else \
-        args[1:] if len(args) == 2 and args[1].startswith("--config-dir=") else []
-    if len(args) != 1 + len(config_dir) or args[0].startswith("-"):
-        print("usage: runner resume RUN_DIR [--config-dir DIR]   (the directory an interrupted `runner train` "
-              "printed; the --config-dir it was trained with)", file=sys.stderr)
+    if not args or args[0].startswith("-"):
+        print(USAGE, file=sys.stderr)
         return 0 if args and args[0] in ("-h", "--help") else 2
+    try:
+        given = _given(args[1:])
+    except RunnerError as exc:
+        print(f"error: {exc}\n{USAGE}", file=sys.stderr)
+        return 2
     from runner.commands.train import train_command
 
     run_dir = Path(args[0])
@@ -26,10 +50,18 @@ def resume_command(args: list[str]) -> int:
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    code = [o for o in kept if o.partition("=")[0].lstrip("+~") in CODE_KEYS]
+    named = [o for o in given if o.partition("=")[0] in CODE_KEYS]
+    if code and not named:
+        print(f"error: {run_dir} trains your own code ({' '.join(code)}); runner imports no code a run folder "
+              f"names, so name it yourself: runner resume {run_dir} {' '.join(c.lstrip('+~') for c in code)}",
+              file=sys.stderr)
+        return 2
+    kept = [o for o in kept if o not in code]
     if ignored:
         print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys): "
               f"{' '.join(ignored)}", file=sys.stderr)
-    return train_command([*config_dir, *kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
+    return train_command([*given, *kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
 
 
 def _quoted(value: str) -> str:

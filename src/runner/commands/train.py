@@ -30,6 +30,8 @@ def train_command(args: list[str]) -> int:
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     register()
+    FAILURES.clear()
+    args = [_into_free_keys(arg) for arg in args]
     try:
         args, config_dir = _take_config_dir(args)
     except Refused as refused:
@@ -80,6 +82,18 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+# Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
+FREE_KEYS = ("model.args",)
+
+
+def _into_free_keys(arg: str) -> str:
+    """`model.args.width=64` or `model.args={width: 64}` as the override that may add keys (`++...`)."""
+    key = arg.partition("=")[0]
+    if "=" in arg and any(key == k or key.startswith(k + ".") for k in FREE_KEYS):
+        return "++" + arg
+    return arg
 
 
 def _take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
@@ -162,7 +176,12 @@ _job_started = [False]
 _interrupted: list[Interrupted] = []
 
 
+# The lines this command printed as errors, for callers in Python (runner.api) to raise.
+FAILURES: list[str] = []
+
+
 def _fail(message: str) -> int:
+    FAILURES.append(message)
     print(f"error: {message}", file=sys.stderr)
     return 2
 

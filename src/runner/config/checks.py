@@ -73,7 +73,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("ensemble.temperature", lambda v, c: v > 0, "use a temperature > 0"),
     ("ensemble.alpha", lambda v, c: 0 <= v <= 1, "use a weight in [0, 1]"),
     ("ensemble.mc_dropout", lambda v, c: v >= 0, "use a count >= 0 (0: no dropout passes)"),
-    ("ensemble.mc_dropout", lambda v, c: v == 0 or c.model.dropout > 0, "dropout passes need model.dropout > 0"),
+    ("ensemble.mc_dropout", lambda v, c: v == 0 or c.model.dropout > 0 or c.model.name == "module", "dropout passes need model.dropout > 0"),
     ("ensemble.name", lambda v, c: name_of(v) != "none" or not (c.ensemble.bagging or c.ensemble.mc_dropout),
      "bagging and dropout passes make ensemble members: use ensemble=seeds or ensemble=compare"),
     ("reg.l2", lambda v, c: v >= 0, "use a penalty >= 0"),

@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -128,9 +128,11 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    """The model of every member: mlp (`hidden: []` is logistic or linear regression) or cnn."""
+    """The model of every member: mlp (`hidden: []` is logistic or linear regression), cnn, moe, or module (yours)."""
 
     name: str = "mlp"
+    target: Optional[str] = None  # module: your nn.Module class, "package.module:Class"
+    args: Dict[str, Any] = field(default_factory=dict)  # module: keyword arguments of the class
     hidden: List[int] = field(default_factory=lambda: [16])  # mlp: hidden widths
     activation: Activation = Activation.relu
     dropout: float = 0.0  # inverted dropout after every hidden layer (cnn: before the head), never on the output

@@ -42,8 +42,9 @@ class FunctionalPopulation(Population):
     def __init__(self, template: nn.Module, members: int, d_out: int):
         super().__init__(members)
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in template.modules()):
-            raise RunnerError("batch norm needs per-member statistics: use norm=group or layer in a generic model, "
-                              "or a stacked model (mlp, cnn) for norm=batch")
+            raise RunnerError("batch norm needs per-member running statistics, which the generic (vmap) path does "
+                              "not keep yet: use nn.GroupNorm or nn.LayerNorm there, or model=mlp/cnn with "
+                              "model.norm=batch")
         self.template, self.outputs = template, d_out
         params = dict(template.named_parameters())
         for name, p in params.items():

@@ -1,0 +1,181 @@
+"""runner from Python: `train` and `sweep` run what `runner train` runs, in this process, and return the results.
+
+    import runner
+    result = runner.train("model=mlp", optim="adamw", trainer={"epochs": 50, "seeds": 3})
+    result.table              # the headline: metric, mean, 95% interval, what it is over
+    result.predict(frame)     # every member's predictions for new rows, and their mean
+
+A model class may be passed as itself (`model=Net`, any torch.nn.Module class): it trains as `model=module`.
+A user error raises RunnerError with the one line the shell would print.
+"""
+
+import json
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.errors import RunnerError
+
+
+@dataclass
+class Result:
+    """A finished run: its folder and results.json, with the views a notebook wants."""
+
+    run_dir: Path
+    results: dict  # results.json
+    model_target: str | None = None  # model=module: the class it was trained with, for predict
+
+    @property
+    def table(self):
+        """The test metrics as a DataFrame: metric, mean, ci95_lo, ci95_hi, interval (its method), over."""
+        import pandas as pd
+
+        rows = [{"metric": name, "mean": m.get("mean"), "ci95_lo": (m.get("ci95") or [None, None])[0],
+                 "ci95_hi": (m.get("ci95") or [None, None])[1], "interval": m.get("interval"),
+                 "over": self.results.get("over")} for name, m in self.results["metrics"].items()]
+        return pd.DataFrame(rows)
+
+    @property
+    def predictions(self):
+        """predictions.csv: every tested member's predictions of its test rows."""
+        import pandas as pd
+
+        return pd.read_csv(self.run_dir / "predictions.csv")
+
+    def predict(self, data, checkpoint: str = "best"):
+        """Every member's predictions for new rows (a CSV path or a DataFrame with the training columns)."""
+        from runner.commands.predict import predict
+
+        target = self.model_target
+        if not isinstance(data, (str, Path)):
+            with tempfile.TemporaryDirectory() as folder:
+                path = Path(folder) / "rows.csv"
+                data.to_csv(path, index=False)
+                return predict(self.run_dir, path, checkpoint, target)
+        return predict(self.run_dir, Path(data), checkpoint, target)
+
+
+@dataclass
+class SweepResult:
+    """A finished sweep: its folder, each job's Result, and the summary table (summary.csv)."""
+
+    sweep_dir: Path
+    runs: list[Result]
+
+    @property
+    def summary(self):
+        import pandas as pd
+
+        return pd.read_csv(self.sweep_dir / "summary.csv")
+
+
+def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None, **keywords: Any) -> Result:
+    """Train one experiment: `overrides` as on the shell ("optim=adamw"), keywords as groups or values
+    (optim="adamw", trainer={"epochs": 50}); `model` a config name or an nn.Module class. Returns its Result."""
+    run_dir = Path(run_dir) if run_dir is not None else _fresh("outputs/python")
+    _call([*_arguments(overrides, model, keywords), f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
+    return _result(run_dir, _target(model, overrides))
+
+
+def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = None, **keywords: Any) -> SweepResult:
+    """A sweep (`runner train -m`): "optim=sgd,adam" sweeps; returns each job's Result and the summary."""
+    sweep_dir = Path(sweep_dir) if sweep_dir is not None else _fresh("outputs/python-multirun")
+    _call(["-m", *_arguments(overrides, model, keywords), f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
+    jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
+                  if p.name.isdigit() else 0)
+    return SweepResult(sweep_dir, [_result(job, _target(model, overrides)) for job in jobs])
+
+
+def _target(model: Any, overrides) -> str | None:
+    """The class a model=module run was asked to train, as the caller named it."""
+    if isinstance(model, type):
+        from runner.models.module import path_of
+
+        return path_of(model)
+    named = [o.partition("=")[2] for o in overrides if str(o).partition("=")[0] == "model.target"]
+    return named[-1] if named else None
+
+
+def _arguments(overrides, model, keywords) -> list[str]:
+    args = [str(o) for o in overrides]
+    if isinstance(model, type):
+        from runner.models.module import give
+
+        args += ["model=module", f"model.target={give(model)}"]
+    elif model is not None:
+        args.append(f"model={model}")
+    for key, value in keywords.items():
+        args += _flat(key, value)
+    return args
+
+
+def _flat(key: str, value: Any) -> list[str]:
+    """A keyword as overrides: a dict is a group's values (trainer={"epochs": 5} -> trainer.epochs=5), except
+    model.args, the user's own keyword arguments, which is one value."""
+    if isinstance(value, dict) and key != "model.args":
+        return [o for k, v in value.items() for o in _flat(f"{key}.{k}", v)]
+    return [f"{key}={_value(value)}"]
+
+
+def _value(value: Any) -> str:
+    """A Python value in Hydra's override grammar."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_value(v)}" for k, v in value.items()) + "}"
+    return _quoted(str(value))
+
+
+def _quoted(text: str) -> str:
+    if re.fullmatch(r"[\w./:@-]+", text):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _call(args: list[str]) -> None:
+    from runner.commands import train as command
+
+    status = command.train_command(args)
+    if status != 0:
+        raise RunnerError(command.FAILURES[0] if command.FAILURES else f"runner train exited with status {status}")
+
+
+def load(run_dir: str | Path, model: Any = None) -> Result:
+    """A finished run from its folder. A run of your own model class needs that class (or its import path)
+    as `model` to predict: runner imports no code that a folder names."""
+    from runner import rundir
+
+    run_dir = Path(run_dir)
+    if not (run_dir / rundir.RESULTS).is_file() or (rundir.read_status(run_dir) or {}).get("status", "ok") != "ok":
+        raise RunnerError(f"{run_dir} holds no finished run (no results.json with status ok)")
+    if isinstance(model, type):
+        from runner.models.module import give
+
+        model = give(model)
+    return _result(run_dir, model)
+
+
+def _result(run_dir: Path, model_target: str | None = None) -> Result:
+    try:
+        results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunnerError(f"{run_dir / 'results.json'}: cannot read it ({exc})") from None
+    return Result(run_dir, results, model_target)
+
+
+def _fresh(parent: str) -> Path:
+    """A new folder name under `parent`, by time, never one that exists."""
+    stamp = time.strftime("%Y-%m-%d/%H-%M-%S")
+    path, n = Path(parent) / stamp, 1
+    while path.exists():
+        path, n = Path(parent) / f"{stamp}-{n}", n + 1
+    return path

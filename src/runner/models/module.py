@@ -1,0 +1,121 @@
+"""model=module: the user's own nn.Module class (model.target, built with model.args) as a population.
+
+The class is found by its import path, or among the classes handed to runner from Python (runner.train(model=Net)).
+It is built once as a template with `args`, plus `input_shape` and `out_features` where its __init__ takes them;
+each nn.Dropout in it becomes runner's Dropout (the member's own mask stream, same p), and the template's output
+for two rows must be [2, out_features]. The population trains through the generic path (vmap of functional_call).
+"""
+
+import importlib
+import inspect
+import os
+import sys
+
+import torch
+from torch import nn
+
+from runner.config.schema import ModelConfig
+from runner.errors import RunnerError
+from runner.models.functional import Dropout, FunctionalPopulation
+
+# The keyword arguments runner passes a class that takes them: what the data gives.
+SHAPE_ARGS = ("input_shape", "out_features")
+
+# Classes handed over from Python, by the import path runner records for them.
+GIVEN: dict[str, type] = {}
+
+
+def path_of(cls: type) -> str:
+    """The import path runner records for a class: "package.module:Class"."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def give(cls: type) -> str:
+    """Make a class passed from Python buildable by model=module; returns its path for model.target."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise RunnerError(f"model={cls!r} is not a torch.nn.Module class; pass the class itself, e.g. model=Net")
+    GIVEN[path_of(cls)] = cls
+    return path_of(cls)
+
+
+def load_class(target: str | None) -> type:
+    """The nn.Module class at `target` ("package.module:Class" or "package.module.Class"); one line otherwise."""
+    if not target:
+        raise RunnerError("model=module needs model.target=package.module:Class (your nn.Module class)")
+    if target in GIVEN:
+        return GIVEN[target]
+    module_name, sep, attr = target.partition(":")
+    if not sep:
+        module_name, _, attr = target.rpartition(".")
+    if not module_name or not attr:
+        raise RunnerError(f"model.target={target}: give the class as package.module:Class")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m` would: the user's package in the folder they run from
+    try:
+        obj = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 (an ImportError, or the user's module failing as it loads)
+        raise RunnerError(f"model.target={target}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
+                          "install its package or run from the folder that holds it") from None
+    for part in attr.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        found = "nothing" if obj is None else type(obj).__name__
+        raise RunnerError(f"model.target={target}: {attr} in {module_name} is {found}, not an nn.Module class")
+    return obj
+
+
+def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -> nn.Module:
+    """One copy of the user's module, built and checked: its dropouts runner's, its output [rows, d_out]."""
+    cls = load_class(cfg.target)
+    kwargs = dict(cfg.args or {})
+    params = inspect.signature(cls).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    given = {"input_shape": tuple(input_shape), "out_features": d_out}
+    for name in SHAPE_ARGS:
+        if name not in kwargs and (name in params or takes_any):
+            kwargs[name] = given[name]
+    try:
+        template = cls(**kwargs)
+    except Exception as exc:  # noqa: BLE001 (the user's constructor: any failure is theirs to fix)
+        shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        raise RunnerError(f"model.target={cfg.target}: {cls.__name__}({shown}) failed: {type(exc).__name__}: "
+                          f"{exc} (set model.args)") from None
+    _own_dropout(template, cfg.target)
+    _check_output(template, cfg.target, input_shape, d_out)
+    return template
+
+
+def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
+    return FunctionalPopulation(build_template(cfg, input_shape, d_out), members, d_out)
+
+
+def _own_dropout(template: nn.Module, target: str) -> None:
+    """Each nn.Dropout becomes runner's Dropout with the same p, drawing from its own stream of the member's."""
+    stream = 0
+    for name, module in list(template.named_modules()):
+        if not name:
+            continue  # the model itself
+        if type(module) is nn.Dropout:
+            parent, _, child = name.rpartition(".")
+            setattr(template.get_submodule(parent) if parent else template, child, Dropout(module.p, stream))
+            stream += 1
+        elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, Dropout):
+            raise RunnerError(f"model.target={target}: {name} is {type(module).__name__}; runner draws each "
+                              "member's masks for nn.Dropout only: use nn.Dropout there")
+
+
+def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...], d_out: int) -> None:
+    rows = torch.zeros(2, *input_shape)
+    template.eval()
+    try:
+        with torch.no_grad():
+            out = template(rows)
+    except Exception as exc:  # noqa: BLE001 (the user's forward)
+        raise RunnerError(f"model.target={target}: its forward fails on rows of shape {list(rows.shape)}: "
+                          f"{type(exc).__name__}: {exc}") from None
+    finally:
+        template.train()
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, d_out):
+        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise RunnerError(f"model.target={target}: for 2 rows of shape {list(input_shape)} it returns {shape}; "
+                          f"this task needs [2, {d_out}] (take out_features={d_out} in __init__)")

@@ -1,0 +1,234 @@
+"""Your own nn.Module as a population (model=module), from the shell and from Python: it trains, each member equals
+itself trained alone, its mistakes are one line, and predict and resume rebuild it only from the class you name."""
+
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import runner
+from runner.commands.cli import main
+from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import PopulationData, fit
+from runner.models import build_model
+from runner.paths import bundled_data
+
+QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
+
+NETS = '''
+from torch import nn
+
+
+class Net(nn.Module):
+    """A user's network: flatten, dense, ReLU, torch's own dropout, dense."""
+
+    def __init__(self, input_shape, out_features, width=16, p=0.3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], width), nn.ReLU(), nn.Dropout(p),
+                                  nn.Linear(width, out_features))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class Fixed(nn.Module):
+    """Takes no shapes: only its own args."""
+
+    def __init__(self, inputs, outputs):
+        super().__init__()
+        self.layer = nn.Linear(inputs, outputs)
+
+    def forward(self, x):
+        return self.layer(x)
+
+
+class Channelwise(nn.Module):
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.drop, self.layer = nn.Dropout1d(0.2), nn.Linear(input_shape[0], out_features)
+
+    def forward(self, x):
+        return self.layer(self.drop(x))
+'''
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    """A package of the user's, written outside src/, importable from the folder it is in."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "usernets").mkdir()
+    (folder / "usernets" / "__init__.py").write_text(textwrap.dedent(NETS))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def trained(package, tmp_path_factory):
+    run = tmp_path_factory.mktemp("own") / "run"
+    assert main(["train", *QUICK, "model=module", "model.target=usernets:Net", "model.args.width=8",
+                 "trainer.seeds=2", f"hydra.run.dir={run}"]) == 0
+    return run
+
+
+def test_a_users_module_trains_through_model_module_and_its_checkpoint_records_the_class(trained):
+    results = json.loads((trained / "results.json").read_text())
+    assert results["model"] == "module" and results["members"] == 2
+    assert results["parameters_per_member"] == 28 * 8 + 8 + 8 * 1 + 1  # heart's 28 features, width 8, one logit
+    assert 0 <= results["metrics"]["test/accuracy"]["mean"] <= 1
+    best = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)
+    assert best["model_config"]["target"] == "usernets:Net" and best["model_config"]["args"] == {"width": 8}
+
+
+def test_predict_rebuilds_the_users_model_only_from_the_class_named(trained, capsys):
+    data = str(bundled_data("heart.csv"))
+    assert main(["predict", str(trained), "--data", data]) == 2
+    assert "runner imports no code a run folder names" in capsys.readouterr().err
+    assert main(["predict", str(trained), "--data", data, "--model", "usernets:Fixed"]) == 2
+    assert "was trained with usernets:Net" in capsys.readouterr().err
+    assert main(["predict", str(trained), "--data", data, "--model", "usernets:Net"]) == 0
+    table = pd.read_csv(__import__("io").StringIO(capsys.readouterr().out))
+    assert len(table) == 303
+    # The members' mean is the mean of the members' probabilities, each in [0, 1].
+    np.testing.assert_allclose(table["mean.p_1"], (table["m0.p_1"] + table["m1.p_1"]) / 2, atol=1e-6)
+    assert table["m0.p_1"].between(0, 1).all()
+
+
+@pytest.mark.parametrize("override, says", [
+    ("model.target=usernets:Nope", "usernets:Nope: Nope in usernets is nothing, not an nn.Module class"),
+    ("model.target=nowhere.nets:Net", "cannot import nowhere.nets (ModuleNotFoundError"),
+    ("model.args.widht=3", "Net(widht=3, input_shape=(28,), out_features=1) failed: TypeError"),
+    ("model.target=usernets:Fixed", "Fixed() failed: TypeError"),
+    ("model.target=usernets:Channelwise", "drop is Dropout1d; runner draws each member's masks for nn.Dropout only"),
+])
+def test_mistakes_with_a_users_module_are_one_line(package, tmp_path, capsys, override, says):
+    status = main(["train", *QUICK, "model=module", "model.target=usernets:Net", override,
+                   f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and says in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_wrong_output_width_says_what_the_task_needs(package, tmp_path, capsys):
+    status = main(["train", *QUICK, "model=module", "model.target=usernets:Fixed", "model.args={inputs: 28, "
+                   "outputs: 3}", f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and "it returns [2, 3]; this task needs [2, 1]" in err
+
+
+def _fit(X, y, rows, seeds, model_cfg, epochs=4):
+    E = len(seeds)
+    cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=0.01))
+    cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
+    cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
+    model = build_model(model_cfg, E, (X.shape[1],), 3)
+    model.initialize(seeds, "default")
+    shift = torch.tensor([0.1 * s for s in seeds]).view(E, 1)  # members' preprocessing differs
+    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(E, 1)
+    data = PopulationData(MemberInputs(X, y, shift, scale), [r[0] for r in rows], [r[1] for r in rows], seeds)
+    return fit(model, data, cfg, "ce")
+
+
+def test_a_stacked_users_module_with_dropout_equals_each_member_trained_alone(package):
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(80, 6, generator=g), torch.randint(0, 3, (80,), generator=g).float()
+    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged
+            (np.arange(10, 60), np.arange(60, 80))]
+    cfg = ModelConfig(name="module", target="usernets:Net", args={"width": 8, "p": 0.4})
+    seeds = [3, 7, 11]
+    stacked = _fit(X, y, rows, seeds, cfg)
+    for e, seed in enumerate(seeds):
+        alone = _fit(X, y, [rows[e]], [seed], cfg)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+    assert not torch.equal(stacked.last[0], stacked.last[1])
+
+
+def test_resume_takes_the_users_class_from_the_command_line_only(package, tmp_path, monkeypatch, capsys):
+    import runner.fit
+
+    real = runner.fit.fit
+
+    def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
+        def once(epoch, active):
+            on_epoch(epoch, active)
+            raise KeyboardInterrupt
+
+        return real(model, data, cfg, loss, once, *args, **kwargs)
+
+    run = tmp_path / "run"
+    args = ["model=module", "model.target=usernets:Net", "trainer.epochs=4", "trainer.progress=false", "plots=false",
+            "trainer.checkpoint_every=1"]
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.fit, "fit", stop_after_one)
+        assert main(["train", *args, f"hydra.run.dir={run}"]) == 130
+    capsys.readouterr()
+    assert main(["resume", str(run)]) == 2
+    assert "name it yourself: runner resume" in capsys.readouterr().err
+    assert main(["resume", str(run), "model.target=usernets:Net"]) == 0
+    resumed = json.loads((run / "results.json").read_text())
+    whole = tmp_path / "whole"
+    assert main(["train", *args, f"hydra.run.dir={whole}"]) == 0
+    assert resumed["metrics"] == json.loads((whole / "results.json").read_text())["metrics"]
+
+
+class Tiny(torch.nn.Module):
+    """A model class defined where the user works (a notebook's cell), passed to runner.train as itself."""
+
+    def __init__(self, input_shape, out_features, width=6):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(input_shape[0], width), torch.nn.Tanh(),
+                                       torch.nn.Dropout(0.2), torch.nn.Linear(width, out_features))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_runner_train_from_python_equals_the_shell_and_twice_in_a_row(tmp_path):
+    shell = tmp_path / "shell"
+    assert main(["train", *QUICK, "optim=adamw", "trainer.seeds=2", f"hydra.run.dir={shell}"]) == 0
+    first = runner.train(optim="adamw", trainer={"epochs": 4, "seeds": 2, "progress": False}, plots=False,
+                         run_dir=tmp_path / "py1")
+    again = runner.train("optim=adamw", "trainer.epochs=4", "trainer.seeds=2", "trainer.progress=false",
+                         plots=False, run_dir=tmp_path / "py2")
+    expected = json.loads((shell / "results.json").read_text())["metrics"]
+    assert first.results["metrics"] == expected and again.results["metrics"] == expected
+    table = first.table
+    row = table[table.metric == "test/accuracy"].iloc[0]
+    assert row["mean"] == expected["test/accuracy"]["mean"] and row["ci95_lo"] == expected["test/accuracy"]["ci95"][0]
+    assert first.predictions.split.value_counts().to_dict() == {"val": 2 * 61, "test": 2 * 61}  # 2 seeds, 61 rows each
+
+
+def test_a_class_passed_from_python_trains_and_predicts(tmp_path):
+    result = runner.train(model=Tiny, trainer={"epochs": 3, "progress": False}, plots=False, run_dir=tmp_path / "r")
+    assert result.results["model"] == "module"
+    assert result.results["parameters_per_member"] == 28 * 6 + 6 + 6 + 1
+    rows = pd.read_csv(bundled_data("heart.csv")).head(4)
+    predicted = result.predict(rows)
+    assert len(predicted) == 4 and predicted["mean.p_1"].between(0, 1).all()
+    with pytest.raises(runner.api.RunnerError, match="optim=nope is not an option"):
+        runner.train(optim="nope", run_dir=tmp_path / "bad")
+    with pytest.raises(runner.api.RunnerError, match="name it yourself"):
+        runner.load(result.run_dir).predict(rows)
+    assert len(runner.load(result.run_dir, model=Tiny).predict(rows)) == 4
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    import re
+
+    from runner.paths import conf_dir
+
+    readme = (conf_dir().parent / "README.md").read_text()
+    block = re.search(r"<!-- README example: tests/test_own_model.py runs this block as written -->\n```python\n"
+                      r"(.*?)```", readme, re.S)[1]
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "__main__"}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (our own README's example)
+    result, sweep = namespace["result"], namespace["sweep"]
+    assert result.results["model"] == "module" and result.results["members"] == 10  # 5 folds x 2 seeds
+    assert result.results["over"] == "5 folds, 2 seeds averaged per fold"
+    assert sorted(sweep.summary["optim"]) == ["adam", "sgd"] and len(sweep.runs) == 2
+    assert len(namespace["rows"]) == 5 and "mean.p_1" in capsys.readouterr().out
