@@ -46,6 +46,32 @@ class Fixed(nn.Module):
         return self.layer(x)
 
 
+class Normed(nn.Module):
+    """Dense -> BatchNorm1d -> ReLU -> Dropout -> dense."""
+
+    def __init__(self, input_shape, out_features, width=8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(input_shape[0], width), nn.BatchNorm1d(width), nn.ReLU(),
+                                  nn.Dropout(0.3), nn.Linear(width, out_features))
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class ConvNet(nn.Module):
+    """A user's CNN as an nn.Sequential: conv, BatchNorm2d, ReLU, max pool, dropout, global mean, dense."""
+
+    def __init__(self, input_shape, out_features, channels=4):
+        super().__init__()
+        # No conv bias before batch norm: its gradient is zero but for rounding, which Adam would amplify.
+        self.body = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(channels, out_features))
+
+    def forward(self, x):
+        return self.body(x)
+
+
 class Channelwise(nn.Module):
     def __init__(self, input_shape, out_features):
         super().__init__()
@@ -125,25 +151,29 @@ def _fit(X, y, rows, seeds, model_cfg, epochs=4):
     cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=0.01))
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
-    model = build_model(model_cfg, E, (X.shape[1],), 3)
+    model = build_model(model_cfg, E, tuple(X.shape[1:]), 3)
     model.initialize(seeds, "default")
-    shift = torch.tensor([0.1 * s for s in seeds]).view(E, 1)  # members' preprocessing differs
-    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(E, 1)
+    ones = (1,) * (X.dim() - 1)
+    shift = torch.tensor([0.1 * s for s in seeds]).view(E, *ones)  # members' preprocessing differs
+    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(E, *ones)
     data = PopulationData(MemberInputs(X, y, shift, scale), [r[0] for r in rows], [r[1] for r in rows], seeds)
     return fit(model, data, cfg, "ce")
 
 
-def test_a_stacked_users_module_with_dropout_equals_each_member_trained_alone(package):
+@pytest.mark.parametrize("target, shape", [("usernets:Net", (6,)), ("usernets:Normed", (6,)),
+                                           ("usernets:ConvNet", (1, 6, 6))])
+def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape):
     g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(80, 6, generator=g), torch.randint(0, 3, (80,), generator=g).float()
-    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged
-            (np.arange(10, 60), np.arange(60, 80))]
-    cfg = ModelConfig(name="module", target="usernets:Net", args={"width": 8, "p": 0.4})
+    X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
+    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged: padding
+            (np.arange(10, 61), np.arange(61, 80))]
+    cfg = ModelConfig(name="module", target=target)
     seeds = [3, 7, 11]
     stacked = _fit(X, y, rows, seeds, cfg)
     for e, seed in enumerate(seeds):
         alone = _fit(X, y, [rows[e]], [seed], cfg)
         torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
     assert not torch.equal(stacked.last[0], stacked.last[1])
 
 
@@ -232,3 +262,16 @@ def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capsy
     assert result.results["over"] == "5 folds, 2 seeds averaged per fold"
     assert sorted(sweep.summary["optim"]) == ["adam", "sgd"] and len(sweep.runs) == 2
     assert len(namespace["rows"]) == 5 and "mean.p_1" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
+    common = ["dataset=digits", "eval=kfold", "eval.k=3", "trainer.epochs=30", "trainer.batch_size=64", "optim.lr=0.01",
+              "trainer.progress=false", "plots=false"]
+    assert main(["train", *common, "model=cnn", "model.channels=[16]", "model.norm=batch",
+                 f"hydra.run.dir={tmp_path / 'cnn'}"]) == 0
+    assert main(["train", *common, "model=module", "model.target=usernets:ConvNet", "model.args.channels=16",
+                 f"hydra.run.dir={tmp_path / 'mine'}"]) == 0
+    ours = json.loads((tmp_path / "cnn" / "results.json").read_text())["metrics"]["test/accuracy"]
+    theirs = json.loads((tmp_path / "mine" / "results.json").read_text())["metrics"]["test/accuracy"]
+    assert ours["ci95"][0] <= theirs["mean"] <= ours["ci95"][1], (ours, theirs)

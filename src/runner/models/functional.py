@@ -2,7 +2,9 @@
 
 A new model is one module file (an ordinary `nn.Module` built from a ModelConfig and the input shape) plus one
 YAML; `register` puts it in the model registry. Dropout inside such a module must be this file's `Dropout`,
-which draws each member's masks from its own stream (torch's dropout would share one generator).
+which draws each member's masks from its own stream (torch's dropout would share one generator), and batch norm
+this file's `BatchNorm`, which keeps each member's running statistics and counts only its real rows (a member
+with fewer rows in a batch has padding that torch's BatchNorm would count). `own_layers` swaps torch's in.
 """
 
 import contextvars
@@ -13,10 +15,12 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from runner.errors import RunnerError
+from runner.models.layers import batch_norm
 from runner.models.noise import _GOLDEN, _shr, mix
 from runner.models.stacked import Population
 
-_member = contextvars.ContextVar("member")  # (key, step) of the member being run inside vmap
+# The member being run inside vmap: (key, step, its row mask [B], its running statistics by name).
+_member = contextvars.ContextVar("member")
 
 
 class Dropout(nn.Module):
@@ -29,11 +33,61 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        key, step = _member.get()
+        key, step = _member.get()[:2]
         base = mix(key + mix(torch.tensor(step * 1024 + self.stream, dtype=torch.int64) * _GOLDEN))
         position = torch.arange(x.numel(), dtype=torch.int64, device=x.device) * _GOLDEN
         u = _shr(mix(base + position), 40).float() * (1.0 / (1 << 24))  # as MemberNoise.uniform
         return x * (u.view(x.shape) >= self.p) * (1.0 / (1.0 - self.p))
+
+
+class BatchNorm(nn.Module):
+    """Batch norm over the running member's real rows (its mask), with its own running mean and variance."""
+
+    def __init__(self, features: int, spatial: int, eps: float = 1e-5, momentum: float = 0.1, affine: bool = True):
+        super().__init__()
+        self.features, self.spatial, self.eps, self.momentum = features, spatial, eps, momentum
+        self.weight = nn.Parameter(torch.ones(features)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(features)) if affine else None
+        self.stat_name = ""  # set by FunctionalPopulation: where its statistics live in the population's `stats`
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, _, mask, stats = _member.get()
+        shape = (1, self.features) + (1,) * (x.dim() - 2)  # x: [B, C] or [B, C, *spatial]
+        dims = (0, *range(2, x.dim()))
+        weight = None if mask is None else mask.view(-1, *([1] * (x.dim() - 1)))
+        mean, var = stats[self.stat_name + ".mean"].view(shape), stats[self.stat_name + ".var"].view(shape)
+        out = batch_norm(x, weight, dims, mean, var, None, self.training, self.momentum, self.eps)
+        if self.weight is not None:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def own_layers(template: nn.Module, where: str) -> nn.Module:
+    """`template` with torch's nn.Dropout and nn.BatchNorm1d/2d swapped for the per-member ones above (same
+    settings); other dropout and norm kinds that need per-member state are refused in one line."""
+    stream = 0
+    for name, module in list(template.named_modules()):
+        parent, _, child = name.rpartition(".")
+        swap = None
+        if type(module) is nn.Dropout:
+            swap, stream = Dropout(module.p, stream), stream + 1
+        elif type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+            if module.momentum is None or not module.track_running_stats:
+                raise RunnerError(f"{where}: {name} is batch norm with momentum=None or without running "
+                                  "statistics; runner keeps each member's with a momentum (torch's default 0.1)")
+            swap = BatchNorm(module.num_features, 1 if type(module) is nn.BatchNorm1d else 2, module.eps,
+                             module.momentum, module.affine)
+        elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, Dropout):
+            raise RunnerError(f"{where}: {name} is {type(module).__name__}; runner draws each member's masks for "
+                              "nn.Dropout only: use nn.Dropout there")
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, BatchNorm):
+            raise RunnerError(f"{where}: {name} is {type(module).__name__}; runner keeps per-member statistics for "
+                              "nn.BatchNorm1d and nn.BatchNorm2d: use one of those, nn.GroupNorm or nn.LayerNorm")
+        if swap is not None:
+            if not name:
+                raise RunnerError(f"{where}: the model is a bare {type(module).__name__}")
+            setattr(template.get_submodule(parent) if parent else template, child, swap)
+    return template
 
 
 class FunctionalPopulation(Population):
@@ -41,17 +95,19 @@ class FunctionalPopulation(Population):
 
     def __init__(self, template: nn.Module, members: int, d_out: int):
         super().__init__(members)
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in template.modules()):
-            raise RunnerError("batch norm needs per-member running statistics, which the generic (vmap) path does "
-                              "not keep yet: use nn.GroupNorm or nn.LayerNorm there, or model=mlp/cnn with "
-                              "model.norm=batch")
+        own_layers(template, "the model")
         self.template, self.outputs = template, d_out
+        self.norms = [m for m in template.modules() if isinstance(m, BatchNorm)]
+        for i, norm in enumerate(self.norms):
+            norm.stat_name = f"bn{i}"
+            self.add_stat(f"bn{i}.mean", norm.features, 0.0)
+            self.add_stat(f"bn{i}.var", norm.features, 1.0)
         params = dict(template.named_parameters())
         for name, p in params.items():
             owner = params.get(name.rsplit(".", 1)[0] + ".weight", p)  # a bias's fan-in is its weight's
             fan_in = math.prod(owner.shape[1:]) if owner.dim() > 1 else 0
             fan_out = owner.shape[0] * math.prod(owner.shape[2:]) if owner.dim() > 1 else p.shape[0]
-            norm = isinstance(_module_of(template, name), (nn.GroupNorm, nn.LayerNorm))
+            norm = isinstance(_module_of(template, name), (nn.GroupNorm, nn.LayerNorm, BatchNorm))
             self.add(("norm:" if norm else "") + name, tuple(p.shape), kernel=p.dim() > 1 and not norm,
                      fan_in=fan_in, fan_out=fan_out)
         self.allocate()
@@ -64,17 +120,30 @@ class FunctionalPopulation(Population):
         for module in self.template.modules():
             if isinstance(module, Dropout):
                 module.train(self.training or self.sampling)
+        for module in self.norms:
+            module.train(self.training)  # stays in eval mode for test-time dropout passes
         params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
         step = self.noise.step
+        stats = {name: self.stat(name).squeeze(1) for name in self.stat_slots}
+        if self.training and self.updating is not None:  # members sitting out this step keep their statistics
+            stats = {name: s.clone() for name, s in stats.items()}
+        if mask is None:
+            mask = torch.ones(x.shape[:2], device=x.device)
 
-        def one(p, key, rows):
-            token = _member.set((key, step))
+        def one(p, key, rows, member_mask, member_stats):
+            token = _member.set((key, step, member_mask, member_stats))
             try:
                 return functional_call(self.template, p, (rows,))
             finally:
                 _member.reset(token)
 
-        return vmap(one)(params, self.noise.keys, x)
+        out = vmap(one)(params, self.noise.keys, x, mask, stats)
+        if self.training and self.updating is not None and self.stat_slots:
+            with torch.no_grad():
+                for name, updated in stats.items():
+                    kept = self.stat(name).squeeze(1)
+                    kept.copy_(torch.where(self.updating.view(-1, 1), updated, kept))
+        return out
 
     def macs_per_row(self) -> int:
         return self.size

@@ -2,7 +2,7 @@
 
 The class is found by its import path, or among the classes handed to runner from Python (runner.train(model=Net)).
 It is built once as a template with `args`, plus `input_shape` and `out_features` where its __init__ takes them;
-each nn.Dropout in it becomes runner's Dropout (the member's own mask stream, same p), and the template's output
+each nn.Dropout and nn.BatchNorm1d/2d in it becomes runner's per-member one (functional.own_layers), and the output
 for two rows must be [2, out_features]. The population trains through the generic path (vmap of functional_call).
 """
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from runner.config.schema import ModelConfig
 from runner.errors import RunnerError
-from runner.models.functional import Dropout, FunctionalPopulation
+from runner.models.functional import FunctionalPopulation, own_layers
 
 # The keyword arguments runner passes a class that takes them: what the data gives.
 SHAPE_ARGS = ("input_shape", "out_features")
@@ -80,28 +80,12 @@ def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise RunnerError(f"model.target={cfg.target}: {cls.__name__}({shown}) failed: {type(exc).__name__}: "
                           f"{exc} (set model.args)") from None
-    _own_dropout(template, cfg.target)
-    _check_output(template, cfg.target, input_shape, d_out)
-    return template
+    _check_output(template, cfg.target, input_shape, d_out)  # with torch's own layers, before the swap
+    return own_layers(template, f"model.target={cfg.target}")
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
     return FunctionalPopulation(build_template(cfg, input_shape, d_out), members, d_out)
-
-
-def _own_dropout(template: nn.Module, target: str) -> None:
-    """Each nn.Dropout becomes runner's Dropout with the same p, drawing from its own stream of the member's."""
-    stream = 0
-    for name, module in list(template.named_modules()):
-        if not name:
-            continue  # the model itself
-        if type(module) is nn.Dropout:
-            parent, _, child = name.rpartition(".")
-            setattr(template.get_submodule(parent) if parent else template, child, Dropout(module.p, stream))
-            stream += 1
-        elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, Dropout):
-            raise RunnerError(f"model.target={target}: {name} is {type(module).__name__}; runner draws each "
-                              "member's masks for nn.Dropout only: use nn.Dropout there")
 
 
 def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...], d_out: int) -> None:
