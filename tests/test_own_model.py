@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import runner
+import runner.config.schema
 from runner.commands.cli import main
 from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
 from runner.engine.inputs import MemberInputs
@@ -20,7 +21,27 @@ from runner.paths import bundled_data
 QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
 
 NETS = '''
+import numpy as np
+import pandas as pd
 from torch import nn
+
+
+def table(n=200, seed=0):
+    g = np.random.default_rng(seed)
+    X = g.normal(size=(n, 3))
+    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
+
+
+def frame(n=120):
+    g = np.random.default_rng(1)
+    x = g.normal(size=n)
+    return pd.DataFrame({"x": x, "color": g.choice(["red", "blue"], n), "label": np.where(x > 0, "yes", "no")})
+
+
+def pictures(n=60):
+    g = np.random.default_rng(2)
+    y = g.integers(0, 3, n)
+    return (g.random((n, 6, 6, 1)) * 200 + y[:, None, None, None] * 20).astype(np.uint8), y
 
 
 class Net(nn.Module):
@@ -275,3 +296,33 @@ def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
     ours = json.loads((tmp_path / "cnn" / "results.json").read_text())["metrics"]["test/accuracy"]
     theirs = json.loads((tmp_path / "mine" / "results.json").read_text())["metrics"]["test/accuracy"]
     assert ours["ci95"][0] <= theirs["mean"] <= ours["ci95"][1], (ours, theirs)
+
+
+def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(package, tmp_path, capsys):
+    from runner.data.datasets import load_dataset
+
+    ds = load_dataset(runner.config.schema.DatasetConfig(name="python", loader="usernets:table", args={"n": 50}))
+    assert list(ds.features.columns) == ["x0", "x1", "x2"] and ds.target == "y" and ds.task == "binary"
+    import usernets
+
+    X, y = usernets.table(50)
+    np.testing.assert_array_equal(ds.features.to_numpy(), X)
+    np.testing.assert_array_equal(ds.y, y)
+    framed = load_dataset(runner.config.schema.DatasetConfig(name="python", loader="usernets:frame", target="label"))
+    assert framed.categorical == ["color"] and framed.classes == ["no", "yes"]
+    pictures = load_dataset(runner.config.schema.DatasetConfig(name="python", loader="usernets:pictures"))
+    assert pictures.images.shape == (60, 1, 6, 6) and pictures.task == "multiclass"
+
+    run = tmp_path / "run"
+    assert main(["train", *QUICK, "dataset=python", "dataset.loader=usernets:table", "dataset.args.n=120",
+                 f"hydra.run.dir={run}"]) == 0
+    assert json.loads((run / "results.json").read_text())["over"] == "24 test rows"
+    capsys.readouterr()
+    assert main(["train", *QUICK, "dataset=python", "dataset.loader=usernets:frame", f"hydra.run.dir={run}2"]) == 2
+    assert "dataset.target is not set; name the column of frame" in capsys.readouterr().err
+    assert main(["train", *QUICK, "dataset=python", "dataset.loader=usernets:Net", f"hydra.run.dir={run}3"]) == 2
+    assert "calling it failed: TypeError" in capsys.readouterr().err
+
+    from_python = runner.train(data=usernets.table, trainer={"epochs": 4, "progress": False}, plots=False,
+                               dataset={"args": {"n": 120}}, run_dir=tmp_path / "py")
+    assert from_python.results["metrics"] == json.loads((run / "results.json").read_text())["metrics"]

@@ -72,18 +72,21 @@ class SweepResult:
         return pd.read_csv(self.sweep_dir / "summary.csv")
 
 
-def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None, **keywords: Any) -> Result:
+def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None, data: Any = None,
+          **keywords: Any) -> Result:
     """Train one experiment: `overrides` as on the shell ("optim=adamw"), keywords as groups or values
-    (optim="adamw", trainer={"epochs": 50}); `model` a config name or an nn.Module class. Returns its Result."""
+    (optim="adamw", trainer={"epochs": 50}); `model` a config name or an nn.Module class; `data` a dataset name or
+    a function returning (X, y) or a DataFrame (dataset=python). Returns its Result."""
     run_dir = Path(run_dir) if run_dir is not None else _fresh("outputs/python")
-    _call([*_arguments(overrides, model, keywords), f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
+    _call([*_arguments(overrides, model, keywords, data), f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
     return _result(run_dir, _target(model, overrides))
 
 
-def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = None, **keywords: Any) -> SweepResult:
+def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = None, data: Any = None,
+          **keywords: Any) -> SweepResult:
     """A sweep (`runner train -m`): "optim=sgd,adam" sweeps; returns each job's Result and the summary."""
     sweep_dir = Path(sweep_dir) if sweep_dir is not None else _fresh("outputs/python-multirun")
-    _call(["-m", *_arguments(overrides, model, keywords), f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
+    _call(["-m", *_arguments(overrides, model, keywords, data), f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
     jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
                   if p.name.isdigit() else 0)
     return SweepResult(sweep_dir, [_result(job, _target(model, overrides)) for job in jobs])
@@ -92,14 +95,14 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = Non
 def _target(model: Any, overrides) -> str | None:
     """The class a model=module run was asked to train, as the caller named it."""
     if isinstance(model, type):
-        from runner.models.module import path_of
+        from runner.user_code import path_of
 
         return path_of(model)
     named = [o.partition("=")[2] for o in overrides if str(o).partition("=")[0] == "model.target"]
     return named[-1] if named else None
 
 
-def _arguments(overrides, model, keywords) -> list[str]:
+def _arguments(overrides, model, keywords, data=None) -> list[str]:
     args = [str(o) for o in overrides]
     if isinstance(model, type):
         from runner.models.module import give
@@ -107,6 +110,12 @@ def _arguments(overrides, model, keywords) -> list[str]:
         args += ["model=module", f"model.target={give(model)}"]
     elif model is not None:
         args.append(f"model={model}")
+    if callable(data):
+        from runner.user_code import give
+
+        args += ["dataset=python", f"dataset.loader={give(data)}"]
+    elif data is not None:
+        args.append(f"dataset={data}")
     for key, value in keywords.items():
         args += _flat(key, value)
     return args
@@ -114,8 +123,8 @@ def _arguments(overrides, model, keywords) -> list[str]:
 
 def _flat(key: str, value: Any) -> list[str]:
     """A keyword as overrides: a dict is a group's values (trainer={"epochs": 5} -> trainer.epochs=5), except
-    model.args, the user's own keyword arguments, which is one value."""
-    if isinstance(value, dict) and key != "model.args":
+    model.args and dataset.args, the user's own keyword arguments, each one value."""
+    if isinstance(value, dict) and key not in ("model.args", "dataset.args"):
         return [o for k, v in value.items() for o in _flat(f"{key}.{k}", v)]
     return [f"{key}={_value(value)}"]
 

@@ -7,10 +7,10 @@ from runner.errors import RunnerError
 from runner.rundir.saved import saved_overrides
 
 
-USAGE = ("usage: runner resume RUN_DIR [--config-dir DIR] [model.target=package.module:Class]   (the directory an "
-         "interrupted `runner train` printed; the --config-dir and your own model class it was trained with)")
+USAGE = ("usage: runner resume RUN_DIR [--config-dir DIR] [model.target=... dataset.loader=...]   (the directory an "
+         "interrupted `runner train` printed; the --config-dir and your own code it was trained with)")
 # Keys that name code to import: taken from the user's command line, never from the folder.
-CODE_KEYS = ("model.target",)
+CODE_KEYS = ("model.target", "dataset.loader")
 
 
 def _given(args: list[str]) -> list[str]:

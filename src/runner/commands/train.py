@@ -85,7 +85,7 @@ def train_command(args: list[str]) -> int:
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
-FREE_KEYS = ("model.args",)
+FREE_KEYS = ("model.args", "dataset.args")
 
 
 def _into_free_keys(arg: str) -> str:

@@ -124,6 +124,8 @@ class DatasetConfig:
     size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
     cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner
     limit: Optional[int] = None  # images: keep a stratified subset of this many (quick runs); None: all
+    loader: Optional[str] = None  # python: your function "package.module:load" returning (X, y) or a DataFrame
+    args: Dict[str, Any] = field(default_factory=dict)  # python: keyword arguments of the loader
 
 
 @dataclass

@@ -6,14 +6,12 @@ each nn.Dropout and nn.BatchNorm1d/2d in it becomes runner's per-member one (fun
 for two rows must be [2, out_features]. The population trains through the generic path (vmap of functional_call).
 """
 
-import importlib
 import inspect
-import os
-import sys
 
 import torch
 from torch import nn
 
+from runner import user_code
 from runner.config.schema import ModelConfig
 from runner.errors import RunnerError
 from runner.models.functional import FunctionalPopulation, own_layers
@@ -21,47 +19,19 @@ from runner.models.functional import FunctionalPopulation, own_layers
 # The keyword arguments runner passes a class that takes them: what the data gives.
 SHAPE_ARGS = ("input_shape", "out_features")
 
-# Classes handed over from Python, by the import path runner records for them.
-GIVEN: dict[str, type] = {}
-
-
-def path_of(cls: type) -> str:
-    """The import path runner records for a class: "package.module:Class"."""
-    return f"{cls.__module__}:{cls.__qualname__}"
+def load_class(target: str | None) -> type:
+    """The nn.Module class at `target`; one line otherwise."""
+    if not target:
+        raise RunnerError("model=module needs model.target=package.module:Class (your nn.Module class)")
+    return user_code.load(target, "model.target", lambda obj: isinstance(obj, type) and issubclass(obj, nn.Module),
+                          "an nn.Module class")
 
 
 def give(cls: type) -> str:
     """Make a class passed from Python buildable by model=module; returns its path for model.target."""
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise RunnerError(f"model={cls!r} is not a torch.nn.Module class; pass the class itself, e.g. model=Net")
-    GIVEN[path_of(cls)] = cls
-    return path_of(cls)
-
-
-def load_class(target: str | None) -> type:
-    """The nn.Module class at `target` ("package.module:Class" or "package.module.Class"); one line otherwise."""
-    if not target:
-        raise RunnerError("model=module needs model.target=package.module:Class (your nn.Module class)")
-    if target in GIVEN:
-        return GIVEN[target]
-    module_name, sep, attr = target.partition(":")
-    if not sep:
-        module_name, _, attr = target.rpartition(".")
-    if not module_name or not attr:
-        raise RunnerError(f"model.target={target}: give the class as package.module:Class")
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())  # as `python -m` would: the user's package in the folder they run from
-    try:
-        obj = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 (an ImportError, or the user's module failing as it loads)
-        raise RunnerError(f"model.target={target}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
-                          "install its package or run from the folder that holds it") from None
-    for part in attr.split("."):
-        obj = getattr(obj, part, None)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        found = "nothing" if obj is None else type(obj).__name__
-        raise RunnerError(f"model.target={target}: {attr} in {module_name} is {found}, not an nn.Module class")
-    return obj
+    return user_code.give(cls)
 
 
 def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -> nn.Module:
