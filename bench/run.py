@@ -12,14 +12,18 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-import torch
-from rich.console import Console
-from rich.table import Table
+# As the `runner` command sets it before torch loads OpenMP (runner.commands.cli): idle workers sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import images as im  # noqa: E402
 import sweeps as sw  # noqa: E402
+import threads as th  # noqa: E402
 import workloads as w  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -197,6 +201,7 @@ def processes(args, out: dict) -> None:
                 if ref is not None and t is not None:
                     times["pairs"][name].append(t / ref)
         sw.sweep_workload(args, out, Path(tmp), subprocess_s, timed)
+        th.threads_workload(args, out, Path(tmp), subprocess_s, timed)
     out["processes"] = {"times_s": times}
     rss = timed("peak rss", lambda: subprocess.run([sys.executable, str(HERE / "workloads.py"), str(args.epochs)],
                                                    capture_output=True, text=True, check=True).stdout, out)
@@ -273,6 +278,7 @@ def table(out: dict, quick: bool) -> Table:
     process_row("sweep", "runner train -m, 6 jobs (information)", "sweep")
     process_row("", "runner report on that sweep", "report_sweep", 1.5)
     sw.rows(out, row)
+    th.rows(out, row)
     rss = out.get("rss_mib", {}).get("peak_mib")
     row("memory", "peak RSS of the heart-kfold fit", [rss] if rss else [], None, "<= 1 GiB",
         lambda m: m <= GIB, unit="MiB")
@@ -321,6 +327,28 @@ def details(out: dict) -> list[str]:
     return lines
 
 
+def run_alone(name: str, args, out: dict) -> None:
+    """Run workload `name` in a fresh process with this command's arguments; merge what it measured into `out`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / "part.json"
+        argv = [f"--repeats={args.repeats}", *(["--quick"] if args.quick else []),
+                *([f"--threads={args.threads[0].split('=')[1]}"] if args.threads else [])]
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *argv, "--workload", name,
+                               f"--out={part}"])
+        if not part.is_file():
+            out.setdefault("errors", {})[name] = f"workload process exited {done.returncode} without results"
+            return
+        got = json.loads(part.read_text())
+    out["noise_s"] += got.pop("noise_s")
+    out["threads"] |= got.pop("threads")
+    out.setdefault("errors", {}).update(got.pop("errors", {}))
+    if not out["errors"]:
+        del out["errors"]
+    for key in ("machine", "args"):
+        got.pop(key)
+    out |= got
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions per contender; the median is shown")
@@ -328,6 +356,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="CPU threads (trainer.threads); default: runner's choice")
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    parser.add_argument("--workload", choices=list(WORKLOADS), help="run only this workload (the bench runs "
+                        "each in its own process, as the runner command would, so none inherits another's threads)")
     args = parser.parse_args()
     args.epochs, args.single_epochs = (10, 10) if args.quick else (100, 200)
     if args.quick:
@@ -337,12 +367,15 @@ def main() -> int:
                        "platform": platform.platform()},
            "args": {"repeats": args.repeats, "quick": args.quick, "threads": args.threads},
            "noise_s": [], "threads": {}}
+    if args.workload:  # one workload in this process, for the bench's parent process
+        WORKLOADS[args.workload](args, out)
+        args.out.write_text(json.dumps(out))
+        return 0
     console = Console(width=max(132, Console().width))  # piped output would wrap the table at 80
     start = time.perf_counter()
-    for name, step in [("heart-kfold", heart_kfold), ("digits-cnn", digits_cnn), ("single model", single_model),
-                       ("processes", processes)]:
+    for name in WORKLOADS:
         with console.status(f"bench: {name}"):
-            step(args, out)
+            run_alone(name, args, out)
     out["bench_s"] = time.perf_counter() - start
     console.print(table(out, args.quick))
     for line in details(out):
@@ -353,6 +386,10 @@ def main() -> int:
                   f"shared by every contender in a workload): {threads}; results in {args.out}")
     args.out.write_text(json.dumps(out, indent=1))
     return 1 if out.get("errors") else 0
+
+
+WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "single model": single_model,
+             "processes": processes}
 
 
 if __name__ == "__main__":

@@ -119,3 +119,59 @@ def test_logreg_has_no_hidden_layer(tmp_path):
     assert main(["train", "model=logreg", "optim=sgd", "optim.lr=0.1", *FAST, f"hydra.run.dir={run}"]) == 0
     state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert state["flat"].shape == (1, 28 + 1)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["train", "--version"]])
+def test_version_is_the_installed_distributions(args):
+    from importlib.metadata import version
+
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    done = _cli(*args)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"runner {project['version']}\n"
+    assert version(project["name"]) == project["version"]  # the name pip installed is the one pyproject gives
+
+
+def test_threads_follow_free_cores(monkeypatch):
+    from runner.engine import device
+
+    cpu = torch.device("cpu")
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(device, "usable_cores", lambda: 4)
+        monkeypatch.setattr(device, "free_cores", lambda: 3)
+        device.configure_threads(None, cpu, 53_000_000)  # the README's digits CNN step
+        assert torch.get_num_threads() == 3
+        device.configure_threads(None, cpu, 1_000_000)  # a small step: one thread whatever is free
+        assert torch.get_num_threads() == 1
+        monkeypatch.setattr(device, "free_cores", lambda: 1)
+        device.configure_threads(None, cpu, 53_000_000)
+        assert torch.get_num_threads() == 1
+        device.configure_threads(2, cpu, 53_000_000)  # trainer.threads wins
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_free_cores_sees_a_busy_core():
+    from runner.engine.device import free_cores
+
+    idle = free_cores(0.3)
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)
+        assert free_cores(0.3) == idle - 1 or idle == 1
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def test_openmp_waits_passively_under_the_command():
+    done = _cli("train", "--cfg", "job")  # through main(), as the installed `runner` runs
+    assert done.returncode == 0
+    code = "from runner.commands.cli import main; import os; main(['--help']); print(os.environ['OMP_WAIT_POLICY'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.splitlines()[-1] == "PASSIVE"

@@ -200,5 +200,5 @@ def test_missing_optuna_names_the_extra(train, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError
     status, out, err = train("-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={tmp_path / 's'}")
     assert status == 2
-    assert err.strip() == "error: hydra/sweeper=optuna needs optuna: pip install 'runner[sweeps]'"
+    assert err.strip() == "error: hydra/sweeper=optuna needs optuna: pip install 'stackrunner[sweeps]'"
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

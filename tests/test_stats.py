@@ -95,3 +95,24 @@ def test_other_metrics_are_clipped_to_their_range_and_say_so():
     assert d["ci95"][0] == 0 and d["ci95_t"][0] == 0 and d["interval"] == "mean ± 1.96·SE, clipped to [0, 1]"
     inside = stats.in_range(mean_ci([0.4, 0.5, 0.6]), 0, 1)
     assert inside["ci95"] == mean_ci([0.4, 0.5, 0.6])["ci95"] and inside["interval"] == "mean ± 1.96·SE"
+
+
+def test_t_two_sided_p_and_quantile_equal_scipy_without_importing_it():
+    from scipy import stats
+
+    from runner.evaluate.stats import t_quantile, t_two_sided_p
+
+    for df in (1, 2, 3, 4, 5, 9, 10, 59, 300):
+        for t in (0.0, 0.5, 1.96, 2.5, -4.0):
+            assert t_two_sided_p(t, df) == pytest.approx(2 * stats.t.sf(abs(t), df), abs=1e-12)
+        assert t_quantile(0.975, df) == pytest.approx(stats.t.ppf(0.975, df), abs=1e-9)
+    assert t_quantile(0.975, 4) == pytest.approx(2.776445, abs=1e-6)
+    assert t_two_sided_p(2.0, 10_000) == pytest.approx(0.0455003, abs=1e-6)  # the normal tail
+
+
+def test_holm_equals_the_hand_computation():
+    from runner.evaluate.stats import holm
+
+    # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> kept at 0.06 (monotone)
+    assert holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
+    assert holm([0.6, 0.9]) == [1.0, 1.0] and holm([]) == [] and holm([0.2]) == [0.2]

@@ -97,7 +97,7 @@ def test_a_launcher_or_sweeper_from_the_extra_names_the_extra_when_its_plugin_is
     monkeypatch.delitem(ConfigStore.instance().repo["hydra"][group.split("/")[1]], f"{plugin}.yaml")
     status, where, out, err = sweep("missing", "optim.lr=0.01,0.003", f"{group}={choice}")
     assert status == 2 and not where.exists()
-    assert err == (f"error: {group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs "
+    assert err == (f"error: {group}={choice} needs the sweeps extra: pip install 'stackrunner[sweeps]' (installs "
                    "optuna and Hydra's joblib and submitit plugins)\n")
 
 

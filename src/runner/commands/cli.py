@@ -27,7 +27,7 @@ examples:
   runner train trainer.seeds=5                   5 seeds as one stacked population
   runner train -m optim=sgd,adam,adamw           a sweep: compatible jobs train as one
                                                  population; ends with summary.md/csv
-  runner train -m hparams_search=heart_optuna    Optuna search (pip install 'runner[sweeps]')
+  runner train -m hparams_search=heart_optuna    Optuna search (pip install 'stackrunner[sweeps]')
   runner report outputs/multirun/DATE/TIME       compare a sweep's runs again
 """
 
@@ -35,9 +35,15 @@ examples:
 def main(argv: list[str] | None = None) -> int:
     """Run the `runner` command line; returns the exit status."""
     from_process_start = argv is None  # the process is this command, so its start-up is the run's too
+    # OpenMP reads this once, when torch loads it: idle workers sleep instead of spinning, so a thread
+    # that lands on a core someone else is using costs that core little (nothing has imported torch yet).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
+        return 0
+    if argv[0] == "--version" or argv[:2] == ["train", "--version"]:
+        print(f"runner {version()}")
         return 0
     try:
         return _dispatch(argv[0], argv[1:], from_process_start)
@@ -45,6 +51,20 @@ def main(argv: list[str] | None = None) -> int:
         # The reader of our output closed it (`runner predict ... | head`): stop as `cat` does, without a word.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return _done(128 + 13, from_process_start)  # 13: SIGPIPE
+
+
+DISTRIBUTION = "stackrunner"  # the name pip knows runner by (`runner` on PyPI is another project)
+
+
+def version() -> str:
+    """runner's installed version, from its distribution's metadata."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _dispatch(command: str, rest: list[str], from_process_start: bool) -> int:

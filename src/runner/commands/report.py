@@ -18,7 +18,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Compare finished runs and Hydra multiruns in one table: one row per run, the overrides "
                     "that differ between them, each metric as mean ± 1.96·SE, best first.",
         epilog="Order: by the validation score when the runs report one, else by test (for information only). "
-               "★ best; ≈ not distinguishable (95% intervals overlap); worse: no overlap. "
+               "★ best; each other run paired with it on the same test units (folds or rows; Holm-adjusted): "
+               "≈ not distinguishable, worse, ▲ better on test; · not paired (other splits). "
                "Example: runner report outputs/multirun/2026-01-31/12-00-00-000000",
     )
     parser.add_argument("dirs", nargs="+", metavar="DIR",

@@ -51,7 +51,7 @@ def checked_config(cfg: DictConfig) -> Config:
     return config
 
 
-# Launchers and sweepers that come with `pip install 'runner[sweeps]'` (and the presets built on them).
+# Launchers and sweepers that come with `pip install 'stackrunner[sweeps]'` (and the presets built on them).
 EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm"), "hydra/sweeper": ("optuna",)}
 
 
@@ -92,7 +92,7 @@ def _config_file(name: str) -> str:
 
 
 def _needs_extra(group: str, choice: str) -> str:
-    return (f"{group}={choice} needs the sweeps extra: pip install 'runner[sweeps]' (installs optuna and Hydra's "
+    return (f"{group}={choice} needs the sweeps extra: pip install 'stackrunner[sweeps]' (installs optuna and Hydra's "
             "joblib and submitit plugins)")
 
 

@@ -1,5 +1,8 @@
 """Choosing the torch device a run trains on."""
 
+import os
+import time
+
 import torch
 
 from runner.errors import RunnerError
@@ -22,10 +25,47 @@ SMALL_STEP_MACS = 20_000_000
 
 
 def configure_threads(threads: int | None, device: torch.device, macs_per_step: int) -> None:
-    """Set torch's CPU thread count: the configured number, or 1 for small steps."""
+    """Set torch's CPU thread count: the configured number, 1 for small steps, else one per core that is free now."""
     if device.type != "cpu":
         return
-    if threads is None and macs_per_step < SMALL_STEP_MACS:
-        threads = 1
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if threads is None:
+        threads = 1 if macs_per_step < SMALL_STEP_MACS else max(1, min(usable_cores(), free_cores()))
+    torch.set_num_threads(threads)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def free_cores(sample_s: float = 0.1) -> int:
+    """Cores not busy with other work, from /proc/stat over `sample_s` (this process is idle meanwhile).
+
+    A thread on a busy core does not just share it: torch's workers wait on each other at every op, so one
+    preempted worker stalls the rest (issue #22: digits k-fold CNN on a loaded machine, 140 s train_s with
+    2 spin-waiting threads, 20 s with 1).
+    """
+    before = _cpu_ticks()
+    if before is None:
+        return usable_cores()
+    time.sleep(sample_s)
+    after = _cpu_ticks()
+    busy, total = (a - b for a, b in zip(after, before))
+    cores = os.cpu_count() or 1
+    busy_cores = cores * busy / total if total > 0 else 0.0
+    return max(1, cores - round(busy_cores))
+
+
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks of all cores since boot; None where /proc/stat is missing."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total

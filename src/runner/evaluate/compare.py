@@ -12,6 +12,7 @@ from pathlib import Path
 from runner import rundir
 from runner.errors import RunnerError
 from runner.evaluate.names import default_metric, higher_is_better
+from runner.evaluate.paired import ALPHA
 from runner.evaluate.runs import (
     DATA_FIELDS,
     Run,
@@ -22,18 +23,20 @@ from runner.evaluate.runs import (
     load_run,
     setting_of,
 )
-from runner.evaluate.stats import Z95, fmt_interval
+from runner.evaluate.stats import Z95, _short, fmt_interval, holm
 
 FORMATS = ("table", "md", "csv", "json")
-BEST, SAME, WORSE, NO_INTERVAL, MISSING = "best", "not distinguishable", "worse", "no interval", "n/a"
-_SYMBOL = {BEST: "★ ", SAME: "≈ ", WORSE: "", NO_INTERVAL: "? ", MISSING: ""}
+# `same`: its paired test difference from the best is not significant after Holm's adjustment; `better`: the test
+# says it beats the validation pick (rare, and no reason to pick it: that would select on test).
+BEST, SAME, WORSE, BETTER, NOT_PAIRED, MISSING = "best", "same", "worse", "better", "not paired", "n/a"
+_SYMBOL = {BEST: "★ ", SAME: "≈ ", WORSE: "", BETTER: "▲ ", NOT_PAIRED: "· ", MISSING: ""}
 
 
 @dataclass
 class Comparison:
     """The rows of a comparison table, best first, and what the caption must say about them."""
 
-    rows: list[dict]  # run, path, overrides, metrics, selection, mark, n, over
+    rows: list[dict]  # run, path, overrides, metrics, selection, mark, vs_best, not_paired, n, over
     columns: list[str]  # override keys whose values differ between runs
     constant: dict[str, str]  # override keys set to one value in every run
     metrics: list[str]  # test metrics shown, the sort metric first ("test/accuracy", ...)
@@ -42,6 +45,8 @@ class Comparison:
     incomplete: list[Path] = field(default_factory=list)  # job dirs without results.json
     uses_nb: bool = False  # some interval compared is Nadeau–Bengio corrected
     data: str = ""  # what the runs were made on, when a report shows several datasets' tables
+    task: str = ""
+    units: dict = field(default_factory=dict, repr=False)  # path -> its TestUnits (None: not readable), read once
 
 
 # ---------------------------------------------------------------- building the comparison
@@ -86,10 +91,12 @@ def compare(paths, metric: str | None = None) -> Comparison:
         return (0, mean if lower_better else -mean)
 
     rows.sort(key=badness)  # stable: equal scores keep the order the runs were found in
-    _mark(rows)
     metrics = [metric] + [m for m in metrics if m != metric]
     uses_nb = any((r["selection"] or {}).get("ci95_nb") for r in rows)
-    return Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb)
+    task = str(runs[0].results.get("task") or "")
+    c = Comparison(rows, columns, constant, metrics, metric, by_validation, incomplete, uses_nb, task=task)
+    _mark(c)
+    return c
 
 
 def compare_by_data(paths, metric: str | None = None) -> list[Comparison]:
@@ -173,21 +180,72 @@ def overlaps(a, b) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def _mark(rows: list[dict]) -> None:
-    """Mark the first (best) row; others: not distinguishable if their 95% interval overlaps the best's."""
+def units_of(c: Comparison, path: str):
+    """(the run's TestUnits, why none) from its predictions.csv, read once per comparison."""
+    from runner.evaluate.paired import read_units
+
+    if path not in c.units:
+        c.units[path] = read_units(Path(path), c.task) if c.task else (None, "no task in results.json")
+    return c.units[path]
+
+
+def _worse(diff: float, metric: str, own: float | None, best: float | None) -> bool:
+    """Whether a difference (this minus the best) on `metric` points the worse way."""
+    name = metric.split("/")[-1]
+    if name == "mean_error" and own is not None and best is not None:
+        return abs(own) > abs(best)
+    return diff < 0 if higher_is_better(name) else diff > 0
+
+
+def _mark(c: Comparison) -> None:
+    """Mark the first (best) row; pair every other row with it on the test units they share (Holm over the rows
+    paired): `same` unless the adjusted p < 0.05. Rows that share no units with the best go below, not paired."""
+    rows = c.rows
+    for row in rows:
+        row.update(vs_best=None, not_paired="")
     if not rows:
         return
-    best = interval(rows[0]["selection"])
-    for i, row in enumerate(rows):
-        own = interval(row["selection"])
-        if (row["selection"] or {}).get("mean") is None:
+    scored = [r for r in rows if (r["selection"] or {}).get("mean") is not None]
+    for row in rows:
+        if row not in scored:
             row["mark"] = MISSING
-        elif i == 0:
-            row["mark"] = BEST
-        elif best is None or own is None:
-            row["mark"] = NO_INTERVAL
+    if not scored:
+        return
+    best = scored[0]
+    best["mark"] = BEST
+    from runner.evaluate.paired import paired_difference, shared
+
+    best_units, why_not = units_of(c, best["path"])
+    for row in scored[1:]:
+        if best_units is None:
+            row["not_paired"] = f"the best run: {why_not}"
+            continue
+        units, why = units_of(c, row["path"])
+        why = why or shared(units, best_units)
+        if why:
+            row["not_paired"] = why
+            continue
+        d = paired_difference(units, best_units, c.metric)
+        if d is None or d.get("p") is None:
+            row["not_paired"] = (f"{c.metric.split('/', 1)[-1]} is not a mean over test rows: no paired test on "
+                                 "one split" if d is None else f"fewer than 2 shared units ({d['n']})")
+            continue
+        row["vs_best"] = d
+    paired = [r for r in scored[1:] if r["vs_best"]]
+    for row, p in zip(paired, holm([r["vs_best"]["p"] for r in paired])):
+        d = row["vs_best"]
+        d["p_unadjusted"], d["p"] = d["p"], p
+        own, top = (row["metrics"].get(c.metric) or {}).get("mean"), (best["metrics"].get(c.metric) or {}).get("mean")
+        if p >= ALPHA:
+            row["mark"] = SAME
         else:
-            row["mark"] = SAME if overlaps(best, own) else WORSE
+            row["mark"] = WORSE if _worse(d["mean"], c.metric, own, top) else BETTER
+    for row in scored[1:]:
+        if row["not_paired"]:
+            row["mark"] = NOT_PAIRED
+    # Grouped apart: the best and the rows compared with it, then those that could not be, then those unscored.
+    order = {BEST: 0, SAME: 0, WORSE: 0, BETTER: 0, NOT_PAIRED: 1, MISSING: 2}
+    rows.sort(key=lambda r: order[r["mark"]])
 
 
 # ---------------------------------------------------------------- rendering
@@ -216,11 +274,21 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
     else:
         lines = [f"No validation score was available: rows are ordered by TEST {name}, for information only "
                  "(choosing a configuration by its test score overfits the test set)."]
-    lines.append("★ best; ≈ not distinguishable: its 95% interval overlaps the best's "
-                 "(a conservative check, not a test); worse (dimmed): no overlap.")
+    paired = [r for r in c.rows if r["vs_best"]]
+    if paired:
+        over = paired[0]["vs_best"]["over"]
+        lines.append(f"Δ: this run minus the best (★) on TEST {name}, paired over the units they share ({over}), with "
+                     f"its 95% interval; p is Holm-adjusted over the {len(paired)} run{'s' * (len(paired) != 1)} compared. "
+                     "≈ same: not distinguishable from the best (p ≥ 0.05); worse (dimmed): p < 0.05"
+                     + ("; ▲ better on test than the validation pick" if any(r["mark"] == BETTER for r in c.rows)
+                        else "") + ".")
     top = sum(r["mark"] in (BEST, SAME) for r in c.rows)
     if top > 1:
         lines.append(f"{top} of {len(c.rows)} runs share the top (★ and ≈): these data cannot tell them apart.")
+    apart = [r for r in c.rows if r["mark"] == NOT_PAIRED]
+    if apart:
+        reasons = "; ".join(f"{r['run']}: {r['not_paired']}" for r in apart)
+        lines.append(f"· not paired with the best (listed below it, no shared test units or no paired test): {reasons}.")
     nb = " (Nadeau–Bengio corrected where a run has it, for the order column)" if c.uses_nb else ""
     if folded:
         lines.append(f"Intervals are 95% over {c.rows[0]['over']} (n = {c.rows[0]['n']}) in every run{nb}.")
@@ -250,11 +318,34 @@ def _mark_text(mark: str, compact: bool = False) -> str:
     return f"{_SYMBOL[mark]}{mark}"
 
 
-def _header(c: Comparison, metrics: list[str], same_n_over: bool = False, compact: bool = False) -> list[str]:
+def _header(c: Comparison, metrics: list[str], same_n_over: bool = False, compact: bool = False,
+            p: bool = True) -> list[str]:
     val = [f"val {_label(c.metric)}"] if c.by_validation else []
     columns = short_names(c.columns) if compact else c.columns
-    return ["" if compact else "vs best", "run", *columns, *val, *(_label(m) for m in metrics),
+    delta = ["Δ test"] if compact else [f"Δ test {c.metric.split('/', 1)[-1]}", *(["p"] if p else [])]
+    return ["" if compact else "vs best", "run", *columns, *val, *delta, *(_label(m) for m in metrics),
             *([] if same_n_over else ["n", "over"])]
+
+
+def fmt_delta(d: dict | None, digits: int = 3, compact: bool = False) -> str:
+    """A paired difference as "-0.012 ± 0.019" ("-.012±.019" compact); "" when there is none."""
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return ""
+
+    def signed(x):
+        text = f"{x:+.{digits}f}"
+        return text[0] + text[2:] if compact and text[1:].startswith("0.") else text
+
+    if not d.get("ci95"):
+        return signed(d["mean"])
+    half = (d["ci95"][1] - d["ci95"][0]) / 2  # mean ± t·SE: symmetric
+    return f"{signed(d['mean'])}±{_short(half, digits)}" if compact else f"{signed(d['mean'])} ± {half:.{digits}f}"
+
+
+def _fmt_p(p) -> str:
+    if p is None:
+        return ""
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def short_names(keys: list[str]) -> list[str]:
@@ -279,11 +370,15 @@ def _short_value(value: str) -> str:
     return value if number.is_integer() and "e" not in str(value).lower() else f"{number:.3g}"
 
 
-def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False):
+def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False,
+           p: bool = True):
     val = [fmt_interval(row["validation"], compact=compact)] if c.by_validation else []
     n_over = [] if same_n_over else [str(row["n"] or ""), str(row["over"] or "")]
     settings = (_short_value(row["overrides"][k]) if compact else row["overrides"][k] for k in c.columns)
-    return [_mark_text(row["mark"], compact), row["run"], *settings, *val,
+    delta = [fmt_delta(row["vs_best"], compact=compact)]
+    if not compact and p:
+        delta.append(_fmt_p((row["vs_best"] or {}).get("p")))
+    return [_mark_text(row["mark"], compact), row["run"], *settings, *val, *delta,
             *(fmt_interval(row["metrics"][m], compact=compact) for m in metrics), *n_over]
 
 
@@ -317,18 +412,34 @@ def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over
     # Compact: no vertical rules, so a sweep's table fits an 80-column terminal.
     table = Table(title=_title(c), box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact,
                   collapse_padding=compact)
-    sort_col = 2 + len(c.columns)  # the validation column, else the first test metric
+    sort_col = 2 + len(c.columns)  # the validation column, else the Δ column (then the test metric)
+    extra = 1 if compact else 2  # Δ (and p)
     for i, name in enumerate(_header(c, metrics, same_n_over, compact)):
-        numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + 1  # the intervals and n
+        numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + extra + 1  # intervals, Δ, p and n
         # Only the run's path and `over` may wrap; intervals and settings cut short would mislead.
         wraps = i == 1 or name == "over"
         table.add_column(name, justify="right" if numeric else "left", no_wrap=not wraps,
                          overflow="fold" if wraps else "ellipsis")
-    for row in c.rows:
+    bold = sort_col if c.by_validation else sort_col + extra  # the column the rows are ordered by
+    for i, row in enumerate(c.rows):
         cells = _cells(c, row, metrics, compact, same_n_over)
         if row["mark"] == BEST:
-            cells[sort_col] = f"[bold]{cells[sort_col]}[/bold]"
+            cells[bold] = f"[bold]{cells[bold]}[/bold]"
+        if row["mark"] == NOT_PAIRED and c.rows[i - 1]["mark"] != NOT_PAIRED:
+            table.add_section()  # grouped apart: not compared with the best
         table.add_row(*cells, style="dim" if row["mark"] == WORSE else None)
+    return table
+
+
+def _every_metric_table(c: Comparison, title: str):
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, caption="95% intervals; p unadjusted (one comparison each)")
+    for name in ("test metric", "Δ ± 95%", "p"):
+        table.add_column(name, justify="left" if name == "test metric" else "right", no_wrap=True)
+    for m, d in every_metric(c):
+        table.add_row(_label(m), fmt_delta(d) or "n/a (not a mean over rows)", _fmt_p((d or {}).get("p")))
     return table
 
 
@@ -355,10 +466,24 @@ def to_records(c: Comparison) -> list[dict]:
                   "sorted_by": f"{'val' if c.by_validation else 'test'}/{c.metric.split('/', 1)[-1]}"}
         if c.by_validation:
             record["validation"] = {c.metric.split("/", 1)[-1]: _plain(row["validation"])}
+        record["vs_best"] = _vs_best_record(c, row)
+        if rank == 2 and len(c.rows) == 2 and row["vs_best"]:
+            record["vs_best_every_metric"] = {m: d and {k: d[k] for k in ("mean", "ci95", "p", "n", "over")}
+                                              for m, d in every_metric(c)}
         record["metrics"] = {m: _plain(row["metrics"][m]) for m in c.metrics}
         record.update(n=row["n"], over=row["over"])
         records.append(record)
     return records
+
+
+def _vs_best_record(c: Comparison, row: dict) -> dict | None:
+    d = row["vs_best"]
+    if row["mark"] == NOT_PAIRED:
+        return {"not_paired": row["not_paired"]}
+    if not d:
+        return None
+    return {"metric": c.metric, "mean": d["mean"], "ci95": d["ci95"], "p": d["p"], "p_unadjusted": d["p_unadjusted"],
+            "n": d["n"], "over": d["over"], "p_adjustment": "Holm"}
 
 
 def _plain(d: dict | None) -> dict | None:
@@ -376,21 +501,24 @@ def to_json(c: Comparison) -> str:
 def to_csv(c: Comparison) -> str:
     """One CSV line per run: rank, mark, run, overrides, then mean, se and ci95 bounds per metric, n, over, path."""
     metrics = ([f"val/{c.metric.split('/', 1)[-1]}"] if c.by_validation else []) + c.metrics
-    header = ["rank", "mark", "run", *c.columns]
+    header = ["rank", "mark", "run", *c.columns, "vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]
     for m in metrics:
         header += [m, f"{m}_se", f"{m}_ci95_lo", f"{m}_ci95_hi"]
-    header += ["n", "over", "path"]
+    header += ["n", "over", "path", "vs_best_note"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
     for rank, row in enumerate(c.rows, 1):
         line = [rank, row["mark"], row["run"], *(row["overrides"][k] for k in c.columns)]
+        d = row["vs_best"] or {}
+        lo, hi = d.get("ci95") or (None, None)
+        line += [_num(d.get("mean")), _num(lo), _num(hi), _num(d.get("p"))]
         values = ([row["validation"]] if c.by_validation else []) + [row["metrics"][m] for m in c.metrics]
         for d in values:
             d = d or {}
             lo, hi = d.get("ci95") or (None, None)
             line += [_num(d.get("mean")), _num(d.get("se")), _num(lo), _num(hi)]
-        line += [row["n"] if row["n"] is not None else "", row["over"] or "", row["path"]]
+        line += [row["n"] if row["n"] is not None else "", row["over"] or "", row["path"], row["not_paired"]]
         writer.writerow(line)
     return out.getvalue()
 
@@ -399,16 +527,50 @@ def _num(x) -> str:
     return "" if x is None else repr(float(x))
 
 
+def every_metric(c: Comparison) -> list[tuple[str, dict | None]]:
+    """Two runs: the second minus the first (the best) on every test metric, paired over their shared units
+    (one comparison each, so unadjusted); [] unless the comparison has exactly two rows that pair."""
+    from runner.evaluate.paired import paired_difference
+
+    if len(c.rows) != 2 or not c.rows[1]["vs_best"]:
+        return []
+    best, other = (units_of(c, r["path"])[0] for r in c.rows)
+    return [(m, paired_difference(other, best, m)) for m in c.metrics]
+
+
+def every_metric_lines(c: Comparison) -> list[str]:
+    """`every_metric` as text lines (a Markdown table), or [] when there is none."""
+    pairs = every_metric(c)
+    if not pairs:
+        return []
+    first, second = c.rows[0]["run"], c.rows[1]["run"]
+    over = c.rows[1]["vs_best"]["over"]
+    lines = [f"**{second} minus {first} on every test metric, paired over their shared units ({over})** "
+             "(95% intervals, p unadjusted)",
+             "", "| metric | Δ ± 95% | p |", "| --- | ---: | ---: |"]
+    for m, d in pairs:
+        cell = fmt_delta(d) or "n/a (not a mean over test rows: no paired test on one split)"
+        lines.append(f"| {_label(m)} | {cell} | {_fmt_p((d or {}).get('p'))} |")
+    return lines
+
+
 def print_comparison(c: Comparison, fmt: str = "table", file=None) -> None:
-    """Print `c` in `fmt` ("table", "md", "csv" or "json") to `file` (stdout)."""
+    """Print `c` in `fmt` ("table", "md", "csv" or "json") to `file` (stdout); two runs also get their paired
+    difference on every metric (table and md)."""
     file = file or sys.stdout
     if fmt == "table":
         from rich.console import Console
 
         console = Console(file=file)
         console.print(to_table(c, console.width))
+        lines = every_metric_lines(c)
+        if lines:
+            console.print()
+            console.print(_every_metric_table(c, lines[0].strip("*").split("**")[0]))
         return
     text = {"md": to_markdown, "csv": to_csv, "json": to_json}[fmt](c)
+    if fmt == "md" and every_metric_lines(c):
+        text += "\n" + "\n".join(every_metric_lines(c)) + "\n"
     file.write(text)
     if fmt in ("csv", "json") and c.incomplete:
         # Keep stdout parseable; the note about failed jobs goes beside it.

@@ -6,8 +6,14 @@ over one sort by (member, score), ties counting one half. scikit-learn is the or
 equals its metric on that member's rows (tests/test_metrics.py), without ~150 validated calls a run.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from runner.evaluate.names import (  # noqa: F401  (re-exported)
     CLASSIFICATION_METRICS,
@@ -32,6 +38,8 @@ def score(task: str, y_true, y_pred, proba=None, classes=None, names=None, sampl
 
 def score_members(predictions: pd.DataFrame, task: str, classes=None) -> pd.DataFrame:
     """One row per member (index `member`), one column per metric, each scored on that member's test rows."""
+    import pandas as pd  # here, not at import: `runner report` reads metrics without pandas
+
     ids, g = np.unique(predictions["member"].to_numpy(), return_inverse=True)
     values = member_scores(task, g, len(ids), *prediction_arrays(predictions, task, classes), classes)
     return pd.DataFrame(values, index=pd.Index(ids, name="member"))
@@ -145,6 +153,8 @@ def per_example(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str
 
 def confusion(y_true, y_pred, classes, normalize: bool = False) -> pd.DataFrame:
     """Confusion matrix (rows: true class, columns: predicted); `normalize` divides each row by its count."""
+    import pandas as pd
+
     classes = [str(c) for c in classes]
     K = len(classes)
     cells = _codes(_labels(y_true), classes) * K + _codes(_labels(y_pred), classes)

@@ -1,5 +1,6 @@
 """Means, standard errors and 95% intervals: the one place every reported ± comes from."""
 
+import functools
 import math
 
 import numpy as np
@@ -127,3 +128,55 @@ def fmt_range(pair, digits: int = 3) -> str:
     if pair is None:
         return "n/a"
     return f"[{pair[0]:.{digits}f}, {pair[1]:.{digits}f}]"
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """P(|T| >= |t|) for Student's t with `df` (integer) degrees of freedom, without scipy (`runner report`
+    stays light): Abramowitz & Stegun 26.7.3-4, exact for integer df; the normal tail beyond 5000 df."""
+    if math.isnan(t):
+        return math.nan
+    t, df = abs(float(t)), int(df)
+    if math.isinf(t):
+        return 0.0
+    if df > 5000:
+        return math.erfc(t / math.sqrt(2))
+    theta = math.atan(t / math.sqrt(df))
+    c2, s = math.cos(theta) ** 2, math.sin(theta)
+    if df % 2:  # odd
+        total, term = 0.0, 1.0
+        if df > 1:
+            total = term
+            for k in range(3, df - 1, 2):  # 1 + 2/3 c² + 2·4/(3·5) c⁴ + ...
+                term *= (k - 1) / k * c2
+                total += term
+        inside = (2 / math.pi) * (theta + s * math.cos(theta) * total) if df > 1 else 2 * theta / math.pi
+    else:
+        total = term = 1.0
+        for k in range(2, df - 1, 2):  # 1 + 1/2 c² + 1·3/(2·4) c⁴ + ...
+            term *= (k - 1) / k * c2
+            total += term
+        inside = s * total
+    return min(1.0, max(0.0, 1.0 - inside))
+
+
+@functools.lru_cache(maxsize=256)
+def t_quantile(p: float, df: int) -> float:
+    """The `p` quantile (p > 0.5) of Student's t with integer `df`, by bisection on `t_two_sided_p` (no scipy)."""
+    lo, hi = 0.0, 1e4
+    target = 2 * (1 - p)  # the two-sided tail beyond the quantile
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def holm(pvalues) -> list[float | None]:
+    """Holm's step-down adjustment of `pvalues` (None stays None): the i-th smallest of m is multiplied by
+    m − i + 1, kept monotone, capped at 1; it controls the family-wise error at any level."""
+    known = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+    out: list[float | None] = [None] * len(pvalues)
+    m, running = len(known), 0.0
+    for rank, (p, i) in enumerate(sorted(known)):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out

@@ -20,7 +20,7 @@ def import_optuna():
     try:
         import optuna
     except ImportError:
-        raise RunnerError("hydra/sweeper=optuna needs optuna: pip install 'runner[sweeps]'") from None
+        raise RunnerError("hydra/sweeper=optuna needs optuna: pip install 'stackrunner[sweeps]'") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own lines say what each batch did
     return optuna
 
