@@ -97,3 +97,16 @@ def train(capsys, monkeypatch):
         return status, out.out, out.err
 
     return run
+
+
+def stop_after_first_epoch(real):
+    """`real` (runner.fit.fit) wrapped to stop with Ctrl-C after the first epoch, as a user would interrupt it."""
+
+    def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
+        def once(epoch, active):
+            on_epoch(epoch, active)
+            raise KeyboardInterrupt
+
+        return real(model, data, cfg, loss, once, *args, **kwargs)
+
+    return stop_after_one

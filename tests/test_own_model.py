@@ -201,15 +201,9 @@ def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_t
 def test_resume_takes_the_users_class_from_the_command_line_only(package, tmp_path, monkeypatch, capsys):
     import runner.fit
 
-    real = runner.fit.fit
+    from conftest import stop_after_first_epoch
 
-    def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
-        def once(epoch, active):
-            on_epoch(epoch, active)
-            raise KeyboardInterrupt
-
-        return real(model, data, cfg, loss, once, *args, **kwargs)
-
+    stop_after_one = stop_after_first_epoch(runner.fit.fit)
     run = tmp_path / "run"
     args = ["model=module", "model.target=usernets:Net", "trainer.epochs=4", "trainer.progress=false", "plots=false",
             "trainer.checkpoint_every=1"]

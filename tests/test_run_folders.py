@@ -50,15 +50,9 @@ def interrupted(train, monkeypatch, run: Path, *extra) -> None:
     """A run stopped by Ctrl-C after its first epoch (status interrupted), as a user would leave it."""
     import runner.fit
 
-    real = runner.fit.fit
+    from conftest import stop_after_first_epoch
 
-    def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
-        def once(epoch, active):
-            on_epoch(epoch, active)
-            raise KeyboardInterrupt
-
-        return real(model, data, cfg, loss, once, *args, **kwargs)
-
+    stop_after_one = stop_after_first_epoch(runner.fit.fit)
     with monkeypatch.context() as patch:
         patch.setattr(runner.fit, "fit", stop_after_one)
         status, _, _ = train(*QUICK, *extra, f"hydra.run.dir={run}")
