@@ -37,33 +37,37 @@ def runner_fit(study, pre) -> tuple[float, float, list[float]]:
     return seconds, float(np.mean(accs)), accs
 
 
-def plain_cnn(channels: list[int], classes: int) -> nn.Module:
+def plain_cnn(channels: list[int], classes: int, c: int = 1) -> nn.Module:
     """What a user writes: conv 3x3 -> ReLU -> 2x2 max-pool per block, global average pool, linear head."""
-    layers, c = [], 1
+    layers = []
     for width in channels:
         layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
         c = width
     return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
 
 
-def plain_loop(study, pre) -> tuple[float, float, list[float]]:
-    """The same 10 models one at a time: Adam, CE, shuffled batches, per-epoch validation, early stopping."""
+def plain_loop(study, pre, build=None, device="cpu") -> tuple[float, float, list[float]]:
+    """The same 10 models one at a time: Adam, CE, shuffled batches, per-epoch validation, early stopping;
+    `build(classes)` makes each model (default: `plain_cnn` of the study's channels)."""
     c = study.cfg
-    data = [(torch.from_numpy(pre.transform(e)), torch.from_numpy(study.dataset.y)) for e in range(len(study.members))]
+    classes = len(study.dataset.classes)
+    build = build or (lambda k: plain_cnn(list(c.model.channels), k))
+    data = [(torch.from_numpy(pre.transform(e)).to(device), torch.from_numpy(study.dataset.y).to(device))
+            for e in range(len(study.members))]
     start = time.perf_counter()
     accs = []
     for e, m in enumerate(study.members):
         X, y = data[e]
         torch.manual_seed(m.seed)
-        net = plain_cnn(list(c.model.channels), len(study.dataset.classes))
+        net = build(classes).to(device)
         opt = torch.optim.Adam(net.parameters(), lr=c.optim.lr)
         loss_fn = nn.CrossEntropyLoss()
         rng = np.random.default_rng(m.seed)
         best, best_state, wait = math.inf, None, 0
-        train, val = torch.from_numpy(m.train), torch.from_numpy(m.val)
+        train, val = torch.from_numpy(m.train).to(device), torch.from_numpy(m.val).to(device)
         for _ in range(c.trainer.epochs):
             net.train()
-            order = train[torch.from_numpy(rng.permutation(len(train)))]
+            order = train[torch.from_numpy(rng.permutation(len(train))).to(device)]
             for i in range(0, len(order), c.trainer.batch_size):
                 rows = order[i : i + c.trainer.batch_size]
                 opt.zero_grad()
@@ -81,7 +85,7 @@ def plain_loop(study, pre) -> tuple[float, float, list[float]]:
                     break
         net.load_state_dict(best_state)
         with torch.no_grad():
-            test = torch.from_numpy(m.test)
+            test = torch.from_numpy(m.test).to(device)
             accs.append(float((net(X[test]).argmax(1) == y[test]).float().mean()))
     return time.perf_counter() - start, float(np.mean(accs)), accs
 
@@ -91,3 +95,25 @@ def interval(accs: list[float]) -> tuple[float, float]:
     a = np.asarray(accs)
     half = 1.96 * a.std(ddof=1) / math.sqrt(len(a))
     return float(a.mean() - half), float(a.mean() + half)
+
+
+class UserCNN(nn.Sequential):
+    """The user's CNN for model=module: `plain_cnn` as an nn.Sequential class runner builds (stacked fast path)."""
+
+    def __init__(self, input_shape, out_features, channels=(16, 32)):
+        super().__init__(*plain_cnn(list(channels), out_features, input_shape[0]))
+
+
+class Residual(nn.Module):
+    """A user's CNN with a residual block, which is not a chain of layers: model=module trains it through vmap."""
+
+    def __init__(self, input_shape, out_features, width=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                                   nn.Conv2d(width, width, 3, padding=1))
+        self.head = nn.Sequential(nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_features))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.block(x)))

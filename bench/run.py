@@ -131,6 +131,41 @@ def digits_cnn(args, out: dict) -> None:
     out["digits_cnn"] = {"times_s": times, "accuracy": accuracy}
 
 
+def own_module(args, out: dict) -> None:
+    """Workload 5: the user's own modules (model=module) on the digits study: an nn.Sequential CNN (the stacked
+    fast path) and a residual CNN (the generic vmap path), each against the same 10 models one at a time."""
+    from runner.user_code import give
+
+    extra = [*(["trainer.epochs=3"] if args.quick else []), *args.threads]
+    cases = {"sequential": (im.UserCNN, []), "sequential_vmap": (im.UserCNN, ["model.path=vmap"]),
+             "residual": (im.Residual, [])}
+    studies = {name: im.digits_study(w.compose_config, "module", [f"model.target={give(cls)}", *more, *extra])
+               for name, (cls, more) in cases.items()}
+    times = {name: [] for name in [*cases, "sequential_plain", "residual_plain"]}
+    accuracy = {}
+    for _ in range(args.repeats):
+        for name, (study, pre) in studies.items():
+            contenders = [(name, lambda: im.runner_fit(study, pre))]
+            if not name.endswith("vmap"):
+                cls = cases[name][0]
+                contenders.append((f"{name}_plain", lambda: im.plain_loop(study, pre, lambda k: cls((1, 8, 8), k))))
+            for label, fn in contenders:
+                got = timed(f"own-module {label}", fn, out)
+                if got:
+                    times[label].append(got[0])
+                    accuracy[label] = {"mean": got[1], "ci95": im.interval(got[2])}
+    out["threads"]["own_module"] = torch.get_num_threads()
+    out["own_module"] = {"times_s": times, "accuracy": accuracy,
+                         "paths": {name: study_path(study, pre) for name, (study, pre) in studies.items()}}
+
+
+def study_path(study, pre) -> str:
+    """The path model=module took for this study (the header's words)."""
+    from runner.study import population
+
+    return population(study, study.members[:1], pre)[0].path
+
+
 def floor(study, result) -> dict:
     """Useful and executed FLOPs of the heart fit and the time they need at measured matmul rates."""
     E, d = len(study.members), study.pre.X.shape[-1]
@@ -264,6 +299,15 @@ def table(out: dict, quick: bool) -> Table:
     row("", "runner fit, generic vmap path", d.get("vmap", []), r)
     row("", "plain PyTorch loop, 1 model at a time", d.get("plain", []), r, "runner >= 3x faster",
         lambda m: r is not None and m / r >= 3)
+    o = out.get("own_module", {}).get("times_s", {})
+    fast, res = med(o.get("sequential", [])), med(o.get("residual", []))
+    row("own module", "model=module nn.Sequential CNN, fast path", o.get("sequential", []), fast)
+    row("", "same module, model.path=vmap", o.get("sequential_vmap", []), fast)
+    row("", "plain PyTorch loop, 1 model at a time", o.get("sequential_plain", []), fast, "fast path >= 3x faster",
+        lambda m: fast is not None and m / fast >= 3)
+    row("", "model=module residual CNN, vmap path", o.get("residual", []), res)
+    row("", "plain PyTorch loop, 1 model at a time", o.get("residual_plain", []), res, "vmap path >= 2x faster",
+        lambda m: res is not None and m / res >= 2)
     s = out.get("single", {}).get("times_s", {})
     plain = med(s.get("plain", []))
     single = med(s.get("runner", []))
@@ -314,6 +358,11 @@ def details(out: dict) -> list[str]:
     if acc:
         lines.append("digits-cnn test accuracy, mean over the 10 members [95% CI]: " + "; ".join(
             f"{k} {v['mean']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for k, v in acc.items()))
+    own = out.get("own_module", {})
+    if own.get("accuracy"):
+        lines.append("own-module paths: " + "; ".join(f"{k}: {v}" for k, v in own["paths"].items()))
+        lines.append("own-module test accuracy, mean over the 10 members [95% CI]: " + "; ".join(
+            f"{k} {v['mean']:.3f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]" for k, v in own["accuracy"].items()))
     if out.get("rss_mib"):
         q = out["rss_mib"]
         lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
@@ -388,8 +437,8 @@ def main() -> int:
     return 1 if out.get("errors") else 0
 
 
-WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "single model": single_model,
-             "processes": processes}
+WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "own-module": own_module,
+             "single model": single_model, "processes": processes}
 
 
 if __name__ == "__main__":

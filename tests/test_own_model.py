@@ -93,6 +93,30 @@ class ConvNet(nn.Module):
         return self.body(x)
 
 
+class Residual(nn.Module):
+    """conv -> ReLU, a residual block, pool, dense: its add is not a chain of layers, so it takes the vmap path."""
+
+    def __init__(self, input_shape, out_features, width=4):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                   nn.Dropout(0.2))
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_features))
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(x + self.block(x))
+
+
+class Branchy(nn.Module):
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.layer = nn.Linear(input_shape[0], out_features)
+
+    def forward(self, x):
+        return self.layer(x) if x.sum() > 0 else -self.layer(x)
+
+
 class Channelwise(nn.Module):
     def __init__(self, input_shape, out_features):
         super().__init__()
@@ -167,10 +191,12 @@ def test_a_wrong_output_width_says_what_the_task_needs(package, tmp_path, capsys
     assert status == 2 and "it returns [2, 3]; this task needs [2, 1]" in err
 
 
-def _fit(X, y, rows, seeds, model_cfg, epochs=4):
+def _fit(X, y, rows, seeds, model_cfg, epochs=4, switches=None):
     E = len(seeds)
     cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=0.01))
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
+    for apply in switches or []:
+        apply(cfg)
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
     model = build_model(model_cfg, E, tuple(X.shape[1:]), 3)
     model.initialize(seeds, "default")
@@ -181,105 +207,69 @@ def _fit(X, y, rows, seeds, model_cfg, epochs=4):
     return fit(model, data, cfg, "ce")
 
 
-@pytest.mark.parametrize("target, shape", [("usernets:Net", (6,)), ("usernets:Normed", (6,)),
-                                           ("usernets:ConvNet", (1, 6, 6))])
-def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape):
+def _every_switch(cfg):
+    """Augmentation, label smoothing, an L2 penalty, gradient clipping, a schedule and an EMA of the weights."""
+    cfg.aug.shift, cfg.aug.noise, cfg.aug.mixup = 1, 0.05, 0.2
+    cfg.loss.label_smoothing, cfg.reg.l2, cfg.trainer.grad_clip.norm = 0.1, 1e-3, 1.0
+    cfg.sched.name, cfg.avg.name = runner.config.schema.SchedName.cosine, runner.config.schema.AvgName.ema
+
+
+@pytest.mark.parametrize("target, shape, path", [
+    ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
+    ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
+])
+def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape,
+                                                                                                path):
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
     rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged: padding
             (np.arange(10, 61), np.arange(61, 80))]
-    cfg = ModelConfig(name="module", target=target)
+    cfg = ModelConfig(name="module", target=target, path=path)
     seeds = [3, 7, 11]
-    stacked = _fit(X, y, rows, seeds, cfg)
+    switches = [_every_switch] if len(shape) == 3 else []
+    stacked = _fit(X, y, rows, seeds, cfg, switches=switches)
     for e, seed in enumerate(seeds):
-        alone = _fit(X, y, [rows[e]], [seed], cfg)
+        alone = _fit(X, y, [rows[e]], [seed], cfg, switches=switches)
         torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
         torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
+        for name, average in stacked.averages.items():
+            torch.testing.assert_close(average.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
     assert not torch.equal(stacked.last[0], stacked.last[1])
+    assert set(stacked.averages) == ({"ema"} if switches else set())
 
 
-def test_resume_takes_the_users_class_from_the_command_line_only(package, tmp_path, monkeypatch, capsys):
-    import runner.fit
-
-    from conftest import stop_after_first_epoch
-
-    stop_after_one = stop_after_first_epoch(runner.fit.fit)
-    run = tmp_path / "run"
-    args = ["model=module", "model.target=usernets:Net", "trainer.epochs=4", "trainer.progress=false", "plots=false",
-            "trainer.checkpoint_every=1"]
-    with monkeypatch.context() as patch:
-        patch.setattr(runner.fit, "fit", stop_after_one)
-        assert main(["train", *args, f"hydra.run.dir={run}"]) == 130
-    capsys.readouterr()
-    assert main(["resume", str(run)]) == 2
-    assert "name it yourself: runner resume" in capsys.readouterr().err
-    assert main(["resume", str(run), "model.target=usernets:Net"]) == 0
-    resumed = json.loads((run / "results.json").read_text())
-    whole = tmp_path / "whole"
-    assert main(["train", *args, f"hydra.run.dir={whole}"]) == 0
-    assert resumed["metrics"] == json.loads((whole / "results.json").read_text())["metrics"]
+@pytest.mark.parametrize("target, shape", [("usernets:Normed", (6,)), ("usernets:ConvNet", (1, 6, 6))])
+def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target, shape):
+    """The stacked fast path is only a faster way to run the same module: same initial weights, dropout masks,
+    batch statistics, and so the same trained weights (float rounding apart: channels-last convolutions)."""
+    g = torch.Generator().manual_seed(1)
+    X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
+    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80))]
+    fast = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="fast"))
+    generic = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="vmap"))
+    torch.testing.assert_close(fast.last, generic.last, atol=1e-5, rtol=0)
+    torch.testing.assert_close(fast.last_stats, generic.last_stats, atol=1e-5, rtol=0)
+    assert (fast.last - fast.best).abs().max() > 0 or fast.epochs_run.min() > 0
 
 
-class Tiny(torch.nn.Module):
-    """A model class defined where the user works (a notebook's cell), passed to runner.train as itself."""
-
-    def __init__(self, input_shape, out_features, width=6):
-        super().__init__()
-        self.net = torch.nn.Sequential(torch.nn.Linear(input_shape[0], width), torch.nn.Tanh(),
-                                       torch.nn.Dropout(0.2), torch.nn.Linear(width, out_features))
-
-    def forward(self, x):
-        return self.net(x)
+@pytest.mark.parametrize("target, shape, path", [
+    ("usernets:Net", (6,), "stacked fast path"),
+    ("usernets:ConvNet", (1, 6, 6), "stacked fast path"),
+    ("usernets:Residual", (1, 6, 6), "generic vmap path: stem.1's output is used 2 times (a branch or residual connection)"),
+    ("usernets:Branchy", (6,), "generic vmap path: its forward cannot be traced (TraceError)"),
+])
+def test_the_path_a_users_module_takes_and_why(package, target, shape, path):
+    assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path == path
 
 
-def test_runner_train_from_python_equals_the_shell_and_twice_in_a_row(tmp_path):
-    shell = tmp_path / "shell"
-    assert main(["train", *QUICK, "optim=adamw", "trainer.seeds=2", f"hydra.run.dir={shell}"]) == 0
-    first = runner.train(optim="adamw", trainer={"epochs": 4, "seeds": 2, "progress": False}, plots=False,
-                         run_dir=tmp_path / "py1")
-    again = runner.train("optim=adamw", "trainer.epochs=4", "trainer.seeds=2", "trainer.progress=false",
-                         plots=False, run_dir=tmp_path / "py2")
-    expected = json.loads((shell / "results.json").read_text())["metrics"]
-    assert first.results["metrics"] == expected and again.results["metrics"] == expected
-    table = first.table
-    row = table[table.metric == "test/accuracy"].iloc[0]
-    assert row["mean"] == expected["test/accuracy"]["mean"] and row["ci95_lo"] == expected["test/accuracy"]["ci95"][0]
-    assert first.predictions.split.value_counts().to_dict() == {"val": 2 * 61, "test": 2 * 61}  # 2 seeds, 61 rows each
+def test_model_path_fast_refuses_a_module_that_cannot_take_it_in_one_line(package, tmp_path, capsys):
+    status = main(["train", *QUICK, "model=module", "model.target=usernets:Branchy", "model.path=fast",
+                   f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert "cannot take the stacked fast path: its forward cannot be traced (TraceError)" in err
 
 
-def test_a_class_passed_from_python_trains_and_predicts(tmp_path):
-    result = runner.train(model=Tiny, trainer={"epochs": 3, "progress": False}, plots=False, run_dir=tmp_path / "r")
-    assert result.results["model"] == "module"
-    assert result.results["parameters_per_member"] == 28 * 6 + 6 + 6 + 1
-    rows = pd.read_csv(bundled_data("heart.csv")).head(4)
-    predicted = result.predict(rows)
-    assert len(predicted) == 4 and predicted["mean.p_1"].between(0, 1).all()
-    with pytest.raises(runner.api.RunnerError, match="optim=nope is not an option"):
-        runner.train(optim="nope", run_dir=tmp_path / "bad")
-    with pytest.raises(runner.api.RunnerError, match="name it yourself"):
-        runner.load(result.run_dir).predict(rows)
-    assert len(runner.load(result.run_dir, model=Tiny).predict(rows)) == 4
-
-
-def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch, capsys):
-    import re
-
-    from runner.paths import conf_dir
-
-    readme = (conf_dir().parent / "README.md").read_text()
-    block = re.search(r"<!-- README example: tests/test_own_model.py runs this block as written -->\n```python\n"
-                      r"(.*?)```", readme, re.S)[1]
-    monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "__main__"}
-    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 (our own README's example)
-    result, sweep = namespace["result"], namespace["sweep"]
-    assert result.results["model"] == "module" and result.results["members"] == 10  # 5 folds x 2 seeds
-    assert result.results["over"] == "5 folds, 2 seeds averaged per fold"
-    assert sorted(sweep.summary["optim"]) == ["adam", "sgd"] and len(sweep.runs) == 2
-    assert len(namespace["rows"]) == 5 and "mean.p_1" in capsys.readouterr().out
-
-
-@pytest.mark.slow
 def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
     common = ["dataset=digits", "eval=kfold", "eval.k=3", "trainer.epochs=30", "trainer.batch_size=64", "optim.lr=0.01",
               "trainer.progress=false", "plots=false"]

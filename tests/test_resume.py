@@ -106,6 +106,7 @@ def test_all_members_diverged_is_a_one_line_error_not_a_result(tmp_path):
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+@pytest.mark.slow  # 25 s: two full runs and a killed one; the SIGTERM test covers the same path in the default suite
 def test_sigkill_mid_run_then_runner_resume_gives_the_same_results(tmp_path):
     args = ["trainer.epochs=400", "trainer.early_stopping.patience=null", "trainer.checkpoint_every=2",
             "trainer.progress=false", "trainer.seeds=2"]

@@ -60,7 +60,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     console.print(
         f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
         f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''} · "
-        f"[bold]{_model_name(cfg)}[/]: {model.parameters_per_member():,} parameters per member · "
+        f"[bold]{_model_name(cfg, model)}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
     )
     if state is not None:  # a sweep's group: its own state file, continued whenever the sweep runs again
@@ -96,13 +96,13 @@ def _starting(on_epoch, run_dir: Path | None):
     return call
 
 
-def _model_name(cfg: Config) -> str:
-    """The model as the header names it; the user's own class with the path it trains on."""
+def _model_name(cfg: Config, model: Population) -> str:
+    """The model as the header names it; the user's own class with the path it trains on and why."""
     if cfg.model.name != "module":
         return cfg.model.name
     from rich.markup import escape
 
-    return f"module {escape(str(cfg.model.target))} (generic vmap path)"
+    return f"module {escape(str(cfg.model.target))} ({escape(model.path)})"
 
 
 def _positive(cfg: Config, dataset: Dataset) -> str:

@@ -70,6 +70,12 @@ class Pool(str, Enum):
     avg = "avg"
 
 
+class ModulePath(str, Enum):
+    auto = "auto"  # the stacked fast path when the module is a chain of standard layers, else vmap
+    fast = "fast"  # the stacked fast path, or a one-line error saying why the module cannot take it
+    vmap = "vmap"  # the generic path: vmap of functional_call
+
+
 class DeltaMode(str, Enum):
     abs = "abs"
     rel = "rel"
@@ -97,6 +103,20 @@ class Device(str, Enum):
     cpu = "cpu"
     cuda = "cuda"
     mps = "mps"
+
+
+class _Choices(str, Enum):
+    """A choice whose names are not identifiers ("32", "16-mixed"); an int from YAML or the command line (32)
+    finds its member too."""
+
+    @classmethod
+    def _missing_(cls, value):
+        return cls.__members__.get(str(value))
+
+
+# trainer.precision: 32 (float32 everywhere), bf16 (bfloat16 autocast of the forward pass, float32 weights and
+# optimizer state), 16-mixed (float16 autocast with per-member loss scaling; CUDA only).
+Precision = _Choices("Precision", {"32": "32", "bf16": "bf16", "16-mixed": "16-mixed"})
 
 
 class Mode(str, Enum):
@@ -135,6 +155,7 @@ class ModelConfig:
     name: str = "mlp"
     target: Optional[str] = None  # module: your nn.Module class, "package.module:Class"
     args: Dict[str, Any] = field(default_factory=dict)  # module: keyword arguments of the class
+    path: ModulePath = ModulePath.auto  # module: how the population runs it (models/fast.py)
     hidden: List[int] = field(default_factory=lambda: [16])  # mlp: hidden widths
     activation: Activation = Activation.relu
     dropout: float = 0.0  # inverted dropout after every hidden layer (cnn: before the head), never on the output
@@ -302,6 +323,7 @@ class TrainerConfig:
     seeds: int = 1
     seed: int = 0
     device: Device = Device.auto
+    precision: Precision = Precision["32"]  # 32, bf16 or 16-mixed (CUDA): autocast of the forward pass
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
     checkpoint_every: Optional[int] = None  # epochs between fit-state checkpoints; None: about once a minute

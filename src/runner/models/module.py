@@ -3,7 +3,9 @@
 The class is found by its import path, or among the classes handed to runner from Python (runner.train(model=Net)).
 It is built once as a template with `args`, plus `input_shape` and `out_features` where its __init__ takes them;
 each nn.Dropout and nn.BatchNorm1d/2d in it becomes runner's per-member one (functional.own_layers), and the output
-for two rows must be [2, out_features]. The population trains through the generic path (vmap of functional_call).
+for two rows must be [2, out_features]. A chain of standard layers trains on the stacked fast path (models/fast.py),
+anything else through the generic path (vmap of functional_call); `model.path` forces one, and the population's
+`path` says which it took and why (the run's header shows it).
 """
 
 import inspect
@@ -12,8 +14,9 @@ import torch
 from torch import nn
 
 from runner import user_code
-from runner.config.schema import ModelConfig
+from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
+from runner.models import fast
 from runner.models.functional import FunctionalPopulation, own_layers
 
 # The keyword arguments runner passes a class that takes them: what the data gives.
@@ -55,7 +58,19 @@ def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
-    return FunctionalPopulation(build_template(cfg, input_shape, d_out), members, d_out)
+    template = build_template(cfg, input_shape, d_out)
+    wanted = name_of(cfg.path)
+    steps, why = fast.plan(template) if wanted != "vmap" else (None, "model.path=vmap")
+    if steps is None and wanted == "fast":
+        raise RunnerError(f"model.target={cfg.target} cannot take the stacked fast path: {why} "
+                          "(set model.path=auto to train it through vmap)")
+    if steps is None:
+        population = FunctionalPopulation(template, members, d_out)
+        population.path = f"generic vmap path: {why}"
+    else:
+        population = fast.FastPopulation(template, members, d_out, steps)
+        population.path = "stacked fast path"
+    return population
 
 
 def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...], d_out: int) -> None:
