@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 # The CPU build of torch; a GPU user installs a CUDA build into .venv first (see README).
 TORCH ?= torch==2.13.0
 
-.PHONY: install train test test-slow bench clean
+.PHONY: install train test test-slow bench bench-gpu clean
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ test-slow: install
 # `make bench BENCH_ARGS=--quick` for a smoke run; see bench/run.py --help.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# One GPU, under 5 minutes, no network; `make bench-gpu BENCH_GPU_ARGS="--device cpu --quick"` for a smoke run.
+bench-gpu: install
+	$(BIN)/python bench/gpu.py $(BENCH_GPU_ARGS)
 
 clean:
 	rm -rf $(VENV) outputs multirun

@@ -80,8 +80,8 @@ def sequential(state: dict[str, torch.Tensor]) -> nn.Sequential:
 
 
 def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> tuple[nn.Module, int, int]:
-    """What a user writes for one model: Adam, index batches, per-epoch validation, early stopping."""
-    net = sequential(init)
+    """What a user writes for one model: Adam, index batches, per-epoch validation, early stopping (on X's device)."""
+    net = sequential(init).to(X.device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     Xt, yt, Xv, yv = X[train], y[train], X[val], y[val]
@@ -89,7 +89,7 @@ def plain_member(X, y, train, val, seed, init, epochs, batch, patience, lr) -> t
     best, best_state, best_epoch, wait = math.inf, None, -1, 0
     for epoch in range(epochs):
         net.train()
-        order = torch.from_numpy(rng.permutation(len(train)))
+        order = torch.from_numpy(rng.permutation(len(train))).to(X.device)
         for i in range(0, len(train), batch):
             rows = order[i:i + batch]
             opt.zero_grad()
@@ -122,15 +122,18 @@ def flat_of(net: nn.Module) -> torch.Tensor:
     return torch.cat([s["0.weight"].T.flatten(), s["0.bias"], s["2.weight"].T.flatten(), s["2.bias"]])
 
 
-def plain_loop(study: Study, init_model: Population) -> tuple[float, list[nn.Module], np.ndarray, np.ndarray]:
+def plain_loop(study: Study, init_model: Population, device="cpu") -> tuple[float, list[nn.Module], np.ndarray,
+                                                                            np.ndarray]:
     """Train every member one at a time from runner's initial weights; seconds, nets, epochs run, best epochs."""
     c = study.cfg
     inits = [initial_state(init_model, e) for e in range(len(study.members))]
-    features = [study.features(e) for e in range(len(study.members))]  # preprocessed beforehand, not timed
+    # preprocessed and on the device beforehand, not timed
+    features = [tuple(t.to(device) for t in study.features(e)) for e in range(len(study.members))]
     start = time.perf_counter()
     nets, epochs = [], []
     for e, m in enumerate(study.members):
-        net, ran, best = plain_member(*features[e], torch.from_numpy(m.train), torch.from_numpy(m.val),
+        net, ran, best = plain_member(*features[e], torch.from_numpy(m.train).to(device),
+                                      torch.from_numpy(m.val).to(device),
                                       m.seed, inits[e], c.trainer.epochs, c.trainer.batch_size,
                                       c.trainer.early_stopping.patience, c.optim.lr)
         nets.append(net)

@@ -77,7 +77,7 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
         raise RunnerError(f"{path} does not exist; checkpoints of this run: {', '.join(found) or 'none'} "
                           "(choose one with --checkpoint)")
     try:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, weights_only=True, map_location="cpu")  # saved on any device, read anywhere
     except Exception as exc:  # truncated, foreign or from an incompatible version
         raise RunnerError(f"cannot read checkpoint {path} ({type(exc).__name__}); it is truncated or not a "
                           "runner checkpoint: train the run again") from None

@@ -115,7 +115,7 @@ class _Choices(str, Enum):
 
 
 # trainer.precision: 32 (float32 everywhere), bf16 (bfloat16 autocast of the forward pass, float32 weights and
-# optimizer state), 16-mixed (float16 autocast with per-member loss scaling; CUDA only).
+# optimizer state), 16-mixed (float16 autocast with each member's own loss scale; for GPUs).
 Precision = _Choices("Precision", {"32": "32", "bf16": "bf16", "16-mixed": "16-mixed"})
 
 
@@ -323,7 +323,7 @@ class TrainerConfig:
     seeds: int = 1
     seed: int = 0
     device: Device = Device.auto
-    precision: Precision = Precision["32"]  # 32, bf16 or 16-mixed (CUDA): autocast of the forward pass
+    precision: Precision = Precision["32"]  # 32, bf16 or 16-mixed: autocast of the training forward pass
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     progress: bool = True
     checkpoint_every: Optional[int] = None  # epochs between fit-state checkpoints; None: about once a minute

@@ -34,6 +34,7 @@ class Augmenter:
         self.active = geometric or self.mixing or cfg.noise > 0
         self.rngs = [np.random.default_rng([int(seed), 7]) for seed in seeds]  # apart from the shuffle stream
         self.draws: dict[str, torch.Tensor] = {}
+        self.cuts = np.zeros(0, bool)  # [steps]: some member's step cuts a patch (host copy of draws["cut"])
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the members where the bool mask `keep` [E] is true."""
@@ -55,6 +56,8 @@ class Augmenter:
             for s in range(own):
                 self._draw(rng, {k: v[e, s] for k, v in out.items()}, int(counts[s]))
         self.draws = {k: torch.from_numpy(v).transpose(0, 1).contiguous().to(self.device) for k, v in out.items()}
+        # On the host, which steps cut a patch for some member: the step branches on it without reading the device.
+        self.cuts = out["cut"][..., 0].any(0) if self.mixing else np.zeros(steps, bool)
 
     def _fields(self, B: int):
         yield "partner", (B,), np.int64
@@ -109,7 +112,7 @@ class Augmenter:
         other = torch.gather(x, 1, partner.view(E, B, *[1] * (x.dim() - 2)).expand_as(x))
         shape = (E,) + (1,) * (x.dim() - 1)
         weight = lam.view(shape).expand(E, *[1] * (x.dim() - 1)).clone()
-        if self.image and bool(cut.any()):
+        if self.image and self.cuts[step]:
             patch, area = _patches(self.draws["box"][step], lam, x.shape[-2:])  # [E, H, W], [E]
             keep = torch.where(cut.view(E, 1, 1), 1.0 - patch, 1.0).view(E, 1, 1, *x.shape[-2:])
             lam = torch.where(cut, 1.0 - area, lam)

@@ -15,6 +15,7 @@ from runner.engine.early_stopping import Divergence, EarlyStopping
 from runner.engine.hyper import member_values
 from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, padded
 from runner.engine.optim import StackedOptimizer
+from runner.engine.precision import MixedPrecision
 from runner.engine.resume import FitCheckpoint
 from runner.engine.schedules import LOWER_IS_BETTER, Schedule
 from runner.engine.state import MemberState, rng_states, rngs_from
@@ -103,8 +104,11 @@ def fit(
     avg = averaging.Averages(cfg.avg, model.flat)
     stopper = EarlyStopping(model, es, own["patience"], own["min_delta"])
     divergence = Divergence(E, device)
+    precision = MixedPrecision(name_of(trainer.precision), device, E)
     named = {"model": model, "work": work, "opt": opt, "schedule": schedule, "augment": augment, "avg": avg,
              "stopper": stopper, "divergence": divergence, "criterion": criterion, "penalty": penalty}
+    if precision.scaling:
+        named["precision"] = precision
     states = list(named.values())
 
     gated = [f"val/expert{k}_share" for k in range(model.K)] + ["val/gate_entropy"] if hasattr(model, "gates") else []
@@ -116,8 +120,10 @@ def fit(
     setup = {"members": E, "parameters": model.size, "epochs": trainer.epochs}
     first = 0
     if checkpoint is not None and (saved := checkpoint.load(setup)) is not None:
-        first, live, hist, diverged_epoch = saved["epoch"] + 1, saved["live"], saved["hist"], saved["diverged_epoch"]
-        done.update(saved["done"])
+        # Read on the CPU (the state may come from another device), trained on this one.
+        first, live, diverged_epoch = saved["epoch"] + 1, saved["live"].to(device), saved["diverged_epoch"].to(device)
+        hist = {k: v.to(device) for k, v in saved["hist"].items()}
+        done.update({k: v.to(device) for k, v in saved["done"].items()})
         keep = torch.zeros(E, dtype=torch.bool, device=device)
         keep[live] = True
         for name, state in named.items():
@@ -146,16 +152,20 @@ def fit(
             y = work.inputs.train_targets(rows) if ys is None else ys[s]
             if augment.active:
                 x, y = augment(x, y, s, model.noise)
-            per_row = model.per_row_loss(criterion, x, y, masks[s]) * w
+            with precision.autocast():
+                per_row = model.per_row_loss(criterion, x, y, masks[s]).float() * w
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
-            loss_sum = (per_row.sum(1) / denominator).sum()
+            member_loss = per_row.sum(1) / denominator  # [E]
             if model.flat.grad is not None:
                 model.flat.grad.zero_()  # in place: the optimizer keeps views of its rows
-            (loss_sum + penalty(model.flat).sum() if penalty.active else loss_sum).backward()
+            precision.backward(member_loss + penalty(model.flat) if penalty.active else member_loss)
+            finite = precision.unscale(model.flat.grad)  # None unless 16-mixed
             _clip(model.flat.grad, trainer.grad_clip)
-            opt.step(stepping[s], has_rows[s])
-            avg.step(model.flat, stepping[s])
+            opt.step(stepping[s], has_rows[s], finite)
+            stepped = stepping[s] if finite is None else stepping[s] & finite
+            avg.step(model.flat, stepped)
+            precision.update(finite, stepping[s])
             total += per_row.detach().sum(1)
         train_loss = total / weight_sum
         hist["train/loss"][epoch, live] = train_loss

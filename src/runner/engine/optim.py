@@ -82,15 +82,28 @@ class StackedOptimizer(MemberState):
         self._host()
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor, chosen: np.ndarray | None = None) -> None:
+    def step(self, active: torch.Tensor, chosen: np.ndarray | None = None, finite: torch.Tensor | None = None
+             ) -> None:
         """Update the members where `active` [E] is true; the others keep params and state.
 
         `chosen` is the same mask on the host (None: compute it from `active`), which the fused
-        kernel needs to pick the members' rows.
+        kernel needs to pick the members' rows. `finite` [E] (16-mixed loss scaling): members whose
+        gradient overflowed skip the step as if inactive, decided on the device.
         """
         if self.fused:
+            if finite is None:
+                self._fused_adam(active.cpu().numpy() if chosen is None else chosen)
+                return
+            # The host mask cannot know which gradients overflowed without a device read: step the chosen
+            # members, then put back the rows of those that overflowed (in place: the kernel keeps row views).
+            before = [t.clone() for t in (self.flat, self.m, self.v, self.steps)]
             self._fused_adam(active.cpu().numpy() if chosen is None else chosen)
+            for now, was in zip((self.flat.data, self.m, self.v, self.steps), before):
+                keep = finite.view(-1, *[1] * (now.dim() - 1))
+                now.copy_(torch.where(keep, now, was))
             return
+        if finite is not None:
+            active = active & finite
         a = active.to(self.flat.dtype).unsqueeze(1)  # [E, 1]
         self.steps += active.to(self.steps.dtype)
         lr = (self.lr.unsqueeze(1)) * a

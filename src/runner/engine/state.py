@@ -25,7 +25,12 @@ class MemberState:
         return {name: getattr(self, name) for name in self.per_member + self.fields}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore saved state; a tensor goes to the device of the one it replaces (a state saved on a GPU and
+        read on the CPU, or the other way)."""
         for name, value in state.items():
+            current = getattr(self, name, None)
+            if isinstance(value, torch.Tensor) and isinstance(current, torch.Tensor):
+                value = value.to(current.device)
             setattr(self, name, value)
 
 
