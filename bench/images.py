@@ -105,7 +105,7 @@ class UserCNN(nn.Sequential):
 
 
 class Residual(nn.Module):
-    """A user's CNN with a residual block, which is not a chain of layers: model=module trains it through vmap."""
+    """A user's CNN with a residual block: model=module runs its add stacked too."""
 
     def __init__(self, input_shape, out_features, width=16):
         super().__init__()
@@ -117,3 +117,18 @@ class Residual(nn.Module):
     def forward(self, x):
         x = self.stem(x)
         return self.head(torch.relu(x + self.block(x)))
+
+
+class GroupNormed(nn.Module):
+    """A user's CNN with layers runner does not stack (GroupNorm, a mean over pixels): those run through vmap."""
+
+    def __init__(self, input_shape, out_features, channels=(16, 32)):
+        super().__init__()
+        layers, c = [], input_shape[0]
+        for width in channels:
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.GroupNorm(4, width), nn.ReLU(), nn.MaxPool2d(2)]
+            c = width
+        self.features, self.head = nn.Sequential(*layers), nn.Linear(c, out_features)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((-2, -1)))

@@ -132,16 +132,18 @@ def digits_cnn(args, out: dict) -> None:
 
 
 def own_module(args, out: dict) -> None:
-    """Workload 5: the user's own modules (model=module) on the digits study: an nn.Sequential CNN (the stacked
-    fast path) and a residual CNN (the generic vmap path), each against the same 10 models one at a time."""
+    """Workload 5: the user's own modules (model=module) on the digits study: an nn.Sequential CNN and a residual
+    CNN (all stacked), a CNN with GroupNorm and a pixel mean (those through vmap) and the nn.Sequential CNN on the
+    generic vmap path, each against the same 10 models one at a time."""
     from runner.user_code import give
 
     extra = [*(["trainer.epochs=3"] if args.quick else []), *args.threads]
     cases = {"sequential": (im.UserCNN, []), "sequential_vmap": (im.UserCNN, ["model.path=vmap"]),
-             "residual": (im.Residual, [])}
+             "residual": (im.Residual, []), "groupnorm": (im.GroupNormed, []),
+             "groupnorm_vmap": (im.GroupNormed, ["model.path=vmap"])}
     studies = {name: im.digits_study(w.compose_config, "module", [f"model.target={give(cls)}", *more, *extra])
                for name, (cls, more) in cases.items()}
-    times = {name: [] for name in [*cases, "sequential_plain", "residual_plain"]}
+    times = {name: [] for name in [*cases, *(f"{n}_plain" for n in cases if not n.endswith("vmap"))]}
     accuracy = {}
     for _ in range(args.repeats):
         for name, (study, pre) in studies.items():
@@ -300,14 +302,15 @@ def table(out: dict, quick: bool) -> Table:
     row("", "plain PyTorch loop, 1 model at a time", d.get("plain", []), r, "runner >= 3x faster",
         lambda m: r is not None and m / r >= 3)
     o = out.get("own_module", {}).get("times_s", {})
-    fast, res = med(o.get("sequential", [])), med(o.get("residual", []))
-    row("own module", "model=module nn.Sequential CNN, fast path", o.get("sequential", []), fast)
-    row("", "same module, model.path=vmap", o.get("sequential_vmap", []), fast)
-    row("", "plain PyTorch loop, 1 model at a time", o.get("sequential_plain", []), fast, "fast path >= 3x faster",
-        lambda m: fast is not None and m / fast >= 3)
-    row("", "model=module residual CNN, vmap path", o.get("residual", []), res)
-    row("", "plain PyTorch loop, 1 model at a time", o.get("residual_plain", []), res, "vmap path >= 2x faster",
-        lambda m: res is not None and m / res >= 2)
+    for name, label, bar, most in (("sequential", "nn.Sequential CNN", "stacked >= 3x faster", 3),
+                                   ("residual", "residual CNN (add stacked)", "stacked >= 2x faster", 2),
+                                   ("groupnorm", "GroupNorm CNN (norm, mean via vmap)", "", None)):
+        r = med(o.get(name, []))
+        row("own module" if name == "sequential" else "", f"model=module {label}", o.get(name, []), r)
+        if f"{name}_vmap" in o:
+            row("", "same module, model.path=vmap", o.get(f"{name}_vmap", []), r)
+        row("", "plain PyTorch loop, 1 model at a time", o.get(f"{name}_plain", []), r, bar,
+            None if most is None else (lambda m, r=r, most=most: r is not None and m / r >= most))
     s = out.get("single", {}).get("times_s", {})
     plain = med(s.get("plain", []))
     single = med(s.get("runner", []))

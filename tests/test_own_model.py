@@ -23,6 +23,7 @@ QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
 NETS = '''
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 
@@ -94,7 +95,7 @@ class ConvNet(nn.Module):
 
 
 class Residual(nn.Module):
-    """conv -> ReLU, a residual block, pool, dense: its add is not a chain of layers, so it takes the vmap path."""
+    """conv -> ReLU, a residual block (with batch norm and dropout), pool, dense: the add runs stacked too."""
 
     def __init__(self, input_shape, out_features, width=4):
         super().__init__()
@@ -106,6 +107,31 @@ class Residual(nn.Module):
     def forward(self, x):
         x = self.stem(x)
         return self.head(x + self.block(x))
+
+
+class Pooled(nn.Module):
+    """GroupNorm, a channel concatenation, a mean over pixels and LayerNorm (all stacked), and PReLU, which
+    runner does not stack: it runs through vmap with its own parameter."""
+
+    def __init__(self, input_shape, out_features, width=4):
+        super().__init__()
+        self.conv = nn.Conv2d(input_shape[0], width, 3, padding=1)
+        self.norm = nn.GroupNorm(2, width)
+        self.act = nn.PReLU(width)
+        self.head = nn.Sequential(nn.LayerNorm(2 * width), nn.Linear(2 * width, out_features))
+
+    def forward(self, x):
+        x = self.act(self.norm(self.conv(x)))
+        return self.head(torch.cat([x, x * x], 1).mean((-2, -1)))
+
+
+class Sized(nn.Module):
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.layer = nn.Linear(36, out_features)
+
+    def forward(self, x):
+        return self.layer(x.view(x.size(0), -1))
 
 
 class Branchy(nn.Module):
@@ -217,6 +243,7 @@ def _every_switch(cfg):
 @pytest.mark.parametrize("target, shape, path", [
     ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
     ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
+    ("usernets:Pooled", (1, 6, 6), "auto"),
 ])
 def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape,
                                                                                                 path):
@@ -238,7 +265,8 @@ def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_t
     assert set(stacked.averages) == ({"ema"} if switches else set())
 
 
-@pytest.mark.parametrize("target, shape", [("usernets:Normed", (6,)), ("usernets:ConvNet", (1, 6, 6))])
+@pytest.mark.parametrize("target, shape", [("usernets:Normed", (6,)), ("usernets:ConvNet", (1, 6, 6)),
+                                           ("usernets:Residual", (1, 6, 6)), ("usernets:Pooled", (1, 6, 6))])
 def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target, shape):
     """The stacked fast path is only a faster way to run the same module: same initial weights, dropout masks,
     batch statistics, and so the same trained weights (float rounding apart: channels-last convolutions)."""
@@ -255,7 +283,10 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target,
 @pytest.mark.parametrize("target, shape, path", [
     ("usernets:Net", (6,), "stacked fast path"),
     ("usernets:ConvNet", (1, 6, 6), "stacked fast path"),
-    ("usernets:Residual", (1, 6, 6), "generic vmap path: stem.1's output is used 2 times (a branch or residual connection)"),
+    ("usernets:Residual", (1, 6, 6), "stacked fast path"),
+    ("usernets:Pooled", (1, 6, 6), "stacked fast path; vmap for act"),
+    ("usernets:Sized", (1, 6, 6), "generic vmap path: its forward computes with sizes or other values that are not "
+                                  "activations (size)"),
     ("usernets:Branchy", (6,), "generic vmap path: its forward cannot be traced (TraceError)"),
 ])
 def test_the_path_a_users_module_takes_and_why(package, target, shape, path):

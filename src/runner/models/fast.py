@@ -1,125 +1,251 @@
-"""The stacked fast path for a user's module built from standard layers: one batched op per layer for all members.
+"""The stacked fast path for a user's module: its forward read with torch.fx and run layer by layer for all members.
 
-`plan` traces the module with torch.fx. When its forward is a chain of standard layers (Linear, Conv2d, batch
-norm, dropout, pooling, Flatten, elementwise activations; nested Sequentials are flattened by the trace), each
-layer runs once for the whole population: a Linear as one batched matmul over [E, B, in], a Conv2d as one grouped
-convolution over a [B, E·C, H, W] layout (member e owns channels e·C..(e+1)·C-1), pooling and activations on
-that layout directly. Anything else (a residual add, a custom op, control flow on values) takes the generic vmap
-path, and `plan` says why. The parameters, their initialization, the dropout masks and the batch statistics are
-the generic path's (FastPopulation is a FunctionalPopulation with another forward): the same weights either way.
+`plan` traces the module and follows one row's shapes through it. Each standard layer (Linear, Conv2d, batch
+norm, dropout, pooling, Flatten, elementwise activations) runs once for the whole population: a Linear as one
+batched matmul over [E, B, in], a Conv2d as one grouped convolution over a channels-last [B, E·C, H, W] layout
+(member e owns channels e·C..(e+1)·C-1), pooling and activations on that layout directly. Elementwise arithmetic
+between activations (a residual add, a gate's product), group and layer norm, means, sums and maxima over a row's
+dimensions and concatenations run on the stacked tensors too. Any other layer or operation runs through vmap on
+its own, so the module still trains
+stacked wherever it can. A forward fx cannot trace (Python control flow on values), or one that computes with
+sizes or parameters outside a layer, takes the generic path: vmap over the whole forward; `plan` says why.
+
+The parameters, their initialization, the dropout masks and the batch statistics are the generic path's
+(FastPopulation is a FunctionalPopulation with another forward): the same weights either way.
 """
 
+import operator
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.func import functional_call
+from torch.fx.passes.shape_prop import ShapeProp
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
 from runner.models.layers import batch_norm, dropout
 
+CHANNELS_LAST = torch.channels_last
 # Layers that act on each value or each channel alone: run on either layout as they are.
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
                nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink,
                nn.Identity)
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
-CHANNELS_LAST = torch.channels_last
-SUPPORTED = (nn.Linear, nn.Conv2d, nn.Flatten, BatchNorm, Dropout, *ELEMENTWISE, *POOLS)
+STACKED = (nn.Linear, nn.Conv2d, nn.Flatten, nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.Dropout,
+           *ELEMENTWISE, *POOLS)
+REDUCTIONS = {"mean", "sum", "amax", "amin"}  # over dimensions of each member's rows other than the batch
+# Functions and tensor methods that act on each value alone (with broadcasting between equal-rank operands).
+ARITHMETIC = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, torch.add, torch.sub,
+              torch.mul, torch.relu, torch.sigmoid, torch.tanh, F.relu, F.gelu, F.silu, F.leaky_relu}
+METHODS = {"add", "sub", "mul", "relu", "sigmoid", "tanh", "neg"}
 
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # the layer's qualified name in the module ('' for a call to torch.flatten)
-    layer: nn.Module
+    node: fx.Node
+    kind: str  # "input", "output", "layer" (stacked), "flatten", "arithmetic", "reduce", "cat", "vmap" (alone)
+    name: str = ""  # a layer's qualified name in the module
 
 
-class _Tracer(fx.Tracer):
-    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (BatchNorm, Dropout)) or super().is_leaf_module(m, qualname)
-
-
-def plan(template: nn.Module) -> tuple[list[Step] | None, str]:
-    """The chain of layers the module's forward is, or None and why it must take the generic path."""
+def plan(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Step] | None, str]:
+    """How the population runs `template` (torch's own layers, before runner swaps its dropout and batch norm
+    in), node by node; or None and why it must take the generic path."""
     try:
-        graph = _Tracer().trace(template)
+        graph = fx.symbolic_trace(template)
     except Exception as exc:  # noqa: BLE001 (the user's forward: anything fx cannot trace goes to vmap)
         return None, f"its forward cannot be traced ({type(exc).__name__})"
-    steps, previous = [], None
-    for node in graph.nodes:
-        if node.op == "placeholder":
-            if previous is not None:
-                return None, "its forward takes more than one input"
-            previous = node
-            continue
-        if node.op == "output":
-            if node.args[0] is not previous:
-                return None, "its forward returns something other than the last layer's output"
-            break
-        if len(node.users) > 1:
-            return None, f"{node.target}'s output is used {len(node.users)} times (a branch or residual connection)"
-        if node.kwargs or node.args[:1] != (previous,) or previous is None:
-            return None, f"its forward is not a chain of layers (at {node.name})"
+    template.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(graph).propagate(torch.zeros(2, *input_shape))
+    except Exception as exc:  # noqa: BLE001
+        return None, f"its forward cannot be followed with torch.fx ({type(exc).__name__})"
+    finally:
+        template.train()
+    steps = []
+    for node in graph.graph.nodes:
         step = _step(template, node)
         if isinstance(step, str):
             return None, step
         steps.append(step)
-        previous = node
-    return _pool_first(steps), "a chain of standard layers"
-
-
-def _pool_first(steps: list[Step]) -> list[Step]:
-    """ReLU then max-pool as max-pool then ReLU: the same values (max commutes with a non-decreasing function),
-    4x fewer of them to activate."""
-    steps = list(steps)
-    for i in range(len(steps) - 1):
-        if type(steps[i].layer) is nn.ReLU and type(steps[i + 1].layer) is nn.MaxPool2d:
-            steps[i], steps[i + 1] = steps[i + 1], steps[i]
-    return steps
+    if sum(s.kind == "input" for s in steps) != 1:
+        return None, "its forward takes more than one input"
+    alone = [s.name or getattr(s.node.target, "__name__", str(s.node.target)) for s in steps if s.kind == "vmap"]
+    return steps, "stacked fast path" + (f"; vmap for {', '.join(alone)}" if alone else "")
 
 
 def _step(template: nn.Module, node: fx.Node) -> Step | str:
-    if node.op == "call_function" and node.target is torch.flatten and len(node.args) <= 2:
+    if node.op == "placeholder":
+        return Step(node, "input")
+    if node.op == "output":
+        return Step(node, "output") if isinstance(node.args[0], fx.Node) else "its forward returns more than a tensor"
+    if node.op == "get_attr":
+        return f"its forward uses {node.target} outside a layer"
+    if not isinstance(node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata):
+        return f"its forward computes with sizes or other values that are not activations ({node.name})"
+    inputs = node.all_input_nodes
+    if any(not isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata) for n in inputs):
+        return f"{node.name} takes values that are not activations"
+    if node.op == "call_module":
+        layer = template.get_submodule(node.target)
+        rank = len(node.args[0].meta["tensor_meta"].shape) if node.args and isinstance(node.args[0], fx.Node) else 0
+        if type(layer) in STACKED and _stackable(layer, rank) and len(node.args) == 1 and not node.kwargs:
+            return Step(node, "layer", node.target)
+        return Step(node, "vmap", node.target)
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    if name in REDUCTIONS and (node.op == "call_method" or getattr(torch, name, None) is node.target):
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        rank = len(node.args[0].meta["tensor_meta"].shape)
+        dims = (dims,) if isinstance(dims, int) else dims
+        if (isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d % rank != 0 for d in dims)
+                and len(node.args) <= 2 and set(node.kwargs) <= {"dim", "keepdim"}):
+            return Step(node, "reduce")
+    if node.op == "call_function" and node.target is torch.cat and isinstance(node.args[0], (list, tuple)):
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        rank = len(node.meta["tensor_meta"].shape)
+        if isinstance(dim, int) and dim % rank != 0 and all(isinstance(a, fx.Node) for a in node.args[0]):
+            return Step(node, "cat")
+    if node.op == "call_function" and node.target is torch.flatten and len(node.args) <= 2 and not node.kwargs:
         start = node.args[1] if len(node.args) > 1 else 0
-        return Step("", nn.Flatten(start, -1)) if isinstance(start, int) and start >= 1 else "it flattens the batch"
-    if node.op != "call_module":
-        return f"its forward calls {node.target if node.op == 'call_method' else getattr(node.target, '__name__', node.target)}"
-    layer = template.get_submodule(node.target)
-    if type(layer) not in SUPPORTED:  # exactly these: a subclass may have a forward of its own
-        return f"{node.target} is {type(layer).__name__}"
-    if isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
-        return f"{node.target} pads with padding_mode={layer.padding_mode!r}"
-    if isinstance(layer, nn.Flatten) and layer.start_dim < 1:
-        return f"{node.target} flattens the batch"
-    return Step(node.target, layer)
+        if isinstance(start, int) and start >= 1:
+            return Step(node, "flatten")
+    if (node.target in ARITHMETIC if node.op == "call_function" else node.op == "call_method" and node.target in METHODS):
+        ranks = {len(n.meta["tensor_meta"].shape) for n in inputs}
+        if len(ranks) == 1 and all(isinstance(a, (fx.Node, int, float)) for a in node.args):
+            return Step(node, "arithmetic")
+    return Step(node, "vmap")
+
+
+def _stackable(layer: nn.Module, rank: int) -> bool:
+    """Whether the stacked op covers this layer's settings, for inputs of `rank` dimensions per member."""
+    if isinstance(layer, nn.Conv2d):
+        return layer.padding_mode == "zeros"
+    if isinstance(layer, nn.GroupNorm):
+        return rank == 4
+    if isinstance(layer, nn.Flatten):
+        return layer.start_dim >= 1
+    return True
 
 
 class FastPopulation(FunctionalPopulation):
-    """E copies of a chain-of-layers module, each layer one batched op over the members."""
+    """E copies of the user's module, run node by node: standard layers stacked, the rest through vmap."""
 
     def __init__(self, template: nn.Module, members: int, d_out: int, steps: list[Step]):
-        super().__init__(template, members, d_out)
+        super().__init__(template, members, d_out)  # swaps runner's dropout and batch norm in, by the same names
         self.steps = steps
+        self.layers = {s.name: template.get_submodule(s.name) for s in steps if s.kind in ("layer", "vmap") and s.name}
+        # A ReLU whose only user is a max-pool runs after it: the same values (max commutes with a non-decreasing
+        # function), 4x fewer of them to activate. ReLU node -> that pool's node.
+        self.pool_after = {}
+        for s in steps:
+            if s.kind == "layer" and type(self.layers[s.name]) is nn.ReLU and len(s.node.users) == 1:
+                (user,) = s.node.users
+                if user.op == "call_module" and type(self.layers.get(user.target)) is nn.MaxPool2d:
+                    self.pool_after[s.node] = user
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out]."""
-        E, B = x.shape[:2]
-        grouped = False  # False: [E, B, *row]; True: [B, E·C, H, W]
+        self.set_modes()
+        E = x.shape[0]
+        env: dict[fx.Node, tuple[torch.Tensor, bool]] = {}  # node -> (value, grouped: [B, E·C, H, W] layout)
+        pooled = {}  # a max-pool's node -> its value before the ReLU that precedes it in the module
         for step in self.steps:
-            layer = step.layer
-            wants = (True if isinstance(layer, (nn.Conv2d, *POOLS)) or (isinstance(layer, BatchNorm) and layer.spatial == 2)
-                     else None if isinstance(layer, ELEMENTWISE) else False)
-            if wants is not None and wants != grouped:
-                x = _grouped(x) if wants else _members(x, E)
-                grouped = wants
-            x = self._run(step, x, E, mask)
-        return _members(x, E) if grouped else x
+            node = step.node
+            if step.kind == "input":
+                env[node] = (x, False)
+            elif step.kind == "output":
+                value, grouped = env[node.args[0]]
+                return _members(value, E) if grouped else value
+            elif node in pooled:  # the max-pool ran in its ReLU's place: now the ReLU
+                env[node] = (torch.relu(pooled.pop(node)), True)
+            elif node in self.pool_after:
+                pool = self.pool_after[node]
+                pooled[pool] = self.layers[pool.target](self._layout(env[node.args[0]], True, E))
+                env[node] = (None, True)  # read by nothing but that pool
+            elif step.kind == "layer":
+                layer = self.layers[step.name]
+                wants = _wants(layer)
+                value, grouped = env[node.args[0]]
+                if wants is not None and wants != grouped:
+                    value, grouped = self._layout((value, grouped), wants, E), wants
+                env[node] = (self._layer(step, value, E, mask), grouped)
+            elif step.kind == "flatten":
+                value = self._layout(env[node.args[0]], False, E)
+                start = node.args[1] if len(node.args) > 1 else 0
+                env[node] = (value.flatten(start + 1), False)
+            elif step.kind == "arithmetic":
+                env[node] = self._arithmetic(node, env, E)
+            elif step.kind == "reduce":
+                env[node] = self._reduce(node, env, E)
+            elif step.kind == "cat":
+                dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+                parts = [self._layout(env[n], False, E) for n in node.args[0]]
+                env[node] = (torch.cat(parts, dim % (parts[0].dim() - 1) + 1), False)
+            else:
+                env[node] = (self._alone(step, env, E, mask), False)
+        raise AssertionError("the graph has no output")
+
+    def _layout(self, value: tuple[torch.Tensor, bool], grouped: bool, E: int) -> torch.Tensor:
+        tensor, now = value
+        if now == grouped:
+            return tensor
+        return _grouped(tensor) if grouped else _members(tensor, E)
+
+    def _arithmetic(self, node: fx.Node, env: dict, E: int) -> tuple[torch.Tensor, bool]:
+        """Elementwise: on the grouped layout when every operand has it and the same shape, else on [E, B, ...]."""
+        operands = node.all_input_nodes
+        grouped = all(env[n][1] for n in operands) and len({tuple(env[n][0].shape) for n in operands}) == 1
+        values = {n: self._layout(env[n], grouped, E) for n in operands}
+        args = fx.node.map_arg(node.args, lambda n: values[n])
+        kwargs = fx.node.map_arg(node.kwargs, lambda n: values[n])
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs), grouped
+        return node.target(*args, **kwargs), grouped
+
+    def _reduce(self, node: fx.Node, env: dict, E: int) -> tuple[torch.Tensor, bool]:
+        """A mean, sum, max or min over each member's non-batch dimensions: over pixels on the grouped layout."""
+        value, grouped = env[node.args[0]]
+        rank = value.dim() if grouped else value.dim() - 1  # of each member's value
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = sorted({d % rank for d in ((dims,) if isinstance(dims, int) else dims)})
+        keepdim = node.kwargs.get("keepdim", False)
+        reduce = getattr(torch, node.target if node.op == "call_method" else node.target.__name__)
+        if grouped and min(dims) >= 2:  # pixels: the same dimensions of [B, E·C, H, W]
+            return reduce(value, dims, keepdim=keepdim), True
+        value = self._layout((value, grouped), False, E)
+        return reduce(value, [d + 1 for d in dims], keepdim=keepdim), False
+
+    def _alone(self, step: Step, env: dict, E: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """One node through vmap over the members, on [E, B, ...] values."""
+        node = step.node
+        operands = node.all_input_nodes
+        values = [self._layout(env[n], False, E).contiguous() for n in operands]  # vmap: no channels-last strides
+        if node.op == "call_module":
+            prefix = step.name + "."
+            params = {name.removeprefix("norm:")[len(prefix):]: self.view(name) for name in self.slots
+                      if name.removeprefix("norm:").startswith(prefix)}
+        else:
+            params = {}
+
+        def run(p, *tensors):
+            given = dict(zip(operands, tensors))
+            args = fx.node.map_arg(node.args, lambda n: given[n])
+            kwargs = fx.node.map_arg(node.kwargs, lambda n: given[n])
+            if node.op == "call_module":
+                return functional_call(self.layers[step.name], p, args, kwargs)
+            if node.op == "call_method":
+                return getattr(args[0], node.target)(*args[1:], **kwargs)
+            return node.target(*args, **kwargs)
+
+        return self.vmapped(run, params, values, mask)
 
     def _param(self, step: Step, name: str, norm: bool = False) -> torch.Tensor | None:
         key = ("norm:" if norm else "") + f"{step.name}.{name}"
         return self.view(key) if key in self.slots else None
 
-    def _run(self, step: Step, x: torch.Tensor, E: int, mask: torch.Tensor | None) -> torch.Tensor:
-        layer = step.layer
+    def _layer(self, step: Step, x: torch.Tensor, E: int, mask: torch.Tensor | None) -> torch.Tensor:
+        layer = self.layers[step.name]
         if isinstance(layer, nn.Linear):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
             shape = x.shape
@@ -134,6 +260,17 @@ class FastPopulation(FunctionalPopulation):
                             layer.dilation, groups=E * layer.groups)
         if isinstance(layer, BatchNorm):
             return self._norm(step, x, E, mask)
+        if isinstance(layer, nn.GroupNorm):  # each member's channels are its own E·groups groups' share
+            x = F.group_norm(x, E * layer.num_groups, eps=layer.eps)
+            scale, shift = self._param(step, "weight", norm=True), self._param(step, "bias", norm=True)
+            return x if scale is None else x * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+        if isinstance(layer, nn.LayerNorm):
+            shape = tuple(layer.normalized_shape)
+            x = F.layer_norm(x, shape, eps=layer.eps)
+            view = (E,) + (1,) * (x.dim() - 1 - len(shape)) + shape
+            scale, shift = self._param(step, "weight", norm=True), self._param(step, "bias", norm=True)
+            x = x if scale is None else x * scale.reshape(view)
+            return x if shift is None else x + shift.reshape(view)
         if isinstance(layer, Dropout):
             active = layer.p > 0 and (self.training or self.sampling)
             return dropout(x, layer.p, self.noise, layer.stream) if active else x
@@ -143,35 +280,41 @@ class FastPopulation(FunctionalPopulation):
         return layer(x)  # elementwise or pooling: each value or channel alone
 
     def _norm(self, step: Step, x: torch.Tensor, E: int, mask: torch.Tensor | None) -> torch.Tensor:
-        layer = step.layer
+        layer = self.layers[step.name]
         mean_run, var_run = self.stat(layer.stat_name + ".mean"), self.stat(layer.stat_name + ".var")  # [E, 1, C]
-        updating = None if self.updating is None else self.updating
+        updating = self.updating
         if layer.spatial == 2:  # [B, E·C, H, W] -> [B, E, C, H·W], statistics over the member's rows and pixels
             B, EC, H, W = x.shape
             C = EC // E
-            xs = x.reshape(B, E, C, H * W)
             weight = None if mask is None else mask.T.reshape(B, E, 1, 1)
-            out = batch_norm(xs, weight, (0, 3), mean_run.view(1, E, C, 1), var_run.view(1, E, C, 1),
-                             None if updating is None else updating.view(1, E, 1, 1), self.training,
-                             layer.momentum, layer.eps).reshape(B, EC, H, W)
+            out = batch_norm(x.reshape(B, E, C, H * W), weight, (0, 3), mean_run.view(1, E, C, 1),
+                             var_run.view(1, E, C, 1), None if updating is None else updating.view(1, E, 1, 1),
+                             self.training, layer.momentum, layer.eps).reshape(B, EC, H, W)
             shape = (1, EC, 1, 1)
         else:  # [E, B, C, *rest], statistics over the member's rows (and any trailing positions)
             rest = x.dim() - 3
-            view = (E, 1, x.shape[2]) + (1,) * rest
+            shape = (E, 1, x.shape[2]) + (1,) * rest
             weight = None if mask is None else mask.view(*mask.shape, *([1] * (rest + 1)))
-            out = batch_norm(x, weight, (1, *range(3, x.dim())), mean_run.view(view), var_run.view(view),
+            out = batch_norm(x, weight, (1, *range(3, x.dim())), mean_run.view(shape), var_run.view(shape),
                              None if updating is None else updating.view(E, *([1] * (rest + 2))), self.training,
                              layer.momentum, layer.eps)
-            shape = view
         scale, shift = self._param(step, "weight", norm=True), self._param(step, "bias", norm=True)
         return out if scale is None else out * scale.reshape(shape) + shift.reshape(shape)
 
 
+def _wants(layer: nn.Module) -> bool | None:
+    """The layout a layer runs on: True grouped [B, E·C, H, W], False [E, B, ...], None either."""
+    if isinstance(layer, (nn.Conv2d, nn.GroupNorm, *POOLS)) or (isinstance(layer, BatchNorm) and layer.spatial == 2):
+        return True
+    return None if isinstance(layer, ELEMENTWISE) else False
+
+
 def _grouped(x: torch.Tensor) -> torch.Tensor:
-    """[E, B, C, H, W] -> [B, E·C, H, W]."""
+    """[E, B, C, ...] -> [B, E·C, ...]; images [B, E·C, H, W] channels last: oneDNN's grouped convolution and pooling are fastest in
+    that layout (as model=cnn)."""
     E, B = x.shape[:2]
-    # channels last: oneDNN's grouped convolution and pooling are fastest in that layout (as model=cnn).
-    return x.transpose(0, 1).reshape(B, E * x.shape[2], *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST)
+    x = x.transpose(0, 1).reshape(B, E * x.shape[2], *x.shape[3:])
+    return x.contiguous(memory_format=CHANNELS_LAST) if x.dim() == 4 else x
 
 
 def _members(x: torch.Tensor, E: int) -> torch.Tensor:

@@ -116,28 +116,42 @@ class FunctionalPopulation(Population):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out], member e run with row e of the parameters."""
+        self.set_modes()
+        params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
+        return self.vmapped(lambda p, rows: functional_call(self.template, p, (rows,)), params, [x], mask)
+
+    def set_modes(self) -> None:
+        """The template's layers in the population's mode; dropout also on for test-time dropout passes, batch
+        norm not."""
         self.template.train(self.training)
         for module in self.template.modules():
             if isinstance(module, Dropout):
                 module.train(self.training or self.sampling)
         for module in self.norms:
-            module.train(self.training)  # stays in eval mode for test-time dropout passes
-        params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
+            module.train(self.training)
+
+    def vmapped(self, fn, params: dict, inputs: list[torch.Tensor], mask: torch.Tensor | None):
+        """vmap of fn(member's params, *member's inputs) over the members, each run with its own random stream,
+        row mask and running statistics; `inputs` are [E, B, ...]."""
         step = self.noise.step
         stats = {name: self.stat(name).squeeze(1) for name in self.stat_slots}
         if self.training and self.updating is not None:  # members sitting out this step keep their statistics
             stats = {name: s.clone() for name, s in stats.items()}
         if mask is None:
-            mask = torch.ones(x.shape[:2], device=x.device)
+            mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
 
-        def one(p, key, rows, member_mask, member_stats):
+        def one(p, key, member_mask, member_stats, *member_inputs):
             token = _member.set((key, step, member_mask, member_stats))
             try:
-                return functional_call(self.template, p, (rows,))
+                return fn(p, *member_inputs)
             finally:
                 _member.reset(token)
 
-        out = vmap(one)(params, self.noise.keys, x, mask, stats)
+        keys = self.noise.keys
+        if len(keys) != len(inputs[0]):  # every member scored again after some left the fit: in eval mode, where
+            assert not (self.training or self.sampling)  # no dropout draws from the keys
+            keys = torch.zeros(len(inputs[0]), dtype=keys.dtype, device=keys.device)
+        out = vmap(one)(params, keys, mask, stats, *inputs)
         if self.training and self.updating is not None and self.stat_slots:
             with torch.no_grad():
                 for name, updated in stats.items():

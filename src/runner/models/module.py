@@ -3,7 +3,7 @@
 The class is found by its import path, or among the classes handed to runner from Python (runner.train(model=Net)).
 It is built once as a template with `args`, plus `input_shape` and `out_features` where its __init__ takes them;
 each nn.Dropout and nn.BatchNorm1d/2d in it becomes runner's per-member one (functional.own_layers), and the output
-for two rows must be [2, out_features]. A chain of standard layers trains on the stacked fast path (models/fast.py),
+for two rows must be [2, out_features]. A forward torch.fx can follow trains on the stacked fast path (models/fast.py),
 anything else through the generic path (vmap of functional_call); `model.path` forces one, and the population's
 `path` says which it took and why (the run's header shows it).
 """
@@ -38,7 +38,7 @@ def give(cls: type) -> str:
 
 
 def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -> nn.Module:
-    """One copy of the user's module, built and checked: its dropouts runner's, its output [rows, d_out]."""
+    """One copy of the user's module, built and checked: its output is [rows, d_out]."""
     cls = load_class(cfg.target)
     kwargs = dict(cfg.args or {})
     params = inspect.signature(cls).parameters
@@ -53,14 +53,15 @@ def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -
         shown = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         raise RunnerError(f"model.target={cfg.target}: {cls.__name__}({shown}) failed: {type(exc).__name__}: "
                           f"{exc} (set model.args)") from None
-    _check_output(template, cfg.target, input_shape, d_out)  # with torch's own layers, before the swap
-    return own_layers(template, f"model.target={cfg.target}")
+    _check_output(template, cfg.target, input_shape, d_out)
+    return template
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
     template = build_template(cfg, input_shape, d_out)
     wanted = name_of(cfg.path)
-    steps, why = fast.plan(template) if wanted != "vmap" else (None, "model.path=vmap")
+    steps, why = fast.plan(template, input_shape) if wanted != "vmap" else (None, "model.path=vmap")
+    own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
     if steps is None and wanted == "fast":
         raise RunnerError(f"model.target={cfg.target} cannot take the stacked fast path: {why} "
                           "(set model.path=auto to train it through vmap)")
@@ -69,7 +70,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
         population.path = f"generic vmap path: {why}"
     else:
         population = fast.FastPopulation(template, members, d_out, steps)
-        population.path = "stacked fast path"
+        population.path = why
     return population
 
 
