@@ -301,6 +301,7 @@ def test_model_path_fast_refuses_a_module_that_cannot_take_it_in_one_line(packag
     assert "cannot take the stacked fast path: its forward cannot be traced (TraceError)" in err
 
 
+@pytest.mark.slow  # two 30-epoch digits runs: 8 s
 def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
     common = ["dataset=digits", "eval=kfold", "eval.k=3", "trainer.epochs=30", "trainer.batch_size=64", "optim.lr=0.01",
               "trainer.progress=false", "plots=false"]
