@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import runner
 import runner.config.schema
@@ -342,3 +344,68 @@ def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(p
     from_python = runner.train(data=usernets.table, trainer={"epochs": 4, "progress": False}, plots=False,
                                dataset={"args": {"n": 120}}, run_dir=tmp_path / "py")
     assert from_python.results["metrics"] == json.loads((run / "results.json").read_text())["metrics"]
+
+
+# Modules that exercise every kind of node the fast path runs stacked, and some it hands to vmap alone.
+class Zoo1(nn.Module):  # strided, dilated, grouped conv, keepdim mean-centering, cat on -1, softmax
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, stride=2, padding=2, dilation=2)
+        self.b = nn.Conv2d(4, 4, 3, padding="same", groups=2, bias=False)
+        self.bn = nn.BatchNorm2d(4)
+        self.sm = nn.Softmax(dim=1)
+        self.ln = nn.LayerNorm([4, 4])
+        self.lin = nn.Linear(4 * 4 * 4 * 2, out_features)
+    def forward(self, x):
+        x = F.relu(self.bn(self.b(self.a(x))))
+        x = x - x.mean(dim=(2, 3), keepdim=True)
+        x = self.ln(x)
+        y = self.sm(x) * 2.0
+        return self.lin(torch.flatten(torch.cat([x, y], -1), 1))
+
+class Zoo2(nn.Module):  # sequence-like: Linear on [B, T, d], BN1d on [B, C, L], Conv1d (vmap node), sum over T
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.emb = nn.Linear(8, 6)
+        self.conv = nn.Conv1d(6, 6, 3, padding=1)
+        self.bn = nn.BatchNorm1d(6)
+        self.drop = nn.Dropout(0.3)
+        self.out = nn.Linear(6, out_features)
+    def forward(self, x):  # x [B, 2, 8, 8] -> treat as [B, 16, 8]
+        x = x.flatten(1, 2)
+        h = self.emb(x).transpose(1, 2)
+        h = self.bn(self.conv(h)) + h
+        return self.out(self.drop(torch.tanh(h)).sum(-1))
+
+class Zoo3(nn.Module):  # avg pool, adaptive max, inplace relu, nested sequentials, sub/neg arithmetic
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.f = nn.Sequential(nn.Sequential(nn.Conv2d(2, 3, 1), nn.ReLU(inplace=True)), nn.AvgPool2d(2, ceil_mode=True), nn.Conv2d(3, 5, 3, padding=1), nn.GELU(), nn.AdaptiveMaxPool2d((2, 1)))
+        self.g = nn.Linear(10, out_features)
+    def forward(self, x):
+        z = self.f(x)
+        return self.g(F.relu(-z + 1.0).flatten(1))
+
+
+@pytest.mark.parametrize("cls, path", [(Zoo1, "stacked fast path; vmap for sm"), (Zoo2, "stacked fast path; vmap for conv"),
+                                       (Zoo3, "stacked fast path")])
+def test_every_kind_of_node_runs_on_the_fast_path_as_on_the_vmap_path(cls, path):
+    """Strided, dilated and grouped convolutions, batch/layer norm over several dimensions, centering by a
+    kept-dimension mean, concatenation, softmax (through vmap), sequences [B, T, d] through Linear and
+    BatchNorm1d, transposes, in-place ReLU, ceil-mode and adaptive pooling: outputs, gradients and batch
+    statistics equal the whole-forward vmap path's."""
+    target = runner.user_code.give(cls)
+    x = torch.randn(3, 10, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    got = {}
+    for how in ("auto", "vmap"):
+        model = build_model(ModelConfig(name="module", target=target, path=how), 3, (2, 8, 8), 5)
+        model.initialize([1, 2, 3], "default")
+        model.train()
+        model.noise.step = 2
+        out = model(x)
+        out.square().sum().backward()
+        got[how] = out.detach(), model.flat.grad, model.stats, model.path
+    assert got["auto"][3] == path
+    for fast, generic in zip(got["auto"][:3], got["vmap"][:3]):
+        torch.testing.assert_close(fast, generic, atol=2e-5, rtol=1e-5)
+    assert got["auto"][1].abs().sum() > 0

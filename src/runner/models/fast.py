@@ -44,7 +44,7 @@ METHODS = {"add", "sub", "mul", "relu", "sigmoid", "tanh", "neg"}
 @dataclass(frozen=True)
 class Step:
     node: fx.Node
-    kind: str  # "input", "output", "layer" (stacked), "flatten", "arithmetic", "reduce", "cat", "vmap" (alone)
+    kind: str  # "input", "output", "layer" (stacked), "reshape", "arithmetic", "reduce", "cat", "vmap" (alone)
     name: str = ""  # a layer's qualified name in the module
 
 
@@ -106,10 +106,12 @@ def _step(template: nn.Module, node: fx.Node) -> Step | str:
         rank = len(node.meta["tensor_meta"].shape)
         if isinstance(dim, int) and dim % rank != 0 and all(isinstance(a, fx.Node) for a in node.args[0]):
             return Step(node, "cat")
-    if node.op == "call_function" and node.target is torch.flatten and len(node.args) <= 2 and not node.kwargs:
-        start = node.args[1] if len(node.args) > 1 else 0
-        if isinstance(start, int) and start >= 1:
-            return Step(node, "flatten")
+    if (node.op == "call_function" and node.target in (torch.flatten, torch.transpose)
+            or node.op == "call_method" and node.target in ("flatten", "transpose")) and not node.kwargs:
+        rank = len(node.args[0].meta["tensor_meta"].shape)
+        dims = node.args[1:] or (0,)  # flatten's start_dim defaults to 0, which flattens the batch
+        if all(isinstance(d, int) and d % rank != 0 for d in dims):
+            return Step(node, "reshape")
     if (node.target in ARITHMETIC if node.op == "call_function" else node.op == "call_method" and node.target in METHODS):
         ranks = {len(n.meta["tensor_meta"].shape) for n in inputs}
         if len(ranks) == 1 and all(isinstance(a, (fx.Node, int, float)) for a in node.args):
@@ -170,10 +172,10 @@ class FastPopulation(FunctionalPopulation):
                 if wants is not None and wants != grouped:
                     value, grouped = self._layout((value, grouped), wants, E), wants
                 env[node] = (self._layer(step, value, E, mask), grouped)
-            elif step.kind == "flatten":
+            elif step.kind == "reshape":  # flatten or transpose of each member's non-batch dimensions
                 value = self._layout(env[node.args[0]], False, E)
-                start = node.args[1] if len(node.args) > 1 else 0
-                env[node] = (value.flatten(start + 1), False)
+                dims = [d % (value.dim() - 1) + 1 for d in node.args[1:]]
+                env[node] = (getattr(value, getattr(node.target, "__name__", node.target))(*dims), False)
             elif step.kind == "arithmetic":
                 env[node] = self._arithmetic(node, env, E)
             elif step.kind == "reduce":
