@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from runner.commands.cli import main
-from runner.evaluate.compare import compare, to_csv, to_json, to_markdown
+from runner.evaluate.compare import caption_lines, compare, to_csv, to_json, to_markdown
 from runner.evaluate.stats import Z95
 
 
@@ -101,7 +101,7 @@ def test_sweep_is_sorted_best_first_and_paired_with_the_best_on_test_rows(sweep)
 
 def test_sweep_prints_the_comparison_table_at_the_end(sweep):
     sweep_dir, printed = sweep
-    tail = printed[printed.rindex("run directory:"):]  # after the last job's own report
+    tail = printed[printed.rindex("\njob 2 "):]  # after the last job's line
     by_validation = compare([sweep_dir]).by_validation
     assert f"3 runs compared by {'validation' if by_validation else 'test'} accuracy" in tail
     assert "optim" in tail and "sgd" in tail and "adamw" in tail and "★" in tail and "Δ test" in tail
@@ -335,8 +335,79 @@ def test_regression_rmse_is_paired_over_rows_by_the_delta_method(tmp_path):
     u = zb / (2 * rb) - za / (2 * ra)  # each row's first-order share of rmse_b - rmse_a
     assert vs["mean"] == pytest.approx(rb - ra)
     assert vs["se"] == pytest.approx(u.std(ddof=1) / np.sqrt(40))
-    assert vs["p"] == pytest.approx(2 * stats.t.sf(abs(u.mean()) / vs["se"], 39))
+    # The t statistic is the estimate over its SE; u's mean is (rb - ra)/2, half of it (the bug this replaced).
+    assert vs["p"] == pytest.approx(2 * stats.t.sf(abs(rb - ra) / vs["se"], 39))
     assert c.rows[1]["mark"] == ("worse" if vs["p"] < 0.05 else "same")
+
+
+def test_kfold_rmse_is_paired_over_folds_as_the_root_of_the_mean_fold_mse(tmp_path):
+    import pandas as pd
+    from scipy import stats
+
+    from runner.evaluate.summary import summarize_table
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=30)
+    folds = [list(range(f, 30, 3)) for f in range(3)]
+    fold_mse, headline = {}, {}
+    for name, scale in (("a", 0.5), ("b", 0.9)):
+        path = _run(tmp_path, name, 0.5, 0.05, [f"optim={name}"], metric="test/rmse",
+                    validation=(0.9 if name == "a" else 0.8, 0.05))
+        lines, rows = ["member,fold,repeat,seed,split,row,y_true,y_pred"], []
+        for f in range(3):
+            for seed in range(2):
+                for r in folds[f]:
+                    pred = float(y[r] + rng.normal(scale=scale))
+                    lines.append(f"{2 * f + seed},{f},0,{seed},test,{r},{float(y[r])!r},{pred!r}")
+                    rows.append((2 * f + seed, f, 0, seed, r, y[r], pred))
+        (path / "predictions.csv").write_text("\n".join(lines) + "\n")
+        table = pd.DataFrame(rows, columns=["member", "fold", "repeat", "seed", "row", "y_true", "y_pred"])
+        member_mse = ((table.y_pred - table.y_true) ** 2).groupby(table.member).mean()
+        fold_mse[name] = member_mse.groupby(member_mse.index // 2).mean().to_numpy()  # seeds averaged per fold
+        headline[name] = summarize_table(table, "regression")["test/rmse"]["mean"]
+        results = _results(path)
+        results["task"] = "regression"
+        results["metrics"]["test/rmse"]["mean"] = headline[name]
+        (path / "results.json").write_text(json.dumps(results))
+    c = compare([tmp_path], metric="rmse")
+    vs = c.rows[1]["vs_best"]
+    ra, rb = np.sqrt(fold_mse["a"].mean()), np.sqrt(fold_mse["b"].mean())
+    assert headline["a"] == pytest.approx(ra)  # the headline is the root of the folds' mean MSE ...
+    assert vs["mean"] == pytest.approx(rb - ra) == headline["b"] - headline["a"]  # ... so Δ is their difference
+    u = fold_mse["b"] / (2 * rb) - fold_mse["a"] / (2 * ra)
+    assert vs["over"] == "3 folds" and vs["se"] == pytest.approx(u.std(ddof=1) / np.sqrt(3))
+    assert vs["p"] == pytest.approx(2 * stats.t.sf(abs(rb - ra) / vs["se"], 2))
+
+
+def test_the_selection_is_paired_on_validation_too_and_labelled(tmp_path):
+    from scipy import stats
+
+    # Holdout, one seed: 40 validation rows (100..139) and 60 test rows; a is right on more validation rows.
+    val_wrong = {"a": set(range(100, 140, 8)), "b": set(range(100, 140, 8)) | set(range(101, 140, 3))}
+    for name, val in (("a", 0.9), ("b", 0.7)):
+        path = _run(tmp_path, name, 0.8, 0.05, [f"optim={name}"], validation=(val, 0.05))
+        lines = ["member,fold,repeat,seed,split,row,y_true,y_pred,p_0,p_1"]
+        for split, rows, wrong in (("val", range(100, 140), val_wrong[name]), ("test", range(60), {1, 2})):
+            for row in rows:
+                y = row % 2
+                pred = 1 - y if row in wrong else y
+                lines.append(f"0,0,0,0,{split},{row},{y},{pred},{0.8 - 0.6 * pred:.1f},{0.2 + 0.6 * pred:.1f}")
+        (path / "predictions.csv").write_text("\n".join(lines) + "\n")
+    c = compare([tmp_path])
+    assert [r["run"] for r in c.rows] == ["a", "b"] and c.rows[1]["mark"] == "same"  # identical on test
+    d = _correct(range(100, 140), val_wrong["b"]) - _correct(range(100, 140), val_wrong["a"])
+    vs = c.rows[1]["val_vs_best"]
+    assert vs["mean"] == pytest.approx(d.mean()) and vs["n"] == 40
+    assert vs["p"] == pytest.approx(stats.ttest_rel(_correct(range(100, 140), val_wrong["b"]),
+                                                    _correct(range(100, 140), val_wrong["a"])).pvalue)
+    assert c.rows[0]["val_vs_best"] is None
+    caption = " ".join(caption_lines(c))
+    assert "On VALIDATION (the selection itself), paired the same way over 40 validation rows: 1 of 1 run" in caption
+    record = json.loads(to_json(c))[1]["val_vs_best"]
+    assert record["metric"] == "val/accuracy" and record["over"] == "40 validation rows"
+    row = list(csv.DictReader(io.StringIO(to_csv(c))))[1]
+    assert float(row["val_vs_best"]) == pytest.approx(d.mean()) and float(row["val_vs_best_p"]) == pytest.approx(vs["p"])
+    assert row["vs_best"] and float(row["vs_best"]) == 0.0  # the test's paired columns beside it
 
 
 def test_validation_scores_order_the_rows_when_every_run_has_one(tmp_path):
@@ -521,3 +592,18 @@ def test_report_on_two_runs_prints_their_paired_difference_on_every_metric(tmp_p
     assert main(["report", str(a), str(b), "--format", "json"]) == 0
     records = json.loads(capsys.readouterr().out)
     assert records[1]["vs_best_every_metric"]["test/log_loss"]["mean"] == pytest.approx(d.mean())
+
+
+def test_the_caption_legend_names_every_mark_in_the_table_and_only_those(tmp_path):
+    from runner.evaluate.compare import LEGEND
+
+    wrong = {"b": set(range(0, 60, 5)), "a": set(range(0, 60, 5)) | {1, 2}, "c": set(range(0, 60, 5)) | set(range(1, 60, 3))}
+    for name, (overrides, val) in {"a": ("optim=sgd", 0.79), "b": ("optim=adam", 0.80), "c": ("optim=adamw", 0.70)}.items():
+        _holdout(_run(tmp_path, name, 1 - len(wrong[name]) / 60, 0.1, [overrides], validation=(val, 0.05)), wrong[name])
+    _holdout(_run(tmp_path, "d", 0.7, 0.1, ["optim=rmsprop"], validation=(0.6, 0.05)), set(), rows=range(10, 70))
+    c = compare([tmp_path])
+    assert [r["mark"] for r in c.rows] == ["best", "same", "worse", "not paired"]
+    caption = " ".join(caption_lines(c))
+    assert ("Marks: " + "; ".join(LEGEND[m] for m in ("best", "same", "worse", "not paired")) + ".") in caption
+    assert "▲" not in caption and "Not paired with the best: d: tested other rows than the best" in caption
+    assert [r["mark"] for r in csv.DictReader(io.StringIO(to_csv(c)))] == ["best", "same", "worse", "not paired"]

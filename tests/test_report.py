@@ -139,3 +139,18 @@ def test_epoch_band_is_mean_ci_of_each_epoch():
         d = mean_ci(frame.loc[frame.epoch == e, "val/loss"])
         assert mean[e] == pytest.approx(d["mean"])
         assert half[e] == pytest.approx(0.0 if d["se"] is None else Z95 * d["se"])
+
+
+def test_a_kfold_regression_report_says_how_its_mse_and_rmse_intervals_are_made():
+    from runner.evaluate.summary import summarize
+
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({"member": np.repeat(np.arange(5), 8), "fold": np.repeat(np.arange(5), 8), "repeat": 0,
+                          "seed": 0, "row": np.arange(40), "y_true": 0.0, "y_pred": rng.normal(size=40)})
+    results = {"task": "regression", "dataset": "d", "model": "mlp", "members": 5, **summarize(table, "regression")}
+    md = report_markdown(results)
+    assert "MSE over folds: mean·exp(±t·SE/mean)" in md and "RMSE: the root of the folds' mean MSE" in md
+    rmse = results["metrics"]["test/rmse"]
+    assert rmse["mean"] ** 2 == pytest.approx(results["metrics"]["test/mse"]["mean"])
+    lo, hi = rmse["ci95"]  # asymmetric: printed as its ends
+    assert _row(md, "mlp")[2] == f"**{rmse['mean']:.3f} [{lo:.3f}, {hi:.3f}]**"

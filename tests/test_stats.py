@@ -116,3 +116,43 @@ def test_holm_equals_the_hand_computation():
     # sorted: 0.005·4 = 0.02, 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 -> kept at 0.06 (monotone)
     assert holm([0.01, 0.04, 0.03, None, 0.005]) == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
     assert holm([0.6, 0.9]) == [1.0, 1.0] and holm([]) == [] and holm([0.2]) == [0.2]
+
+
+def test_log_scale_interval_known_values():
+    lo, hi = stats.log_scale(1.0, 0.1, 2.0)
+    assert lo == pytest.approx(0.818731, abs=1e-6) and hi == pytest.approx(1.221403, abs=1e-6)  # e^∓0.2
+    lo, hi = stats.log_scale(4.0, 0.5, 2.262)
+    assert lo * hi == pytest.approx(16.0)  # symmetric on the log scale: the geometric mean is the estimate
+
+
+def _kfold_regression(fold_errors):
+    """A predictions table of one member per fold whose squared errors are `fold_errors` (y_true 0)."""
+    import pandas as pd
+
+    rows, frames = 0, []
+    for fold, errors in enumerate(fold_errors):
+        e = np.asarray(errors, float)
+        frames.append(pd.DataFrame({"member": fold, "fold": fold, "repeat": 0, "seed": 0,
+                                    "row": np.arange(rows, rows + len(e)), "y_true": 0.0, "y_pred": e}))
+        rows += len(e)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_kfold_mse_and_rmse_headlines_equal_the_hand_computation():
+    from runner.evaluate.summary import summarize_table
+
+    # errors (1, 1), (2, 0), (3, 1), (0, 2), (2, 2): fold MSEs 1, 2, 5, 2, 4 -> mean 2.8, sd 1.6432, se 0.73485
+    table = _kfold_regression([[1, 1], [2, 0], [3, 1], [0, 2], [2, 2]])
+    out = summarize_table(table, "regression")
+    mse, rmse = out["test/mse"], out["test/rmse"]
+    se, t = math.sqrt(2.7 / 5), 2.776445  # sd² of (1, 2, 5, 2, 4) is 2.7; t_{0.975, 4}
+    assert mse["mean"] == pytest.approx(2.8) and mse["se"] == pytest.approx(se)
+    want = [2.8 * math.exp(-t * se / 2.8), 2.8 * math.exp(t * se / 2.8)]
+    assert mse["ci95"] == pytest.approx(want, rel=1e-6) and mse["ci95_t"] == mse["ci95"]
+    assert mse["ci95"] == pytest.approx([1.3511, 5.8025], abs=1e-4)
+    assert "log scale" in mse["interval"]
+    # RMSE: the root of the folds' mean MSE, not the mean of the folds' roots (biased low), and the root interval
+    assert rmse["mean"] == pytest.approx(math.sqrt(2.8)) and rmse["ci95"] == pytest.approx(np.sqrt(want))
+    roots = np.sqrt([1, 2, 5, 2, 4])
+    assert rmse["others"]["fold_rmse"]["mean"] == pytest.approx(roots.mean()) and roots.mean() < rmse["mean"]
+    assert rmse["se"] == pytest.approx(se / (2 * math.sqrt(2.8)))

@@ -17,6 +17,7 @@ from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.averaging import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
+from runner.evaluate.convergence import under_training
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import results_table, write_reports
@@ -80,7 +81,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre, [d["member"] for d in diverged])
     clock.lap("files")
-    artifacts.write_tensorboard(run_dir / "tensorboard", history)
+    artifacts.write_tensorboard(run_dir / "tensorboard" / artifacts.run_name(_overrides(run_dir)), history)
     clock.lap("tensorboard")
 
     results = {
@@ -100,11 +101,14 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         **({"diverged": diverged} if diverged else {}),
         **({"averaging": averaging} if averaging else {}),
     }
+    late = under_training([e for m, e in zip(members, result.best_epoch) if m.index in kept], cfg.trainer.epochs)
+    if late:
+        results["under_training"] = late
     if name_of(cfg.ensemble.name) != "none":
         from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
 
         results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
-                                         tested_pre, tested_members), predictions, val_predictions)
+                                         tested_pre, tested_members), predictions, val_predictions, run_dir)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
@@ -119,6 +123,8 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     console.print(results_table(results))
     if averaging:
         console.print(averaging_table(results))
+    if late:
+        console.print(f"[yellow]notice:[/] {late['message']}")
     if diverged:
         console.print(f"[bold red]{len(diverged)} of {len(members)} members diverged[/] (members "
                       f"{', '.join(str(d['member']) for d in diverged)}): left out of every table above")
@@ -126,28 +132,40 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.results import ensemble_table
 
         console.print(ensemble_table(results))
-    _write_hparams(run_dir, results, clock)
+    _write_hparams(run_dir, cfg, results, clock)
     # results.json last, with the timing up to here
     write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg))
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
 
-def _write_hparams(run_dir: Path, results: dict, clock: timing.Stopwatch) -> None:
-    """TensorBoard's hparams data: the overrides Hydra saved for this run (less those that change nothing it
-    learns, like trainer.progress), its validation and test headline."""
-    import time
-
+def _overrides(run_dir: Path) -> list[str]:
+    """The overrides Hydra saved for this run, less those that change nothing it learns (trainer.progress)."""
     from runner.config.sharing import NOT_TRAINING
 
     saved = run_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
-    overrides = [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
+    return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
+
+
+def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch) -> None:
+    """TensorBoard's hparams data, beside the members' curves in the folder named by the overrides: the run's
+    effective hyperparameters (the main choices and numbers, then every override), its validation and test
+    headline under their own tags (`headline/...`, apart from the per-epoch `val/...` curves)."""
+    import time
+
+    effective = {"dataset": name_of(cfg.dataset.name), "model": name_of(cfg.model.name),
+                 "optim": name_of(cfg.optim.name), "optim.lr": cfg.optim.lr,
+                 "optim.weight_decay": cfg.optim.weight_decay, "sched": name_of(cfg.sched.name),
+                 "eval": name_of(cfg.eval.name), "trainer.epochs": cfg.trainer.epochs,
+                 "trainer.batch_size": cfg.trainer.batch_size, "trainer.seeds": cfg.trainer.seeds}
+    overrides = _overrides(run_dir)
+    effective.update(artifacts.hparam(o) for o in overrides if not o.startswith("~"))
     metric = results["selection"]["metric"]
-    headline = {f"val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
-                f"test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
+    headline = {f"headline/val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
+                f"headline/test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
     started_s = time.time() - (time.perf_counter() - clock.start)
-    artifacts.write_hparams(run_dir / "tensorboard", overrides,
+    artifacts.write_hparams(run_dir / "tensorboard" / artifacts.run_name(overrides), effective,
                             {k: float("nan") if v is None else v for k, v in headline.items()}, started_s)
     clock.lap("tensorboard")
 

@@ -1,5 +1,7 @@
 """The ensembles a run asks for, end to end: combinations of each split's members, stacking and blending."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
@@ -13,14 +15,18 @@ from runner.engine.predict import dropout_passes, member_outputs, seconds_per_ro
 from runner.ensemble import stacking as st
 from runner.ensemble.results import best_single, ensemble_results
 from runner.evaluate.summary import Units, summarize_table
+from runner.rundir import artifacts
 
 META = ("stacking", "blending")
 
 
-def ensembles(study, selected, tested, predictions: pd.DataFrame, val_predictions: pd.DataFrame) -> dict:
+def ensembles(study, selected, tested, predictions: pd.DataFrame, val_predictions: pd.DataFrame,
+              run_dir: Path | None = None) -> dict:
     """results.json's `ensembles`. `selected` and `tested` are (model, inputs, preprocessing, members) of the
-    population that chose its epochs on validation and of the one scored on test (the same without refit)."""
+    population that chose its epochs on validation and of the one scored on test (the same without refit).
+    The models stacking and blending train go into `run_dir`'s split_indices.json, with their roles."""
     cfg, dataset = study.cfg, study.dataset
+    inner_models: dict[int, list[dict]] = {}
     name = name_of(cfg.ensemble.name)
     pooled = name_of(cfg.eval.name) == "loo"
     out = {}
@@ -40,14 +46,19 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
                 "members": members}
 
     if name in ("stacking", "compare"):
-        out["stacking"] = score(_stacking(study, tested[3], tested[2]), cfg.ensemble.inner_k)
+        stacked, records = _stacking(study, tested[3], tested[2])
+        out["stacking"] = score(stacked, cfg.ensemble.inner_k)
+        for member, mine in records.items():
+            inner_models.setdefault(member, []).extend(mine)
     if name in ("distill", "compare"):
         from runner.ensemble.distill import distill
 
         students, cost = distill(study, selected)
         out["distill"] = {**score(students, 1), **cost}
     if name in ("blending", "compare") and len(val_predictions):
-        held_out, blended, strengths = _blending(study, tested[3], tested[2], predictions, val_predictions)
+        held_out, blended, strengths, records = _blending(study, tested[3], tested[2], predictions, val_predictions)
+        for member, record in records.items():
+            inner_models.setdefault(member, []).append(record)
         out["blending"] = {**score(blended, 1), "meta_strength": strengths,
                            "holdout": {k.replace("test/", "holdout/", 1): v for k, v in summarize_table(
                                held_out, dataset.task, dataset.classes, rows_word="hold-out rows").items()}}
@@ -58,11 +69,14 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
         models = cfg.ensemble.inner_k if key == "stacking" else d["members"]
         d.setdefault("parameters", per_member * models)
         d.setdefault("inference_s_per_row", one * models)
+    if inner_models and run_dir is not None:
+        artifacts.add_inner_models(Path(run_dir) / "split_indices.json", inner_models)
     return out
 
 
-def _stacking(study, outer, pre) -> pd.DataFrame:
-    """Train the inner members (all splits' at once, one population), then one meta-model per outer member."""
+def _stacking(study, outer, pre) -> tuple[pd.DataFrame, dict[int, list[dict]]]:
+    """Train the inner members (all splits' at once, one population), then one meta-model per outer member;
+    returns the meta-models' test predictions and, per outer member, the records of what it trained."""
     from runner.study import population
 
     cfg, dataset = study.cfg, study.dataset
@@ -85,18 +99,19 @@ def _stacking(study, outer, pre) -> pd.DataFrame:
         outputs = st.fit_meta(dataset.task, dataset.classes, "ridge" if dataset.task == "regression" else "logreg",
                               train_x, dataset.y[rows], test_x)
         frames.append(st.table(m, m.test, outputs, dataset))
-    return pd.concat(frames, ignore_index=True)
+    records = {m.index: st.stacking_records(inner, m, dataset.rows) for m in outer}
+    return pd.concat(frames, ignore_index=True), records
 
 
-def _blending(study, members, pre, predictions, val_predictions) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+def _blending(study, members, pre, predictions, val_predictions) -> tuple[pd.DataFrame, pd.DataFrame, list, dict]:
     """Blending with the lecture's four roles: each member trained on its train rows (chose its epochs on val);
     one meta-model per member trained on half of its validation rows, its regularization chosen on the other
-    half (the hold-out), then answering once on test. Returns the hold-out and test predictions tables and
-    each meta-model's chosen strength."""
+    half (the hold-out), then answering once on test. Returns the hold-out and test predictions tables, each
+    meta-model's chosen strength and, per member, the record of its meta-model's rows."""
     dataset, cfg = study.dataset, study.cfg
     columns = [c for c in predictions.columns if c.startswith("p_")] or ["y_pred"]
     kind = "ridge" if dataset.task == "regression" else "logreg"
-    holdouts, tests, strengths = [], [], []
+    holdouts, tests, strengths, records = [], [], [], {}
     for m in members:
         val = val_predictions[val_predictions.member == m.index].set_index("row")
         test = predictions[predictions.member == m.index].set_index("row").sort_index()
@@ -113,10 +128,11 @@ def _blending(study, members, pre, predictions, val_predictions) -> tuple[pd.Dat
         holdouts.append(st.table(m, held, held_out, dataset))
         tests.append(st.table(m, rows_t, outputs, dataset))
         strengths.append(strength)
+        records[m.index] = st.blending_record(m, meta, held, dataset.rows)
     warning = st.blending_warning(min(len(t) for t in holdouts))
     if warning:
         console.print(f"[yellow]warning:[/] {warning}")
-    return pd.concat(holdouts, ignore_index=True), pd.concat(tests, ignore_index=True), strengths
+    return pd.concat(holdouts, ignore_index=True), pd.concat(tests, ignore_index=True), strengths, records
 
 
 def _units(outputs: np.ndarray, pre, regression: bool) -> np.ndarray:

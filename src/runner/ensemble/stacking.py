@@ -42,8 +42,7 @@ def out_of_fold(inner, outputs: np.ndarray, oof_outputs: np.ndarray, outer) -> l
     """
     out = []
     for m in outer:
-        mine = [(i, im) for i, im in enumerate(inner) if im.fold == m.fold and im.repeat == m.repeat
-                and im.seed == m.seed and im.bag == m.bag]
+        mine = inner_of(inner, m)
         rows = np.concatenate([im.oof for _, im in mine])
         for i, im in mine:
             if np.intersect1d(im.oof, np.union1d(im.train, im.val)).size:
@@ -53,6 +52,35 @@ def out_of_fold(inner, outputs: np.ndarray, oof_outputs: np.ndarray, outer) -> l
         test = np.mean([outputs[i, : len(m.test)] for i, _ in mine], axis=0)
         out.append((rows[order], oof, test))
     return out
+
+
+def inner_of(inner, m) -> list[tuple]:
+    """(position, inner member) of the inner members of outer member `m`: its split, seed and bag."""
+    return [(i, im) for i, im in enumerate(inner) if im.fold == m.fold and im.repeat == m.repeat
+            and im.seed == m.seed and im.bag == m.bag]
+
+
+def stacking_records(inner, m, rows: np.ndarray) -> list[dict]:
+    """split_indices.json's record of what stacking trained for outer member `m` (row numbers of the data file:
+    `rows`): each inner member with the rows it held out (`held_out`: its out-of-fold predictions), and the
+    meta-model, trained on those predictions of every outer training row."""
+    def listed(positions):
+        return rows[positions].tolist()
+
+    mine = [im for _, im in inner_of(inner, m)]
+    out = [{"role": "stacking inner member", "inner": im.inner, "train": listed(im.train), "val": listed(im.val),
+            "held_out": listed(im.oof), "test": listed(im.test)} for im in mine]
+    trained_on = np.sort(np.concatenate([im.oof for im in mine]))
+    out.append({"role": "stacking meta-model", "train": listed(trained_on), "val": [], "test": listed(m.test),
+                "features": "each training row's prediction by the inner member that held it out"})
+    return out
+
+
+def blending_record(m, meta: np.ndarray, held: np.ndarray, rows: np.ndarray) -> dict:
+    """split_indices.json's record of blending's meta-model for member `m`: trained on the member's predictions
+    of `meta`, its regularization chosen on `held` (both halves of the member's validation rows)."""
+    return {"role": "blending meta-model", "train": rows[meta].tolist(), "val": rows[held].tolist(),
+            "test": rows[m.test].tolist(), "features": "the member's predictions (it trained on none of these rows)"}
 
 
 def fit_meta(task, classes, name, X_train, y_train, *X_tests, strength: float = 1.0):

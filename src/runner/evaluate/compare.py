@@ -30,6 +30,13 @@ FORMATS = ("table", "md", "csv", "json")
 # says it beats the validation pick (rare, and no reason to pick it: that would select on test).
 BEST, SAME, WORSE, BETTER, NOT_PAIRED, MISSING = "best", "same", "worse", "better", "not paired", "n/a"
 _SYMBOL = {BEST: "★ ", SAME: "≈ ", WORSE: "", BETTER: "▲ ", NOT_PAIRED: "· ", MISSING: ""}
+# The caption's legend, one entry per mark in the table (README's wording; summary.csv's `mark` holds the word).
+LEGEND = {BEST: "★ best: first on the ranking score",
+          SAME: "≈ same: not distinguishable from the best (adjusted p ≥ 0.05)",
+          WORSE: "worse (dimmed): adjusted p < 0.05",
+          BETTER: "▲ better: better on test than the validation pick (information, not a reason to pick it)",
+          NOT_PAIRED: "· not paired: no shared test units or no paired test (listed below the others)",
+          MISSING: "n/a: no ranking score"}
 
 
 @dataclass
@@ -180,13 +187,15 @@ def overlaps(a, b) -> bool:
     return a[0] <= b[1] and b[0] <= a[1]
 
 
-def units_of(c: Comparison, path: str):
-    """(the run's TestUnits, why none) from its predictions.csv, read once per comparison."""
+def units_of(c: Comparison, path: str, split: str = "test"):
+    """(the run's TestUnits, why none) from its predictions.csv (`split`: its test or val rows), read once per
+    comparison."""
     from runner.evaluate.paired import read_units
 
-    if path not in c.units:
-        c.units[path] = read_units(Path(path), c.task) if c.task else (None, "no task in results.json")
-    return c.units[path]
+    key = path if split == "test" else (path, split)
+    if key not in c.units:
+        c.units[key] = read_units(Path(path), c.task, split) if c.task else (None, "no task in results.json")
+    return c.units[key]
 
 
 def _worse(diff: float, metric: str, own: float | None, best: float | None) -> bool:
@@ -202,7 +211,7 @@ def _mark(c: Comparison) -> None:
     paired): `same` unless the adjusted p < 0.05. Rows that share no units with the best go below, not paired."""
     rows = c.rows
     for row in rows:
-        row.update(vs_best=None, not_paired="")
+        row.update(vs_best=None, val_vs_best=None, not_paired="")
     if not rows:
         return
     scored = [r for r in rows if (r["selection"] or {}).get("mean") is not None]
@@ -243,9 +252,35 @@ def _mark(c: Comparison) -> None:
     for row in scored[1:]:
         if row["not_paired"]:
             row["mark"] = NOT_PAIRED
+    if c.by_validation:
+        _pair_validation(c, best, paired)
     # Grouped apart: the best and the rows compared with it, then those that could not be, then those unscored.
     order = {BEST: 0, SAME: 0, WORSE: 0, BETTER: 0, NOT_PAIRED: 1, MISSING: 2}
     rows.sort(key=lambda r: order[r["mark"]])
+
+
+def _pair_validation(c: Comparison, best: dict, rows: list[dict]) -> None:
+    """The selection itself, tested the same way: each row paired on test is paired with the best on the
+    validation units they share (`val_vs_best`, Holm over those paired), where both have validation predictions
+    on the same units. It says whether validation could tell the runs apart; the marks stay the test's."""
+    from runner.evaluate.paired import paired_difference, shared
+
+    for row in c.rows:
+        row["val_vs_best"] = None
+    best_units, _ = units_of(c, best["path"], "val")
+    if best_units is None:
+        return
+    found = []
+    for row in rows:
+        units, _ = units_of(c, row["path"], "val")
+        if units is None or shared(units, best_units):
+            continue
+        d = paired_difference(units, best_units, c.metric)
+        if d and d.get("p") is not None:
+            row["val_vs_best"] = d
+            found.append(row)
+    for row, p in zip(found, holm([r["val_vs_best"]["p"] for r in found])):
+        row["val_vs_best"]["p_unadjusted"], row["val_vs_best"]["p"] = row["val_vs_best"]["p"], p
 
 
 # ---------------------------------------------------------------- rendering
@@ -278,17 +313,24 @@ def caption_lines(c: Comparison, folded: bool = False) -> list[str]:
     if paired:
         over = paired[0]["vs_best"]["over"]
         lines.append(f"Δ: this run minus the best (★) on TEST {name}, paired over the units they share ({over}), with "
-                     f"its 95% interval; p is Holm-adjusted over the {len(paired)} run{'s' * (len(paired) != 1)} compared. "
-                     "≈ same: not distinguishable from the best (p ≥ 0.05); worse (dimmed): p < 0.05"
-                     + ("; ▲ better on test than the validation pick" if any(r["mark"] == BETTER for r in c.rows)
-                        else "") + ".")
+                     f"its 95% interval; p is Holm-adjusted over the {len(paired)} run{'s' * (len(paired) != 1)} compared.")
+    if len(c.rows) > 1:
+        lines.append("Marks: " + "; ".join(text for mark, text in LEGEND.items()
+                                           if any(r["mark"] == mark for r in c.rows)) + ".")
+    on_val = [r for r in c.rows if r.get("val_vs_best")]
+    if on_val:
+        apart = sum(r["val_vs_best"]["p"] < ALPHA for r in on_val)
+        lines.append(f"On VALIDATION (the selection itself), paired the same way over "
+                     f"{on_val[0]['val_vs_best']['over'].replace('test rows', 'validation rows')}: {apart} of "
+                     f"{len(on_val)} run{'s' * (len(on_val) != 1)} differ from the selected one (Holm p < 0.05); "
+                     "val_vs_best in the csv and json.")
     top = sum(r["mark"] in (BEST, SAME) for r in c.rows)
     if top > 1:
         lines.append(f"{top} of {len(c.rows)} runs share the top (★ and ≈): these data cannot tell them apart.")
     apart = [r for r in c.rows if r["mark"] == NOT_PAIRED]
     if apart:
         reasons = "; ".join(f"{r['run']}: {r['not_paired']}" for r in apart)
-        lines.append(f"· not paired with the best (listed below it, no shared test units or no paired test): {reasons}.")
+        lines.append(f"Not paired with the best: {reasons}.")
     nb = " (Nadeau–Bengio corrected where a run has it, for the order column)" if c.uses_nb else ""
     if folded:
         lines.append(f"Intervals are 95% over {c.rows[0]['over']} (n = {c.rows[0]['n']}) in every run{nb}.")
@@ -319,12 +361,13 @@ def _mark_text(mark: str, compact: bool = False) -> str:
 
 
 def _header(c: Comparison, metrics: list[str], same_n_over: bool = False, compact: bool = False,
-            p: bool = True) -> list[str]:
+            p: bool = True, merged: bool = False) -> list[str]:
     val = [f"val {_label(c.metric)}"] if c.by_validation else []
     columns = short_names(c.columns) if compact else c.columns
+    columns = ["settings"] if merged and columns else columns
     delta = ["Δ test"] if compact else [f"Δ test {c.metric.split('/', 1)[-1]}", *(["p"] if p else [])]
-    return ["" if compact else "vs best", "run", *columns, *val, *delta, *(_label(m) for m in metrics),
-            *([] if same_n_over else ["n", "over"])]
+    n_over = [] if same_n_over else ["over"] if merged else ["n", "over"]  # merged: `over` says n
+    return ["" if compact else "vs best", "run", *columns, *val, *delta, *(_label(m) for m in metrics), *n_over]
 
 
 def fmt_delta(d: dict | None, digits: int = 3, compact: bool = False) -> str:
@@ -371,10 +414,13 @@ def _short_value(value: str) -> str:
 
 
 def _cells(c: Comparison, row: dict, metrics: list[str], compact: bool = False, same_n_over: bool = False,
-           p: bool = True):
+           p: bool = True, merged: bool = False):
     val = [fmt_interval(row["validation"], compact=compact)] if c.by_validation else []
-    n_over = [] if same_n_over else [str(row["n"] or ""), str(row["over"] or "")]
-    settings = (_short_value(row["overrides"][k]) if compact else row["overrides"][k] for k in c.columns)
+    n_over = [] if same_n_over else [str(row["over"] or "")] if merged else [str(row["n"] or ""),
+                                                                             str(row["over"] or "")]
+    settings = [_short_value(row["overrides"][k]) if compact else row["overrides"][k] for k in c.columns]
+    if merged and settings:  # one cell of name=value words, which wraps
+        settings = [" ".join(f"{k}={v}" for k, v in zip(short_names(c.columns), settings))]
     delta = [fmt_delta(row["vs_best"], compact=compact)]
     if not compact and p:
         delta.append(_fmt_p((row["vs_best"] or {}).get("p")))
@@ -392,11 +438,14 @@ def to_table(c: Comparison, width: int | None = None):
     console = Console(width=10_000)  # measure the natural width: Measurement clamps to the console's
     fits = lambda t: width is None or Measurement.get(console, console.options, t).maximum <= width  # noqa: E731
     same_n_over = len({(r["n"], r["over"]) for r in c.rows}) == 1
-    layouts = [(k, compact) for compact in (False, True) for k in range(len(c.metrics), 0, -1)]
-    layouts += [(0, True)] if c.by_validation else []  # a wide search: the validation column it is ranked by
-    for k, compact in layouts:
-        table = _table(c, c.metrics[:k], compact, compact and same_n_over)
-        if fits(table):
+    # Too wide even then: the settings as one column whose cells wrap (numbers never wrap or get cut).
+    fits_wrapped = lambda t: _fit_wrapping(t, width, console)  # noqa: E731
+    layouts = [(k, compact, False) for compact in (False, True) for k in range(len(c.metrics), 0, -1)]
+    layouts += [(0, True, False)] if c.by_validation else []  # a wide search: the validation column it is ranked by
+    layouts += [(k, True, True) for k in range(len(c.metrics), -1 if c.by_validation else 0, -1)] if c.columns else []
+    for k, compact, merged in layouts:
+        table = _table(c, c.metrics[:k], compact, compact and same_n_over, merged)
+        if fits(table) or merged and fits_wrapped(table):
             break
     notes = caption_lines(c, folded=compact and same_n_over)
     left_out = [m.split("/", 1)[-1] for m in c.metrics[k:]]
@@ -405,24 +454,47 @@ def to_table(c: Comparison, width: int | None = None):
     return Group(table, Text("\n".join(notes), style="dim"))
 
 
-def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over: bool = False):
+def _fit_wrapping(table, width: int, console) -> bool:
+    """Give `table`'s wrapping columns widths (each at least its longest word) so the table fits `width`;
+    False if even their longest words do not fit. Rich would narrow them all alike and break words."""
+    from rich.measure import Measurement
+    from rich.text import Text
+
+    wrapping = [col for col in table.columns if not col.no_wrap]
+    words = {id(col): [Text.from_markup(str(cell)).plain for cell in col._cells] for col in wrapping}
+    widest = {id(col): max([len(col.header), *map(len, words[id(col)])]) for col in wrapping}
+    for col in wrapping:
+        col.width = max([len(w) for cell in words[id(col)] for w in cell.split()] + [len(col.header.split()[0])
+                                                                                     if col.header.strip() else 1])
+    slack = width - Measurement.get(console, console.options, table).maximum
+    if slack < 0:
+        return False
+    for col in wrapping:  # the settings first: the run's id and `over` are short
+        grow = min(slack, widest[id(col)] - col.width)
+        col.width += grow
+        slack -= grow
+    return True
+
+
+def _table(c: Comparison, metrics: list[str], compact: bool = False, same_n_over: bool = False,
+           merged: bool = False):
     from rich import box
     from rich.table import Table
 
     # Compact: no vertical rules, so a sweep's table fits an 80-column terminal.
     table = Table(title=_title(c), box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD, pad_edge=not compact,
                   collapse_padding=compact)
-    sort_col = 2 + len(c.columns)  # the validation column, else the Δ column (then the test metric)
+    sort_col = 2 + (min(len(c.columns), 1) if merged else len(c.columns))  # the validation column, else Δ
     extra = 1 if compact else 2  # Δ (and p)
-    for i, name in enumerate(_header(c, metrics, same_n_over, compact)):
-        numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + extra + 1  # intervals, Δ, p and n
-        # Only the run's path and `over` may wrap; intervals and settings cut short would mislead.
-        wraps = i == 1 or name == "over"
+    for i, name in enumerate(_header(c, metrics, same_n_over, compact, merged=merged)):
+        numeric = sort_col <= i < sort_col + len(metrics) + c.by_validation + extra + (not merged)  # and n
+        # Only the run's path, `over` and merged settings may wrap; intervals and settings cut short would mislead.
+        wraps = i == 1 or name == "over" or merged and i == 2 and bool(c.columns)
         table.add_column(name, justify="right" if numeric else "left", no_wrap=not wraps,
                          overflow="fold" if wraps else "ellipsis")
     bold = sort_col if c.by_validation else sort_col + extra  # the column the rows are ordered by
     for i, row in enumerate(c.rows):
-        cells = _cells(c, row, metrics, compact, same_n_over)
+        cells = _cells(c, row, metrics, compact, same_n_over, merged=merged)
         if row["mark"] == BEST:
             cells[bold] = f"[bold]{cells[bold]}[/bold]"
         if row["mark"] == NOT_PAIRED and c.rows[i - 1]["mark"] != NOT_PAIRED:
@@ -467,6 +539,12 @@ def to_records(c: Comparison) -> list[dict]:
         if c.by_validation:
             record["validation"] = {c.metric.split("/", 1)[-1]: _plain(row["validation"])}
         record["vs_best"] = _vs_best_record(c, row)
+        if row.get("val_vs_best"):
+            d = row["val_vs_best"]
+            record["val_vs_best"] = {"metric": f"val/{c.metric.split('/', 1)[-1]}", "mean": d["mean"],
+                                     "ci95": d["ci95"], "p": d["p"], "p_unadjusted": d["p_unadjusted"], "n": d["n"],
+                                     "over": d["over"].replace("test rows", "validation rows"),
+                                     "p_adjustment": "Holm"}
         if rank == 2 and len(c.rows) == 2 and row["vs_best"]:
             record["vs_best_every_metric"] = {m: d and {k: d[k] for k in ("mean", "ci95", "p", "n", "over")}
                                               for m, d in every_metric(c)}
@@ -504,7 +582,8 @@ def to_csv(c: Comparison) -> str:
     header = ["rank", "mark", "run", *c.columns, "vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]
     for m in metrics:
         header += [m, f"{m}_se", f"{m}_ci95_lo", f"{m}_ci95_hi"]
-    header += ["n", "over", "path", "vs_best_note"]
+    header += ["n", "over", "path", "vs_best_note", "val_vs_best", "val_vs_best_lo", "val_vs_best_hi",
+               "val_vs_best_p"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(header)
@@ -519,6 +598,9 @@ def to_csv(c: Comparison) -> str:
             lo, hi = d.get("ci95") or (None, None)
             line += [_num(d.get("mean")), _num(d.get("se")), _num(lo), _num(hi)]
         line += [row["n"] if row["n"] is not None else "", row["over"] or "", row["path"], row["not_paired"]]
+        d = row.get("val_vs_best") or {}
+        lo, hi = d.get("ci95") or (None, None)
+        line += [_num(d.get("mean")), _num(lo), _num(hi), _num(d.get("p"))]
         writer.writerow(line)
     return out.getvalue()
 

@@ -18,7 +18,8 @@ from runner.evaluate.metrics import member_scores, per_example
 from runner.evaluate.stats import t_quantile, t_two_sided_p
 
 ALPHA = 0.05
-# One split: metrics that are a function of per-row means, and so have a paired per-row (delta-method) term.
+# Metrics that are a function of a mean of per-unit MSEs, and so have a paired (delta-method) term per unit: on
+# one split both (per row), over folds rmse (its headline is the root of the folds' mean MSE).
 _DELTA = ("rmse", "r2")
 
 
@@ -46,8 +47,9 @@ class TestUnits:
         return f"{folds} folds"
 
 
-def read_units(run_dir: Path, task: str) -> tuple[TestUnits | None, str]:
-    """The test units of the run in `run_dir` from its predictions.csv, or (None, why not)."""
+def read_units(run_dir: Path, task: str, split: str = "test") -> tuple[TestUnits | None, str]:
+    """The test units (or, with `split="val"`, the validation units) of the run in `run_dir` from its
+    predictions.csv, or (None, why not)."""
     path = Path(run_dir) / "predictions.csv"
     if not path.is_file():
         return None, "no predictions.csv"
@@ -58,12 +60,14 @@ def read_units(run_dir: Path, task: str) -> tuple[TestUnits | None, str]:
             col = {name: i for i, name in enumerate(header)}
             if not {"member", "row", "y_true", "y_pred"} <= col.keys():
                 return None, "predictions.csv lacks member, row, y_true or y_pred"
-            split = col.get("split")
-            lines = [line for line in reader if split is None or line[split] == "test"]
+            at = col.get("split")
+            if at is None and split != "test":
+                return None, "predictions.csv has no split column (no validation predictions)"
+            lines = [line for line in reader if at is None or line[at] == split]
     except (OSError, UnicodeDecodeError, csv.Error, StopIteration, IndexError) as exc:
         return None, f"cannot read predictions.csv ({exc})"
     if not lines:
-        return None, "no test rows in predictions.csv"
+        return None, f"no {split} rows in predictions.csv"
     classes = [name[2:] for name in header if name.startswith("p_")]
     try:
         member = np.array([line[col["member"]] for line in lines])
@@ -153,7 +157,7 @@ def paired_difference(a: TestUnits, b: TestUnits, metric: str) -> dict | None:
     name = metric.split("/", 1)[-1]
     if shared(a, b):
         return None
-    if a.kind == "rows" and name in _DELTA and "mse" in a.values:
+    if name in _DELTA and "mse" in a.values and (a.kind == "rows" or name == "rmse"):
         return _delta(a, b, name)
     if name not in a.values or name not in b.values:
         return None
@@ -163,7 +167,8 @@ def paired_difference(a: TestUnits, b: TestUnits, metric: str) -> dict | None:
 
 
 def _delta(a: TestUnits, b: TestUnits, name: str) -> dict | None:
-    """rmse and r2 over rows by the delta method: each is a smooth function of the mean squared error."""
+    """rmse (over rows or folds) and r2 (over rows) by the delta method: each is a smooth function of the mean
+    squared error, as the headline computes them (k-fold RMSE: the root of the folds' mean MSE)."""
     za, zb = a.values["mse"], b.values["mse"]
     mse_a, mse_b = float(za.mean()), float(zb.mean())
     if name == "rmse":
@@ -189,11 +194,11 @@ def _test(d: np.ndarray, estimate: float, units: TestUnits) -> dict | None:
         se = math.sqrt((1 / n + units.n_test / (units.n_rows - units.n_test)) * var)
     else:
         se = math.sqrt(var / n)
-    centre = float(d.mean())  # = estimate for means; the delta method's linear term for rmse and r2
+    # The estimate, not d's mean: for rmse the delta method's d = z/(2·rmse) has mean rmse/2, not rmse.
     if se == 0:
-        p = 1.0 if centre == 0 else 0.0  # every unit differs by the same amount
+        p = 1.0 if estimate == 0 else 0.0  # every unit differs by the same amount
     else:
-        p = t_two_sided_p(centre / se, n - 1)
+        p = t_two_sided_p(estimate / se, n - 1)
     q = t_quantile(0.975, n - 1)
     out.update(se=se, ci95=[estimate - q * se, estimate + q * se], p=p)
     return out

@@ -90,6 +90,13 @@ def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows:
     return out
 
 
+def log_scale(mean: float, se: float, q: float) -> list[float]:
+    """The interval mean·exp(±q·se/mean): mean ± q·se on the log scale (the delta method), for a positive metric
+    whose estimate is skewed right (a mean squared error): the upper end reaches further than the lower."""
+    half = q * se / mean
+    return [mean * math.exp(-half), mean * math.exp(half)]
+
+
 def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
     """Nadeau–Bengio corrected SE for repeated k-fold: sqrt((1/n + n_test/n_train)·sd²)."""
     x = _finite(values)

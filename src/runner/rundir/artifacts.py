@@ -6,6 +6,7 @@ import re
 import socket
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,16 @@ def split_records(members, rows: np.ndarray, selection=None) -> list[dict]:
     return records
 
 
+def add_inner_models(path: Path, inner: dict[int, list[dict]]) -> None:
+    """Add to split_indices.json, under each member's "inner_models", the models an ensemble trained for it
+    (stacking's inner members and meta-model, blending's meta-model): each with its role and rows."""
+    records = json.loads(path.read_text())
+    for record in records:
+        if record["member"] in inner:
+            record.setdefault("inner_models", []).extend(inner[record["member"]])
+    write_json(path, records)
+
+
 def write_json(path: Path, obj) -> None:
     """Write JSON atomically (a temporary file renamed into place)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -58,7 +69,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
-    """One event file per member (`tensorboard/member_XX/`), a scalar per metric per epoch."""
+    """One event file per member (`log_dir/member_XX/`), a scalar per metric per epoch."""
     from runner.rundir import events
 
     tags = [c for c in frame.columns if c not in ("member", "epoch")]
@@ -73,13 +84,13 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
         events.write_scalars(folder / name, now, rows["epoch"].tolist(), scalars)
 
 
-def write_hparams(log_dir: Path, overrides: list[str], metrics: dict[str, float], start_s: float) -> Path:
-    """TensorBoard's hparams data for the HPARAMS tab: the run's overrides as hyperparameters, its headline
-    metrics as scalars beside them, in a folder named by the overrides (so TensorBoard names the run by them)."""
+def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, float], start_s: float) -> Path:
+    """TensorBoard's hparams data for the HPARAMS tab in `folder` (a run's, named by its overrides so TensorBoard
+    names the run by them): `hparams` (numbers, booleans, anything else as text), its headline `metrics` as
+    scalars beside them."""
     from runner.rundir import events
 
-    hparams = dict(hparam(o) for o in overrides if not o.startswith("~"))
-    folder = log_dir / run_name(overrides)
+    hparams = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in hparams.items() if v is not None}
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
     first = [events.record(events.event(now, file_version=events.FILE_VERSION))]
