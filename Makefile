@@ -25,6 +25,12 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -m slow
 
+# hydra/launcher=population_slurm against a real single-node SLURM cluster on localhost (as root; installs
+# Debian's slurm and munge packages when missing): .ci/slurm_cluster.sh starts it, the tests skip where it cannot.
+test-slurm: install
+	-.ci/slurm_cluster.sh start
+	$(BIN)/python -m pytest -m slow tests/test_slurm.py
+
 # `make bench BENCH_ARGS=--quick` for a smoke run; see bench/run.py --help.
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -207,8 +207,11 @@ def _temporary(name: str) -> bool:
 
 
 def refuse_links(folder: Path) -> None:
-    """One line if anything in `folder` is a symbolic link: runner never writes through one."""
+    """One line if anything in `folder` is a symbolic link: runner never writes through one. A sweep dir's
+    .submitit/ is submitit's (its job folders and its links to their submission scripts), never written by runner."""
     for root, dirs, files in os.walk(folder):
+        if Path(root) == Path(folder):
+            dirs[:] = [d for d in dirs if d != ".submitit"]
         for name in dirs + files:
             path = Path(root) / name
             if path.is_symlink():

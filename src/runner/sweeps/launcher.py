@@ -50,7 +50,6 @@ class PopulationLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from runner.rundir import is_finished
-        from runner.sweeps.population import groups
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -62,15 +61,22 @@ class PopulationLauncher(Launcher):
         for job in jobs:
             if is_finished(job.run_dir, list(OmegaConf.to_container(job.config.hydra.overrides.task))):
                 returns[job.num] = _finished_return(job)  # a resumed sweep trains only what is unfinished
-        todo = [job for job in jobs if job.num not in returns]
+        returns.update(self._train([job for job in jobs if job.num not in returns]))
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [returns[job.num] for job in jobs]
+
+    def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
+        """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out)."""
+        from runner.sweeps.population import groups
+
+        returns: dict[int, JobReturn] = {}
         for number, members in enumerate(groups([_plan(job) for job in todo]), 1):
             group = [todo[i] for i in members]
             if len(group) == 1:  # a group of one: the ordinary run, as Hydra's basic launcher has it
                 returns[group[0].num] = self._run(group[0], self.task_function)
             else:
                 returns.update(self._run_group(number, group))
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return [returns[job.num] for job in jobs]
+        return returns
 
     def _compose(self, num: int, overrides: Sequence[str]) -> _Job:
         log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
