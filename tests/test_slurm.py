@@ -349,3 +349,35 @@ def test_bench_the_8_job_grid_one_task_per_job_vs_one_per_group(cluster, tmp_pat
         print("\n8-job grid (lr x wd x width, 5 seeds, 100 epochs) on the local SLURM cluster:")
         for launcher, (wall_s, tasks, _) in rows.items():
             print(f"  {launcher:17s} {tasks} SLURM tasks  {wall_s:6.1f} s")
+
+
+# --- one task per job: Hydra's submitit launchers with runner's fault handling --------------------------------
+
+@pytest.mark.slow
+def test_a_killed_job_of_a_one_task_per_job_sweep_is_a_status_and_the_summary_lists_every_job(tmp_path):
+    """hydra/launcher=submitit_local (submitit_slurm and the slurm preset take the same path): kill -9 of one
+    job's process leaves that job interrupted with what happened and how to go on, the other job finishes, the
+    summary lists both, and the exit status is 1, where the plugin alone crashed the whole sweep."""
+    where = tmp_path / "sweep"
+    where.parent.mkdir(exist_ok=True)
+    run = train(dict(os.environ), where, "optim.lr=0.01,0.02", "trainer.epochs=20000",
+                "trainer.early_stopping.patience=null", "trainer.progress=false", launcher="submitit_local",
+                background=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # until job 0 trains (its status.json names its process)
+        record = json.loads((where / "0" / "status.json").read_text()) if (where / "0" / "status.json").is_file() \
+            else {}
+        if record.get("status") == "running" and record.get("pid"):
+            break
+        time.sleep(0.5)
+    else:
+        run.kill()
+        pytest.fail("job 0 never started")
+    os.kill(record["pid"], signal.SIGKILL)
+    out, _ = run.communicate(timeout=300)
+    assert run.returncode == 1, out
+    killed = json.loads((where / "0" / "status.json").read_text())
+    assert killed["status"] == "interrupted" and "left no result: killed, cancelled or lost" in killed["error"]
+    assert killed["resume"].startswith("runner train -m ") and killed["job"][0] == "optim.lr=0.01"
+    assert statuses(where) == {"0": "interrupted", "1": "ok"}, out
+    assert "error: job 0 interrupted: submitit task" in out
