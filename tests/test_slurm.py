@@ -308,13 +308,13 @@ def test_kill_9_of_the_task_leaves_a_true_status_and_the_same_command_resumes(cl
 
 @pytest.mark.slow
 def test_a_time_limit_shorter_than_the_fit_requeues_the_task_and_loses_no_training(cluster, tmp_path):
-    """timeout_min=1 on a fit of about 3 minutes, one requeue allowed: the first run saves its fit state on
+    """timeout_min=1 on a fit of about 10 minutes (far longer than two limits on any machine), one requeue allowed: the first run saves its fit state on
     submitit's SIGUSR2 and is requeued, the requeued run continues from that epoch, and when it too runs out the
     jobs end interrupted with a later fit state, which the same command continues."""
     import re
 
     where = tmp_path / "sweep"
-    limit = [*GRID, "trainer.epochs=5000", "trainer.early_stopping.patience=100000", "trainer.checkpoint_every=50",
+    limit = [*GRID, "trainer.epochs=20000", "trainer.early_stopping.patience=100000", "trainer.checkpoint_every=50",
              "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=20", "hydra.launcher.max_requeues=1"]
     first = train(cluster, where, *limit)
     assert first.returncode != 0
