@@ -267,6 +267,8 @@ def table(out: dict, quick: bool) -> Table:
 
     def row(workload, contender, xs, ref=None, bar="", ok=None, unit="s", note=None, ratio=None):
         m = med(xs)
+        if m is None and note is None and quick and "errors" not in out:
+            note = "not in --quick"  # a contender the smoke run leaves out (joblib, the busy machine, ...)
         if note is not None or m is None:
             shown = f"n/a ({note})" if note else bar
             t.add_row(workload, contender, "" if note else "[red]error[/]", "", "", shown, "")

@@ -86,9 +86,10 @@ def test_default_run_writes_the_contract(tmp_path):
     for name in ("best.pt", "last.pt"):
         state = torch.load(run / "checkpoints" / name, weights_only=True)
         assert state["flat"].shape == (3, 481)
-    # A folder per member's curves, and one named by the overrides for TensorBoard's HPARAMS tab.
-    assert sorted(p.name for p in (run / "tensorboard").iterdir()) == [
-        "member_0", "member_1", "member_2", "trainer.epochs=15,trainer.seeds=3"]
+    # One folder named by the overrides (TensorBoard's run, with its HPARAMS record), a folder per member's curves.
+    assert [p.name for p in (run / "tensorboard").iterdir()] == ["trainer.epochs=15,trainer.seeds=3"]
+    assert sorted(p.name for p in (run / "tensorboard" / "trainer.epochs=15,trainer.seeds=3").iterdir()) == [
+        "events.out.tfevents.hparams", "member_0", "member_1", "member_2"]
     for name in ("report.md", "report.csv"):
         assert (run / name).stat().st_size > 0
 
@@ -176,3 +177,53 @@ def test_openmp_waits_passively_under_the_command():
     code = "from runner.commands.cli import main; import os; main(['--help']); print(os.environ['OMP_WAIT_POLICY'])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.splitlines()[-1] == "PASSIVE"
+
+
+def test_train_help_lists_groups_without_torch_and_builds_the_config_repository_once():
+    # Hydra builds a repository (a deep copy of every config) per group it lists: 115 for --help, seconds.
+    code = """if True:
+        import io, sys
+        from hydra._internal import config_repository
+        built, init = [], config_repository.CachingConfigRepository.__init__
+        config_repository.CachingConfigRepository.__init__ = lambda self, d: (built.append(1), init(self, d))[1]
+        from runner.commands.cli import main
+        sys.stdout = out = io.StringIO()
+        try:
+            main(["train", "--help"])
+        except SystemExit as exc:
+            status = exc.code
+        sys.stdout = sys.__stdout__
+        print(out.getvalue())
+        print(status, len(built), "torch" in sys.modules)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "model: cnn, cnn_vmap, logreg, mlp, module, moe" in out
+    assert "optim: adagrad, adam, adamw, rmsprop, sgd" in out
+    assert out.splitlines()[-1] == "0 2 False"
+
+
+def test_bash_completion_completes_runner_train_overrides(tmp_path):
+    import os
+    import shutil
+    from pathlib import Path
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash")
+    script = """
+        eval "$(runner train -sc install=bash)"
+        complete -p runner
+        ask() { COMP_LINE="$1"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=($1); COMP_CWORD=$2
+                hydra_bash_completion; echo "${COMPREPLY[*]}"; }
+        ask "runner train opt" 2
+        ask "runner train optim=" 2
+        ask "runner re" 1
+    """
+    bin_dir = str(Path(sys.executable).parent)  # where the installed `runner` command is
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ["PATH"]}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    registered, opt, optim, sub = done.stdout.splitlines()
+    assert "error" not in done.stderr, done.stderr
+    assert registered.endswith("-F hydra_bash_completion runner")  # the `runner` command, not `train`
+    assert "optim=" in opt.split()
+    assert set(optim.split()) == {"optim=adagrad", "optim=adam", "optim=adamw", "optim=rmsprop", "optim=sgd"}
+    assert sub.split() == ["resume", "report"]

@@ -37,16 +37,22 @@ def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, cap
     results = json.loads((run_dir / "results.json").read_text())
     # Named by its overrides (trainer.progress changes nothing learnt and is left out), beside the members' curves.
     name = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
-    assert sorted(p.name for p in (run_dir / "tensorboard").iterdir()) == ["member_0", name]
+    assert [p.name for p in (run_dir / "tensorboard").iterdir()] == [name]  # the members' curves inside it
+    assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir()) == ["events.out.tfevents.hparams",
+                                                                                  "member_0"]
     values, types, declared, scalars, end = _read(run_dir / "tensorboard" / name)
-    assert values == {"trainer.epochs": 3.0, "optim": "sgd", "optim.lr": 0.05, "model.hidden": "[8]",
-                      "trainer.early_stopping.restore_best": False}
-    assert types == {"trainer.epochs": "DATA_TYPE_FLOAT64", "optim": "DATA_TYPE_STRING", "optim.lr":
-                     "DATA_TYPE_FLOAT64", "model.hidden": "DATA_TYPE_STRING",
-                     "trainer.early_stopping.restore_best": "DATA_TYPE_BOOL"}
-    assert declared == ["val/accuracy", "test/accuracy"] and end == "STATUS_SUCCESS"
-    assert scalars == pytest.approx({"val/accuracy": results["validation"]["val/accuracy"]["mean"],
-                                     "test/accuracy": results["metrics"]["test/accuracy"]["mean"]}, abs=1e-7)
+    # The effective hyperparameters (the main choices and numbers, defaults too), then every override.
+    assert values == {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
+                      "sched": "constant", "eval": "holdout", "trainer.epochs": 3.0, "trainer.batch_size": 32.0,
+                      "trainer.seeds": 1.0, "model.hidden": "[8]", "trainer.early_stopping.restore_best": False}
+    assert types["optim"] == "DATA_TYPE_STRING" and types["optim.lr"] == "DATA_TYPE_FLOAT64"
+    assert types["model.hidden"] == "DATA_TYPE_STRING" and types["trainer.early_stopping.restore_best"] == \
+        "DATA_TYPE_BOOL"
+    # The headline under its own tags: a chart of its own, not a dot on the per-epoch val/accuracy curve.
+    assert declared == ["headline/val/accuracy", "headline/test/accuracy"] and end == "STATUS_SUCCESS"
+    assert scalars == pytest.approx({"headline/val/accuracy": results["validation"]["val/accuracy"]["mean"],
+                                     "headline/test/accuracy": results["metrics"]["test/accuracy"]["mean"]},
+                                    abs=1e-7)
 
 
 def test_hparams_summaries_parse_as_tensorboards_protos():

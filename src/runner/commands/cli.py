@@ -29,6 +29,7 @@ examples:
                                                  population; ends with summary.md/csv
   runner train -m hparams_search=heart_optuna    Optuna search (pip install 'stackrunner[sweeps]')
   runner report outputs/multirun/DATE/TIME       compare a sweep's runs again
+  eval "$(runner train -sc install=bash)"        TAB completion of commands and overrides
 """
 
 
@@ -45,12 +46,33 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] == "--version" or argv[:2] == ["train", "--version"]:
         print(f"runner {version()}")
         return 0
+    if argv[0] in ("-sc", "--shell-completion"):  # the completion script of `runner train -sc install=bash`
+        return _complete(argv, from_process_start)
     try:
         return _dispatch(argv[0], argv[1:], from_process_start)
     except BrokenPipeError:
         # The reader of our output closed it (`runner predict ... | head`): stop as `cat` does, without a word.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return _done(128 + 13, from_process_start)  # 13: SIGPIPE
+
+
+COMMANDS = ("train", "resume", "predict", "report")
+
+
+def _complete(argv: list[str], from_process_start: bool) -> int:
+    """Shell completion's query (`runner -sc query=bash`, COMP_LINE set): the subcommands while the first word is
+    typed, `runner train`'s overrides (Hydra's completion) after `train`, nothing after another subcommand (the
+    script then completes file names)."""
+    if not any(arg.startswith("query=") for arg in argv):  # install=bash, uninstall=bash: `runner train`'s script
+        return _dispatch("train", argv, from_process_start)
+    words = os.environ.get("COMP_LINE", "").split()
+    typing_first = len(words) < 2 or (len(words) == 2 and not os.environ.get("COMP_LINE", "").endswith(" "))
+    if typing_first:
+        print(" ".join(COMMANDS))
+        return 0
+    if words[1] != "train":
+        return 0
+    return _dispatch("train", argv, from_process_start)
 
 
 DISTRIBUTION = "stackrunner"  # the name pip knows runner by (`runner` on PyPI is another project)

@@ -1,12 +1,15 @@
 """`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
 
 import json
+import logging
 import os
+import re
 import signal
 import sys
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import hydra
 import yaml
@@ -29,14 +32,19 @@ def train_command(args: list[str]) -> int:
     128 + the signal for a run stopped by one)."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from runner.sweeps.summary import FAILED
+
     register()
     FAILURES.clear()
+    FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
     args = [_into_free_keys(arg) for arg in args]
     try:
         args, config_dir = _take_config_dir(args)
     except Refused as refused:
         return _fail(str(refused))
     sys.argv = ["runner train", *args]
+    if any(arg in ("-sc", "--shell-completion") for arg in args):
+        _complete_as_runner()
     _job_errors.clear()
     _job_crashes.clear()
     _job_started[:] = [False]
@@ -45,7 +53,8 @@ def train_command(args: list[str]) -> int:
     try:
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
-        _hydra_train()
+        with _one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
+            _hydra_train()
     except Interrupted as exc:
         _interrupted.append(exc)
     except KeyboardInterrupt:
@@ -75,13 +84,58 @@ def train_command(args: list[str]) -> int:
         return _report_interrupted(_interrupted[0])
     for message in _job_errors:
         _fail(message)
-    from runner.sweeps.summary import FAILED
-
     if FAILED and not _job_errors:  # jobs that ran in other processes (joblib, submitit): read from their dirs
         for line in FAILED:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+def _complete_as_runner() -> None:
+    """Hydra's shell completion for `runner train`: its script registers the `runner` command (Hydra names it by
+    argv[0]) and calls `runner -sc query=...`, which `runner` hands here; a query sees the line without `train`."""
+    sys.argv[0] = "runner"
+    line = os.environ.get("COMP_LINE")
+    if line is not None:
+        found = re.match(r"(\s*\S+\s+)train(\s+|$)", line)
+        if found:
+            cut = len(found.group(0)) - len(found.group(1))
+            os.environ["COMP_LINE"] = found.group(1) + line[len(found.group(0)):]
+            point = os.environ.get("COMP_POINT", "")
+            if point.isdigit():
+                os.environ["COMP_POINT"] = str(max(int(point) - cut, len(found.group(1))))
+
+
+# Flags whose answer lists config groups and their options (help, shell completion).
+LISTING_FLAGS = ("--help", "-h", "--shell-completion", "-sc")
+
+
+@contextmanager
+def _one_config_repository(listing: bool) -> Iterator[None]:
+    """While Hydra lists config groups (`listing`): one config repository for every listing call.
+
+    Hydra builds (deep-copies) a fresh repository for each group it lists, 115 of them for `--help`, which
+    took 1.8 s idle (0.6 s built once). With the same overrides the repository is the same: one serves all.
+    """
+    if not listing:
+        yield
+        return
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    build = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
+    built: dict[tuple, Any] = {}
+
+    def build_once(loader, config_name, overrides):
+        key = (id(loader), config_name, tuple(overrides))
+        if key not in built:
+            built[key] = build(loader, config_name, overrides)
+        return built[key]
+
+    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = build_once
+    try:
+        yield
+    finally:
+        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = build
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
@@ -279,31 +333,41 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from runner.console import console
+
     _job_started[0] = True
     run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     job = list(OmegaConf.to_container(HydraConfig.get().overrides.task))
+    before = sweeping and rundir.is_finished(run_dir, job)
     try:
-        return _run_job(cfg, work, run_dir, sweeping, job)
+        # A sweep's job: its lines go to its train.log, one line here; a finished one's log stays as it was.
+        with console.job(quiet=sweeping, logged=not before):
+            return _run_job(cfg, work, run_dir, sweeping, job)
     finally:
         rundir.release(run_dir)
+        if sweeping:
+            from runner.sweeps.summary import job_line
+
+            console.print(job_line(run_dir, _sweep_overrides(run_dir.parent) or [], before, console.notices))
 
 
 def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
+    from runner.console import log, note
     from runner.rundir import timing
 
     clock = timing.job_clock()
     clock.lap("config")
     try:
         if sweeping and rundir.is_finished(run_dir, job):  # the same sweep run again: this job is done
-            from runner.console import console
-
-            console.print(f"job {run_dir.name}: finished before (status ok), not trained again")
             return objective(json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8")))
+        note("runner train %s (run folder %s)", " ".join(job) or "with the defaults", run_dir)
         if sweeping:
             rundir.claim_job(run_dir, job)
         config = checked_config(cfg)
         _share_cores(config)
+        if log.isEnabledFor(logging.DEBUG):  # hydra.verbose=runner
+            log.debug("the resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
         clock.lap("config")
         if work is None:
             from runner.experiment import train as work
@@ -313,6 +377,8 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         rundir.write_status(run_dir, "ok", resume=None)
         for state in (run_dir / "checkpoints").glob("*_state.pt"):
             state.unlink()  # the run is finished: its fit state is no longer needed
+        log.debug("seconds per phase: %s", (results or {}).get("timing"))
+        note("status ok: %s", run_dir / rundir.RESULTS)
         return objective(results)
     except (RunnerError, OmegaConfBaseException) as exc:
         message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
@@ -350,6 +416,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         _job_errors.append(f"job {run_dir.name} crashed ({line}); traceback in {run_dir / 'error.log'}")
         return None
     # A user error: refused before training started, a single run's folder is put back as it was.
+    note("status failed: %s", message)
     if sweeping or not rundir.rollback(run_dir):
         rundir.fail(run_dir, message)
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")

@@ -22,6 +22,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         FAILED.clear()
+        NOTICED.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """A problem with the table is one line on stderr; a failed job is a line in FAILED."""
@@ -43,6 +44,9 @@ class SweepReport(Callback):
         (sweep_dir / "summary.md").write_text("\n".join(to_markdown(c) for c in comparisons) + _failed_md(),
                                               encoding="utf-8")
         (sweep_dir / "summary.csv").write_text(summary_csv(comparisons, jobs, sweep_dir), encoding="utf-8")
+        if NOTICED:
+            console.print(f"job{'s' * (len(NOTICED) > 1)} {', '.join(NOTICED)} logged notices or warnings: see "
+                          f"{sweep_dir / NOTICED[0] / 'train.log'}" + (" and the others'" if len(NOTICED) > 1 else ""))
         ok = sum(r.get("status") == "ok" for r in jobs.values())
         console.print(f"{ok} of {len(jobs)} jobs finished; sweep directory: [bold]{sweep_dir.resolve()}[/] "
                       f"(summary.md, summary.csv; runner report {sweep_dir} to see it again)")
@@ -102,3 +106,47 @@ def _overrides(job_dir: Path) -> dict[str, str]:
 
 def _failed_md() -> str:
     return "" if not FAILED else "\n**Jobs that did not finish**\n\n" + "\n".join(f"- {line}" for line in FAILED) + "\n"
+
+
+# Jobs of this sweep whose warnings and notices went to their train.log only (one line per job is printed).
+NOTICED: list[str] = []
+
+
+def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = False, notices: int = 0) -> str:
+    """The one line a sweep prints when a job is done: its status, its own overrides (not those every job
+    has), its test headline on the metric it is ranked by, and its seconds."""
+    import json
+
+    from rich.markup import escape
+
+    from runner import rundir
+    from runner.evaluate.stats import fmt_interval
+
+    record = rundir.read_status(job_dir) or {"status": "failed", "error": "no status.json"}
+    status = str(record.get("status", "?"))
+    fixed = {k for k, v in (o.split("=", 1) for o in sweep_overrides if "=" in o) if not _sweeps(v)}
+    own = [f"{k}={v}" for k, v in _overrides(job_dir).items() if k not in fixed]
+    parts = [f"job {job_dir.name} " + ("[green]ok[/]" if status == "ok" else f"[red]{escape(status)}[/]"),
+             escape(" ".join(own))]
+    try:
+        results = json.loads((job_dir / rundir.RESULTS).read_text(encoding="utf-8")) if status == "ok" else {}
+    except (OSError, ValueError):
+        results = {}
+    if results:
+        metric = results.get("selection", {}).get("metric", "")
+        test = results.get("metrics", {}).get(f"test/{metric}", {})
+        if test.get("mean") is not None:
+            parts.append(f"test {metric} {fmt_interval(test, compact=True)}")  # as the summary table has it
+        seconds = results.get("timing", {}).get("total_s")
+        parts.append("finished before" if finished_before else f"{seconds:.1f} s" if seconds is not None else "")
+    elif record.get("error"):
+        parts.append(escape(str(record["error"])))
+    if notices:
+        parts.append(f"{notices} notice{'s' * (notices > 1)}")
+        NOTICED.append(job_dir.name)
+    return " · ".join(p for p in parts if p)
+
+
+def _sweeps(value: str) -> bool:
+    """Whether an override's value is a sweep over several (`a,b`, `range(...)`, `choice(...)`, ...)."""
+    return "," in value or "(" in value
