@@ -25,6 +25,7 @@ def _mtimes(sweep_dir) -> dict:
     return {p: p.stat().st_mtime_ns for p in sweep_dir.glob("*/results.json")}
 
 
+@pytest.mark.slow  # 9 s: a 6-trial study run twice; the other search tests cover its pieces
 def test_optuna_sweep_judges_by_validation_reports_its_best_and_resumes(train, tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ["-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={sweep_dir}",

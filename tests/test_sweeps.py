@@ -56,7 +56,7 @@ def test_a_failing_job_is_failed_in_the_summary_the_others_finish_and_the_exit_s
     assert (where / "0" / "results.json").is_file() and not (where / "1" / "results.json").exists()
 
 
-@pytest.mark.parametrize("launcher", ["population", "basic"])
+@pytest.mark.parametrize("launcher", ["population", pytest.param("basic", marks=pytest.mark.slow)])
 def test_running_the_same_sweep_again_trains_only_what_is_unfinished(sweep, launcher):
     grid = ["optim.lr=0.01,0.003", "trainer.seed=0,1", f"hydra/launcher={launcher}"]
     status, where, _, _ = sweep("again", *grid)
