@@ -154,3 +154,15 @@ def test_a_kfold_regression_report_says_how_its_mse_and_rmse_intervals_are_made(
     assert rmse["mean"] ** 2 == pytest.approx(results["metrics"]["test/mse"]["mean"])
     lo, hi = rmse["ci95"]  # asymmetric: printed as its ends
     assert _row(md, "mlp")[2] == f"**{rmse['mean']:.3f} [{lo:.3f}, {hi:.3f}]**"
+
+
+def test_a_model_with_zero_spread_on_several_metrics_gets_one_footnote():
+    results = json.loads(json.dumps(RESULTS))
+    for metric, value in (("test/log_loss", 0.69), ("test/accuracy", 0.5)):
+        results["baselines"]["majority"][metric].update(se=0.0, ci95=[value, value],
+                                                        note=f"zero spread: all 3 folds scored {value:g}")
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(results_table(results))
+    text = " ".join(console.export_text().split())
+    assert "majority: zero spread, all 3 folds scored the same:" in text
+    assert "log_loss 0.69" in text and "accuracy 0.5" in text and "majority log_loss: zero spread" not in text

@@ -62,9 +62,14 @@ def _footnotes(results: dict) -> list[str]:
     if any("clipped" in i for i in methods):
         notes.append("Intervals marked clipped were cut at the metric's range.")
     for name, m in _rows(results):
-        for metric, d in m.items():
-            if d.get("note"):
-                notes.append(f"{name} {metric.split('/', 1)[-1]}: {d['note']}.")
+        noted = [(metric.split("/", 1)[-1], d["note"]) for metric, d in m.items() if d.get("note")]
+        zero = [(metric, note) for metric, note in noted if note.startswith("zero spread: all ")]
+        if len(zero) > 1:  # one line for a model that scored the same everywhere on several metrics
+            unit = zero[0][1].removeprefix("zero spread: all ").split(" scored ")[0]
+            values = ", ".join(f"{metric} {note.rsplit(' scored ', 1)[-1]}" for metric, note in zero)
+            notes.append(f"{name}: zero spread, all {unit} scored the same: {values}.")
+            noted = [item for item in noted if item not in zero]
+        notes += [f"{name} {metric}: {note}." for metric, note in noted]
     if any("members" in d.get("others", {}) for d in results["metrics"].values()):
         notes.append("The spread over members (seeds share test rows, so it is too narrow) is in results.json "
                      "(others).")
