@@ -80,6 +80,7 @@ def test_stacked_moe_equals_each_member_alone():
         torch.testing.assert_close(stacked.last[e], run([e]).last[0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_per_expert_experts_specialise_on_the_piecewise_regimes(tmp_path):
     """The lecture's example: two linear experts with the per-expert loss beat one linear model on test, and
     each expert takes most of the gate on its own regime."""

@@ -58,6 +58,7 @@ def _same_as_basic(population_dir, basic_dir, jobs: int) -> None:
             assert (population_dir / str(j) / name).read_text() == (basic_dir / str(j) / name).read_text()
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
     # members stop early at different epochs: each job's history ends where its own members stopped
     grid = ["trainer.seed=0,1,2", "eval.split_seed=0,1", "trainer.seeds=2", "trainer.epochs=40",
@@ -92,6 +93,7 @@ def test_learning_rates_and_weight_decays_share_one_population_and_equal_each_jo
     assert curves == [0.01, 0.003]  # each job's own learning rate, from its members' history
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_jobs_of_another_model_size_form_their_own_group(sweep):
     grid = ["model.hidden=[8],[16]", "trainer.seed=0,1"]
     status, mine, out, err = sweep("population", *grid)

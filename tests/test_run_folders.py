@@ -266,6 +266,7 @@ def test_values_that_used_to_raise_are_one_line(tmp_path, train, override, needl
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_a_stopped_population_sweep_keeps_its_group_state_and_resumes_it(tmp_path, train):
     """SIGTERM in the middle of a group's fit: every job says interrupted, the summary lists them, the exit is
     143; the same command again continues the group from its saved epoch and ends as an unbroken sweep."""

@@ -72,6 +72,7 @@ def _as_config(text: str):
     return yaml.safe_load(text) if isinstance(text, str) else text
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_trials_a_killed_search_left_running_finish_with_all_their_parameters_in_their_own_folders(train, tmp_path):
     sweep_dir = tmp_path / "sweep"
     args = ["-m", "hparams_search=heart_optuna", *QUICK, f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.n_jobs=2"]
