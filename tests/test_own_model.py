@@ -136,6 +136,15 @@ class Sized(nn.Module):
         return self.layer(x.view(x.size(0), -1))
 
 
+class Moody(nn.Module):
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.layer = nn.Linear(input_shape[0], out_features)
+
+    def forward(self, x):
+        return self.layer(x + 0.1 if self.training else x)
+
+
 class Branchy(nn.Module):
     def __init__(self, input_shape, out_features):
         super().__init__()
@@ -290,6 +299,8 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target,
     ("usernets:Sized", (1, 6, 6), "generic vmap path: its forward computes with sizes or other values that are not "
                                   "activations (size)"),
     ("usernets:Branchy", (6,), "generic vmap path: its forward cannot be traced (TraceError)"),
+    ("usernets:Moody", (6,), "generic vmap path: Moody's forward reads self.training (a trace would keep one "
+                             "mode's branch)"),
 ])
 def test_the_path_a_users_module_takes_and_why(package, target, shape, path):
     assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path == path

@@ -51,6 +51,8 @@ class Step:
 def plan(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Step] | None, str]:
     """How the population runs `template` (torch's own layers, before runner swaps its dropout and batch norm
     in), node by node; or None and why it must take the generic path."""
+    if (reads := _reads_training(template)) is not None:
+        return None, f"{reads}'s forward reads self.training (a trace would keep one mode's branch)"
     try:
         graph = fx.symbolic_trace(template)
     except Exception as exc:  # noqa: BLE001 (the user's forward: anything fx cannot trace goes to vmap)
@@ -73,6 +75,23 @@ def plan(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Step] 
         return None, "its forward takes more than one input"
     alone = [s.name or getattr(s.node.target, "__name__", str(s.node.target)) for s in steps if s.kind == "vmap"]
     return steps, "stacked fast path" + (f"; vmap for {', '.join(alone)}" if alone else "")
+
+
+def _reads_training(template: nn.Module) -> str | None:
+    """The first of the user's own modules whose forward branches on self.training (torch's layers are leaves
+    the fast path runs itself)."""
+    import inspect
+
+    for name, module in template.named_modules():
+        if type(module).__module__.startswith("torch."):
+            continue
+        try:
+            source = inspect.getsource(type(module).forward)
+        except (OSError, TypeError):  # defined where its source cannot be read: trusted as the trace sees it
+            continue
+        if "self.training" in source:
+            return name or type(module).__name__
+    return None
 
 
 def _step(template: nn.Module, node: fx.Node) -> Step | str:
