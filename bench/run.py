@@ -425,7 +425,7 @@ def main() -> int:
         WORKLOADS[args.workload](args, out)
         args.out.write_text(json.dumps(out))
         return 0
-    console = Console(width=max(132, Console().width))  # piped output would wrap the table at 80
+    console = Console(width=max(170, Console().width))  # piped output would wrap the table at 80
     start = time.perf_counter()
     for name in WORKLOADS:
         with console.status(f"bench: {name}"):
