@@ -110,3 +110,14 @@ def stop_after_first_epoch(real):
         return real(model, data, cfg, loss, once, *args, **kwargs)
 
     return stop_after_one
+
+
+def every_number(node, path=""):
+    """Every value of a results.json by its dotted path (timing left out: the one thing that differs between two
+    runs of the same job)."""
+    if isinstance(node, dict):
+        return {k: v for key, value in node.items() if key != "timing"
+                for k, v in every_number(value, f"{path}.{key}").items()}
+    if isinstance(node, list):
+        return {k: v for i, value in enumerate(node) for k, v in every_number(value, f"{path}[{i}]").items()}
+    return {path: node}

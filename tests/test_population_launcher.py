@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import every_number
 
 from runner.commands.cli import main
 from runner.sweeps.population import groups, job_numbers
@@ -31,19 +32,10 @@ def sweep(capsys, monkeypatch, tmp_path):
     return run
 
 
-def _numbers(node, path=""):
-    """Every number in a results.json dict by its dotted path (timing left out: it is the one thing that differs)."""
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() if key != "timing" for k, v in _numbers(value, f"{path}.{key}").items()}
-    if isinstance(node, list):
-        return {k: v for i, value in enumerate(node) for k, v in _numbers(value, f"{path}[{i}]").items()}
-    return {path: node}
-
-
 def _same_as_basic(population_dir, basic_dir, jobs: int) -> None:
     for j in range(jobs):
         mine, theirs = (json.loads((d / str(j) / "results.json").read_text()) for d in (population_dir, basic_dir))
-        a, b = _numbers(mine), _numbers(theirs)
+        a, b = every_number(mine), every_number(theirs)
         assert a.keys() == b.keys()
         for key in a:
             if isinstance(a[key], float) and isinstance(b[key], float):
@@ -170,8 +162,8 @@ def test_a_slice_of_a_population_equals_its_fit_alone(compose):
 
     from runner.data.preprocess import preprocess
     from runner.fit import fit_population
-    from runner.sweeps.population import fit_group
     from runner.study import plan
+    from runner.sweeps.population import fit_group
 
     studies = [plan(compose(["trainer.epochs=3", "trainer.progress=false", f"trainer.seed={s}", "trainer.seeds=2",
                              f"eval.split_seed={s}"])) for s in (0, 5)]

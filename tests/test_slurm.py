@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import every_number
 
 from runner.errors import Interrupted, RunnerError
 from runner.sweeps.slurm import chunks
@@ -86,17 +87,9 @@ def test_debug_cluster_gives_the_population_launchers_numbers(tmp_path, monkeypa
 
 # --- helpers ----------------------------------------------------------------------------------------------
 
-def flat(node, path=""):
-    """Every number of a results.json by its dotted path (timing left out: the one thing that differs)."""
-    if isinstance(node, dict):
-        return {k: v for key, value in node.items() if key != "timing" for k, v in flat(value, f"{path}.{key}").items()}
-    if isinstance(node, list):
-        return {k: v for i, value in enumerate(node) for k, v in flat(value, f"{path}[{i}]").items()}
-    return {path: node}
-
 
 def numbers(sweep_dir: Path) -> dict[str, dict]:
-    return {p.name: flat(json.loads((p / "results.json").read_text())) for p in sorted(sweep_dir.iterdir())
+    return {p.name: every_number(json.loads((p / "results.json").read_text())) for p in sorted(sweep_dir.iterdir())
             if (p / "results.json").is_file()}
 
 
@@ -191,13 +184,17 @@ def sacct_states(env, ids: list[str]) -> list[str]:
     return wait_until(ended, 60, "the tasks' end")
 
 
-@pytest.fixture(scope="module")
-def local_quick(tmp_path_factory):
-    """The grid's numbers from the population launcher on this machine, to compare the cluster's with."""
-    where = tmp_path_factory.mktemp("local") / "quick"
-    done = train(os.environ.copy(), where, *QUICK, launcher="population")
+def local_numbers(tmp_path_factory, name: str, args: list[str]) -> dict:
+    """A grid's numbers from the population launcher on this machine, to compare the cluster's with."""
+    where = tmp_path_factory.mktemp("local") / name
+    done = train(os.environ.copy(), where, *args, launcher="population")
     assert done.returncode == 0, done.stdout + done.stderr
     return numbers(where)
+
+
+@pytest.fixture(scope="module")
+def local_quick(tmp_path_factory):
+    return local_numbers(tmp_path_factory, "quick", QUICK)
 
 
 @pytest.mark.slow
@@ -253,10 +250,7 @@ def test_a_request_the_partition_cannot_meet_is_one_line_naming_slurms_words(clu
 
 @pytest.fixture(scope="module")
 def local_long(tmp_path_factory):
-    where = tmp_path_factory.mktemp("local") / "long"
-    done = train(os.environ.copy(), where, *LONG, launcher="population")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return numbers(where)
+    return local_numbers(tmp_path_factory, "long", LONG)
 
 
 def stop_in_the_middle(cluster, where: Path, stop) -> subprocess.CompletedProcess:

@@ -71,7 +71,7 @@ class Pool(str, Enum):
 
 
 class ModulePath(str, Enum):
-    auto = "auto"  # the stacked fast path when the module is a chain of standard layers, else vmap
+    auto = "auto"  # the stacked fast path where torch.fx can follow the forward, else vmap over all of it
     fast = "fast"  # the stacked fast path, or a one-line error saying why the module cannot take it
     vmap = "vmap"  # the generic path: vmap of functional_call
 
