@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from runner.commands.cli import main
-from runner.evaluate.compare import caption_lines, compare, to_csv, to_json, to_markdown
+from runner.evaluate.compare import compare
+from runner.evaluate.compare_views import caption_lines, to_csv, to_json, to_markdown
 from runner.evaluate.stats import Z95
 
 
@@ -490,7 +491,7 @@ def test_report_on_a_sweep_imports_only_what_it_uses(sweep):
 def test_a_twelve_run_sweep_table_fits_80_columns_and_says_how_many_share_the_top(tmp_path):
     from rich.console import Console
 
-    from runner.evaluate.compare import to_table
+    from runner.evaluate.compare_views import to_table
 
     lrs, decays = ("0.01", "0.003", "0.001"), ("0", "0.0001", "0.001", "0.01")
     for i, (lr, wd) in enumerate((a, b) for a in lrs for b in decays):
@@ -515,7 +516,7 @@ def test_a_twelve_run_sweep_table_fits_80_columns_and_says_how_many_share_the_to
 
 
 def test_short_names_keep_keys_apart():
-    from runner.evaluate.compare import short_names
+    from runner.evaluate.compare_views import short_names
 
     assert short_names(["optim.lr", "sched.patience", "trainer.early_stopping.patience"]) == [
         "lr", "sched.patience", "early_stopping.patience"]

@@ -10,7 +10,8 @@ from rich.console import Console
 from runner.commands.cli import main
 from runner.console import console
 from runner.evaluate.averaging import averaging_table
-from runner.evaluate.compare import compare_by_data, to_table
+from runner.evaluate.compare import compare_by_data
+from runner.evaluate.compare_views import to_table
 from runner.evaluate.report import results_table
 from runner.evaluate.stats import fmt_range
 from runner.ensemble.results import ensemble_table

@@ -4,7 +4,8 @@ import argparse
 import sys
 
 from runner.errors import RunnerError
-from runner.evaluate.compare import FORMATS, compare_by_data, print_comparison
+from runner.evaluate.compare import compare_by_data
+from runner.evaluate.compare_views import FORMATS, print_comparison
 
 
 class _Parser(argparse.ArgumentParser):

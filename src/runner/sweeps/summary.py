@@ -28,7 +28,8 @@ class SweepReport(Callback):
         """A problem with the table is one line on stderr; a failed job is a line in FAILED."""
         from runner.console import console
         from runner.errors import RunnerError
-        from runner.evaluate.compare import compare_by_data, to_markdown, to_table
+        from runner.evaluate.compare import compare_by_data
+        from runner.evaluate.compare_views import to_markdown, to_table
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = job_statuses(sweep_dir)
@@ -66,7 +67,7 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
     """runner report's CSV with a status column and every override as a column (also those one value in every
     ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
     is on record beside the others."""
-    from runner.evaluate.compare import to_csv
+    from runner.evaluate.compare_views import to_csv
 
     settings: list[str] = []
     rest: list[str] = []
