@@ -3,13 +3,11 @@
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import hydra
 import yaml
@@ -19,7 +17,18 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir
-from runner.config.compose import USER_CONFIG_DIR, checked_config, explain, task_config, unreadable_override
+from runner.commands.listing import (
+    LISTING_FLAGS,
+    complete_as_runner,
+    one_config_repository,
+)
+from runner.config.compose import (
+    USER_CONFIG_DIR,
+    checked_config,
+    explain,
+    task_config,
+    unreadable_override,
+)
 from runner.config.schema import Config, register
 from runner.errors import Interrupted, RunnerError
 from runner.paths import conf_dir
@@ -44,7 +53,7 @@ def train_command(args: list[str]) -> int:
         return _fail(str(refused))
     sys.argv = ["runner train", *args]
     if any(arg in ("-sc", "--shell-completion") for arg in args):
-        _complete_as_runner()
+        complete_as_runner()
     _job_errors.clear()
     _job_crashes.clear()
     _job_started[:] = [False]
@@ -53,7 +62,7 @@ def train_command(args: list[str]) -> int:
     try:
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
-        with _one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
+        with one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
             _hydra_train()
     except Interrupted as exc:
         _interrupted.append(exc)
@@ -89,53 +98,6 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
-
-
-def _complete_as_runner() -> None:
-    """Hydra's shell completion for `runner train`: its script registers the `runner` command (Hydra names it by
-    argv[0]) and calls `runner -sc query=...`, which `runner` hands here; a query sees the line without `train`."""
-    sys.argv[0] = "runner"
-    line = os.environ.get("COMP_LINE")
-    if line is not None:
-        found = re.match(r"(\s*\S+\s+)train(\s+|$)", line)
-        if found:
-            cut = len(found.group(0)) - len(found.group(1))
-            os.environ["COMP_LINE"] = found.group(1) + line[len(found.group(0)):]
-            point = os.environ.get("COMP_POINT", "")
-            if point.isdigit():
-                os.environ["COMP_POINT"] = str(max(int(point) - cut, len(found.group(1))))
-
-
-# Flags whose answer lists config groups and their options (help, shell completion).
-LISTING_FLAGS = ("--help", "-h", "--shell-completion", "-sc")
-
-
-@contextmanager
-def _one_config_repository(listing: bool) -> Iterator[None]:
-    """While Hydra lists config groups (`listing`): one config repository for every listing call.
-
-    Hydra builds (deep-copies) a fresh repository for each group it lists, 115 of them for `--help`, which
-    took 1.8 s idle (0.6 s built once). With the same overrides the repository is the same: one serves all.
-    """
-    if not listing:
-        yield
-        return
-    from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
-    build = ConfigLoaderImpl._parse_overrides_and_create_caching_repo
-    built: dict[tuple, Any] = {}
-
-    def build_once(loader, config_name, overrides):
-        key = (id(loader), config_name, tuple(overrides))
-        if key not in built:
-            built[key] = build(loader, config_name, overrides)
-        return built[key]
-
-    ConfigLoaderImpl._parse_overrides_and_create_caching_repo = build_once
-    try:
-        yield
-    finally:
-        ConfigLoaderImpl._parse_overrides_and_create_caching_repo = build
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
