@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
-from runner.models.layers import batch_norm, dropout
+from runner.models.layers import dropout, grouped_batch_norm
 from runner.models.mlp import ACTIVATIONS
 from runner.models.stacked import Population
 
@@ -80,18 +80,13 @@ class CNN(Population):
         return torch.baddbmm(self.view("head.bias"), x, self.view("head.weight"))
 
     def _norm(self, x: torch.Tensor, i: int, E: int, mask: torch.Tensor | None) -> torch.Tensor:
-        B, EC, H, W = x.shape
-        C = EC // E
+        EC = x.shape[1]
         if self.norm == "group":
             # E·groups groups over the member-major channels: each member's channels split into its own groups.
             x = F.group_norm(x, E * self.groups)
         else:  # batch: per member and channel, over that member's real rows and every pixel
-            x = x.reshape(B, E, C, H * W)
-            weight = None if mask is None else mask.T.reshape(B, E, 1, 1)
-            mean_run = self.stat(f"norm{i}.mean").view(E, C).unsqueeze(0).unsqueeze(-1)
-            var_run = self.stat(f"norm{i}.var").view(E, C).unsqueeze(0).unsqueeze(-1)
-            updating = None if self.updating is None else self.updating.view(1, E, 1, 1)
-            x = batch_norm(x, weight, (0, 3), mean_run, var_run, updating, self.training).reshape(B, EC, H, W)
+            x = grouped_batch_norm(x, E, mask, self.stat(f"norm{i}.mean"), self.stat(f"norm{i}.var"), self.updating,
+                                   self.training)
         scale = self.view(f"norm{i}.weight").reshape(1, EC, 1, 1)
         shift = self.view(f"norm{i}.bias").reshape(1, EC, 1, 1)
         return x * scale + shift

@@ -24,7 +24,7 @@ from torch.func import functional_call
 from torch.fx.passes.shape_prop import ShapeProp
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import batch_norm, dropout
+from runner.models.layers import batch_norm, dropout, grouped_batch_norm
 
 CHANNELS_LAST = torch.channels_last
 # Layers that act on each value or each channel alone: run on either layout as they are.
@@ -304,14 +304,10 @@ class FastPopulation(FunctionalPopulation):
         layer = self.layers[step.name]
         mean_run, var_run = self.stat(layer.stat_name + ".mean"), self.stat(layer.stat_name + ".var")  # [E, 1, C]
         updating = self.updating
-        if layer.spatial == 2:  # [B, E·C, H, W] -> [B, E, C, H·W], statistics over the member's rows and pixels
-            B, EC, H, W = x.shape
-            C = EC // E
-            weight = None if mask is None else mask.T.reshape(B, E, 1, 1)
-            out = batch_norm(x.reshape(B, E, C, H * W), weight, (0, 3), mean_run.view(1, E, C, 1),
-                             var_run.view(1, E, C, 1), None if updating is None else updating.view(1, E, 1, 1),
-                             self.training, layer.momentum, layer.eps).reshape(B, EC, H, W)
-            shape = (1, EC, 1, 1)
+        if layer.spatial == 2:  # [B, E·C, H, W]: statistics over the member's rows and pixels
+            out = grouped_batch_norm(x, E, mask, mean_run, var_run, updating, self.training, layer.momentum,
+                                     layer.eps)
+            shape = (1, x.shape[1], 1, 1)
         else:  # [E, B, C, *rest], statistics over the member's rows (and any trailing positions)
             rest = x.dim() - 3
             shape = (E, 1, x.shape[2]) + (1,) * rest

@@ -34,3 +34,16 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ..
         running_mean.copy_(torch.where(keep, (1 - momentum) * running_mean + momentum * mean, running_mean))
         running_var.copy_(torch.where(keep, (1 - momentum) * running_var + momentum * unbiased, running_var))
     return (x - mean) / torch.sqrt(var + eps)
+
+
+def grouped_batch_norm(x: torch.Tensor, members: int, mask: torch.Tensor | None, running_mean: torch.Tensor,
+                       running_var: torch.Tensor, updating: torch.Tensor | None, training: bool,
+                       momentum: float = BN_MOMENTUM, eps: float = 1e-5) -> torch.Tensor:
+    """`batch_norm` of images in the grouped layout [B, E·C, H, W]: per member and channel, over that member's real
+    rows (`mask` [E, B]) and every pixel; `running_*` are the members' [E, 1, C] statistics, `updating` [E]."""
+    B, EC, H, W = x.shape
+    E, C = members, EC // members
+    weight = None if mask is None else mask.T.reshape(B, E, 1, 1)
+    return batch_norm(x.reshape(B, E, C, H * W), weight, (0, 3), running_mean.view(1, E, C, 1),
+                      running_var.view(1, E, C, 1), None if updating is None else updating.view(1, E, 1, 1),
+                      training, momentum, eps).reshape(B, EC, H, W)
