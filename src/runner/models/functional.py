@@ -15,6 +15,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from runner.errors import RunnerError
+from runner.models.batching import Layers
 from runner.models.layers import batch_norm
 from runner.models.noise import _GOLDEN, _shr, mix
 from runner.models.stacked import Population
@@ -143,7 +144,8 @@ class FunctionalPopulation(Population):
         def one(p, key, member_mask, member_stats, *member_inputs):
             token = _member.set((key, step, member_mask, member_stats))
             try:
-                return fn(p, *member_inputs)
+                with Layers():
+                    return fn(p, *member_inputs)
             finally:
                 _member.reset(token)
 
