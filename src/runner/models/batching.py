@@ -1,5 +1,5 @@
-"""Batching rules for the generic vmap path: under vmap, 2-D convolution and pooling run as one grouped
-channels-last op for all members, as the stacked fast path runs them, instead of torch's default rules.
+"""Batching rules for the generic vmap path: under vmap, 2-D convolution, pooling and group norm run as one
+grouped channels-last op for all members, as the stacked fast path runs them, instead of torch's default rules.
 
 torch's own rules run a batched conv2d as a grouped convolution in NCHW and pool in NCHW, which oneDNN does
 several times slower than channels-last on a CPU; and a tensor's layout cannot be asked for inside vmap. Each
@@ -7,9 +7,10 @@ rule here is the `vmap` staticmethod of an autograd.Function (torch's hook for a
 the members' tensors unbatched, lays them out as [B, E·C, H, W] channels-last (member e owns channels
 e·C..(e+1)·C-1) and returns the result in that layout, batched at dimension 1, so the next convolution or pool
 takes it without a copy. The ops inside are ordinary ones, recorded by autograd as they run: the backward is
-theirs. `Layers` is the torch-function mode that sends the user's forward to these rules; it also runs
+theirs. `Layers` is the torch-function mode that sends the user's forward to these rules. It also runs
 `Tensor.view` as `reshape`, so a view of a channels-last activation (`x.view(x.size(0), -1)`) still works, and
-gives an op that asks for its input's layout (which vmap cannot answer) a contiguous copy. Every value is the one torch's own rules give; only the memory layout differs.
+gives an op that asks for its input's layout (which vmap cannot answer) a contiguous copy. Every value is the
+one torch's own rules give; only the memory layout differs.
 """
 
 import inspect
@@ -83,8 +84,8 @@ class GroupNorm(_Rule):
         if x.dim() - (x_dim is not None) != 4:
             return _default(lambda x, w, b: F.group_norm(x, num_groups, w, b, eps), (x_dim, w_dim, b_dim),
                             x, weight, bias)
-        E = info.batch_size  # group norm is fastest in NCHW: each member's groups are E·groups groups of one image
-        x = grouped(x, x_dim, E).contiguous()
+        E = info.batch_size  # each member's groups are E·groups groups of one [B, E·C, H, W] image
+        x = grouped(x, x_dim, E)
         weight = None if weight is None else members_of(weight, w_dim, E).reshape(-1)
         bias = None if bias is None else members_of(bias, b_dim, E).reshape(-1)
         return batched(F.group_norm(x, num_groups * E, weight, bias, eps), E)
@@ -108,20 +109,19 @@ def pooling(op) -> type[_Rule]:
     return Pool
 
 
-def _signature(text: str) -> inspect.Signature:
-    return inspect.signature(eval(f"lambda {text}: None"))  # noqa: S307: a literal parameter list
-
-
 # torch's functions -> (the rule, their parameters as torch documents them)
 RULES = {
-    F.conv2d: (Conv2d, _signature("input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1")),
-    F.max_pool2d: (pooling(F.max_pool2d), _signature("input, kernel_size, stride=None, padding=0, dilation=1, "
-                                                     "ceil_mode=False, return_indices=False")),
-    F.avg_pool2d: (pooling(F.avg_pool2d), _signature("input, kernel_size, stride=None, padding=0, ceil_mode=False, "
-                                                     "count_include_pad=True, divisor_override=None")),
-    F.group_norm: (GroupNorm, _signature("input, num_groups, weight=None, bias=None, eps=1e-5")),
-    F.adaptive_avg_pool2d: (pooling(F.adaptive_avg_pool2d), _signature("input, output_size")),
-    F.adaptive_max_pool2d: (pooling(F.adaptive_max_pool2d), _signature("input, output_size, return_indices=False")),
+    F.conv2d: (Conv2d, inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1:
+                                         None)),
+    F.max_pool2d: (pooling(F.max_pool2d), inspect.signature(
+        lambda input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False: None)),
+    F.avg_pool2d: (pooling(F.avg_pool2d), inspect.signature(
+        lambda input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+        divisor_override=None: None)),
+    F.group_norm: (GroupNorm, inspect.signature(lambda input, num_groups, weight=None, bias=None, eps=1e-5: None)),
+    F.adaptive_avg_pool2d: (pooling(F.adaptive_avg_pool2d), inspect.signature(lambda input, output_size: None)),
+    F.adaptive_max_pool2d: (pooling(F.adaptive_max_pool2d),
+                            inspect.signature(lambda input, output_size, return_indices=False: None)),
 }
 # Functions that asked for a layout vmap cannot report (group_norm, for one): their tensors go in contiguous.
 _CONTIGUOUS_FIRST: set = set()
