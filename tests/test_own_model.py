@@ -136,6 +136,18 @@ class Sized(nn.Module):
         return self.layer(x.view(x.size(0), -1))
 
 
+class Tutorial(nn.Module):  # conv, dropout, batch norm, pool, then x.view(x.size(0), -1): the generic vmap path
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.conv, self.norm = nn.Conv2d(input_shape[0], 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.pool, self.drop, self.head = nn.MaxPool2d(2), nn.Dropout(0.3), nn.Linear(4 * 9 + 4 * 36, out_features)
+
+    def forward(self, x):
+        x = self.conv(x)
+        pooled = self.pool(torch.relu(self.norm(self.drop(x))))  # dropout before batch norm: it moves the statistics
+        return self.head(torch.cat([pooled.view(x.size(0), -1), x.view(x.size(0), -1)], 1))
+
+
 class Moody(nn.Module):
     def __init__(self, input_shape, out_features):
         super().__init__()
@@ -254,7 +266,7 @@ def _every_switch(cfg):
 @pytest.mark.parametrize("target, shape, path", [
     ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
     ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
-    ("usernets:Pooled", (1, 6, 6), "auto"),
+    ("usernets:Pooled", (1, 6, 6), "auto"), ("usernets:Tutorial", (1, 6, 6), "auto"),
 ])
 def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape,
                                                                                                 path):
@@ -272,6 +284,7 @@ def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_t
         torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
         for name, average in stacked.averages.items():
             torch.testing.assert_close(average.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(average.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
     assert not torch.equal(stacked.last[0], stacked.last[1])
     assert set(stacked.averages) == ({"ema"} if switches else set())
 

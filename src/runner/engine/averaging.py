@@ -190,6 +190,9 @@ def _greedy(pool, filled, epochs, last, ran, evaluate) -> tuple[torch.Tensor, li
     return flat, chosen
 
 
+BN_STEP = -1  # the random-stream step of the batch-norm recomputation (training steps count from 0)
+
+
 @torch.no_grad()
 def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     """[E, Q] batch-norm statistics of the model's current weights: each member's cumulative average of its
@@ -204,9 +207,10 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
         return initial
     idx, mask = padded(rows, inputs.X.device)
     mean, count = torch.zeros_like(initial), torch.zeros(initial.shape[0], 1, device=initial.device)
-    was_training, updating = model.training, model.updating
+    was_training, updating, step = model.training, model.updating, model.noise.step
     model.train()
     model.updating = None
+    model.noise.step = BN_STEP  # dropout draws no training step made, the same whichever epoch a member left in
     for start in range(0, idx.shape[1], batch):
         m = mask[:, start : start + batch]
         model.stats.zero_()  # after the forward, stats = momentum · (this batch's statistics)
@@ -215,5 +219,5 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
         count += has
         mean += has * (model.stats / BN_MOMENTUM - mean) / count.clamp(min=1)
     model.train(was_training)
-    model.updating = updating
+    model.updating, model.noise.step = updating, step
     return torch.where(count > 0, mean, initial)

@@ -1,5 +1,6 @@
 """The population training loop: every member steps in lockstep over its own shuffled rows."""
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -116,6 +117,7 @@ def fit(
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
     diverged_epoch = torch.full((E,), -1, device=device)
     done = _Finished(E)
+    everyone = copy.copy(model.noise)  # every member's random stream, for the whole population after the loop
     live = torch.arange(E, device=device)  # global index of each member still in the population
     setup = {"members": E, "parameters": model.size, "epochs": trainer.epochs}
     first = 0
@@ -204,6 +206,7 @@ def fit(
 
     model.updating = None
     model.resize(done["last"], done["last_stats"])
+    model.noise = everyone
     averages = {}
     if avg.active:
         avg.load_state_dict({name: done[name] for name in avg.per_member})

@@ -149,11 +149,7 @@ class FunctionalPopulation(Population):
             finally:
                 _member.reset(token)
 
-        keys = self.noise.keys
-        if len(keys) != len(inputs[0]):  # every member scored again after some left the fit: in eval mode, where
-            assert not (self.training or self.sampling)  # no dropout draws from the keys
-            keys = torch.zeros(len(inputs[0]), dtype=keys.dtype, device=keys.device)
-        out = vmap(one)(params, keys, mask, stats, *inputs)
+        out = vmap(one)(params, self.noise.keys, mask, stats, *inputs)
         if self.training and self.updating is not None and self.stat_slots:
             with torch.no_grad():
                 for name, updated in stats.items():
