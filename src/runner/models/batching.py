@@ -20,14 +20,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 from torch.overrides import TorchFunctionMode
 
-CHANNELS_LAST = torch.channels_last
-
-
-def grouped(x: torch.Tensor, dim: int | None, members: int) -> torch.Tensor:
-    """The members' images [.., B, C, H, W] batched at `dim` (None: shared by all) as [B, E·C, H, W] channels last."""
-    x = x.unsqueeze(1).expand(-1, members, *x.shape[1:]) if dim is None else x.movedim(dim, 1)
-    return x.reshape(x.shape[0], -1, *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST)
-
+from runner.models.layers import grouped, grouped_weight
 
 def batched(y: torch.Tensor, members: int) -> tuple[torch.Tensor, int]:
     """[B, E·C, H, W] -> (its view [B, E, C, H, W], batched at dimension 1)."""
@@ -43,8 +36,7 @@ def members_of(t: torch.Tensor | None, dim: int | None, members: int) -> torch.T
 
 def _default(op, in_dims, *args):
     """torch's own rule, on contiguous tensors, for what a grouped rule does not cover (images without a batch)."""
-    args = [a.contiguous() if isinstance(a, torch.Tensor) else a for a in args]
-    return vmap(op, in_dims=in_dims)(*args), 0
+    return vmap(op, in_dims=in_dims)(*_contiguous(args)), 0
 
 
 class _Rule(torch.autograd.Function):
@@ -67,8 +59,7 @@ class Conv2d(_Rule):
             return _default(lambda x, w, b: F.conv2d(x, w, b, stride, padding, dilation, groups), in_dims[:3],
                             x, weight, bias)
         E = info.batch_size
-        weight = members_of(weight, w_dim, E)
-        weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=CHANNELS_LAST)
+        weight = grouped_weight(members_of(weight, w_dim, E))
         bias = None if bias is None else members_of(bias, b_dim, E).reshape(-1)
         return batched(F.conv2d(grouped(x, x_dim, E), weight, bias, stride, padding, dilation, groups * E), E)
 
@@ -129,8 +120,8 @@ _LAYOUT_QUERY = "querying is_contiguous inside of vmap"
 
 
 class Layers(TorchFunctionMode):
-    """While active (inside vmap), conv2d, max_pool2d and avg_pool2d take the grouped rules above, and a view
-    by shape is a reshape (the same values; a copy only where the layout has no view)."""
+    """While active (inside vmap), the functions in RULES take the grouped rules above, and a view by shape is a
+    reshape (the same values; a copy only where the layout has no view)."""
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -5,11 +5,9 @@ import torch.nn.functional as F
 
 from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
-from runner.models.layers import dropout, grouped_batch_norm
+from runner.models.layers import dropout, grouped, grouped_batch_norm, grouped_weight
 from runner.models.mlp import ACTIVATIONS
 from runner.models.stacked import Population
-
-CHANNELS_LAST = torch.channels_last
 
 
 class CNN(Population):
@@ -59,11 +57,9 @@ class CNN(Population):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, C, H, W] -> [E, B, d_out]; mask [E, B] marks real rows (batch norm skips padding)."""
         E, B = x.shape[:2]
-        # [B, E·C, H, W], channels last: oneDNN's grouped convolution and pooling are fastest in that layout.
-        x = x.transpose(0, 1).reshape(B, E * x.shape[2], *x.shape[3:]).contiguous(memory_format=CHANNELS_LAST)
+        x = grouped(x)
         for i in range(self.blocks):
-            weight = self.view(f"conv{i}.weight")
-            weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=CHANNELS_LAST)
+            weight = grouped_weight(self.view(f"conv{i}.weight"))
             bias = self.view(f"conv{i}.bias").reshape(-1) if f"conv{i}.bias" in self.slots else None
             x = F.conv2d(x, weight, bias, padding=self.kernel // 2, groups=E)
             if self.norm != "none":

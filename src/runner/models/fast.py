@@ -24,9 +24,9 @@ from torch.func import functional_call
 from torch.fx.passes.shape_prop import ShapeProp
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import batch_norm, dropout, grouped_batch_norm
+from runner.models.layers import batch_norm, dropout, grouped_batch_norm, grouped_weight
+from runner.models.layers import grouped as to_grouped
 
-CHANNELS_LAST = torch.channels_last
 # Layers that act on each value or each channel alone: run on either layout as they are.
 ELEMENTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
                nn.Sigmoid, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink,
@@ -211,7 +211,7 @@ class FastPopulation(FunctionalPopulation):
         tensor, now = value
         if now == grouped:
             return tensor
-        return _grouped(tensor) if grouped else _members(tensor, E)
+        return to_grouped(tensor) if grouped else _members(tensor, E)
 
     def _arithmetic(self, node: fx.Node, env: dict, E: int) -> tuple[torch.Tensor, bool]:
         """Elementwise: on the grouped layout when every operand has it and the same shape, else on [E, B, ...]."""
@@ -276,8 +276,7 @@ class FastPopulation(FunctionalPopulation):
             return out.view(*shape[:-1], weight.shape[1])
         if isinstance(layer, nn.Conv2d):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
-            weight = weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=CHANNELS_LAST)
-            return F.conv2d(x, weight, None if bias is None else bias.reshape(-1), layer.stride, layer.padding,
+            return F.conv2d(x, grouped_weight(weight), None if bias is None else bias.reshape(-1), layer.stride, layer.padding,
                             layer.dilation, groups=E * layer.groups)
         if isinstance(layer, BatchNorm):
             return self._norm(step, x, E, mask)
@@ -324,14 +323,6 @@ def _wants(layer: nn.Module) -> bool | None:
     if isinstance(layer, (nn.Conv2d, nn.GroupNorm, *POOLS)) or (isinstance(layer, BatchNorm) and layer.spatial == 2):
         return True
     return None if isinstance(layer, ELEMENTWISE) else False
-
-
-def _grouped(x: torch.Tensor) -> torch.Tensor:
-    """[E, B, C, ...] -> [B, E·C, ...]; images [B, E·C, H, W] channels last: oneDNN's grouped convolution and pooling are fastest in
-    that layout (as model=cnn)."""
-    E, B = x.shape[:2]
-    x = x.transpose(0, 1).reshape(B, E * x.shape[2], *x.shape[3:])
-    return x.contiguous(memory_format=CHANNELS_LAST) if x.dim() == 4 else x
 
 
 def _members(x: torch.Tensor, E: int) -> torch.Tensor:
