@@ -147,9 +147,16 @@ def test_random_csv_files_many(run_train, content, extra):
 # ---------------------------------------------------------------- run folders from elsewhere
 
 PAYLOAD = "- !!python/object/apply:os.system ['touch {marker}']\n"
+# A config file planted in the folder that, loaded as a group's option, would have Hydra call shutil.copyfile.
+GLOBAL = ("# @package _global_\nhydra:\n  callbacks:\n    x:\n      _target_: shutil.copyfile\n"
+          "      src: {outside}/victim.txt\n      dst: {marker}\n")
 EDITS = {
     ".hydra/overrides.yaml": [PAYLOAD, "not: [a list\n", "- +hydra.callbacks.x._target_=shutil.rmtree\n"
-                              "- +hydra.callbacks.x.path={outside}\n", "- optim.lr=0.5\n", "[]\n", "- 3\n"],
+                              "- +hydra.callbacks.x.path={outside}\n", "- optim.lr=0.5\n", "[]\n", "- 3\n",
+                              "- model={run}/.hydra/e\n", "- model=../../../../../../../../..{run}/.hydra/e\n",
+                              "- +experiment=../../../../../../../../..{run}/.hydra/e\n",
+                              "- model=mlp/../../../../../../../../..{run}/.hydra/e\n", "- optim=../optim/sgd\n",
+                              "- model/x=../../../../../../../../..{run}/.hydra/e\n", "- model=[mlp,{run}/e]\n"],
     ".hydra/config.yaml": [PAYLOAD, "{broken", "optim: {lr: 0.5}\n", None],
     "status.json": ['{"status": "ok"}', '{"status": "running", "pid": 1}', "[]", "{", None],
     "checkpoints/best.pt": [b"\x80\x04garbage", b"", None],
@@ -168,6 +175,7 @@ def template_run(tmp_path_factory):
 def _apply(run: Path, edits: dict, links: list, outside: Path, marker: Path) -> None:
     status = json.loads((run / "status.json").read_text())
     (run / "status.json").write_text(json.dumps({**status, "status": "interrupted"}))  # resumable by default
+    (run / ".hydra" / "e.yaml").write_text(GLOBAL.replace("{marker}", str(marker)).replace("{outside}", str(outside)))
     for name, content in edits.items():
         path = run / name
         if content is None:
@@ -175,19 +183,35 @@ def _apply(run: Path, edits: dict, links: list, outside: Path, marker: Path) -> 
         elif isinstance(content, bytes):
             path.write_bytes(content)
         else:
-            path.write_text(content.replace("{marker}", str(marker)).replace("{outside}", str(outside)))
+            path.write_text(content.replace("{marker}", str(marker)).replace("{outside}", str(outside))
+                            .replace("{run}", str(run)))
     for name in links:
         path = run / name
         path.unlink(missing_ok=True)
         path.symlink_to(outside / "victim.txt")
 
 
+FOLDER_EDITS = (st.dictionaries(st.sampled_from(sorted(EDITS)), st.integers(0, 99), max_size=3),
+                st.lists(st.sampled_from(LINKS), max_size=2, unique=True))
+
+
 @FAST
-@given(st.dictionaries(st.sampled_from(sorted(EDITS)), st.integers(0, 9), max_size=3),
-       st.lists(st.sampled_from(LINKS), max_size=2, unique=True))
+@given(*FOLDER_EDITS)
 def test_random_edits_of_a_copied_run_folder(template_run, capsys, picks, links):
+    _edits_property(template_run, capsys, picks, links)
+
+
+@pytest.mark.slow
+@SLOW
+@given(*FOLDER_EDITS)
+def test_random_edits_of_a_copied_run_folder_many(template_run, capsys, picks, links):
+    _edits_property(template_run, capsys, picks, links)
+
+
+def _edits_property(template_run, capsys, picks, links):
     """resume and predict on a run folder someone edited: a finished run or one line with exit 2, and nothing
-    outside the folder is touched (no code from the folder runs, no link is written through)."""
+    outside the folder is touched (no code from the folder runs, no link is written through, no config file
+    it holds is loaded: a group value naming one is ignored)."""
     import shutil
 
     from runner.paths import bundled_data

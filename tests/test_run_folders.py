@@ -39,6 +39,21 @@ def finished(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """A run interrupted after its first epoch, trained once for the module; tests copy it."""
+    import runner.fit
+
+    from conftest import stop_after_first_epoch
+
+    run = tmp_path_factory.mktemp("stopped") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", sys.argv[:])
+        patch.setattr(runner.fit, "fit", stop_after_first_epoch(runner.fit.fit))
+        assert main(["train", *QUICK, f"hydra.run.dir={run}"]) == 130
+    return run
+
+
 def copy_of(run: Path, where: Path) -> Path:
     import shutil
 
@@ -77,7 +92,42 @@ def test_resume_never_replays_hydra_keys_from_the_folder(tmp_path, train, monkey
     status, err = resume(capsys, run)
     assert status == 0
     assert not target.exists()
-    assert err.startswith(f"ignored in {saved} (runner resumes only its own config keys): {' '.join(planted)}")
+    assert err.startswith(f"ignored in {saved} (runner resumes only its own config keys, and a group only by an "
+                          f"option's name): {' '.join(planted)}")
+    assert json.loads((run / "status.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.parametrize("value", ["../../{run}/.hydra/e", "{run}/.hydra/e", "../../../../../../../..{run}/.hydra/e",
+                                   "mlp/../../../{run}/.hydra/e", "[mlp,'{run}/.hydra/e']"])
+@pytest.mark.parametrize("key", ["model", "+experiment", "model/x", "hparams_search"])
+def test_a_group_value_from_the_folder_never_names_a_file(tmp_path, stopped, capsys, key, value):
+    """A config group's value from .hydra/overrides.yaml is an option's name or nothing: a path would make Hydra
+    load that YAML, whose `# @package _global_` could set hydra.callbacks, instantiated before any check."""
+    run = copy_of(stopped, tmp_path / "run")
+    target = tmp_path / "stolen.txt"
+    (run / ".hydra" / "e.yaml").write_text(f"# @package _global_\nhydra:\n  callbacks:\n    x:\n"
+                                           f"      _target_: shutil.copyfile\n      src: {run / 'status.json'}\n"
+                                           f"      dst: {target}\n")
+    saved = run / ".hydra" / "overrides.yaml"
+    planted = f"{key}={value.format(run=run)}"
+    saved.write_text(yaml.safe_dump(yaml.safe_load(saved.read_text()) + [planted]))
+    status, err = resume(capsys, run)
+    assert not target.exists()
+    assert err.splitlines()[0] == (f"ignored in {saved} (runner resumes only its own config keys, and a group only "
+                                   f"by an option's name): {planted}")
+    assert status == 0 and json.loads((run / "status.json").read_text())["status"] == "ok"
+
+
+def test_a_group_value_may_name_an_option_of_this_commands_config_dir(tmp_path, train, monkeypatch, capsys):
+    mine = tmp_path / "mine"
+    (mine / "model").mkdir(parents=True)
+    (mine / "model" / "tiny.yaml").write_text("defaults:\n  - mlp\n  - _self_\nhidden: [3]\n")
+    run = tmp_path / "run"
+    interrupted(train, monkeypatch, run, f"--config-dir={mine}", "model=tiny")
+    assert main(["resume", str(run)]) == 2  # without the folder, model=tiny is ignored: not the run it was
+    assert "other values of model.hidden" in capsys.readouterr().err
+    assert main(["resume", str(run), "--config-dir", str(mine)]) == 0
+    assert "ignored" not in capsys.readouterr().err
     assert json.loads((run / "status.json").read_text())["status"] == "ok"
 
 

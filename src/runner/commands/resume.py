@@ -29,6 +29,13 @@ def _given(args: list[str]) -> list[str]:
     return out
 
 
+def _config_dirs(given: list[str]) -> tuple[Path, ...]:
+    """The --config-dir folders on this command line: where a saved group value may name an option too."""
+    pairs = zip(given, given[1:])
+    return (*(Path(b) for a, b in pairs if a in ("--config-dir", "-cd")),
+            *(Path(w.partition("=")[2]) for w in given if w.startswith("--config-dir=")))
+
+
 def resume_command(args: list[str]) -> int:
     """`runner resume DIR`: run `runner train` again with DIR's own config overrides, from DIR's saved fit state.
 
@@ -46,7 +53,7 @@ def resume_command(args: list[str]) -> int:
 
     run_dir = Path(args[0])
     try:
-        kept, ignored = saved_overrides(run_dir)
+        kept, ignored = saved_overrides(run_dir, _config_dirs(given))
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -59,7 +66,8 @@ def resume_command(args: list[str]) -> int:
         return 2
     kept = [o for o in kept if o not in code]
     if ignored:
-        print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys): "
+        print(f"ignored in {run_dir / '.hydra' / 'overrides.yaml'} (runner resumes only its own config keys, and a "
+              "group only by an option's name): "
               f"{' '.join(ignored)}", file=sys.stderr)
     return train_command([*given, *kept, f"hydra.run.dir={_quoted(str(run_dir))}", "trainer.resume=true"])
 

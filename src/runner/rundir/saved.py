@@ -10,13 +10,18 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner.config.schema import Config
 from runner.errors import RunnerError
+from runner.paths import conf_dir
 from runner.rundir import folder as rundir
 
 
-def saved_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
+def saved_overrides(run_dir: Path, config_dirs: tuple[Path, ...] = ()) -> tuple[list[str], list[str]]:
     """A run folder's .hydra/overrides.yaml as (the overrides of runner's own config keys and groups to resume
     with, the others left out); one line where the folder holds no run or the file is not the plain list of
-    strings Hydra writes (a YAML tag such as !!python is refused unread)."""
+    strings Hydra writes (a YAML tag such as !!python is refused unread).
+
+    A config group's value is kept only where the command line of this install would name it: an option shipped
+    with runner or in a `config_dirs` folder the user gave on this command line, by its plain name; a path
+    (`model=../../x/e`, which Hydra would load as that group's YAML, with any `# @package` it declares) never."""
     import yaml
 
     path = run_dir / ".hydra" / "overrides.yaml"
@@ -36,14 +41,26 @@ def saved_overrides(run_dir: Path) -> tuple[list[str], list[str]]:
     if not isinstance(saved, list) or not all(isinstance(o, str) for o in saved):
         raise RunnerError(f"{path} is not a list of overrides (strings); the run cannot be resumed: train it again")
     roots = {f.name for f in fields(Config)} | {"experiment", "hparams_search"}
+    folders = (conf_dir(), *config_dirs)
     kept, ignored = [], []
     for override in saved:
-        key = override.partition("=")[0].lstrip("+~")
+        key, _, value = override.partition("=")
+        key = key.lstrip("+~")
         if key in ("hydra.run.dir", "trainer.resume"):
             continue  # runner resume sets both
         root = re.split(r"[./]", key, maxsplit=1)[0]
-        (kept if root in roots and "@" not in key and re.fullmatch(r"[\w./-]+", key) else ignored).append(override)
+        ours = root in roots and re.fullmatch(r"\w+(\.\w+)*|\w+(/\w+)+", key)
+        if ours and ("/" in key or any((Path(f) / key).is_dir() for f in folders)):
+            # a config group: its value names the YAML file Hydra loads
+            ours = value in ("", "null") or value in group_options(key, folders)
+        (kept if ours else ignored).append(override)
     return kept, ignored
+
+
+def group_options(group: str, folders: tuple[Path, ...]) -> set[str]:
+    """The option names of config group `group` (`model`, `hydra/launcher`) in `folders`: their YAML files' stems."""
+    return {p.stem for folder in folders for p in (Path(folder) / group).glob("*.yaml")
+            if p.is_file() and re.fullmatch(r"[\w-]+", p.stem)}
 
 
 # Keys a resumed run may change: they change nothing it learns, or where it runs.
