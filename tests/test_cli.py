@@ -31,6 +31,8 @@ def test_top_level_help_does_not_import_torch():
     ("trainer.epochs=abc", "trainer.epochs"),
     ("model.activation=relux", "expected one of [relu, tanh, sigmoid, leaky_relu, gelu]"),
     ("trainer.batch_size=0", "trainer.batch_size=0 is not valid"),
+    # a message Hydra wraps over lines comes whole, on one line
+    ("+hydra.callbacks.x._target_=os.system", "'os.system' is blocklisted because it allows config data to control"),
 ])
 def test_bad_override_is_one_line_exit_2(tmp_path, override, needle):
     out = _cli("train", override, f"hydra.run.dir={tmp_path}/run")

@@ -76,7 +76,8 @@ def explain(exc: BaseException) -> str:
                 return _needs_extra(group, choice)
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
     full_key = getattr(cause, "full_key", None)
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+    # the first paragraph as one line: a message wrapped over lines ("... because it allows\narbitrary code") whole
+    first = " ".join(str(cause).strip().split("\n\n")[0].split()) or type(cause).__name__
     if isinstance(cause, InterpolationResolutionError) and full_key:
         return f"{full_key}: {first} (an interpolation ${{...}} must name a key of the config)"
     if isinstance(cause, OmegaConfBaseException) and full_key:
