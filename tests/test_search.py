@@ -147,6 +147,45 @@ def test_a_failed_trial_is_told_as_failed_and_the_sweep_goes_on(train, tmp_path)
         assert json.loads((sweep_dir / str(number) / "status.json").read_text())["status"] == "failed"
 
 
+def test_a_signal_stops_the_whole_search_and_the_same_command_runs_its_trial_again(train, tmp_path, monkeypatch):
+    """SIGTERM during trial 1: the search stops there with 143 (no later trial starts, trial 1 is not told as
+    failed); the same command runs trial 1 again in its own folder, then the rest."""
+    import signal
+
+    import runner.fit
+    from runner.errors import Interrupted
+
+    real, calls = runner.fit.fit, []
+
+    def stopped_in_trial_1(model, data, cfg, loss, on_epoch, *args, **kwargs):
+        calls.append(cfg.optim.lr)
+
+        def once(epoch, active):
+            on_epoch(epoch, active)
+            if len(calls) == 2:
+                raise Interrupted(signal.SIGTERM)
+
+        return real(model, data, cfg, loss, once, *args, **kwargs)
+
+    sweep_dir = tmp_path / "sweep"
+    args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "optim.lr=interval(0.001,0.1)", *QUICK,
+            f"hydra.sweep.dir={sweep_dir}"]
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.fit, "fit", stopped_in_trial_1)
+        status, _, err = train(*args)
+    assert status == 143 and "resume with the same command" in err, err
+    study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "RUNNING"]
+    assert json.loads((sweep_dir / "1" / "status.json").read_text())["status"] == "interrupted"
+    assert not (sweep_dir / "2").exists()
+    status, _, err = train(*args)
+    assert status == 0, err
+    trials = pd.read_csv(sweep_dir / "trials.csv")
+    assert trials["state"].tolist() == ["COMPLETE"] * 3
+    assert trials.loc[1, "params.optim.lr"] == pytest.approx(calls[1], abs=0)  # trial 1 with its own parameters
+    assert _results(sweep_dir / "1")["validation"]["val/accuracy"]["mean"] == trials.loc[1, "value"]
+
+
 def test_objective_is_none_for_a_failed_or_non_finite_job():
     results = {"selection": {"metric": "rmse"}, "validation": {"val/rmse": {"mean": 1.5}},
                "metrics": {"test/rmse": {"mean": 0.1}}}

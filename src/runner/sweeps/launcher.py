@@ -73,7 +73,7 @@ class PopulationLauncher(Launcher):
         for number, members in enumerate(groups([_plan(job) for job in todo]), 1):
             group = [todo[i] for i in members]
             if len(group) == 1:  # a group of one: the ordinary run, as Hydra's basic launcher has it
-                returns[group[0].num] = self._run(group[0], self.task_function)
+                returns[group[0].num] = _stop_if_interrupted(self._run(group[0], self.task_function))
             else:
                 returns.update(self._run_group(number, group))
         return returns
@@ -133,6 +133,16 @@ class PopulationLauncher(Launcher):
     def _run(self, job: _Job, task_function: Callable) -> JobReturn:
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
+def _stop_if_interrupted(ret: JobReturn) -> JobReturn:
+    """A job stopped by a signal stops the sweep: the Interrupted it failed with is raised, so no later group
+    starts and the sweeper (Optuna's too) leaves the job's trial to run again when the command is repeated."""
+    from runner.errors import Interrupted
+
+    if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
+        raise ret._return_value
+    return ret
 
 
 def _plan(job: _Job) -> str | None:
