@@ -148,3 +148,15 @@ def test_sigterm_mid_run_prints_runner_resume_message_alone(tmp_path):
         f"interrupted by SIGTERM; fit state saved in {run}",
         f"resume with: runner resume {run}"]
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR2])
+def test_a_signal_while_a_config_is_composed_stays_that_signal(signum):
+    """OmegaConf re-raises an error met while it builds a config as type(error)(its message) (format_and_raise):
+    a signal arriving while a sweep composes its jobs is still that signal's Interrupted (it was a TypeError)."""
+    from omegaconf._utils import format_and_raise
+
+    cause = Interrupted(signum)
+    with pytest.raises(Interrupted) as info:
+        format_and_raise(node=None, key="a", value=None, msg=str(cause), cause=cause)
+    assert info.value.signum == signum and info.value.status == 128 + signum

@@ -11,6 +11,12 @@ class Interrupted(Exception):
     Picklable, so a launcher running jobs in other processes (submitit, joblib) can hand it back."""
 
     def __init__(self, signum: int, run_dir=None, saved: bool = False):
+        if isinstance(signum, str):  # OmegaConf re-raises an error inside a config as type(error)(its message)
+            import re
+            import signal
+
+            named = re.search(r"interrupted by (SIG[A-Z0-9]+)", signum)
+            signum = signal.Signals[named.group(1)] if named else signal.SIGTERM
         super().__init__(signum, run_dir, saved)
         self.signum, self.status, self.run_dir, self.saved = signum, 128 + signum, run_dir, saved
 
