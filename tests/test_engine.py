@@ -126,6 +126,35 @@ def test_one_member_steps_like_torch_optim(name, kw):
     torch.testing.assert_close(ours.data, ref.data, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("name,kw", [("adam", {"weight_decay": 0.1}), ("adamw", {"weight_decay": 0.1}),
+                                     ("sgd", {"momentum": 0.9, "weight_decay": 0.05}),
+                                     ("rmsprop", {"weight_decay": 0.05})])
+def test_weight_decay_on_some_entries_steps_like_torch_optim_param_groups(name, kw):
+    """`decayed` (a frozen tensor's entries take no decay) is torch.optim with a decay and a no-decay group."""
+    from runner.engine.optim import StackedOptimizer
+
+    torch.manual_seed(0)
+    p0 = torch.randn(2, 50, dtype=torch.float64)
+    decayed = (torch.arange(50) < 30).double()
+    ours = torch.nn.Parameter(p0.clone())
+    opt = StackedOptimizer(ours, OptimConfig(name=OptimName(name), lr=0.01, **kw), decayed=decayed)
+    kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+            "rmsprop": torch.optim.RMSprop}[name]
+    refs = [[torch.nn.Parameter(p0[e, :30].clone()), torch.nn.Parameter(p0[e, 30:].clone())] for e in range(2)]
+    torch_opts = [kind([{"params": [a]}, {"params": [b], "weight_decay": 0.0}], lr=0.01, **kw) for a, b in refs]
+    for step in range(20):
+        g = torch.randn(2, 50, dtype=torch.float64)
+        ours.grad = g.clone()
+        active = torch.tensor([True, step % 3 != 0])  # member 1 sits some steps out
+        opt.step(active)
+        for e, ((a, b), torch_opt) in enumerate(zip(refs, torch_opts)):
+            if active[e]:
+                a.grad, b.grad = g[e, :30].clone(), g[e, 30:].clone()
+                torch_opt.step()
+    for e, (a, b) in enumerate(refs):
+        torch.testing.assert_close(ours.data[e], torch.cat([a.data, b.data]), atol=1e-12, rtol=0)
+
+
 def test_inactive_member_is_frozen():
     from runner.engine.optim import StackedOptimizer
 

@@ -311,12 +311,12 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target,
     ("usernets:Pooled", (1, 6, 6), "stacked fast path; vmap for act"),
     ("usernets:Sized", (1, 6, 6), "generic vmap path: its forward computes with sizes or other values that are not "
                                   "activations (size)"),
-    ("usernets:Branchy", (6,), "generic vmap path: its forward cannot be traced (TraceError)"),
+    ("usernets:Branchy", (6,), "members in turn: vmap cannot run its forward (RuntimeError"),
     ("usernets:Moody", (6,), "generic vmap path: Moody's forward reads self.training (a trace would keep one "
                              "mode's branch)"),
 ])
 def test_the_path_a_users_module_takes_and_why(package, target, shape, path):
-    assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path == path
+    assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path.startswith(path)
 
 
 def test_model_path_fast_refuses_a_module_that_cannot_take_it_in_one_line(package, tmp_path, capsys):

@@ -10,6 +10,13 @@ from runner.errors import RunnerError
 
 # Objects handed over from Python (runner.train(model=Net)), by the import path runner records for them.
 GIVEN: dict[str, Any] = {}
+# The command running now (runner train, runner.train): a user's data function is called once per command, so
+# the rows its checks read are the rows that train; the next command calls it again (it may return others).
+COMMAND = [0]
+
+
+def new_command() -> None:
+    COMMAND[0] += 1
 
 
 def path_of(obj: Any) -> str:

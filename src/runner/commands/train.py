@@ -16,7 +16,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from runner import rundir
+from runner import rundir, user_code
 from runner.commands.listing import (
     LISTING_FLAGS,
     complete_as_runner,
@@ -44,6 +44,7 @@ def train_command(args: list[str]) -> int:
     from runner.sweeps.summary import FAILED
 
     register()
+    user_code.new_command()
     FAILURES.clear()
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
     args = [_into_free_keys(arg) for arg in args]

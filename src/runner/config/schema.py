@@ -74,6 +74,7 @@ class ModulePath(str, Enum):
     auto = "auto"  # the stacked fast path where torch.fx can follow the forward, else vmap over all of it
     fast = "fast"  # the stacked fast path, or a one-line error saying why the module cannot take it
     vmap = "vmap"  # the generic path: vmap of functional_call
+    loop = "loop"  # members in turn: each member's forward called alone inside every step
 
 
 class DeltaMode(str, Enum):

@@ -39,10 +39,11 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
 
     if cfg.name in images.NAMES:
         return _cached((repr(cfg),), lambda: images.load_images(cfg))
-    if cfg.name == "python":  # never cached: the user's function may return other rows each call
+    if cfg.name == "python":  # called once per command: what was checked is what trains
+        from runner import user_code
         from runner.data.python_source import load_python
 
-        return load_python(cfg, _load)
+        return _cached(("python", repr(cfg), user_code.COMMAND[0]), lambda: load_python(cfg, _load))
     _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
           f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")
     if cfg.name in GENERATED and cfg.path is None:

@@ -23,9 +23,10 @@ class StackedOptimizer(MemberState):
 
     per_member = ("lr", "steps", "m", "v", "momentum_started", "wd", "mom", "beta1", "beta2")
 
-    def __init__(self, source, cfg: OptimConfig, values: dict[str, np.ndarray] | None = None):
+    def __init__(self, source, cfg: OptimConfig, values: dict[str, np.ndarray] | None = None,
+                 decayed: torch.Tensor | None = None):
         """`values`: each member's own lr, weight_decay, momentum, beta1 and beta2 ([E] arrays, engine/hyper.py);
-        None: every member takes cfg's."""
+        None: every member takes cfg's. `decayed` [P]: 1 on the entries weight decay applies to (None: all)."""
         self.source = source
         flat = self.flat
         self.kind = name_of(cfg.name)
@@ -47,6 +48,7 @@ class StackedOptimizer(MemberState):
             self.v = torch.full_like(flat, cfg.initial_accumulator_value)
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
         self.fused = self.kind in ("adam", "adamw")
+        self.decayed = None if decayed is None else decayed.to(flat.device, flat.dtype).unsqueeze(0)  # [1, P]
         self.lr_host = np.full(members, float(cfg.lr))
         self._host()
 
@@ -132,16 +134,28 @@ class StackedOptimizer(MemberState):
             pick = members[which.reshape(-1) == g].tolist()
             group = [steps[i] for i in pick]
             torch._foreach_add_(group, 1)
+            if wd and self.decayed is not None:  # decay on some entries only: done here as torch.optim does it
+                rows = slice(None) if len(pick) == len(params) else torch.tensor(pick, device=grad.device)
+                p, decay = self.flat.detach(), float(wd) * self.decayed
+                if self.kind == "adamw":  # decoupled: p *= 1 - lr * wd, before the update
+                    p[rows] = p[rows] * (1 - float(lr) * decay)
+                else:  # L2: the gradient gains wd * p
+                    grad[rows] = grad[rows] + p[rows] * decay
+                wd = 0.0
             kernel([params[i] for i in pick], [grads[i] for i in pick], [ms[i] for i in pick],
                    [vs[i] for i in pick], [], group, lr=float(lr), beta1=float(beta1), beta2=float(beta2),
                    weight_decay=float(wd), eps=c.eps, amsgrad=False, maximize=False)
+
+    def _decay(self) -> torch.Tensor:
+        """Each member's weight decay [E, 1], or [E, P] where some entries take none (frozen ones)."""
+        return self.wd_f if self.decayed is None else self.wd_f * self.decayed
 
     # Each member's weight decay and momentum are [E, 1] columns; a member whose value is 0 gets exactly what
     # skipping the term gives (g + 0·p = g), so it trains as it would alone beside members that use them.
     def _sgd(self, p, g, lr, a, active) -> None:
         c = self.cfg
         if self.decays:
-            g = g + p * self.wd_f
+            g = g + p * self._decay()
         if self.momentum:
             # torch.optim.SGD: the first step sets the buffer to the gradient (no dampening).
             first = (~self.momentum_started) & active.unsqueeze(1)
@@ -154,7 +168,7 @@ class StackedOptimizer(MemberState):
     def _rmsprop(self, p, g, lr, a, active) -> None:
         c = self.cfg
         if self.decays:
-            g = g + p * self.wd_f
+            g = g + p * self._decay()
         self.v.lerp_(g * g, (1 - c.alpha) * a)
         update = g / (self.v.sqrt() + c.eps)
         if self.momentum:
@@ -165,6 +179,6 @@ class StackedOptimizer(MemberState):
     def _adagrad(self, p, g, lr, a) -> None:
         c = self.cfg
         if self.decays:
-            g = g + p * self.wd_f
+            g = g + p * self._decay()
         self.v.addcmul_(g * a, g)
         p.sub_(lr * g / (self.v.sqrt() + c.eps))

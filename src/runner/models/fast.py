@@ -152,8 +152,8 @@ def _stackable(layer: nn.Module, rank: int) -> bool:
 class FastPopulation(FunctionalPopulation):
     """E copies of the user's module, run node by node: standard layers stacked, the rest through vmap."""
 
-    def __init__(self, template: nn.Module, members: int, d_out: int, steps: list[Step]):
-        super().__init__(template, members, d_out)  # swaps runner's dropout and batch norm in, by the same names
+    def __init__(self, template: nn.Module, members: int, d_out: int, steps: list[Step], make=None):
+        super().__init__(template, members, d_out, make)  # swaps runner's dropout and batch norm in, by the same names
         self.steps = steps
         self.layers = {s.name: template.get_submodule(s.name) for s in steps if s.kind in ("layer", "vmap") and s.name}
         # A ReLU whose only user is a max-pool runs after it: the same values (max commutes with a non-decreasing
@@ -259,7 +259,7 @@ class FastPopulation(FunctionalPopulation):
                 return getattr(args[0], node.target)(*args[1:], **kwargs)
             return node.target(*args, **kwargs)
 
-        return self.vmapped(run, params, values, mask)
+        return self.run_members(run, params, values, mask)
 
     def _param(self, step: Step, name: str, norm: bool = False) -> torch.Tensor | None:
         key = ("norm:" if norm else "") + f"{step.name}.{name}"

@@ -17,7 +17,7 @@ from torch.func import functional_call, vmap
 from runner.errors import RunnerError
 from runner.models.batching import Layers
 from runner.models.layers import batch_norm
-from runner.models.noise import _GOLDEN, _shr, mix
+from runner.models.noise import _GOLDEN, MemberNoise, _shr, mix
 from runner.models.stacked import Population
 
 # The member being run inside vmap: (key, step, its row mask [B], its running statistics by name).
@@ -94,10 +94,12 @@ def own_layers(template: nn.Module, where: str) -> nn.Module:
 class FunctionalPopulation(Population):
     """E independent copies of `template`, stacked in one [E, P] tensor and run for all members with vmap."""
 
-    def __init__(self, template: nn.Module, members: int, d_out: int):
+    def __init__(self, template: nn.Module, members: int, d_out: int, make=None):
+        """`make`: builds the module anew (the user's class with its arguments); each member is then the module
+        `make` builds under that member's seed, its own initialization kept (None: runner's rule, model.init)."""
         super().__init__(members)
         own_layers(template, "the model")
-        self.template, self.outputs = template, d_out
+        self.template, self.outputs, self.make = template, d_out, make
         self.norms = [m for m in template.modules() if isinstance(m, BatchNorm)]
         for i, norm in enumerate(self.norms):
             norm.stat_name = f"bn{i}"
@@ -107,19 +109,35 @@ class FunctionalPopulation(Population):
         for name, p in params.items():
             owner = params.get(name.rsplit(".", 1)[0] + ".weight", p)  # a bias's fan-in is its weight's
             fan_in = math.prod(owner.shape[1:]) if owner.dim() > 1 else 0
-            fan_out = owner.shape[0] * math.prod(owner.shape[2:]) if owner.dim() > 1 else p.shape[0]
+            fan_out = owner.shape[0] * math.prod(owner.shape[2:]) if owner.dim() > 1 else p.numel()
             norm = isinstance(_module_of(template, name), (nn.GroupNorm, nn.LayerNorm, BatchNorm))
             self.add(("norm:" if norm else "") + name, tuple(p.shape), kernel=p.dim() > 1 and not norm,
-                     fan_in=fan_in, fan_out=fan_out)
+                     fan_in=fan_in, fan_out=fan_out, trainable=p.requires_grad)
         self.allocate()
         for p in template.parameters():
             p.requires_grad_(False)  # the template only lends its structure; [E, P] holds the weights
+
+    @torch.no_grad()
+    def initialize(self, seeds: list[int], scheme: str, used=None) -> None:
+        """Member e is the module `make` builds after torch.manual_seed(seeds[e]), as PyTorch would build it alone:
+        every initialization its class or package defines is kept. model.init=glorot/he redraws with runner's rule
+        instead, and so does a population without `make` (runner's own modules)."""
+        if self.make is None or scheme != "default":
+            return super().initialize(seeds, scheme, used)
+        assert len(seeds) == self.members
+        self.noise = MemberNoise(seeds, self.flat.device)
+        for e, seed in enumerate(seeds):
+            with torch.random.fork_rng(devices=[]):  # runner's own random state is not the module's to move
+                torch.manual_seed(int(seed))
+                built = dict(self.make().named_parameters())
+            for name, slot in self.slots.items():
+                self.flat[e, slot.offset : slot.offset + slot.size] = built[name.removeprefix("norm:")].flatten()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out], member e run with row e of the parameters."""
         self.set_modes()
         params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
-        return self.vmapped(lambda p, rows: functional_call(self.template, p, (rows,)), params, [x], mask)
+        return self.run_members(lambda p, rows: functional_call(self.template, p, (rows,)), params, [x], mask)
 
     def set_modes(self) -> None:
         """The template's layers in the population's mode; dropout also on for test-time dropout passes, batch
@@ -131,13 +149,10 @@ class FunctionalPopulation(Population):
         for module in self.norms:
             module.train(self.training)
 
-    def vmapped(self, fn, params: dict, inputs: list[torch.Tensor], mask: torch.Tensor | None):
+    def run_members(self, fn, params: dict, inputs: list[torch.Tensor], mask: torch.Tensor | None):
         """vmap of fn(member's params, *member's inputs) over the members, each run with its own random stream,
         row mask and running statistics; `inputs` are [E, B, ...]."""
-        step = self.noise.step
-        stats = {name: self.stat(name).squeeze(1) for name in self.stat_slots}
-        if self.training and self.updating is not None:  # members sitting out this step keep their statistics
-            stats = {name: s.clone() for name, s in stats.items()}
+        step, stats = self.noise.step, self.step_stats()
         if mask is None:
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
 
@@ -150,12 +165,24 @@ class FunctionalPopulation(Population):
                 _member.reset(token)
 
         out = vmap(one)(params, self.noise.keys, mask, stats, *inputs)
+        self.keep_stats(stats)
+        return out
+
+    def step_stats(self) -> dict[str, torch.Tensor]:
+        """The running statistics a forward updates, [E, width] each: the population's own, or copies where some
+        members sit this step out (`keep_stats` then takes only the others' updates)."""
+        stats = {name: self.stat(name).squeeze(1) for name in self.stat_slots}
+        if self.training and self.updating is not None:
+            stats = {name: s.clone() for name, s in stats.items()}
+        return stats
+
+    def keep_stats(self, stats: dict[str, torch.Tensor]) -> None:
+        """The updated statistics of the members that stepped, from `step_stats`'s copies."""
         if self.training and self.updating is not None and self.stat_slots:
             with torch.no_grad():
                 for name, updated in stats.items():
                     kept = self.stat(name).squeeze(1)
                     kept.copy_(torch.where(self.updating.view(-1, 1), updated, kept))
-        return out
 
     def macs_per_row(self) -> int:
         return self.size

@@ -4,11 +4,13 @@ The class is found by its import path, or among the classes handed to runner fro
 It is built once as a template with `args`, plus `input_shape` and `out_features` where its __init__ takes them;
 each nn.Dropout and nn.BatchNorm1d/2d in it becomes runner's per-member one (functional.own_layers), and the output
 for two rows must be [2, out_features]. A forward torch.fx can follow trains on the stacked fast path (models/fast.py),
-anything else through the generic path (vmap of functional_call); `model.path` forces one, and the population's
-`path` says which it took and why (the run's header shows it).
+anything vmap can run through the generic path (vmap of functional_call), anything else with its members in turn
+(models/looped.py); `model.path` forces one, and the population's `path` says which it took and why (the run's
+header shows it). Member e is the class built under torch.manual_seed(member e's seed): its own initialization.
 """
 
 import inspect
+from typing import Callable
 
 import torch
 from torch import nn
@@ -18,6 +20,7 @@ from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
 from runner.models import fast
 from runner.models.functional import FunctionalPopulation, own_layers
+from runner.models.looped import LoopPopulation
 
 # The keyword arguments runner passes a class that takes them: what the data gives.
 SHAPE_ARGS = ("input_shape", "out_features")
@@ -37,8 +40,9 @@ def give(cls: type) -> str:
     return user_code.give(cls)
 
 
-def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -> nn.Module:
-    """One copy of the user's module, built and checked: its output is [rows, d_out]."""
+def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -> tuple[nn.Module, Callable]:
+    """One copy of the user's module, built and checked (its output is [rows, d_out]), and a function that builds
+    it anew, as each member is built."""
     cls = load_class(cfg.target)
     kwargs = dict(cfg.args or {})
     params = inspect.signature(cls).parameters
@@ -54,24 +58,44 @@ def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -
         raise RunnerError(f"model.target={cfg.target}: {cls.__name__}({shown}) failed: {type(exc).__name__}: "
                           f"{exc} (set model.args)") from None
     _check_output(template, cfg.target, input_shape, d_out)
-    return template
+    return template, lambda: cls(**kwargs)
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
-    template = build_template(cfg, input_shape, d_out)
+    template, make = build_template(cfg, input_shape, d_out)
     wanted = name_of(cfg.path)
-    steps, why = fast.plan(template, input_shape) if wanted != "vmap" else (None, "model.path=vmap")
+    steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
     own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
     if steps is None and wanted == "fast":
         raise RunnerError(f"model.target={cfg.target} cannot take the stacked fast path: {why} "
                           "(set model.path=auto to train it through vmap)")
-    if steps is None:
-        population = FunctionalPopulation(template, members, d_out)
-        population.path = f"generic vmap path: {why}"
-    else:
-        population = fast.FastPopulation(template, members, d_out, steps)
+    if steps is not None:
+        population = fast.FastPopulation(template, members, d_out, steps, make)
         population.path = why
+        return population
+    refused = _vmap_refuses(make, cfg.target, input_shape, d_out) if wanted in ("auto", "vmap") else None
+    if refused and wanted == "vmap":
+        raise RunnerError(f"model.target={cfg.target} cannot take the vmap path: {refused} (set model.path=auto to "
+                          "train its members in turn)")
+    if wanted == "loop" or refused:
+        population = LoopPopulation(template, members, d_out, make)
+        population.path = f"members in turn: {refused or why}"
+    else:
+        population = FunctionalPopulation(template, members, d_out, make)
+        population.path = f"generic vmap path: {why}"
     return population
+
+
+def _vmap_refuses(make: Callable, target: str, input_shape: tuple[int, ...], d_out: int) -> str | None:
+    """Why vmap cannot run the module (a layer with no batching rule, such as nn.LSTM; a forward that branches on
+    its values or reads them on the host), found by one training step of a one-member population; None if it can."""
+    probe = FunctionalPopulation(own_layers(make(), f"model.target={target}"), 1, d_out)
+    try:
+        probe(torch.zeros(1, 2, *input_shape)).sum().backward()
+    except Exception as exc:  # noqa: BLE001 (whatever vmap refuses, the members can still run in turn)
+        first = " ".join(str(exc).split())
+        return f"vmap cannot run its forward ({type(exc).__name__}: {first[:80]}{'...' * (len(first) > 80)})"
+    return None
 
 
 def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...], d_out: int) -> None:
@@ -85,6 +109,13 @@ def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...]
                           f"{type(exc).__name__}: {exc}") from None
     finally:
         template.train()
+    if not any(p.requires_grad for p in template.parameters()):
+        what = "no parameters" if not list(template.parameters()) else "only frozen parameters (requires_grad=False)"
+        raise RunnerError(f"model.target={target}: the module has {what}, so there is nothing to train; give it at "
+                          "least one trainable nn.Parameter (an nn.Linear layer, say)")
+    if isinstance(out, torch.Tensor) and not out.is_floating_point():
+        raise RunnerError(f"model.target={target}: its forward returns a {out.dtype} tensor; the loss needs "
+                          "floating-point outputs (logits or values): return them before any rounding or .long()")
     if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, d_out):
         shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise RunnerError(f"model.target={target}: for 2 rows of shape {list(input_shape)} it returns {shape}; "

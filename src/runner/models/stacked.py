@@ -1,6 +1,7 @@
 """A population's parameters: one flat [E, P] tensor that every layer views into."""
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -41,6 +42,7 @@ class Slot:
     fan_in: int
     fan_out: int
     reads_inputs: bool = False  # first layer: its kernel's rows are the input columns, its fan-in their count
+    trainable: bool = True  # False: a parameter the user froze (requires_grad=False), which never changes
 
     @property
     def size(self) -> int:
@@ -67,9 +69,10 @@ class Population(nn.Module):
         self._views: dict[str, torch.Tensor] | None = None  # the parameters' views during a forward pass
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
-            reads_inputs: bool = False) -> None:
+            reads_inputs: bool = False, trainable: bool = True) -> None:
         """Declare a per-member tensor of `shape`; call `allocate` after the last one."""
-        self.slots[name] = Slot(name, tuple(shape), self.size, kernel, fan_in, fan_out, reads_inputs)
+        self.slots[name] = Slot(name, tuple(shape), self.size, kernel and trainable, fan_in, fan_out, reads_inputs,
+                                trainable)
         self.size += math.prod(shape)
 
     def add_stat(self, name: str, width: int, initial: float) -> None:
@@ -114,7 +117,9 @@ class Population(nn.Module):
         # where a slice per tensor would zero-fill an [E, P] gradient for each (measured: 9% of a CNN step).
         sizes = [s.size for s in self.slots.values()]
         parts = self.flat.split(sizes, dim=1)
-        self._views = {name: part.view(self.members, *s.shape) for (name, s), part in zip(self.slots.items(), parts)}
+        # A frozen tensor is read detached: its gradient is 0, so no optimizer moves it (see trainable_mask).
+        self._views = {name: part.view(self.members, *s.shape) if s.trainable else part.detach().view(self.members, *s.shape)
+                       for (name, s), part in zip(self.slots.items(), parts)}
         try:
             return super().__call__(*args, **kwargs)
         finally:
@@ -126,6 +131,17 @@ class Population(nn.Module):
         for s in self.slots.values():
             if s.kernel:
                 mask[s.offset : s.offset + s.size] = 1.0
+        return mask
+
+    def trainable_mask(self) -> torch.Tensor | None:
+        """A [P] float mask: 0 on the entries of frozen tensors, which weight decay must not move either;
+        None when every tensor trains."""
+        if all(s.trainable for s in self.slots.values()):
+            return None
+        mask = torch.ones(self.size)
+        for s in self.slots.values():
+            if not s.trainable:
+                mask[s.offset : s.offset + s.size] = 0.0
         return mask
 
     @torch.no_grad()
@@ -169,7 +185,7 @@ class Population(nn.Module):
 
 
 def _draw(s: Slot, scheme: str, g: torch.Generator) -> torch.Tensor:
-    if s.name.startswith("norm"):  # normalization scale 1, shift 0, whatever the scheme
+    if s.name.startswith("norm:") or re.fullmatch(r"norm\d+\.(weight|bias)", s.name):  # a norm: scale 1, shift 0
         return torch.ones(s.shape) if s.name.endswith(".weight") else torch.zeros(s.shape)
     # "default" is torch.nn.Linear's rule (U(±1/sqrt(fan_in)) for kernel and bias);
     # glorot and he follow Keras: kernels drawn, biases zero.

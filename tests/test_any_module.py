@@ -1,0 +1,219 @@
+"""Any nn.Module as a population, as PyTorch would train it alone: each member is the class built under its own
+seed (its own initialization kept), frozen parameters stay frozen, a module vmap cannot run trains with its
+members in turn, and every member equals a plain torch.optim loop written here."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
+from runner.engine.inputs import MemberInputs
+from runner.engine.loop import PopulationData, fit
+from runner.errors import RunnerError
+from runner.models import build_model
+from runner.models.module import give
+
+FEATURES, CLASSES = 5, 3
+
+
+class Recurrent(nn.Module):
+    """A row's features read as a sequence by an LSTM (torch draws its weights U(±1/√hidden))."""
+
+    def __init__(self, input_shape, out_features, cell=nn.LSTM):
+        super().__init__()
+        self.rnn = cell(1, 6, batch_first=True)
+        self.head = nn.Linear(6, out_features)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.unsqueeze(-1))
+        return self.head(out[:, -1])
+
+
+class Gated(Recurrent):
+    def __init__(self, input_shape, out_features):
+        super().__init__(input_shape, out_features, nn.GRU)
+
+
+class Tokens(nn.Module):
+    """A CLS token, a constant-initialized scale, a 0-dim temperature and a Linear named `normalizer`."""
+
+    def __init__(self, input_shape, out_features, d=8):
+        super().__init__()
+        self.embed = nn.Linear(1, d)
+        self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
+        self.scale = nn.Parameter(torch.full((d,), 0.5))
+        self.temperature = nn.Parameter(torch.tensor(2.0))
+        self.normalizer = nn.Linear(d, d)
+        self.head = nn.Linear(d, out_features)
+
+    def forward(self, x):
+        tokens = torch.cat([self.cls.expand(x.shape[0], -1, -1), self.embed(x.unsqueeze(-1))], 1)
+        return self.head(torch.relu(self.normalizer(tokens * self.scale)).mean(1) / self.temperature)
+
+
+class Branchy(nn.Module):
+    """A forward that branches on its values (vmap refuses it; PyTorch alone runs it)."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a, self.b = nn.Linear(input_shape[0], 8), nn.Linear(8, out_features)
+
+    def forward(self, x):
+        h = self.a(x)
+        if h.mean() > 0:
+            h = torch.relu(h)
+        return self.b(torch.tanh(h))
+
+
+class Frozen(nn.Module):
+    """Its first layer frozen, as a user fine-tuning a head would."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.body = nn.Linear(input_shape[0], 8)
+        self.body.requires_grad_(False)
+        self.head = nn.Linear(8, out_features)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class Encoder(nn.Module):
+    """torch's TransformerEncoder over the features as tokens (multi-head attention, layer norm)."""
+
+    def __init__(self, input_shape, out_features, d=8):
+        super().__init__()
+        self.embed = nn.Linear(1, d)
+        layer = nn.TransformerEncoderLayer(d, nhead=2, dim_feedforward=16, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+        self.head = nn.Linear(d, out_features)
+
+    def forward(self, x):
+        return self.head(self.encoder(self.embed(x.unsqueeze(-1))).mean(1))
+
+
+def _population(cls, members, path="auto"):
+    return build_model(ModelConfig(name="module", target=give(cls), path=path), members, (FEATURES,), CLASSES)
+
+
+def _alone(cls, seed):
+    torch.manual_seed(seed)
+    return cls((FEATURES,), CLASSES)
+
+
+@pytest.mark.parametrize("cls", [Recurrent, Gated, Tokens, Branchy, Frozen, Encoder])
+def test_each_member_starts_as_the_module_built_under_its_seed(cls):
+    seeds = [4, 9, 23]
+    model = _population(cls, len(seeds))
+    model.initialize(seeds, "default")
+    for e, seed in enumerate(seeds):
+        own = dict(_alone(cls, seed).named_parameters())
+        assert {name.removeprefix("norm:") for name in model.slots} == set(own)
+        for name in model.slots:
+            torch.testing.assert_close(model.view(name)[e], own[name.removeprefix("norm:")], atol=0, rtol=0)
+    if cls is Tokens:  # what runner's own rule drew before: a CLS token of zeros, every normalizer weight 1
+        assert model.view("normalizer.weight").std() > 0.1 and model.view("cls").abs().max() > 0
+        assert model.view("scale").eq(0.5).all() and model.view("temperature").eq(2.0).all()
+
+
+@pytest.mark.parametrize("cls, path", [(Recurrent, "members in turn: vmap cannot run its forward"),
+                                       (Gated, "members in turn: vmap cannot run its forward"),
+                                       (Branchy, "members in turn: vmap cannot run its forward"),
+                                       (Frozen, "stacked fast path"), (Tokens, "generic vmap path")])
+def test_a_module_vmap_cannot_run_trains_its_members_in_turn_and_the_header_says_why(cls, path):
+    assert _population(cls, 2).path.startswith(path)
+
+
+def test_model_path_vmap_refuses_what_vmap_cannot_run_in_one_line():
+    with pytest.raises(RunnerError, match=r"cannot take the vmap path: vmap cannot run its forward \(.*\) \(set "
+                                          r"model.path=auto to train its members in turn\)"):
+        _population(Recurrent, 2, path="vmap")
+
+
+def _torch_loop(cls, seed, X, y, train, optim, epochs, dtype=torch.float32):
+    """The plain PyTorch loop a user would write: the module built under the seed, full-batch steps on its rows."""
+    model = _alone(cls, seed).to(dtype)
+    X = X.to(dtype)
+    kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim.name.value]
+    extra = {"momentum": optim.momentum} if optim.name.value == "sgd" else {}
+    opt = kind([p for p in model.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay,
+               **extra)
+    rows = torch.as_tensor(train)
+    for _ in range(epochs):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X[rows]), y[rows].long()).backward()
+        opt.step()
+    return model
+
+
+@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder])
+@pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
+                                   OptimConfig(name=OptimName.sgd, lr=0.1, momentum=0.9, weight_decay=0.01)],
+                         ids=["adamw", "sgd"])
+def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(60, FEATURES, generator=g), torch.randint(0, CLASSES, (60,), generator=g).float()
+    rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(7, 33), np.arange(40, 60)),  # ragged: padding
+            (np.arange(12, 51), np.arange(51, 60))]
+    seeds, epochs = [3, 7, 11], 6
+    cfg = Config(model=ModelConfig(name="module", target=give(cls)), optim=optim)
+    cfg.trainer.epochs, cfg.trainer.batch_size = epochs, "full"
+    cfg.trainer.early_stopping = EarlyStoppingConfig(patience=None)
+    model = build_model(cfg.model, len(seeds), (FEATURES,), CLASSES)
+    model.initialize(seeds, "default")
+    E = len(seeds)
+    inputs = MemberInputs(X, y, torch.zeros(E, FEATURES), torch.ones(E, FEATURES))
+    fitted = fit(model, PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds), cfg, "ce")
+    for e, seed in enumerate(seeds):
+        alone = dict(_torch_loop(cls, seed, X, y, rows[e][0], optim, epochs).named_parameters())
+        # In float64, PyTorch alone leaves still the entries whose gradient is 0 in exact arithmetic (attention's
+        # key bias): in float32, Adam normalizes their rounding noise into steps of up to lr, in any summation
+        # order; there the bound is Adam's own, epochs x lr. Every other entry agrees to 1e-5.
+        exact = dict(_torch_loop(cls, seed, X, y, rows[e][0], optim, epochs, torch.float64).named_parameters())
+        start = dict(_alone(cls, seed).named_parameters())
+        for name, slot in model.slots.items():
+            key = name.removeprefix("norm:")
+            ours = fitted.last[e, slot.offset : slot.offset + slot.size].view(slot.shape)
+            still = (exact[key].detach().float() - start[key].detach()).abs() < 1e-9
+            bound = torch.where(still & (optim.name == OptimName.adamw), epochs * optim.lr, 1e-5)
+            assert ((ours - alone[key].detach()).abs() <= bound).all(), (e, name, ours - alone[key])
+    if cls is Frozen:
+        start = dict(_alone(cls, seeds[0]).named_parameters())["body.weight"]
+        assert torch.equal(fitted.last[0, :start.numel()].view(start.shape), start)  # never moved, even by decay
+
+
+@pytest.mark.parametrize("cls, says", [
+    (type("Empty", (nn.Module,), {"__init__": lambda self, input_shape, out_features: nn.Module.__init__(self),
+                                  "forward": lambda self, x: x[:, :CLASSES] * 2}), "has no parameters"),
+    (type("Ice", (Frozen,), {"__init__": lambda self, input_shape, out_features: Frozen.__init__(
+        self, input_shape, out_features) or self.requires_grad_(False) and None}), "has only frozen parameters"),
+    (type("Rounded", (Frozen,), {"forward": lambda self, x: Frozen.forward(self, x).long()}),
+     "its forward returns a torch.int64 tensor; the loss needs floating-point outputs"),
+])
+def test_a_module_that_cannot_train_is_one_line(cls, says):
+    with pytest.raises(RunnerError, match=says):
+        _population(cls, 2)
+
+
+CALLS = []
+
+
+def noisy_rows(n=80):
+    """A user's loader that returns other rows each call (fresh noise), and counts its calls."""
+    CALLS.append(n)
+    g = np.random.default_rng(len(CALLS))
+    X = g.normal(size=(n, FEATURES))
+    return X, (X[:, 0] > 0).astype(int)
+
+
+def test_the_users_loader_is_called_once_per_run_so_what_was_checked_trains(tmp_path):
+    import runner
+
+    CALLS.clear()
+    first = runner.train("trainer.epochs=2", "trainer.progress=false", "plots=false", data=noisy_rows,
+                         run_dir=tmp_path / "a")
+    assert len(CALLS) == 1
+    runner.train("trainer.epochs=2", "trainer.progress=false", "plots=false", data=noisy_rows, run_dir=tmp_path / "b")
+    assert len(CALLS) == 2  # a new run calls it again
+    assert first.predictions["y_true"].notna().all()
