@@ -217,3 +217,55 @@ def test_the_users_loader_is_called_once_per_run_so_what_was_checked_trains(tmp_
     runner.train("trainer.epochs=2", "trainer.progress=false", "plots=false", data=noisy_rows, run_dir=tmp_path / "b")
     assert len(CALLS) == 2  # a new run calls it again
     assert first.predictions["y_true"].notna().all()
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_members_trained_in_groups_equal_the_whole_population(size):
+    """trainer.stack (or the measurement) trains the members in groups, one group after another: every weight,
+    average, epoch and curve is the whole population's."""
+    from runner.config.schema import AvgName
+    from runner.engine.stacking import fit_in_groups
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(60, FEATURES, generator=g), torch.randint(0, CLASSES, (60,), generator=g).float()
+    rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(7, 33), np.arange(40, 60)),
+            (np.arange(12, 51), np.arange(51, 60))]
+    seeds = [3, 7, 11]
+    cfg = Config(model=ModelConfig(name="module", target=give(Tokens)), optim=OptimConfig(name=OptimName.adam, lr=0.05))
+    cfg.trainer.epochs, cfg.trainer.batch_size, cfg.avg.name = 12, 16, AvgName.ema
+    cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
+
+    def run(at_once):
+        model = build_model(cfg.model, len(seeds), (FEATURES,), CLASSES)
+        model.initialize(seeds, "default")
+        inputs = MemberInputs(X, y, torch.zeros(3, FEATURES), torch.ones(3, FEATURES))
+        data = PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds)
+        return fit_in_groups(model, data, cfg, "ce", at_once)
+
+    whole, groups = run(3), run(size)
+    assert len(set(whole.epochs_run)) > 1  # members stopped at different epochs
+    for name in ("best", "last", "best_stats", "last_stats"):
+        torch.testing.assert_close(getattr(groups, name), getattr(whole, name), atol=1e-6, rtol=0)
+    for name in ("epochs_run", "best_epoch", "diverged_epoch"):
+        assert np.array_equal(getattr(groups, name), getattr(whole, name)), name
+    assert groups.history.keys() == whole.history.keys()
+    for name, curve in whole.history.items():
+        np.testing.assert_allclose(groups.history[name], curve, atol=1e-6, rtol=0, equal_nan=True, err_msg=name)
+    torch.testing.assert_close(groups.averages["ema"].flat, whole.averages["ema"].flat, atol=1e-6, rtol=0)
+    assert groups.averages["ema"].epochs == whole.averages["ema"].epochs
+
+
+def test_how_many_members_step_together():
+    from runner.engine.stacking import members_at_once
+
+    cfg = Config(model=ModelConfig(name="module", target=give(Recurrent)))
+    model = build_model(cfg.model, 4, (FEATURES,), CLASSES)
+    size, timings = members_at_once(model, cfg, (FEATURES,), 16)
+    assert set(timings) == {4, 1} and all(t > 0 for t in timings.values())
+    assert size == (1 if timings[1] < 0.9 * timings[4] else 4)  # groups only where measured faster
+    cfg.trainer.stack = 3
+    assert members_at_once(model, cfg, (FEATURES,), 16) == (3, {})
+    cfg.trainer.stack = 9
+    assert members_at_once(model, cfg, (FEATURES,), 16) == (4, {})
+    mlp = Config()
+    assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, (FEATURES,), 16) == (4, {})  # runner's own

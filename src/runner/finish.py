@@ -94,6 +94,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         "members": len(members),
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),
+        **({"stacking": model.stacking} if model.stacking else {}),
         **_scores(cfg, dataset, tested_pre, tested_members, _only(predictions, kept), _only(val_predictions, kept),
                   clock),
         "selection": {"metric": selection, "higher_is_better": higher},

@@ -15,8 +15,9 @@ from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed
 from runner.data.splits import Member
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import FitResult, fit
+from runner.engine.loop import FitResult
 from runner.engine.resume import FitCheckpoint, stop_on_signals
+from runner.engine.stacking import fit_in_groups, members_at_once
 from runner.models import Population
 from runner.models.noise import MemberNoise
 from runner.study import Study, population
@@ -68,9 +69,14 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     else:
         checkpoint = None if run_dir is None else FitCheckpoint(
             run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+    batch = max(len(r) for r in data.train) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
+    at_once, timings = members_at_once(model, cfg, study.input_shape, batch)
+    if at_once < E:
+        console.print(_stacking_line(at_once, E, timings, cfg))
+    model.stacking = {"members_at_once": at_once, "seconds_per_member_step": timings}
     with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
-        result = fit(model, data, cfg, study.loss, _starting(on_epoch, run_dir), epoch_budget, checkpoint,
-                     member_cfgs)
+        result = fit_in_groups(model, data, cfg, study.loss, at_once, _starting(on_epoch, run_dir), epoch_budget,
+                               checkpoint, member_cfgs)
     # The fit state stays until the run is finished (run_task removes it): a stop while the run scores and
     # writes its files resumes from it.
     # Members leaving the fit early took their random streams with them; prediction (test-time dropout)
@@ -81,6 +87,15 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         model.flat.copy_(result.best if keep_best else result.last)
         model.stats.copy_(result.best_stats if keep_best else result.last_stats)
     return Fitted(members, pre, model, data.inputs, result)
+
+
+def _stacking_line(at_once: int, E: int, timings: dict[int, float], cfg: Config) -> str:
+    """The header's line when the members train in groups: how many at a time, and the timings that chose it."""
+    if not timings:
+        return f"{E} members in groups of {at_once} (trainer.stack={cfg.trainer.stack})"
+    measured = ", ".join(f"{size} at once {seconds * 1e3:.3g} ms" for size, seconds in timings.items())
+    return (f"{E} members trained {at_once} at a time: stacked they were slower per member step ({measured}; "
+            "trainer.stack=N sets it)")
 
 
 def _starting(on_epoch, run_dir: Path | None):

@@ -31,6 +31,7 @@ PER_MEMBER: tuple[str, ...] = (
 # Settings that change nothing a member learns: a job's own choice, whatever population trains it.
 NOT_TRAINING: tuple[str, ...] = (
     "trainer.progress",
+    "trainer.stack",  # how many members step together: the same weights either way
     "trainer.checkpoint_every",
     "trainer.threads",
     "overwrite",

@@ -67,6 +67,7 @@ class Population(nn.Module):
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
         self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
         self._views: dict[str, torch.Tensor] | None = None  # the parameters' views during a forward pass
+        self.stacking: dict = {}  # how many members stepped together and the timings that chose it (results.json)
 
     def add(self, name: str, shape: tuple[int, ...], kernel: bool, fan_in: int, fan_out: int,
             reads_inputs: bool = False, trainable: bool = True) -> None:

@@ -1,0 +1,110 @@
+"""How many members step together, and a population's fit in groups of that many.
+
+Stacking is a speed-up, never a slow-down: for the user's own module (whose cost per member runner cannot know
+in advance: an LSTM in turn, a ResNet through vmap) a few training steps of the whole population and of one
+member are timed before the fit, as cudnn.benchmark times its kernels, and where one member at a time is
+faster, the members train in groups of one. The groups train in turn, each as its own fit, so each member
+trains exactly as it would in the whole population (stacked equals alone), and memory holds one group's
+activations, not the population's.
+"""
+
+import copy
+import time
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from runner.config.schema import Config, name_of
+from runner.engine.averaging import Averaged
+from runner.engine.loop import FitResult, PopulationData, fit
+
+REPEATS = 3  # timed steps per size, after one to warm up; the fastest counts (the others waited on the machine)
+# Groups are chosen only when they are this much faster per member: a step's other work (the optimizer, the
+# batches, early stopping) is shared by all the members that step together, and is not in the timing.
+MARGIN = 0.9
+
+
+def members_at_once(model, cfg: Config, input_shape: tuple[int, ...], batch: int) -> tuple[int, dict[int, float]]:
+    """(how many members step together, seconds per member-step measured for each group size tried): the
+    whole population unless trainer.stack names a number, or, for the user's module, stacking measured slower."""
+    E = model.members
+    if cfg.trainer.stack != "auto":
+        return min(int(cfg.trainer.stack), E), {}
+    if E == 1 or name_of(cfg.model.name) != "module":
+        return E, {}
+    timings = {size: _seconds_per_member(model, size, input_shape, batch) for size in (E, 1)}
+    return (1 if timings[1] < MARGIN * timings[E] else E), timings
+
+
+def _seconds_per_member(model, size: int, input_shape: tuple[int, ...], batch: int) -> float:
+    """One training step's forward and backward for `size` members of a copy of `model`, per member."""
+    probe = copy.deepcopy(model)
+    if size < model.members:
+        probe.select(torch.arange(model.members, device=model.flat.device) < size)
+    probe.train()
+    x = torch.randn(size, batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(model.flat.device)
+    seconds = []
+    for _ in range(REPEATS + 1):
+        start = time.perf_counter()
+        probe.flat.grad = None
+        probe(x).float().sum().backward()
+        if probe.flat.is_cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return min(seconds[1:]) / size
+
+
+def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int, on_epoch=None,
+                  epoch_budget: np.ndarray | None = None, checkpoint=None, member_cfgs=None) -> FitResult:
+    """`fit` of the population in consecutive groups of `size` members, one after another; the result is the
+    whole population's, as if all had stepped together. Each group keeps its fit state in a file of its own."""
+    E = model.members
+    if size >= E:
+        return fit(model, data, cfg, loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
+    path = checkpoint.path if checkpoint is not None else None
+    results = []
+    try:
+        for start in range(0, E, size):
+            group = list(range(start, min(start + size, E)))
+            keep = torch.zeros(E, dtype=torch.bool, device=model.flat.device)
+            keep[group] = True
+            part = copy.deepcopy(model)
+            part.select(keep)
+            part_data = PopulationData(data.inputs.select(keep), [data.train[i] for i in group],
+                                       [data.val[i] for i in group], [data.seeds[i] for i in group])
+            if checkpoint is not None:  # the same object: a stop signal sets its flag whichever group is training
+                checkpoint.path = path.with_name(path.name.replace("_state.pt", f"_g{start // size}_state.pt"))
+            results.append(fit(part, part_data, cfg, loss, on_epoch,
+                               None if epoch_budget is None else epoch_budget[group], checkpoint,
+                               None if member_cfgs is None else [member_cfgs[i] for i in group]))
+    finally:
+        if checkpoint is not None:
+            checkpoint.path = path
+    return _joined(results)
+
+
+def _joined(results: list[FitResult]) -> FitResult:
+    """The groups' results as one population's: members in order, histories padded with NaN to the longest."""
+    epochs = max(len(next(iter(r.history.values()))) for r in results)
+
+    def padded(values: np.ndarray) -> np.ndarray:
+        out = np.full((epochs, values.shape[1]), np.nan)
+        out[: len(values)] = values
+        return out
+
+    first = results[0]
+    return replace(
+        first,
+        history={k: np.concatenate([padded(r.history[k]) for r in results], axis=1) for k in first.history},
+        epochs_run=np.concatenate([r.epochs_run for r in results]),
+        best_epoch=np.concatenate([r.best_epoch for r in results]),
+        best=torch.cat([r.best for r in results]), last=torch.cat([r.last for r in results]),
+        best_stats=torch.cat([r.best_stats for r in results]), last_stats=torch.cat([r.last_stats for r in results]),
+        train_s=sum(r.train_s for r in results),
+        diverged_epoch=np.concatenate([r.diverged_epoch for r in results]),
+        averages={name: Averaged(torch.cat([r.averages[name].flat for r in results]),
+                                 torch.cat([r.averages[name].stats for r in results]),
+                                 [e for r in results for e in r.averages[name].epochs])
+                  for name in first.averages},
+    )
