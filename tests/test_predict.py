@@ -293,7 +293,7 @@ def test_a_failed_write_leaves_the_old_out_file_and_no_partial_one(tiny, tiny_cs
     out.write_text("old\n")
 
     def full_disk(self, file, **kw):
-        file.write("row,m0.pred\n0,")
+        file.write(b"row,m0.pred\n0,")  # the open file write_atomic gives to_csv is binary
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)

@@ -25,6 +25,7 @@ from runner.evaluate.summary import summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
 from runner.rundir import artifacts, timing
+from runner.rundir.folder import write_atomic
 from runner.study import Study
 from runner.weight_averages import score_averages
 
@@ -72,9 +73,10 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
-    artifacts.predictions_frame(val_predictions, predictions, rows).to_csv(run_dir / "predictions.csv", index=False)
+    table = artifacts.predictions_frame(val_predictions, predictions, rows)
+    write_atomic(run_dir / "predictions.csv", lambda file: table.to_csv(file, index=False))
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
-    history.to_csv(run_dir / "metrics.csv", index=False)
+    write_atomic(run_dir / "metrics.csv", lambda file: history.to_csv(file, index=False))
     if plotter is not None:
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None

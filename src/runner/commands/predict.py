@@ -7,9 +7,8 @@ sklearn or matplotlib.
 """
 
 import argparse
-import os
+import errno
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -153,29 +152,16 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
 
 
 def write_csv(table, out: Path) -> None:
-    """Write `table` to `out` atomically: a fresh temporary file in the same folder, then os.replace."""
-    # mkstemp creates its file with O_EXCL under a random name: it never opens (or follows) an existing file or
-    # link, and a failure anywhere leaves `out` as it was (or absent) and no partial file.
+    """Write `table` to `out` atomically (rundir.folder.write_atomic: a link planted anywhere is never followed,
+    and a failure leaves `out` as it was); an OSError is one line naming --out."""
+    from runner.rundir.folder import write_atomic
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        write_atomic(out, lambda file: table.to_csv(file, index=False), durable=True)
     except OSError as err:
-        raise RunnerError(f"cannot write --out {out}: {err.strerror} in folder {out.parent} (make the folder "
-                          "writable, or choose another --out)") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(file.fileno(), 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
-            table.to_csv(file, index=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, out)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written (free space "
-                              "or choose another --out)") from None
-        raise
+        fix = "make the folder writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "free space"
+        raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written ({fix} or choose "
+                          "another --out)") from None
 
 
 def _check_out(out: Path) -> Path:

@@ -368,7 +368,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         line = f"{type(exc).__name__}: {exc}".splitlines()[0]
         rundir.fail(run_dir, line)
         try:
-            (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            rundir.write_atomic(run_dir / "error.log", traceback.format_exc())
         except OSError:
             pass  # the status line above is what matters; the traceback still goes to stderr
         if not sweeping:

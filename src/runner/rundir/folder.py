@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from runner.errors import RunnerError
 
@@ -263,14 +264,26 @@ def _padded(text: str, size: int) -> bytes:
     return data[:-1].ljust(size - 1) + b"\n" if len(data) < size else data
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `path` whole or not at all: a fresh temporary file beside it (created exclusively, so a link
-    planted at its name is never followed), renamed over it; the temporary file never outlives a failure."""
+def write_atomic(path: Path, data: "bytes | str | Callable[[BinaryIO], object]", durable: bool = False) -> None:
+    """Write `path` whole or not at all, the one way runner writes a file: a fresh temporary file beside it (created
+    exclusively under a random name, so a link planted there is never followed), renamed over it; the temporary
+    file never outlives a failure. `data`: bytes, text (UTF-8), or a function that writes into the open binary
+    file it is given (torch.save, DataFrame.to_csv, savefig). The file gets the umask's usual permissions;
+    `durable`: fsync before the rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data.encode() if isinstance(data, str) else data)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+            if callable(data):
+                data(out)
+            else:
+                out.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                out.flush()
+                os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -11,6 +11,8 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from runner.rundir.folder import write_atomic
+
 # Lines naming the jobs of the last sweep that failed or never finished (read from disk, so jobs that ran in
 # other processes count too); `runner train -m` exits non-zero when there are any.
 FAILED: list[str] = []
@@ -42,9 +44,8 @@ class SweepReport(Callback):
             print(f"sweep report: {exc}", file=sys.stderr)
         for comparison in comparisons:  # a sweep over datasets: one table each
             console.print(to_table(comparison, console.width))
-        (sweep_dir / "summary.md").write_text("\n".join(to_markdown(c) for c in comparisons) + _failed_md(),
-                                              encoding="utf-8")
-        (sweep_dir / "summary.csv").write_text(summary_csv(comparisons, jobs, sweep_dir), encoding="utf-8")
+        write_atomic(sweep_dir / "summary.md", "\n".join(to_markdown(c) for c in comparisons) + _failed_md())
+        write_atomic(sweep_dir / "summary.csv", summary_csv(comparisons, jobs, sweep_dir))
         if NOTICED:
             console.print(f"job{'s' * (len(NOTICED) > 1)} {', '.join(NOTICED)} logged notices or warnings: see "
                           f"{sweep_dir / NOTICED[0] / 'train.log'}" + (" and the others'" if len(NOTICED) > 1 else ""))
