@@ -309,10 +309,11 @@ def is_finished(run_dir: Path, job: list[str] | None = None) -> bool:
 
 
 def fail(run_dir: Path, message: str, status: str = "failed", **fields) -> None:
-    """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete."""
+    """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete.
+    `cause="user"` marks a user error (a sweep whose failed jobs are all such exits 2); without it none is kept."""
     try:
         (Path(run_dir) / RESULTS).unlink(missing_ok=True)  # unlinking works even on a full disk
-        write_status(run_dir, status, message, **fields)
+        write_status(run_dir, status, message, **{"cause": None, **fields})
     except OSError:
         pass  # the directory itself is gone or unwritable: the caller still reports the error line
 

@@ -14,8 +14,11 @@ from omegaconf import DictConfig
 from runner.rundir.folder import write_atomic
 
 # Lines naming the jobs of the last sweep that failed or never finished (read from disk, so jobs that ran in
-# other processes count too); `runner train -m` exits non-zero when there are any.
+# other processes count too); `runner train -m` exits non-zero when there are any: 2 when each was a user error
+# (status.json's cause "user", as a run of its own exits 2), 1 when any is in CRASHED (a bug, a job that was
+# stopped or never finished).
 FAILED: list[str] = []
+CRASHED: list[str] = []
 
 
 class SweepReport(Callback):
@@ -24,6 +27,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         FAILED.clear()
+        CRASHED.clear()
         NOTICED.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -37,6 +41,8 @@ class SweepReport(Callback):
         jobs = job_statuses(sweep_dir)
         FAILED[:] = [f"job {name} {record.get('status')}" + (f": {record['error']}" if record.get("error") else "")
                      for name, record in jobs.items() if record.get("status") != "ok"]
+        CRASHED[:] = [name for name, record in jobs.items() if record.get("status") != "ok"
+                      and (record.get("status"), record.get("cause")) != ("failed", "user")]
         try:
             comparisons = compare_by_data([sweep_dir])
         except RunnerError as exc:
