@@ -201,6 +201,11 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
 def _diverged(result: FitResult, members) -> list[dict]:
     """The members whose loss went non-finite or exploded, with the epoch; none may pass for a result."""
     out = [{"member": m.index, "epoch": int(e)} for m, e in zip(members, result.diverged_epoch) if e >= 0]
+    start = result.nonfinite_at_start
+    if len(out) == len(members) and start is not None and start.all():
+        raise RunnerError("the training loss is not finite at the initial weights, before any step (every member, "
+                          "epoch 0): the model's forward or the data gives NaN or inf, which optim.lr cannot cure; "
+                          "check the forward (log of 0, division by zero, an uninitialized parameter)")
     if len(out) == len(members):
         raise RunnerError(f"every member diverged (training loss not finite or exploding, first at epoch "
                           f"{min(d['epoch'] for d in out)}); lower optim.lr or clip gradients "

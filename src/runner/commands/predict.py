@@ -52,16 +52,19 @@ def predict_command(args: list[str]) -> int:
     return 0
 
 
-def _check_own_model(state: dict, given: str | None, run_dir: Path) -> None:
-    """A model=module checkpoint is rebuilt from the class the user names, and only if it is the one it records."""
+def _check_own_model(state: dict, given: str | None, run_dir: Path, python: bool = False) -> None:
+    """A model=module checkpoint is rebuilt from the class the user names, and only if it is the one it records;
+    the line names the shell's --model, or from Python (`python`) runner.load's model=."""
     if state["model"] != "module":
         return
     recorded = state["model_config"].get("target")
     if given is None:
+        how = f"runner.load({str(run_dir)!r}, model={recorded.rpartition(':')[2]})" if python else f"--model {recorded}"
         raise RunnerError(f"{run_dir} trained your own model class {recorded}; runner imports no code a run folder "
-                          f"names, so name it yourself: --model {recorded}")
+                          f"names, so name it yourself: {how}")
     if given != recorded:
-        raise RunnerError(f"--model {given}: {run_dir} was trained with {recorded}; give that class")
+        raise RunnerError(f"{'model=' if python else '--model '}{given}: {run_dir} was trained with {recorded}; "
+                          "give that class")
 
 
 def load_checkpoint(run_dir: Path, name: str) -> dict:
@@ -89,11 +92,13 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
     return state
 
 
-def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None):
+def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None,
+            python: bool = False):
     """A DataFrame: `row`, then each kept member's predictions (`m<i>.pred`, `m<i>.p_<class>`) and their mean
     (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out. A run of the user's own
     model (model=module) is rebuilt only from the class the caller names, `model_class`, never from the path the
-    checkpoint records alone: runner imports no code that a run folder names."""
+    checkpoint records alone: runner imports no code that a run folder names. `python`: called from Python
+    (Result.predict), so a line names runner.load's model= rather than the shell's --model."""
     import pandas as pd
     import torch
 
@@ -102,7 +107,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     from runner.models import build_model
 
     state = load_checkpoint(run_dir, checkpoint)
-    _check_own_model(state, model_class, run_dir)
+    _check_own_model(state, model_class, run_dir, python)
     pre = {k: v.numpy() for k, v in state["preprocessing"].items()}
     X = _table(data, state, imputes="fill" in pre)
     E, classes = len(state["members"]), list(state["classes"])
@@ -196,10 +201,12 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
     import pandas as pd
 
     from runner.data.categories import as_category
-    from runner.data.datasets import _check_finite
+    from runner.data.datasets import _check_finite, special_file
 
     if data.is_dir():
         raise RunnerError(f"--data {data} is a folder; give a CSV file with --data")
+    if kind := special_file(data):
+        raise RunnerError(f"--data {data} is {kind}, not a regular file; give a CSV file with --data")
     if not data.is_file():
         raise RunnerError(f"data file {data} does not exist (give a CSV file with --data)")
     try:
