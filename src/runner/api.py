@@ -40,10 +40,13 @@ class Result:
 
     @property
     def predictions(self):
-        """predictions.csv: every tested member's predictions of its test rows."""
+        """predictions.csv: every tested member's predictions of its test rows (labels as they were, without the
+        quote that keeps a spreadsheet from running them as formulas)."""
         import pandas as pd
 
-        return pd.read_csv(self.run_dir / "predictions.csv")
+        from runner.rundir.spreadsheet import read_frame
+
+        return read_frame(pd.read_csv(self.run_dir / "predictions.csv"))
 
     def predict(self, data, checkpoint: str = "best"):
         """Every member's predictions for new rows: a CSV path, a DataFrame with the training columns, or the rows
@@ -87,7 +90,9 @@ class SweepResult:
     def summary(self):
         import pandas as pd
 
-        return pd.read_csv(self.sweep_dir / "summary.csv")
+        from runner.rundir.spreadsheet import read_frame
+
+        return read_frame(pd.read_csv(self.sweep_dir / "summary.csv"))
 
 
 def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None, data: Any = None,

@@ -24,8 +24,7 @@ from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
-from runner.rundir import artifacts, timing
-from runner.rundir.folder import write_atomic
+from runner.rundir import artifacts, spreadsheet, timing
 from runner.study import Study
 from runner.weight_averages import score_averages
 
@@ -73,10 +72,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
-    table = artifacts.predictions_frame(val_predictions, predictions, rows)
-    write_atomic(run_dir / "predictions.csv", lambda file: table.to_csv(file, index=False))
+    spreadsheet.write_csv(run_dir / "predictions.csv", artifacts.predictions_frame(val_predictions, predictions, rows))
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
-    write_atomic(run_dir / "metrics.csv", lambda file: history.to_csv(file, index=False))
+    spreadsheet.write_csv(run_dir / "metrics.csv", history)
     if plotter is not None:
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None

@@ -48,7 +48,9 @@ def predict_command(args: list[str]) -> int:
         print(f"note: member{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} diverged in training: "
               "no columns here and left out of the mean (as from every table of the run)", file=sys.stderr)
     if out is None:
-        table.to_csv(sys.stdout, index=False)
+        from runner.rundir.spreadsheet import safe_frame
+
+        safe_frame(table).to_csv(sys.stdout, index=False)
     return 0
 
 
@@ -159,10 +161,10 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
 def write_csv(table, out: Path) -> None:
     """Write `table` to `out` atomically (rundir.folder.write_atomic: a link planted anywhere is never followed,
     and a failure leaves `out` as it was); an OSError is one line naming --out."""
-    from runner.rundir.folder import write_atomic
+    from runner.rundir.spreadsheet import write_csv as write_safe
 
     try:
-        write_atomic(out, lambda file: table.to_csv(file, index=False), durable=True)
+        write_safe(out, table, durable=True)  # cells a spreadsheet would run as formulas written as text
     except OSError as err:
         fix = "make the folder writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "free space"
         raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written ({fix} or choose "

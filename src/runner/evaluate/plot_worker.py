@@ -41,7 +41,10 @@ class PlotWorker:
 
     def finish(self) -> bool:
         """Wait for the worker; True when it wrote every plot it was sent."""
-        self.pipe.close()
+        try:
+            self.pipe.close()
+        except OSError:  # jobs still buffered for a worker that has failed: closed all the same
+            pass
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
         return os.waitstatus_to_exitcode(status) == 0

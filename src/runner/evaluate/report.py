@@ -182,8 +182,10 @@ def report_frame(results: dict) -> pd.DataFrame:
 
 
 def report_csv(results: dict) -> str:
-    """`report_frame` as CSV text."""
-    return report_frame(results).to_csv(index=False)
+    """`report_frame` as CSV text, its cells safe in a spreadsheet (runner.rundir.spreadsheet)."""
+    from runner.rundir.spreadsheet import safe_frame
+
+    return safe_frame(report_frame(results)).to_csv(index=False)
 
 
 def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None,

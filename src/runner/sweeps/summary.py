@@ -91,11 +91,13 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
             settings += [k for k in overrides if k not in settings]
             rows.append({"run": name, "path": str((sweep_dir / name).resolve()), "status": record.get("status"),
                          "error": record.get("error", ""), **overrides})
-    header = ["status", "rank", "mark", "run", *settings, *rest, "error"]
+    from runner.rundir.spreadsheet import cell
+
+    header = [cell(k) for k in ["status", "rank", "mark", "run", *settings, *rest, "error"]]
     out = io.StringIO()
     writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({cell(k): cell(v) for k, v in row.items()} for row in rows)  # spreadsheet-safe text
     return out.getvalue()
 
 
