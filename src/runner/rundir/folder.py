@@ -32,6 +32,9 @@ WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", 
 RUN_MARKS = (".hydra", STATUS, RESULTS)
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
 STATUS_BYTES = 4096
+# The process's umask, read once (reading it means setting it, which would race with threads creating files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -274,9 +277,7 @@ def write_atomic(path: Path, data: "bytes | str | Callable[[BinaryIO], object]",
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would outlive the rename
             if callable(data):
                 data(out)
             else:
