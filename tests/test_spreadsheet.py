@@ -79,3 +79,19 @@ def test_runner_predict_out_and_stdout_write_formula_labels_as_text(formulas, tm
         assert _formulas_left(table) == []
         assert {r[header.index("mean.pred")] for r in table[1:]} <= {"'" + CALC, "'@SUM(1+1)"}
         assert all(0 <= float(r[header.index(f"mean.p_{CALC}")]) <= 1 for r in table[1:])
+
+
+def test_a_sweep_summary_writes_an_override_that_is_a_formula_as_text(tmp_path):
+    from runner import rundir
+    from runner.sweeps.summary import summary_csv
+
+    (tmp_path / "0").mkdir()
+    rundir.write_status(tmp_path / "0", "running", job=[f"dataset.target={CALC}"])
+    rundir.fail(tmp_path / "0", "@bad line", cause="user")
+    text = summary_csv([], {"0": rundir.read_status(tmp_path / "0")}, tmp_path)
+    table = _cells(text)
+    row = dict(zip(table[0], table[1]))
+    assert row["dataset.target"] == "'" + CALC and row["error"] == "'@bad line" and _formulas_left(table) == []
+    (tmp_path / "summary.csv").write_text(text)
+    back = runner.api.SweepResult(tmp_path, []).summary  # read back as it was
+    assert back.loc[0, "dataset.target"] == CALC and back.loc[0, "error"] == "@bad line"

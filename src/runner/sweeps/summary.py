@@ -75,12 +75,13 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
     ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
     is on record beside the others."""
     from runner.evaluate.compare_views import to_csv
+    from runner.rundir.spreadsheet import cell, unescape
 
     settings: list[str] = []
     rest: list[str] = []
     rows = []
     for c in comparisons:
-        lines = list(csv.reader(io.StringIO(to_csv(c))))
+        lines = [[unescape(v) for v in line] for line in csv.reader(io.StringIO(to_csv(c)))]  # escaped once, below
         for key in [*c.columns, *c.constant]:
             settings += [key] if key not in settings else []
         rest += [k for k in lines[0] if k not in ("rank", "mark", "run", *c.columns, *rest)]
@@ -91,8 +92,6 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
             settings += [k for k in overrides if k not in settings]
             rows.append({"run": name, "path": str((sweep_dir / name).resolve()), "status": record.get("status"),
                          "error": record.get("error", ""), **overrides})
-    from runner.rundir.spreadsheet import cell
-
     header = [cell(k) for k in ["status", "rank", "mark", "run", *settings, *rest, "error"]]
     out = io.StringIO()
     writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
