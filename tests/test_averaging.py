@@ -151,3 +151,40 @@ def test_averaging_on_the_default_holdout_plan_scores_every_average(tmp_path):
     for d in averaging.values():
         acc = d["test"]["test/accuracy"]
         assert 0 <= acc["ci95"][0] <= acc["mean"] <= acc["ci95"][1] <= 1
+
+
+class _BatchNormNet(torch.nn.Module):
+    """A user's module whose batch norm has momentum 0.01, not torch's default 0.1."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a = torch.nn.Linear(input_shape[0], 6)
+        self.bn = torch.nn.BatchNorm1d(6, momentum=0.01)
+        self.b = torch.nn.Linear(6, out_features)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.bn(self.a(x))))
+
+
+@pytest.mark.parametrize("path", ["fast", "vmap"])
+def test_recomputed_batch_norm_equals_torch_update_bn_whatever_the_layers_momentum(path):
+    from torch.optim.swa_utils import update_bn
+
+    from runner.models.module import give
+
+    X, y, train, _ = _data()
+    model = build_model(ModelConfig(name="module", target=give(_BatchNormNet), path=path), 2, [X.shape[-1]], 1)
+    model.initialize(SEEDS, "default")
+    with torch.no_grad():
+        model.flat.add_(0.3 * torch.randn_like(model.flat))  # weights as after averaging: not the initial ones
+    stats = recompute_batch_norm(model, MemberInputs.identity(X, y, 2), train, batch=16)  # 60 rows: 4 batches
+    (mean_at, width, _), (var_at, _, _) = model.stat_slots.values()
+    for e in range(2):
+        alone = _BatchNormNet([X.shape[-1]], 1)
+        alone.load_state_dict({n.replace("norm:", ""): model.view(n)[e] for n in model.slots}, strict=False)
+        rows = torch.utils.data.DataLoader(X[train[e]], batch_size=16)
+        update_bn(rows, alone)
+        assert alone.bn.momentum == 0.01  # update_bn puts it back after its pass
+        torch.testing.assert_close(stats[e, mean_at : mean_at + width], alone.bn.running_mean, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(stats[e, var_at : var_at + width], alone.bn.running_var, atol=1e-5, rtol=1e-5)
+        assert (alone.bn.running_mean.abs() > 0.05).any()  # statistics far from 10x too small or zero

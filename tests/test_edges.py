@@ -1,6 +1,7 @@
 """Hard edges: config values and keys refused up front, used run directories, status.json, failed sweep
 jobs, write failures, bad data values, labels, and `runner report` on runs of different data."""
 
+import enum
 import errno
 import json
 import os
@@ -16,6 +17,7 @@ from sklearn.metrics import recall_score, roc_auc_score
 from runner.commands.cli import main
 from runner.config.checks import RULES, USED_BY, lookup, validate
 from runner.config.schema import Config
+from runner.paths import conf_dir
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false"]
 
@@ -43,7 +45,9 @@ def test_every_rule_and_used_by_key_is_a_schema_key_and_the_defaults_pass():
         lookup(cfg, key)  # AttributeError for a key the schema does not have
     for key, users in USED_BY.items():
         group = key.partition(".")[0]
-        choices = {c.value for c in type(lookup(cfg, group).name)}
+        kind = type(lookup(cfg, group).name)  # an enum, or (model) a name among the shipped configs
+        choices = ({c.value for c in kind} if issubclass(kind, enum.Enum)
+                   else {p.stem for p in (conf_dir() / group).glob("*.yaml")})
         assert set(users) <= choices, key
 
 

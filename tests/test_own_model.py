@@ -361,7 +361,7 @@ def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(p
     assert json.loads((run / "results.json").read_text())["over"] == "24 test rows"
     capsys.readouterr()
     assert main(["train", *QUICK, "dataset=python", "dataset.loader=usernets:frame", f"hydra.run.dir={run}2"]) == 2
-    assert "dataset.target is not set; name the column of frame" in capsys.readouterr().err
+    assert "dataset.target is not set; name the column of the table dataset.loader=usernets:frame returned" in capsys.readouterr().err
     assert main(["train", *QUICK, "dataset=python", "dataset.loader=usernets:Net", f"hydra.run.dir={run}3"]) == 2
     assert "calling it failed: TypeError" in capsys.readouterr().err
 

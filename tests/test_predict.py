@@ -288,12 +288,17 @@ def test_an_unreadable_data_file_or_a_read_only_out_folder_is_one_line(tiny, tin
     assert sorted(p.name for p in locked.iterdir()) == (["new.csv"] if case == "data" else [])
 
 
+def test_a_device_as_data_is_not_a_regular_file(tiny, capsys):
+    assert _error(capsys, tiny, "--data", "/dev/zero") == ("error: --data /dev/zero is a character device, not a "
+                                                           "regular file; give a CSV file with --data")
+
+
 def test_a_failed_write_leaves_the_old_out_file_and_no_partial_one(tiny, tiny_csv, tmp_path, capsys, monkeypatch):
     out = tmp_path / "preds.csv"
     out.write_text("old\n")
 
     def full_disk(self, file, **kw):
-        file.write("row,m0.pred\n0,")
+        file.write(b"row,m0.pred\n0,")  # the open file write_atomic gives to_csv is binary
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", full_disk)

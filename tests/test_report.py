@@ -4,6 +4,7 @@ import io
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -105,20 +106,22 @@ def test_write_reports_round_trips_json_and_writes_every_file(tmp_path):
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    from runner.rundir import folder
+
     target = tmp_path / "results.json"
     target.write_text('{"old": true}')
 
-    def half_then_crash(path):
-        path.write_text('{"new": ')
+    def half_then_crash(file):
+        file.write(b'{"new": ')
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        report._atomic(target, half_then_crash)
+        folder.write_atomic(target, half_then_crash)
     assert json.loads(target.read_text()) == {"old": True} and os.listdir(tmp_path) == ["results.json"]
-    # write_reports goes through os.replace from a temporary file in the same directory
+    # write_reports goes through os.replace from a temporary file in the same directory (rundir.write_atomic)
     replaced = []
     real = os.replace
-    monkeypatch.setattr(report.os, "replace", lambda a, b: (replaced.append((a, b)), real(a, b)))
+    monkeypatch.setattr(folder.os, "replace", lambda a, b: (replaced.append((Path(a), Path(b))), real(a, b)))
     write_reports(tmp_path, RESULTS, None)
     src, dst = next((a, b) for a, b in replaced if b.name == "results.json")
     assert src.parent == dst.parent and src.name != "results.json"

@@ -45,10 +45,11 @@ def test_a_grid_gives_one_summary_row_per_job_with_its_overrides(sweep):
     assert "6 runs compared" in (where / "summary.md").read_text() and "6 of 6 jobs finished" in " ".join(out.split())
 
 
-@pytest.mark.parametrize("launcher", ["population", "basic", "joblib"])
+@pytest.mark.parametrize("launcher", ["population", "basic", "joblib",
+                                      pytest.param("submitit_local", marks=pytest.mark.slow)])
 def test_a_failing_job_is_failed_in_the_summary_the_others_finish_and_the_exit_status_says_so(sweep, launcher):
     status, where, _, err = sweep(launcher, "optim.lr=0.01,-1", f"hydra/launcher={launcher}")
-    assert status != 0 and "optim.lr=-1.0 is not valid" in err
+    assert status == 2 and "optim.lr=-1.0 is not valid" in err  # a user error, whichever process ran the job
     rows = {r["run"]: r for r in _summary(where)}
     assert rows["0"]["status"] == "ok" and rows["1"]["status"] == "failed"
     assert rows["1"]["optim.lr"] == "-1" and "positive learning rate" in rows["1"]["error"]
@@ -127,3 +128,27 @@ def test_submitit_local_runs_a_two_job_sweep(sweep):
     status, where, _, err = sweep("submitit", "optim.lr=0.01,0.003", "hydra/launcher=submitit_local")
     assert status == 0, err
     assert [r["status"] for r in _summary(where)] == ["ok", "ok"]
+
+
+def test_jobs_run_elsewhere_exit_2_only_when_each_failed_job_was_a_user_error(tmp_path, capsys):
+    """What `runner train -m` reads from the job folders of joblib or submitit: status.json's cause."""
+    from omegaconf import OmegaConf
+
+    from runner import rundir
+    from runner.sweeps.summary import CRASHED, FAILED, SweepReport
+
+    for job in "012":
+        (tmp_path / job).mkdir()
+    rundir.write_status(tmp_path / "0", "ok")
+    rundir.fail(tmp_path / "1", "optim.lr=-1.0 is not valid: use a positive learning rate", cause="user")
+    rundir.fail(tmp_path / "2", "bad config", cause="user")
+    rundir.fail(tmp_path / "2", "TypeError: boom")  # the same job run again, a bug this time: no stale cause
+    config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    SweepReport().on_multirun_end(config)
+    assert FAILED == ["job 1 failed: optim.lr=-1.0 is not valid: use a positive learning rate",
+                      "job 2 failed: TypeError: boom"]
+    assert CRASHED == ["2"] and "cause" not in rundir.read_status(tmp_path / "2")
+    rundir.write_status(tmp_path / "2", "ok")
+    SweepReport().on_multirun_end(config)
+    assert len(FAILED) == 1 and CRASHED == []
+    capsys.readouterr()

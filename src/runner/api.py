@@ -40,22 +40,43 @@ class Result:
 
     @property
     def predictions(self):
-        """predictions.csv: every tested member's predictions of its test rows."""
+        """predictions.csv: every tested member's predictions of its test rows (labels as they were, without the
+        quote that keeps a spreadsheet from running them as formulas)."""
         import pandas as pd
 
-        return pd.read_csv(self.run_dir / "predictions.csv")
+        from runner.rundir.spreadsheet import read_frame
+
+        return read_frame(pd.read_csv(self.run_dir / "predictions.csv"))
 
     def predict(self, data, checkpoint: str = "best"):
-        """Every member's predictions for new rows (a CSV path or a DataFrame with the training columns)."""
-        from runner.commands.predict import predict
+        """Every member's predictions for new rows: a CSV path, a DataFrame with the training columns, or the rows
+        themselves (an ndarray or a list of rows) of a run whose features are all numbers, in the file's order."""
+        import numpy as np
+        import pandas as pd
+
+        from runner.commands.predict import load_checkpoint, predict
 
         target = self.model_target
-        if not isinstance(data, (str, Path)):
-            with tempfile.TemporaryDirectory() as folder:
-                path = Path(folder) / "rows.csv"
-                data.to_csv(path, index=False)
-                return predict(self.run_dir, path, checkpoint, target)
-        return predict(self.run_dir, Path(data), checkpoint, target)
+        if isinstance(data, (str, Path)):
+            return predict(self.run_dir, Path(data), checkpoint, target, python=True)
+        if isinstance(data, (np.ndarray, list, tuple)):
+            state = load_checkpoint(self.run_dir, checkpoint)
+            columns = list(state["numeric"])
+            rows = np.asarray(data, dtype=object)
+            if state["categorical"]:
+                raise RunnerError(f"Result.predict: this run trained on text columns ({', '.join(state['categorical'])})"
+                                  "; give a DataFrame with the columns by name, not bare rows")
+            if rows.ndim != 2 or rows.shape[1] != len(columns):
+                raise RunnerError(f"Result.predict: the rows have shape {list(rows.shape)}; give [n, {len(columns)}] "
+                                  f"rows of the run's features {', '.join(columns)} in that order (or a DataFrame)")
+            data = pd.DataFrame(rows, columns=columns)
+        if not isinstance(data, pd.DataFrame):
+            raise RunnerError(f"Result.predict takes a DataFrame, an ndarray or list of rows, or a CSV path, not "
+                              f"{type(data).__name__}")
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "rows.csv"
+            data.to_csv(path, index=False)
+            return predict(self.run_dir, path, checkpoint, target, python=True)
 
 
 @dataclass
@@ -69,7 +90,9 @@ class SweepResult:
     def summary(self):
         import pandas as pd
 
-        return pd.read_csv(self.sweep_dir / "summary.csv")
+        from runner.rundir.spreadsheet import read_frame
+
+        return read_frame(pd.read_csv(self.sweep_dir / "summary.csv"))
 
 
 def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None, data: Any = None,
@@ -77,19 +100,44 @@ def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None,
     """Train one experiment: `overrides` as on the shell ("optim=adamw"), keywords as groups or values
     (optim="adamw", trainer={"epochs": 50}); `model` a config name or an nn.Module class; `data` a dataset name or
     a function returning (X, y) or a DataFrame (dataset=python). Returns its Result."""
-    run_dir = Path(run_dir) if run_dir is not None else _fresh("outputs/python")
-    _call([*_arguments(overrides, model, keywords, data), f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
+    args = _arguments(overrides, model, keywords, data)
+    args, run_dir = _own_folder(args, "hydra.run.dir", run_dir, "run_dir")
+    run_dir = run_dir if run_dir is not None else _fresh("outputs/python")
+    _call([*args, f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
     return _result(run_dir, _target(model, overrides))
 
 
 def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = None, data: Any = None,
           **keywords: Any) -> SweepResult:
     """A sweep (`runner train -m`): "optim=sgd,adam" sweeps; returns each job's Result and the summary."""
-    sweep_dir = Path(sweep_dir) if sweep_dir is not None else _fresh("outputs/python-multirun")
-    _call(["-m", *_arguments(overrides, model, keywords, data), f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
+    args = _arguments(overrides, model, keywords, data)
+    args, sweep_dir = _own_folder(args, "hydra.sweep.dir", sweep_dir, "sweep_dir")
+    sweep_dir = sweep_dir if sweep_dir is not None else _fresh("outputs/python-multirun")
+    _call(["-m", *args, f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
     jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
                   if p.name.isdigit() else 0)
     return SweepResult(sweep_dir, [_result(job, _target(model, overrides)) for job in jobs])
+
+
+def _own_folder(args: list[str], key: str, given: str | Path | None, keyword: str) -> tuple[list[str], Path | None]:
+    """`args` without the caller's own `key=DIR` override (hydra={"run": {"dir": DIR}}, "hydra.run.dir=DIR"), and
+    the folder: DIR, or `given` (run_dir=); one line if the two name different folders."""
+    named = [_unquoted(a.partition("=")[2]) for a in args if a.partition("=")[0].lstrip("+") == key]
+    rest = [a for a in args if a.partition("=")[0].lstrip("+") != key]
+    if not named:
+        return args, Path(given) if given is not None else None
+    folder = Path(named[-1])
+    if given is not None and Path(given).absolute() != folder.absolute():
+        raise RunnerError(f"{key}={folder} and {keyword}={given} name two folders; give the folder once "
+                          f"({keyword}=...)")
+    return rest, folder
+
+
+def _unquoted(text: str) -> str:
+    """An override's value as _quoted wrote it (or the caller did), without the quotes."""
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1].replace("\\'", "'").replace("\\\\", "\\")
+    return text
 
 
 def _target(model: Any, overrides) -> str | None:

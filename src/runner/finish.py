@@ -24,7 +24,7 @@ from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
-from runner.rundir import artifacts, timing
+from runner.rundir import artifacts, spreadsheet, timing
 from runner.study import Study
 from runner.weight_averages import score_averages
 
@@ -72,9 +72,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = dataset.rows
-    artifacts.predictions_frame(val_predictions, predictions, rows).to_csv(run_dir / "predictions.csv", index=False)
+    spreadsheet.write_csv(run_dir / "predictions.csv", artifacts.predictions_frame(val_predictions, predictions, rows))
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
-    history.to_csv(run_dir / "metrics.csv", index=False)
+    spreadsheet.write_csv(run_dir / "metrics.csv", history)
     if plotter is not None:
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
@@ -200,6 +200,11 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
 def _diverged(result: FitResult, members) -> list[dict]:
     """The members whose loss went non-finite or exploded, with the epoch; none may pass for a result."""
     out = [{"member": m.index, "epoch": int(e)} for m, e in zip(members, result.diverged_epoch) if e >= 0]
+    start = result.nonfinite_at_start
+    if len(out) == len(members) and start is not None and start.all():
+        raise RunnerError("the training loss is not finite at the initial weights, before any step (every member, "
+                          "epoch 0): the model's forward or the data gives NaN or inf, which optim.lr cannot cure; "
+                          "check the forward (log of 0, division by zero, an uninitialized parameter)")
     if len(out) == len(members):
         raise RunnerError(f"every member diverged (training loss not finite or exploding, first at epoch "
                           f"{min(d['epoch'] for d in out)}); lower optim.lr or clip gradients "

@@ -7,9 +7,8 @@ sklearn or matplotlib.
 """
 
 import argparse
-import os
+import errno
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,20 +48,25 @@ def predict_command(args: list[str]) -> int:
         print(f"note: member{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} diverged in training: "
               "no columns here and left out of the mean (as from every table of the run)", file=sys.stderr)
     if out is None:
-        table.to_csv(sys.stdout, index=False)
+        from runner.rundir.spreadsheet import safe_frame
+
+        safe_frame(table).to_csv(sys.stdout, index=False)
     return 0
 
 
-def _check_own_model(state: dict, given: str | None, run_dir: Path) -> None:
-    """A model=module checkpoint is rebuilt from the class the user names, and only if it is the one it records."""
+def _check_own_model(state: dict, given: str | None, run_dir: Path, python: bool = False) -> None:
+    """A model=module checkpoint is rebuilt from the class the user names, and only if it is the one it records;
+    the line names the shell's --model, or from Python (`python`) runner.load's model=."""
     if state["model"] != "module":
         return
     recorded = state["model_config"].get("target")
     if given is None:
+        how = f"runner.load({str(run_dir)!r}, model={recorded.rpartition(':')[2]})" if python else f"--model {recorded}"
         raise RunnerError(f"{run_dir} trained your own model class {recorded}; runner imports no code a run folder "
-                          f"names, so name it yourself: --model {recorded}")
+                          f"names, so name it yourself: {how}")
     if given != recorded:
-        raise RunnerError(f"--model {given}: {run_dir} was trained with {recorded}; give that class")
+        raise RunnerError(f"{'model=' if python else '--model '}{given}: {run_dir} was trained with {recorded}; "
+                          "give that class")
 
 
 def load_checkpoint(run_dir: Path, name: str) -> dict:
@@ -90,11 +94,13 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
     return state
 
 
-def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None):
+def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None,
+            python: bool = False):
     """A DataFrame: `row`, then each kept member's predictions (`m<i>.pred`, `m<i>.p_<class>`) and their mean
     (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out. A run of the user's own
     model (model=module) is rebuilt only from the class the caller names, `model_class`, never from the path the
-    checkpoint records alone: runner imports no code that a run folder names."""
+    checkpoint records alone: runner imports no code that a run folder names. `python`: called from Python
+    (Result.predict), so a line names runner.load's model= rather than the shell's --model."""
     import pandas as pd
     import torch
 
@@ -103,7 +109,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     from runner.models import build_model
 
     state = load_checkpoint(run_dir, checkpoint)
-    _check_own_model(state, model_class, run_dir)
+    _check_own_model(state, model_class, run_dir, python)
     pre = {k: v.numpy() for k, v in state["preprocessing"].items()}
     X = _table(data, state, imputes="fill" in pre)
     E, classes = len(state["members"]), list(state["classes"])
@@ -153,29 +159,16 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
 
 
 def write_csv(table, out: Path) -> None:
-    """Write `table` to `out` atomically: a fresh temporary file in the same folder, then os.replace."""
-    # mkstemp creates its file with O_EXCL under a random name: it never opens (or follows) an existing file or
-    # link, and a failure anywhere leaves `out` as it was (or absent) and no partial file.
+    """Write `table` to `out` atomically (rundir.folder.write_atomic: a link planted anywhere is never followed,
+    and a failure leaves `out` as it was); an OSError is one line naming --out."""
+    from runner.rundir.spreadsheet import write_csv as write_safe
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        write_safe(out, table, durable=True)  # cells a spreadsheet would run as formulas written as text
     except OSError as err:
-        raise RunnerError(f"cannot write --out {out}: {err.strerror} in folder {out.parent} (make the folder "
-                          "writable, or choose another --out)") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as file:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(file.fileno(), 0o666 & ~umask)  # mkstemp's 0600 would outlive the rename
-            table.to_csv(file, index=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, out)
-    except BaseException as err:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written (free space "
-                              "or choose another --out)") from None
-        raise
+        fix = "make the folder writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else "free space"
+        raise RunnerError(f"cannot write --out {out}: {err.strerror or err}; nothing was written ({fix} or choose "
+                          "another --out)") from None
 
 
 def _check_out(out: Path) -> Path:
@@ -210,10 +203,12 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
     import pandas as pd
 
     from runner.data.categories import as_category
-    from runner.data.datasets import _check_finite
+    from runner.data.datasets import _check_finite, special_file
 
     if data.is_dir():
         raise RunnerError(f"--data {data} is a folder; give a CSV file with --data")
+    if kind := special_file(data):
+        raise RunnerError(f"--data {data} is {kind}, not a regular file; give a CSV file with --data")
     if not data.is_file():
         raise RunnerError(f"data file {data} does not exist (give a CSV file with --data)")
     try:

@@ -41,12 +41,13 @@ def train_command(args: list[str]) -> int:
     128 + the signal for a run stopped by one)."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    from runner.sweeps.summary import FAILED
+    from runner.sweeps.summary import CRASHED, FAILED
 
     register()
     user_code.new_command()
     FAILURES.clear()
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
+    CRASHED.clear()
     args = [_into_free_keys(arg) for arg in args]
     try:
         args, config_dir = _take_config_dir(args)
@@ -97,7 +98,7 @@ def train_command(args: list[str]) -> int:
     if FAILED and not _job_errors:  # jobs that ran in other processes (joblib, submitit): read from their dirs
         for line in FAILED:
             _fail(line)
-        return 1
+        return 1 if CRASHED else 2
     return 1 if _job_crashes else 2 if _job_errors else 0
 
 
@@ -369,7 +370,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         line = f"{type(exc).__name__}: {exc}".splitlines()[0]
         rundir.fail(run_dir, line)
         try:
-            (run_dir / "error.log").write_text(traceback.format_exc(), encoding="utf-8")
+            rundir.write_atomic(run_dir / "error.log", traceback.format_exc())
         except OSError:
             pass  # the status line above is what matters; the traceback still goes to stderr
         if not sweeping:
@@ -381,7 +382,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
     # A user error: refused before training started, a single run's folder is put back as it was.
     note("status failed: %s", message)
     if sweeping or not rundir.rollback(run_dir):
-        rundir.fail(run_dir, message)
+        rundir.fail(run_dir, message, cause="user")  # a sweep run in other processes exits 2 by it
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
 

@@ -108,6 +108,9 @@ USED_BY: dict[str, tuple[str, ...]] = {
     **{f"sched.{k}": ("onecycle",) for k in ("max_lr", "pct_start", "div_factor", "final_div_factor")},
     **{f"sched.{k}": ("plateau",) for k in ("monitor", "factor", "patience", "threshold", "min_lr")},
     "eval.k": ("kfold",), "eval.repeats": ("kfold",), "eval.test_fraction": ("holdout",),
+    # runner's own layers; model=module (your class) and moe build theirs without them
+    "model.hidden": ("mlp", "logreg"), "model.dropout": ("mlp", "logreg", "cnn", "cnn_vmap"),
+    "model.norm": ("mlp", "logreg", "cnn", "cnn_vmap"),
 }
 
 

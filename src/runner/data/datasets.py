@@ -66,7 +66,9 @@ def _cached(key, load) -> Dataset:
     return dataset
 
 
-def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
+def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str, lines: bool = True) -> Dataset:
+    """`table` (read from `file`, or with `lines=False` rows a function returned, `file` saying whose) as a
+    Dataset by the CSV rules; a bad cell is named by its line in the file, or by its row in what was returned."""
     target = cfg.target
     columns = list(table.columns)
     _need(target is not None, f"dataset.target is not set; name the column of {file} to predict "
@@ -93,7 +95,7 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
           "(remove those rows from the file or choose another dataset.target)")
     # Inferred, a target of numbers with a few text cells would be read as hundreds of text classes.
     if Task(cfg.task) == Task.auto and cfg.positive_above is None and _mostly_numbers(table[target]):
-        raise RunnerError(f"the target {target!r} of {file} holds numbers but for {_stray_cells(table[target])[0]}"
+        raise RunnerError(f"the target {target!r} of {file} holds numbers but for {_stray_cells(table[target], lines)[0]}"
                           "; fix or remove those rows, or set dataset.task=multiclass to read its values as labels")
 
     weights = _weights(table, cfg.weight, target, file)
@@ -102,7 +104,7 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
     features = table[feature_names]
     empty = [c for c in feature_names if features[c].isna().all()]
     _need(not empty, f"{', '.join(map(repr, empty))} in {file} has no values (add it to dataset.drop)")
-    dropped = _screen(features, listed, file)
+    dropped = _screen(features, listed, file, lines)
     feature_names = [c for c in feature_names if c not in dropped]
     _need(bool(feature_names), f"no feature column of {file} besides the target {target!r} carries anything to "
           f"learn from: {', '.join(f'{c} ({why})' for c, why in dropped.items())} (train on them anyway with "
@@ -114,7 +116,7 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
 
     for c in numeric + ([target] if _is_number(table[target]) else []) + ([cfg.weight] if cfg.weight else []):
         _check_finite(table[c], c, file, "fix or remove those rows" if c == target else
-                      "fix them, or leave the cells empty (missing features are imputed)")
+                      "fix them, or leave the cells empty (missing features are imputed)", lines)
     clean = pd.DataFrame({c: features[c].astype("float64") if c in numeric else _as_category(features[c])
                           for c in feature_names})
     task, y, classes = _encode_target(table[target], cfg, file)
@@ -126,32 +128,32 @@ def _load(cfg: DatasetConfig, table: pd.DataFrame, file: str) -> Dataset:
                    positive=classes[1] if task == "binary" else None, dropped=dropped)
 
 
-def _screen(features: pd.DataFrame, listed: dict[str, list[str]], file: str) -> dict[str, str]:
+def _screen(features: pd.DataFrame, listed: dict[str, list[str]], file: str, lines: bool = True) -> dict[str, str]:
     """Refuse columns of numbers with stray text; the columns that carry nothing to learn from (column -> why).
     The user's declarations win: a column listed in dataset.numeric, categorical or keep is never dropped."""
     typed = set(listed["numeric"]) | set(listed["categorical"])
     for c in features.columns:
         if c in listed["numeric"] and not _is_number(features[c]):
-            cells, markers = _stray_cells(features[c])
+            cells, markers = _stray_cells(features[c], lines)
             as_missing = f', read them as missing with "{markers}"' if markers else ""
             raise RunnerError(f"dataset.numeric lists {c!r} but it holds non-numbers in {file}: {cells}; clean "
-                              f"those cells in the file{as_missing}, or move it to dataset.categorical")
+                              f"those cells{' in the file' * lines}{as_missing}, or move it to dataset.categorical")
         if c not in typed and _mostly_numbers(features[c]):
-            cells, markers = _stray_cells(features[c])
-            raise RunnerError(f"column {c!r} of {file} holds numbers but for {cells}; clean those cells in the "
-                              f'file, read them as missing with "{markers}", or read it as text with '
-                              f"dataset.categorical=[{c}]")
+            cells, markers = _stray_cells(features[c], lines)
+            raise RunnerError(f"column {c!r} of {file} holds numbers but for {cells}; clean those cells"
+                              f"{' in the file' * lines}, read them as missing with \"{markers}\", or read it as "
+                              f"text with dataset.categorical=[{c}]")
     exempt = typed | set(listed["keep"])
     return {c: why for c in features.columns if c not in exempt and (why := _uninformative(features[c]))}
 
 
-def _check_finite(col: pd.Series, name: str, file: str, fix: str) -> None:
-    """Refuse ±inf and magnitudes that overflow float32 training, naming the column and the first line."""
+def _check_finite(col: pd.Series, name: str, file: str, fix: str, lines: bool = True) -> None:
+    """Refuse ±inf and magnitudes that overflow float32 training, naming the column and the first line (or row)."""
     values = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64")
     bad = np.flatnonzero(np.abs(np.nan_to_num(values, nan=0.0)) > MAX_MAGNITUDE)
     if len(bad):
         first = values[bad[0]]
-        raise RunnerError(f"column {name!r} of {file} holds {first:g} on line {bad[0] + 2} ({len(bad)} such "
+        raise RunnerError(f"column {name!r} of {file} holds {first:g} {_position(bad[0], lines)} ({len(bad)} such "
                           f"row{'s' * (len(bad) > 1)}); runner trains on finite values of magnitude <= "
                           f"{MAX_MAGNITUDE:g}: {fix}")
 
@@ -164,13 +166,19 @@ def _mostly_numbers(col: pd.Series) -> bool:
     return bool(numbers.notna().mean() >= MOSTLY_NUMBERS and numbers.nunique() >= MIN_NUMBERS)
 
 
-def _stray_cells(col: pd.Series) -> tuple[str, str | None]:
+def _position(i: int, lines: bool) -> str:
+    """Where the `i`-th data row is: its line in a CSV file (after the header), or its row in what a loader
+    returned (from 0, as the run's files number rows)."""
+    return f"on line {i + 2}" if lines else f"in row {i}"
+
+
+def _stray_cells(col: pd.Series, lines: bool = True) -> tuple[str, str | None]:
     """The non-number cells of a column with their lines ("3 of 300 cells: '12a' (line 7), ..."), and the
     dataset.na_values override that reads them as missing (None for a column of words, not of numbers)."""
     present = col.dropna()
     numbers = pd.to_numeric(present, errors="coerce")
     bad = present[numbers.isna()]
-    cells = ", ".join(f"{v!r} (line {i + 2})" for i, v in bad.head(SHOWN_CELLS).items())
+    cells = ", ".join(f"{v!r} ({_position(i, lines).split(' ', 1)[1]})" for i, v in bad.head(SHOWN_CELLS).items())
     more = f" and {len(bad) - SHOWN_CELLS} more" if len(bad) > SHOWN_CELLS else ""
     texts = list(dict.fromkeys(map(str, bad)))
     markers = _override_list(texts) if len(texts) <= 2 * SHOWN_CELLS else f"[...] (its {len(texts)} texts)"
@@ -229,9 +237,27 @@ def _resolve(cfg: DatasetConfig) -> Path:
     return path
 
 
+def special_file(path: Path) -> str | None:
+    """What `path` is when it exists but is neither a regular file nor a folder ("a character device such as
+    /dev/zero", "a FIFO", ...), so a data file's line says that rather than that it does not exist; else None."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return ("a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
 def _read(path: Path, na_values: list[str]) -> pd.DataFrame:
     """The CSV file as a table (`na_values` read as missing, besides pandas' own marks); one line per problem."""
     _need(not path.is_dir(), f"dataset.path={path} is a folder; give a CSV file (dataset=images reads folders)")
+    kind = special_file(path)
+    _need(kind is None, f"dataset.path={path} is {kind}, not a regular file; give a CSV file")
     _need(path.is_file(), f"dataset file {path} does not exist (set dataset.path=... to a CSV file)")
     try:
         table = pd.read_csv(path, na_values=na_values or None)

@@ -4,7 +4,6 @@ import gzip
 import hashlib
 import os
 import pickle
-import shutil
 import struct
 import tarfile
 import urllib.request
@@ -84,29 +83,24 @@ def fetch(name: str, root: Path) -> Path:
 
 
 def _download(url: str, dest: Path, md5: str) -> None:
-    """Copy `url` to `dest` if its MD5 is `md5`; written to a temporary name first, so `dest` is whole or absent."""
+    """Copy `url` to `dest` if its MD5 is `md5`; written atomically (rundir.folder.write_atomic), so `dest` is
+    whole or absent."""
     from runner.console import console
+    from runner.rundir.folder import write_atomic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(f"{dest.name}.{os.getpid()}.part")
     console.print(f"downloading {url}", soft_wrap=True, markup=False, highlight=False)
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response, open(partial, "wb") as out:
-            shutil.copyfileobj(response, out, 1 << 20)
-        digest = _md5(partial)
-        if digest != md5:
-            raise ValueError(f"the file's MD5 is {digest}, not the published {md5}")
-        os.replace(partial, dest)
-    finally:
-        partial.unlink(missing_ok=True)
 
+    def copy(out) -> None:
+        digest = hashlib.md5(usedforsecurity=False)
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != md5:  # raised inside the write: the file is never renamed into place
+            raise ValueError(f"the file's MD5 is {digest.hexdigest()}, not the published {md5}")
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    write_atomic(dest, copy)
 
 
 def _one_line(err: BaseException) -> str:

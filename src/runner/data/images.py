@@ -71,6 +71,8 @@ def _user_images(cfg: DatasetConfig) -> tuple[np.ndarray, np.ndarray, list[str]]
     path = Path(cfg.path).expanduser()
     _need(path.exists(), f"dataset.path={path} does not exist (set it to a folder with one sub-folder per class, "
           "or to an .npz file)")
+    _need(path.is_dir() or path.is_file(), f"dataset.path={path} is not a regular file or a folder (set it to a "
+          "folder with one sub-folder per class, or to an .npz file)")
     if path.is_dir():
         return _folder(path, cfg.size)
     _need(path.suffix == ".npz", f"dataset.path={path} is neither a folder nor an .npz file (use one sub-folder "

@@ -17,7 +17,8 @@ from runner.errors import RunnerError
 
 
 def load_python(cfg: DatasetConfig, load_table) -> Dataset:
-    """The user's rows as a Dataset; `load_table(cfg, frame, name)` reads a DataFrame by the CSV rules."""
+    """The user's rows as a Dataset; `load_table(cfg, frame, whose, lines=False)` reads a DataFrame by the CSV
+    rules, naming a bad cell by its row."""
     loader = user_code.load(cfg.loader, "dataset.loader", callable, "a function")
     name = getattr(loader, "__name__", "python")
     try:
@@ -28,7 +29,8 @@ def load_python(cfg: DatasetConfig, load_table) -> Dataset:
         raise RunnerError(f"dataset.loader={cfg.loader}: calling it failed: {type(exc).__name__}: {exc} "
                           "(set dataset.args)") from None
     if isinstance(out, pd.DataFrame):
-        return load_table(cfg, out.reset_index(drop=True), name)
+        return load_table(cfg, out.reset_index(drop=True), f"the table dataset.loader={cfg.loader} returned",
+                          lines=False)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise RunnerError(f"dataset.loader={cfg.loader} returned {type(out).__name__}; return (X, y) arrays or a "
                           "pandas DataFrame (with dataset.target naming the column to predict)")
@@ -42,7 +44,8 @@ def load_python(cfg: DatasetConfig, load_table) -> Dataset:
         frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
         _need(target not in frame.columns, f"dataset.target={target} names a feature x<i>; use another name")
         frame[target] = y
-        return load_table(dataclasses.replace(cfg, target=target), frame, name)
+        return load_table(dataclasses.replace(cfg, target=target), frame, f"what dataset.loader={cfg.loader} returned",
+                          lines=False)
     return _images(cfg, X, y, name)
 
 

@@ -198,7 +198,7 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     """[E, Q] batch-norm statistics of the model's current weights: each member's cumulative average of its
     per-batch statistics over its own training rows, in order (torch.optim.swa_utils.update_bn)."""
     from runner.engine.inputs import padded
-    from runner.models.layers import BN_MOMENTUM
+    from runner.models.layers import batch_statistics
 
     initial = model.stats.clone()
     for offset, width, value in model.stat_slots.values():
@@ -213,11 +213,12 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     model.noise.step = BN_STEP  # dropout draws no training step made, the same whichever epoch a member left in
     for start in range(0, idx.shape[1], batch):
         m = mask[:, start : start + batch]
-        model.stats.zero_()  # after the forward, stats = momentum · (this batch's statistics)
-        model(inputs.x(idx[:, start : start + batch]), m)
+        model.stats.zero_()  # after the forward, stats = this batch's statistics (each layer's momentum aside)
+        with batch_statistics():
+            model(inputs.x(idx[:, start : start + batch]), m)
         has = (model.stats != 0).any(1, keepdim=True).float()  # the layer skips a member with too few rows
         count += has
-        mean += has * (model.stats / BN_MOMENTUM - mean) / count.clamp(min=1)
+        mean += has * (model.stats - mean) / count.clamp(min=1)
     model.train(was_training)
     model.updating, model.noise.step = updating, step
     return torch.where(count > 0, mean, initial)

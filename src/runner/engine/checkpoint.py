@@ -1,9 +1,10 @@
 """Checkpoints written atomically, loadable with torch.load(..., weights_only=True)."""
 
-import os
 from pathlib import Path
 
 import torch
+
+from runner.rundir.folder import write_atomic
 
 
 def save_checkpoint(path: Path, flat: torch.Tensor, stats: torch.Tensor, model, members: list[dict], extra: dict,
@@ -19,6 +20,4 @@ def save_checkpoint(path: Path, flat: torch.Tensor, stats: torch.Tensor, model, 
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda file: torch.save(state, file))

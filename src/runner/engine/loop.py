@@ -49,6 +49,9 @@ class FitResult:
     train_s: float
     diverged_epoch: np.ndarray  # [E], -1 for members that did not diverge
     averages: dict[str, Averaged] = field(default_factory=dict)
+    # [E] True where the first step's loss, at the initial weights, was not finite: the forward itself gives NaN
+    # or inf (no learning rate causes that); all False for a resumed fit
+    nonfinite_at_start: np.ndarray | None = None
 
     def take(self, members: list[int]) -> "FitResult":
         """What `members` alone leave behind, in that order: as if only they had trained (the history ends
@@ -60,6 +63,7 @@ class FitResult:
             epochs_run=self.epochs_run[members], best_epoch=self.best_epoch[members],
             best=self.best[t], last=self.last[t], best_stats=self.best_stats[t], last_stats=self.last_stats[t],
             train_s=self.train_s, diverged_epoch=self.diverged_epoch[members],
+            nonfinite_at_start=None if self.nonfinite_at_start is None else self.nonfinite_at_start[members],
             averages={name: Averaged(a.flat[t], a.stats[t], [a.epochs[i] for i in members])
                       for name, a in self.averages.items()},
         )
@@ -116,6 +120,7 @@ def fit(
     names = ["train/loss", "lr"] + (["val/loss", metric, *gated] if work.has_val else [])
     hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
     diverged_epoch = torch.full((E,), -1, device=device)
+    nonfinite_at_start = torch.zeros(E, dtype=torch.bool, device=device)
     done = _Finished(E)
     everyone = copy.copy(model.noise)  # every member's random stream, for the whole population after the loop
     live = torch.arange(E, device=device)  # global index of each member still in the population
@@ -159,6 +164,8 @@ def fit(
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
             member_loss = per_row.sum(1) / denominator  # [E]
+            if epoch == 0 and s == 0:  # before any step: a non-finite loss here is the forward's, not the lr's
+                nonfinite_at_start = ~torch.isfinite(member_loss.detach())
             if model.flat.grad is not None:
                 model.flat.grad.zero_()  # in place: the optimizer keeps views of its rows
             precision.backward(member_loss + penalty(model.flat) if penalty.active else member_loss)
@@ -225,6 +232,7 @@ def fit(
         train_s=time.perf_counter() - start,
         diverged_epoch=diverged_epoch.cpu().numpy().astype(int),
         averages=averages,
+        nonfinite_at_start=nonfinite_at_start.cpu().numpy(),
     )
 
 

@@ -1,6 +1,5 @@
 """Fit-state checkpoints: written atomically every few epochs and on Ctrl-C / SIGTERM, read back to resume."""
 
-import os
 import signal
 import time
 from contextlib import contextmanager
@@ -11,6 +10,7 @@ from typing import Optional
 import torch
 
 from runner.errors import Interrupted, RunnerError
+from runner.rundir.folder import write_atomic
 
 DEFAULT_SECONDS = 60.0  # without trainer.checkpoint_every: about once a minute of training
 
@@ -35,9 +35,7 @@ class FitCheckpoint:
     def save(self, state: dict) -> None:
         """Write atomically (a crash or a kill mid-write leaves the previous state), then stop on a signal."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda file: torch.save(state, file))
         self._saved_at = time.perf_counter()
         if self.signal is not None:
             raise Interrupted(self.signal, self.path.parent.parent, saved=True)

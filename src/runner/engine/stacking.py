@@ -103,6 +103,7 @@ def _joined(results: list[FitResult]) -> FitResult:
         best_stats=torch.cat([r.best_stats for r in results]), last_stats=torch.cat([r.last_stats for r in results]),
         train_s=sum(r.train_s for r in results),
         diverged_epoch=np.concatenate([r.diverged_epoch for r in results]),
+        nonfinite_at_start=np.concatenate([r.nonfinite_at_start for r in results]),
         averages={name: Averaged(torch.cat([r.averages[name].flat for r in results]),
                                  torch.cat([r.averages[name].stats for r in results]),
                                  [e for r in results for e in r.averages[name].epochs])

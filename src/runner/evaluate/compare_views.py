@@ -316,7 +316,10 @@ def to_json(c: Comparison) -> str:
 
 
 def to_csv(c: Comparison) -> str:
-    """One CSV line per run: rank, mark, run, overrides, then mean, se and ci95 bounds per metric, n, over, path."""
+    """One CSV line per run: rank, mark, run, overrides, then mean, se and ci95 bounds per metric, n, over, path;
+    text safe in a spreadsheet (runner.rundir.spreadsheet: an override's value could be a formula)."""
+    from runner.rundir.spreadsheet import cell
+
     metrics = ([f"val/{c.metric.split('/', 1)[-1]}"] if c.by_validation else []) + c.metrics
     header = ["rank", "mark", "run", *c.columns, "vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]
     for m in metrics:
@@ -325,7 +328,7 @@ def to_csv(c: Comparison) -> str:
                "val_vs_best_p"]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
+    writer.writerow([cell(v) for v in header])
     for rank, row in enumerate(c.rows, 1):
         line = [rank, row["mark"], row["run"], *(row["overrides"][k] for k in c.columns)]
         d = row["vs_best"] or {}
@@ -340,7 +343,7 @@ def to_csv(c: Comparison) -> str:
         d = row.get("val_vs_best") or {}
         lo, hi = d.get("ci95") or (None, None)
         line += [_num(d.get("mean")), _num(lo), _num(hi), _num(d.get("p"))]
-        writer.writerow(line)
+        writer.writerow([cell(v) for v in line])
     return out.getvalue()
 
 

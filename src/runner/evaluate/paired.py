@@ -55,7 +55,9 @@ def read_units(run_dir: Path, task: str, split: str = "test") -> tuple[TestUnits
         return None, "no predictions.csv"
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
+            from runner.rundir.spreadsheet import unescape
+
+            reader = ([unescape(cell) for cell in line] for line in csv.reader(f))  # as runner wrote the labels
             header = next(reader)
             col = {name: i for i, name in enumerate(header)}
             if not {"member", "row", "y_true", "y_pred"} <= col.keys():

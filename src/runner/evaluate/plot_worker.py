@@ -41,7 +41,10 @@ class PlotWorker:
 
     def finish(self) -> bool:
         """Wait for the worker; True when it wrote every plot it was sent."""
-        self.pipe.close()
+        try:
+            self.pipe.close()
+        except OSError:  # jobs still buffered for a worker that has failed: closed all the same
+            pass
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
         return os.waitstatus_to_exitcode(status) == 0
@@ -63,7 +66,7 @@ def _serve(read: int) -> int:
         from runner.evaluate import plots
 
         plots.preload()
-        from runner.evaluate.report import _atomic
+        from runner.rundir.folder import write_atomic
 
         with os.fdopen(read, "rb") as pipe:
             while True:
@@ -72,6 +75,6 @@ def _serve(read: int) -> int:
                 except EOFError:
                     return 0
                 for name, path, args in jobs:
-                    _atomic(path, lambda tmp: getattr(plots, name)(*args, tmp))
+                    write_atomic(path, lambda file: getattr(plots, name)(*args, file))
     except BaseException:  # noqa: BLE001 (the run draws the plots itself then, and reports any error)
         return 1

@@ -78,7 +78,7 @@ def _tight_layout(fig, suptitle=None, pad: float = 1.08, rows_alike: bool = Fals
 
 def _save(fig, path) -> None:
     # zlib level 1: a quarter of the encoding time of the default 6, for files about 1.3x larger.
-    fig.savefig(path, pil_kwargs={"compress_level": 1})
+    fig.savefig(path, format="png", pil_kwargs={"compress_level": 1})  # `path` may be an open file: no suffix
 
 
 def report_plot(results: dict, path) -> None:

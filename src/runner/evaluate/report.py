@@ -2,7 +2,6 @@
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ from rich.table import Table
 from runner.console import status
 from runner.evaluate.names import best_of, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval, fmt_range, t975
+from runner.rundir.folder import write_atomic
 
 
 def _rows(results: dict) -> list[tuple[str, dict]]:
@@ -182,8 +182,10 @@ def report_frame(results: dict) -> pd.DataFrame:
 
 
 def report_csv(results: dict) -> str:
-    """`report_frame` as CSV text."""
-    return report_frame(results).to_csv(index=False)
+    """`report_frame` as CSV text, its cells safe in a spreadsheet (runner.rundir.spreadsheet)."""
+    from runner.rundir.spreadsheet import safe_frame
+
+    return safe_frame(report_frame(results)).to_csv(index=False)
 
 
 def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None,
@@ -211,29 +213,20 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
             from runner.evaluate import plots as drawing  # lazy: matplotlib is only needed here
 
             for name, path, args in jobs:
-                _atomic(path, lambda p: getattr(drawing, name)(*args, p))
+                write_atomic(path, lambda file: getattr(drawing, name)(*args, file))
         written += [path for _, path, _ in jobs]
     if clock is not None:
         clock.lap("plots")
-    written.append(_atomic(run_dir / "report.md", lambda p: p.write_text(report_markdown(results), encoding="utf-8")))
-    written.append(_atomic(run_dir / "report.csv", lambda p: p.write_text(report_csv(results), encoding="utf-8")))
+    for name, text in [("report.md", report_markdown(results)), ("report.csv", report_csv(results))]:
+        write_atomic(run_dir / name, text)
+        written.append(run_dir / name)
     if clock is not None:
         clock.lap("reports")
         results["timing"] = clock.timing()
     text = json.dumps(_jsonable(results), indent=2, allow_nan=False) + "\n"
-    written.append(_atomic(run_dir / "results.json", lambda p: p.write_text(text, encoding="utf-8")))
+    write_atomic(run_dir / "results.json", text)
+    written.append(run_dir / "results.json")
     return written
-
-
-def _atomic(path: Path, write) -> Path:
-    # A reader (or a crash) never sees a half-written file: write beside it, then rename over it.
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # suffix kept: savefig infers format
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _jsonable(obj):

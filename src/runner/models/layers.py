@@ -1,10 +1,25 @@
 """Layer functions shared by the stacked models: per-member dropout and batch norm over each member's real rows."""
 
 import math
+from contextlib import contextmanager
 
 import torch
 
 BN_MOMENTUM = 0.1  # torch's BatchNorm default
+# Set by `batch_statistics`: the momentum every batch norm uses instead of its own (None: its own).
+_momentum_override: list[float | None] = [None]
+
+
+@contextmanager
+def batch_statistics():
+    """Within: every batch norm's running statistics become the last batch's own (momentum 1, whatever each
+    layer's momentum is), for a pass that averages them itself (engine.averaging.recompute_batch_norm, as
+    torch.optim.swa_utils.update_bn sets each layer's momentum to None)."""
+    _momentum_override[0] = 1.0
+    try:
+        yield
+    finally:
+        _momentum_override[0] = None
 
 
 def grouped(x: torch.Tensor, dim: int | None = 0, members: int | None = None) -> torch.Tensor:
@@ -40,6 +55,8 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ..
     n = (w.sum(dims, keepdim=True) if w.dim() else torch.ones((), device=x.device)) * per_row
     mean = (x * w).sum(dims, keepdim=True) / n.clamp(min=1)
     var = ((x - mean) ** 2 * w).sum(dims, keepdim=True) / n.clamp(min=1)
+    if _momentum_override[0] is not None:
+        momentum = _momentum_override[0]
     with torch.no_grad():
         keep = n > 1
         if updating is not None:

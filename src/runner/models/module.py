@@ -116,7 +116,24 @@ def _check_output(template: nn.Module, target: str, input_shape: tuple[int, ...]
     if isinstance(out, torch.Tensor) and not out.is_floating_point():
         raise RunnerError(f"model.target={target}: its forward returns a {out.dtype} tensor; the loss needs "
                           "floating-point outputs (logits or values): return them before any rounding or .long()")
-    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, d_out):
-        shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise RunnerError(f"model.target={target}: for 2 rows of shape {list(input_shape)} it returns {shape}; "
-                          f"this task needs [2, {d_out}] (take out_features={d_out} in __init__)")
+    if not isinstance(out, torch.Tensor):
+        raise RunnerError(f"model.target={target}: for 2 rows of shape {list(input_shape)} its forward returns "
+                          f"{_returned(out)}; forward must return one tensor, [2, {d_out}] here (return the "
+                          "logits or predictions alone)")
+    if tuple(out.shape) != (2, d_out):
+        raise RunnerError(f"model.target={target}: for 2 rows of shape {list(input_shape)} it returns "
+                          f"{list(out.shape)}; this task needs [2, {d_out}] (take out_features={d_out} in __init__)")
+
+
+def _returned(out) -> str:
+    """What a forward returned, in a few words: "a tuple of 2 (Tensor [2, 1], Tensor [2, 4])", "a dict with keys
+    'logits', 'aux'", "None"."""
+    def one(value) -> str:
+        return f"Tensor {list(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+    if isinstance(out, (tuple, list)):
+        shown = ", ".join(one(v) for v in out[:4]) + (", ..." if len(out) > 4 else "")
+        return f"a {type(out).__name__} of {len(out)} ({shown})"
+    if isinstance(out, dict):
+        return f"a dict with keys {', '.join(map(repr, list(out)[:6]))}" + (", ..." if len(out) > 6 else "")
+    return "None" if out is None else f"a {type(out).__name__}"

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.rundir.folder import write_atomic
+
 
 def history_frame(history: dict[str, np.ndarray], member_ids: list[int]) -> pd.DataFrame:
     """metrics.csv: one row per member per epoch it trained (`member, epoch, train/loss, ...`)."""
@@ -62,10 +64,8 @@ def add_inner_models(path: Path, inner: dict[int, list[dict]]) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    """Write JSON atomically (a temporary file renamed into place)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    """Write JSON atomically (rundir.folder.write_atomic)."""
+    write_atomic(path, json.dumps(obj, indent=2))
 
 
 def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
@@ -98,7 +98,7 @@ def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, floa
                                                                                                 start_s, now)]
     scores = events.record(events.event(now, scalars={k: v for k, v in metrics.items() if v == v}))
     # One fixed name: a resumed run replaces its session instead of adding a second one beside it.
-    (folder / "events.out.tfevents.hparams").write_bytes(b"".join(first + summaries + [scores]))
+    write_atomic(folder / "events.out.tfevents.hparams", b"".join(first + summaries + [scores]))
     return folder
 
 

@@ -69,8 +69,9 @@ def write_scalars(path, wall_time: float, steps: list[int], scalars: list[dict[s
     """An event file at `path`: the file-version event, then one event per step with that step's scalars."""
     parts = [record(event(wall_time, file_version=FILE_VERSION))]
     parts += [record(event(wall_time, step, values)) for step, values in zip(steps, scalars)]
-    with open(path, "wb") as f:
-        f.write(b"".join(parts))
+    from runner.rundir.folder import write_atomic
+
+    write_atomic(path, b"".join(parts))
 
 
 def _hparam_value(value: float | str | bool) -> tuple[bytes, int]:

@@ -17,6 +17,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Callable
 
 from runner.errors import RunnerError
 
@@ -31,6 +32,9 @@ WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", 
 RUN_MARKS = (".hydra", STATUS, RESULTS)
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
 STATUS_BYTES = 4096
+# The process's umask, read once (reading it means setting it, which would race with threads creating files).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 @dataclass
@@ -263,14 +267,24 @@ def _padded(text: str, size: int) -> bytes:
     return data[:-1].ljust(size - 1) + b"\n" if len(data) < size else data
 
 
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write `path` whole or not at all: a fresh temporary file beside it (created exclusively, so a link
-    planted at its name is never followed), renamed over it; the temporary file never outlives a failure."""
+def write_atomic(path: Path, data: "bytes | str | Callable[[BinaryIO], object]", durable: bool = False) -> None:
+    """Write `path` whole or not at all, the one way runner writes a file: a fresh temporary file beside it (created
+    exclusively under a random name, so a link planted there is never followed), renamed over it; the temporary
+    file never outlives a failure. `data`: bytes, text (UTF-8), or a function that writes into the open binary
+    file it is given (torch.save, DataFrame.to_csv, savefig). The file gets the umask's usual permissions;
+    `durable`: fsync before the rename."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(data.encode() if isinstance(data, str) else data)
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would outlive the rename
+            if callable(data):
+                data(out)
+            else:
+                out.write(data.encode() if isinstance(data, str) else data)
+            if durable:
+                out.flush()
+                os.fsync(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -296,10 +310,11 @@ def is_finished(run_dir: Path, job: list[str] | None = None) -> bool:
 
 
 def fail(run_dir: Path, message: str, status: str = "failed", **fields) -> None:
-    """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete."""
+    """Record that the run did not finish; a results.json it wrote is withdrawn so it cannot pass for complete.
+    `cause="user"` marks a user error (a sweep whose failed jobs are all such exits 2); without it none is kept."""
     try:
         (Path(run_dir) / RESULTS).unlink(missing_ok=True)  # unlinking works even on a full disk
-        write_status(run_dir, status, message, **fields)
+        write_status(run_dir, status, message, **{"cause": None, **fields})
     except OSError:
         pass  # the directory itself is gone or unwritable: the caller still reports the error line
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import RunnerError
+from runner.rundir.spreadsheet import write_csv
 
 STUDY_FILE = "optuna.db"  # the study's sqlite storage in the sweep dir: re-running the sweep continues it
 STUDY_NAME = "runner"
@@ -198,9 +199,7 @@ def write_trials(study, path: Path) -> "Any":
              **{f"params.{k}": v for k, v in t.params.items()}, "job_dir": t.user_attrs.get("job_dir")}
             for t in study.trials]
     frame = pd.DataFrame(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    frame.to_csv(tmp, index=False)
-    tmp.replace(path)
+    write_csv(path, frame)
     return frame
 
 

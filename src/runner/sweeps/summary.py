@@ -11,9 +11,14 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from runner.rundir.folder import write_atomic
+
 # Lines naming the jobs of the last sweep that failed or never finished (read from disk, so jobs that ran in
-# other processes count too); `runner train -m` exits non-zero when there are any.
+# other processes count too); `runner train -m` exits non-zero when there are any: 2 when each was a user error
+# (status.json's cause "user", as a run of its own exits 2), 1 when any is in CRASHED (a bug, a job that was
+# stopped or never finished).
 FAILED: list[str] = []
+CRASHED: list[str] = []
 
 
 class SweepReport(Callback):
@@ -22,6 +27,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         FAILED.clear()
+        CRASHED.clear()
         NOTICED.clear()
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -35,6 +41,8 @@ class SweepReport(Callback):
         jobs = job_statuses(sweep_dir)
         FAILED[:] = [f"job {name} {record.get('status')}" + (f": {record['error']}" if record.get("error") else "")
                      for name, record in jobs.items() if record.get("status") != "ok"]
+        CRASHED[:] = [name for name, record in jobs.items() if record.get("status") != "ok"
+                      and (record.get("status"), record.get("cause")) != ("failed", "user")]
         try:
             comparisons = compare_by_data([sweep_dir])
         except RunnerError as exc:
@@ -42,9 +50,8 @@ class SweepReport(Callback):
             print(f"sweep report: {exc}", file=sys.stderr)
         for comparison in comparisons:  # a sweep over datasets: one table each
             console.print(to_table(comparison, console.width))
-        (sweep_dir / "summary.md").write_text("\n".join(to_markdown(c) for c in comparisons) + _failed_md(),
-                                              encoding="utf-8")
-        (sweep_dir / "summary.csv").write_text(summary_csv(comparisons, jobs, sweep_dir), encoding="utf-8")
+        write_atomic(sweep_dir / "summary.md", "\n".join(to_markdown(c) for c in comparisons) + _failed_md())
+        write_atomic(sweep_dir / "summary.csv", summary_csv(comparisons, jobs, sweep_dir))
         if NOTICED:
             console.print(f"job{'s' * (len(NOTICED) > 1)} {', '.join(NOTICED)} logged notices or warnings: see "
                           f"{sweep_dir / NOTICED[0] / 'train.log'}" + (" and the others'" if len(NOTICED) > 1 else ""))
@@ -68,12 +75,13 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
     ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
     is on record beside the others."""
     from runner.evaluate.compare_views import to_csv
+    from runner.rundir.spreadsheet import cell, unescape
 
     settings: list[str] = []
     rest: list[str] = []
     rows = []
     for c in comparisons:
-        lines = list(csv.reader(io.StringIO(to_csv(c))))
+        lines = [[unescape(v) for v in line] for line in csv.reader(io.StringIO(to_csv(c)))]  # escaped once, below
         for key in [*c.columns, *c.constant]:
             settings += [key] if key not in settings else []
         rest += [k for k in lines[0] if k not in ("rank", "mark", "run", *c.columns, *rest)]
@@ -84,11 +92,11 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
             settings += [k for k in overrides if k not in settings]
             rows.append({"run": name, "path": str((sweep_dir / name).resolve()), "status": record.get("status"),
                          "error": record.get("error", ""), **overrides})
-    header = ["status", "rank", "mark", "run", *settings, *rest, "error"]
+    header = [cell(k) for k in ["status", "rank", "mark", "run", *settings, *rest, "error"]]
     out = io.StringIO()
     writer = csv.DictWriter(out, header, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({cell(k): cell(v) for k, v in row.items()} for row in rows)  # spreadsheet-safe text
     return out.getvalue()
 
 
