@@ -349,3 +349,62 @@ def test_how_many_members_step_together():
     assert members_at_once(model, cfg, (FEATURES,), 16) == (4, {})
     mlp = Config()
     assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, (FEATURES,), 16) == (4, {})  # runner's own
+
+
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's norm-act layer, written out (timm needs a torchvision beside it): batch norm, drop, then act."""
+
+    def __init__(self, num_features, act=True):
+        super().__init__(num_features)
+        self.drop, self.act = nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity()
+
+    def forward(self, x):
+        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     self.training, self.momentum, self.eps)
+        return self.act(self.drop(x))
+
+
+class ActNorm2d(BatchNormAct2d):
+    """The same parts in another order (act first): not timm's pattern, refused."""
+
+    def forward(self, x):
+        return super().forward(self.act(x))
+
+
+class TimmBlock(nn.Module):
+    """A timm-style stem: conv, BatchNormAct2d, conv, BatchNormAct2d, pool, head."""
+
+    def __init__(self, input_shape, out_features, norm=BatchNormAct2d):
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(input_shape[0], 4, 3, padding=1, bias=False), norm(4)
+        self.conv2, self.bn2 = nn.Conv2d(4, 4, 3, padding=1, bias=False), norm(4, act=False)
+        self.head = nn.Linear(4, out_features)
+
+    def forward(self, x):
+        x = self.bn2(self.conv2(self.bn1(self.conv1(x))))
+        return self.head(x.mean((2, 3)))
+
+
+def test_timms_norm_act_layers_keep_each_members_statistics_and_equal_each_member_alone():
+    from test_own_model import _fit
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(50, 1, 6, 6, generator=g), torch.randint(0, 3, (50,), generator=g).float()
+    rows = [(np.arange(0, 30), np.arange(30, 50)), (np.arange(4, 27), np.arange(30, 50))]
+    cfg = ModelConfig(name="module", target=give(TimmBlock))
+    stacked = _fit(X, y, rows, [3, 7], cfg)
+    assert stacked.last_stats.shape[1] == 16 and not torch.equal(stacked.last_stats[0], stacked.last_stats[1])
+    for e, seed in enumerate([3, 7]):
+        alone = _fit(X, y, [rows[e]], [seed], cfg)
+        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
+
+
+def test_a_batch_norm_subclass_of_another_shape_is_one_line():
+    class Other(TimmBlock):
+        def __init__(self, input_shape, out_features):
+            super().__init__(input_shape, out_features, ActNorm2d)
+
+    with pytest.raises(RunnerError, match=r"bn1 is ActNorm2d; runner keeps per-member statistics for .* \(timm's "
+                                          r"BatchNormAct2d\)"):
+        build_model(ModelConfig(name="module", target=give(Other)), 2, (1, 6, 6), 3)

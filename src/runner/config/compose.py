@@ -76,8 +76,15 @@ def explain(exc: BaseException) -> str:
                 return _needs_extra(group, choice)
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
     full_key = getattr(cause, "full_key", None)
-    # the first paragraph as one line: a message wrapped over lines ("... because it allows\narbitrary code") whole
-    first = " ".join(str(cause).strip().split("\n\n")[0].split()) or type(cause).__name__
+    # the message as one line: lines it wraps over ("... because it allows\nconfig data ...") joined, up to the
+    # first indented one (OmegaConf's "    full_key: ..." details) or a blank line
+    lines = str(cause).strip().splitlines() or [type(cause).__name__]
+    shown = [lines[0]]
+    for line in lines[1:]:
+        if not line.strip() or line[0].isspace():
+            break
+        shown.append(line)
+    first = " ".join(" ".join(shown).split())
     if isinstance(cause, InterpolationResolutionError) and full_key:
         return f"{full_key}: {first} (an interpolation ${{...}} must name a key of the config)"
     if isinstance(cause, OmegaConfBaseException) and full_key:

@@ -63,6 +63,40 @@ class BatchNorm(nn.Module):
         return out
 
 
+class NormAct(BatchNorm):
+    """Batch norm, then dropout, then an activation, as timm's BatchNormAct2d/BatchNormAct1d (a torch BatchNorm
+    subclass holding `drop` and `act`) compute them: runner's per-member batch norm with its `drop` and `act`."""
+
+    def __init__(self, features: int, spatial: int, eps: float, momentum: float, affine: bool, drop: nn.Module,
+                 act: nn.Module):
+        super().__init__(features, spatial, eps, momentum, affine)
+        self.drop, self.act = drop, act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.drop(super().forward(x)))
+
+
+def _norm_act(module: nn.Module) -> bool:
+    """A subclass of torch's BatchNorm1d/2d whose only additions are `drop` and `act` layers, and whose output is
+    act(drop(batch norm)), checked on random inputs in eval mode (timm's norm-act layers)."""
+    if not (isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and type(module) not in (nn.BatchNorm1d, nn.BatchNorm2d)
+            and {name for name, _ in module.named_children()} == {"drop", "act"}):
+        return False
+    import copy
+
+    probe = copy.deepcopy(module).eval()
+    g = torch.Generator().manual_seed(0)
+    shape = (4, module.num_features) + ((3, 3) if isinstance(module, nn.BatchNorm2d) else ())
+    x = torch.randn(shape, generator=g)
+    with torch.no_grad():
+        for value in (probe.running_mean, probe.running_var, probe.weight, probe.bias):  # not the identity it starts as
+            if value is not None:
+                value.copy_(torch.rand(value.shape, generator=g) + 0.5)
+        expected = probe.act(probe.drop(nn.functional.batch_norm(
+            x, probe.running_mean, probe.running_var, probe.weight, probe.bias, False, 0.0, probe.eps)))
+        return torch.allclose(probe(x), expected, atol=1e-6)
+
+
 def own_layers(template: nn.Module, where: str) -> nn.Module:
     """`template` with torch's nn.Dropout and nn.BatchNorm1d/2d swapped for the per-member ones above (same
     settings); other dropout and norm kinds that need per-member state are refused in one line."""
@@ -72,18 +106,20 @@ def own_layers(template: nn.Module, where: str) -> nn.Module:
         swap = None
         if type(module) is nn.Dropout:
             swap, stream = Dropout(module.p, stream), stream + 1
-        elif type(module) in (nn.BatchNorm1d, nn.BatchNorm2d):
+        elif type(module) in (nn.BatchNorm1d, nn.BatchNorm2d) or _norm_act(module):
             if module.momentum is None or not module.track_running_stats:
                 raise RunnerError(f"{where}: {name} is batch norm with momentum=None or without running "
                                   "statistics; runner keeps each member's with a momentum (torch's default 0.1)")
-            swap = BatchNorm(module.num_features, 1 if type(module) is nn.BatchNorm1d else 2, module.eps,
-                             module.momentum, module.affine)
+            settings = (module.num_features, 1 if isinstance(module, nn.BatchNorm1d) else 2, module.eps,
+                        module.momentum, module.affine)
+            swap = NormAct(*settings, module.drop, module.act) if _norm_act(module) else BatchNorm(*settings)
         elif isinstance(module, nn.modules.dropout._DropoutNd) and not isinstance(module, Dropout):
             raise RunnerError(f"{where}: {name} is {type(module).__name__}; runner draws each member's masks for "
                               "nn.Dropout only: use nn.Dropout there")
         elif isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, BatchNorm):
             raise RunnerError(f"{where}: {name} is {type(module).__name__}; runner keeps per-member statistics for "
-                              "nn.BatchNorm1d and nn.BatchNorm2d: use one of those, nn.GroupNorm or nn.LayerNorm")
+                              "nn.BatchNorm1d and nn.BatchNorm2d and their subclasses that add only `drop` and `act` "
+                              "(timm's BatchNormAct2d): use one of those, nn.GroupNorm or nn.LayerNorm")
         if swap is not None:
             if not name:
                 raise RunnerError(f"{where}: the model is a bare {type(module).__name__}")
