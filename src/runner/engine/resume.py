@@ -6,7 +6,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -23,6 +23,7 @@ class FitCheckpoint:
     every: Optional[int] = None  # epochs; None: about once a minute
     resume: bool = False
     signal: Optional[int] = None  # set by the handler: save at the end of this epoch and stop
+    saved: Optional[Callable[[], None]] = None  # called once a state is on disk (the run can resume from it)
     _saved_at: float = field(default_factory=time.perf_counter)
 
     def due(self, epoch: int) -> bool:
@@ -39,6 +40,8 @@ class FitCheckpoint:
         torch.save(state, tmp)
         os.replace(tmp, self.path)
         self._saved_at = time.perf_counter()
+        if self.saved is not None:
+            self.saved()
         if self.signal is not None:
             raise Interrupted(self.signal, self.path.parent.parent, saved=True)
 

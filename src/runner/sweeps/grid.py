@@ -10,7 +10,8 @@ composition only doubles the sweep's start-up (measured: a quarter of a 12-job h
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -29,8 +30,44 @@ ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweep
 class GridSweeper(BasicSweeper):
     """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
 
+    def sweep(self, arguments: List[str]) -> Any:
+        """Every job's folder is checked to be its own before the sweep writes anything (multirun.yaml included):
+        with hydra.sweep.subdir other than the job number, each job is composed once more to find its folder."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from runner import rundir
+
+        subdir = str(self.config.hydra.sweep._get_node("subdir")._value())
+        if subdir != "${hydra.job.num}":
+            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+            jobs = [job for batch in self.split_arguments(parser.parse_overrides([*self._parse_config(), *arguments]),
+                                                          None) for job in batch]
+            loader = self.hydra_context.config_loader
+            folders = {num: job_folder(loader.load_sweep_config(self.config, list(job)), num)
+                       for num, job in enumerate(jobs)}
+            rundir.check_job_folders(Path(str(self.config.hydra.sweep.dir)), folders, subdir)
+        return super().sweep(arguments)
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from runner.sweeps.launcher import PopulationLauncher
 
         if not isinstance(self.launcher, PopulationLauncher):
             super().validate_batch_is_legal(batch)
+
+
+def job_folder(config, num: int) -> Path:
+    """Job `num`'s folder (hydra.sweep.dir / hydra.sweep.subdir) in its composed `config`, which gets the job's
+    number (the subdir may read hydra.job.num)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(config):
+        config.hydra.job.id = num
+        config.hydra.job.num = num
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        return Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                    str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+    finally:
+        HydraConfig.instance().cfg = previous
