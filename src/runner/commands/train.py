@@ -30,7 +30,7 @@ from runner.config.compose import (
     unreadable_override,
 )
 from runner.config.schema import Config, register
-from runner.errors import Interrupted, RunnerError
+from runner.errors import Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
 from runner.rundir.saved import refuse_changed
 from runner.sweeps.search import objective
@@ -65,9 +65,8 @@ def train_command(args: list[str]) -> int:
             os.environ[USER_CONFIG_DIR] = config_dir
         with one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
             _hydra_train()
-    except (Interrupted, KeyboardInterrupt, Stopped) as stop:  # a signal that no run's own handler took
-        exc = stop.interrupted if isinstance(stop, Stopped) else stop if isinstance(stop, Interrupted) \
-            else Interrupted(signal.SIGINT)
+    except (Interrupted, KeyboardInterrupt) as stop:  # a signal that no run's own handler took
+        exc = Interrupted.of(stop)
         _rolled_back[:] = rundir.abandon(str(exc), "interrupted")[:1]
         exc.run_dir = None
         _interrupted.append(exc)
@@ -169,7 +168,7 @@ def _guard_signals(run_dir: Path | None) -> None:
     from runner.engine.resume import STOP_SIGNALS
 
     def stop(signum, frame):
-        raise Interrupted(signum, run_dir)
+        raise Stopped(Interrupted(signum, run_dir))  # past Hydra's and any library's `except Exception`
 
     for signum in STOP_SIGNALS:
         if signum != signal.SIGINT:
@@ -215,12 +214,6 @@ class Refused(BaseException):
     raised in a callback into a warning and goes on to run the job."""
 
 
-class Stopped(BaseException):
-    """A signal's Interrupted raised in a callback, carried past Hydra (which would swallow it) to train_command."""
-
-    def __init__(self, interrupted: Interrupted):
-        super().__init__(interrupted)
-        self.interrupted = interrupted
 
 
 class CheckRun(Callback):
@@ -241,8 +234,6 @@ class CheckRun(Callback):
             raise Refused(str(exc)) from None
         except OmegaConfBaseException as exc:
             raise Refused(explain(exc)) from None
-        except Interrupted as exc:
-            raise Stopped(exc) from None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a used sweep directory, unless it holds an Optuna study to continue; each job's config is
@@ -371,7 +362,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
     except MemoryError:
         message = "out of memory: make the model or the population smaller (model.hidden, trainer.seeds, eval.k)"
     except (Interrupted, KeyboardInterrupt) as stop:  # a signal, wherever the run was
-        exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT, run_dir)
+        exc = Interrupted.of(stop)
         exc.run_dir = run_dir
         back = None if sweeping else rundir.rollback(run_dir)
         if back:  # stopped before the run had anything to keep: the folder is as it was

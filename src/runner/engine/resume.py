@@ -72,7 +72,7 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 @contextmanager
 def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
     """While training: a stop signal asks the loop to save its state and stop at the epoch's end (a second
-    one stops at once)."""
+    one stops at once; one that came after the last save still stops the run once the fit has ended)."""
     if checkpoint is None:
         yield
         return
@@ -93,3 +93,5 @@ def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+    if checkpoint.signal is not None:  # the fit ended (its last epoch, or every member stopped) before saving
+        raise Interrupted(checkpoint.signal, checkpoint.path.parent.parent)

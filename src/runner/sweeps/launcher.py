@@ -104,10 +104,9 @@ class PopulationLauncher(Launcher):
             slices: list = fit_group(studies, f"{len(group)} jobs of {', '.join(dict.fromkeys(s.over for s in studies))}",
                                      state)
         except (Interrupted, KeyboardInterrupt) as stop:  # every job of the group stops; its state is kept
-            import signal
             import sys
 
-            exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+            exc = Interrupted.of(stop)
             for job in group:
                 rundir.fail(job.run_dir, str(exc), "interrupted", resume=f"runner train {' '.join(sys.argv[1:])}")
                 rundir.release(job.run_dir)
