@@ -71,16 +71,22 @@ def _key(run_dir: Path) -> Path:
 @contextmanager
 def _signals_held():
     """A stop signal arriving while folders move waits until the moves are whole, then stops the run as usual: a
-    run is never left half moved (the old run hidden aside, no claim to put it back)."""
+    run is never left half moved (the old run hidden aside, no claim to put it back). Held in Python, not with a
+    signal mask, which another thread (torch's, pytest's) would not share."""
+    pending: list[int] = []
+    previous = {}
     try:
-        before = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
-    except (AttributeError, ValueError, OSError):  # a platform without it
-        yield
-        return
+        for signum in _STOPS:
+            previous[signum] = signal.signal(signum, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread, where no handler runs anyway
+        pass
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler in place again
 
 
 def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydra.run.dir",
@@ -151,7 +157,7 @@ def claim_job(run_dir: Path, job: list[str]) -> None:
                           "${hydra.job.num})")
     refuse_links(run_dir)
     if run_dir not in _claims:
-        _lock(run_dir, "run")
+        _lock(run_dir, "run").started = True  # a job's folder is never rolled back: a stopped job says so
     write_status(run_dir, "running", job=job)
 
 
