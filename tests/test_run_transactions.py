@@ -211,9 +211,16 @@ def test_jobs_given_one_folder_or_none_of_their_own_are_refused_before_anything_
     assert kept(sweep) == before and sorted(p.name for p in tmp_path.iterdir()) == ["sw"]
 
 
-def test_a_sweep_folder_spelled_with_dot_dot_is_one_folder(tmp_path, train):
-    status, _, err = train(*SWEEP, f"hydra.sweep.dir={tmp_path}/sub/../sw")
-    assert status == 0, err
+@pytest.mark.parametrize("entry", ["cli", "python"])
+def test_a_sweep_folder_spelled_with_dot_dot_is_one_folder(tmp_path, train, entry):
+    """Its launcher and its jobs name each job's folder differently (`sw/../sw/0`, `sw/0`): one lock, one job."""
+    if entry == "cli":
+        status, _, err = train(*SWEEP, f"hydra.sweep.dir={tmp_path}/sub/../sw")
+        assert status == 0, err
+    else:
+        import runner
+
+        assert len(runner.sweep("optim.lr=0.1,0.01", *QUICK, sweep_dir=tmp_path / "sub" / ".." / "sw").runs) == 2
     for job in ("0", "1"):
         assert json.loads((tmp_path / "sw" / job / "status.json").read_text())["status"] == "ok"
 

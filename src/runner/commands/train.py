@@ -214,8 +214,6 @@ class Refused(BaseException):
     raised in a callback into a warning and goes on to run the job."""
 
 
-
-
 class CheckRun(Callback):
     """Before Hydra makes the run directory: check the config and the data, then claim the directory."""
 
@@ -345,7 +343,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
 
         clock.lap("imports")
         results = work(config, run_dir, clock)
-        rundir.replaced(run_dir)  # the new run is whole: a run it replaces goes now (a stop here leaves it resumable)
+        rundir.replaced(run_dir)  # the new run is whole: a run it replaced (overwrite=true) goes now
         rundir.write_status(run_dir, "ok", resume=None)
         for state in (run_dir / "checkpoints").glob("*_state.pt"):
             state.unlink()  # the run is finished: its fit state is no longer needed
