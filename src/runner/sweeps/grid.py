@@ -27,26 +27,29 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweeperConf, provider="runner")
 
 
-class GridSweeper(BasicSweeper):
-    """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
+class OwnFolders:
+    """Mixed into a sweeper: every job's folder is checked to be its own (rundir.check_job_folders) before the
+    sweep writes anything, multirun.yaml included. Only a hydra.sweep.subdir other than the job number can fail
+    it, and only then is each job composed once more to find its folder."""
 
     def sweep(self, arguments: List[str]) -> Any:
-        """Every job's folder is checked to be its own before the sweep writes anything (multirun.yaml included):
-        with hydra.sweep.subdir other than the job number, each job is composed once more to find its folder."""
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         from runner import rundir
 
         subdir = str(self.config.hydra.sweep._get_node("subdir")._value())
         if subdir != "${hydra.job.num}":
-            parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-            jobs = [job for batch in self.split_arguments(parser.parse_overrides([*self._parse_config(), *arguments]),
-                                                          None) for job in batch]
             loader = self.hydra_context.config_loader
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides([*self._parse_config(), *arguments])
+            jobs = [job for batch in self.split_arguments(parsed, None) for job in batch]
             folders = {num: job_folder(loader.load_sweep_config(self.config, list(job)), num)
                        for num, job in enumerate(jobs)}
             rundir.check_job_folders(Path(str(self.config.hydra.sweep.dir)), folders, subdir)
         return super().sweep(arguments)
+
+
+class GridSweeper(OwnFolders, BasicSweeper):
+    """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from runner.sweeps.launcher import PopulationLauncher
