@@ -268,7 +268,8 @@ def test_a_full_disk_before_training_leaves_a_true_folder(tmp_path, finished, tr
 
     monkeypatch.setattr(hydra.core.utils, "_save_config", full)
     status, _, err = train(*QUICK, f"hydra.run.dir={run}", *(["overwrite=true"] if overwrite else []))
-    assert status == 2 and err.strip() == f"error: cannot write {run / '.hydra' / 'config.yaml'}: No space left on device"
+    assert status == 2
+    assert err.strip() == f"error: cannot write {run / '.hydra' / 'config.yaml'}: No space left on device"
     if overwrite:
         assert kept(run) == before and [p.name for p in tmp_path.iterdir()] == ["run"]
     else:

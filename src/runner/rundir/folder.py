@@ -1,7 +1,7 @@
 """A run folder's life: claim it (checked, locked, the old run moved aside), keep status.json true, give it up.
 
 The rules a run folder lives by, each enforced here and nowhere else:
-- runner deletes or replaces only a run folder of its own (every file one it writes, at any depth), never the
+- runner deletes or replaces only a run folder of its own (every file one it writes, at any depth: .layout), never the
   current folder, a parent of it or $HOME, and only once every check has passed (`started`);
 - replacing a run is one transaction: `overwrite=true` keeps the old run aside until the new one has finished or
   saved fit state it can resume from (`replaced`); every exit before that puts the old run back (`rollback`);
@@ -13,7 +13,6 @@ The rules a run folder lives by, each enforced here and nowhere else:
 
 import errno
 import fcntl
-import fnmatch
 import json
 import os
 import shutil
@@ -25,22 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.rundir.layout import LOCK, RESULTS, RUN_MARKS, STATUS, WRITES, not_runners  # noqa: F401 (re-exported)
 
-STATUS = "status.json"
-RESULTS = "results.json"
-LOCK = ".lock"
-# Everything runner writes at the top of a run folder; a folder holding anything else is not ours to replace.
-WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", "report.png", "curves.png",
-                    "metrics.csv", "predictions.csv", "split_indices.json", "tensorboard", "checkpoints",
-                    "train.log", "error.log"})
-# What runner writes inside its subfolders (fnmatch patterns; a dict is a folder's own table): any other file
-# there is the user's, which overwrite=true refuses to delete.
-TB_EVENTS = "events.out.tfevents.*"
-INSIDE = {".hydra": {"config.yaml": None, "hydra.yaml": None, "overrides.yaml": None},
-          "checkpoints": {"*.pt": None},
-          "tensorboard": {"*": {TB_EVENTS: None, "member_*": {TB_EVENTS: None}}}}
-# What marks a directory as a run's.
-RUN_MARKS = (".hydra", STATUS, RESULTS)
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
 STATUS_BYTES = 4096
 
@@ -288,36 +273,11 @@ def _check_replaceable(run_dir: Path, key: str) -> None:
         raise RunnerError(f"{key}={run_dir} is a folder with other files, not a run directory; overwrite=true "
                           f"only replaces runs (choose another {key})")
     refuse_links(run_dir)
-    foreign = _foreign(run_dir, {**dict.fromkeys(WRITES - set(INSIDE)), **INSIDE})
+    foreign = not_runners(run_dir)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise RunnerError(f"{key}={run_dir} holds files runner did not write ({shown}); overwrite=true replaces "
                           f"only what runner wrote: move them out, or choose another {key}")
-
-
-def _foreign(folder: Path, layout: dict, prefix: str = "") -> list[str]:
-    """The entries of `folder` (by path from the run folder) that `layout` does not name: a file where it names
-    a file, a folder whose own entries it names too."""
-    out = []
-    for entry in sorted(folder.iterdir(), key=lambda p: p.name):
-        name = entry.name
-        inner = next((layout[p] for p in layout if fnmatch.fnmatchcase(name, p)), False)
-        if entry.is_file() and (inner is None or _temporary(name, layout)):
-            continue
-        if isinstance(inner, dict) and entry.is_dir():
-            out += _foreign(entry, inner, f"{prefix}{name}/")
-            continue
-        out.append(prefix + name + ("/" if entry.is_dir() else ""))
-    return out
-
-
-def _temporary(name: str, layout: dict) -> bool:
-    """A temporary file of runner's writers (`.NAME.XXXX.tmp`, or `NAME.tmp` of a file runner writes), left by a
-    kill mid-write."""
-    if name.startswith(".") and ".tmp" in name:
-        return True
-    stem = name.removesuffix(".tmp")
-    return stem != name and any(layout[p] is None and fnmatch.fnmatchcase(stem, p) for p in layout)
 
 
 def refuse_links(folder: Path) -> None:
