@@ -274,3 +274,23 @@ def test_a_full_disk_before_training_leaves_a_true_folder(tmp_path, finished, tr
         assert kept(run) == before and [p.name for p in tmp_path.iterdir()] == ["run"]
     else:
         assert list(tmp_path.iterdir()) == []
+
+
+def test_train_log_on_a_full_disk_drops_the_line_without_a_traceback(tmp_path, capsys):
+    """On a disk with a few KiB left, train.log's handler fails before the run's own error: one line stays one."""
+    import logging
+
+    from runner.console import LogFile
+
+    class Full:
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    handler = LogFile(tmp_path / "train.log")
+    handler.stream.close()
+    handler.stream = Full()
+    handler.emit(logging.LogRecord("runner", logging.INFO, __file__, 1, "a line", (), None))
+    assert capsys.readouterr().err == ""
