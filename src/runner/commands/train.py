@@ -68,7 +68,8 @@ def train_command(args: list[str]) -> int:
     except (Interrupted, KeyboardInterrupt) as stop:  # a signal that no run's own handler took
         exc = Interrupted.of(stop)
         _rolled_back[:] = rundir.abandon(str(exc), "interrupted")[:1]
-        exc.run_dir = None
+        if not _sweep_config:  # a single run stopped before its own handler: there is nothing to resume
+            exc.run_dir = None
         _interrupted.append(exc)
     except Refused as refused:
         return _fail(str(refused))
