@@ -294,3 +294,49 @@ def test_train_log_on_a_full_disk_drops_the_line_without_a_traceback(tmp_path, c
     handler.stream = Full()
     handler.emit(logging.LogRecord("runner", logging.INFO, __file__, 1, "a line", (), None))
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.slow  # a subprocess per example: about 5 s each
+def test_signals_at_random_times_during_overwrite_never_lose_the_old_run(tmp_path_factory, finished):
+    """SIGTERM or SIGINT 0 to 1.5 s after the old run moved aside (before training, while training, while scoring):
+    the exit is 128 + the signal (or 0 if the run was done), the message is true, nothing is left aside, and the
+    folder holds either the earlier run, byte for byte, or a new run that is finished or resumable."""
+    import subprocess
+    import sys
+    import time
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=8, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    @given(st.sampled_from([signal.SIGTERM, signal.SIGINT]), st.floats(0, 1.5), st.booleans())
+    def check(signum, delay, every_epoch):
+        root = tmp_path_factory.mktemp("overwrite")
+        run = copy_of(finished, root / "run")
+        before = kept(run)
+        every = ["trainer.checkpoint_every=1"] if every_epoch else []
+        job = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "train", *QUICK[1:], "trainer.epochs=300",
+                                *every, "optim.lr=0.01", f"hydra.run.dir={run}", "overwrite=true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while job.poll() is None and time.time() < deadline and not any(
+                p.name.startswith(".run.replaced-") for p in root.iterdir()):
+            time.sleep(0.002)
+        time.sleep(delay)
+        job.send_signal(signum)
+        _, err = job.communicate(timeout=120)
+        lines = err.strip().splitlines()
+        assert sorted(p.name for p in root.iterdir()) == ["run"], err
+        record = json.loads((run / "status.json").read_text())
+        if job.returncode == 0:
+            assert record["status"] == "ok" and "optim.lr=0.01" in (run / ".hydra" / "overrides.yaml").read_text()
+            return
+        assert job.returncode == 128 + signum, err
+        if kept(run) == before:
+            assert lines[-1].endswith(f"the earlier run in {run} is back"), err
+        else:
+            assert record["status"] == "interrupted" and (run / "checkpoints" / "fit_state.pt").is_file(), err
+            assert lines[-1] == f"resume with: runner resume {run}", err
+
+    check()
