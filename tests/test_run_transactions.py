@@ -340,3 +340,31 @@ def test_signals_at_random_times_during_overwrite_never_lose_the_old_run(tmp_pat
             assert lines[-1] == f"resume with: runner resume {run}", err
 
     check()
+
+
+def test_sigterm_while_the_config_is_checked_is_one_true_line(tmp_path, train, monkeypatch):
+    import runner.commands.train as command
+
+    real = command.checked_config
+    sent = once(signal_self(signal.SIGTERM))
+    monkeypatch.setattr(command, "checked_config", lambda *a, **k: (sent(), real(*a, **k))[1])
+    status, _, err = train(*QUICK, f"hydra.run.dir={tmp_path}/run")
+    assert status == 143 and err.strip() == "interrupted by SIGTERM before training started; nothing was written"
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_sigterm_while_the_command_starts_is_one_true_line(tmp_path):
+    """Before `runner train` has imported its libraries or written anything: 143 and one line, not a silent kill."""
+    import subprocess
+    import sys
+    import time
+
+    job = subprocess.Popen([sys.executable, "-m", "runner.commands.cli", "train", *QUICK,
+                            f"hydra.run.dir={tmp_path}/run"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    time.sleep(0.3)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 143
+    assert err.strip() == "interrupted by SIGTERM before training started; nothing was written"
+    assert list(tmp_path.iterdir()) == []

@@ -61,6 +61,7 @@ def train_command(args: list[str]) -> int:
     _rolled_back.clear()
     _sweep_config.clear()
     try:
+        _guard_signals(None)  # SIGTERM while Hydra composes and checks: one true line, not a silent 143
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
         with one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
@@ -163,9 +164,9 @@ def _report_interrupted(exc: Interrupted) -> int:
 
 
 def _guard_signals(run_dir: Path | None) -> None:
-    """From the moment a run (or a sweep) owns its folder: SIGTERM and SIGUSR2 stop it through Interrupted, so
-    its status.json says interrupted wherever it was (training installs its own handler, which saves the fit
-    state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
+    """From the start of the command: SIGTERM and SIGUSR2 stop it through Interrupted (carried as Stopped), so
+    whatever folder the run holds is put back or says interrupted, wherever it was (training installs its own
+    handler, which saves the fit state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
     from runner.engine.resume import STOP_SIGNALS
 
     def stop(signum, frame):
@@ -226,7 +227,7 @@ class CheckRun(Callback):
             run_dir = Path(config.hydra.run.dir).absolute()
             if checked.trainer.resume:
                 refuse_changed(run_dir, task)
-            _guard_signals(run_dir)  # from the claim on, a signal puts back what the claim moved (abandon)
+            _guard_signals(run_dir)  # a signal from the claim on puts back what the claim moved (abandon)
             rundir.claim(run_dir, checked.overwrite, checked.trainer.resume,
                          job=list(OmegaConf.to_container(config.hydra.overrides.task)))
         except RunnerError as exc:
