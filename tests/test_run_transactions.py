@@ -368,3 +368,27 @@ def test_sigterm_while_the_command_starts_is_one_true_line(tmp_path):
     assert job.returncode == 143
     assert err.strip() == "interrupted by SIGTERM before training started; nothing was written"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs with 8 KiB free (root only: skipped where mounting is not allowed)."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+        (disk / "fill").write_bytes(b"\0" * (free - 8192))
+        yield disk
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # a log handler may still hold a file open
+
+
+def test_a_disk_with_8_kib_free_leaves_one_line_and_no_folder(small_disk, train):
+    status, _, err = train(*QUICK, f"hydra.run.dir={small_disk}/run")
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "No space left on device" in err, err
+    assert sorted(p.name for p in small_disk.iterdir()) == ["fill"]
