@@ -1,5 +1,10 @@
 """The exceptions that reach the command line: user-fixable problems, and a run stopped by a signal."""
 
+import signal as _signal
+
+# The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
+STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGUSR2)
+
 
 class RunnerError(Exception):
     """A user-fixable problem; the CLI prints its one-line message and exits with status 2."""

@@ -167,7 +167,7 @@ def _guard_signals(run_dir: Path | None) -> None:
     """From the start of the command: SIGTERM and SIGUSR2 stop it through Interrupted (carried as Stopped), so
     whatever folder the run holds is put back or says interrupted, wherever it was (training installs its own
     handler, which saves the fit state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
-    from runner.engine.resume import STOP_SIGNALS
+    from runner.errors import STOP_SIGNALS  # not engine's module: `runner train --help` never imports torch
 
     def stop(signum, frame):
         raise Stopped(Interrupted(signum, run_dir))  # past Hydra's and any library's `except Exception`

@@ -10,7 +10,7 @@ from typing import Callable, Optional
 
 import torch
 
-from runner.errors import Interrupted, RunnerError
+from runner.errors import STOP_SIGNALS, Interrupted, RunnerError
 
 DEFAULT_SECONDS = 60.0  # without trainer.checkpoint_every: about once a minute of training
 
@@ -65,8 +65,6 @@ class FitCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-# The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.errors import RunnerError
+from runner.errors import STOP_SIGNALS, RunnerError
 from runner.rundir.layout import LOCK, RESULTS, RUN_MARKS, STATUS, WRITES, not_runners  # noqa: F401 (re-exported)
 
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
@@ -42,8 +42,6 @@ class _Claim:
 
 
 _claims: dict[Path, _Claim] = {}
-# The signals that stop a run (runner.engine.resume.STOP_SIGNALS): held while a folder is moved or put back.
-_STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 def _key(run_dir: Path) -> Path:
@@ -61,7 +59,7 @@ def _signals_held():
     pending: list[int] = []
     previous = {}
     try:
-        for signum in _STOPS:
+        for signum in STOP_SIGNALS:
             previous[signum] = signal.signal(signum, lambda signum, frame: pending.append(signum))
     except ValueError:  # not the main thread, where no handler runs anyway
         pass
