@@ -5,7 +5,6 @@ finished run is byte for byte as it was (its .lock aside: the lock records the p
 import errno
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -33,6 +32,7 @@ def once(action):
 
 
 def signal_self(signum):
+    """A function sending `signum` to this process, as `kill` would."""
     return lambda: os.kill(os.getpid(), signum)
 
 
