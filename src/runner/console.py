@@ -63,6 +63,17 @@ class NotShown(logging.Filter):
         return getattr(record, "terminal", True)
 
 
+class LogFile(logging.FileHandler):
+    """train.log's handler: a line it cannot write (a full disk) is dropped without the traceback that logging
+    prints for it; the run's status.json and its one error line say what failed."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handleError(record)
+
+
 class NoJobListing(NotShown):
     """For Hydra's own terminal handler in a sweep: also drops the launchers' `#3 : optim=sgd` line per job,
     which runner's line for the job repeats, with its result, when the job is done."""

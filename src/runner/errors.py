@@ -1,5 +1,10 @@
 """The exceptions that reach the command line: user-fixable problems, and a run stopped by a signal."""
 
+import signal as _signal
+
+# The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
+STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGUSR2)
+
 
 class RunnerError(Exception):
     """A user-fixable problem; the CLI prints its one-line message and exits with status 2."""
@@ -28,3 +33,22 @@ class Interrupted(Exception):
 
     def __reduce__(self):
         return type(self), (self.signum, self.run_dir, self.saved)
+
+    @classmethod
+    def of(cls, stop: BaseException) -> "Interrupted":
+        """The Interrupted behind `stop`: itself, the one a Stopped carries, or Ctrl-C's (a KeyboardInterrupt)."""
+        import signal
+
+        return stop if isinstance(stop, Interrupted) else getattr(stop, "interrupted", None) or cls(signal.SIGINT)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal's Interrupted, raised where library code catches Exception (Hydra turns an Exception from a
+    callback into a warning, and one from its job runner into a failed job): like Ctrl-C, it passes them all."""
+
+    def __init__(self, interrupted: Interrupted):
+        super().__init__(interrupted)
+        self.interrupted = interrupted
+
+    def __str__(self) -> str:
+        return str(self.interrupted)

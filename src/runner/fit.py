@@ -67,8 +67,10 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     if state is not None:  # a sweep's group: its own state file, continued whenever the sweep runs again
         checkpoint = FitCheckpoint(state, cfg.trainer.checkpoint_every, resume=True)
     else:
+        # A run replacing another (overwrite=true) can resume from its first saved state: the old run goes then.
         checkpoint = None if run_dir is None else FitCheckpoint(
-            run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume)
+            run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
+            saved=lambda: rundir.replaced(run_dir))
     batch = max(len(r) for r in data.train) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
     at_once, timings = members_at_once(model, cfg, study.input_shape, batch)
     if at_once < E:
@@ -100,7 +102,7 @@ def _stacking_line(at_once: int, E: int, timings: dict[int, float], cfg: Config)
 
 def _starting(on_epoch, run_dir: Path | None):
     """The per-epoch callback, which at the end of the first epoch tells the run folder that every check has
-    passed (an overwrite=true's old run is removed then, not before)."""
+    passed (an overwrite=true's old run stays aside until the new run is finished or resumable)."""
     if run_dir is None:
         return on_epoch
 

@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] in ("-sc", "--shell-completion"):  # the completion script of `runner train -sc install=bash`
         return _complete(argv, from_process_start)
+    if from_process_start and argv[0] in ("train", "resume"):
+        _stop_while_starting(True)
     try:
         return _dispatch(argv[0], argv[1:], from_process_start)
     except BrokenPipeError:
@@ -78,6 +80,27 @@ def _complete(argv: list[str], from_process_start: bool) -> int:
 DISTRIBUTION = "stackrunner"  # the name pip knows runner by (`runner` on PyPI is another project)
 
 
+def _stop_while_starting(on: bool) -> None:
+    """While the command imports (a second or more, before it has written anything or installed its own
+    handlers): SIGTERM and SIGUSR2 end the process at once with one true line and 128 + the signal, not a silent
+    kill; an exception raised there instead could leave a library half imported for code that goes on. `on`
+    False: the defaults back, where this process installed them."""
+    import signal
+
+    def stop(signum, frame):
+        os.write(2, f"interrupted by {signal.Signals(signum).name} before training started; nothing was written\n"
+                 .encode())
+        os._exit(128 + signum)
+
+    if on or _starting:
+        for signum in (signal.SIGTERM, signal.SIGUSR2):
+            signal.signal(signum, stop if on else signal.SIG_DFL)
+        _starting[:] = [True] if on else []
+
+
+_starting: list[bool] = []
+
+
 def version() -> str:
     """runner's installed version, from its distribution's metadata."""
     from importlib.metadata import PackageNotFoundError
@@ -97,11 +120,15 @@ def _dispatch(command: str, rest: list[str], from_process_start: bool) -> int:
         from runner.commands.train import train_command
 
         clock.lap("imports")
-        return _done(train_command(rest), from_process_start)
+        status = train_command(rest)  # its own handlers replace the starting ones, and give them back
+        _stop_while_starting(False)
+        return _done(status, from_process_start)
     if command == "resume":
         from runner.commands.resume import resume_command
 
-        return _done(resume_command(rest), from_process_start)
+        status = resume_command(rest)
+        _stop_while_starting(False)
+        return _done(status, from_process_start)
     if command == "predict":
         from runner.commands.predict import predict_command
 

@@ -30,7 +30,7 @@ from runner.config.compose import (
     unreadable_override,
 )
 from runner.config.schema import Config, register
-from runner.errors import Interrupted, RunnerError
+from runner.errors import Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
 from runner.rundir.saved import refuse_changed
 from runner.sweeps.search import objective
@@ -60,16 +60,20 @@ def train_command(args: list[str]) -> int:
     _job_crashes.clear()
     _job_started[:] = [False]
     _interrupted.clear()
+    _rolled_back.clear()
     _sweep_config.clear()
     try:
+        _guard_signals(None)  # SIGTERM while Hydra composes and checks: one true line, not a silent 143
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
         with one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
             _hydra_train()
-    except Interrupted as exc:
+    except (Interrupted, KeyboardInterrupt) as stop:  # a signal that no run's own handler took
+        exc = Interrupted.of(stop)
+        _rolled_back[:] = rundir.abandon(str(exc), "interrupted")[:1]
+        if not _sweep_config:  # a single run stopped before its own handler: there is nothing to resume
+            exc.run_dir = None
         _interrupted.append(exc)
-    except KeyboardInterrupt:
-        _interrupted.append(Interrupted(signal.SIGINT))
     except Refused as refused:
         return _fail(str(refused))
     except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
@@ -90,6 +94,9 @@ def train_command(args: list[str]) -> int:
         return _fail(unreadable_override(args, exc))
     finally:
         os.environ.pop(USER_CONFIG_DIR, None)
+        # A folder still held here was left by an exit past its run's handler (Hydra failing to write .hydra/ on
+        # a full disk, a crash): put back what was there, or say in its status.json that it stopped.
+        rundir.abandon(FAILURES[-1] if FAILURES else "stopped before the run could record why")
         _restore_signals()
     if _interrupted:
         return _report_interrupted(_interrupted[0])
@@ -150,21 +157,22 @@ def _report_interrupted(exc: Interrupted) -> int:
             pass
         print(f"{exc}\nresume with the same command: runner train {' '.join(sys.argv[1:])}", file=sys.stderr)
         return exc.status
-    if exc.run_dir is None:  # before training started: nothing was written (or it was put back)
-        print(f"{exc} before training started; nothing was written", file=sys.stderr)
+    if exc.run_dir is None:  # before the run had anything to keep: what was there is back
+        print(f"{exc} {_rolled_back[0] if _rolled_back else 'before training started; nothing was written'}",
+              file=sys.stderr)
         return exc.status
     print(f"{exc}\nresume with: runner resume {exc.run_dir}", file=sys.stderr)
     return exc.status
 
 
 def _guard_signals(run_dir: Path | None) -> None:
-    """From the moment a run (or a sweep) owns its folder: SIGTERM and SIGUSR2 stop it through Interrupted, so
-    its status.json says interrupted wherever it was (training installs its own handler, which saves the fit
-    state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
-    from runner.engine.resume import STOP_SIGNALS
+    """From the start of the command: SIGTERM and SIGUSR2 stop it through Interrupted (carried as Stopped), so
+    whatever folder the run holds is put back or says interrupted, wherever it was (training installs its own
+    handler, which saves the fit state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
+    from runner.errors import STOP_SIGNALS  # not engine's module: `runner train --help` never imports torch
 
     def stop(signum, frame):
-        raise Interrupted(signum, run_dir)
+        raise Stopped(Interrupted(signum, run_dir))  # past Hydra's and any library's `except Exception`
 
     for signum in STOP_SIGNALS:
         if signum != signal.SIGINT:
@@ -190,8 +198,9 @@ _job_errors: list[str] = []
 _job_crashes: list[str] = []
 _job_started = [False]
 # A single run stopped by a signal: handed to train_command past Hydra, which would print its own
-# "Error executing job" line before runner's resume message.
+# "Error executing job" line before runner's resume message; and what its folder's rollback said.
 _interrupted: list[Interrupted] = []
+_rolled_back: list[str] = []
 
 
 # The lines this command printed as errors, for callers in Python (runner.api) to raise.
@@ -220,9 +229,9 @@ class CheckRun(Callback):
             run_dir = Path(config.hydra.run.dir).absolute()
             if checked.trainer.resume:
                 refuse_changed(run_dir, task)
+            _guard_signals(run_dir)  # a signal from the claim on puts back what the claim moved (abandon)
             rundir.claim(run_dir, checked.overwrite, checked.trainer.resume,
                          job=list(OmegaConf.to_container(config.hydra.overrides.task)))
-            _guard_signals(run_dir)
         except RunnerError as exc:
             raise Refused(str(exc)) from None
         except OmegaConfBaseException as exc:
@@ -338,6 +347,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
 
         clock.lap("imports")
         results = work(config, run_dir, clock)
+        rundir.replaced(run_dir)  # the new run is whole: a run it replaced (overwrite=true) goes now
         rundir.write_status(run_dir, "ok", resume=None)
         for state in (run_dir / "checkpoints").glob("*_state.pt"):
             state.unlink()  # the run is finished: its fit state is no longer needed
@@ -348,14 +358,18 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
     except OSError as exc:
         where = exc.filename or run_dir
-        message = f"could not write {where}: {rundir.reason(exc)}; the run in {run_dir} is incomplete"
+        message = f"could not write {where}: {rundir.reason(exc)}"
+        if sweeping or not rundir.replacing(run_dir):
+            message += f"; the run in {run_dir} is incomplete"
     except MemoryError:
         message = "out of memory: make the model or the population smaller (model.hidden, trainer.seeds, eval.k)"
     except (Interrupted, KeyboardInterrupt) as stop:  # a signal, wherever the run was
-        exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT, run_dir)
+        exc = Interrupted.of(stop)
         exc.run_dir = run_dir
-        if not sweeping and rundir.rollback(run_dir):
-            exc.run_dir = None  # stopped before training: the folder is as it was
+        back = None if sweeping else rundir.rollback(run_dir)
+        if back:  # stopped before the run had anything to keep: the folder is as it was
+            exc.run_dir = None
+            _rolled_back[:] = [back]
         else:
             again = f"runner train {' '.join(sys.argv[1:])}" if sweeping else f"runner resume {run_dir}"
             rundir.fail(run_dir, str(exc), "interrupted", resume=again)
@@ -364,25 +378,33 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         _interrupted.append(exc)
         return None
     except SystemExit:  # rich exiting on a closed stdout pipe
-        rundir.fail(run_dir, "stopped: output closed", "interrupted")
+        if not rundir.replacing(run_dir) or not rundir.rollback(run_dir):
+            rundir.fail(run_dir, "stopped: output closed", "interrupted")
         raise
     except Exception as exc:  # a bug: recorded in the run, raised (a single run) or reported (a sweep)
         line = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        rundir.fail(run_dir, line)
-        try:
-            rundir.write_atomic(run_dir / "error.log", traceback.format_exc())
-        except OSError:
-            pass  # the status line above is what matters; the traceback still goes to stderr
+        if rundir.replacing(run_dir) and rundir.rollback(run_dir):
+            pass  # the run it replaced is back; the traceback goes to stderr
+        else:
+            rundir.fail(run_dir, line)
+            try:
+                rundir.write_atomic(run_dir / "error.log", traceback.format_exc())
+            except OSError:
+                pass  # the status line above is what matters; the traceback still goes to stderr
         if not sweeping:
             raise
         traceback.print_exc()
         _job_crashes.append(line)
         _job_errors.append(f"job {run_dir.name} crashed ({line}); traceback in {run_dir / 'error.log'}")
         return None
-    # A user error: refused before training started, a single run's folder is put back as it was.
+    # A user error: refused before training started (or before a replacing run was resumable), a single run's
+    # folder is put back as it was; a job refused a folder that is not its own writes nothing there.
     note("status failed: %s", message)
-    if sweeping or not rundir.rollback(run_dir):
+    replacing = not sweeping and rundir.replacing(run_dir)
+    if (sweeping or not rundir.rollback(run_dir)) and rundir.holds(run_dir):
         rundir.fail(run_dir, message, cause="user")  # a sweep run in other processes exits 2 by it
+    elif replacing:
+        message += f"; the earlier run in {run_dir} is back"
     _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
     return None
 

@@ -5,11 +5,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
-from runner.errors import Interrupted, RunnerError
+from runner.errors import STOP_SIGNALS, Interrupted, RunnerError
 from runner.rundir.folder import write_atomic
 
 DEFAULT_SECONDS = 60.0  # without trainer.checkpoint_every: about once a minute of training
@@ -23,6 +23,7 @@ class FitCheckpoint:
     every: Optional[int] = None  # epochs; None: about once a minute
     resume: bool = False
     signal: Optional[int] = None  # set by the handler: save at the end of this epoch and stop
+    saved: Optional[Callable[[], None]] = None  # called once a state is on disk (the run can resume from it)
     _saved_at: float = field(default_factory=time.perf_counter)
 
     def due(self, epoch: int) -> bool:
@@ -37,6 +38,8 @@ class FitCheckpoint:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(self.path, lambda file: torch.save(state, file))
         self._saved_at = time.perf_counter()
+        if self.saved is not None:
+            self.saved()
         if self.signal is not None:
             raise Interrupted(self.signal, self.path.parent.parent, saved=True)
 
@@ -60,14 +63,12 @@ class FitCheckpoint:
         self.path.unlink(missing_ok=True)
 
 
-# The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 @contextmanager
 def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
     """While training: a stop signal asks the loop to save its state and stop at the epoch's end (a second
-    one stops at once)."""
+    one stops at once; one that came after the last save still stops the run once the fit has ended)."""
     if checkpoint is None:
         yield
         return
@@ -88,3 +89,5 @@ def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
+    if checkpoint.signal is not None:  # the fit ended (its last epoch, or every member stopped) before saving
+        raise Interrupted(checkpoint.signal, checkpoint.path.parent.parent)

@@ -6,6 +6,8 @@ from runner.rundir.folder import (
                                   RESULTS,
                                   STATUS,
                                   WRITES,
+                                  abandon,
+                                  check_job_folders,
                                   claim,
                                   claim_job,
                                   fail,
@@ -15,6 +17,8 @@ from runner.rundir.folder import (
                                   reason,
                                   refuse_links,
                                   release,
+                                  replaced,
+                                  replacing,
                                   rollback,
                                   started,
                                   update_status,
@@ -22,6 +26,6 @@ from runner.rundir.folder import (
                                   write_status,
 )
 
-__all__ = ["RESULTS", "STATUS", "WRITES", "claim", "claim_job", "fail", "holds", "is_finished", "read_status",
-           "reason", "refuse_links", "release", "rollback", "started", "update_status", "write_atomic",
-           "write_status"]
+__all__ = ["RESULTS", "STATUS", "WRITES", "abandon", "check_job_folders", "claim", "claim_job", "fail", "holds",
+           "is_finished", "read_status", "reason", "refuse_links", "release", "replaced", "replacing", "rollback",
+           "started", "update_status", "write_atomic", "write_status"]

@@ -1,10 +1,13 @@
 """A run folder's life: claim it (checked, locked, the old run moved aside), keep status.json true, give it up.
 
 The rules a run folder lives by, each enforced here and nowhere else:
-- runner deletes or replaces only a run folder of its own (every entry one it writes), never the current
-  folder, a parent of it or $HOME, and only once every check has passed (`started`): until then an
-  `overwrite=true` keeps the old run aside and a refused run is rolled back to what was there;
-- one process writes a run folder at a time (an advisory lock the kernel releases when the process dies);
+- runner deletes or replaces only a run folder of its own (every file one it writes, at any depth: .layout), never the
+  current folder, a parent of it or $HOME, and only once every check has passed (`started`);
+- replacing a run is one transaction: `overwrite=true` keeps the old run aside until the new one has finished or
+  saved fit state it can resume from (`replaced`); every exit before that puts the old run back (`rollback`);
+- one process writes a run folder at a time (an advisory lock the kernel releases when the process dies), and a
+  folder is one folder however it is spelled (`outputs/a/../b` is `outputs/b`);
+- a sweep's job writes only its own folder, inside the sweep folder and no other job's (`check_job_folders`);
 - a folder from elsewhere is data: a symbolic link in it is refused, never written through.
 """
 
@@ -13,23 +16,17 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from runner.errors import RunnerError
+from runner.errors import STOP_SIGNALS, RunnerError
+from runner.rundir.layout import LOCK, RESULTS, RUN_MARKS, STATUS, WRITES, not_runners  # noqa: F401 (re-exported)
 
-STATUS = "status.json"
-RESULTS = "results.json"
-LOCK = ".lock"
-# Everything runner writes at the top of a run folder; a folder holding anything else is not ours to replace.
-WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", "report.png", "curves.png",
-                    "metrics.csv", "predictions.csv", "split_indices.json", "tensorboard", "checkpoints",
-                    "train.log", "error.log"})
-# What marks a directory as a run's.
-RUN_MARKS = (".hydra", STATUS, RESULTS)
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
 STATUS_BYTES = 4096
 # The process's umask, read once (reading it means setting it, which would race with threads creating files).
@@ -43,7 +40,7 @@ class _Claim:
 
     fd: int
     before: str  # "absent", "empty" or "run" (resumed): what a rollback puts back
-    aside: Path | None = None  # overwrite=true: the old run, until the new one starts
+    aside: Path | None = None  # overwrite=true: the old run, until the new one is finished or resumable
     kept: dict[str, bytes] | None = None  # a resumed run's status.json and .hydra/ files as they were
     started: bool = False
 
@@ -51,12 +48,40 @@ class _Claim:
 _claims: dict[Path, _Claim] = {}
 
 
+def _key(run_dir: Path) -> Path:
+    """A folder as one name however it was spelled: absolute, `..` and `.` taken out, its parent's links resolved
+    (the folder itself is not followed: a link there is refused, never written through)."""
+    path = Path(os.path.abspath(run_dir))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
+@contextmanager
+def _signals_held():
+    """A stop signal arriving while folders move waits until the moves are whole, then stops the run as usual: a
+    run is never left half moved (the old run hidden aside, no claim to put it back). Held in Python, not with a
+    signal mask, which another thread (torch's, pytest's) would not share."""
+    pending: list[int] = []
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda signum, frame: pending.append(signum))
+    except ValueError:  # not the main thread, where no handler runs anyway
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if pending:
+            signal.raise_signal(pending[0])  # now, to the handler in place again
+
+
 def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydra.run.dir",
           job: list[str] | None = None) -> None:
     """Make `run_dir` this process's, ready for a new run (or, with `resume`, for resuming the unfinished run
     in it), or raise RunnerError; called before anything is written there. `job`: the run's overrides,
     recorded in status.json so that another job never passes for this one."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = _key(run_dir)
     _refuse_special(run_dir, key)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunnerError(f"{key}={run_dir} is a file, not a directory (choose another {key})")
@@ -71,9 +96,16 @@ def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydr
     if used and not overwrite:
         raise RunnerError(f"{key}={run_dir} already holds a run; choose another {key}, or add overwrite=true "
                           "to replace it")
-    aside = None
     if used:
         _check_replaceable(run_dir, key)
+    with _signals_held():
+        _claim_new(run_dir, used, key, job)
+
+
+def _claim_new(run_dir: Path, used: bool, key: str, job: list[str] | None) -> None:
+    """claim's moves, whole or not at all: the old run aside (overwrite=true), the new folder locked, status running."""
+    aside = None
+    if used:
         old = _lock(run_dir, "run")  # no one else is writing the old run
         aside = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
         try:
@@ -88,8 +120,15 @@ def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydr
         run_dir.mkdir(parents=True, exist_ok=True)
         _lock(run_dir, before).aside = aside
         write_status(run_dir, "running", job=job)
-    except OSError as exc:
-        rollback(run_dir)
+    except (OSError, RunnerError) as exc:
+        if run_dir in _claims:
+            rollback(run_dir)
+        elif aside is not None:
+            if before == "absent":
+                shutil.rmtree(run_dir, ignore_errors=True)  # the new folder made above, empty
+            os.rename(aside, run_dir)
+        if isinstance(exc, RunnerError):
+            raise
         raise RunnerError(f"cannot write the run directory {run_dir}: {reason(exc)} (choose a writable {key})") \
             from None
 
@@ -97,7 +136,7 @@ def claim(run_dir: Path, overwrite: bool, resume: bool = False, key: str = "hydr
 def claim_job(run_dir: Path, job: list[str]) -> None:
     """A sweep job's folder (made by its launcher): locked for this process, refused if another job's run is
     in it (two jobs given one folder by hydra.sweep.subdir), and marked running."""
-    run_dir = Path(run_dir).absolute()
+    run_dir = _key(run_dir)
     other = (read_status(run_dir) or {}).get("job")
     if other is not None and other != job:
         raise RunnerError(f"job {' '.join(job) or '(no overrides)'} was given the folder of job {' '.join(other)} "
@@ -105,49 +144,86 @@ def claim_job(run_dir: Path, job: list[str]) -> None:
                           "${hydra.job.num})")
     refuse_links(run_dir)
     if run_dir not in _claims:
-        _lock(run_dir, "run")
+        _lock(run_dir, "run").started = True  # a job's folder is never rolled back: a stopped job says so
     write_status(run_dir, "running", job=job)
 
 
 def started(run_dir: Path) -> None:
-    """Every check has passed and training begins: the run replaced by overwrite=true is removed now."""
-    held = _claims.get(Path(run_dir).absolute())
-    if held is None or held.started:
+    """Every check has passed and training begins: from now a stopped or failed run keeps its own folder, except
+    that a run replacing another (overwrite=true) gives it back until `replaced`."""
+    held = _claims.get(_key(run_dir))
+    if held is not None:
+        held.started = True
+
+
+def replaced(run_dir: Path) -> None:
+    """The new run is finished, or has saved fit state it can resume from: the run it replaces is deleted now."""
+    held = _claims.get(_key(run_dir))
+    if held is None or held.aside is None:
         return
     held.started = True
-    if held.aside is not None:
+    with _signals_held():
         shutil.rmtree(held.aside, ignore_errors=True)
         held.aside = None
 
 
-def rollback(run_dir: Path) -> bool:
-    """A run stopped or refused before training started: remove what it wrote and put back what was there;
-    False (nothing done) once training has started or where this process holds no claim."""
-    run_dir = Path(run_dir).absolute()
+def replacing(run_dir: Path) -> bool:
+    """Whether an earlier run in `run_dir` is still aside (any exit now puts it back)."""
+    held = _claims.get(_key(run_dir))
+    return held is not None and held.aside is not None
+
+
+def rollback(run_dir: Path) -> str | None:
+    """A run stopped or refused before it has anything of its own to keep: remove what it wrote, put back what
+    was there, and say so ("before training started; nothing was written"); None (nothing done) once training
+    has started (a replacing run: once `replaced`) or where this process holds no claim."""
+    run_dir = _key(run_dir)
     held = _claims.get(run_dir)
-    if held is None or held.started:
-        return False
-    _release(run_dir)
-    if held.before == "absent":
-        shutil.rmtree(run_dir, ignore_errors=True)
-    elif held.before == "empty":
-        for entry in run_dir.iterdir():
-            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
-    for name, data in (held.kept or {}).items():
-        write_atomic(run_dir / name, data)
-    if held.aside is not None:
-        os.rename(held.aside, run_dir)
-    return True
+    if held is None or (held.started and held.aside is None):
+        return None
+    with _signals_held():
+        _release(run_dir)
+        if held.before == "absent":
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif held.before == "empty":
+            for entry in run_dir.iterdir():
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        for name, data in (held.kept or {}).items():
+            write_atomic(run_dir / name, data)
+        if held.aside is not None:
+            os.rename(held.aside, run_dir)
+    when = "before training started" if not held.started else "before the new run saved a state to resume from"
+    back = (f"the earlier run in {run_dir} is back" if held.aside is not None
+            else f"the run in {run_dir} is as it was" if held.before == "run" else "nothing was written")
+    return f"{when}; {back}"
+
+
+def abandon(message: str, status: str = "failed") -> list[str]:
+    """On an exit that never reached a run's own handler (a signal or a full disk while Hydra writes `.hydra/`):
+    every folder this process still holds is rolled back, or else marked `status` with `message`, and released;
+    what became of each, as rollback says it."""
+    said = []
+    for run_dir in list(_claims):
+        back = rollback(run_dir)
+        if back is None:
+            fail(run_dir, message, status)
+            release(run_dir)
+        said.append(back or f"the run in {run_dir} is marked {status}")
+    return said
 
 
 def release(run_dir: Path) -> None:
-    """The run is over (whatever its status): drop its lock."""
-    _release(Path(run_dir).absolute())
+    """The run is over (whatever its status): drop its lock (an earlier run still aside comes back: it was never
+    replaced)."""
+    run_dir = _key(run_dir)
+    if replacing(run_dir):
+        rollback(run_dir)
+    _release(run_dir)
 
 
 def holds(run_dir: Path) -> bool:
     """Whether this process holds `run_dir`."""
-    return Path(run_dir).absolute() in _claims
+    return _key(run_dir) in _claims
 
 
 def _release(run_dir: Path) -> None:
@@ -193,21 +269,17 @@ def _refuse_special(run_dir: Path, key: str) -> None:
 
 
 def _check_replaceable(run_dir: Path, key: str) -> None:
-    """overwrite=true replaces a run folder only: every entry one runner writes (its temporary files too)."""
-    entries = sorted(p.name for p in run_dir.iterdir())
+    """overwrite=true replaces a run folder only: every file in it, at any depth, one runner writes (its
+    temporary files too); anything else is named and nothing moves."""
     if not any((run_dir / mark).exists() for mark in RUN_MARKS):
         raise RunnerError(f"{key}={run_dir} is a folder with other files, not a run directory; overwrite=true "
                           f"only replaces runs (choose another {key})")
-    foreign = [name for name in entries if name not in WRITES and not _temporary(name)]
+    refuse_links(run_dir)
+    foreign = not_runners(run_dir)
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise RunnerError(f"{key}={run_dir} holds files runner did not write ({shown}); overwrite=true replaces "
                           f"only what runner wrote: move them out, or choose another {key}")
-    refuse_links(run_dir)
-
-
-def _temporary(name: str) -> bool:
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp" in name)
 
 
 def refuse_links(folder: Path) -> None:
@@ -322,3 +394,19 @@ def fail(run_dir: Path, message: str, status: str = "failed", **fields) -> None:
 def reason(exc: OSError) -> str:
     """An OSError as a short reason: 'No space left on device', 'Permission denied'."""
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def check_job_folders(sweep_dir: Path, folders: dict[int, Path], subdir: str) -> None:
+    """A sweep's jobs each write a folder of their own, inside the sweep folder, none inside another's: refused
+    (one line naming hydra.sweep.subdir) before any job writes anything."""
+    top, seen = _key(sweep_dir), {}
+    fix = "give each job its own folder (the default is hydra.sweep.subdir=${hydra.job.num})"
+    for num, folder in folders.items():
+        folder = _key(folder)
+        if top not in folder.parents:
+            raise RunnerError(f"hydra.sweep.subdir={subdir} puts job {num} in {folder}, not a folder inside the "
+                              f"sweep folder {top}; {fix}")
+        other = next((n for f, n in seen.items() if f == folder or f in folder.parents or folder in f.parents), None)
+        if other is not None:
+            raise RunnerError(f"hydra.sweep.subdir={subdir} gives jobs {other} and {num} one folder ({folder}); {fix}")
+        seen[folder] = num

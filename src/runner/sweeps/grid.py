@@ -10,7 +10,8 @@ composition only doubles the sweep's start-up (measured: a quarter of a 12-job h
 """
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -26,7 +27,28 @@ class GridSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweeperConf, provider="runner")
 
 
-class GridSweeper(BasicSweeper):
+class OwnFolders:
+    """Mixed into a sweeper: every job's folder is checked to be its own (rundir.check_job_folders) before the
+    sweep writes anything, multirun.yaml included. Only a hydra.sweep.subdir other than the job number can fail
+    it, and only then is each job composed once more to find its folder."""
+
+    def sweep(self, arguments: List[str]) -> Any:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from runner import rundir
+
+        subdir = str(self.config.hydra.sweep._get_node("subdir")._value())
+        if subdir != "${hydra.job.num}":
+            loader = self.hydra_context.config_loader
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides([*self._parse_config(), *arguments])
+            jobs = [job for batch in self.split_arguments(parsed, None) for job in batch]
+            folders = {num: job_folder(loader.load_sweep_config(self.config, list(job)), num)
+                       for num, job in enumerate(jobs)}
+            rundir.check_job_folders(Path(str(self.config.hydra.sweep.dir)), folders, subdir)
+        return super().sweep(arguments)
+
+
+class GridSweeper(OwnFolders, BasicSweeper):
     """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
@@ -34,3 +56,21 @@ class GridSweeper(BasicSweeper):
 
         if not isinstance(self.launcher, PopulationLauncher):
             super().validate_batch_is_legal(batch)
+
+
+def job_folder(config, num: int) -> Path:
+    """Job `num`'s folder (hydra.sweep.dir / hydra.sweep.subdir) in its composed `config`, which gets the job's
+    number (the subdir may read hydra.job.num)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
+
+    with open_dict(config):
+        config.hydra.job.id = num
+        config.hydra.job.num = num
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        return Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                    str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+    finally:
+        HydraConfig.instance().cfg = previous

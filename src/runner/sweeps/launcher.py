@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from hydra.core.config_store import ConfigStore
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -80,18 +79,10 @@ class PopulationLauncher(Launcher):
 
     def _compose(self, num: int, overrides: Sequence[str]) -> _Job:
         log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
+        from runner.sweeps.grid import job_folder
+
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(config):
-            config.hydra.job.id = num
-            config.hydra.job.num = num
-        previous = HydraConfig.instance().cfg
-        HydraConfig.instance().set_config(config)  # the sweep subdir may read hydra.job.num
-        try:
-            run_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
-                           str(OmegaConf.select(config, "hydra.sweep.subdir")))
-        finally:
-            HydraConfig.instance().cfg = previous
-        return _Job(num, config, run_dir.absolute())
+        return _Job(num, config, job_folder(config, num))
 
     def _run_group(self, number: int, group: list[_Job]) -> dict[int, JobReturn]:
         """Train the group's jobs as one population, then finish and write each job's run directory."""
@@ -113,10 +104,9 @@ class PopulationLauncher(Launcher):
             slices: list = fit_group(studies, f"{len(group)} jobs of {', '.join(dict.fromkeys(s.over for s in studies))}",
                                      state)
         except (Interrupted, KeyboardInterrupt) as stop:  # every job of the group stops; its state is kept
-            import signal
             import sys
 
-            exc = stop if isinstance(stop, Interrupted) else Interrupted(signal.SIGINT)
+            exc = Interrupted.of(stop)
             for job in group:
                 rundir.fail(job.run_dir, str(exc), "interrupted", resume=f"runner train {' '.join(sys.argv[1:])}")
                 rundir.release(job.run_dir)

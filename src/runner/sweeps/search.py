@@ -154,7 +154,7 @@ def ready_job_dir(job_dir: Path, job: list[str]) -> None:
     if not job_dir.exists() or finished_job_dir(job_dir, job):
         return
     rundir.claim(job_dir, overwrite=True, key="hydra.sweep.dir", job=job)
-    rundir.started(job_dir)  # the killed job's files go now, not after the new run's first epoch
+    rundir.replaced(job_dir)  # the killed job's files go now, not once the new run has saved its state
     rundir.release(job_dir)
 
 

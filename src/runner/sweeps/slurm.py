@@ -194,7 +194,7 @@ class PopulationSlurmLauncher(PopulationLauncher):
         except (Interrupted, KeyboardInterrupt) as stop:
             from runner import rundir
 
-            line = str(stop) if isinstance(stop, Interrupted) else "interrupted by SIGINT"
+            line = str(Interrupted.of(stop))
             for job in jobs:
                 if job.num not in returns and not rundir.is_finished(job.run_dir):
                     job.run_dir.mkdir(parents=True, exist_ok=True)
