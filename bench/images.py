@@ -70,6 +70,8 @@ def plain_loop(study, pre, build=None, device="cpu") -> tuple[float, float, list
             order = train[torch.from_numpy(rng.permutation(len(train))).to(device)]
             for i in range(0, len(order), c.trainer.batch_size):
                 rows = order[i : i + c.trainer.batch_size]
+                if len(rows) < 2 and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+                    continue  # torch's batch norm refuses one row; a user would drop it (DataLoader's drop_last)
                 opt.zero_grad()
                 loss_fn(net(X[rows]), y[rows]).backward()
                 opt.step()

@@ -159,7 +159,7 @@ def test_an_unwritable_run_directory_is_one_line(tmp_path, train, where, needle)
 
 def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tmp_path, train, monkeypatch,
                                                                                capsys):
-    import runner.fit
+    import runner.finish
 
     real = runner.finish.write_reports
 
@@ -182,12 +182,12 @@ def test_a_run_that_cannot_write_its_files_says_so_and_does_not_look_complete(tm
 
 
 def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, train, monkeypatch):
-    import runner.fit
+    import runner.engine.stacking
 
     def crash(*args, **kwargs):
         raise ZeroDivisionError("division by zero in the engine")
 
-    monkeypatch.setattr(runner.fit, "fit", crash)
+    monkeypatch.setattr(runner.engine.stacking, "fit", crash)
     run = tmp_path / "run"
     with pytest.raises(ZeroDivisionError):  # a bug still raises, with its traceback
         train(*QUICK, f"hydra.run.dir={run}")
@@ -202,14 +202,14 @@ def test_a_crash_after_the_start_is_recorded_in_the_run_directory(tmp_path, trai
 def test_ctrl_c_anywhere_is_one_line_and_leaves_a_true_status(tmp_path, train, monkeypatch, after_epochs):
     """Before training started the folder is put back as it was; after, status.json says interrupted, with the
     command that resumes it, and no results.json passes for a finished run."""
-    import runner.fit
+    import runner.engine.stacking
 
     def interrupt(model, data, cfg, loss, on_epoch, *args, **kwargs):
         for epoch in range(after_epochs):
             on_epoch(epoch, 1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runner.fit, "fit", interrupt)
+    monkeypatch.setattr(runner.engine.stacking, "fit", interrupt)
     run = tmp_path / "run"
     status, _, err = train(*QUICK, f"hydra.run.dir={run}")
     assert status == 130
@@ -224,16 +224,16 @@ def test_ctrl_c_anywhere_is_one_line_and_leaves_a_true_status(tmp_path, train, m
 
 
 def test_a_sweep_with_failed_jobs_prints_its_table_and_exits_non_zero(tmp_path, train, monkeypatch):
-    import runner.fit
+    import runner.engine.stacking
 
-    real = runner.fit.fit
+    real = runner.engine.stacking.fit
 
     def crash_at_lr_002(model, data, cfg, *args, **kwargs):
         if cfg.optim.lr == 0.02:
             raise RuntimeError("boom")
         return real(model, data, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runner.fit, "fit", crash_at_lr_002)
+    monkeypatch.setattr(runner.engine.stacking, "fit", crash_at_lr_002)
     sweep = tmp_path / "sweep"
     # one job at a time (the population launcher would train the two sgd jobs as one population)
     status, out, err = train("-m", "optim=sgd,adam", "optim.lr=0.01,0.02", "optim.momentum=0.5", *QUICK,

@@ -112,16 +112,16 @@ def test_a_job_with_a_bad_value_fails_alone_and_the_sweep_exits_non_zero(sweep):
 
 
 def test_a_crash_in_a_shared_fit_fails_each_of_its_jobs_and_not_the_others(sweep, monkeypatch):
-    import runner.fit
+    import runner.engine.stacking
 
-    real = runner.fit.fit
+    real = runner.engine.stacking.fit
 
     def crash_for_hidden_8(model, data, cfg, *args, **kwargs):
         if cfg.model.hidden == [8]:
             raise RuntimeError("boom")
         return real(model, data, cfg, *args, **kwargs)
 
-    monkeypatch.setattr(runner.fit, "fit", crash_for_hidden_8)
+    monkeypatch.setattr(runner.engine.stacking, "fit", crash_for_hidden_8)
     status, mine, _, err = sweep("population", "model.hidden=[8],[16]", "trainer.seed=0,1")
     assert status == 1  # a crash
     records = [json.loads((mine / str(j) / "status.json").read_text()) for j in range(4)]

@@ -42,14 +42,14 @@ def finished(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory):
     """A run interrupted after its first epoch, trained once for the module; tests copy it."""
-    import runner.fit
+    import runner.engine.stacking
 
     from conftest import stop_after_first_epoch
 
     run = tmp_path_factory.mktemp("stopped") / "run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", sys.argv[:])
-        patch.setattr(runner.fit, "fit", stop_after_first_epoch(runner.fit.fit))
+        patch.setattr(runner.engine.stacking, "fit", stop_after_first_epoch(runner.engine.stacking.fit))
         assert main(["train", *QUICK, f"hydra.run.dir={run}"]) == 130
     return run
 
@@ -63,13 +63,13 @@ def copy_of(run: Path, where: Path) -> Path:
 
 def interrupted(train, monkeypatch, run: Path, *extra) -> None:
     """A run stopped by Ctrl-C after its first epoch (status interrupted), as a user would leave it."""
-    import runner.fit
+    import runner.engine.stacking
 
     from conftest import stop_after_first_epoch
 
-    stop_after_one = stop_after_first_epoch(runner.fit.fit)
+    stop_after_one = stop_after_first_epoch(runner.engine.stacking.fit)
     with monkeypatch.context() as patch:
-        patch.setattr(runner.fit, "fit", stop_after_one)
+        patch.setattr(runner.engine.stacking, "fit", stop_after_one)
         status, _, _ = train(*QUICK, *extra, f"hydra.run.dir={run}")
     assert status == 130 and json.loads((run / "status.json").read_text())["status"] == "interrupted"
 
@@ -369,7 +369,7 @@ def test_a_config_dir_overrides_the_shipped_files_and_its_mistakes_name_the_file
                  f"hydra.run.dir={run}"]) == 2
     line = capsys.readouterr().err.strip()
     assert line == (f"error: {mine / 'trainer' / 'default.yaml'}: unknown key 'trainer.patience_typo'; valid keys "
-                    "in 'trainer': epochs, batch_size, seeds, seed, device, precision, threads, progress, checkpoint_every, "
+                    "in 'trainer': epochs, batch_size, seeds, seed, device, precision, threads, stack, progress, checkpoint_every, "
                     "resume, early_stopping, grad_clip")
     (mine / "trainer" / "default.yaml").write_text("epochs: [2\n")
     assert main(["train", f"--config-dir={mine}", f"hydra.run.dir={run}"]) == 2

@@ -39,9 +39,9 @@ def signal_self(signum):
 def with_fit_state(train, monkeypatch, run: Path) -> None:
     """A run stopped by Ctrl-C in its second epoch, its fit state saved at the end of the first (as a user
     would leave an interrupted run, resumable)."""
-    import runner.fit
+    import runner.engine.stacking
 
-    real = runner.fit.fit
+    real = runner.engine.stacking.fit
 
     def stop_in_second(model, data, cfg, loss, on_epoch, *args, **kwargs):
         def call(epoch, active):
@@ -52,7 +52,7 @@ def with_fit_state(train, monkeypatch, run: Path) -> None:
         return real(model, data, cfg, loss, call, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(runner.fit, "fit", stop_in_second)
+        patch.setattr(runner.engine.stacking, "fit", stop_in_second)
         status, _, _ = train(*QUICK, "trainer.checkpoint_every=1", f"hydra.run.dir={run}")
     assert status == 130 and (run / "checkpoints" / "fit_state.pt").is_file()
 

@@ -152,10 +152,10 @@ def test_a_signal_stops_the_whole_search_and_the_same_command_runs_its_trial_aga
     failed); the same command runs trial 1 again in its own folder, then the rest."""
     import signal
 
-    import runner.fit
+    import runner.engine.stacking
     from runner.errors import Interrupted
 
-    real, calls = runner.fit.fit, []
+    real, calls = runner.engine.stacking.fit, []
 
     def stopped_in_trial_1(model, data, cfg, loss, on_epoch, *args, **kwargs):
         calls.append(cfg.optim.lr)
@@ -171,7 +171,7 @@ def test_a_signal_stops_the_whole_search_and_the_same_command_runs_its_trial_aga
     args = ["-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3", "optim.lr=interval(0.001,0.1)", *QUICK,
             f"hydra.sweep.dir={sweep_dir}"]
     with monkeypatch.context() as patch:
-        patch.setattr(runner.fit, "fit", stopped_in_trial_1)
+        patch.setattr(runner.engine.stacking, "fit", stopped_in_trial_1)
         status, _, err = train(*args)
     assert status == 143 and "resume with the same command" in err, err
     study = optuna.load_study(study_name="runner", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")

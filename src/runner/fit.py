@@ -75,7 +75,8 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     at_once, timings = members_at_once(model, cfg, study.input_shape, batch)
     if at_once < E:
         console.print(_stacking_line(at_once, E, timings, cfg))
-    model.stacking = {"members_at_once": at_once, "seconds_per_member_step": timings}
+    if timings or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it
+        model.stacking = {"members_at_once": at_once, "seconds_per_member_step": timings}
     with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit_in_groups(model, data, cfg, study.loss, at_once, _starting(on_epoch, run_dir), epoch_budget,
                                checkpoint, member_cfgs)

@@ -1,0 +1,199 @@
+"""The model-zoo workload: modules nobody here wrote (an LSTM, rtdl's ResNet and FT-Transformer, a ResNet-18 layout
+on 32x32 images) through model=module, each beside the same members trained one at a time in a plain loop.
+
+Each contender runs in a process of its own (`python bench/zoo.py --case NAME --kind runner|plain`), so its peak
+memory is its own; both plan the same study (runner's splits and preprocessing) and time only their training.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+
+
+class LSTMNet(nn.Module):
+    """A row's features read as a sequence by an LSTM: no batching rule, so runner runs its members in turn."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.rnn = nn.LSTM(1, 32, batch_first=True)
+        self.head = nn.Linear(32, out_features)
+
+    def forward(self, x):
+        out, _ = self.rnn(x.unsqueeze(-1))
+        return self.head(out[:, -1])
+
+
+class RtdlResNet(nn.Module):
+    def __init__(self, input_shape, out_features):
+        import rtdl_revisiting_models as rtdl
+
+        super().__init__()
+        self.net = rtdl.ResNet(d_in=input_shape[0], d_out=out_features, n_blocks=2, d_block=64, d_hidden=None,
+                               d_hidden_multiplier=2.0, dropout1=0.1, dropout2=0.0)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class RtdlFT(nn.Module):
+    def __init__(self, input_shape, out_features):
+        import rtdl_revisiting_models as rtdl
+
+        super().__init__()
+        self.net = rtdl.FTTransformer(n_cont_features=input_shape[0], cat_cardinalities=[], d_out=out_features,
+                                      n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.1,
+                                      ffn_d_hidden_multiplier=2.0, ffn_dropout=0.1, residual_dropout=0.0)
+
+    def forward(self, x):
+        return self.net(x, None)
+
+
+class Block(nn.Module):
+    def __init__(self, c_in, c_out, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.down = (nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+                     if stride != 1 or c_in != c_out else nn.Identity())
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.down(x))
+
+
+class ResNet18(nn.Module):
+    """torchvision's resnet18 layout (2-2-2-2 basic blocks, batch norm, a 3x3 stem as for 32x32 images) at a
+    quarter of its width, so five folds train in a bench's minutes on a CPU."""
+
+    def __init__(self, input_shape, out_features, width=16):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, 1, 1, bias=False), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        blocks, c = [], width
+        for i, w in enumerate([width, 2 * width, 4 * width, 8 * width]):
+            blocks += [Block(c, w, 1 if i == 0 else 2), Block(w, w, 1)]
+            c = w
+        self.blocks, self.head = nn.Sequential(*blocks), nn.Linear(c, out_features)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+MODULES = {"lstm": LSTMNet, "rtdl_resnet": RtdlResNet, "ft_transformer": RtdlFT, "resnet18": ResNet18}
+
+
+TABLE = ["dataset=heart", "loss=ce", "eval=kfold", "eval.k=5", "trainer.epochs=40", "trainer.batch_size=32"]
+IMAGES = ["dataset=digits", "dataset.size=[32,32]", "eval=kfold", "eval.k=5", "trainer.epochs=3",
+          "trainer.batch_size=64"]
+# case -> (the study's overrides, what its speed must reach against the plain loop)
+CASES = {"lstm": (TABLE, 1.0), "rtdl_resnet": (TABLE, 3.0), "ft_transformer": (TABLE, 1.5),
+         "resnet18": (IMAGES, 1.0)}
+MEMORY_BAR = 1.5  # resnet18: runner's peak memory at most this many times the plain loop's
+
+
+def contender(case: str, kind: str, quick: bool) -> dict:
+    """Plan the case's study as `runner train` would and train it: runner's fit (its stacking choice included)
+    or the plain loop; seconds of training and this process's peak memory."""
+    sys.path.insert(0, str(HERE))
+    import images as im
+    import workloads as w
+
+    from runner.fit import fit_population
+    from runner.study import population
+    from runner.user_code import give
+
+    cls = MODULES[case]
+    overrides, _ = CASES[case]
+    extra = ["trainer.epochs=2"] if quick else []
+    study, pre = _study(w.compose_config, [*overrides, "model=module", f"model.target={give(cls)}",
+                                           "trainer.progress=false", *extra])
+    start = time.perf_counter()
+    if kind == "runner":
+        fitted = fit_population(study, study.members, pre, study.over)
+        seconds, stacking = time.perf_counter() - start, fitted.model.stacking
+    else:  # with the CPU threads runner chose for this population, as the other workloads' plain loops
+        population(study, study.members, pre)
+        start = time.perf_counter()
+        seconds, stacking = im.plain_loop(study, pre, lambda k: cls(study.input_shape, k))[0], None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mib": peak, "stacking": stacking,
+            "path": fitted.model.path if kind == "runner" else None}
+
+
+def _study(compose, overrides: list[str]):
+    from runner.data import preprocess
+    from runner.study import plan
+
+    study = plan(compose(overrides))
+    return study, preprocess(study.dataset, study.members)
+
+
+def run_case(case: str, kind: str, quick: bool) -> dict:
+    """One contender in a fresh process; its JSON line."""
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--case", case, "--kind", kind,
+                           *(["--quick"] if quick else [])], capture_output=True, text=True,
+                          env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+    if done.returncode != 0:
+        raise RuntimeError(f"zoo {case} {kind} exited {done.returncode}: {done.stderr.strip()[-400:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def workload(args, out: dict) -> None:
+    """Workload 6: each zoo case, runner and the plain loop in processes of their own, `repeats` times."""
+    got = {case: {"runner": [], "plain": []} for case in CASES}
+    for _ in range(args.repeats):
+        for case in CASES:
+            for kind in ("runner", "plain"):
+                try:
+                    got[case][kind].append(run_case(case, kind, args.quick))
+                except Exception as exc:  # noqa: BLE001: one broken case must not hide the others
+                    out.setdefault("errors", {})[f"zoo {case} {kind}"] = str(exc)
+    out["zoo"] = got
+
+
+def rows(out: dict, row, med) -> None:
+    """The zoo's table rows: runner's training time beside the plain loop's, and peak memory."""
+    for i, (case, (_, most)) in enumerate(CASES.items()):
+        runs = out.get("zoo", {}).get(case, {})
+        r = med([x["seconds"] for x in runs.get("runner", [])])
+        p = med([x["seconds"] for x in runs.get("plain", [])])
+        row("model zoo" if i == 0 else "", f"model=module {case} (5 folds)", [x["seconds"] for x in runs.get("runner", [])],
+            r)
+        row("", "plain PyTorch loop, 1 model at a time", [x["seconds"] for x in runs.get("plain", [])], r,
+            f"runner >= {most:g}x", lambda m, r=r, most=most: r is not None and m / r >= most)
+        rm, pm = (med([x["peak_mib"] for x in runs.get(k, [])]) for k in ("runner", "plain"))
+        if rm and pm:
+            bar = f"<= {MEMORY_BAR}x plain" if case == "resnet18" else ""
+            row("", "peak memory, runner / plain loop", [rm], None, bar,
+                (lambda m, pm=pm: m / pm <= MEMORY_BAR) if bar else None, unit="MiB", ratio=f"{rm / pm:.2f}x plain")
+
+
+def details(out: dict) -> list[str]:
+    """How runner ran each case: its path and how many members stepped together (with the timings)."""
+    lines = []
+    for case, runs in out.get("zoo", {}).items():
+        if runs.get("runner"):
+            first = runs["runner"][0]
+            lines.append(f"zoo {case}: {first['path']}; stacking {first['stacking']}")
+    return lines
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--case", choices=list(CASES), required=True)
+    parser.add_argument("--kind", choices=["runner", "plain"], required=True)
+    parser.add_argument("--quick", action="store_true")
+    a = parser.parse_args()
+    print(json.dumps(contender(a.case, a.kind, a.quick)))
