@@ -46,7 +46,7 @@ def train_command(args: list[str]) -> int:
     register()
     FAILURES.clear()
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
-    args = [_into_free_keys(arg) for arg in args]
+    args = [_own_name(_into_free_keys(arg)) for arg in args]
     try:
         args, config_dir = _take_config_dir(args)
     except Refused as refused:
@@ -98,6 +98,19 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+# Hydra's names that `runner train` reads as runner's plugins of the same kind. Only here, in runner's command: the
+# global entries stay Hydra's and its plugins', so every other Hydra app in the environment is untouched.
+OWN_NAMES = {"hydra/sweeper": {"optuna": "runner_optuna"},
+             "hydra/launcher": {"submitit_local": "runner_submitit_local", "submitit_slurm": "runner_submitit_slurm"}}
+
+
+def _own_name(arg: str) -> str:
+    """`hydra/sweeper=optuna` as `hydra/sweeper=runner_optuna` (OWN_NAMES); any other argument as it is."""
+    key, eq, choice = arg.partition("=")
+    mine = OWN_NAMES.get(key.lstrip("+"), {}).get(choice.strip()) if eq else None
+    return f"{key}={mine}" if mine else arg
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).

@@ -52,7 +52,9 @@ def checked_config(cfg: DictConfig) -> Config:
 
 
 # Launchers and sweepers that come with `pip install 'stackrunner[sweeps]'` (and the presets built on them).
-EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm"), "hydra/sweeper": ("optuna",)}
+EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm", "runner_submitit_local",
+                            "runner_submitit_slurm"),
+          "hydra/sweeper": ("optuna", "runner_optuna")}
 
 
 def explain(exc: BaseException) -> str:
@@ -92,6 +94,7 @@ def _config_file(name: str) -> str:
 
 
 def _needs_extra(group: str, choice: str) -> str:
+    choice = choice.removeprefix("runner_")  # the name users type (runner train reads it as runner's)
     return (f"{group}={choice} needs the sweeps extra: pip install 'stackrunner[sweeps]' (installs optuna and Hydra's "
             "joblib and submitit plugins)")
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -20,10 +19,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class PopulationLauncherConf:
     _target_: str = "hydra_plugins.runner_population_launcher.population_launcher.PopulationLauncher"
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
-                             provider="runner")
 
 
 @dataclass

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -30,9 +29,6 @@ class OptunaSweeperConf:
     # The search space, key: interval(a, b) | tag(log, interval(a, b)) | range(a, b, step) | choice(x, y, ...).
     # The study lives in the sweep dir (optuna.db), so a sweep's directory is its whole record.
     params: Dict[str, str] = field(default_factory=dict)
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="runner")
 
 
 class OptunaSweeper(Sweeper):

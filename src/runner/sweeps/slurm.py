@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, setup_globals
 from omegaconf import OmegaConf
@@ -30,7 +29,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PopulationSlurmConf:
-    """hydra.launcher.* for hydra/launcher=population_slurm (conf/hydra/launcher/population_slurm.yaml sets them)."""
+    """hydra.launcher.* for hydra/launcher=population_slurm, small defaults that fit a small partition (a GPU task:
+    gpus_per_node=1 trainer.device=cuda); every key: hydra.launcher.KEY=VALUE. Example:
+    runner train -m hydra/launcher=population_slurm optim.lr=0.01,0.001 optim.weight_decay=0,1e-4 trainer.seeds=5"""
 
     _target_: str = "hydra_plugins.runner_population_launcher.population_slurm_launcher.PopulationSlurmLauncher"
     cluster: str = "slurm"  # slurm; local or debug: submitit's executors on this machine (the same path, no SLURM)
@@ -50,10 +51,6 @@ class PopulationSlurmConf:
     max_requeues: int = 2  # a task stopped that way is requeued (scontrol requeue) and continues its fit state
     setup: List[str] = field(default_factory=list)  # shell lines run before the task (module load, source venv)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # more sbatch options, {name: value}
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="population_slurm_schema", node=PopulationSlurmConf,
-                             provider="runner")
 
 
 def chunks(members: list[int], cap: Optional[int]) -> list[list[int]]:
