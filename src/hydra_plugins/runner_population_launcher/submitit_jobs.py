@@ -8,11 +8,13 @@ from hydra.core.config_store import ConfigStore
 from runner.sweeps import submitit_jobs
 
 if submitit_jobs.plugin is not None:
+    # the plugin's classes as this scan made them (Hydra's scanner runs the plugin's modules again, first)
+    plugin = submitit_jobs.plugin
 
-    class SlurmLauncher(submitit_jobs.SlurmLauncher):
+    class SlurmLauncher(submitit_jobs.FaultTolerant, plugin.SlurmLauncher):
         pass
 
-    class LocalLauncher(submitit_jobs.LocalLauncher):
+    class LocalLauncher(submitit_jobs.FaultTolerant, plugin.LocalLauncher):
         pass
 
     ConfigStore.instance().store(group="hydra/launcher", name="runner_submitit_slurm", provider="runner",

@@ -13,7 +13,6 @@ composition only doubles the sweep's start-up (measured: a quarter of a 12-job h
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
 
 @dataclass
@@ -23,11 +22,14 @@ class GridSweeperConf:
     params: Optional[Dict[str, str]] = None
 
 
-class GridSweeper(BasicSweeper):
-    """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
+class ComposedOnce:
+    """Mixed into Hydra's basic sweeper (hydra_plugins.runner_population_launcher.grid_sweeper.GridSweeper, made
+    there from the BasicSweeper class of each plugin scan: Hydra's scanner runs its module again, and a class made
+    from an older scan's BasicSweeper fails its own `super(BasicSweeper, self)`): a batch bound for the population
+    launcher running runner's app is composed once, by the launcher."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from runner.sweeps.launcher import PopulationLauncher
 
-        if not isinstance(self.launcher, PopulationLauncher):
+        if not (isinstance(self.launcher, PopulationLauncher) and self.launcher.runner_app):
             super().validate_batch_is_legal(batch)

@@ -1,5 +1,9 @@
 """The population launcher: composes every job, trains each group of compatible jobs as one population, and
-writes each job's run directory as Hydra's basic launcher would have had it run alone."""
+writes each job's run directory as Hydra's basic launcher would have had it run alone.
+
+It launches any Hydra app: another app's jobs (its task function is not runner's) run one after another exactly
+as Hydra's basic launcher runs them, and so does a job of runner's that cannot share a population; each job's
+return, its exception included (status FAILED), reaches the sweeper as the basic launcher delivers it."""
 
 import json
 import logging
@@ -42,14 +46,17 @@ class PopulationLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.runner_app = is_runner_app(task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from runner.rundir import is_finished
-
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if not self.runner_app:
+            return self._launch_other_app(job_overrides, initial_job_idx)
+        from runner.rundir import is_finished
+
         log.info(f"Launching {len(job_overrides)} jobs as populations")
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         returns: dict[int, JobReturn] = {}
@@ -59,6 +66,15 @@ class PopulationLauncher(Launcher):
         returns.update(self._train([job for job in jobs if job.num not in returns]))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns[job.num] for job in jobs]
+
+    def _launch_other_app(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """Another Hydra app's jobs: each composed and run in turn, as Hydra's basic launcher does."""
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        returns = []
+        for i, overrides in enumerate(job_overrides):
+            returns.append(self._run(self._compose(initial_job_idx + i, overrides), self.task_function))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
 
     def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
         """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out)."""
@@ -128,6 +144,12 @@ class PopulationLauncher(Launcher):
     def _run(self, job: _Job, task_function: Callable) -> JobReturn:
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
+def is_runner_app(task_function: Any) -> bool:
+    """Whether the app is runner's (`runner train`, whose task function runner.commands.train defines): only its
+    jobs are planned as populations and keep their record in status.json."""
+    return getattr(task_function, "__module__", None) == "runner.commands.train"
 
 
 def _plan(job: _Job) -> str | None:

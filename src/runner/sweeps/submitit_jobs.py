@@ -30,7 +30,8 @@ class _Ended:
 
 
 class FaultTolerant:
-    """Mixed into the plugin's launchers: a job without a result becomes its record, the sweep goes on."""
+    """Mixed into the plugin's launchers (in hydra_plugins.runner_population_launcher.submitit_jobs, from the classes
+    of each plugin scan): a job without a result becomes its record, the sweep goes on."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
@@ -78,11 +79,3 @@ class FaultTolerant:
                         slurm_job=str(job.job_id))
         return slurm._not_finished_return(_Job(num, config, run_dir))
 
-
-if plugin is not None:
-
-    class SlurmLauncher(FaultTolerant, plugin.SlurmLauncher):
-        pass
-
-    class LocalLauncher(FaultTolerant, plugin.LocalLauncher):
-        pass

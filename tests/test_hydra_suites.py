@@ -1,0 +1,105 @@
+"""Hydra's own plugin test suites (hydra.test_utils.launcher_common_tests) against every runner launcher and sweeper,
+applied as Hydra's joblib and submitit plugins apply them: plain Hydra apps from hydra.test_utils, not runner's.
+
+population and runner_grid run the whole suites in the default run; population_slurm runs them in its
+`cluster=debug` mode (submitit's executor in this process, the submit path without SLURM); the suites that start a
+process per job (runner_submitit_local, population_slurm with cluster=local) and the integration suites beyond the
+default launcher's are slow. runner_submitit_slurm needs a SLURM cluster and is skipped; runner_optuna has no Hydra
+suite (LauncherTestSuite and BatchedSweeperTestSuite sweep a grid) and refuses an app that is not runner's.
+"""
+
+import shutil
+
+import pytest
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+from hydra.plugins.sweeper import Sweeper
+from hydra.test_utils.launcher_common_tests import (
+    BatchedSweeperTestSuite,
+    IntegrationTestSuite,
+    LauncherTestSuite,
+)
+
+try:
+    import hydra_plugins.hydra_submitit_launcher  # noqa: F401
+
+    HAS_SUBMITIT = True
+except ImportError:
+    HAS_SUBMITIT = False
+needs_submitit = pytest.mark.skipif(not HAS_SUBMITIT, reason="the sweeps extra (hydra-submitit-launcher) is absent")
+slow = pytest.mark.slow
+
+# launcher_name, overrides: as Hydra's plugins parametrize their LauncherTestSuite
+LAUNCHERS = [
+    pytest.param("population", [], id="population"),
+    pytest.param("population_slurm", ["hydra.launcher.cluster=debug"], id="population_slurm-debug",
+                 marks=needs_submitit),
+    pytest.param("population_slurm", ["hydra.launcher.cluster=local"], id="population_slurm-local",
+                 marks=[needs_submitit, slow]),
+    pytest.param("runner_submitit_local", ["hydra.launcher.timeout_min=3"], id="runner_submitit_local",
+                 marks=[needs_submitit, slow]),
+    pytest.param("runner_submitit_slurm", [], id="runner_submitit_slurm",
+                 marks=pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a SLURM cluster (sbatch)")),
+    pytest.param("basic", ["hydra/sweeper=runner_grid"], id="runner_grid-basic"),
+    pytest.param("population", ["hydra/sweeper=runner_grid"], id="runner_grid-population"),
+]
+
+# launcher_name, overrides for the batched sweeper suite: the sweeper in overrides, as Hydra's basic sweeper's test
+BATCHED = [
+    pytest.param("basic", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2"], id="runner_grid-basic"),
+    pytest.param("population", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2"],
+                 id="runner_grid-population"),
+    pytest.param("population", ["hydra/sweeper=basic", "hydra.sweeper.max_batch_size=2"], id="population"),
+    pytest.param("population_slurm", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2",
+                                      "hydra.launcher.cluster=debug"], id="population_slurm-debug",
+                 marks=needs_submitit),
+    pytest.param("runner_submitit_local", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2",
+                                           "hydra.launcher.timeout_min=3"], id="runner_submitit_local",
+                 marks=[needs_submitit, slow]),
+]
+
+
+def _integration(launcher=None, sweeper=None, launcher_cfg=None, marks=(), id=None):
+    """The joblib plugin's task_launcher_cfg, in the `override` form that Hydra 1.3 requires of a primary config
+    (its older `{"hydra/launcher": "joblib"}` form fails there with "appears more than once", for Hydra's basic
+    launcher too)."""
+    defaults = [{"override hydra/launcher": launcher}] if launcher else []
+    defaults += [{"override hydra/sweeper": sweeper}] if sweeper else []
+    defaults += [{"override hydra/hydra_logging": "hydra_debug"}, {"override hydra/job_logging": "disabled"}]
+    cfg = {"defaults": defaults, **({"hydra": {"launcher": launcher_cfg}} if launcher_cfg else {})}
+    return pytest.param(cfg, ["-m"], marks=marks, id=id)
+
+
+INTEGRATION = [
+    _integration("population", id="population"),
+    _integration(sweeper="runner_grid", id="runner_grid", marks=slow),
+    _integration("population_slurm", launcher_cfg={"cluster": "debug"}, id="population_slurm-debug",
+                 marks=[needs_submitit, slow]),
+    _integration("runner_submitit_local", launcher_cfg={"timeout_min": 3}, id="runner_submitit_local",
+                 marks=[needs_submitit, slow]),
+]
+
+
+def test_every_runner_plugin_is_discovered_under_its_own_name():
+    launchers = {p.__module__ + "." + p.__name__ for p in Plugins.instance().discover(Launcher)}
+    sweepers = {p.__module__ + "." + p.__name__ for p in Plugins.instance().discover(Sweeper)}
+    here = "hydra_plugins.runner_population_launcher."
+    assert {here + "population_launcher.PopulationLauncher",
+            here + "population_slurm_launcher.PopulationSlurmLauncher"} <= launchers
+    assert {here + "grid_sweeper.GridSweeper", "hydra_plugins.runner_optuna_sweeper.optuna_sweeper.OptunaSweeper"} <= (
+        sweepers)
+
+
+@pytest.mark.parametrize("launcher_name, overrides", LAUNCHERS)
+class TestRunnerLaunchers(LauncherTestSuite):
+    """Hydra's launcher suite on each runner launcher (and on runner_grid with two launchers)."""
+
+
+@pytest.mark.parametrize("launcher_name, overrides", BATCHED)
+class TestRunnerBatchedSweeper(BatchedSweeperTestSuite):
+    """Hydra's batched sweeper suite on runner_grid, and on the population launchers under batches."""
+
+
+@pytest.mark.parametrize("task_launcher_cfg, extra_flags", INTEGRATION)
+class TestRunnerIntegration(IntegrationTestSuite):
+    """Hydra's integration suite: plain apps run as processes with each runner plugin chosen in their config."""
