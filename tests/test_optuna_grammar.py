@@ -101,7 +101,8 @@ def _sweeper(**options):
 
 @pytest.mark.parametrize("options, says", [
     ({"sampler": {"_target_": "optuna.samplers.TPESampler", "seed": 1}},
-     "hydra.sweeper.sampler is a node (hydra-optuna-sweeper's hydra/sweeper/sampler group"),
+     "hydra.sweeper.sampler as an Optuna sampler (_target_ and arguments, hydra-optuna-sweeper's "
+     "hydra/sweeper/sampler group) is not read here"),
     ({"custom_search_space": "app.extend"}, "hydra.sweeper.custom_search_space=app.extend: hydra-optuna-sweeper "
                                             "calls it with (config, trial)"),
     ({"search_space": {"x": {"type": "float", "low": 0, "high": 1}}},
@@ -156,3 +157,16 @@ def test_storage_and_study_name_are_the_studys_as_in_the_stock_plugin(tmp_path):
     assert not (tmp_path / "sweep" / "optuna.db").exists()
     assert open_study(tmp_path / "sweep", "accuracy", "tpe", 0).study_name == "runner"  # the defaults: runner's
     assert (tmp_path / "sweep" / "optuna.db").is_file()
+
+
+def test_the_stock_sampler_group_on_runners_command_line_is_one_line(capsys, monkeypatch, tmp_path):
+    import sys
+
+    from runner.commands.cli import main
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    status = main(["train", "-m", "hparams_search=heart_optuna", "hydra/sweeper/sampler=random",
+                   f"hydra.sweep.dir={tmp_path / 's'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.startswith("error: hydra/sweeper/sampler=random: hydra.sweeper.sampler as an Optuna "
+                                          "sampler") and err.count("\n") == 1

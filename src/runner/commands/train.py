@@ -48,6 +48,7 @@ def train_command(args: list[str]) -> int:
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
     args = [_own_name(_into_free_keys(arg)) for arg in args]
     try:
+        _refuse_sampler_group(args)
         args, config_dir = _take_config_dir(args)
     except Refused as refused:
         return _fail(str(refused))
@@ -111,6 +112,15 @@ def _own_name(arg: str) -> str:
     key, eq, choice = arg.partition("=")
     mine = OWN_NAMES.get(key.lstrip("+"), {}).get(choice.strip()) if eq else None
     return f"{key}={mine}" if mine else arg
+
+
+def _refuse_sampler_group(args: list[str]) -> None:
+    """hydra-optuna-sweeper's `hydra/sweeper/sampler=NAME` group, which runner's Optuna sweeper has not: one line."""
+    from runner.sweeps.optuna import SAMPLER_GROUP
+
+    for arg in args:
+        if arg.partition("=")[0].lstrip("+~").startswith("hydra/sweeper/sampler"):
+            raise Refused(f"{arg}: {SAMPLER_GROUP}")
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).

@@ -44,6 +44,11 @@ class OptunaSweeperConf:
     search_space: Optional[Dict[str, Any]] = None  # refused: the stock plugin's deprecated form of params
 
 
+SAMPLER_GROUP = ("hydra.sweeper.sampler as an Optuna sampler (_target_ and arguments, hydra-optuna-sweeper's "
+                 "hydra/sweeper/sampler group) is not read here: runner's Optuna sweeper takes "
+                 "hydra.sweeper.sampler=tpe|random and hydra.sweeper.seed")
+
+
 class OptunaSweeper(Sweeper):
     """Asks Optuna for `n_jobs` trials at a time, launches them as one batch, tells it each job's objective."""
 
@@ -111,10 +116,8 @@ class OptunaSweeper(Sweeper):
         from runner.errors import RunnerError
         from runner.sweeps.search import STOCK
 
-        if OmegaConf.is_config(self.sampler) or isinstance(self.sampler, dict):
-            raise RunnerError(f"hydra.sweeper.sampler is a node ({STOCK}'s hydra/sweeper/sampler group, an Optuna "
-                              "sampler's _target_ and arguments); runner's takes hydra.sweeper.sampler=tpe|random and "
-                              "hydra.sweeper.seed")
+        if not isinstance(self.sampler, str):  # a node, or the sampler Hydra instantiated from its _target_
+            raise RunnerError(SAMPLER_GROUP)
         if self.custom_search_space:
             raise RunnerError(f"hydra.sweeper.custom_search_space={self.custom_search_space}: {STOCK} calls it with "
                               "(config, trial) to suggest more parameters; runner's does not: give them in "
