@@ -103,3 +103,46 @@ class TestRunnerBatchedSweeper(BatchedSweeperTestSuite):
 @pytest.mark.parametrize("task_launcher_cfg, extra_flags", INTEGRATION)
 class TestRunnerIntegration(IntegrationTestSuite):
     """Hydra's integration suite: plain apps run as processes with each runner plugin chosen in their config."""
+
+
+class Boom(Exception):
+    """The plain app's own failure."""
+
+
+def _fails(cfg):
+    raise Boom(f"job with a={cfg.a}")
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+@pytest.mark.parametrize("launcher, overrides", [
+    ("basic", []), ("population", []),
+    pytest.param("population_slurm", ["hydra.launcher.cluster=debug"], marks=needs_submitit),
+])
+def test_a_plain_apps_failing_job_reaches_the_sweeper_as_hydras_launchers_deliver_it(
+        hydra_sweep_runner, tmpdir, monkeypatch, launcher, overrides):
+    """A FAILED JobReturn holding the job's exception: Hydra's basic sweeper raises it (under population_slurm it
+    was turned into COMPLETED with a return of None)."""
+    from hydra.core.utils import JobStatus
+
+    from runner.sweeps.launcher import PopulationLauncher
+    from runner.sweeps.slurm import PopulationSlurmLauncher
+
+    seen = []
+    if launcher != "basic":
+        cls = PopulationSlurmLauncher if launcher == "population_slurm" else PopulationLauncher
+        original = cls.launch
+
+        def launch(self, *args, **kwargs):
+            seen.extend(original(self, *args, **kwargs))
+            return seen
+
+        monkeypatch.setattr(cls, "launch", launch)
+    sweep = hydra_sweep_runner(calling_file=None, calling_module="hydra.test_utils.a_module",
+                               task_function=_fails, config_path="configs", config_name="compose.yaml",
+                               overrides=[f"hydra/launcher={launcher}", *overrides, "+a=1,2"], temp_dir=tmpdir)
+    with pytest.raises(Boom, match="job with a=1"):
+        with sweep:
+            pass
+    if launcher != "basic":
+        assert [r.status for r in seen] == [JobStatus.FAILED, JobStatus.FAILED]
+        assert [str(r._return_value) for r in seen] == ["job with a=1", "job with a=2"]
