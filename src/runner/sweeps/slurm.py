@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import OmegaConf
 
 from runner.sweeps.launcher import PopulationLauncher, _finished_return, _Job, _plan
@@ -88,6 +88,7 @@ class PopulationSlurmLauncher(PopulationLauncher):
         if self.runner_app:
             return super().launch(job_overrides, initial_job_idx)
         setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs on {self.params.get('cluster') or 'slurm'}")
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
