@@ -208,3 +208,18 @@ def test_runners_config_entries_come_back_after_hydra_wipes_the_config_store(hyd
     assert {"population.yaml", "population_slurm.yaml"} <= set(repo["launcher"])
     assert {"runner_grid.yaml", "runner_optuna.yaml"} <= set(repo["sweeper"])
     assert repo["sweeper"]["basic.yaml"].provider == "hydra"
+
+
+def test_runner_train_in_process_leaves_hydras_version_base_as_it_was(capsys, monkeypatch):
+    """runner's @hydra.main(version_base="1.3") would set Hydra's process-wide version base for every app in the
+    process (another app's jobs then run in the launch folder, not in their own); runner sets it for its run only."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    monkeypatch.delitem(Singleton._instances, VersionBase, raising=False)
+    import runner.commands.train  # noqa: F401 (its decorator ran at import)
+
+    assert VersionBase not in Singleton._instances
+    assert main(["train", "--cfg", "job"]) == 0 and "dataset:" in capsys.readouterr().out
+    assert VersionBase not in Singleton._instances

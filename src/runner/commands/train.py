@@ -60,6 +60,8 @@ def train_command(args: list[str]) -> int:
     _job_started[:] = [False]
     _interrupted.clear()
     _sweep_config.clear()
+    version_base = _hydra_version_base()
+    _hydra_version_base((HYDRA_VERSION_BASE,))
     try:
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
@@ -89,6 +91,7 @@ def train_command(args: list[str]) -> int:
         return _fail(unreadable_override(args, exc))
     finally:
         os.environ.pop(USER_CONFIG_DIR, None)
+        _hydra_version_base(version_base)
         _restore_signals()
     if _interrupted:
         return _report_interrupted(_interrupted[0])
@@ -99,6 +102,25 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+def _hydra_version_base(restore: Any = False) -> Any:
+    """Hydra's process-wide version base (a singleton's value, which runner's @hydra.main sets to 1.3), or put
+    `restore` back: runner.train in a process leaves other Hydra apps there the defaults they had."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    if restore is False:
+        held = Singleton._instances.get(VersionBase)
+        return None if held is None else (held.version_base,)
+    if restore is None:
+        Singleton._instances.pop(VersionBase, None)
+    else:
+        from packaging.version import Version
+
+        value = restore[0]
+        VersionBase.instance().version_base = Version(value) if isinstance(value, str) else value
+    return restore
 
 
 # Hydra's names that `runner train` reads as runner's plugins of the same kind. Only here, in runner's command: the
@@ -307,9 +329,18 @@ def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
         return None
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+HYDRA_VERSION_BASE = "1.3"
+_version_base_before = _hydra_version_base()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=HYDRA_VERSION_BASE)
 def _hydra_train(cfg: DictConfig) -> Any:
     return run_task(cfg)
+
+
+# Hydra's decorator sets the process-wide version base as this module is imported; train_command sets it for the
+# command's run only, so another Hydra app in the same process keeps its own defaults.
+_hydra_version_base(_version_base_before)
 
 
 def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
