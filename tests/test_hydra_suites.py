@@ -1,10 +1,11 @@
 """Hydra's own plugin test suites (hydra.test_utils.launcher_common_tests) against every runner launcher and sweeper,
 applied as Hydra's joblib and submitit plugins apply them: plain Hydra apps from hydra.test_utils, not runner's.
 
-population and runner_grid run the whole suites in the default run; population_slurm runs them in its
-`cluster=debug` mode (submitit's executor in this process, the submit path without SLURM); the suites that start a
-process per job (runner_submitit_local, population_slurm with cluster=local) and the integration suites beyond the
-default launcher's are slow. runner_submitit_slurm needs a SLURM cluster and is skipped; runner_optuna has no Hydra
+The default run applies the launcher and batched-sweeper suites to population, runner_grid (with Hydra's basic
+launcher) and population_slurm in its `cluster=debug` mode (submitit's executor in this process, the submit path
+without SLURM); the rest is slow (`make test-slow`): the suites that start a process per job or per test
+(runner_submitit_local, population_slurm with cluster=local, every integration suite) and runner_grid under the
+population launcher. runner_submitit_slurm needs a SLURM cluster and is skipped; runner_optuna has no Hydra
 suite (LauncherTestSuite and BatchedSweeperTestSuite sweep a grid) and refuses an app that is not runner's.
 """
 
@@ -41,14 +42,14 @@ LAUNCHERS = [
     pytest.param("runner_submitit_slurm", [], id="runner_submitit_slurm",
                  marks=pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a SLURM cluster (sbatch)")),
     pytest.param("basic", ["hydra/sweeper=runner_grid"], id="runner_grid-basic"),
-    pytest.param("population", ["hydra/sweeper=runner_grid"], id="runner_grid-population"),
+    pytest.param("population", ["hydra/sweeper=runner_grid"], id="runner_grid-population", marks=slow),
 ]
 
 # launcher_name, overrides for the batched sweeper suite: the sweeper in overrides, as Hydra's basic sweeper's test
 BATCHED = [
     pytest.param("basic", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2"], id="runner_grid-basic"),
     pytest.param("population", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2"],
-                 id="runner_grid-population"),
+                 id="runner_grid-population", marks=slow),
     pytest.param("population", ["hydra/sweeper=basic", "hydra.sweeper.max_batch_size=2"], id="population"),
     pytest.param("population_slurm", ["hydra/sweeper=runner_grid", "hydra.sweeper.max_batch_size=2",
                                       "hydra.launcher.cluster=debug"], id="population_slurm-debug",
@@ -71,7 +72,7 @@ def _integration(launcher=None, sweeper=None, launcher_cfg=None, marks=(), id=No
 
 
 INTEGRATION = [
-    _integration("population", id="population"),
+    _integration("population", id="population", marks=slow),  # a process per test: 16 s
     _integration(sweeper="runner_grid", id="runner_grid", marks=slow),
     _integration("population_slurm", launcher_cfg={"cluster": "debug"}, id="population_slurm-debug",
                  marks=[needs_submitit, slow]),
