@@ -81,6 +81,20 @@ INTEGRATION = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def hydras_version_base_unset():
+    """Hydra's suites assume a fresh process, where no version base is set (Hydra 1.1's defaults: a job runs in its
+    own folder); other tests' Hydra compose API (initialize_config_dir(version_base="1.3")) leaves it set."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    held = Singleton._instances.pop(VersionBase, None)
+    yield
+    Singleton._instances.pop(VersionBase, None)
+    if held is not None:
+        Singleton._instances[VersionBase] = held
+
+
 def test_every_runner_plugin_is_discovered_under_its_own_name():
     launchers = {p.__module__ + "." + p.__name__ for p in Plugins.instance().discover(Launcher)}
     sweepers = {p.__module__ + "." + p.__name__ for p in Plugins.instance().discover(Sweeper)}
