@@ -7,7 +7,8 @@ same command on the same hydra.sweep.dir continues the study (only the missing t
 each batch of `n_jobs` trials to the launcher in one call, so the population launcher trains a batch as
 one population. The search space is read as hydra-optuna-sweeper reads it (runner.sweeps.search.distribution), and
 its options mean what the stock plugin's mean; each difference is refused in one line that names the stock
-plugin's behaviour (`refusals`). It runs runner's app only: another app's objective and direction are its own.
+plugin's behaviour (`_refuse_differences`, `_refuse_direction`). It runs runner's app only: another app's
+objective and direction are its own.
 """
 
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 @dataclass
 class OptunaSweeperConf:
-    """hydra.sweeper.* for hydra/sweeper=optuna."""
+    """hydra.sweeper.* for hydra/sweeper=runner_optuna (`optuna` in runner's app)."""
 
     _target_: str = "hydra_plugins.runner_optuna_sweeper.optuna_sweeper.OptunaSweeper"
     sampler: Any = "tpe"  # tpe (seeded) or random (the stock plugin's sampler group, a node, is refused)
