@@ -223,3 +223,14 @@ def test_runner_train_in_process_leaves_hydras_version_base_as_it_was(capsys, mo
     assert VersionBase not in Singleton._instances
     assert main(["train", "--cfg", "job"]) == 0 and "dataset:" in capsys.readouterr().out
     assert VersionBase not in Singleton._instances
+
+
+def test_hydras_name_in_a_users_config_file_says_to_write_runners_own(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    (tmp_path / "hparams_search").mkdir()
+    (tmp_path / "hparams_search" / "mine.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /hydra/sweeper: optuna\n")
+    assert main(["train", "--config-dir", str(tmp_path), "hparams_search=mine", "--cfg", "hydra"]) == 2
+    assert capsys.readouterr().err == (
+        "error: hydra/sweeper=optuna is Hydra's name for another plugin; in a config file write runner's own, "
+        "runner_optuna (runner train reads optuna as runner_optuna on its command line only)\n")

@@ -74,6 +74,9 @@ def explain(exc: BaseException) -> str:
             return _needs_extra(*base.group(1, 2))
         if m:
             group, choice = m.groups()
+            if f"runner_{choice}" in exc.options:  # Hydra's name in a config file (the command line's is read as runner's)
+                return (f"{group}={choice} is Hydra's name for another plugin; in a config file write runner's own, "
+                        f"runner_{choice} (runner train reads {choice} as runner_{choice} on its command line only)")
             if choice in EXTRAS.get(group, ()):
                 return _needs_extra(group, choice)
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
