@@ -204,8 +204,8 @@ def _space(*overrides):
 
 def test_search_space_reads_hydras_sweep_grammar():
     space = _space("optim.lr=tag(log, interval(1e-4, 1e-1))", "model.dropout=interval(0, 0.5)",
-                   "trainer.epochs=range(10, 40, 10)", "model.hidden=choice([8],[16])", "optim=sgd,adam",
-                   "trainer.seeds=2", "optim.momentum=0.5", "optim.momentum=choice(0.0, 0.9)")
+                   "trainer.epochs=range(10, 35, 10)", "model.hidden=choice([8],[16])", "optim=sgd,adam",
+                   "trainer.seeds=2", "optim.momentum=choice(0.0, 0.9)", "optim.momentum=0.5")
     d = optuna.distributions
     assert space.distributions == {
         "optim.lr": d.FloatDistribution(1e-4, 1e-1, log=True),
@@ -213,17 +213,16 @@ def test_search_space_reads_hydras_sweep_grammar():
         "trainer.epochs": d.IntDistribution(10, 30, step=10),
         "model.hidden": d.CategoricalDistribution(["[8]", "[16]"]),
         "optim": d.CategoricalDistribution(["sgd", "adam"]),
-        "optim.momentum": d.CategoricalDistribution(["0.0", "0.9"]),  # the later override wins
     }
-    assert space.fixed == ["trainer.seeds=2"]
+    assert space.fixed == ["trainer.seeds=2", "optim.momentum=0.5"]  # the later override wins
     assert space.overrides({"optim.lr": 0.1 / 3, "model.hidden": "[16]", "trainer.epochs": 20}) == [
-        "trainer.seeds=2", f"optim.lr={0.1 / 3!r}", "model.hidden=[16]", "trainer.epochs=20"]
+        "trainer.seeds=2", "optim.momentum=0.5", f"optim.lr={0.1 / 3!r}", "model.hidden=[16]", "trainer.epochs=20"]
 
 
 @pytest.mark.parametrize("overrides, says", [
     (["trainer.seeds=2"], "nothing to search"),
     (["optim.lr=tag(log, interval(0, 1))"], "start > 0 on a log scale"),
-    (["optim.lr=interval(1, 0.5)"], "needs start < end"),
+    (["optim.lr=interval(1, 0.5)"], "needs start <= end"),
     (["trainer.epochs=range(5, 5)"], "holds no values"),
 ])
 def test_search_space_refuses_what_it_cannot_search(overrides, says):

@@ -89,9 +89,9 @@ def test_joblib_runs_two_jobs_at_once_with_a_thread_each(sweep):
 
 
 @pytest.mark.parametrize("group,choice,plugin", [("hydra/launcher", "joblib", "joblib"),
-                                                 ("hydra/launcher", "submitit_local", "submitit_local"),
-                                                 ("hydra/launcher", "slurm", "submitit_slurm"),  # our preset on it
-                                                 ("hydra/sweeper", "optuna", "optuna")])
+                                                 ("hydra/launcher", "submitit_local", "runner_submitit_local"),
+                                                 ("hydra/launcher", "slurm", "runner_submitit_slurm"),  # our preset on it
+                                                 ("hydra/sweeper", "optuna", "runner_optuna")])
 def test_a_launcher_or_sweeper_from_the_extra_names_the_extra_when_its_plugin_is_absent(
         sweep, monkeypatch, group, choice, plugin):
     Plugins.instance()  # the installed plugins register their configs; then this one is taken away again

@@ -1,8 +1,14 @@
-"""Where Hydra discovers `hydra/launcher=population`: it takes plugins only from classes defined in hydra_plugins, so this
-names runner.sweeps.launcher.PopulationLauncher here and adds nothing."""
+"""`hydra/launcher=population`: runner.sweeps.launcher.PopulationLauncher, found by Hydra here, since it takes plugins
+only from classes defined in hydra_plugins; its config entry is stored here."""
+
+from hydra.core.config_store import ConfigStore
 
 from runner.sweeps import launcher
 
 
 class PopulationLauncher(launcher.PopulationLauncher):
     pass
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="population", node=launcher.PopulationLauncherConf,
+                             provider="runner")

@@ -48,8 +48,9 @@ def train_command(args: list[str]) -> int:
     FAILURES.clear()
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
     CRASHED.clear()
-    args = [_into_free_keys(arg) for arg in args]
+    args = [_own_name(_into_free_keys(arg)) for arg in args]
     try:
+        _refuse_sampler_group(args)
         args, config_dir = _take_config_dir(args)
     except Refused as refused:
         return _fail(str(refused))
@@ -62,6 +63,8 @@ def train_command(args: list[str]) -> int:
     _interrupted.clear()
     _rolled_back.clear()
     _sweep_config.clear()
+    version_base = _hydra_version_base()
+    _hydra_version_base((HYDRA_VERSION_BASE,))
     try:
         _guard_signals(None)  # SIGTERM while Hydra composes and checks: one true line, not a silent 143
         if config_dir:
@@ -97,6 +100,7 @@ def train_command(args: list[str]) -> int:
         # A folder still held here was left by an exit past its run's handler (Hydra failing to write .hydra/ on
         # a full disk, a crash): put back what was there, or say in its status.json that it stopped.
         rundir.abandon(FAILURES[-1] if FAILURES else "stopped before the run could record why")
+        _hydra_version_base(version_base)
         _restore_signals()
     if _interrupted:
         return _report_interrupted(_interrupted[0])
@@ -107,6 +111,47 @@ def train_command(args: list[str]) -> int:
             _fail(line)
         return 1 if CRASHED else 2
     return 1 if _job_crashes else 2 if _job_errors else 0
+
+
+def _hydra_version_base(restore: Any = False) -> Any:
+    """Hydra's process-wide version base (a singleton's value, which runner's @hydra.main sets to 1.3), or put
+    `restore` back: runner.train in a process leaves other Hydra apps there the defaults they had."""
+    from hydra.core.singleton import Singleton
+    from hydra.version import VersionBase
+
+    if restore is False:
+        held = Singleton._instances.get(VersionBase)
+        return None if held is None else (held.version_base,)
+    if restore is None:
+        Singleton._instances.pop(VersionBase, None)
+    else:
+        from packaging.version import Version
+
+        value = restore[0]
+        VersionBase.instance().version_base = Version(value) if isinstance(value, str) else value
+    return restore
+
+
+# Hydra's names that `runner train` reads as runner's plugins of the same kind. Only here, in runner's command: the
+# global entries stay Hydra's and its plugins', so every other Hydra app in the environment is untouched.
+OWN_NAMES = {"hydra/sweeper": {"optuna": "runner_optuna"},
+             "hydra/launcher": {"submitit_local": "runner_submitit_local", "submitit_slurm": "runner_submitit_slurm"}}
+
+
+def _own_name(arg: str) -> str:
+    """`hydra/sweeper=optuna` as `hydra/sweeper=runner_optuna` (OWN_NAMES); any other argument as it is."""
+    key, eq, choice = arg.partition("=")
+    mine = OWN_NAMES.get(key.lstrip("+"), {}).get(choice.strip()) if eq else None
+    return f"{key}={mine}" if mine else arg
+
+
+def _refuse_sampler_group(args: list[str]) -> None:
+    """hydra-optuna-sweeper's `hydra/sweeper/sampler=NAME` group, which runner's Optuna sweeper has not: one line."""
+    from runner.sweeps.optuna import SAMPLER_GROUP
+
+    for arg in args:
+        if arg.partition("=")[0].lstrip("+~").startswith("hydra/sweeper/sampler"):
+            raise Refused(f"{arg}: {SAMPLER_GROUP}")
 
 
 # Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
@@ -295,9 +340,18 @@ def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
         return None
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base="1.3")
+HYDRA_VERSION_BASE = "1.3"
+_version_base_before = _hydra_version_base()
+
+
+@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=HYDRA_VERSION_BASE)
 def _hydra_train(cfg: DictConfig) -> Any:
     return run_task(cfg)
+
+
+# Hydra's decorator sets the process-wide version base as this module is imported; train_command sets it for the
+# command's run only, so another Hydra app in the same process keeps its own defaults.
+_hydra_version_base(_version_base_before)
 
 
 def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:

@@ -52,7 +52,9 @@ def checked_config(cfg: DictConfig) -> Config:
 
 
 # Launchers and sweepers that come with `pip install 'stackrunner[sweeps]'` (and the presets built on them).
-EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm"), "hydra/sweeper": ("optuna",)}
+EXTRAS = {"hydra/launcher": ("joblib", "submitit_local", "submitit_slurm", "slurm", "runner_submitit_local",
+                            "runner_submitit_slurm"),
+          "hydra/sweeper": ("optuna", "runner_optuna")}
 
 
 def explain(exc: BaseException) -> str:
@@ -72,6 +74,9 @@ def explain(exc: BaseException) -> str:
             return _needs_extra(*base.group(1, 2))
         if m:
             group, choice = m.groups()
+            if f"runner_{choice}" in exc.options:  # Hydra's name in a config file (the command line's is read as runner's)
+                return (f"{group}={choice} is Hydra's name for another plugin; in a config file write runner's own, "
+                        f"runner_{choice} (runner train reads {choice} as runner_{choice} on its command line only)")
             if choice in EXTRAS.get(group, ()):
                 return _needs_extra(group, choice)
             return f"{group}={choice} is not an option; choose one of: {', '.join(exc.options)}"
@@ -100,6 +105,7 @@ def _config_file(name: str) -> str:
 
 
 def _needs_extra(group: str, choice: str) -> str:
+    choice = choice.removeprefix("runner_")  # the name users type (runner train reads it as runner's)
     return (f"{group}={choice} needs the sweeps extra: pip install 'stackrunner[sweeps]' (installs optuna and Hydra's "
             "joblib and submitit plugins)")
 

@@ -1,8 +1,9 @@
-"""Hydra's basic sweeper (every combination of the overrides, `hydra/sweeper=basic`, the default for -m), less its
-trial composition of every job when the population launcher composes them itself.
+"""`hydra/sweeper=runner_grid`, runner's default for -m (conf/config.yaml): Hydra's basic sweeper (every combination
+of the overrides), less its trial composition of every job when the population launcher composes them itself.
 
-It is registered under Hydra's own name, `basic`, so it stays the default and a preset that overrides the
-sweeper (hparams_search=heart_optuna) still can; with any other launcher it is Hydra's basic sweeper unchanged.
+Its own name, so `hydra/sweeper=basic` stays Hydra's for every app (and for runner's, where it only starts slower); a
+preset that overrides the sweeper (hparams_search=heart_optuna) still can. With any other launcher it is Hydra's
+basic sweeper unchanged.
 
 Hydra's sweeper composes each job once to fail early, then the launcher composes it again to run it: with
 the population launcher, which composes (and checks) every job of a batch before training any, the first
@@ -13,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-from hydra.core.config_store import ConfigStore
 
 
 @dataclass
@@ -22,9 +21,6 @@ class GridSweeperConf:
     _target_: str = "hydra_plugins.runner_population_launcher.grid_sweeper.GridSweeper"
     max_batch_size: Optional[int] = None
     params: Optional[Dict[str, str]] = None
-
-
-ConfigStore.instance().store(group="hydra/sweeper", name="basic", node=GridSweeperConf, provider="runner")
 
 
 class OwnFolders:
@@ -48,13 +44,16 @@ class OwnFolders:
         return super().sweep(arguments)
 
 
-class GridSweeper(OwnFolders, BasicSweeper):
-    """The basic sweeper; a batch bound for the population launcher is composed once, by the launcher."""
+class ComposedOnce:
+    """Mixed into Hydra's basic sweeper (hydra_plugins.runner_population_launcher.grid_sweeper.GridSweeper, made
+    there from the BasicSweeper class of each plugin scan: Hydra's scanner runs its module again, and a class made
+    from an older scan's BasicSweeper fails its own `super(BasicSweeper, self)`): a batch bound for the population
+    launcher running runner's app is composed once, by the launcher."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from runner.sweeps.launcher import PopulationLauncher
 
-        if not isinstance(self.launcher, PopulationLauncher):
+        if not (isinstance(self.launcher, PopulationLauncher) and self.launcher.runner_app):
             super().validate_batch_is_legal(batch)
 
 

@@ -1,5 +1,9 @@
 """The population launcher: composes every job, trains each group of compatible jobs as one population, and
-writes each job's run directory as Hydra's basic launcher would have had it run alone."""
+writes each job's run directory as Hydra's basic launcher would have had it run alone.
+
+It launches any Hydra app: another app's jobs (its task function is not runner's) run one after another exactly
+as Hydra's basic launcher runs them, and so does a job of runner's that cannot share a population; each job's
+return, its exception included (status FAILED), reaches the sweeper as the basic launcher delivers it."""
 
 import json
 import logging
@@ -7,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -19,10 +23,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class PopulationLauncherConf:
     _target_: str = "hydra_plugins.runner_population_launcher.population_launcher.PopulationLauncher"
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf,
-                             provider="runner")
 
 
 @dataclass
@@ -46,14 +46,17 @@ class PopulationLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        self.runner_app = is_runner_app(task_function)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from runner.rundir import is_finished
-
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if not self.runner_app:
+            return self._launch_other_app(job_overrides, initial_job_idx)
+        from runner.rundir import is_finished
+
         log.info(f"Launching {len(job_overrides)} jobs as populations")
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
         returns: dict[int, JobReturn] = {}
@@ -63,6 +66,15 @@ class PopulationLauncher(Launcher):
         returns.update(self._train([job for job in jobs if job.num not in returns]))
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return [returns[job.num] for job in jobs]
+
+    def _launch_other_app(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """Another Hydra app's jobs: each composed and run in turn, as Hydra's basic launcher does."""
+        log.info(f"Launching {len(job_overrides)} jobs locally")
+        returns = []
+        for i, overrides in enumerate(job_overrides):
+            returns.append(self._run(self._compose(initial_job_idx + i, overrides), self.task_function))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return returns
 
     def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
         """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out)."""
@@ -133,6 +145,12 @@ def _stop_if_interrupted(ret: JobReturn) -> JobReturn:
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
         raise ret._return_value
     return ret
+
+
+def is_runner_app(task_function: Any) -> bool:
+    """Whether the app is runner's (`runner train`, whose task function runner.commands.train defines): only its
+    jobs are planned as populations and keep their record in status.json."""
+    return getattr(task_function, "__module__", None) == "runner.commands.train"
 
 
 def _plan(job: _Job) -> str | None:

@@ -1,17 +1,20 @@
-"""`hydra/sweeper=optuna`: Optuna search whose trials, asked for together, launch as one batch.
+"""`hydra/sweeper=runner_optuna` (`optuna` in runner's app): Optuna search whose trials, asked for together, launch
+as one batch.
 
 Why our own and not hydra-optuna-sweeper: that plugin pins optuna < 3, while this one runs on current
 Optuna's ask-and-tell interface; it keeps the study in a sqlite file in the sweep dir, so re-running the
 same command on the same hydra.sweep.dir continues the study (only the missing trials run); and it hands
 each batch of `n_jobs` trials to the launcher in one call, so the population launcher trains a batch as
-one population. The search space uses the same grammar (interval, tag(log, ...), range, choice).
+one population. The search space is read as hydra-optuna-sweeper reads it (runner.sweeps.search.distribution), and
+its options mean what the stock plugin's mean; each difference is refused in one line that names the stock
+plugin's behaviour (`_refuse_differences`, `_refuse_direction`). It runs runner's app only: another app's
+objective and direction are its own.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobStatus
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -20,32 +23,56 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 @dataclass
 class OptunaSweeperConf:
-    """hydra.sweeper.* for hydra/sweeper=optuna."""
+    """hydra.sweeper.* for hydra/sweeper=runner_optuna (`optuna` in runner's app)."""
 
     _target_: str = "hydra_plugins.runner_optuna_sweeper.optuna_sweeper.OptunaSweeper"
-    sampler: str = "tpe"  # tpe (seeded) or random
+    sampler: Any = "tpe"  # tpe (seeded) or random (the stock plugin's sampler group, a node, is refused)
     seed: int = 0
     n_trials: int = 20  # in the whole study, counting those an earlier run of the sweep finished
     n_jobs: int = 1  # trials asked for together and launched as one batch (one population)
-    # The search space, key: interval(a, b) | tag(log, interval(a, b)) | range(a, b, step) | choice(x, y, ...).
-    # The study lives in the sweep dir (optuna.db), so a sweep's directory is its whole record.
+    # The search space, key: interval(a, b) | tag(log, interval(a, b)) | int(interval(a, b)) | range(a, b, step) |
+    # choice(x, y, ...), read as hydra-optuna-sweeper reads it.
     params: Dict[str, str] = field(default_factory=dict)
+    # hydra-optuna-sweeper's options, with its meaning. direction: null, or the selection metric's own (another
+    # is refused); storage: null keeps the study in the sweep dir (optuna.db, so a sweep's directory is its whole
+    # record), or an Optuna storage URL; study_name: null is "runner"; max_failure_rate: null never stops the
+    # search for failed trials, a rate in [0, 1] stops it after a batch with a larger share failed.
+    direction: Any = None
+    storage: Optional[str] = None
+    study_name: Optional[str] = None
+    max_failure_rate: Optional[float] = None
+    custom_search_space: Optional[str] = None  # refused: the stock plugin calls it with (config, trial)
+    search_space: Optional[Dict[str, Any]] = None  # refused: the stock plugin's deprecated form of params
 
 
-ConfigStore.instance().store(group="hydra/sweeper", name="optuna", node=OptunaSweeperConf, provider="runner")
+SAMPLER_GROUP = ("hydra.sweeper.sampler as an Optuna sampler (_target_ and arguments, hydra-optuna-sweeper's "
+                 "hydra/sweeper/sampler group) is not read here: runner's Optuna sweeper takes "
+                 "hydra.sweeper.sampler=tpe|random and hydra.sweeper.seed")
 
 
 class OptunaSweeper(Sweeper):
     """Asks Optuna for `n_jobs` trials at a time, launches them as one batch, tells it each job's objective."""
 
-    def __init__(self, sampler: str, seed: int, n_trials: int, n_jobs: int, params: Dict[str, str]) -> None:
+    def __init__(self, sampler: Any, seed: int, n_trials: int, n_jobs: int, params: Dict[str, str],
+                 direction: Any = None, storage: Optional[str] = None, study_name: Optional[str] = None,
+                 max_failure_rate: Optional[float] = None, custom_search_space: Optional[str] = None,
+                 search_space: Any = None) -> None:
         self.sampler, self.seed, self.n_trials, self.n_jobs = sampler, seed, n_trials, n_jobs
         self.params = dict(params or {})
+        self.direction, self.storage, self.study_name = direction, storage, study_name
+        self.max_failure_rate = max_failure_rate
+        self.custom_search_space, self.search_space = custom_search_space, search_space
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Keep the context and make the launcher, as Hydra's basic sweeper does."""
         from hydra.core.plugins import Plugins
 
+        from runner.errors import RunnerError
+        from runner.sweeps.launcher import is_runner_app
+
+        if not is_runner_app(task_function):
+            raise RunnerError("hydra/sweeper=runner_optuna searches runner's app only (runner train); another Hydra "
+                              "app's objective and direction are its own: use hydra-optuna-sweeper, hydra/sweeper=optuna")
         self.hydra_context, self.config = hydra_context, config
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
@@ -62,11 +89,14 @@ class OptunaSweeper(Sweeper):
         for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
             if not isinstance(value, int) or value < 1:
                 raise RunnerError(f"hydra.sweeper.{key}={value} must be a whole number >= 1")
+        self._refuse_differences()
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         space = search.search_space(parser.parse_overrides([f"{k}={v}" for k, v in self.params.items()] + arguments))
         metric = search.selection_metric(self._job_config(space.fixed))
+        self._refuse_direction(metric)
         sweep_dir = Path(self.config.hydra.sweep.dir)
-        study = search.open_study(sweep_dir, metric, self.sampler, self.seed)
+        study = search.open_study(sweep_dir, metric, self.sampler, self.seed, storage=self.storage,
+                                  study_name=self.study_name)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         returns = [self._launch(study, trials, space, sweep_dir)
                    for trials in search.consecutive(self._interrupted(study, space, sweep_dir), self.n_jobs)]
@@ -74,12 +104,69 @@ class OptunaSweeper(Sweeper):
             asked = [study.ask(space.distributions) for _ in range(min(self.n_jobs, left))]
             for trials in search.consecutive(asked, len(asked)):  # one batch, unless old enqueued trials split it
                 returns.append(self._launch(study, trials, space, sweep_dir))
+                self._stop_on_failures(returns[-1], study, sweep_dir)
             if _counted(study) < self.n_trials:  # the last batch's line is the summary below
                 console.print(f"optuna: {_counted(study)} of {self.n_trials} trials done; "
                               f"{search.best_line(study, metric)}")
         search.write_trials(study, sweep_dir / "trials.csv")
         console.print(f"[bold]{search.best_line(study, metric)}[/] (all trials: {sweep_dir / 'trials.csv'})")
         return returns
+
+    def _refuse_differences(self) -> None:
+        """One line for each hydra-optuna-sweeper option that runner's sweeper would not read with its meaning."""
+        from runner.errors import RunnerError
+        from runner.sweeps.search import STOCK
+
+        if not isinstance(self.sampler, str):  # a node, or the sampler Hydra instantiated from its _target_
+            raise RunnerError(SAMPLER_GROUP)
+        if self.custom_search_space:
+            raise RunnerError(f"hydra.sweeper.custom_search_space={self.custom_search_space}: {STOCK} calls it with "
+                              "(config, trial) to suggest more parameters; runner's does not: give them in "
+                              "hydra.sweeper.params")
+        if self.search_space:
+            raise RunnerError(f"hydra.sweeper.search_space is {STOCK}'s deprecated form of the search space; give "
+                              "hydra.sweeper.params (key: interval(a, b), choice(...), ...)")
+        rate = self.max_failure_rate
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1):
+            raise RunnerError(f"hydra.sweeper.max_failure_rate={rate} must be a share between 0 and 1 (or null: "
+                              "failed trials never stop the search)")
+
+    def _refuse_direction(self, metric: str) -> None:
+        """hydra.sweeper.direction may only say what the selection metric says: runner's objective is that metric
+        (where the stock plugin optimizes an app's return value in the direction it is told)."""
+        from runner.errors import RunnerError
+        from runner.evaluate.names import higher_is_better
+        from runner.sweeps.search import STOCK
+
+        if self.direction is None:
+            return
+        given = OmegaConf.to_container(self.direction) if OmegaConf.is_config(self.direction) else self.direction
+        if isinstance(given, (list, tuple)):
+            if len(given) != 1:
+                raise RunnerError(f"hydra.sweeper.direction={given}: {STOCK} optimizes several objectives at once; "
+                                  f"runner's optimizes one, val/{metric} (set eval.metric to choose it)")
+            given = given[0]
+        own = "maximize" if higher_is_better(metric) else "minimize"
+        if str(getattr(given, "name", given)).lower() != own:
+            raise RunnerError(f"hydra.sweeper.direction={given}: runner's objective is val/{metric}, which is to "
+                              f"{own} ({STOCK} would {given} whatever the app returns); leave direction unset or "
+                              "set eval.metric")
+
+    def _stop_on_failures(self, returns, study, sweep_dir: Path) -> None:
+        """hydra.sweeper.max_failure_rate as hydra-optuna-sweeper has it: a batch with a larger share of failed
+        trials stops the search (trials.csv written first)."""
+        from runner.errors import RunnerError
+        from runner.sweeps import search
+
+        if self.max_failure_rate is None or not returns:
+            return
+        failed = sum(ret.status != JobStatus.COMPLETED or not isinstance(ret.return_value, (int, float))
+                     for ret in returns)
+        if failed / len(returns) > self.max_failure_rate:
+            search.write_trials(study, sweep_dir / "trials.csv")
+            raise RunnerError(f"{failed} of {len(returns)} trials of the batch failed, more than "
+                              f"hydra.sweeper.max_failure_rate={self.max_failure_rate} allows; each job's status.json "
+                              "says why")
 
     def _job_config(self, overrides: List[str]) -> DictConfig:
         """A job's config without Hydra's node, composed from the overrides every trial shares."""

@@ -26,6 +26,9 @@ def import_optuna():
     return optuna
 
 
+STOCK = "hydra-optuna-sweeper"  # Hydra's own Optuna plugin, whose grammar and options runner's sweeper follows
+
+
 @dataclass
 class SearchSpace:
     """What every trial sets (`fixed` overrides) and what Optuna chooses (a distribution per key)."""
@@ -35,47 +38,97 @@ class SearchSpace:
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """A trial's job overrides: the fixed ones, then `key=value` for each chosen value."""
-        chosen = [f"{key}={repr(v) if isinstance(v, float) else v}" for key, v in params.items()]
-        return [*self.fixed, *chosen]
+        return [*self.fixed, *(f"{key}={_override_text(v)}" for key, v in params.items())]
+
+
+def _override_text(value: Any) -> str:
+    """A chosen value as Hydra's override grammar reads it back as that value (bool and None by Hydra's names)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def search_space(overrides: list) -> SearchSpace:
-    """Hydra's sweep grammar as Optuna distributions: `interval(a, b)` uniform (`tag(log, interval(a, b))`
-    log-uniform), `range(a, b, step)` integers (a float range: its values as choices), `choice(...)` or
-    `a,b,c` categorical (values kept as override text, so lists like [16] can be chosen). Anything else
-    is fixed. Later overrides of a key win (the command line over the search preset)."""
-    optuna = import_optuna()
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
+    """Hydra's sweep grammar as Optuna distributions, as hydra-optuna-sweeper reads it (`distribution`); anything
+    else is fixed. A later override of a key wins (the command line over the search preset), except that a key
+    searched after it was fixed is refused: hydra-optuna-sweeper would keep the fixed value."""
+    import_optuna()
     fixed: dict[str, str] = {}
     distributions: dict[str, Any] = {}
     for override in overrides:
         key = override.get_key_element()
-        fixed.pop(key, None)
-        distributions.pop(key, None)
-        if not override.is_sweep_override():
-            fixed[key] = f"{key}={override.get_value_element_as_str()}"
-            continue
-        value, log = override.value(), "log" in (getattr(override.value(), "tags", None) or ())
-        if isinstance(value, IntervalSweep):
-            if value.start >= value.end or (log and value.start <= 0):
-                raise RunnerError(f"{key}=interval({value.start}, {value.end}): needs start < end "
-                                  f"{'and start > 0 on a log scale' if log else ''}".rstrip())
-            distributions[key] = optuna.distributions.FloatDistribution(value.start, value.end, log=log)
-        elif isinstance(value, RangeSweep) and all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-            values = list(override.sweep_iterator())
-            if not values:
-                raise RunnerError(f"{key}=range({value.start}, {value.stop}, {value.step}) holds no values")
-            distributions[key] = optuna.distributions.IntDistribution(values[0], values[-1], step=abs(value.step))
-        elif isinstance(value, (ChoiceSweep, RangeSweep)):
-            distributions[key] = optuna.distributions.CategoricalDistribution(list(override.sweep_string_iterator()))
+        if override.is_sweep_override():
+            if key in fixed:
+                raise RunnerError(f"{key} is fixed ({fixed[key]}) and then searched ({override.input_line}); "
+                                  f"{STOCK} keeps the fixed value: give one of them")
+            distributions[key] = distribution(override)
         else:
-            raise RunnerError(f"hydra/sweeper=optuna cannot search {key} ({type(value).__name__}): use "
-                              "interval(a, b), tag(log, interval(a, b)), range(a, b, step) or choice(...)")
+            distributions.pop(key, None)
+            fixed[key] = f"{key}={override.get_value_element_as_str()}"
     if not distributions:
         raise RunnerError("hydra/sweeper=optuna has nothing to search: give hydra.sweeper.params (or "
                           "hparams_search=heart_optuna) or a sweep override such as optim.lr='interval(1e-4,1e-1)'")
     return SearchSpace(list(fixed.values()), distributions)
+
+
+def distribution(override) -> Any:
+    """One sweep override's distribution, the one hydra-optuna-sweeper makes of it (its
+    create_optuna_distribution_from_override), or a one-line RunnerError where runner's would differ:
+
+    - `choice(a, b, ...)`, `a,b,...`, `shuffle(range(...))`: categorical over the values (ints, floats, strings and
+      bools as such); a choice of lists or dicts, which the stock plugin refuses, is categorical over their override
+      text (runner's addition: `model.hidden=choice([8],[16])`);
+    - `interval(a, b)`: uniform floats, `tag(log, interval(a, b))` log-uniform; `int(interval(a, b))` integers a..b
+      (`tag(log, int(...))` on a log scale);
+    - `range(a, b, step)`: integers (floats: a stepped float distribution) from a by step, but only where Hydra's
+      range (which stops before b) and the stock plugin's (which samples b too) hold the same values; where they
+      would not, refused with the range that both read alike."""
+    import warnings
+
+    import optuna
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep, Transformer
+
+    key, value = override.get_key_element(), override.value()
+    text = override.input_line or f"{key}={value}"
+    if isinstance(value, ChoiceSweep) or (isinstance(value, RangeSweep) and value.shuffle):
+        values = list(override.sweep_iterator(transformer=Transformer.encode))
+        if not all(isinstance(v, (str, int, float, bool, type(None))) for v in values):
+            values = list(override.sweep_string_iterator())  # lists, dicts: as the override text that sets them
+        return optuna.distributions.CategoricalDistribution(values)
+    if isinstance(value, IntervalSweep):
+        log = "log" in (value.tags or ())
+        if value.start > value.end or (log and value.start <= 0):
+            raise RunnerError(f"{text}: needs start <= end{' and start > 0 on a log scale' if log else ''}")
+        if isinstance(value.start, int) and isinstance(value.end, int):  # int(interval(a, b))
+            return optuna.distributions.IntDistribution(value.start, value.end, log=log)
+        return optuna.distributions.FloatDistribution(float(value.start), float(value.end), log=log)
+    if isinstance(value, RangeSweep):
+        start, stop, step = value.start, value.stop, value.step
+        values = list(override.sweep_iterator())
+        if not values:
+            raise RunnerError(f"{text} holds no values")
+        floats = any(isinstance(v, float) for v in (start, stop, step))
+        low, high, size = min(values), max(values), abs(step)
+        if floats:
+            alike = f"range({low:g}, {high + size / 2:g}, {size:g})"
+        else:
+            alike = f"int(interval({low}, {high}))" if size == 1 else f"range({low}, {high + 1}, {size})"
+        steps = (stop - start) / step
+        if step < 0:
+            raise RunnerError(f"{text}: {STOCK} fails on a range that counts down; write {key}={alike} "
+                              f"({low} to {high} in both)")
+        if abs(steps - round(steps)) < 1e-9:  # the stock plugin samples `stop` too; Hydra's range stops before it
+            raise RunnerError(f"{text}: {STOCK} samples {start} to {stop}, its stop included, where Hydra's range "
+                              f"stops before {stop}; write {key}={alike} ({low} to {high} in both)")
+        with warnings.catch_warnings():  # optuna says it moves `high` onto the step: the values are Hydra's
+            warnings.simplefilter("ignore")
+            if floats:
+                return optuna.distributions.FloatDistribution(float(start), float(stop), step=float(step))
+            return optuna.distributions.IntDistribution(start, stop, step=step)
+    raise RunnerError(f"{text}: {STOCK} cannot search {type(value).__name__} either; use interval(a, b), "
+                      "tag(log, interval(a, b)), int(interval(a, b)), range(a, b, step) or choice(...)")
 
 
 def selection_metric(job_config) -> str:
@@ -88,8 +141,11 @@ def selection_metric(job_config) -> str:
     return config.eval.metric or default_metric(load_dataset(config.dataset).task)
 
 
-def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int):
-    """The sweep dir's study (created, or loaded to continue), its direction from the selection metric.
+def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int, storage: str | None = None,
+               study_name: str | None = None):
+    """The sweep dir's study (created, or loaded to continue), its direction from the selection metric; `storage`
+    (an Optuna storage URL) and `study_name` as hydra-optuna-sweeper's options, by default optuna.db in the sweep dir
+    and "runner".
 
     The sampler's seed moves on with the trials already in the study, so a continued study asks for new
     points rather than the ones it drew first."""
@@ -100,11 +156,12 @@ def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int):
         raise RunnerError(f"hydra.sweeper.sampler={sampler} is not an option; choose one of: {', '.join(SAMPLERS)}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
     direction = "maximize" if higher_is_better(metric) else "minimize"
-    study = optuna.create_study(storage=f"sqlite:///{sweep_dir / STUDY_FILE}", study_name=STUDY_NAME,
-                                direction=direction, load_if_exists=True)
+    where = storage or f"sqlite:///{sweep_dir / STUDY_FILE}"
+    study = optuna.create_study(storage=where, study_name=study_name or STUDY_NAME, direction=direction,
+                                load_if_exists=True)
     if study.direction.name.lower() != direction:
-        raise RunnerError(f"the study in {sweep_dir / STUDY_FILE} was made to {study.direction.name.lower()}, "
-                          f"but val/{metric} is to {direction}: use another hydra.sweep.dir")
+        raise RunnerError(f"the study {study.study_name} in {where} was made to {study.direction.name.lower()}, "
+                          f"but val/{metric} is to {direction}: use another hydra.sweep.dir (or study_name)")
     seed = seed + len(study.trials)
     # constant_liar: trials asked together (one batch) are spread out rather than all drawn at the same point.
     study.sampler = (optuna.samplers.TPESampler(seed=seed, constant_liar=True) if sampler == "tpe"

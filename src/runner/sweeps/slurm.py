@@ -7,6 +7,9 @@ carries only configs; on its node it re-plans its jobs (data and device are reso
 as one population with the group's fit state (so the same command continues it), and writes each job's run
 folder. Whatever a task could not write (killed, cancelled before it started, refused), the submitter writes
 into status.json from what SLURM says, so the sweep's summary lists every job.
+
+Another Hydra app's jobs (its task function is not runner's) go out one task per job, and each job's return, its
+exception included, reaches the sweeper as Hydra's submitit launcher delivers it.
 """
 
 import logging
@@ -18,9 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import OmegaConf
 
 from runner.sweeps.launcher import PopulationLauncher, _finished_return, _Job, _plan
@@ -30,7 +32,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PopulationSlurmConf:
-    """hydra.launcher.* for hydra/launcher=population_slurm (conf/hydra/launcher/population_slurm.yaml sets them)."""
+    """hydra.launcher.* for hydra/launcher=population_slurm, small defaults that fit a small partition (a GPU task:
+    gpus_per_node=1 trainer.device=cuda); every key: hydra.launcher.KEY=VALUE. Example:
+    runner train -m hydra/launcher=population_slurm optim.lr=0.01,0.001 optim.weight_decay=0,1e-4 trainer.seeds=5"""
 
     _target_: str = "hydra_plugins.runner_population_launcher.population_slurm_launcher.PopulationSlurmLauncher"
     cluster: str = "slurm"  # slurm; local or debug: submitit's executors on this machine (the same path, no SLURM)
@@ -50,10 +54,6 @@ class PopulationSlurmConf:
     max_requeues: int = 2  # a task stopped that way is requeued (scontrol requeue) and continues its fit state
     setup: List[str] = field(default_factory=list)  # shell lines run before the task (module load, source venv)
     additional_parameters: Dict[str, Any] = field(default_factory=dict)  # more sbatch options, {name: value}
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="population_slurm_schema", node=PopulationSlurmConf,
-                             provider="runner")
 
 
 def chunks(members: list[int], cap: Optional[int]) -> list[list[int]]:
@@ -83,6 +83,18 @@ class PopulationSlurmLauncher(PopulationLauncher):
         self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                        for k, v in params.items()}
 
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        """Every job composed here, then sent out as tasks (another app's too: one task per job)."""
+        if self.runner_app:
+            return super().launch(job_overrides, initial_job_idx)
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        log.info(f"Launching {len(job_overrides)} jobs on {self.params.get('cluster') or 'slurm'}")
+        jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
+        returns = self._train(jobs)
+        return [returns[job.num] for job in jobs]
+
     def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
         """Plan and group `todo` here, submit one task per group (or chunk of one), wait, and return every job's
         return, from the task or, where the task gave none, from what SLURM and the job's folder say."""
@@ -90,7 +102,7 @@ class PopulationSlurmLauncher(PopulationLauncher):
 
         if not todo:
             return {}
-        keys = [_plan(job) for job in todo]
+        keys = [_plan(job) if self.runner_app else None for job in todo]
         tasks: list[list[_Job]] = []
         for members in groups(keys):
             group = [todo[i] for i in members]
@@ -180,7 +192,7 @@ class PopulationSlurmLauncher(PopulationLauncher):
         previous = _stop_on_signals()
         returns: dict[int, JobReturn] = {}
         try:
-            keys = [_plan(job) for job in jobs]
+            keys = [_plan(job) if self.runner_app else None for job in jobs]
             for number, members in enumerate(groups(keys), 1):
                 group = [jobs[i] for i in members]
                 if keys[members[0]] is None:  # the ordinary run, which also records its own error
@@ -192,6 +204,8 @@ class PopulationSlurmLauncher(PopulationLauncher):
                 _say_resume(group)
                 returns.update(self._run_group(number, group))  # a group of one too: it keeps its fit state
         except (Interrupted, KeyboardInterrupt) as stop:
+            if not self.runner_app:
+                raise
             from runner import rundir
 
             line = str(Interrupted.of(stop))
@@ -206,8 +220,10 @@ class PopulationSlurmLauncher(PopulationLauncher):
         finally:
             for signum, handler in previous.items():  # cluster=debug runs the task in the submitting process
                 signal.signal(signum, handler)
-        for ret in returns.values():  # status.json is the record; a failed return would stop Hydra's sweeper
-            if ret.status == JobStatus.FAILED:
+        for ret in returns.values():
+            if ret.status == JobStatus.FAILED and self.runner_app:
+                # runner's record is status.json; a failed return would stop Hydra's sweeper. Another app's
+                # failure reaches the sweeper as Hydra's own launchers deliver it: FAILED, with its exception.
                 ret.status, ret.return_value = JobStatus.COMPLETED, None
             ret.hydra_cfg = None  # the submitter has it
         return returns
@@ -227,6 +243,8 @@ class PopulationSlurmLauncher(PopulationLauncher):
                 try:
                     result = slurm_job.result()
                 except Exception as exc:  # noqa: BLE001 (killed, cancelled, out of memory, node lost: SLURM's word)
+                    if not self.runner_app:
+                        raise  # as Hydra's submitit launcher: the task's failure is the sweep's
                     state = _state(slurm_job)
                     line = f"SLURM job {slurm_job.job_id} ended {state} before its jobs finished ({_slurm_says(exc)})"
         returns: dict[int, JobReturn] = {}
@@ -236,6 +254,10 @@ class PopulationSlurmLauncher(PopulationLauncher):
                 ret.hydra_cfg = job.config
                 returns[job.num] = ret
                 continue
+            if not self.runner_app:
+                from runner.errors import RunnerError
+
+                raise RunnerError(f"job {job.num} gave no result: {line or 'the task gave none'}")
             if rundir.is_finished(job.run_dir):
                 returns[job.num] = _finished_return(job)
                 continue

@@ -1,4 +1,5 @@
-"""hydra/launcher=submitit_slurm and submitit_local (and runner's `slurm` preset): each sweep job its own task, through
+"""hydra/launcher=runner_submitit_slurm and runner_submitit_local (in runner's app also under the plugin's names
+submitit_slurm and submitit_local, and runner's `slurm` preset): each sweep job its own task, through
 Hydra's submitit plugin, with runner's fault handling. A task that was killed, cancelled, timed out or refused is a
 true status in its job's run folder (status.json: interrupted, with what SLURM said and the command that
 continues it) and a line in the sweep's summary, not a crash of the sweep that leaves the other jobs unreported.
@@ -11,17 +12,14 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn
 from omegaconf import open_dict
 
-try:  # the plugin's ConfigStore entries first, so runner's below replace them whatever order Hydra scans plugins in
+try:
     from hydra_plugins.hydra_submitit_launcher import config as plugin_config
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
 except ImportError:  # the sweeps extra is not installed: hydra/launcher=submitit_* is not offered at all
     plugin = None
-
-HERE = "hydra_plugins.runner_population_launcher.submitit_jobs"
 
 
 class _Ended:
@@ -32,7 +30,8 @@ class _Ended:
 
 
 class FaultTolerant:
-    """Mixed into the plugin's launchers: a job without a result becomes its record, the sweep goes on."""
+    """Mixed into the plugin's launchers (in hydra_plugins.runner_population_launcher.submitit_jobs, from the classes
+    of each plugin scan): a job without a result becomes its record, the sweep goes on."""
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
@@ -80,18 +79,3 @@ class FaultTolerant:
                         slurm_job=str(job.job_id))
         return slurm._not_finished_return(_Job(num, config, run_dir))
 
-
-if plugin is not None:
-
-    class SlurmLauncher(FaultTolerant, plugin.SlurmLauncher):
-        pass
-
-    class LocalLauncher(FaultTolerant, plugin.LocalLauncher):
-        pass
-
-    ConfigStore.instance().store(
-        group="hydra/launcher", name="submitit_slurm", provider="runner",
-        node=plugin_config.SlurmQueueConf(_target_=f"{HERE}.SlurmLauncher"))
-    ConfigStore.instance().store(
-        group="hydra/launcher", name="submitit_local", provider="runner",
-        node=plugin_config.LocalQueueConf(_target_=f"{HERE}.LocalLauncher"))
