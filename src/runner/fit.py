@@ -92,13 +92,13 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     return Fitted(members, pre, model, data.inputs, result)
 
 
-def _stacking_line(at_once: int, E: int, timings: dict[int, float], cfg: Config) -> str:
+def _stacking_line(at_once: int, E: int, timings: dict[str, float], cfg: Config) -> str:
     """The header's line when the members train in groups: how many at a time, and the timings that chose it."""
     if not timings:
         return f"{E} members in groups of {at_once} (trainer.stack={cfg.trainer.stack})"
-    measured = ", ".join(f"{size} at once {seconds * 1e3:.3g} ms" for size, seconds in timings.items())
-    return (f"{E} members trained {at_once} at a time: stacked they were slower per member step ({measured}; "
-            "trainer.stack=N sets it)")
+    measured = ", ".join(f"{way} {seconds * 1e3:.3g} ms" for way, seconds in timings.items())
+    return (f"{E} members trained one at a time, each as PyTorch runs it alone: faster than stacked per member "
+            f"step ({measured}; trainer.stack=N sets it)")
 
 
 def _starting(on_epoch, run_dir: Path | None):
