@@ -25,6 +25,7 @@ import images as im  # noqa: E402
 import sweeps as sw  # noqa: E402
 import threads as th  # noqa: E402
 import workloads as w  # noqa: E402
+import zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RUNNER = Path(sys.executable).parent / "runner"
@@ -331,6 +332,7 @@ def table(out: dict, quick: bool) -> Table:
     process_row("", "runner train (default), end to end", "train_default", 2.0)
     process_row("sweep", "runner train -m, 6 jobs (information)", "sweep")
     process_row("", "runner report on that sweep", "report_sweep", 1.5)
+    zoo.rows(out, row, med)
     sw.rows(out, row)
     th.rows(out, row)
     rss = out.get("rss_mib", {}).get("peak_mib")
@@ -378,6 +380,7 @@ def details(out: dict) -> list[str]:
         lines.append(f"RSS: {q['after_import_mib']:.0f} MiB after imports, {q['before_fit_mib']:.0f} before fit, "
                      f"{q['peak_mib']:.0f} peak")
     lines += sw.details(out)
+    lines += zoo.details(out)
     noise = out["noise_s"]
     if len(noise) > 1:
         lines.append(f"machine noise: a fixed Python loop varied {max(noise) / min(noise):.2f}x across repetitions")
@@ -447,7 +450,7 @@ def main() -> int:
     return 1 if out.get("errors") else 0
 
 
-WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "own-module": own_module,
+WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "own-module": own_module, "zoo": zoo.workload,
              "single model": single_model, "processes": processes}
 
 
