@@ -167,11 +167,10 @@ def rows(out: dict, row, med) -> None:
     """The zoo's table rows: runner's training time beside the plain loop's, and peak memory."""
     for i, (case, (_, most)) in enumerate(CASES.items()):
         runs = out.get("zoo", {}).get(case, {})
-        r = med([x["seconds"] for x in runs.get("runner", [])])
-        p = med([x["seconds"] for x in runs.get("plain", [])])
-        row("model zoo" if i == 0 else "", f"model=module {case} (5 folds)", [x["seconds"] for x in runs.get("runner", [])],
-            r)
-        row("", "plain PyTorch loop, 1 model at a time", [x["seconds"] for x in runs.get("plain", [])], r,
+        ours, plain = ([x["seconds"] for x in runs.get(k, [])] for k in ("runner", "plain"))
+        r = med(ours)
+        row("model zoo" if i == 0 else "", f"model=module {case} (5 folds)", ours, r)
+        row("", "plain PyTorch loop, 1 model at a time", plain, r,
             f"runner >= {most:g}x", lambda m, r=r, most=most: r is not None and m / r >= most)
         rm, pm = (med([x["peak_mib"] for x in runs.get(k, [])]) for k in ("runner", "plain"))
         if rm and pm:

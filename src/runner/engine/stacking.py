@@ -3,9 +3,9 @@
 Stacking is a speed-up, never a slow-down: for the user's own module (whose cost per member runner cannot know
 in advance: an LSTM in turn, a ResNet through vmap) a few training steps of the whole population on its path and
 of one member run as PyTorch runs it alone are timed before the fit, as cudnn.benchmark times its kernels, and
-where one at a time is faster, the members train one after another. The groups train in turn, each as its own fit, so each member
-trains exactly as it would in the whole population (stacked equals alone), and memory holds one group's
-activations, not the population's.
+where one at a time is faster, the members train one after another. The groups train in turn, each as its own
+fit, so each member trains exactly as it would in the whole population (stacked equals alone), and memory holds
+one group's activations, not the population's.
 """
 
 import copy
