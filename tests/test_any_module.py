@@ -222,7 +222,8 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder, *ZOO])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
-                                   OptimConfig(name=OptimName.sgd, lr=0.1, momentum=0.9, weight_decay=0.01)],
+                                   pytest.param(OptimConfig(name=OptimName.sgd, lr=0.1, momentum=0.9, weight_decay=0.01),
+                                                marks=pytest.mark.slow)],
                          ids=["adamw", "sgd"])
 def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     if cls in ZOO:

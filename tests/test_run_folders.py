@@ -97,9 +97,12 @@ def test_resume_never_replays_hydra_keys_from_the_folder(tmp_path, train, monkey
     assert json.loads((run / "status.json").read_text())["status"] == "ok"
 
 
-@pytest.mark.parametrize("value", ["../../{run}/.hydra/e", "{run}/.hydra/e", "../../../../../../../..{run}/.hydra/e",
-                                   "mlp/../../../{run}/.hydra/e", "[mlp,'{run}/.hydra/e']"])
-@pytest.mark.parametrize("key", ["model", "+experiment", "model/x", "hparams_search"])
+@pytest.mark.parametrize("key, value", [
+    ("model", "../../../../../../../..{run}/.hydra/e"), ("model", "{run}/.hydra/e"),
+    ("model", "mlp/../../../{run}/.hydra/e"), ("model", "[mlp,'{run}/.hydra/e']"),
+    ("+experiment", "../../../../../../../..{run}/.hydra/e"), ("model/x", "../../../../../../../..{run}/.hydra/e"),
+    ("hparams_search", "{run}/.hydra/e"),
+])
 def test_a_group_value_from_the_folder_never_names_a_file(tmp_path, stopped, capsys, key, value):
     """A config group's value from .hydra/overrides.yaml is an option's name or nothing: a path would make Hydra
     load that YAML, whose `# @package _global_` could set hydra.callbacks, instantiated before any check."""
