@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
+from runner.config.schema import Config, DecayOn, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.errors import RunnerError
@@ -201,8 +201,11 @@ def _torch_loop(cls, seed, start, X, y, train, optim, epochs, dtype=torch.float3
     X = X.to(dtype)
     kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim.name.value]
     extra = {"momentum": optim.momentum} if optim.name.value == "sgd" else {}
-    opt = kind([p for p in model.parameters() if p.requires_grad], lr=optim.lr, weight_decay=optim.weight_decay,
-               **extra)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    kernels = optim.weight_decay_on.value == "kernels"  # the default: nanoGPT's and timm's rule, kernels only
+    groups = [{"params": [p for p in trained if p.dim() > 1 or not kernels]},
+              {"params": [p for p in trained if p.dim() <= 1 and kernels], "weight_decay": 0.0}]
+    opt = kind(groups, lr=optim.lr, weight_decay=optim.weight_decay, **extra)
     rows = torch.as_tensor(train)
     for _ in range(epochs):
         opt.zero_grad()
@@ -222,9 +225,11 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder, *ZOO])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
+                                   pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
+                                                            weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
                                    pytest.param(OptimConfig(name=OptimName.sgd, lr=0.1, momentum=0.9, weight_decay=0.01),
                                                 marks=pytest.mark.slow)],
-                         ids=["adamw", "sgd"])
+                         ids=["adamw", "adam-decay-all", "sgd"])
 def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     if cls in ZOO:
         pytest.importorskip(ZOO[cls])
@@ -256,7 +261,7 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
             key = name.removeprefix("norm:")
             ours, theirs = fitted.last[e, slot.offset : slot.offset + slot.size].view(slot.shape), alone[key].detach()
             bound = 1e-5 + 2 * (theirs - exact[key].detach().float()).abs()
-            if optim.name == OptimName.adamw:
+            if optim.name in (OptimName.adamw, OptimName.adam):
                 bound = torch.where(zero[key], epochs * optim.lr, bound)
             assert ((ours - theirs).abs() <= bound).all(), (e, name, ours - theirs, bound)
     if cls is Frozen:

@@ -65,6 +65,11 @@ class MoeLoss(str, Enum):
     blended = "blended"
 
 
+class DecayOn(str, Enum):
+    kernels = "kernels"  # weight matrices and convolution kernels: no decay on biases, norms, 0/1-dim parameters
+    all = "all"  # every trainable parameter (torch.optim's own default)
+
+
 class Pool(str, Enum):
     max = "max"
     avg = "avg"
@@ -191,6 +196,7 @@ class OptimConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-8
     weight_decay: float = 0.0  # decoupled for adamw; added to the gradient (= L2 for sgd) otherwise
+    weight_decay_on: DecayOn = DecayOn.kernels  # what weight_decay applies to (nanoGPT's, timm's rule by default)
     alpha: float = 0.99  # rmsprop's smoothing constant
     initial_accumulator_value: float = 0.0  # adagrad
 

@@ -100,7 +100,7 @@ def fit(
 
     # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
     work = _Working(data, epoch_budget)
-    opt = StackedOptimizer(model, cfg.optim, own, model.trainable_mask())
+    opt = StackedOptimizer(model, cfg.optim, own, model.decay_mask(name_of(cfg.optim.weight_decay_on)))
     swa = "swa" in averaging.kinds_of(cfg.avg) and cfg.avg.lr is not None
     schedule = Schedule(cfg.sched, own["lr"], trainer.epochs, E, device,
                         cfg.avg.start_epoch if swa else None, cfg.avg.lr if swa else None)

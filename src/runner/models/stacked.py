@@ -118,7 +118,7 @@ class Population(nn.Module):
         # where a slice per tensor would zero-fill an [E, P] gradient for each (measured: 9% of a CNN step).
         sizes = [s.size for s in self.slots.values()]
         parts = self.flat.split(sizes, dim=1)
-        # A frozen tensor is read detached: its gradient is 0, so no optimizer moves it (see trainable_mask).
+        # A frozen tensor is read detached: its gradient is 0, so no optimizer moves it (see decay_mask).
         self._views = {name: part.view(self.members, *s.shape) if s.trainable else part.detach().view(self.members, *s.shape)
                        for (name, s), part in zip(self.slots.items(), parts)}
         try:
@@ -134,9 +134,12 @@ class Population(nn.Module):
                 mask[s.offset : s.offset + s.size] = 1.0
         return mask
 
-    def trainable_mask(self) -> torch.Tensor | None:
-        """A [P] float mask: 0 on the entries of frozen tensors, which weight decay must not move either;
-        None when every tensor trains."""
+    def decay_mask(self, on: str) -> torch.Tensor | None:
+        """A [P] float mask of the entries weight decay applies to: the kernels (`on="kernels"`: no biases, norm
+        parameters or 0/1-dim tensors) or every trainable entry (`"all"`; None when that is every entry). A frozen
+        tensor never decays."""
+        if on == "kernels":
+            return self.kernel_mask()
         if all(s.trainable for s in self.slots.values()):
             return None
         mask = torch.ones(self.size)
