@@ -392,13 +392,14 @@ class TimmBlock(nn.Module):
         return self.head(x.mean((2, 3)))
 
 
-def test_timms_norm_act_layers_keep_each_members_statistics_and_equal_each_member_alone():
+@pytest.mark.parametrize("path", ["auto", "loop"])
+def test_timms_norm_act_layers_keep_each_members_statistics_and_equal_each_member_alone(path):
     from test_own_model import _fit
 
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(50, 1, 6, 6, generator=g), torch.randint(0, 3, (50,), generator=g).float()
     rows = [(np.arange(0, 30), np.arange(30, 50)), (np.arange(4, 27), np.arange(30, 50))]
-    cfg = ModelConfig(name="module", target=give(TimmBlock))
+    cfg = ModelConfig(name="module", target=give(TimmBlock), path=path)
     stacked = _fit(X, y, rows, [3, 7], cfg)
     assert stacked.last_stats.shape[1] == 16 and not torch.equal(stacked.last_stats[0], stacked.last_stats[1])
     for e, seed in enumerate([3, 7]):

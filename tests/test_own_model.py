@@ -267,6 +267,7 @@ def _every_switch(cfg):
     ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
     ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
     ("usernets:Pooled", (1, 6, 6), "auto"), ("usernets:Tutorial", (1, 6, 6), "auto"),
+    ("usernets:Normed", (6,), "loop"), ("usernets:ConvNet", (1, 6, 6), "loop"),  # members in turn, real rows alone
 ])
 def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape,
                                                                                                 path):

@@ -152,6 +152,7 @@ def fit(
         model.train()
         for s in range(len(idx)):
             model.updating = stepping[s]
+            model.real_rows = real[s].sum(-1)  # on the host: each member's real rows lead its batch, padding after
             model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
@@ -176,6 +177,7 @@ def fit(
             avg.step(model.flat, stepped)
             precision.update(finite, stepping[s])
             total += per_row.detach().sum(1)
+        model.real_rows = None  # validation and scoring: every batch's padding is masked
         train_loss = total / weight_sum
         hist["train/loss"][epoch, live] = train_loss
         hist["lr"][epoch, live] = rates

@@ -50,6 +50,7 @@ def _seconds_per_member(model, size: int, input_shape: tuple[int, ...], batch: i
     if size < model.members:
         probe.select(torch.arange(model.members, device=model.flat.device) < size)
     probe.train()
+    probe.real_rows = np.full(size, batch)  # every row real, as the engine says in training
     x = torch.randn(size, batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(model.flat.device)
     seconds = []
     for _ in range(REPEATS + 1):

@@ -21,10 +21,25 @@ class LoopPopulation(FunctionalPopulation):
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
         outs = []
         for e in range(inputs[0].shape[0]):
-            token = _member.set((self.noise.keys[e], step, mask[e], {name: s[e] for name, s in stats.items()}))
+            # In training the engine says on the host how many rows lead each batch before its padding: the member
+            # runs on those alone, as PyTorch would (torch's fused batch norm, no mask), its output padded after.
+            n = None if self.real_rows is None or not self.training else int(self.real_rows[e])
+            whole = n is not None and 1 < n
+            # Each member's statistics apart (torch's batch norm keeps its running statistics for backward, and
+            # the members' rows share one tensor's version counter), written back after its forward.
+            own = {name: s[e].clone() if whole else s[e] for name, s in stats.items()}
+            token = _member.set((self.noise.keys[e], step, None if whole else mask[e], own))
             try:
-                outs.append(fn({name: p[e] for name, p in params.items()}, *(x[e] for x in inputs)))
+                rows = [x[e][:n] if whole else x[e] for x in inputs]
+                out = fn({name: p[e] for name, p in params.items()}, *rows)
             finally:
                 _member.reset(token)
+            if whole:
+                with torch.no_grad():
+                    for name, s in stats.items():
+                        s[e].copy_(own[name])
+            if whole and n < inputs[0].shape[1]:
+                out = torch.cat([out, out.new_zeros(inputs[0].shape[1] - n, *out.shape[1:])])
+            outs.append(out)
         self.keep_stats(stats)
         return torch.stack(outs)

@@ -64,6 +64,7 @@ class Population(nn.Module):
         self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
+        self.real_rows: np.ndarray | None = None  # [E] on the host, while training: each batch's leading real rows
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
         self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
         self._views: dict[str, torch.Tensor] | None = None  # the parameters' views during a forward pass
