@@ -111,6 +111,8 @@ USED_BY: dict[str, tuple[str, ...]] = {
     # runner's own layers; model=module (your class) and moe build theirs without them
     "model.hidden": ("mlp", "logreg"), "model.dropout": ("mlp", "logreg", "cnn", "cnn_vmap"),
     "model.norm": ("mlp", "logreg", "cnn", "cnn_vmap"),
+    # your class's: runner's own models have no class, arguments or path to choose
+    "model.target": ("module",), "model.args": ("module",), "model.path": ("module",),
 }
 
 
