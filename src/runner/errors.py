@@ -1,9 +1,27 @@
 """The exceptions that reach the command line: user-fixable problems, and a run stopped by a signal."""
 
 import signal as _signal
+from contextlib import contextmanager as _contextmanager
 
 # The signals that stop a run: Ctrl-C, `kill`, and SIGUSR2 (a batch system's warning before its time limit).
 STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGUSR2)
+
+
+@_contextmanager
+def stop_signals_to(handler):
+    """While inside: every stop signal goes to `handler(signum, frame)`; the handlers before come back after.
+    Outside the main thread (where no handler runs anyway) nothing changes."""
+    previous = {}
+    for signum in STOP_SIGNALS:
+        try:
+            previous[signum] = _signal.signal(signum, handler)
+        except ValueError:
+            break
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            _signal.signal(signum, old)
 
 
 class RunnerError(Exception):

@@ -1,6 +1,5 @@
 """Fit-state checkpoints: written atomically every few epochs and on Ctrl-C / SIGTERM, read back to resume."""
 
-import signal
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -9,7 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-from runner.errors import STOP_SIGNALS, Interrupted, RunnerError
+from runner.errors import Interrupted, RunnerError, stop_signals_to
 from runner.rundir.folder import write_atomic
 
 DEFAULT_SECONDS = 60.0  # without trainer.checkpoint_every: about once a minute of training
@@ -72,22 +71,13 @@ def stop_on_signals(checkpoint: Optional[FitCheckpoint]):
     if checkpoint is None:
         yield
         return
-    previous = {}
 
     def handler(signum, frame):
         if checkpoint.signal is not None:
             raise Interrupted(signum, checkpoint.path.parent.parent)
         checkpoint.signal = signum
 
-    for signum in STOP_SIGNALS:
-        try:
-            previous[signum] = signal.signal(signum, handler)
-        except ValueError:  # not the main thread: signals stay as they are
-            pass
-    try:
+    with stop_signals_to(handler):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
     if checkpoint.signal is not None:  # the fit ended (its last epoch, or every member stopped) before saving
         raise Interrupted(checkpoint.signal, checkpoint.path.parent.parent)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from runner.errors import STOP_SIGNALS, RunnerError
+from runner.errors import RunnerError, stop_signals_to
 from runner.rundir.layout import LOCK, RESULTS, RUN_MARKS, STATUS, WRITES, not_runners  # noqa: F401 (re-exported)
 
 # status.json is padded to this size, so that on a full disk it can still be rewritten in place.
@@ -61,17 +61,10 @@ def _signals_held():
     run is never left half moved (the old run hidden aside, no claim to put it back). Held in Python, not with a
     signal mask, which another thread (torch's, pytest's) would not share."""
     pending: list[int] = []
-    previous = {}
     try:
-        for signum in STOP_SIGNALS:
-            previous[signum] = signal.signal(signum, lambda signum, frame: pending.append(signum))
-    except ValueError:  # not the main thread, where no handler runs anyway
-        pass
-    try:
-        yield
+        with stop_signals_to(lambda signum, frame: pending.append(signum)):
+            yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
         if pending:
             signal.raise_signal(pending[0])  # now, to the handler in place again
 
