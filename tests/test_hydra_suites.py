@@ -5,8 +5,9 @@ The default run applies the launcher and batched-sweeper suites to population, r
 launcher) and population_slurm in its `cluster=debug` mode (submitit's executor in this process, the submit path
 without SLURM); the rest is slow (`make test-slow`): the suites that start a process per job or per test
 (runner_submitit_local, population_slurm with cluster=local, every integration suite) and runner_grid under the
-population launcher. runner_submitit_slurm needs a SLURM cluster and is skipped; runner_optuna has no Hydra
-suite (LauncherTestSuite and BatchedSweeperTestSuite sweep a grid) and refuses an app that is not runner's.
+population launcher. runner_submitit_slurm needs a SLURM cluster that answers (slow, skipped without);
+runner_optuna has no Hydra suite (LauncherTestSuite and BatchedSweeperTestSuite sweep a grid) and refuses an app
+that is not runner's.
 """
 
 import shutil
@@ -30,6 +31,18 @@ except ImportError:
 needs_submitit = pytest.mark.skipif(not HAS_SUBMITIT, reason="the sweeps extra (hydra-submitit-launcher) is absent")
 slow = pytest.mark.slow
 
+def _slurm_answers() -> bool:
+    """Whether a SLURM cluster answers here (sbatch installed is not enough: its daemons may be down)."""
+    import subprocess
+
+    if shutil.which("sinfo") is None:
+        return False
+    try:
+        return subprocess.run(["sinfo"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
 # launcher_name, overrides: as Hydra's plugins parametrize their LauncherTestSuite
 LAUNCHERS = [
     pytest.param("population", [], id="population"),
@@ -40,7 +53,8 @@ LAUNCHERS = [
     pytest.param("runner_submitit_local", ["hydra.launcher.timeout_min=3"], id="runner_submitit_local",
                  marks=[needs_submitit, slow]),
     pytest.param("runner_submitit_slurm", [], id="runner_submitit_slurm",
-                 marks=pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs a SLURM cluster (sbatch)")),
+                 marks=[slow, pytest.mark.skipif(not _slurm_answers(), reason="needs a SLURM cluster that answers "
+                                                 "sinfo (SLURM_CONF set: eval \"$(.ci/slurm_cluster.sh env)\")")]),
     pytest.param("basic", ["hydra/sweeper=runner_grid"], id="runner_grid-basic"),
     pytest.param("population", ["hydra/sweeper=runner_grid"], id="runner_grid-population", marks=slow),
 ]
