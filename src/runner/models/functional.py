@@ -139,6 +139,7 @@ class FunctionalPopulation(Population):
         super().__init__(members)
         own_layers(template, "the model")
         self.template, self.outputs, self.make = template, d_out, make
+        self._modes: tuple[bool, bool] | None = None  # (training, sampling) the template was last set to
         self.norms = [m for m in template.modules() if isinstance(m, BatchNorm)]
         for i, norm in enumerate(self.norms):
             norm.stat_name = f"bn{i}"
@@ -178,9 +179,16 @@ class FunctionalPopulation(Population):
         params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
         return self.run_members(lambda p, rows: functional_call(self.template, p, (rows,)), params, [x], mask)
 
+    def train(self, mode: bool = True):
+        self._modes = None  # nn.Module.train sets every template layer too: set_modes walks them again
+        return super().train(mode)
+
     def set_modes(self) -> None:
         """The template's layers in the population's mode; dropout also on for test-time dropout passes, batch
-        norm not."""
+        norm not. Walked only when the mode changes (the walk was 5% of a small module's step)."""
+        if self._modes == (self.training, self.sampling):
+            return
+        self._modes = (self.training, self.sampling)
         self.template.train(self.training)
         for module in self.template.modules():
             if isinstance(module, Dropout):
