@@ -416,3 +416,41 @@ def test_a_batch_norm_subclass_of_another_shape_is_one_line():
     with pytest.raises(RunnerError, match=r"bn1 is ActNorm2d; runner keeps per-member statistics for .* \(timm's "
                                           r"BatchNormAct2d\)"):
         build_model(ModelConfig(name="module", target=give(Other)), 2, (1, 6, 6), 3)
+
+
+def test_a_module_trained_in_turn_predicts_and_resumes_as_the_run_did(tmp_path, capsys, monkeypatch):
+    """An LSTM from the shell, one member at a time (trainer.stack=1): `runner predict` rebuilds it from the class
+    named and gives each member's test probabilities as the run scored them; a run stopped after its first epoch
+    and resumed ends with every number of an unbroken run."""
+    import io
+    import json
+    import sys
+
+    import pandas as pd
+
+    import runner.engine.stacking
+    from conftest import every_number, stop_after_first_epoch
+    from runner.commands.cli import main
+    from runner.paths import bundled_data
+
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    args = ["train", "model=module", "model.target=test_any_module:Recurrent", "trainer.seeds=2", "trainer.stack=1",
+            "trainer.epochs=3", "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
+    assert main([*args, f"hydra.run.dir={tmp_path / 'unbroken'}"]) == 0
+    assert "members in turn" in capsys.readouterr().out.replace("\n", " ")
+    with monkeypatch.context() as patch:
+        patch.setattr(runner.engine.stacking, "fit", stop_after_first_epoch(runner.engine.stacking.fit))
+        assert main([*args, f"hydra.run.dir={tmp_path / 'stopped'}"]) == 130
+    capsys.readouterr()
+    assert main(["resume", str(tmp_path / "stopped"), "model.target=test_any_module:Recurrent"]) == 0
+    unbroken, resumed = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("unbroken", "stopped"))
+    assert every_number(resumed) == every_number(unbroken)
+
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "unbroken"), "--data", str(bundled_data("heart.csv")),
+                 "--model", "test_any_module:Recurrent"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    scored = pd.read_csv(tmp_path / "unbroken" / "predictions.csv")
+    for member in (0, 1):
+        test = scored[(scored["member"] == member) & (scored["split"] == "test")]
+        np.testing.assert_allclose(table.set_index("row").loc[test["row"], f"m{member}.p_1"], test["p_1"], atol=1e-6)
