@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir, user_code
+from runner.commands.arguments import read_arguments
 from runner.commands.listing import (
     LISTING_FLAGS,
     complete_as_runner,
@@ -48,12 +49,10 @@ def train_command(args: list[str]) -> int:
     FAILURES.clear()
     FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
     CRASHED.clear()
-    args = [_own_name(_into_free_keys(arg)) for arg in args]
     try:
-        _refuse_sampler_group(args)
-        args, config_dir = _take_config_dir(args)
-    except Refused as refused:
-        return _fail(str(refused))
+        args, config_dir = read_arguments(args)
+    except RunnerError as exc:
+        return _fail(str(exc))
     sys.argv = ["runner train", *args]
     if any(arg in ("-sc", "--shell-completion") for arg in args):
         complete_as_runner()
@@ -130,65 +129,6 @@ def _hydra_version_base(restore: Any = False) -> Any:
         value = restore[0]
         VersionBase.instance().version_base = Version(value) if isinstance(value, str) else value
     return restore
-
-
-# Hydra's names that `runner train` reads as runner's plugins of the same kind. Only here, in runner's command: the
-# global entries stay Hydra's and its plugins', so every other Hydra app in the environment is untouched.
-OWN_NAMES = {"hydra/sweeper": {"optuna": "runner_optuna"},
-             "hydra/launcher": {"submitit_local": "runner_submitit_local", "submitit_slurm": "runner_submitit_slurm"}}
-
-
-def _own_name(arg: str) -> str:
-    """`hydra/sweeper=optuna` as `hydra/sweeper=runner_optuna` (OWN_NAMES); any other argument as it is."""
-    key, eq, choice = arg.partition("=")
-    mine = OWN_NAMES.get(key.lstrip("+"), {}).get(choice.strip()) if eq else None
-    return f"{key}={mine}" if mine else arg
-
-
-def _refuse_sampler_group(args: list[str]) -> None:
-    """hydra-optuna-sweeper's `hydra/sweeper/sampler=NAME` group, which runner's Optuna sweeper has not: one line."""
-    from runner.sweeps.optuna import SAMPLER_GROUP
-
-    for arg in args:
-        if arg.partition("=")[0].lstrip("+~").startswith("hydra/sweeper/sampler"):
-            raise Refused(f"{arg}: {SAMPLER_GROUP}")
-
-
-# Keyword arguments for the user's own code: any keys, so an override there may add one (Hydra's `++`).
-FREE_KEYS = ("model.args", "dataset.args")
-
-
-def _into_free_keys(arg: str) -> str:
-    """`model.args.width=64` or `model.args={width: 64}` as the override that may add keys (`++...`)."""
-    key = arg.partition("=")[0]
-    if "=" in arg and any(key == k or key.startswith(k + ".") for k in FREE_KEYS):
-        return "++" + arg
-    return arg
-
-
-def _take_config_dir(args: list[str]) -> tuple[list[str], str | None]:
-    """`args` without `--config-dir DIR` (`-cd DIR`, `--config-dir=DIR`), and DIR as an absolute path.
-
-    runner puts DIR ahead of its shipped configs (runner.config.search_path), so its files override them.
-    """
-    rest, found = [], None
-    words = iter(args)
-    for word in words:
-        if word in ("--config-dir", "-cd"):
-            found = next(words, None)
-            if found is None:
-                raise Refused(f"{word} needs a folder: runner train {word} DIR [overrides]")
-        elif word.startswith("--config-dir="):
-            found = word.split("=", 1)[1]
-        else:
-            rest.append(word)
-    if found is None:
-        return rest, None
-    folder = Path(found).expanduser().resolve()
-    if not folder.is_dir():
-        raise Refused(f"--config-dir {found}: no such folder; give the folder that holds your config groups "
-                      "(e.g. DIR/model/mine.yaml for model=mine)")
-    return rest, str(folder)
 
 
 def _report_interrupted(exc: Interrupted) -> int:
