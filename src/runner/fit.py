@@ -14,7 +14,7 @@ from runner.console import console, epoch_progress
 from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed
 from runner.data.splits import Member
-from runner.engine.inputs import MemberInputs
+from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import FitResult
 from runner.engine.resume import FitCheckpoint, stop_on_signals
 from runner.engine.stacking import fit_in_groups, members_at_once
@@ -71,8 +71,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         checkpoint = None if run_dir is None else FitCheckpoint(
             run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
-    batch = max(len(r) for r in data.train) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
-    at_once, timings = members_at_once(model, cfg, study.input_shape, batch)
+    at_once, timings = members_at_once(model, cfg, study.input_shape, batch_rows(cfg.trainer.batch_size, data.train))
     if at_once < E:
         console.print(_stacking_line(at_once, E, timings, cfg))
     if timings or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it

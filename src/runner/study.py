@@ -12,7 +12,7 @@ from runner.data.preprocess import Preprocessed, preprocess
 from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses
 from runner.engine.device import configure_threads, resolve_device
-from runner.engine.inputs import MemberInputs
+from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import PopulationData
 from runner.models import Population, build_model
 
@@ -57,7 +57,7 @@ def population(study: Study, members: list[Member], pre: Preprocessed) -> tuple[
     E = len(members)
     model = build_model(cfg.model, E, study.input_shape, study.outputs, study.loss).to(study.device)
     model.initialize([m.seed for m in members], name_of(cfg.model.init), pre.used)
-    batch = max(len(m.train) for m in members) if cfg.trainer.batch_size == "full" else cfg.trainer.batch_size
+    batch = batch_rows(cfg.trainer.batch_size, [m.train for m in members])
     configure_threads(cfg.trainer.threads, study.device, E * model.macs_per_row() * batch)
     inputs = MemberInputs.from_preprocessed(pre, study.device, row_weights(cfg, study.dataset))
     data = PopulationData(inputs, [m.train for m in members], [m.val for m in members], [m.seed for m in members])

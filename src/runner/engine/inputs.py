@@ -118,6 +118,11 @@ class MemberInputs:
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
+def batch_rows(batch_size, train: list) -> int:
+    """Rows per member in a training batch: trainer.batch_size, or with "full" the largest training set."""
+    return int(max(len(rows) for rows in train)) if batch_size == "full" else int(batch_size)
+
+
 def padded(rows: list[np.ndarray], device) -> tuple[torch.Tensor, torch.Tensor]:
     """Index [E, m] (row 0 as filler) and 0/1 mask [E, m] for ragged per-member row lists."""
     m = max(1, max(len(r) for r in rows))

@@ -14,7 +14,7 @@ from runner.engine.augment import Augmenter
 from runner.engine.averaging import Averaged
 from runner.engine.early_stopping import Divergence, EarlyStopping
 from runner.engine.hyper import member_values
-from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, padded
+from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, batch_rows, padded
 from runner.engine.optim import StackedOptimizer
 from runner.engine.precision import MixedPrecision
 from runner.engine.resume import FitCheckpoint
@@ -94,7 +94,7 @@ def fit(
     own = member_values(cfg, member_cfgs, E)
     criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
-    batch = int(max(len(r) for r in data.train)) if trainer.batch_size == "full" else int(trainer.batch_size)
+    batch = batch_rows(trainer.batch_size, data.train)
     metric = "val/rmse" if loss == "mse" else "val/accuracy"
     averaging.check(cfg.avg, trainer.epochs)
 

@@ -39,19 +39,19 @@ def members_at_once(model, cfg: Config, input_shape: tuple[int, ...], batch: int
     if E == 1 or name_of(cfg.model.name) != "module":
         return E, {}
     rows = min(batch, PROBE_ROWS)
-    timings = {f"{E} stacked": _seconds_per_member(model, E, input_shape, rows),
+    timings = {f"{E} stacked": _seconds_per_member(copy.deepcopy(model), E, input_shape, rows),
                "1 in turn": _seconds_per_member(model.in_turn(), 1, input_shape, rows)}
     return (E if timings[f"{E} stacked"] <= STACKED_WINS * timings["1 in turn"] else 1), timings
 
 
-def _seconds_per_member(model, size: int, input_shape: tuple[int, ...], batch: int) -> float:
-    """One training step's forward and backward for `size` members of a copy of `model`, per member."""
-    probe = copy.deepcopy(model)
-    if size < model.members:
-        probe.select(torch.arange(model.members, device=model.flat.device) < size)
+def _seconds_per_member(probe, size: int, input_shape: tuple[int, ...], batch: int) -> float:
+    """One training step's forward and backward for `size` members of `probe` (a copy, which it changes), per
+    member."""
+    if size < probe.members:
+        probe.select(torch.arange(probe.members, device=probe.flat.device) < size)
     probe.train()
     probe.real_rows = np.full(size, batch)  # every row real, as the engine says in training
-    x = torch.randn(size, batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(model.flat.device)
+    x = torch.randn(size, batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(probe.flat.device)
     seconds = []
     for _ in range(REPEATS + 1):
         start = time.perf_counter()
