@@ -233,7 +233,7 @@ def test_a_second_writer_is_refused_and_a_dead_one_never_blocks(tmp_path, train,
     holder = subprocess.Popen([sys.executable, "-c", (
         "import fcntl, os, sys, time\n"
         f"fd = os.open({str(run / '.lock')!r}, os.O_RDWR)\n"
-        "fcntl.flock(fd, fcntl.LOCK_EX); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
+        "fcntl.flock(fd, fcntl.LOCK_EX); os.ftruncate(fd, 0); os.pwrite(fd, f'{os.getpid()}\\n'.encode(), 0)\n"
         "print('held', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
     assert holder.stdout.readline().strip() == "held"
     before = hashes(run)
