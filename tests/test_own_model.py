@@ -240,9 +240,9 @@ def test_a_wrong_output_width_says_what_the_task_needs(package, tmp_path, capsys
     assert status == 2 and "it returns [2, 3]; this task needs [2, 1]" in err
 
 
-def _fit(X, y, rows, seeds, model_cfg, epochs=4, switches=None):
+def _fit(X, y, rows, seeds, model_cfg, epochs=4, switches=None, optim=None):
     E = len(seeds)
-    cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=0.01))
+    cfg = Config(model=model_cfg, optim=optim or OptimConfig(name=OptimName.adam, lr=0.01))
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
     for apply in switches or []:
         apply(cfg)
@@ -294,12 +294,15 @@ def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_t
                                            ("usernets:Residual", (1, 6, 6)), ("usernets:Pooled", (1, 6, 6))])
 def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target, shape):
     """The stacked fast path is only a faster way to run the same module: same initial weights, dropout masks,
-    batch statistics, and so the same trained weights (float rounding apart: channels-last convolutions)."""
+    batch statistics, and so the same trained weights (float rounding apart: channels-last convolutions, torch's
+    fused batch norm). Under SGD: Adam turns the rounding noise of a gradient that is 0 in exact arithmetic (a bias
+    right before batch norm) into steps of up to lr, differently in each path's summation order."""
     g = torch.Generator().manual_seed(1)
     X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
     rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80))]
-    fast = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="fast"))
-    generic = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="vmap"))
+    sgd = OptimConfig(name=OptimName.sgd, lr=0.05, momentum=0.9)
+    fast = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="fast"), optim=sgd)
+    generic = _fit(X, y, rows, [3, 7], ModelConfig(name="module", target=target, path="vmap"), optim=sgd)
     torch.testing.assert_close(fast.last, generic.last, atol=1e-5, rtol=0)
     torch.testing.assert_close(fast.last_stats, generic.last_stats, atol=1e-5, rtol=0)
     assert (fast.last - fast.best).abs().max() > 0 or fast.epochs_run.min() > 0

@@ -24,7 +24,7 @@ from torch.func import functional_call
 from torch.fx.passes.shape_prop import ShapeProp
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import batch_norm, dropout, grouped_batch_norm, grouped_weight
+from runner.models.layers import batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm, member_layout
 from runner.models.layers import grouped as to_grouped
 
 # Layers that act on each value or each channel alone: run on either layout as they are.
@@ -302,7 +302,16 @@ class FastPopulation(FunctionalPopulation):
     def _norm(self, step: Step, x: torch.Tensor, E: int, mask: torch.Tensor | None) -> torch.Tensor:
         layer = self.layers[step.name]
         mean_run, var_run = self.stat(layer.stat_name + ".mean"), self.stat(layer.stat_name + ".var")  # [E, 1, C]
+        scale, shift = self._param(step, "weight", norm=True), self._param(step, "bias", norm=True)
         updating = self.updating
+        if not self.training or self.real_rows is not None:  # torch's fused batch norm, on each member's real rows
+            settings = (mean_run, var_run, scale, shift, updating, self.training, layer.momentum, layer.eps)
+            if layer.spatial == 2:  # already [B, E·C, H, W]
+                return member_batch_norm(x, E, self.real_rows, *settings)
+            B, C = x.shape[1], x.shape[2]  # [E, B, C, *rest] <-> [B, E·C, *rest]
+            out = member_batch_norm(member_layout(x), E, self.real_rows, *settings)
+            return out.view(B, E, C, *x.shape[3:]).transpose(0, 1)
+        # A training pass outside the training loop (batch statistics for averaged weights): padding masked out.
         if layer.spatial == 2:  # [B, E·C, H, W]: statistics over the member's rows and pixels
             out = grouped_batch_norm(x, E, mask, mean_run, var_run, updating, self.training, layer.momentum,
                                      layer.eps)
@@ -314,7 +323,6 @@ class FastPopulation(FunctionalPopulation):
             out = batch_norm(x, weight, (1, *range(3, x.dim())), mean_run.view(shape), var_run.view(shape),
                              None if updating is None else updating.view(E, *([1] * (rest + 2))), self.training,
                              layer.momentum, layer.eps)
-        scale, shift = self._param(step, "weight", norm=True), self._param(step, "bias", norm=True)
         return out if scale is None else out * scale.reshape(shape) + shift.reshape(shape)
 
 

@@ -38,8 +38,7 @@ def grouped_weight(weight: torch.Tensor) -> torch.Tensor:
 
 def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
     """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
-    keep = noise.uniform(tuple(x.shape[1:]), stream) >= p
-    return x * keep * (1.0 / (1.0 - p))
+    return x * noise.kept(tuple(x.shape[1:]), stream, p) * (1.0 / (1.0 - p))
 
 
 def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ...], running_mean: torch.Tensor,
@@ -65,6 +64,71 @@ def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ..
         running_mean.copy_(torch.where(keep, (1 - momentum) * running_mean + momentum * mean, running_mean))
         running_var.copy_(torch.where(keep, (1 - momentum) * running_var + momentum * unbiased, running_var))
     return (x - mean) / torch.sqrt(var + eps)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose gradient leaves in one layout (channels-last for images): a gradient in another layout
+    is summed in another order by the layer before, and float32 rounding would then differ by population."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad.contiguous(memory_format=torch.channels_last if grad.dim() == 4 else torch.contiguous_format)
+
+
+def member_layout(x: torch.Tensor) -> torch.Tensor:
+    """[E, B, C, *rest] as the channels-first [B, E·C, *rest] that `member_batch_norm` takes."""
+    return _ContiguousGrad.apply(x).transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+
+
+def member_batch_norm(x: torch.Tensor, members: int, rows, running_mean: torch.Tensor, running_var: torch.Tensor,
+                      weight: torch.Tensor | None, bias: torch.Tensor | None, updating: torch.Tensor | None,
+                      training: bool, momentum: float = BN_MOMENTUM, eps: float = 1e-5) -> torch.Tensor:
+    """torch's own fused batch norm for every member at once, on the channels-first layout [B, E·C, *positions]
+    (member e owns channels e·C..(e+1)·C-1), affine part included; `running_*` are the members' [E, 1, C]
+    statistics, `weight`/`bias` their [E, C] scale and shift. In training `rows` [E] (on the host) says how many
+    real rows lead each member's batch: where every member's batch is whole, one call normalizes them all;
+    otherwise each member runs on its real rows alone, exactly as PyTorch would train it alone (its padding rows
+    give 0). Running statistics update as torch updates them, where `updating` [E] allows."""
+    B, EC = x.shape[:2]
+    C = EC // members
+    mean, var = (x.new_empty(members, C).copy_(s.view(members, C)).view(EC) for s in (running_mean, running_var))
+    scale = None if weight is None else weight.reshape(EC)
+    shift = None if bias is None else bias.reshape(EC)
+    if _momentum_override[0] is not None:
+        momentum = _momentum_override[0]
+    if not training or all(int(r) == B for r in rows):
+        out = _ContiguousGrad.apply(torch.nn.functional.batch_norm(x, mean, var, scale, shift, training, momentum, eps))
+    else:
+        per_row = math.prod(x.shape[2:])
+        parts = []
+        for e, r in enumerate(int(r) for r in rows):
+            own = slice(e * C, (e + 1) * C)
+            if r * per_row > 1:  # torch needs two values per channel; with fewer the member's output is 0
+                alone = x[:r, own].contiguous(memory_format=torch.channels_last if x.dim() == 4 else
+                                              torch.contiguous_format)  # laid out as the member's alone
+                part = torch.nn.functional.batch_norm(alone, mean[own], var[own], None if scale is None else
+                                                      scale[own], None if shift is None else shift[own], True,
+                                                      momentum, eps)
+                part = _ContiguousGrad.apply(part)
+                part = torch.cat([part, part.new_zeros(B - r, *part.shape[1:])]) if r < B else part
+            else:
+                part = x.new_zeros(B, C, *x.shape[2:])
+                part = part if shift is None else part + shift[own].view(C, *[1] * (x.dim() - 2))
+            parts.append(part)
+        out = torch.cat(parts, 1)
+    if training:
+        with torch.no_grad():
+            new_mean, new_var = mean.view(members, 1, C), var.view(members, 1, C)
+            if updating is not None:
+                chosen = updating.view(members, 1, 1)
+                new_mean, new_var = torch.where(chosen, new_mean, running_mean), torch.where(chosen, new_var, running_var)
+            running_mean.copy_(new_mean)
+            running_var.copy_(new_var)
+    return out
 
 
 def grouped_batch_norm(x: torch.Tensor, members: int, mask: torch.Tensor | None, running_mean: torch.Tensor,

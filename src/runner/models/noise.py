@@ -5,11 +5,18 @@ the same dropout masks and augmentation noise whether it trains alone or beside 
 device, in one call for the whole population.
 """
 
+import functools
+import math
+
+import numpy as np
 import torch
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
 _C1 = -4658895280553007687  # 0xBF58476D1CE4E5B9
 _C2 = -7723592293110705685  # 0x94D049BB133111EB
+
+
+_MASK = (1 << 64) - 1
 
 
 def _shr(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -24,6 +31,40 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     x = x ^ _shr(x, 27)
     x = x * _C2
     return x ^ _shr(x, 31)
+
+
+def mix_int(x: int) -> int:
+    """`mix` of one Python integer, as the signed int64 torch would hold."""
+    x &= _MASK
+    x ^= x >> 30
+    x = (x * _C1) & _MASK
+    x ^= x >> 27
+    x = (x * _C2) & _MASK
+    x ^= x >> 31
+    return x - (1 << 64) if x >> 63 else x
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(n: int, device: str) -> torch.Tensor:
+    """The hash offsets of a tensor's n positions, [n] (kept: every step draws the same shapes)."""
+    return torch.arange(n, dtype=torch.int64, device=device) * _GOLDEN
+
+
+def draw_key(keys: torch.Tensor, step: int, stream: int) -> torch.Tensor:
+    """The key of one step's draws from one stream, for each member's key in `keys` (any shape)."""
+    return mix(keys + mix_int((step * 1024 + stream) * _GOLDEN))
+
+
+def bits_at(key: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """[*key.shape, *shape] int64 hashes of every position of a tensor of `shape` under each key."""
+    position = _positions(math.prod(shape), str(key.device))
+    return mix(key.unsqueeze(-1) + position).view(*key.shape, *shape)
+
+
+def kept(bits: torch.Tensor, p: float) -> torch.Tensor:
+    """Dropout's keep mask from hashes: the draw u (24 random bits, as `uniform` makes it) is at least p, compared
+    as integers without making u: u >= float32(p) exactly when its 24 bits are at least ceil(float32(p)·2**24)."""
+    return _shr(bits, 40) >= math.ceil(float(np.float32(p)) * (1 << 24))
 
 
 class MemberNoise:
@@ -49,12 +90,11 @@ class MemberNoise:
 
     def bits(self, shape: tuple[int, ...], stream: int) -> torch.Tensor:
         """[E, *shape] int64 hashes for this step and `stream`."""
-        n = 1
-        for s in shape:
-            n *= s
-        base = mix(self.keys + mix(torch.tensor(self.step * 1024 + stream, dtype=torch.int64) * _GOLDEN))
-        position = torch.arange(n, dtype=torch.int64, device=self.keys.device) * _GOLDEN
-        return mix(base.unsqueeze(1) + position.unsqueeze(0)).view(len(self.keys), *shape)
+        return bits_at(draw_key(self.keys, self.step, stream), shape)
+
+    def kept(self, shape: tuple[int, ...], stream: int, p: float) -> torch.Tensor:
+        """[E, *shape] dropout keep masks for this step and `stream`: each value kept with probability 1 - p."""
+        return kept(self.bits(shape, stream), p)
 
     def uniform(self, shape: tuple[int, ...], stream: int) -> torch.Tensor:
         """[E, *shape] float32 uniform in [0, 1), 24 random bits each."""
