@@ -95,6 +95,28 @@ def test_member_noise_is_uniform_and_independent_of_the_population():
     assert not torch.equal(noise.uniform((10,), stream=2), u[:, :10])  # a new step, new draws
 
 
+def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_population():
+    from scipy import stats
+
+    from runner.models.noise import MemberNoise
+
+    noise, alone = MemberNoise([4, 9, 4]), MemberNoise([9])
+    noise.step = alone.step = 17
+    for p in (0.1, 0.3, 0.5):
+        keep = noise.kept((200, 500), 3, p)
+        assert keep.dtype == torch.bool and keep.shape == (3, 200, 500)
+        assert torch.equal(keep[0], keep[2]) and torch.equal(alone.kept((200, 500), 3, p)[0], keep[1])
+        n = keep[1].numel()
+        low, high = stats.binom.interval(0.9999, n, 1 - p)
+        assert low <= keep[1].sum().item() <= high  # kept with probability 1 - p
+        both = (keep[0] & keep[1]).sum().item()  # two members' masks are independent
+        low, high = stats.binom.interval(0.9999, n, (1 - p) ** 2)
+        assert low <= both <= high
+        rows = keep[1].float().mean(1)  # no position pattern: each row of the mask keeps about 1 - p
+        assert rows.std().item() < 4 * (p * (1 - p) / 500) ** 0.5
+    assert not torch.equal(noise.kept((10,), 3, 0.5), noise.kept((10,), 4, 0.5))  # a stream per layer
+
+
 def test_default_mlp_has_497_parameters_for_29_inputs():
     assert build_model(ModelConfig(), 3, 29, 1).parameters_per_member() == 29 * 16 + 16 + 16 + 1 == 497
 

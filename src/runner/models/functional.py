@@ -17,7 +17,7 @@ from torch.func import functional_call, vmap
 from runner.errors import RunnerError
 from runner.models.batching import Layers
 from runner.models.layers import batch_norm
-from runner.models.noise import MemberNoise, bits_at, draw_key, kept
+from runner.models.noise import MemberNoise, draw_key, kept
 from runner.models.stacked import Population
 
 # The member being run inside vmap: (key, step, its row mask [B], its running statistics by name).
@@ -35,7 +35,7 @@ class Dropout(nn.Module):
         if not self.training or self.p == 0:
             return x
         key, step = _member.get()[:2]
-        return x * kept(bits_at(draw_key(key, step, self.stream), tuple(x.shape)), self.p) * (1.0 / (1.0 - self.p))
+        return x * kept(draw_key(key, step, self.stream), tuple(x.shape), self.p) * (1.0 / (1.0 - self.p))
 
 
 class BatchNorm(nn.Module):
