@@ -347,15 +347,18 @@ def test_how_many_members_step_together():
 
     cfg = Config(model=ModelConfig(name="module", target=give(Recurrent)))
     model = build_model(cfg.model, 4, (FEATURES,), CLASSES)
-    size, timings = members_at_once(model, cfg, (FEATURES,), 16)
+    X, y = torch.randn(30, FEATURES), torch.zeros(30)
+    data = PopulationData(MemberInputs.identity(X, y, 4), [np.arange(k, 20 + k) for k in range(4)], [[]] * 4,
+                          [0, 1, 2, 3])
+    size, timings = members_at_once(model, cfg, data, 16)
     assert set(timings) == {"4 stacked", "1 in turn"} and all(t > 0 for t in timings.values())
     assert size == (4 if timings["4 stacked"] <= 0.75 * timings["1 in turn"] else 1)  # stacked where it wins
     cfg.trainer.stack = 3
-    assert members_at_once(model, cfg, (FEATURES,), 16) == (3, {})
+    assert members_at_once(model, cfg, data, 16) == (3, {})
     cfg.trainer.stack = 9
-    assert members_at_once(model, cfg, (FEATURES,), 16) == (4, {})
+    assert members_at_once(model, cfg, data, 16) == (4, {})
     mlp = Config()
-    assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, (FEATURES,), 16) == (4, {})  # runner's own
+    assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == (4, {})  # runner's own
 
 
 class BatchNormAct2d(nn.BatchNorm2d):

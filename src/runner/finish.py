@@ -261,7 +261,7 @@ def _columns(dataset: Dataset, na_values: list[str]) -> dict:
         return {}
     return {"task": dataset.task, "target": dataset.target, "numeric": list(dataset.numeric),
             "categorical": list(dataset.categorical), "categories": {c: list(v) for c, v in dataset.categories.items()},
-            "na_values": [str(v) for v in na_values]}
+            "na_values": [str(v) for v in na_values], "codes": dataset.codes}
 
 
 def _plain(value):

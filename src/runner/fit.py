@@ -58,8 +58,10 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     shape = "x".join(map(str, study.input_shape))
     from rich.markup import escape  # column names are text, not markup ('price[/usd]')
 
+    codes = f" ({len(dataset.categorical)} categorical as codes)" if dataset.codes else ""
     console.print(
-        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}, "
+        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}"
+        f"{codes}, "
         f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''} · "
         f"[bold]{_model_name(cfg, model)}[/]: {model.parameters_per_member():,} parameters per member · "
         f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
@@ -71,7 +73,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         checkpoint = None if run_dir is None else FitCheckpoint(
             run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
-    at_once, timings = members_at_once(model, cfg, study.input_shape, batch_rows(cfg.trainer.batch_size, data.train))
+    at_once, timings = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
     if at_once < E:
         console.print(_stacking_line(at_once, E, timings, cfg))
     if timings or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it

@@ -8,13 +8,14 @@ from runner.config.checks import check_task, validate
 from runner.config.schema import Config, name_of
 from runner.data.dataset import Dataset
 from runner.data.datasets import load_dataset
-from runner.data.preprocess import Preprocessed, preprocess
+from runner.data.preprocess import Preprocessed, input_width, preprocess
 from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses
 from runner.engine.device import configure_threads, resolve_device
 from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import PopulationData
-from runner.models import Population, build_model
+from runner.errors import RunnerError
+from runner.models import Population, build_model, module
 
 
 @dataclass
@@ -31,8 +32,7 @@ class Study:
     @property
     def input_shape(self) -> tuple[int, ...]:
         ds = self.dataset
-        return tuple(ds.images.shape[1:]) if ds.images is not None else (len(ds.numeric) + sum(
-            len(ds.categories[c]) for c in ds.categorical),)
+        return tuple(ds.images.shape[1:]) if ds.images is not None else (input_width(ds),)
 
     @property
     def outputs(self) -> int:
@@ -44,11 +44,31 @@ def plan(cfg: Config) -> Study:
     validate(cfg)
     dataset = load_dataset(cfg.dataset)
     check_task(cfg, dataset.task, dataset.classes)
+    dataset.codes = _codes(cfg, dataset)
     loss = losses.resolve_loss(name_of(cfg.loss.name), dataset.task)
     seeds = [cfg.trainer.seed + i for i in range(cfg.trainer.seeds)]
     members = population_plan(dataset.y, dataset.task, cfg.eval, seeds, cfg.ensemble.bagging)
     return Study(cfg, dataset, loss, members, describe_plan(members, cfg.eval),
                  resolve_device(name_of(cfg.trainer.device)))
+
+
+def _codes(cfg: Config, dataset: Dataset) -> bool:
+    """Whether the table's categorical columns go in as integer codes (dataset.encoding; auto: for a module class
+    that takes cat_cardinalities), and that class's cat_cardinalities set in model.args (it is recorded with the
+    run, so predict and resume rebuild the same embeddings)."""
+    wanted = name_of(cfg.dataset.encoding)
+    if wanted == "codes" and cfg.model.name != "module":
+        raise RunnerError(f"dataset.encoding=codes gives integer codes for embedding layers, and model={cfg.model.name} "
+                          "takes numbers: use dataset.encoding=onehot, or model=module with a class that embeds codes")
+    takes = cfg.model.name == "module" and module.takes(cfg.model, module.CARDINALITIES)
+    codes = bool(dataset.categorical) and (wanted == "codes" or wanted == "auto" and takes)
+    blended = [f"aug.{k}={getattr(cfg.aug, k)}" for k in ("noise", "mixup") if getattr(cfg.aug, k)]
+    if codes and blended:
+        raise RunnerError(f"{' and '.join(blended)} would blend the integer codes of the categorical columns "
+                          "(dataset.encoding gives codes to this model): drop it, or set dataset.encoding=onehot")
+    if takes and module.CARDINALITIES not in (cfg.model.args or {}):
+        cfg.model.args = {**(cfg.model.args or {}), module.CARDINALITIES: dataset.cardinalities if codes else []}
+    return codes
 
 
 def population(study: Study, members: list[Member], pre: Preprocessed) -> tuple[Population, PopulationData]:

@@ -47,6 +47,8 @@ def predict_command(args: list[str]) -> int:
     if left_out:
         print(f"note: member{'s' * (len(left_out) > 1)} {', '.join(map(str, left_out))} diverged in training: "
               "no columns here and left out of the mean (as from every table of the run)", file=sys.stderr)
+    for column, values in table.attrs.get("unseen", {}).items():
+        print(f"note: {unseen_note(column, values, opts.data)}", file=sys.stderr)
     if out is None:
         from runner.rundir.spreadsheet import safe_frame
 
@@ -111,7 +113,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     state = load_checkpoint(run_dir, checkpoint)
     _check_own_model(state, model_class, run_dir, python)
     pre = {k: v.numpy() for k, v in state["preprocessing"].items()}
-    X = _table(data, state, imputes="fill" in pre)
+    X, unseen = _table(data, state, imputes="fill" in pre)
     E, classes = len(state["members"]), list(state["classes"])
     try:
         # The loss too: a mixture of experts mixes its experts in the task's output space.
@@ -155,6 +157,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
             frame[f"{owner}.pred"] = values[:, 0]
     table = pd.DataFrame(frame)
     table.attrs["diverged"] = [i for i in ids if i in diverged]
+    table.attrs["unseen"] = unseen
     return table
 
 
@@ -198,11 +201,13 @@ def _check_finite_output(out: np.ndarray, kept: list[int], ids: list[int], data:
                           "rows lie far outside what the run trained on: check their values")
 
 
-def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
-    """[n, d] float32 inputs of the file, built as training built them (NaN where missing, only if `imputes`)."""
+def _table(data: Path, state: dict, imputes: bool) -> tuple[np.ndarray, dict[str, list]]:
+    """[n, d] float32 inputs of the file, built as training built them (NaN where missing, only if `imputes`),
+    and each categorical column's values the run never saw."""
     import pandas as pd
 
     from runner.data.categories import as_category
+    from runner.data.preprocess import table_matrix
     from runner.data.datasets import _check_finite, special_file
 
     if data.is_dir():
@@ -226,7 +231,7 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
         raise RunnerError(f"{data} lacks the feature column{'s' * (len(missing) > 1)} {', '.join(missing)} that "
                           f"the run trained on (the target {state['target']!r} is not needed)")
     fix = "fix them, or leave the cells empty (the run imputes missing cells)" if imputes else "fix them"
-    parts, holes = [], {}
+    frame, holes = pd.DataFrame(index=table.index), {}
     for c in numeric:
         values = pd.to_numeric(table[c], errors="coerce")
         bad = table[c].notna() & values.isna()
@@ -235,14 +240,10 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
                               "run trained on numbers")
         _check_finite(table[c], c, str(data), fix)  # training's own rule
         holes[c] = np.flatnonzero(values.isna().to_numpy())
-        parts.append(values.to_numpy(np.float64)[:, None])
+        frame[c] = values.astype(np.float64)
     for c in categorical:
-        values = as_category(table[c]).to_numpy(object)
-        domain = np.asarray(state["categories"][c], dtype=object)
-        onehot = (values[:, None] == domain[None, :]).astype(np.float64)  # an unseen value: all zeros
+        frame[c] = as_category(table[c])
         holes[c] = np.flatnonzero(table[c].isna().to_numpy())
-        onehot[holes[c]] = np.nan
-        parts.append(onehot)
     holed = [c for c, rows in holes.items() if len(rows)]
     if holed and not imputes:
         c, rows = holed[0], holes[holed[0]]
@@ -250,7 +251,15 @@ def _table(data: Path, state: dict, imputes: bool) -> np.ndarray:
         raise RunnerError(f"column {c!r} of {data} has {'a missing cell' if len(rows) == 1 else 'missing cells'} "
                           f"in {_rows(rows)}, but the run's training data had none to learn an imputation from: "
                           f"fill {'it' if len(rows) == 1 else 'them'}{also}")
-    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(table), 0), np.float32)
+    return table_matrix(frame, numeric, categorical, state["categories"], bool(state.get("codes", False)))
+
+
+def unseen_note(column: str, values: list, data) -> str:
+    """One line on a categorical column's values that training never saw, and how the model takes them."""
+    shown = ", ".join(map(repr, values[:3])) + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+    return (f"column {column!r} of {data} holds {'a value' if len(values) == 1 else 'values'} the run never saw in "
+            f"training ({shown}): predicted as an unknown category (one-hot: all its columns 0; codes: the "
+            "unknown code)")
 
 
 def _rows(rows: np.ndarray) -> str:
@@ -293,9 +302,9 @@ def _check_types(state: dict, path: Path) -> None:
     numeric, categorical, categories = state["numeric"], state["categorical"], state["categories"]
     _need(isinstance(state["target"], str) and _list_of(numeric, str) and _list_of(categorical, str)
           and isinstance(categories, dict) and all(_list_of(categories.get(c), str) for c in categorical)
-          and _list_of(state.get("na_values", []), str), path, "table columns (names, categories and missing "
-          "marks as strings)")
-    d = len(numeric) + sum(len(categories[c]) for c in categorical)
+          and _list_of(state.get("na_values", []), str) and isinstance(state.get("codes", False), bool), path,
+          "table columns (names, categories and missing marks as strings)")
+    d = len(numeric) + (len(categorical) if state.get("codes") else sum(len(categories[c]) for c in categorical))
     _need(list(state["input_shape"]) == [d], path, f"input_shape for its {d} feature columns")
     pre = state["preprocessing"]
     shapes = {"shift": (E, d), "scale": (E, d), "fill": (E, d), "y_mean": (E,), "y_scale": (E,)}

@@ -75,6 +75,12 @@ class Pool(str, Enum):
     avg = "avg"
 
 
+class Encoding(str, Enum):
+    auto = "auto"  # codes for a model=module class whose __init__ takes cat_cardinalities, one-hot otherwise
+    onehot = "onehot"  # a 0/1 column per category of the file's domain
+    codes = "codes"  # one integer code per categorical column, for embedding layers (model=module)
+
+
 class ModulePath(str, Enum):
     auto = "auto"  # the stacked fast path where torch.fx can follow the forward, else vmap over all of it
     fast = "fast"  # the stacked fast path, or a one-line error saying why the module cannot take it
@@ -147,6 +153,7 @@ class DatasetConfig:
     keep: List[str] = field(default_factory=list)  # columns runner would drop (one value, ID-like text) kept
     na_values: List[str] = field(default_factory=list)  # cell texts read as missing in every column, besides pandas' NA
     weight: Optional[str] = None  # a column of per-row sample weights (not a feature)
+    encoding: Encoding = Encoding.auto  # categorical columns: one-hot, or integer codes for embeddings
     size: Optional[List[int]] = None  # images: [height, width] to resize to; None: as stored (a folder's must agree)
     cache: Optional[str] = None  # downloaded images: the cache folder; None: $RUNNER_CACHE or ~/.cache/runner
     limit: Optional[int] = None  # images: keep a stratified subset of this many (quick runs); None: all

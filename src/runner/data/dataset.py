@@ -26,6 +26,12 @@ class Dataset:
     images: np.ndarray | None = None  # images: [n, C, H, W], uint8 (0..255) or float32 (0..1)
     source_rows: np.ndarray | None = None  # images cut to dataset.limit: each kept image's row in its source
     dropped: dict[str, str] = field(default_factory=dict)  # column -> why runner left it out ("one value", ...)
+    codes: bool = False  # categorical columns as one integer code each (dataset.encoding), else one-hot
+
+    @property
+    def cardinalities(self) -> list[int]:
+        """Codes each categorical column takes: its categories, then one code for a value never seen (predict)."""
+        return [len(self.categories[c]) + 1 for c in self.categorical]
 
     def dropped_note(self) -> str:
         """The columns runner dropped and why, as the header says it: 'dropped: name (text, unique per row)'."""

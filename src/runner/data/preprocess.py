@@ -16,8 +16,11 @@ class Preprocessed:
 
     Tables: numeric columns are median-imputed and standardized, categorical columns are one-hot over the
     file's domain and imputed with the training rows' most frequent value (sklearn's SimpleImputer,
-    StandardScaler and OneHotEncoder, fit per member). Images: per-channel mean and sd of the member's
-    training pixels. Every statistic comes from the member's training rows only.
+    StandardScaler and OneHotEncoder, fit per member); with dataset.encoding=codes each categorical column is
+    one integer code instead (its index in the file's sorted domain, as sklearn's OrdinalEncoder; the
+    domain's size for a value never seen), after the numeric columns, for a model's embedding layers. Images:
+    per-channel mean and sd of the member's training pixels. Every statistic comes from the member's training
+    rows only.
     """
 
     X: np.ndarray  # [n, d] float32, NaN where missing (all of a categorical's columns); images [n, C, H, W]
@@ -68,27 +71,37 @@ class Preprocessed:
 
 
 def feature_names(dataset: Dataset) -> list[str]:
-    """The input columns in order: numeric names, then `column=value` per category of the file's domain."""
+    """The input columns in order: numeric names, then `column=value` per category of the file's domain (codes:
+    one column per categorical column, its name)."""
+    if dataset.codes:
+        return dataset.numeric + dataset.categorical
     return dataset.numeric + [f"{c}={v}" for c in dataset.categorical for v in dataset.categories[c]]
+
+
+def input_width(dataset: Dataset) -> int:
+    """Inputs per table row: the numeric columns, then a code or the one-hot columns of each categorical one."""
+    return len(feature_names(dataset))
 
 
 def make_transformer(dataset: Dataset):
     """The same preprocessing as one unfitted sklearn ColumnTransformer (for sklearn pipelines and tests):
-    numeric median-impute + standardize, categorical mode-impute + one-hot over the file's domain."""
+    numeric median-impute + standardize, categorical mode-impute + one-hot over the file's domain (codes:
+    OrdinalEncoder over it)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
     parts = []
     if dataset.numeric:
         parts.append(("numeric", make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
                                                StandardScaler()), dataset.numeric))
     if dataset.categorical:
-        onehot = OneHotEncoder(categories=[dataset.categories[c] for c in dataset.categorical],
-                               handle_unknown="ignore", sparse_output=False, dtype=np.float32)
+        domains = [dataset.categories[c] for c in dataset.categorical]
+        encoder = (OrdinalEncoder(categories=domains, dtype=np.float32) if dataset.codes else
+                   OneHotEncoder(categories=domains, handle_unknown="ignore", sparse_output=False, dtype=np.float32))
         parts.append(("categorical", make_pipeline(SimpleImputer(strategy="most_frequent",
-                                                                 keep_empty_features=True), onehot),
+                                                                 keep_empty_features=True), encoder),
                       dataset.categorical))
     return ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0)
 
@@ -130,16 +143,33 @@ def restore(dataset: Dataset, arrays: dict) -> Preprocessed:
 
 
 def _table_matrix(dataset: Dataset) -> np.ndarray:
-    """[n, d] float32: numeric values, then one-hot columns; NaN where a value is missing."""
-    frame = dataset.features
-    parts = [frame[dataset.numeric].to_numpy(np.float64)] if dataset.numeric else []
-    for c in dataset.categorical:
-        domain = dataset.categories[c]
+    """[n, d] float32: numeric values, then one-hot columns (or codes); NaN where a value is missing."""
+    return table_matrix(dataset.features, dataset.numeric, dataset.categorical, dataset.categories, dataset.codes)[0]
+
+
+def table_matrix(frame, numeric: list[str], categorical: list[str], categories: dict[str, list],
+                 codes: bool) -> tuple[np.ndarray, dict[str, list]]:
+    """[n, d] float32 inputs of a table's rows as training builds them: numeric values, then each categorical
+    column one-hot over its domain (a value outside it: all zeros) or as its code (outside it: the unknown code,
+    the domain's size); NaN where a value is missing. Also each column's values outside its domain."""
+    parts = [frame[numeric].to_numpy(np.float64)] if numeric else []
+    unseen = {}
+    for c in categorical:
+        domain = np.asarray(categories[c], dtype=object)
         values = frame[c].to_numpy(object)
-        onehot = (values[:, None] == np.asarray(domain, dtype=object)[None, :]).astype(np.float64)
-        onehot[frame[c].isna().to_numpy()] = np.nan
-        parts.append(onehot)
-    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(frame), 0), np.float32)
+        missing = frame[c].isna().to_numpy()
+        onehot = (values[:, None] == domain[None, :]).astype(np.float64)
+        outside = ~onehot.any(1) & ~missing
+        if outside.any():
+            unseen[c] = list(dict.fromkeys(values[outside]))
+        if codes:
+            column = np.where(outside, len(domain), onehot.argmax(1)).astype(np.float64)[:, None]
+        else:
+            column = onehot
+        column[missing] = np.nan
+        parts.append(column)
+    matrix = np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(frame), 0), np.float32)
+    return matrix, unseen
 
 
 def _table_fit(dataset: Dataset):
@@ -147,7 +177,7 @@ def _table_fit(dataset: Dataset):
     numeric = len(dataset.numeric)
     blocks, start = [], numeric
     for c in dataset.categorical:
-        size = len(dataset.categories[c])
+        size = 1 if dataset.codes else len(dataset.categories[c])
         # sklearn's most_frequent breaks ties by the smallest value (compared as the strings it holds).
         order = np.argsort(np.asarray(dataset.categories[c], dtype=str), kind="stable")
         blocks.append((start, size, order))
@@ -171,6 +201,12 @@ def _table_fit(dataset: Dataset):
                                        1.0, sd)
         for begin, size, order in blocks:
             block = X[train, begin : begin + size]
+            if dataset.codes:  # the codes' counts: the one-hot block's column sums
+                column = block[:, 0]
+                counts = np.bincount(column[~np.isnan(column)].astype(np.int64), minlength=len(order))
+                if counts.sum() > 0:
+                    fill[begin] = order[np.argmax(counts[order])]
+                continue
             counts = np.nansum(block, axis=0)
             if counts.sum() > 0:
                 mode = order[np.argmax(counts[order])]  # the first maximum in string order

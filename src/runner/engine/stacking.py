@@ -29,7 +29,7 @@ PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and th
 STACKED_WINS = 0.75
 
 
-def members_at_once(model, cfg: Config, input_shape: tuple[int, ...], batch: int) -> tuple[int, dict[str, float]]:
+def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> tuple[int, dict[str, float]]:
     """(how many members step together, seconds per member-step measured for each way tried): the whole population
     unless trainer.stack names a number; for the user's module, one member at a time in turn (as PyTorch runs it
     alone) where that was measured faster than the population's own path with every member stacked."""
@@ -38,20 +38,27 @@ def members_at_once(model, cfg: Config, input_shape: tuple[int, ...], batch: int
         return min(int(cfg.trainer.stack), E), {}
     if E == 1 or name_of(cfg.model.name) != "module":
         return E, {}
-    rows = min(batch, PROBE_ROWS)
-    timings = {f"{E} stacked": _seconds_per_member(copy.deepcopy(model), E, input_shape, rows),
-               "1 in turn": _seconds_per_member(model.in_turn(), 1, input_shape, rows)}
+    x = _probe_inputs(data, min(batch, PROBE_ROWS))
+    timings = {f"{E} stacked": _seconds_per_member(copy.deepcopy(model), x),
+               "1 in turn": _seconds_per_member(model.in_turn(), x[:1])}
     return (E if timings[f"{E} stacked"] <= STACKED_WINS * timings["1 in turn"] else 1), timings
 
 
-def _seconds_per_member(probe, size: int, input_shape: tuple[int, ...], batch: int) -> float:
-    """One training step's forward and backward for `size` members of `probe` (a copy, which it changes), per
-    member."""
+def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:
+    """Each member's first `rows` training rows, preprocessed as training gathers them: [E, rows, ...] (real rows:
+    a module may embed integer codes or branch on its inputs' values)."""
+    idx = torch.stack([torch.as_tensor(np.resize(train, rows)) for train in data.train])
+    return data.inputs.x(idx.to(data.inputs.X.device))
+
+
+def _seconds_per_member(probe, x: torch.Tensor) -> float:
+    """One training step's forward and backward on x [size, rows, ...] for the first `size` members of `probe` (a
+    copy, which it changes), per member."""
+    size, batch = x.shape[:2]
     if size < probe.members:
         probe.select(torch.arange(probe.members, device=probe.flat.device) < size)
     probe.train()
     probe.real_rows = np.full(size, batch)  # every row real, as the engine says in training
-    x = torch.randn(size, batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(probe.flat.device)
     seconds = []
     for _ in range(REPEATS + 1):
         start = time.perf_counter()

@@ -24,6 +24,14 @@ from runner.models.looped import LoopPopulation
 
 # The keyword arguments runner passes a class that takes them: what the data gives.
 SHAPE_ARGS = ("input_shape", "out_features")
+# A class that takes this gets the table's categorical columns as integer codes (dataset.encoding=auto), and
+# each one's number of codes in model.args: [categories + 1, ...], the last code a value never seen.
+CARDINALITIES = "cat_cardinalities"
+
+
+def takes(cfg: ModelConfig, argument: str) -> bool:
+    """Whether model=module's class names `argument` in its __init__ (not through **kwargs alone)."""
+    return cfg.name == "module" and argument in inspect.signature(load_class(cfg.target)).parameters
 
 def load_class(target: str | None) -> type:
     """The nn.Module class at `target`; one line otherwise."""
