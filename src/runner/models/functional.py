@@ -7,8 +7,12 @@ this file's `BatchNorm`, which keeps each member's running statistics and counts
 with fewer rows in a batch has padding that torch's BatchNorm would count). `own_layers` swaps torch's in.
 """
 
+import contextlib
 import contextvars
 import math
+import random
+
+import numpy as np
 
 import torch
 from torch import nn
@@ -127,6 +131,23 @@ def own_layers(template: nn.Module, where: str) -> nn.Module:
     return template
 
 
+@contextlib.contextmanager
+def seeded(seed: int):
+    """Within: Python's, NumPy's and torch's global generators seeded with `seed`, as Lightning's seed_everything
+    seeds them (a package may draw its initialization from any of them: hyper-connections uses Python's random);
+    after: each as it was, since runner's own random state is not the module's to move."""
+    python, legacy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            random.seed(seed)
+            np.random.seed(seed % 2**32)
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(legacy)
+
+
 class FunctionalPopulation(Population):
     """E independent copies of `template`, stacked in one [E, P] tensor and run for all members with vmap."""
 
@@ -156,7 +177,7 @@ class FunctionalPopulation(Population):
 
     @torch.no_grad()
     def initialize(self, seeds: list[int], scheme: str, used=None) -> None:
-        """Member e is the module `make` builds after torch.manual_seed(seeds[e]), as PyTorch would build it alone:
+        """Member e is the module `make` builds after seeding with seeds[e] (`seeded`), as PyTorch would build it alone:
         every initialization its class or package defines is kept. model.init=glorot/he redraws with runner's rule
         instead, and so does a population without `make` (runner's own modules)."""
         if self.make is None or scheme != "default":
@@ -164,8 +185,7 @@ class FunctionalPopulation(Population):
         assert len(seeds) == self.members
         self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
-            with torch.random.fork_rng(devices=[]):  # runner's own random state is not the module's to move
-                torch.manual_seed(int(seed))
+            with seeded(int(seed)):
                 built = dict(self.make().named_parameters())
             for name, slot in self.slots.items():
                 self.flat[e, slot.offset : slot.offset + slot.size] = built[name.removeprefix("norm:")].flatten()
