@@ -150,6 +150,33 @@ def test_schedule_matches_torch(cfg, make):
     np.testing.assert_allclose(ours, _torch_curve(make, 40), rtol=1e-6, atol=1e-9)
 
 
+def test_warmup_in_steps_is_torchs_linear_warmup_per_step_counted_by_each_member():
+    """sched.warmup_steps=N: a member's k-th step takes (k+1)/N of its rate, as torch's LinearLR(start_factor=1/N,
+    total_iters=N-1) stepped every batch (nanoGPT's warmup), on top of the epoch's schedule; a member that sits a
+    step out (no rows left this epoch) does not count it."""
+    N, steps, epochs = 7, 3, 5
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / N, total_iters=N - 1)
+    factors = []
+    for _ in range(epochs * steps):
+        factors.append(opt.param_groups[0]["lr"])
+        opt.step()
+        ramp.step()
+    sched = Schedule(SchedConfig(name=SchedName.cosine, warmup_steps=N), 0.1, epochs, 2, "cpu")
+    taken = 0  # member 1 steps only on the first two steps of each epoch
+    for epoch in range(epochs):
+        rates = sched.rates(epoch)
+        for s in range(steps):
+            stepping = torch.tensor([True, s < 2])
+            got = sched.warmed(rates, stepping)
+            k = epoch * steps + s
+            assert got[0].item() == pytest.approx(sched.lr(epoch) * factors[k], rel=1e-6)
+            assert got[1].item() == pytest.approx(sched.lr(epoch) * factors[taken], rel=1e-6)
+            taken += s < 2
+    assert Schedule(SchedConfig(), 0.1, 3, 2, "cpu").warmed(torch.ones(2), torch.ones(2, dtype=torch.bool)) is None
+
+
 def test_plateau_matches_torch_for_one_member():
     values = [1.0, 0.9, 0.9, 0.95, 0.91, 0.92, 0.93, 0.8, 0.81, 0.85, 0.9, 0.99, 1.0, 0.7]
     p = torch.nn.Parameter(torch.zeros(1))

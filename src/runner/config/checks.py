@@ -56,6 +56,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("sched.gamma", lambda v, c: v > 0, "use a positive factor (below 1 decays the learning rate)"),
     ("sched.eta_min", lambda v, c: 0 <= v <= c.optim.lr, "use a value in [0, optim.lr]"),
     ("sched.warmup_epochs", lambda v, c: 0 <= v < c.trainer.epochs, "use a count in [0, trainer.epochs)"),
+    ("sched.warmup_steps", lambda v, c: v >= 0, "use a number of optimizer steps >= 0 (0: no warmup)"),
     ("sched.max_lr", lambda v, c: v is None or v > 0, "use a positive learning rate, or null for optim.lr"),
     ("sched.pct_start", lambda v, c: 0 < v < 1, "use a fraction in (0, 1)"),
     ("sched.div_factor", lambda v, c: v > 0, "use a positive divisor"),

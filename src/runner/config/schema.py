@@ -217,6 +217,7 @@ class SchedConfig:
     gamma: float = 0.1  # step, exponential
     eta_min: float = 0.0  # cosine, warmup_cosine
     warmup_epochs: int = 5  # warmup_cosine
+    warmup_steps: int = 0  # any schedule: each member's rate ramps up linearly over its first this many steps
     max_lr: Optional[float] = None  # onecycle; None: optim.lr
     pct_start: float = 0.3  # onecycle
     div_factor: float = 25.0  # onecycle

@@ -154,6 +154,8 @@ def fit(
             model.updating = stepping[s]
             model.real_rows = real[s].sum(-1)  # on the host: each member's real rows lead its batch, padding after
             model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
+            if (warmed := schedule.warmed(rates, stepping[s])) is not None:
+                opt.set_lr(warmed)
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
             x = work.inputs.x(rows) if xs is None else xs[s]

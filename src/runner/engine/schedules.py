@@ -17,10 +17,11 @@ LOWER_IS_BETTER = ("val/loss", "val/rmse")
 class Schedule(MemberState):
     """Gives each member's learning rate for an epoch; `plateau` decides per member from its validation.
 
-    From `swa_start` on, every member trains at `swa_lr` (SWA's constant rate), when that is set.
+    From `swa_start` on, every member trains at `swa_lr` (SWA's constant rate), when that is set. With
+    sched.warmup_steps = N, a member's k-th optimizer step (from 0) takes (k + 1)/N of its rate while k < N.
     """
 
-    per_member = ("current", "best", "bad")
+    per_member = ("current", "best", "bad", "steps")
     fields = ("bases",)
 
     def __init__(self, cfg: SchedConfig, base_lr: float | np.ndarray, epochs: int, members: int, device,
@@ -33,6 +34,7 @@ class Schedule(MemberState):
         self.bases = torch.as_tensor(bases)  # float64 on the host, where the rates are computed
         self.current = torch.as_tensor(bases, dtype=torch.float32, device=device)
         self.best = self.bad = None
+        self.steps = torch.zeros(members, device=device)  # optimizer steps each member has taken (warmup)
         if self.kind == "plateau":
             self.best = torch.full((members,), float("inf"), device=device)
             self.bad = torch.zeros(members, device=device)
@@ -51,6 +53,15 @@ class Schedule(MemberState):
             rate = {b: self.lr(epoch, b) for b in set(bases)}
             self.current = torch.tensor([rate[b] for b in bases], dtype=torch.float32, device=self.current.device)
         return self.current
+
+    def warmed(self, rates: torch.Tensor, stepping: torch.Tensor) -> torch.Tensor | None:
+        """This step's rates under sched.warmup_steps (None without warmup), counting the step of each member that
+        takes it (`stepping` [E]): a member's warmup is its own steps', whatever the population."""
+        if not self.cfg.warmup_steps:
+            return None
+        factor = ((self.steps + 1) / self.cfg.warmup_steps).clamp(max=1.0)
+        self.steps += stepping
+        return rates * factor
 
     def observe(self, val: dict[str, torch.Tensor], active: torch.Tensor) -> None:
         """After an epoch's validation: plateau cuts the rate of members that stopped improving."""
