@@ -402,22 +402,51 @@ def test_members_trained_in_groups_equal_the_whole_population(size):
 
 
 def test_how_many_members_step_together():
-    from runner.engine.stacking import members_at_once
+    from runner.engine.stacking import Stacking, members_at_once
 
     cfg = Config(model=ModelConfig(name="module", target=give(Recurrent)))
     model = build_model(cfg.model, 4, (FEATURES,), CLASSES)
     X, y = torch.randn(30, FEATURES), torch.zeros(30)
     data = PopulationData(MemberInputs.identity(X, y, 4), [np.arange(k, 20 + k) for k in range(4)], [[]] * 4,
                           [0, 1, 2, 3])
-    size, timings = members_at_once(model, cfg, data, 16)
+    chosen = members_at_once(model, cfg, data, 16)
+    timings = chosen.seconds
     assert set(timings) == {"4 stacked", "1 in turn"} and all(t > 0 for t in timings.values())
-    assert size == (4 if timings["4 stacked"] <= 0.75 * timings["1 in turn"] else 1)  # stacked where it wins
+    assert chosen.at_once == (4 if timings["4 stacked"] <= 0.75 * timings["1 in turn"] else 1)  # stacked where it wins
     cfg.trainer.stack = 3
-    assert members_at_once(model, cfg, data, 16) == (3, {})
+    assert members_at_once(model, cfg, data, 16) == Stacking(3, "trainer.stack")
     cfg.trainer.stack = 9
-    assert members_at_once(model, cfg, data, 16) == (4, {})
+    assert members_at_once(model, cfg, data, 16) == Stacking(4)
     mlp = Config()
-    assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == (4, {})  # runner's own
+    assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == Stacking(4)  # runner's own
+
+
+class Wide(nn.Module):
+    """A Linear to 1000 units and a ReLU: its training forward keeps at least the ReLU's output, 1000 floats a row."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.up, self.head = nn.Linear(input_shape[0], 1000), nn.Linear(1000, out_features)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.up(x)))
+
+
+def test_a_stacked_group_stays_within_the_memory_budget():
+    from runner.engine.stacking import members_at_once
+
+    cfg = Config(model=ModelConfig(name="module", target=give(Wide)))
+    model = build_model(cfg.model, 6, (FEATURES,), CLASSES)
+    X, y = torch.randn(40, FEATURES), torch.zeros(40)
+    data = PopulationData(MemberInputs.identity(X, y, 6), [np.arange(30)] * 6, [[]] * 6, list(range(6)))
+    roomy = members_at_once(model, cfg, data, 32)
+    relu = 32 * 1000 * 4  # the ReLU's output at a full batch of 32 rows, per member
+    state = 4 * model.size * 4  # parameters, gradient and Adam's two moments
+    assert relu + state <= roomy.member_bytes <= 4 * relu + state  # the inputs, the Linear's output, the ReLU's
+    cfg.trainer.memory_gb = 2.5 * roomy.member_bytes / 2**30  # room for two stacked members
+    tight = members_at_once(model, cfg, data, 32)
+    assert tight.at_once == min(2, roomy.at_once) and (tight.bound == "memory") == (roomy.at_once > 2)
+    assert tight.record()["budget_mib"] == pytest.approx(2.5 * roomy.member_bytes / 2**20, rel=1e-3)
 
 
 class BatchNormAct2d(nn.BatchNorm2d):

@@ -17,7 +17,7 @@ from runner.data.splits import Member
 from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import FitResult
 from runner.engine.resume import FitCheckpoint, stop_on_signals
-from runner.engine.stacking import fit_in_groups, members_at_once
+from runner.engine.stacking import Stacking, fit_in_groups, members_at_once
 from runner.models import Population
 from runner.models.noise import MemberNoise
 from runner.study import Study, population
@@ -73,11 +73,12 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
         checkpoint = None if run_dir is None else FitCheckpoint(
             run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
-    at_once, timings = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
+    stacking = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
+    at_once = stacking.at_once
     if at_once < E:
-        console.print(_stacking_line(at_once, E, timings, cfg))
-    if timings or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it
-        model.stacking = {"members_at_once": at_once, "seconds_per_member_step": timings}
+        console.print(_stacking_line(stacking, E))
+    if stacking.seconds or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it
+        model.stacking = stacking.record()
     with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit_in_groups(model, data, cfg, study.loss, at_once, _starting(on_epoch, run_dir), epoch_budget,
                                checkpoint, member_cfgs)
@@ -93,11 +94,15 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     return Fitted(members, pre, model, data.inputs, result)
 
 
-def _stacking_line(at_once: int, E: int, timings: dict[str, float], cfg: Config) -> str:
-    """The header's line when the members train in groups: how many at a time, and the timings that chose it."""
-    if not timings:
-        return f"{E} members in groups of {at_once} (trainer.stack={cfg.trainer.stack})"
-    measured = ", ".join(f"{way} {seconds * 1e3:.3g} ms" for way, seconds in timings.items())
+def _stacking_line(stacking: Stacking, E: int) -> str:
+    """The header's line when the members train in groups: how many at a time, and what chose it."""
+    if stacking.bound == "trainer.stack":
+        return f"{E} members in groups of {stacking.at_once} (trainer.stack={stacking.at_once})"
+    measured = ", ".join(f"{way} {seconds * 1e3:.3g} ms" for way, seconds in stacking.seconds.items())
+    if stacking.bound == "memory":
+        return (f"{E} members in groups of {stacking.at_once}: each stacked member holds about "
+                f"{stacking.member_bytes / 2**20:.3g} MiB in training, and a group stays within the memory budget of "
+                f"{stacking.budget_bytes / 2**20:.4g} MiB (trainer.memory_gb sets it; per member step {measured})")
     return (f"{E} members trained one at a time, each as PyTorch runs it alone: faster than stacked per member "
             f"step ({measured}; trainer.stack=N sets it)")
 

@@ -9,8 +9,9 @@ one group's activations, not the population's.
 """
 
 import copy
+import os
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -27,21 +28,79 @@ PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and th
 # cost, measured 2-3x on a ResNet-18 layout whose probe was a tie), and one member at a time needs one member's
 # memory.
 STACKED_WINS = 0.75
+MEMORY_SHARE = 0.5  # trainer.memory_gb=null: a stacked group's activations may use this share of the free memory
+OPTIMIZER_COPIES = 4  # a member's parameters, gradient and two moments (Adam), float32
 
 
-def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> tuple[int, dict[str, float]]:
-    """(how many members step together, seconds per member-step measured for each way tried): the whole population
-    unless trainer.stack names a number; for the user's module, one member at a time in turn (as PyTorch runs it
-    alone) where that was measured faster than the population's own path with every member stacked."""
+@dataclass
+class Stacking:
+    """How many members step together, and what chose it: seconds per member-step of each way timed, and where
+    memory bounds it, a stacked member's estimated bytes against the budget."""
+
+    at_once: int
+    bound: str = ""  # what kept it below the population: "trainer.stack", "time" (in turn was faster), "memory"
+    seconds: dict[str, float] = field(default_factory=dict)
+    member_bytes: float | None = None  # one stacked member's activations (full batch) and optimizer state
+    budget_bytes: float | None = None
+
+    def record(self) -> dict:
+        """What results.json keeps."""
+        out = {"members_at_once": self.at_once, "seconds_per_member_step": self.seconds}
+        if self.member_bytes is not None:
+            out.update(member_mib=round(self.member_bytes / 2**20, 3), budget_mib=round(self.budget_bytes / 2**20, 3))
+        return out
+
+
+def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Stacking:
+    """How many members step together: the whole population unless trainer.stack names a number; for the user's
+    module, one member at a time in turn (as PyTorch runs it alone) where that was measured faster than the
+    population's own path with every member stacked, and never more than the memory budget holds
+    (trainer.memory_gb; half the free memory by default)."""
     E = model.members
     if cfg.trainer.stack != "auto":
-        return min(int(cfg.trainer.stack), E), {}
+        at_once = min(int(cfg.trainer.stack), E)
+        return Stacking(at_once, "trainer.stack" if at_once < E else "")
     if E == 1 or name_of(cfg.model.name) != "module":
-        return E, {}
+        return Stacking(E)
     x = _probe_inputs(data, min(batch, PROBE_ROWS))
-    timings = {f"{E} stacked": _seconds_per_member(copy.deepcopy(model), x),
-               "1 in turn": _seconds_per_member(model.in_turn(), x[:1])}
-    return (E if timings[f"{E} stacked"] <= STACKED_WINS * timings["1 in turn"] else 1), timings
+    stacked = copy.deepcopy(model)
+    seconds = {f"{E} stacked": _seconds_per_member(stacked, x), "1 in turn": _seconds_per_member(model.in_turn(), x[:1])}
+    member = _activation_bytes(stacked, x) * batch / x.shape[1] + OPTIMIZER_COPIES * model.size * 4
+    budget = _budget_bytes(cfg, model.flat.device)
+    fits = max(1, int(budget // member))
+    fastest = E if seconds[f"{E} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
+    bound = "memory" if fits < fastest else "time" if fastest < E else ""
+    return Stacking(min(fastest, fits), bound, seconds, member, budget)
+
+
+def _activation_bytes(probe, x: torch.Tensor) -> float:
+    """Bytes one member's training forward on x's rows keeps for its backward (the tensors autograd saves, each
+    storage once), per member."""
+    seen: dict[tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor):
+        seen[(t.untyped_storage().data_ptr(), t.storage_offset())] = t.numel() * t.element_size()
+        return t
+
+    probe.train()
+    probe.real_rows = np.full(x.shape[0], x.shape[1])
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        probe(x)
+    return sum(seen.values()) / x.shape[0]
+
+
+def _budget_bytes(cfg: Config, device: torch.device) -> float:
+    """trainer.memory_gb, or MEMORY_SHARE of the memory free now (the GPU's, or the machine's available RAM)."""
+    if cfg.trainer.memory_gb is not None:
+        return cfg.trainer.memory_gb * 2**30
+    if device.type == "cuda":
+        return MEMORY_SHARE * torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):  # not Linux: free pages as the OS counts them
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return MEMORY_SHARE * available
 
 
 def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:
