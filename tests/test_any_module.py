@@ -143,6 +143,132 @@ class TabMini(RtdlMLP):
         return self.net(x).mean(1)
 
 
+class BatchNormAct2d(nn.BatchNorm2d):
+    """timm's norm-act layer, written out (timm needs a torchvision beside it): batch norm, drop, then act."""
+
+    def __init__(self, num_features, act=True, act_layer=nn.ReLU):
+        super().__init__(num_features)
+        self.drop, self.act = nn.Identity(), act_layer(inplace=True) if act else nn.Identity()
+
+    def forward(self, x):
+        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                                     self.training, self.momentum, self.eps)
+        return self.act(self.drop(x))
+
+
+# timm's layer patterns, written out (timm needs a torchvision that will not import beside the CPU torch build):
+# small copies of resnet10t, mobilenetv3_small_050, efficientnet_b0 and convnext_atto on 8x8 images.
+
+
+class SqueezeExcite(nn.Module):
+    """timm's SE: global mean, 1x1 reduce, act, 1x1 expand, gate, scale."""
+
+    def __init__(self, c, act=nn.ReLU, gate=nn.Hardsigmoid):
+        super().__init__()
+        self.reduce, self.act, self.expand, self.gate = nn.Conv2d(c, max(c // 4, 2), 1), act(), nn.Conv2d(
+            max(c // 4, 2), c, 1), gate()
+
+    def forward(self, x):
+        return x * self.gate(self.expand(self.act(self.reduce(x.mean((2, 3), keepdim=True)))))
+
+
+class ResNet10t(nn.Module):
+    """resnet10t: a deep stem (three 3x3 convs), max pool, basic blocks with an average-pool shortcut ('t')."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self, input_shape, out_features, c=8):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], c // 2, 3, 1, 1, bias=False), BatchNormAct2d(c // 2),
+                                  nn.Conv2d(c // 2, c // 2, 3, 1, 1, bias=False), BatchNormAct2d(c // 2),
+                                  nn.Conv2d(c // 2, c, 3, 1, 1, bias=False), BatchNormAct2d(c),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.conv1, self.bn1 = nn.Conv2d(c, 2 * c, 3, 2, 1, bias=False), BatchNormAct2d(2 * c)
+        self.conv2, self.bn2 = nn.Conv2d(2 * c, 2 * c, 3, 1, 1, bias=False), BatchNormAct2d(2 * c, act=False)
+        self.down = nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(c, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c))
+        self.fc = nn.Linear(2 * c, out_features)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = torch.relu(self.bn2(self.conv2(self.bn1(self.conv1(x)))) + self.down(x))
+        return self.fc(x.mean((2, 3)))
+
+
+class MobileNetV3(nn.Module):
+    """mobilenetv3_small: a stride-2 stem with hard-swish, a depthwise-separable block with squeeze-excite, a 1x1
+    head conv with hard-swish."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self, input_shape, out_features, c=8):
+        super().__init__()
+        self.stem = nn.Conv2d(input_shape[0], c, 3, 2, 1, bias=False)
+        self.bn1 = BatchNormAct2d(c, act_layer=nn.Hardswish)
+        self.dw, self.bn2 = nn.Conv2d(c, c, 3, 1, 1, groups=c, bias=False), BatchNormAct2d(c)
+        self.se = SqueezeExcite(c)
+        self.pw, self.bn3 = nn.Conv2d(c, c, 1, bias=False), BatchNormAct2d(c, act=False)
+        self.head, self.act = nn.Conv2d(c, 16, 1), nn.Hardswish()
+        self.classifier = nn.Linear(16, out_features)
+
+    def forward(self, x):
+        x = self.bn1(self.stem(x))
+        x = x + self.bn3(self.pw(self.se(self.bn2(self.dw(x)))))
+        return self.classifier(self.act(self.head(x.mean((2, 3), keepdim=True))).flatten(1))
+
+
+class EfficientNet(nn.Module):
+    """efficientnet_b0: an inverted-residual block (1x1 expand, depthwise 3x3, squeeze-excite with SiLU, 1x1
+    project), SiLU throughout."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self, input_shape, out_features, c=8):
+        super().__init__()
+        act = dict(act_layer=nn.SiLU)
+        self.stem, self.bn1 = nn.Conv2d(input_shape[0], c, 3, 2, 1, bias=False), BatchNormAct2d(c, **act)
+        self.expand, self.bn2 = nn.Conv2d(c, 4 * c, 1, bias=False), BatchNormAct2d(4 * c, **act)
+        self.dw, self.bn3 = nn.Conv2d(4 * c, 4 * c, 3, 1, 1, groups=4 * c, bias=False), BatchNormAct2d(4 * c, **act)
+        self.se = SqueezeExcite(4 * c, nn.SiLU, nn.Sigmoid)
+        self.project, self.bn4 = nn.Conv2d(4 * c, c, 1, bias=False), BatchNormAct2d(c, act=False)
+        self.classifier = nn.Linear(c, out_features)
+
+    def forward(self, x):
+        x = self.bn1(self.stem(x))
+        x = x + self.bn4(self.project(self.se(self.bn3(self.dw(self.bn2(self.expand(x)))))))
+        return self.classifier(x.mean((2, 3)))
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """timm's LayerNorm2d: layer norm over the channels of an NCHW tensor."""
+
+    def forward(self, x):
+        return nn.functional.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias,
+                                        self.eps).permute(0, 3, 1, 2)
+
+
+class ConvNeXt(nn.Module):
+    """convnext_atto: a patchify stem with LayerNorm2d, a block of depthwise 7x7 conv, channels-last layer norm,
+    an MLP of Linear layers with GELU, and layer scale (a parameter initialized to a constant)."""
+
+    INPUT = (3, 8, 8)
+
+    def __init__(self, input_shape, out_features, c=8):
+        super().__init__()
+        self.stem, self.norm0 = nn.Conv2d(input_shape[0], c, 2, 2), LayerNorm2d(c)
+        self.dw, self.norm = nn.Conv2d(c, c, 7, 1, 3, groups=c), nn.LayerNorm(c)
+        self.fc1, self.act, self.fc2 = nn.Linear(c, 4 * c), nn.GELU(), nn.Linear(4 * c, c)
+        self.gamma = nn.Parameter(torch.full((c,), 0.5))
+        self.head = nn.Linear(c, out_features)
+
+    def forward(self, x):
+        x = self.norm0(self.stem(x))
+        y = self.fc2(self.act(self.fc1(self.norm(self.dw(x).permute(0, 2, 3, 1))))) * self.gamma
+        return self.head((x + y.permute(0, 3, 1, 2)).mean((2, 3)))
+
+
+IMAGES = [ResNet10t, MobileNetV3, EfficientNet, ConvNeXt]
+
+
 CARDS = (3, 4)  # the last two features are categorical codes (dataset.encoding=codes): 0..2 in the tests' rows
 
 
@@ -193,7 +319,7 @@ ZOO = {RtdlMLP: "rtdl_revisiting_models", RtdlResNet: "rtdl_revisiting_models", 
 
 
 def _population(cls, members, path="auto"):
-    return build_model(ModelConfig(name="module", target=give(cls), path=path), members, (FEATURES,), CLASSES)
+    return build_model(ModelConfig(name="module", target=give(cls), path=path), members, _shape(cls), CLASSES)
 
 
 def _alone(cls, seed):
@@ -202,10 +328,15 @@ def _alone(cls, seed):
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    return cls((FEATURES,), CLASSES)
+    return cls(_shape(cls), CLASSES)
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Gated, Tokens, Branchy, Frozen, Encoder, *ZOO])
+def _shape(cls) -> tuple[int, ...]:
+    """A row's shape for the class: a table's FEATURES, or the images an image model declares (INPUT)."""
+    return getattr(cls, "INPUT", (FEATURES,))
+
+
+@pytest.mark.parametrize("cls", [Recurrent, Gated, Tokens, Branchy, Frozen, Encoder, *IMAGES, *ZOO])
 def test_each_member_starts_as_the_module_built_under_its_seed(cls):
     if cls in ZOO:
         pytest.importorskip(ZOO[cls])
@@ -245,10 +376,11 @@ def _member(cls, seed, start: dict[str, torch.Tensor], dtype=torch.float32) -> n
     return model.to(dtype)
 
 
-def _torch_loop(cls, seed, start, X, y, train, optim, epochs, dtype=torch.float32):
-    """The plain PyTorch loop a user would write: the module built under the seed, full-batch steps on its rows."""
-    model = _member(cls, seed, start, dtype)
-    X = X.to(dtype)
+def _torch_loop(cls, seed, start, X, y, train, optim, epochs, dtype=torch.float32, layout=torch.contiguous_format):
+    """The plain PyTorch loop a user would write: the module built under the seed, full-batch steps on its rows
+    (`layout`: images and weights in torch.channels_last, as a user may train them, which sums in another order)."""
+    model = _member(cls, seed, start, dtype).to(memory_format=layout)
+    X = X.to(dtype).contiguous(memory_format=layout)
     kind = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}[optim.name.value]
     extra = {"momentum": optim.momentum} if optim.name.value == "sgd" else {}
     trained = [p for p in model.parameters() if p.requires_grad]
@@ -276,11 +408,11 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
             for name, p in model.named_parameters()}
 
 
-SLOW = (LucidTab, LucidFT)  # 5-10 s each on two cores: in `make test-slow`
+SLOW = (LucidTab, LucidFT, ResNet10t, MobileNetV3, EfficientNet)  # 5-40 s each on two cores: `make test-slow`
 
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder,
-                                 *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in ZOO)])
+                                 *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
@@ -291,35 +423,44 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     if cls in ZOO:
         pytest.importorskip(ZOO[cls])
     g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(60, FEATURES, generator=g), torch.randint(0, CLASSES, (60,), generator=g).float()
-    X[:, -len(CARDS):] = torch.randint(0, min(CARDS), (60, len(CARDS)), generator=g).float()  # codes, for those
+    X, y = torch.randn(60, *_shape(cls), generator=g), torch.randint(0, CLASSES, (60,), generator=g).float()
+    if X.dim() == 2:
+        X[:, -len(CARDS):] = torch.randint(0, min(CARDS), (60, len(CARDS)), generator=g).float()  # codes, for those
     rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(7, 33), np.arange(40, 60)),  # ragged: padding
             (np.arange(12, 51), np.arange(51, 60))]
     seeds, epochs = [3, 7, 11], 6
     cfg = Config(model=ModelConfig(name="module", target=give(cls)), optim=optim)
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, "full"
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=None)
-    model = build_model(cfg.model, len(seeds), (FEATURES,), CLASSES)
+    model = build_model(cfg.model, len(seeds), _shape(cls), CLASSES)
     model.initialize(seeds, "default")
     E = len(seeds)
-    inputs = MemberInputs(X, y, torch.zeros(E, FEATURES), torch.ones(E, FEATURES))
+    inputs = MemberInputs.identity(X, y, E)
     starts = [{name.removeprefix("norm:"): model.view(name)[e].detach().clone() for name in model.slots}
               for e in range(len(seeds))]
     fitted = fit(model, PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds), cfg, "ce")
     for e, seed in enumerate(seeds):
         alone = dict(_torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs).named_parameters())
         # The bound is PyTorch's own float32 rounding: 1e-5 plus twice how far its float32 loop ends from its
-        # float64 loop. Where a gradient is 0 in exact arithmetic (attention's key bias, a bias before batch norm)
+        # float64 loop (images: or from its channels-last float32 loop). Where a gradient is 0 in exact arithmetic (attention's key bias, a bias before batch norm)
         # or below float32's resolution (found in float64 at the start), float32 leaves rounding noise that Adam
         # normalizes into steps of up to lr, differently in any summation order: there the bound is Adam's own,
         # epochs x lr.
         exact = dict(_torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs, torch.float64)
                      .named_parameters())
+        # Images: PyTorch's own spread is also how far its channels-last loop ends from its default one.
+        other = dict(_torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs, layout=torch.channels_last)
+                     .named_parameters()) if X.dim() == 4 else alone
         zero = _zero_gradient(cls, seed, starts[e], X, y, rows[e][0])
         for name, slot in model.slots.items():
             key = name.removeprefix("norm:")
             ours, theirs = fitted.last[e, slot.offset : slot.offset + slot.size].view(slot.shape), alone[key].detach()
-            bound = 1e-5 + 2 * (theirs - exact[key].detach().float()).abs()
+            spread = torch.maximum((theirs - exact[key].detach().float()).abs(), (theirs - other[key].detach()).abs())
+            # Images under Adam: a deep batch-normed stem makes any float32 order end apart (PyTorch's own two
+            # layouts differ by up to 1.5e-2 on resnet10t's pattern in 6 steps), entry by entry unpredictably: the
+            # envelope is then each tensor's, 6x PyTorch's largest spread in it (measured: 5.2x at most).
+            chaotic = X.dim() == 4 and optim.name in (OptimName.adamw, OptimName.adam)
+            bound = 1e-5 + (6 * spread.max() if chaotic else 2 * spread)
             if optim.name in (OptimName.adamw, OptimName.adam):
                 bound = torch.where(zero[key], epochs * optim.lr, bound)
             assert ((ours - theirs).abs() <= bound).all(), (e, name, ours - theirs, bound)
@@ -447,19 +588,6 @@ def test_a_stacked_group_stays_within_the_memory_budget():
     tight = members_at_once(model, cfg, data, 32)
     assert tight.at_once == min(2, roomy.at_once) and (tight.bound == "memory") == (roomy.at_once > 2)
     assert tight.record()["budget_mib"] == pytest.approx(2.5 * roomy.member_bytes / 2**20, rel=1e-3)
-
-
-class BatchNormAct2d(nn.BatchNorm2d):
-    """timm's norm-act layer, written out (timm needs a torchvision beside it): batch norm, drop, then act."""
-
-    def __init__(self, num_features, act=True):
-        super().__init__(num_features)
-        self.drop, self.act = nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity()
-
-    def forward(self, x):
-        x = nn.functional.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                                     self.training, self.momentum, self.eps)
-        return self.act(self.drop(x))
 
 
 class ActNorm2d(BatchNormAct2d):
