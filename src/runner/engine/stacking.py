@@ -20,7 +20,7 @@ from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, PopulationData, fit
 
-REPEATS = 3  # timed steps per size, after one to warm up; the fastest counts (the others waited on the machine)
+REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (the others waited on the machine)
 PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and the stacked probe's activations stay
 # a fraction of a full batch's (the process's peak memory is what one member at a time must keep low)
 # The population stacks only where its timed step is at least this much faster per member than one member's in
@@ -64,7 +64,7 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
         return Stacking(E)
     x = _probe_inputs(data, min(batch, PROBE_ROWS))
     stacked = copy.deepcopy(model)
-    seconds = {f"{E} stacked": _seconds_per_member(stacked, x), "1 in turn": _seconds_per_member(model.in_turn(), x[:1])}
+    seconds = dict(zip((f"{E} stacked", "1 in turn"), _seconds_per_member([stacked, model.in_turn()], [x, x[:1]])))
     member = _activation_bytes(stacked, x) * batch / x.shape[1] + OPTIMIZER_COPIES * model.size * 4
     budget = _budget_bytes(cfg, model.flat.device)
     fits = max(1, int(budget // member))
@@ -110,23 +110,25 @@ def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:
     return data.inputs.x(idx.to(data.inputs.X.device))
 
 
-def _seconds_per_member(probe, x: torch.Tensor) -> float:
-    """One training step's forward and backward on x [size, rows, ...] for the first `size` members of `probe` (a
-    copy, which it changes), per member."""
-    size, batch = x.shape[:2]
-    if size < probe.members:
-        probe.select(torch.arange(probe.members, device=probe.flat.device) < size)
-    probe.train()
-    probe.real_rows = np.full(size, batch)  # every row real, as the engine says in training
-    seconds = []
+def _seconds_per_member(probes: list, inputs: list[torch.Tensor]) -> list[float]:
+    """Each probe's training forward and backward on its inputs [size, rows, ...] (for the first `size` members of
+    the probe, a copy which it changes), per member: the fastest of REPEATS steps after one to warm up, the probes
+    taking turns step by step, so a busy machine slows each alike."""
+    for probe, x in zip(probes, inputs):
+        if len(x) < probe.members:
+            probe.select(torch.arange(probe.members, device=probe.flat.device) < len(x))
+        probe.train()
+        probe.real_rows = np.full(len(x), x.shape[1])  # every row real, as the engine says in training
+    seconds = [[] for _ in probes]
     for _ in range(REPEATS + 1):
-        start = time.perf_counter()
-        probe.flat.grad = None
-        probe(x).float().sum().backward()
-        if probe.flat.is_cuda:
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - start)
-    return min(seconds[1:]) / size
+        for probe, x, times in zip(probes, inputs, seconds):
+            start = time.perf_counter()
+            probe.flat.grad = None
+            probe(x).float().sum().backward()
+            if probe.flat.is_cuda:
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return [min(times[1:]) / len(x) for times, x in zip(seconds, inputs)]
 
 
 def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int, on_epoch=None,
