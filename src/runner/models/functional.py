@@ -1,4 +1,5 @@
-"""Any ordinary nn.Module as a population: its parameters are the rows of [E, P], run with vmap(functional_call).
+"""Any ordinary nn.Module as a population: its parameters are the rows of [E, P], its forward run with each member's
+rows bound in place of its parameters (as torch.func.functional_call does), under vmap.
 
 A new model is one module file (an ordinary `nn.Module` built from a ModelConfig and the input shape) plus one
 YAML; `register` puts it in the model registry. Dropout inside such a module must be this file's `Dropout`,
@@ -16,7 +17,7 @@ import numpy as np
 
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from runner.errors import RunnerError
 from runner.models.batching import Layers
@@ -158,6 +159,7 @@ class FunctionalPopulation(Population):
         own_layers(template, "the model")
         self.template, self.outputs, self.make = template, d_out, make
         self._modes: tuple[bool, bool] | None = None  # (training, sampling) the template was last set to
+        self._owners: list | None = None  # (module, attribute, parameter name) of each parameter, for `bound`
         self.norms = [m for m in template.modules() if isinstance(m, BatchNorm)]
         for i, norm in enumerate(self.norms):
             norm.stat_name = f"bn{i}"
@@ -194,7 +196,23 @@ class FunctionalPopulation(Population):
         """x: [E, B, ...] -> [E, B, d_out], member e run with row e of the parameters."""
         self.set_modes()
         params = {name.removeprefix("norm:"): self.view(name) for name in self.slots}
-        return self.run_members(lambda p, rows: functional_call(self.template, p, (rows,)), params, [x], mask)
+        return self.run_members(lambda p, rows: self.bound(p, rows), params, [x], mask)
+
+    def bound(self, params: dict[str, torch.Tensor], *args):
+        """The template's forward with `params` in place of its parameters (torch.func.functional_call's effect,
+        without its per-call search for tied and renamed tensors: the owners are found once)."""
+        if self._owners is None:
+            canonical = {id(p): name for name, p in self.template.named_parameters()}
+            self._owners = [(self.template.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2],
+                             canonical[id(p)]) for name, p in self.template.named_parameters(remove_duplicate=False)]
+        saved = [(module, attr, module._parameters[attr]) for module, attr, _ in self._owners]
+        try:
+            for module, attr, name in self._owners:
+                module._parameters[attr] = params[name]
+            return self.template(*args)
+        finally:
+            for module, attr, original in saved:
+                module._parameters[attr] = original
 
     def train(self, mode: bool = True):
         self._modes = None  # nn.Module.train sets every template layer too: set_modes walks them again
