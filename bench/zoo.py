@@ -97,9 +97,12 @@ MODULES = {"lstm": LSTMNet, "rtdl_resnet": RtdlResNet, "ft_transformer": RtdlFT,
 TABLE = ["dataset=heart", "loss=ce", "eval=kfold", "eval.k=5", "trainer.epochs=40", "trainer.batch_size=32"]
 IMAGES = ["dataset=digits", "dataset.size=[32,32]", "eval=kfold", "eval.k=5", "trainer.epochs=3",
           "trainer.batch_size=64"]
-# case -> (the study's overrides, what its speed must reach against the plain loop)
-CASES = {"lstm": (TABLE, 1.0), "rtdl_resnet": (TABLE, 3.0), "ft_transformer": (TABLE, 1.5),
-         "resnet18": (IMAGES, 1.0)}
+SEEDS = ["trainer.seeds=3"]  # a k-fold x seeds study: 15 members
+# case -> (its module, the study's overrides, what its speed must reach against the plain loop; None: no bar)
+CASES = {"lstm": ("lstm", TABLE, 1.0), "rtdl_resnet": ("rtdl_resnet", TABLE, 3.0),
+         "ft_transformer": ("ft_transformer", TABLE, 1.5), "resnet18": ("resnet18", IMAGES, 1.0),
+         "rtdl_resnet x3 seeds": ("rtdl_resnet", TABLE + SEEDS, None),
+         "ft_transformer x3 seeds": ("ft_transformer", TABLE + SEEDS, None)}
 MEMORY_BAR = 1.5  # resnet18: runner's peak memory at most this many times the plain loop's
 
 
@@ -114,8 +117,8 @@ def contender(case: str, kind: str, quick: bool) -> dict:
     from runner.study import population
     from runner.user_code import give
 
-    cls = MODULES[case]
-    overrides, _ = CASES[case]
+    module, overrides, _ = CASES[case]
+    cls = MODULES[module]
     extra = ["trainer.epochs=2"] if quick else []
     study, pre = _study(w.compose_config, [*overrides, "model=module", f"model.target={give(cls)}",
                                            "trainer.progress=false", *extra])
@@ -165,13 +168,17 @@ def workload(args, out: dict) -> None:
 
 def rows(out: dict, row, med) -> None:
     """The zoo's table rows: runner's training time beside the plain loop's, and peak memory."""
-    for i, (case, (_, most)) in enumerate(CASES.items()):
+    for i, (case, (_, overrides, most)) in enumerate(CASES.items()):
         runs = out.get("zoo", {}).get(case, {})
         ours, plain = ([x["seconds"] for x in runs.get(k, [])] for k in ("runner", "plain"))
         r = med(ours)
-        row("model zoo" if i == 0 else "", f"model=module {case} (5 folds)", ours, r)
-        row("", "plain PyTorch loop, 1 model at a time", plain, r,
-            f"runner >= {most:g}x", lambda m, r=r, most=most: r is not None and m / r >= most)
+        members = "5 folds x 3 seeds" if SEEDS[0] in overrides else "5 folds"
+        row("model zoo" if i == 0 else "", f"model=module {case.split()[0]} ({members})", ours, r)
+        if most is None:
+            row("", "plain PyTorch loop, 1 model at a time", plain, r)
+        else:
+            row("", "plain PyTorch loop, 1 model at a time", plain, r,
+                f"runner >= {most:g}x", lambda m, r=r, most=most: r is not None and m / r >= most)
         rm, pm = (med([x["peak_mib"] for x in runs.get(k, [])]) for k in ("runner", "plain"))
         if rm and pm:
             bar = f"<= {MEMORY_BAR}x plain" if case == "resnet18" else ""

@@ -58,7 +58,7 @@ class StackedOptimizer(MemberState):
         self.hyper_host = torch.cat([self.beta1, self.beta2, self.wd], 1).cpu().numpy()
         self.decays, self.momentum = bool(self.wd.any()), bool(self.mom.any())
         self.wd_f, self.mom_f = self.wd.to(self.flat.dtype), self.mom.to(self.flat.dtype)
-        self._rows = None
+        self._rows = self._calls = None
 
     def set_lr(self, lr: float | torch.Tensor) -> None:
         """Set every member's learning rate (a number) or each member's own (an [E] tensor)."""
@@ -120,31 +120,43 @@ class StackedOptimizer(MemberState):
     def _fused_adam(self, chosen: np.ndarray) -> None:
         c = self.cfg
         grad = self.flat.grad
+        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
+        for pick, lr, beta1, beta2, wd, params, grads, ms, vs, steps in self._groups(grad, chosen):
+            torch._foreach_add_(steps, 1)
+            if wd and self.decayed is not None:  # decay on some entries only: done here as torch.optim does it
+                rows = slice(None) if len(pick) == len(self.lr_host) else torch.tensor(pick, device=grad.device)
+                p, decay = self.flat.detach(), wd * self.decayed
+                if self.kind == "adamw":  # decoupled: p *= 1 - lr * wd, before the update
+                    p[rows] = p[rows] * (1 - lr * decay)
+                else:  # L2: the gradient gains wd * p
+                    grad[rows] = grad[rows] + p[rows] * decay
+                wd = 0.0
+            kernel(params, grads, ms, vs, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=c.eps,
+                   amsgrad=False, maximize=False)
+
+    def _groups(self, grad: torch.Tensor, chosen: np.ndarray) -> list[tuple]:
+        """The fused kernel's calls: one per distinct (lr, beta1, beta2, weight decay) among the chosen members
+        (plateau and sweeps give members their own), with their rows' views. Worked out again only when the
+        chosen members or their rates change (most steps reuse the last: a step's host work is the fit's
+        overhead on small models)."""
         if self._rows is None or self._rows[0] is not grad:
             # Row views stay valid while the gradient tensor is reused (the loop zeroes it in place).
             self._rows = (grad, self.flat.detach().unbind(0), grad.unbind(0), self.m.unbind(0), self.v.unbind(0),
                           self.steps.unbind(0))
-        _, params, grads, ms, vs, steps = self._rows
-        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
-        members = np.flatnonzero(chosen)
-        # One call per distinct (lr, beta1, beta2, weight decay): plateau and sweeps give members their own.
-        keys = np.column_stack([self.lr_host[members], self.hyper_host[members]])
-        distinct, which = np.unique(keys, axis=0, return_inverse=True)
-        for g, (lr, beta1, beta2, wd) in enumerate(distinct):
-            pick = members[which.reshape(-1) == g].tolist()
-            group = [steps[i] for i in pick]
-            torch._foreach_add_(group, 1)
-            if wd and self.decayed is not None:  # decay on some entries only: done here as torch.optim does it
-                rows = slice(None) if len(pick) == len(params) else torch.tensor(pick, device=grad.device)
-                p, decay = self.flat.detach(), float(wd) * self.decayed
-                if self.kind == "adamw":  # decoupled: p *= 1 - lr * wd, before the update
-                    p[rows] = p[rows] * (1 - float(lr) * decay)
-                else:  # L2: the gradient gains wd * p
-                    grad[rows] = grad[rows] + p[rows] * decay
-                wd = 0.0
-            kernel([params[i] for i in pick], [grads[i] for i in pick], [ms[i] for i in pick],
-                   [vs[i] for i in pick], [], group, lr=float(lr), beta1=float(beta1), beta2=float(beta2),
-                   weight_decay=float(wd), eps=c.eps, amsgrad=False, maximize=False)
+            self._calls = None
+        key = (chosen.tobytes(), self.lr_host.tobytes())
+        if self._calls is None or self._calls[0] != key:
+            _, params, grads, ms, vs, steps = self._rows
+            members = np.flatnonzero(chosen)
+            keys = np.column_stack([self.lr_host[members], self.hyper_host[members]])
+            distinct, which = np.unique(keys, axis=0, return_inverse=True)
+            calls = []
+            for g, (lr, beta1, beta2, wd) in enumerate(distinct):
+                pick = members[which.reshape(-1) == g].tolist()
+                calls.append((pick, float(lr), float(beta1), float(beta2), float(wd), *(
+                    [rows[i] for i in pick] for rows in (params, grads, ms, vs, steps))))
+            self._calls = (key, calls)
+        return self._calls[1]
 
     def _decay(self) -> torch.Tensor:
         """Each member's weight decay [E, 1], or [E, P] where some entries take none (frozen ones)."""
