@@ -19,8 +19,9 @@ from runner.evaluate.averaging import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.convergence import under_training
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
+from runner.evaluate.paired import against
 from runner.evaluate.plot_worker import PlotWorker
-from runner.evaluate.report import results_table, write_reports
+from runner.evaluate.report import paired_table, results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
@@ -122,6 +123,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     if cfg.trainer.resume and (run_dir / "status.json").exists():
         rundir.update_status(run_dir, status="ok", resume=None)
     console.print(results_table(results))
+    versus = paired_table(results)
+    if versus is not None:
+        console.print(versus)
     if averaging:
         console.print(averaging_table(results))
     if late:
@@ -173,7 +177,8 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,
             clock: timing.Stopwatch) -> dict:
-    """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
+    """results.json's over, metrics, baselines, the run's paired differences with them, validation scores and
+    confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     # Named for what they are: for a regression, the majority baseline predicts the training mean
@@ -184,7 +189,10 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
     for name in cfg.eval.baselines:
         baselines[label.get(name, name)] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
     clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
-    summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
+    baselines = {k: _pool(v, pooled) for k, v in baselines.items()}
+    summary = summarize(_pool(predictions, pooled), task, classes, baselines)
+    # The run minus each baseline on the same test units, as a sweep's summary compares its jobs with the best.
+    summary["vs_baselines"] = against(_pool(predictions, pooled), baselines, summary["metrics"], task, classes)
     validation = {}
     if len(val_predictions):
         validation = summarize_table(_pool(val_predictions, pooled), task, classes, rows_word="validation rows")

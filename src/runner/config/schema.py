@@ -300,7 +300,7 @@ class EvalConfig:
     stratify: bool = True
     split_seed: int = 0
     metric: Optional[str] = None  # selection metric; None: accuracy (classification) or rmse
-    baselines: List[str] = field(default_factory=list)  # beside majority/mean: logreg, knn
+    baselines: List[str] = field(default_factory=list)  # beside majority/mean: logreg, knn, hgb
 
 
 @dataclass

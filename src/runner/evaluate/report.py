@@ -118,7 +118,53 @@ def report_markdown(results: dict) -> str:
         from runner.evaluate.averaging import averaging_markdown
 
         text += averaging_markdown(results)
-    return text + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
+    return text + paired_markdown(results) + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
+
+
+def fmt_paired(d: dict | None, digits: int = 3) -> str:
+    """A paired difference as "+0.011 [-0.001, +0.024], p 0.071"; "n/a" when there is none."""
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "n/a"
+    if not d.get("ci95"):
+        return f"{d['mean']:+.{digits}f}"
+    lo, hi = d["ci95"]
+    p = "<0.001" if d["p"] < 0.001 else f"{d['p']:.3f}"
+    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], p {p}"
+
+
+def paired_markdown(results: dict, title: str = "baseline") -> str:
+    """The run minus each baseline on the same test units (results.json's `vs_baselines`), every metric a column."""
+    paired = results.get("vs_baselines")
+    if not paired:
+        return ""
+    metrics = [k for k in results["metrics"] if any(k in d for d in paired.values())]
+    over = next((d["over"] for row in paired.values() for d in row.values()), "")
+    lines = ["", f"**Paired differences**: {results.get('model') or 'model'} minus each {title} on the same test "
+             f"units ({over}): mean, 95% interval (Student's t), two-sided p (not adjusted for the comparisons).", "",
+             f"| {results.get('model') or 'model'} minus | " + " | ".join(_label(k) for k in metrics) + " |",
+             "| --- |" + " ---: |" * len(metrics)]
+    for name, row in paired.items():
+        lines.append(f"| {name} | " + " | ".join(fmt_paired(row.get(k)) for k in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(results: dict) -> Table | None:
+    """A rich table of the run minus each baseline on the selection metric, paired on the same test units."""
+    paired = results.get("vs_baselines")
+    metric = f"test/{results['selection']['metric']}"
+    if not paired or not any(metric in row for row in paired.values()):
+        return None
+    over = next(row[metric]["over"] for row in paired.values() if metric in row)
+    table = Table(title=f"{results.get('model') or 'model'} minus each baseline, paired on the same test units "
+                  f"({over})", title_justify="left")
+    for col in ("baseline", _label(metric), "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+    for name, row in paired.items():
+        d = row.get(metric) or {}
+        ci = "n/a" if not d.get("ci95") else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        p = "" if d.get("p") is None else "<0.001" if d["p"] < 0.001 else f"{d['p']:.3f}"
+        table.add_row(name, "n/a" if d.get("mean") is None else f"{d['mean']:+.3f}", ci, p)
+    return table
 
 
 def _ensembles_markdown(results: dict) -> str:
