@@ -247,6 +247,7 @@ class EnsembleName(str, Enum):
     stacking = "stacking"
     blending = "blending"
     distill = "distill"
+    greedy = "greedy"
     compare = "compare"
 
 
@@ -261,7 +262,8 @@ class Combine(str, Enum):
 class EnsembleConfig:
     """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
 
-    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; greedy:
+    # Caruana's selection on validation, the run's headline; compare: all
     combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
     weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
     bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
@@ -271,6 +273,7 @@ class EnsembleConfig:
     student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
     temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
     alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
+    rounds: int = 25  # greedy: selection rounds (with replacement); a member's weight is its share of the rounds
 
 
 @dataclass

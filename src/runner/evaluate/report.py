@@ -16,7 +16,19 @@ from runner.rundir.folder import write_atomic
 
 def _rows(results: dict) -> list[tuple[str, dict]]:
     """(name, {"test/<metric>": interval dict}) for the model, then each baseline."""
-    return [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
+    return [(headline_name(results), results["metrics"]), *results.get("baselines", {}).items()]
+
+
+def headline_name(results: dict) -> str:
+    """What the headline scores: the model ("mlp"), or what combined its members ("greedy ensemble")."""
+    return (results.get("headline") or {}).get("name") or results.get("model") or "model"
+
+
+def each_member(results: dict) -> tuple[dict, str]:
+    """The single members' mean test metrics and what their interval is over (the headline, unless an ensemble
+    is the headline)."""
+    d = results.get("each_member") or {}
+    return d.get("metrics", results["metrics"]), d.get("over", results.get("over"))
 
 
 def _label(metric: str, d: dict | None = None) -> str:
@@ -139,9 +151,9 @@ def paired_markdown(results: dict, title: str = "baseline") -> str:
         return ""
     metrics = [k for k in results["metrics"] if any(k in d for d in paired.values())]
     over = next((d["over"] for row in paired.values() for d in row.values()), "")
-    lines = ["", f"**Paired differences**: {results.get('model') or 'model'} minus each {title} on the same test "
+    lines = ["", f"**Paired differences**: {headline_name(results)} minus each {title} on the same test "
              f"units ({over}): mean, 95% interval (Student's t), two-sided p (not adjusted for the comparisons).", "",
-             f"| {results.get('model') or 'model'} minus | " + " | ".join(_label(k) for k in metrics) + " |",
+             f"| {headline_name(results)} minus | " + " | ".join(_label(k) for k in metrics) + " |",
              "| --- |" + " ---: |" * len(metrics)]
     for name, row in paired.items():
         lines.append(f"| {name} | " + " | ".join(fmt_paired(row.get(k)) for k in metrics) + " |")
@@ -155,7 +167,7 @@ def paired_table(results: dict) -> Table | None:
     if not paired or not any(metric in row for row in paired.values()):
         return None
     over = next(row[metric]["over"] for row in paired.values() if metric in row)
-    table = Table(title=f"{results.get('model') or 'model'} minus each baseline, paired on the same test units "
+    table = Table(title=f"{headline_name(results)} minus each baseline, paired on the same test units "
                   f"({over})", title_justify="left")
     for col in ("baseline", _label(metric), "95% CI", "p"):
         table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
@@ -181,11 +193,17 @@ def _ensembles_markdown(results: dict) -> str:
     one = (ensembles.get("best single") or {}).get("inference_s_per_row")
     lines = ["", f"**Ensembles** (test {name}, mean [95% interval]; µs/row: prediction time per row)", "",
              "| model | " + name + " | members | parameters | µs/row | over |", "| --- | ---: | ---: | ---: | ---: | --- |",
-             f"| each member | {fmt_interval(results['metrics'].get(f'test/{name}'))} | 1 | "
-             f"{results.get('parameters_per_member', '')} | {cost(one)} | {results['over']} |"]
+             f"| each member | {fmt_interval(each_member(results)[0].get(f'test/{name}'))} | 1 | "
+             f"{results.get('parameters_per_member', '')} | {cost(one)} | {each_member(results)[1]} |"]
     for how, d in ensembles.items():
         lines.append(f"| {how} | {fmt_interval(d['metrics'].get(f'test/{name}'))} | {d['members']} | "
                      f"{d.get('parameters', '')} | {cost(d.get('inference_s_per_row'))} | {d.get('over', '')} |")
+    greedy = ensembles.get("greedy")
+    if greedy and greedy.get("vs"):
+        lines += ["", f"Greedy selection ({greedy['rounds']} rounds on {greedy['selected_on']}, each split's own "
+                  "validation rows; members and weights per split in ensemble.json or results.json) minus:", ""]
+        lines += [f"- {other}: test {name} {fmt_paired(d.get(f'test/{name}'))} ({d.get(f'test/{name}', {}).get('over', '')})"
+                  for other, d in greedy["vs"].items()]
     return "\n".join(lines) + "\n"
 
 
