@@ -26,6 +26,8 @@ from runner.evaluate.summary import Units, summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
+from runner.sampling import record as sample_record
+from runner.sampling import sampled
 from runner.study import Study
 from runner.weight_averages import score_averages
 
@@ -112,6 +114,8 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         results["headline"] = {"name": "ensemble", "what": f"each split's {cfg.model.name} members combined "
                                "with the weights Caruana's greedy selection chose on its validation rows"}
         results["each_member"] = {"metrics": summarize_table(each, task, dataset.classes), "over": Units.of(each).over}
+    if sampled(cfg):  # each seed's own hyperparameters, as its members trained with them
+        results["sampled"] = sample_record(cfg, sorted({m.seed for m in members}), task == "regression")
     late = under_training([e for m, e in zip(members, result.best_epoch) if m.index in kept], cfg.trainer.epochs)
     if late:
         results["under_training"] = late

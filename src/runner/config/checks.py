@@ -80,6 +80,16 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("ensemble.mc_dropout", lambda v, c: v == 0 or c.model.dropout > 0 or c.model.name == "module", "dropout passes need model.dropout > 0"),
     ("ensemble.name", lambda v, c: name_of(v) != "none" or not (c.ensemble.bagging or c.ensemble.mc_dropout),
      "bagging and dropout passes make ensemble members: use ensemble=seeds or ensemble=compare"),
+    ("sample.lr", lambda v, c: v is None or (len(v) == 2 and 0 < v[0] <= v[1]),
+     "use [low, high] with 0 < low <= high (drawn log-uniform), or null"),
+    ("sample.weight_decay", lambda v, c: v is None or (len(v) == 2 and 0 < v[0] <= v[1]),
+     "use [low, high] with 0 < low <= high (drawn log-uniform), or null"),
+    ("sample.label_smoothing", lambda v, c: v is None or (len(v) == 2 and 0 <= v[0] <= v[1] < 1),
+     "use [low, high] with 0 <= low <= high < 1, or null"),
+    ("ensemble.name", lambda v, c: name_of(v) not in ("stacking", "distill", "compare") or all(
+        x is None for x in (c.sample.lr, c.sample.weight_decay, c.sample.label_smoothing)),
+     "stacking's inner models and distillation's students train with the shared config, not each seed's draws "
+     "of sample.*: use ensemble=greedy or ensemble=seeds with sample.*"),
     ("reg.l2", lambda v, c: v >= 0, "use a penalty >= 0"),
     ("reg.l1", lambda v, c: v >= 0, "use a penalty >= 0"),
     ("eval.test_fraction", lambda v, c: 0 < v < 1, "use a fraction in (0, 1)"),
@@ -111,6 +121,7 @@ USED_BY: dict[str, tuple[str, ...]] = {
     **{f"sched.{k}": ("onecycle",) for k in ("max_lr", "pct_start", "div_factor", "final_div_factor")},
     **{f"sched.{k}": ("plateau",) for k in ("monitor", "factor", "patience", "threshold", "min_lr")},
     "eval.k": ("kfold",), "eval.repeats": ("kfold",), "eval.test_fraction": ("holdout",),
+    "ensemble.rounds": ("greedy", "compare"),
     # runner's own layers; model=module (your class) and moe build theirs without them
     "model.hidden": ("mlp", "logreg"), "model.dropout": ("mlp", "logreg", "cnn", "cnn_vmap"),
     "model.norm": ("mlp", "logreg", "cnn", "cnn_vmap"),

@@ -307,6 +307,17 @@ class EvalConfig:
 
 
 @dataclass
+class SampleConfig:
+    """Each seed of the run its own hyperparameters, drawn from these ranges: one configuration per seed, the same
+    on every split (runner.sampling); null: the shared value for every member."""
+
+    lr: Optional[List[float]] = None  # [low, high]: optim.lr, log-uniform
+    weight_decay: Optional[List[float]] = None  # [low, high]: optim.weight_decay, log-uniform
+    label_smoothing: Optional[List[float]] = None  # [low, high]: loss.label_smoothing, uniform (classification only)
+    seed: int = 0  # the draws' seed (with the member's trainer seed)
+
+
+@dataclass
 class EarlyStoppingConfig:
     monitor: str = "val/loss"
     mode: Mode = Mode.auto
@@ -356,6 +367,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     overwrite: bool = False  # replace the run already in hydra.run.dir (a used directory is refused otherwise)
     # report.png and curves.png; None: drawn for a single run, not for each job of a sweep (-m), whose jobs the
     # sweep's summary and TensorBoard compare (0.4 s of drawing per job would double a population sweep's time).
