@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss
 
 from runner.commands.cli import main
 from runner.commands.predict import predict
-from runner.ensemble.greedy import greedy_weights, select
+from runner.ensemble.greedy import bagged_weights, greedy_weights, select
 from runner.paths import bundled_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")  # float sums, not 1 exactly
@@ -36,6 +36,21 @@ def test_greedy_weights_equal_the_papers_procedure_and_know_a_perfect_member():
     np.testing.assert_allclose(greedy_weights(values, y, 15), _reference(values, y, 15))
     values[4] = np.eye(3)[y] * 0.98 + 0.01  # a member right on every row, confidently: chosen every round
     assert greedy_weights(values, y, 7).tolist() == [0, 0, 0, 0, 1, 0]
+
+
+def test_bagged_selection_averages_the_selections_of_random_halves():
+    g = np.random.default_rng(2)
+    values = g.dirichlet([1, 1], size=(7, 30))
+    y = g.integers(0, 2, 30)
+    rng = np.random.default_rng([0, 4])
+    expected = np.zeros(7)
+    for _ in range(5):
+        half = np.sort(rng.choice(7, size=3, replace=False))
+        expected[half] += _reference(values[half], y, 9) / 5
+    got = bagged_weights(values, y, 9, 5, [0, 4])
+    np.testing.assert_allclose(got, expected)
+    assert got.sum() == pytest.approx(1) and np.count_nonzero(got) >= np.count_nonzero(greedy_weights(values, y, 9))
+    np.testing.assert_array_equal(bagged_weights(values, y, 9, 1, [0, 4]), greedy_weights(values, y, 9))
 
 
 def test_regression_selection_minimizes_squared_error_and_mixes_opposite_errors():

@@ -82,7 +82,8 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     if name_of(cfg.ensemble.name) == "greedy":  # what `runner predict` combines
         from runner.ensemble.greedy import ensemble_record
 
-        artifacts.write_json(run_dir / "ensemble.json", ensemble_record(chosen, cfg.ensemble.rounds, dataset.classes))
+        artifacts.write_json(run_dir / "ensemble.json", ensemble_record(chosen, cfg.ensemble.rounds, cfg.ensemble.bags,
+                                                                        dataset.classes))
     if plotter is not None:
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
@@ -226,7 +227,7 @@ def _greedy(cfg: Config, dataset: Dataset, predictions, val_predictions):
         return None, predictions
     from runner.ensemble.greedy import ensemble_predictions, select
 
-    chosen = select(val_predictions, dataset.classes, cfg.ensemble.rounds)
+    chosen = select(val_predictions, dataset.classes, cfg.ensemble.rounds, cfg.ensemble.bags)
     return chosen, ensemble_predictions(predictions, chosen, dataset.classes) if name == "greedy" else predictions
 
 

@@ -72,6 +72,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("ensemble.bagging", lambda v, c: v >= 0, "use a count >= 0 (0: no bagging)"),
     ("ensemble.inner_k", lambda v, c: v >= 2, "use k >= 2 inner folds"),
     ("ensemble.rounds", lambda v, c: v >= 1, "use at least 1 greedy selection round"),
+    ("ensemble.bags", lambda v, c: v >= 1, "use at least 1 bag (1: select from all members at once)"),
     ("ensemble.name", lambda v, c: name_of(v) != "greedy" or c.eval.val_fraction > 0,
      "greedy selection reads validation rows: set eval.val_fraction > 0"),
     ("ensemble.temperature", lambda v, c: v > 0, "use a temperature > 0"),
@@ -121,7 +122,7 @@ USED_BY: dict[str, tuple[str, ...]] = {
     **{f"sched.{k}": ("onecycle",) for k in ("max_lr", "pct_start", "div_factor", "final_div_factor")},
     **{f"sched.{k}": ("plateau",) for k in ("monitor", "factor", "patience", "threshold", "min_lr")},
     "eval.k": ("kfold",), "eval.repeats": ("kfold",), "eval.test_fraction": ("holdout",),
-    "ensemble.rounds": ("greedy", "compare"),
+    "ensemble.rounds": ("greedy", "compare"), "ensemble.bags": ("greedy", "compare"),
     # runner's own layers; model=module (your class) and moe build theirs without them
     "model.hidden": ("mlp", "logreg"), "model.dropout": ("mlp", "logreg", "cnn", "cnn_vmap"),
     "model.norm": ("mlp", "logreg", "cnn", "cnn_vmap"),

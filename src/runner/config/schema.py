@@ -274,6 +274,7 @@ class EnsembleConfig:
     temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
     alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
     rounds: int = 25  # greedy: selection rounds (with replacement); a member's weight is its share of the rounds
+    bags: int = 1  # greedy: >1 runs the selection on this many random halves of the members, weights averaged
 
 
 @dataclass

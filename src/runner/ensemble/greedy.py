@@ -6,6 +6,10 @@ regression), so a member's weight is the share of rounds that chose it. The loss
 validation rows of a small table many candidates tie on accuracy, and a proper score ranks every step.
 Only validation predictions are read, each split's own: a split's ensemble never sees its test rows. The
 chosen weights then combine the members' test predictions (linear: Σ w_m p_m).
+
+On the few validation rows of a small table the selection overfits them (it picks two or three members that
+happen to fit those rows). `bags` > 1 is the paper's bagged ensemble selection: the selection is run on `bags`
+random halves of the members and the weights averaged, which spreads them over more members.
 """
 
 import numpy as np
@@ -37,9 +41,25 @@ def greedy_weights(values: np.ndarray, y: np.ndarray, rounds: int, regression: b
     return counts / rounds
 
 
-def select(val: pd.DataFrame, classes: list[str] | None, rounds: int) -> list[dict]:
+def bagged_weights(values: np.ndarray, y: np.ndarray, rounds: int, bags: int, seed: int,
+                   regression: bool = False) -> np.ndarray:
+    """[M] the mean of `greedy_weights` over `bags` random halves of the members (one bag: all of them); the halves
+    are drawn from the stream `seed`."""
+    M = len(values)
+    if bags <= 1:
+        return greedy_weights(values, y, rounds, regression)
+    rng = np.random.default_rng(seed)
+    total = np.zeros(M)
+    for _ in range(bags):
+        half = np.sort(rng.choice(M, size=max(1, M // 2), replace=False))
+        total[half] += greedy_weights(values[half], y, rounds, regression)
+    return total / bags
+
+
+def select(val: pd.DataFrame, classes: list[str] | None, rounds: int, bags: int = 1) -> list[dict]:
     """Each split's greedy selection from its validation predictions (predictions.csv's val rows): one record per
-    split, in split order, {"repeat", "fold", "members": [member ids], "weights": [weights]} (chosen members only)."""
+    split, in split order, {"repeat", "fold", "members": [member ids], "weights": [weights]} (chosen members only).
+    With `bags` > 1, split (repeat, fold) draws its halves from the stream (repeat, fold)."""
     if val.empty:
         raise RunnerError("ensemble=greedy selects members on validation rows; this plan has none (set "
                           "eval.val_fraction > 0)")
@@ -52,7 +72,7 @@ def select(val: pd.DataFrame, classes: list[str] | None, rounds: int) -> list[di
             y = truth.astype(str).map(code).to_numpy()
         else:
             y = truth.to_numpy(float)
-        w = greedy_weights(values, y, rounds, regression=not classes)
+        w = bagged_weights(values, y, rounds, bags, [int(repeat), int(fold)], regression=not classes)
         chosen = np.flatnonzero(w)
         records.append({"repeat": int(repeat), "fold": int(fold), "members": [int(units[i]) for i in chosen],
                         "weights": [float(w[i]) for i in chosen]})
@@ -70,6 +90,7 @@ def ensemble_predictions(test: pd.DataFrame, records: list[dict], classes: list[
     return fold_ensembles(test, None, classes or [], "linear", weights)[0]
 
 
-def ensemble_record(records: list[dict], rounds: int, classes) -> dict:
+def ensemble_record(records: list[dict], rounds: int, bags: int, classes) -> dict:
     """ensemble.json: how the run's ensemble was chosen and, per split, its members and weights."""
-    return {"method": "greedy", "rounds": rounds, "selected_on": f"val/{loss_name(classes)}", "folds": records}
+    return {"method": "greedy", "rounds": rounds, "bags": bags, "selected_on": f"val/{loss_name(classes)}",
+            "folds": records}

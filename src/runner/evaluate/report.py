@@ -200,7 +200,8 @@ def _ensembles_markdown(results: dict) -> str:
                      f"{d.get('parameters', '')} | {cost(d.get('inference_s_per_row'))} | {d.get('over', '')} |")
     greedy = ensembles.get("greedy")
     if greedy and greedy.get("vs"):
-        lines += ["", f"Greedy selection ({greedy['rounds']} rounds on {greedy['selected_on']}, each split's own "
+        bags = f", {greedy['bags']} bags of half the members" if greedy.get("bags", 1) > 1 else ""
+        lines += ["", f"Greedy selection ({greedy['rounds']} rounds{bags} on {greedy['selected_on']}, each split's own "
                   "validation rows; members and weights per split in ensemble.json or results.json) minus:", ""]
         lines += [f"- {other}: test {name} {fmt_paired(d.get(f'test/{name}'))} ({d.get(f'test/{name}', {}).get('over', '')})"
                   for other, d in greedy["vs"].items()]
