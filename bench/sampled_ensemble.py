@@ -17,7 +17,7 @@ import numpy as np
 
 RUNNER = Path(sys.executable).parent / "runner"
 PRESET = "experiment=small_table_ensemble"
-DEFAULT = ["eval=kfold", "eval.k=10", "eval.baselines=[hgb]"]  # one default k-fold run, the time reference
+DEFAULT = ["eval=kfold", "eval.k=10"]  # one default k-fold run, the time reference
 TIME_BAR = 10  # the preset in at most this many times one default k-fold run
 
 

@@ -8,11 +8,20 @@ import pandas as pd
 import pytest
 from scipy import stats
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from threadpoolctl import threadpool_limits
 
 from runner.data.preprocess import preprocess
 from runner.data.splits import Member
 from runner.evaluate.baselines import sklearn_predictions
 from runner.study import plan
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """sklearn's own fits on one OpenMP thread, as runner fits a small table's (seconds, not a minute, on a busy
+    machine); the fit is the same on any number of threads."""
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 def _members(n: int, k: int = 3):

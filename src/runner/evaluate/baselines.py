@@ -8,6 +8,7 @@ from runner.errors import RunnerError
 from runner.evaluate.metrics import proba_columns
 
 SKLEARN_BASELINES = ("logreg", "knn", "hgb")
+SMALL_TABLE_ROWS = 10_000  # training rows below which the sklearn baselines fit on one thread
 
 
 def one_per_split(members) -> list:
@@ -58,8 +59,19 @@ def sklearn_predictions(name: str, X, y, members, task: str, classes=None, row_i
     validation rows (eval.refit, eval.val_fraction=0) runs its default 100 iterations."""
     if name not in SKLEARN_BASELINES:
         raise RunnerError(f"unknown baseline {name!r}; choose one of: majority, {', '.join(SKLEARN_BASELINES)}")
+    from threadpoolctl import threadpool_limits
+
     y = np.asarray(y)
     members = one_per_split(members)
+    # HistGradientBoosting's OpenMP threads cost more than they save on a small table: 0.06 s a fit on one
+    # thread, 5 s on two cores shared with other work (they spin while waiting for each other).
+    small = max(len(m.train) for m in members) < SMALL_TABLE_ROWS
+    with threadpool_limits(limits=1 if small else None, user_api="openmp"):
+        return _fit_each(name, X, y, members, task, classes, row_ids)
+
+
+def _fit_each(name: str, X, y, members, task: str, classes, row_ids) -> pd.DataFrame:
+    """sklearn_predictions' tables, one split at a time."""
     parts = []
     for m in members:
         Xe, train, test = np.asarray(X[m.index], dtype=float), np.asarray(m.train), np.asarray(m.test)
