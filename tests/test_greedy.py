@@ -11,7 +11,7 @@ from sklearn.metrics import log_loss
 
 from runner.commands.cli import main
 from runner.commands.predict import predict
-from runner.ensemble.greedy import bagged_weights, greedy_weights, select
+from runner.ensemble.greedy import bagged_weights, greedy_weights
 from runner.paths import bundled_data
 
 pytestmark = pytest.mark.filterwarnings("ignore:The y_prob values do not sum to one")  # float sums, not 1 exactly
@@ -60,12 +60,6 @@ def test_regression_selection_minimizes_squared_error_and_mixes_opposite_errors(
     assert w.tolist() == [0.5, 0.5, 0.0]
 
 
-def _table(split, seeds, rows, p1, y):
-    return pd.DataFrame({"member": np.repeat(seeds, len(rows)), "repeat": 0, "fold": 0, "seed": np.repeat(seeds, len(rows)),
-                         "split": split, "row": np.tile(rows, len(seeds)), "y_true": np.tile(y, len(seeds)).astype(str),
-                         "p_0": 1 - p1, "p_1": p1})
-
-
 def _run(tmp_path, name, *extra):
     run = tmp_path / name
     assert main(["train", *QUICK, *extra, f"hydra.run.dir={run}"]) == 0
@@ -97,11 +91,7 @@ def test_perturbing_a_folds_test_rows_changes_no_members_training_and_no_selecti
     pd.testing.assert_frame_equal(va.reset_index(drop=True), vb.reset_index(drop=True))
     ea, eb = (json.loads((r / "ensemble.json").read_text())["folds"] for r in (first, second))
     assert ea[0] == eb[0] and ea[0]["fold"] == 0
-
-    # select reads the validation table only: test rows with other predictions and labels change nothing
-    g = np.random.default_rng(1)
-    val = _table("val", [0, 1, 2], np.arange(20), g.random(60), g.integers(0, 2, 20))
-    assert select(val, ["0", "1"], 10) == select(val.copy(), ["0", "1"], 10)
+    assert ea[1:] != eb[1:]  # the folds that trained on the changed rows chose otherwise
 
 
 def test_the_ensemble_recomputes_from_predictions_csv_and_the_recorded_weights(tmp_path):

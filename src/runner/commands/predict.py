@@ -145,8 +145,8 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
 
     # Every name is `<owner>.<field>`: the owner (`m<i>`, `mean` or `ensemble`) holds no ".", so a name splits at
     # its first "." into one owner and one field whatever the class names hold; owners differ (member ids are
-    # distinct integers, `mean` and `ensemble` are not `m<integer>`), and within an owner `pred` is not `p_<class>` and the classes are
-    # distinct. So no two columns share a name, and `row` has no "." at all.
+    # distinct integers, `mean` and `ensemble` are not `m<integer>`), and within an owner `pred` is not
+    # `p_<class>` and the classes are distinct. So no two columns share a name, and `row` has no "." at all.
     owners = [(f"m{ids[e]}", out[e]) for e in kept] + [("mean", out[kept].mean(0))]
     weights = ensemble_weights(run_dir, ids, diverged)
     if weights is not None:  # the run's greedy ensemble: each split's weighted members, the splits averaged

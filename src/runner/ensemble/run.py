@@ -91,7 +91,8 @@ def _greedy(study, chosen: list[dict], predictions, val_predictions, pooled: boo
     single = best_single_table(predictions, val_predictions, dataset.task, dataset.classes)
     return {"metrics": metrics, "over": Units.of(scored).over,
             "members": max(len(r["members"]) for r in chosen),  # what the largest split's ensemble runs
-            "rounds": cfg.ensemble.rounds, "bags": cfg.ensemble.bags, "selected_on": f"val/{loss_name(dataset.classes)}", "folds": chosen,
+            "rounds": cfg.ensemble.rounds, "bags": cfg.ensemble.bags,
+            "selected_on": f"val/{loss_name(dataset.classes)}", "folds": chosen,
             "vs": against(table, {"best single": single, "each member": predictions}, metrics, dataset.task,
                           dataset.classes)}
 

@@ -144,14 +144,14 @@ def fmt_paired(d: dict | None, digits: int = 3) -> str:
     return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], p {p}"
 
 
-def paired_markdown(results: dict, title: str = "baseline") -> str:
+def paired_markdown(results: dict) -> str:
     """The run minus each baseline on the same test units (results.json's `vs_baselines`), every metric a column."""
     paired = results.get("vs_baselines")
     if not paired:
         return ""
     metrics = [k for k in results["metrics"] if any(k in d for d in paired.values())]
     over = next((d["over"] for row in paired.values() for d in row.values()), "")
-    lines = ["", f"**Paired differences**: {headline_name(results)} minus each {title} on the same test "
+    lines = ["", f"**Paired differences**: {headline_name(results)} minus each baseline on the same test "
              f"units ({over}): mean, 95% interval (Student's t), two-sided p (not adjusted for the comparisons).", "",
              f"| {headline_name(results)} minus | " + " | ".join(_label(k) for k in metrics) + " |",
              "| --- |" + " ---: |" * len(metrics)]
@@ -203,7 +203,8 @@ def _ensembles_markdown(results: dict) -> str:
         bags = f", {greedy['bags']} bags of half the members" if greedy.get("bags", 1) > 1 else ""
         lines += ["", f"Greedy selection ({greedy['rounds']} rounds{bags} on {greedy['selected_on']}, each split's own "
                   "validation rows; members and weights per split in ensemble.json or results.json) minus:", ""]
-        lines += [f"- {other}: test {name} {fmt_paired(d.get(f'test/{name}'))} ({d.get(f'test/{name}', {}).get('over', '')})"
+        lines += [f"- {other}: test {name} {fmt_paired(d.get(f'test/{name}'))} "
+                  f"({d.get(f'test/{name}', {}).get('over', '')})"
                   for other, d in greedy["vs"].items()]
     return "\n".join(lines) + "\n"
 

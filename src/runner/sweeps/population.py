@@ -42,8 +42,10 @@ def fit_group(studies: list[Study], label: str, state: Path | None = None) -> li
         members += [dataclasses.replace(m, index=len(members) + i) for i, m in enumerate(study.members)]
     first = studies[0]
     pre = preprocess(first.dataset, members)  # members with equal training rows share one fit
-    member_cfgs = [c for study in studies  # each job's config, or its members' draws of sample.*
-                   for c in member_configs(study.cfg, study.members, study.loss == "mse") or [study.cfg] * len(study.members)]
+    member_cfgs = []  # each job's config, or its members' draws of sample.*
+    for study in studies:
+        own = member_configs(study.cfg, study.members, study.loss == "mse")
+        member_cfgs += own or [study.cfg] * len(study.members)
     fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label,
                             member_cfgs=member_cfgs, state=state)
     return [fitted.take(span) for span in spans]
