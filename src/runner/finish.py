@@ -138,7 +138,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         rundir.update_status(run_dir, status="ok", resume=None)
     console.print(results_table(results))
     versus = paired_table(results)
-    if versus is not None:
+    if versus is not None and cfg.eval.baselines:  # beside the majority alone it says what the table above says
         console.print(versus)
     if averaging:
         console.print(averaging_table(results))
