@@ -22,6 +22,7 @@ from rich.table import Table  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import images as im  # noqa: E402
+import sampled_ensemble as en  # noqa: E402
 import sweeps as sw  # noqa: E402
 import threads as th  # noqa: E402
 import workloads as w  # noqa: E402
@@ -333,6 +334,7 @@ def table(out: dict, quick: bool) -> Table:
     process_row("sweep", "runner train -m, 6 jobs (information)", "sweep")
     process_row("", "runner report on that sweep", "report_sweep", 1.5)
     zoo.rows(out, row, med)
+    en.rows(out, row)
     sw.rows(out, row)
     th.rows(out, row)
     rss = out.get("rss_mib", {}).get("peak_mib")
@@ -381,6 +383,7 @@ def details(out: dict) -> list[str]:
                      f"{q['peak_mib']:.0f} peak")
     lines += sw.details(out)
     lines += zoo.details(out)
+    lines += en.details(out)
     noise = out["noise_s"]
     if len(noise) > 1:
         lines.append(f"machine noise: a fixed Python loop varied {max(noise) / min(noise):.2f}x across repetitions")
@@ -451,7 +454,7 @@ def main() -> int:
 
 
 WORKLOADS = {"heart-kfold": heart_kfold, "digits-cnn": digits_cnn, "own-module": own_module, "zoo": zoo.workload,
-             "single model": single_model, "processes": processes}
+             "single model": single_model, "processes": processes, "sampled-ensemble": en.workload}
 
 
 if __name__ == "__main__":

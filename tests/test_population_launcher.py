@@ -86,6 +86,22 @@ def test_learning_rates_and_weight_decays_share_one_population_and_equal_each_jo
 
 
 @pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
+def test_sampled_configurations_share_one_population_and_equal_each_job_alone(sweep):
+    # each job's members get their seeds' draws of sample.* in the shared population, as in the job alone
+    grid = ["reg.l2=0,0.01", "sample.lr=[0.001,0.03]", "sample.label_smoothing=[0,0.2]", "trainer.seeds=2",
+            "trainer.epochs=6"]
+    status, mine, out, err = sweep("population", *grid)
+    assert status == 0, err
+    assert "group 1: jobs 0, 1 as one population of 4 members" in " ".join(out.split())
+    status, basic, _, err = sweep("basic", *grid)
+    assert status == 0, err
+    _same_as_basic(mine, basic, 2)
+    sampled = json.loads((mine / "0" / "results.json").read_text())["sampled"]
+    assert pd.read_csv(mine / "0" / "metrics.csv").groupby("member")["lr"].first().tolist() == pytest.approx(
+        [d["lr"] for d in sampled])  # member i is seed i: its own draw, not the job's optim.lr
+
+
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_jobs_of_another_model_size_form_their_own_group(sweep):
     grid = ["model.hidden=[8],[16]", "trainer.seed=0,1"]
     status, mine, out, err = sweep("population", *grid)

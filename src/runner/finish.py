@@ -19,12 +19,15 @@ from runner.evaluate.averaging import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.convergence import under_training
 from runner.evaluate.metrics import confusion, default_metric, higher_is_better
+from runner.evaluate.paired import against
 from runner.evaluate.plot_worker import PlotWorker
-from runner.evaluate.report import results_table, write_reports
-from runner.evaluate.summary import summarize, summarize_table
+from runner.evaluate.report import paired_table, results_table, write_reports
+from runner.evaluate.summary import Units, summarize, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
+from runner.sampling import record as sample_record
+from runner.sampling import sampled
 from runner.study import Study
 from runner.weight_averages import score_averages
 
@@ -68,6 +71,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         clock.lap("train")
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
+    chosen, headline = _greedy(cfg, dataset, _only(predictions, kept), _only(val_predictions, kept))
 
     # Everything trained goes to disk before scoring starts: a scoring failure never loses the training.
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -75,6 +79,11 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     spreadsheet.write_csv(run_dir / "predictions.csv", artifacts.predictions_frame(val_predictions, predictions, rows))
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
     spreadsheet.write_csv(run_dir / "metrics.csv", history)
+    if name_of(cfg.ensemble.name) == "greedy":  # what `runner predict` combines
+        from runner.ensemble.greedy import ensemble_record
+
+        artifacts.write_json(run_dir / "ensemble.json", ensemble_record(chosen, cfg.ensemble.rounds, cfg.ensemble.bags,
+                                                                        dataset.classes))
     if plotter is not None:
         plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
@@ -95,13 +104,19 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),
         **({"stacking": model.stacking} if model.stacking else {}),
-        **_scores(cfg, dataset, tested_pre, tested_members, _only(predictions, kept), _only(val_predictions, kept),
-                  clock),
+        **_scores(cfg, dataset, tested_pre, tested_members, headline, _only(val_predictions, kept), clock),
         "selection": {"metric": selection, "higher_is_better": higher},
         "epochs": {"mean_trained": float(result.epochs_run.mean()), "mean_best": float(result.best_epoch.mean() + 1)},
         **({"diverged": diverged} if diverged else {}),
         **({"averaging": averaging} if averaging else {}),
     }
+    if name_of(cfg.ensemble.name) == "greedy":  # the ensemble is the headline; the members' mean is kept beside it
+        each = _pool(_only(predictions, kept), name_of(cfg.eval.name) == "loo")
+        results["headline"] = {"name": "ensemble", "what": f"each split's {cfg.model.name} members combined "
+                               "with the weights Caruana's greedy selection chose on its validation rows"}
+        results["each_member"] = {"metrics": summarize_table(each, task, dataset.classes), "over": Units.of(each).over}
+    if sampled(cfg):  # each seed's own hyperparameters, as its members trained with them
+        results["sampled"] = sample_record(cfg, sorted({m.seed for m in members}), task == "regression")
     late = under_training([e for m, e in zip(members, result.best_epoch) if m.index in kept], cfg.trainer.epochs)
     if late:
         results["under_training"] = late
@@ -109,7 +124,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
 
         results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
-                                         tested_pre, tested_members), predictions, val_predictions, run_dir)
+                                         tested_pre, tested_members), predictions, val_predictions, run_dir, chosen)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
@@ -122,6 +137,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     if cfg.trainer.resume and (run_dir / "status.json").exists():
         rundir.update_status(run_dir, status="ok", resume=None)
     console.print(results_table(results))
+    versus = paired_table(results)
+    if versus is not None and cfg.eval.baselines:  # beside the majority alone it says what the table above says
+        console.print(versus)
     if averaging:
         console.print(averaging_table(results))
     if late:
@@ -173,7 +191,8 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,
             clock: timing.Stopwatch) -> dict:
-    """results.json's over, metrics, baselines, validation scores and confusion matrix, from the predictions."""
+    """results.json's over, metrics, baselines, the run's paired differences with them, validation scores and
+    confusion matrix, from the predictions."""
     task, classes = dataset.task, dataset.classes
     pooled = name_of(cfg.eval.name) == "loo"  # one test row per member: score each seed's pooled predictions
     # Named for what they are: for a regression, the majority baseline predicts the training mean
@@ -184,7 +203,10 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
     for name in cfg.eval.baselines:
         baselines[label.get(name, name)] = sklearn_predictions(name, pre, dataset.y, tested_members, task, classes)
     clock.lap("baselines")  # fitting and predicting; scoring them is part of scoring
-    summary = summarize(_pool(predictions, pooled), task, classes, {k: _pool(v, pooled) for k, v in baselines.items()})
+    baselines = {k: _pool(v, pooled) for k, v in baselines.items()}
+    summary = summarize(_pool(predictions, pooled), task, classes, baselines)
+    # The run minus each baseline on the same test units, as a sweep's summary compares its jobs with the best.
+    summary["vs_baselines"] = against(_pool(predictions, pooled), baselines, summary["metrics"], task, classes)
     validation = {}
     if len(val_predictions):
         validation = summarize_table(_pool(val_predictions, pooled), task, classes, rows_word="validation rows")
@@ -195,6 +217,18 @@ def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, pr
     }
     clock.lap("scoring")
     return out
+
+
+def _greedy(cfg: Config, dataset: Dataset, predictions, val_predictions):
+    """(each split's greedy selection, the table the headline scores): with ensemble=greedy the selected ensembles'
+    test predictions, with ensemble=compare the members' (the selection is one of the ensembles compared)."""
+    name = name_of(cfg.ensemble.name)
+    if name != "greedy" and not (name == "compare" and len(val_predictions)):
+        return None, predictions
+    from runner.ensemble.greedy import ensemble_predictions, select
+
+    chosen = select(val_predictions, dataset.classes, cfg.ensemble.rounds, cfg.ensemble.bags)
+    return chosen, ensemble_predictions(predictions, chosen, dataset.classes) if name == "greedy" else predictions
 
 
 def _diverged(result: FitResult, members) -> list[dict]:
@@ -231,7 +265,7 @@ def _pool(predictions, pooled: bool):
     """For leave-one-out, treat each seed's predictions as one member scored on all rows."""
     if not pooled or predictions.empty:
         return predictions
-    return predictions.assign(member=predictions["seed"])
+    return predictions.assign(member=predictions["seed"] if "seed" in predictions else 0)  # an ensemble: one
 
 
 def _save_checkpoints(run_dir: Path, study: Study, model: Population, result: FitResult, pre: Preprocessed,

@@ -20,6 +20,7 @@ from runner.engine.resume import FitCheckpoint, stop_on_signals
 from runner.engine.stacking import Stacking, fit_in_groups, members_at_once
 from runner.models import Population
 from runner.models.noise import MemberNoise
+from runner.sampling import member_configs
 from runner.study import Study, population
 
 
@@ -48,11 +49,14 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
                    epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit",
                    member_cfgs: list[Config] | None = None, state: Path | None = None) -> Fitted:
     """Build, initialize and train one population; the model ends with the weights it keeps. `member_cfgs[i]`:
-    member i's own job config (a sweep's jobs trained together), for the values in runner.config.sharing.PER_MEMBER.
+    member i's own job config (a sweep's jobs trained together), for the values in runner.config.sharing.PER_MEMBER;
+    by default each member's draws of `sample.*` (runner.sampling), or the study's config for all.
 
     With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
     (a sweep's group saves its own in `state`, in its first job's folder)."""
     cfg, dataset = study.cfg, study.dataset
+    if member_cfgs is None:
+        member_cfgs = member_configs(cfg, members, regression=study.loss == "mse")
     model, data = population(study, members, pre)
     E = len(members)
     shape = "x".join(map(str, study.input_shape))

@@ -99,7 +99,9 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
 def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: str | None = None,
             python: bool = False):
     """A DataFrame: `row`, then each kept member's predictions (`m<i>.pred`, `m<i>.p_<class>`) and their mean
-    (`mean.pred`, `mean.p_<class>`); `attrs["diverged"]` lists the members left out. A run of the user's own
+    (`mean.pred`, `mean.p_<class>`), and for a run of ensemble=greedy its ensemble (`ensemble.pred`,
+    `ensemble.p_<class>`: the mean over splits of each split's weighted members, as ensemble.json records them);
+    `attrs["diverged"]` lists the members left out. A run of the user's own
     model (model=module) is rebuilt only from the class the caller names, `model_class`, never from the path the
     checkpoint records alone: runner imports no code that a run folder names. `python`: called from Python
     (Result.predict), so a line names runner.load's model= rather than the shell's --model."""
@@ -143,13 +145,17 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     kept = [e for e, i in enumerate(ids) if i not in diverged]
     _check_finite_output(out, kept, ids, data)
 
-    # Every name is `<owner>.<field>`: the owner (`m<i>` or `mean`) holds no ".", so a name splits at its first
-    # "." into one owner and one field whatever the class names hold; owners differ (member ids are distinct
-    # integers, `mean` is not `m<integer>`), and within an owner `pred` is not `p_<class>` and the classes are
-    # distinct. So no two columns share a name, and `row` has no "." at all.
+    # Every name is `<owner>.<field>`: the owner (`m<i>`, `mean` or `ensemble`) holds no ".", so a name splits at
+    # its first "." into one owner and one field whatever the class names hold; owners differ (member ids are
+    # distinct integers, `mean` and `ensemble` are not `m<integer>`), and within an owner `pred` is not
+    # `p_<class>` and the classes are distinct. So no two columns share a name, and `row` has no "." at all.
+    owners = [(f"m{ids[e]}", out[e]) for e in kept] + [("mean", out[kept].mean(0))]
+    weights = ensemble_weights(run_dir, ids, diverged)
+    if weights is not None:  # the run's greedy ensemble: each split's weighted members, the splits averaged
+        owners.append(("ensemble", np.tensordot(weights, out, axes=1)))
     frame = {"row": np.arange(len(X))}
     labels = np.asarray(classes, dtype=object)
-    for owner, values in [(f"m{ids[e]}", out[e]) for e in kept] + [("mean", out[kept].mean(0))]:
+    for owner, values in owners:
         if classes:
             frame[f"{owner}.pred"] = labels[values.argmax(1)]
             frame.update({f"{owner}.p_{c}": values[:, j] for j, c in enumerate(classes)})
@@ -159,6 +165,34 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     table.attrs["diverged"] = [i for i in ids if i in diverged]
     table.attrs["unseen"] = unseen
     return table
+
+
+def ensemble_weights(run_dir: Path, ids: list[int], diverged: set) -> np.ndarray | None:
+    """[E] each member's weight in the run's greedy ensemble (ensemble.json: per split, members and weights summing
+    to 1; the splits averaged), or None for a run without one; a malformed file is one line."""
+    import json
+
+    path = run_dir / "ensemble.json"
+    if not path.is_file():
+        return None
+    try:
+        folds = json.loads(path.read_text(encoding="utf-8"))["folds"]
+        weights = np.zeros(len(ids))
+        position = {i: e for e, i in enumerate(ids)}
+        for fold in folds:
+            members, w = fold["members"], np.asarray(fold["weights"], dtype=float)
+            ok = (_list_of(members, int) and len(members) == len(w) == len(set(members)) > 0
+                  and all(m in position and m not in diverged for m in members)
+                  and np.isfinite(w).all() and (w > 0).all() and abs(w.sum() - 1) < 1e-6)
+            if not ok:
+                raise ValueError
+            weights[[position[m] for m in members]] += w / len(folds)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError):
+        raise RunnerError(f"{path} is malformed (each split needs members of this run and weights summing to 1): "
+                          "it is damaged; train the run again") from None
+    if not folds:
+        raise RunnerError(f"{path} lists no splits: it is damaged; train the run again")
+    return weights
 
 
 def write_csv(table, out: Path) -> None:

@@ -255,6 +255,7 @@ class EnsembleName(str, Enum):
     stacking = "stacking"
     blending = "blending"
     distill = "distill"
+    greedy = "greedy"
     compare = "compare"
 
 
@@ -269,7 +270,8 @@ class Combine(str, Enum):
 class EnsembleConfig:
     """Combining each split's members (seeds, bags, dropout passes) into one prediction, scored beside them."""
 
-    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; compare: all
+    name: EnsembleName = EnsembleName.none  # seeds: combine with `combine`; stacking, blending: a meta-model; greedy:
+    # Caruana's selection on validation, the run's headline; compare: all
     combine: Combine = Combine.mean  # mean / vote of probabilities; linear Σλp; loglinear softmax(Σλ log p)
     weights: Optional[List[float]] = None  # linear/loglinear: one λ per member of a split; null: learned on val
     bagging: int = 0  # N bootstrap resamples (same size, with replacement) of each split's training rows per seed
@@ -279,6 +281,8 @@ class EnsembleConfig:
     student: ModelConfig = field(default_factory=lambda: ModelConfig(hidden=[4]))  # distill: the student model
     temperature: float = 1.0  # distill: teacher probabilities softened as p^(1/T), renormalized (the student learns them)
     alpha: float = 0.1  # distill: targets (1 - alpha)·teacher + alpha·true label
+    rounds: int = 25  # greedy: selection rounds (with replacement); a member's weight is its share of the rounds
+    bags: int = 1  # greedy: >1 runs the selection on this many random halves of the members, weights averaged
 
 
 @dataclass
@@ -308,7 +312,18 @@ class EvalConfig:
     stratify: bool = True
     split_seed: int = 0
     metric: Optional[str] = None  # selection metric; None: accuracy (classification) or rmse
-    baselines: List[str] = field(default_factory=list)  # beside majority/mean: logreg, knn
+    baselines: List[str] = field(default_factory=list)  # beside majority/mean: logreg, knn, hgb
+
+
+@dataclass
+class SampleConfig:
+    """Each seed of the run its own hyperparameters, drawn from these ranges: one configuration per seed, the same
+    on every split (runner.sampling); null: the shared value for every member."""
+
+    lr: Optional[List[float]] = None  # [low, high]: optim.lr, log-uniform
+    weight_decay: Optional[List[float]] = None  # [low, high]: optim.weight_decay, log-uniform
+    label_smoothing: Optional[List[float]] = None  # [low, high]: loss.label_smoothing, uniform (classification only)
+    seed: int = 0  # the draws' seed (with the member's trainer seed)
 
 
 @dataclass
@@ -362,6 +377,7 @@ class Config:
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
     overwrite: bool = False  # replace the run already in hydra.run.dir (a used directory is refused otherwise)
     # report.png and curves.png; None: drawn for a single run, not for each job of a sweep (-m), whose jobs the
     # sweep's summary and TensorBoard compare (0.4 s of drawing per job would double a population sweep's time).

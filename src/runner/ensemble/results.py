@@ -33,14 +33,20 @@ def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: st
 
 def best_single(test: pd.DataFrame, val: pd.DataFrame, task: str, classes: list[str], pooled: bool) -> dict:
     """The best single member of each split, chosen on its validation rows and scored once on test."""
+    table = best_single_table(test, val, task, classes)
+    table = table.assign(member=0) if pooled else table
+    return {"metrics": summarize_table(table, task, classes), "over": Units.of(table).over, "members": 1}
+
+
+def best_single_table(test: pd.DataFrame, val: pd.DataFrame, task: str, classes: list[str]) -> pd.DataFrame:
+    """The test predictions of each split's member with the best validation accuracy (rmse for a regression;
+    ties: the lowest member id)."""
     metric, higher = ("rmse", False) if task == "regression" else ("accuracy", True)
     by_member = score_members(val, task, classes)[metric]
     keys = val.groupby("member")[["repeat", "fold"]].first()
     ranked = by_member.sort_values(ascending=not higher, kind="stable")
     chosen = keys.loc[ranked.index].groupby(["repeat", "fold"]).head(1).index
-    table = test[test["member"].isin(chosen)]
-    table = table.assign(member=0) if pooled else table
-    return {"metrics": summarize_table(table, task, classes), "over": Units.of(table).over, "members": 1}
+    return test[test["member"].isin(chosen)]
 
 
 def _ablation(test, classes, how, weights: list[np.ndarray], unit, task, pooled) -> dict:
@@ -79,7 +85,10 @@ def ensemble_table(results: dict):
     ensembles = results["ensembles"]
     name = "rmse" if results["task"] == "regression" else "accuracy"
     one = (ensembles.get("best single") or {}).get("inference_s_per_row")
-    rows = [("each member", results["metrics"], 1, results.get("parameters_per_member", 0), one, results["over"])]
+    from runner.evaluate.report import each_member
+
+    metrics, over = each_member(results)
+    rows = [("each member", metrics, 1, results.get("parameters_per_member", 0), one, over)]
     rows += [(how, d["metrics"], d["members"], d.get("parameters", 0), d.get("inference_s_per_row"), d.get("over", ""))
              for how, d in ensembles.items()]
     overs = list(dict.fromkeys(row[-1] for row in rows))

@@ -13,7 +13,7 @@ from runner.data.splits import inner_plan
 from runner.engine.loop import fit
 from runner.engine.predict import dropout_passes, member_outputs, seconds_per_row
 from runner.ensemble import stacking as st
-from runner.ensemble.results import best_single, ensemble_results
+from runner.ensemble.results import best_single, best_single_table, ensemble_results
 from runner.evaluate.summary import Units, summarize_table
 from runner.rundir import artifacts
 
@@ -21,10 +21,12 @@ META = ("stacking", "blending")
 
 
 def ensembles(study, selected, tested, predictions: pd.DataFrame, val_predictions: pd.DataFrame,
-              run_dir: Path | None = None) -> dict:
+              run_dir: Path | None = None, chosen: list[dict] | None = None) -> dict:
     """results.json's `ensembles`. `selected` and `tested` are (model, inputs, preprocessing, members) of the
     population that chose its epochs on validation and of the one scored on test (the same without refit).
-    The models stacking and blending train go into `run_dir`'s split_indices.json, with their roles."""
+    The models stacking and blending train go into `run_dir`'s split_indices.json, with their roles. `chosen`:
+    each split's greedy selection (runner.ensemble.greedy.select), scored and paired with the best single member
+    and with the members' mean."""
     cfg, dataset = study.cfg, study.dataset
     inner_models: dict[int, list[dict]] = {}
     name = name_of(cfg.ensemble.name)
@@ -45,6 +47,8 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
         return {"metrics": summarize_table(table, dataset.task, dataset.classes), "over": Units.of(table).over,
                 "members": members}
 
+    if chosen is not None:
+        out["greedy"] = _greedy(study, chosen, predictions, val_predictions, pooled)
     if name in ("stacking", "compare"):
         stacked, records = _stacking(study, tested[3], tested[2])
         out["stacking"] = score(stacked, cfg.ensemble.inner_k)
@@ -72,6 +76,25 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     if inner_models and run_dir is not None:
         artifacts.add_inner_models(Path(run_dir) / "split_indices.json", inner_models)
     return out
+
+
+def _greedy(study, chosen: list[dict], predictions, val_predictions, pooled: bool) -> dict:
+    """The greedy ensemble's test scores, its selection per split, and its paired differences with the best single
+    member (chosen on validation) and with the members' mean, on the same test units."""
+    from runner.ensemble.greedy import ensemble_predictions, loss_name
+    from runner.evaluate.paired import against
+
+    dataset, cfg = study.dataset, study.cfg
+    table = ensemble_predictions(predictions, chosen, dataset.classes)
+    scored = table.assign(member=0) if pooled else table
+    metrics = summarize_table(scored, dataset.task, dataset.classes)
+    single = best_single_table(predictions, val_predictions, dataset.task, dataset.classes)
+    return {"metrics": metrics, "over": Units.of(scored).over,
+            "members": max(len(r["members"]) for r in chosen),  # what the largest split's ensemble runs
+            "rounds": cfg.ensemble.rounds, "bags": cfg.ensemble.bags,
+            "selected_on": f"val/{loss_name(dataset.classes)}", "folds": chosen,
+            "vs": against(table, {"best single": single, "each member": predictions}, metrics, dataset.task,
+                          dataset.classes)}
 
 
 def _stacking(study, outer, pre) -> tuple[pd.DataFrame, dict[int, list[dict]]]:

@@ -94,6 +94,30 @@ def read_units(run_dir: Path, task: str, split: str = "test") -> tuple[TestUnits
         return None, f"cannot score predictions.csv ({exc})"
 
 
+def table_units(table, task: str, classes=None) -> TestUnits:
+    """The test units of a predictions table in memory (predictions.csv's columns: a run's, or a baseline's)."""
+    repeats = int(table["repeat"].nunique()) if "repeat" in table else 1
+    rows = table["row"].to_numpy().astype(int)
+    if task == "regression":
+        return _units(task, table["member"].to_numpy(), rows, table["y_true"].to_numpy(float),
+                      table["y_pred"].to_numpy(float), None, None, repeats)
+    classes = [str(c) for c in classes]
+    proba = table[["p_" + c for c in classes]].to_numpy(float) if all("p_" + c in table for c in classes) else None
+    return _units(task, table["member"].to_numpy(), rows, table["y_true"].astype(str).to_numpy(),
+                  table["y_pred"].astype(str).to_numpy(), proba, classes, repeats)
+
+
+def against(run, others: dict, metrics, task: str, classes=None) -> dict[str, dict]:
+    """{name: {metric: the run minus `others[name]`, paired on their shared test units}} for predictions tables
+    `run` and `others` (baselines fit on the same splits); metrics without a paired value are left out."""
+    mine = table_units(run, task, classes)
+    out = {}
+    for name, table in others.items():
+        theirs = table_units(table, task, classes)
+        out[name] = {metric: d for metric in metrics if (d := paired_difference(mine, theirs, metric)) is not None}
+    return out
+
+
 def _as_classes(labels: np.ndarray, classes: list[str]) -> np.ndarray:
     # "1.0" read back where the class is "1": match by number when the text does not match.
     if set(labels) <= set(classes):

@@ -16,7 +16,19 @@ from runner.rundir.folder import write_atomic
 
 def _rows(results: dict) -> list[tuple[str, dict]]:
     """(name, {"test/<metric>": interval dict}) for the model, then each baseline."""
-    return [(results.get("model") or "model", results["metrics"]), *results.get("baselines", {}).items()]
+    return [(headline_name(results), results["metrics"]), *results.get("baselines", {}).items()]
+
+
+def headline_name(results: dict) -> str:
+    """What the headline scores: the model ("mlp"), or what combined its members ("greedy ensemble")."""
+    return (results.get("headline") or {}).get("name") or results.get("model") or "model"
+
+
+def each_member(results: dict) -> tuple[dict, str]:
+    """The single members' mean test metrics and what their interval is over (the headline, unless an ensemble
+    is the headline)."""
+    d = results.get("each_member") or {}
+    return d.get("metrics", results["metrics"]), d.get("over", results.get("over"))
 
 
 def _label(metric: str, d: dict | None = None) -> str:
@@ -118,7 +130,53 @@ def report_markdown(results: dict) -> str:
         from runner.evaluate.averaging import averaging_markdown
 
         text += averaging_markdown(results)
-    return text + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
+    return text + paired_markdown(results) + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
+
+
+def fmt_paired(d: dict | None, digits: int = 3) -> str:
+    """A paired difference as "+0.011 [-0.001, +0.024], p 0.071"; "n/a" when there is none."""
+    if not d or d.get("mean") is None or not math.isfinite(d["mean"]):
+        return "n/a"
+    if not d.get("ci95"):
+        return f"{d['mean']:+.{digits}f}"
+    lo, hi = d["ci95"]
+    p = "<0.001" if d["p"] < 0.001 else f"{d['p']:.3f}"
+    return f"{d['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}], p {p}"
+
+
+def paired_markdown(results: dict) -> str:
+    """The run minus each baseline on the same test units (results.json's `vs_baselines`), every metric a column."""
+    paired = results.get("vs_baselines")
+    if not paired:
+        return ""
+    metrics = [k for k in results["metrics"] if any(k in d for d in paired.values())]
+    over = next((d["over"] for row in paired.values() for d in row.values()), "")
+    lines = ["", f"**Paired differences**: {headline_name(results)} minus each baseline on the same test "
+             f"units ({over}): mean, 95% interval (Student's t), two-sided p (not adjusted for the comparisons).", "",
+             f"| {headline_name(results)} minus | " + " | ".join(_label(k) for k in metrics) + " |",
+             "| --- |" + " ---: |" * len(metrics)]
+    for name, row in paired.items():
+        lines.append(f"| {name} | " + " | ".join(fmt_paired(row.get(k)) for k in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(results: dict) -> Table | None:
+    """A rich table of the run minus each baseline on the selection metric, paired on the same test units."""
+    paired = results.get("vs_baselines")
+    metric = f"test/{results['selection']['metric']}"
+    if not paired or not any(metric in row for row in paired.values()):
+        return None
+    over = next(row[metric]["over"] for row in paired.values() if metric in row)
+    table = Table(title=f"{headline_name(results)} minus each baseline, paired on the same test units "
+                  f"({over})", title_justify="left")
+    for col in ("baseline", _label(metric), "95% CI", "p"):
+        table.add_column(col, justify="left" if col == "baseline" else "right", no_wrap=True)
+    for name, row in paired.items():
+        d = row.get(metric) or {}
+        ci = "n/a" if not d.get("ci95") else f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]"
+        p = "" if d.get("p") is None else "<0.001" if d["p"] < 0.001 else f"{d['p']:.3f}"
+        table.add_row(name, "n/a" if d.get("mean") is None else f"{d['mean']:+.3f}", ci, p)
+    return table
 
 
 def _ensembles_markdown(results: dict) -> str:
@@ -135,11 +193,19 @@ def _ensembles_markdown(results: dict) -> str:
     one = (ensembles.get("best single") or {}).get("inference_s_per_row")
     lines = ["", f"**Ensembles** (test {name}, mean [95% interval]; µs/row: prediction time per row)", "",
              "| model | " + name + " | members | parameters | µs/row | over |", "| --- | ---: | ---: | ---: | ---: | --- |",
-             f"| each member | {fmt_interval(results['metrics'].get(f'test/{name}'))} | 1 | "
-             f"{results.get('parameters_per_member', '')} | {cost(one)} | {results['over']} |"]
+             f"| each member | {fmt_interval(each_member(results)[0].get(f'test/{name}'))} | 1 | "
+             f"{results.get('parameters_per_member', '')} | {cost(one)} | {each_member(results)[1]} |"]
     for how, d in ensembles.items():
         lines.append(f"| {how} | {fmt_interval(d['metrics'].get(f'test/{name}'))} | {d['members']} | "
                      f"{d.get('parameters', '')} | {cost(d.get('inference_s_per_row'))} | {d.get('over', '')} |")
+    greedy = ensembles.get("greedy")
+    if greedy and greedy.get("vs"):
+        bags = f", {greedy['bags']} bags of half the members" if greedy.get("bags", 1) > 1 else ""
+        lines += ["", f"Greedy selection ({greedy['rounds']} rounds{bags} on {greedy['selected_on']}, each split's own "
+                  "validation rows; members and weights per split in ensemble.json or results.json) minus:", ""]
+        lines += [f"- {other}: test {name} {fmt_paired(d.get(f'test/{name}'))} "
+                  f"({d.get(f'test/{name}', {}).get('over', '')})"
+                  for other, d in greedy["vs"].items()]
     return "\n".join(lines) + "\n"
 
 

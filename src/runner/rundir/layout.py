@@ -9,7 +9,7 @@ LOCK = ".lock"
 # Everything runner writes at the top of a run folder; a folder holding anything else is not ours to replace.
 WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", "report.png", "curves.png",
                     "metrics.csv", "predictions.csv", "split_indices.json", "tensorboard", "checkpoints",
-                    "train.log", "error.log"})
+                    "ensemble.json", "train.log", "error.log"})
 # What runner writes inside its subfolders (fnmatch patterns; a dict is a folder's own table): any other file
 # there is the user's, which overwrite=true refuses to delete.
 TB_EVENTS = "events.out.tfevents.*"

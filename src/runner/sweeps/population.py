@@ -8,6 +8,7 @@ from runner.config.schema import Config, name_of
 from runner.config.sharing import group_key
 from runner.data.preprocess import preprocess
 from runner.fit import Fitted, fit_population
+from runner.sampling import member_configs
 from runner.study import Study
 
 
@@ -41,7 +42,10 @@ def fit_group(studies: list[Study], label: str, state: Path | None = None) -> li
         members += [dataclasses.replace(m, index=len(members) + i) for i, m in enumerate(study.members)]
     first = studies[0]
     pre = preprocess(first.dataset, members)  # members with equal training rows share one fit
-    member_cfgs = [study.cfg for study in studies for _ in study.members]
+    member_cfgs = []  # each job's config, or its members' draws of sample.*
+    for study in studies:
+        own = member_configs(study.cfg, study.members, study.loss == "mse")
+        member_cfgs += own or [study.cfg] * len(study.members)
     fitted = fit_population(dataclasses.replace(first, members=members), members, pre, label,
                             member_cfgs=member_cfgs, state=state)
     return [fitted.take(span) for span in spans]
