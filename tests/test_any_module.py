@@ -673,3 +673,35 @@ def test_a_module_trained_in_turn_predicts_and_resumes_as_the_run_did(tmp_path, 
     for member in (0, 1):
         test = scored[(scored["member"] == member) & (scored["split"] == "test")]
         np.testing.assert_allclose(table.set_index("row").loc[test["row"], f"m{member}.p_1"], test["p_1"], atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", [RtdlResNet, Coded, ConvNeXt, *(pytest.param(c, marks=pytest.mark.slow) for c in (
+    RtdlFT, TabMini, LucidTab, LucidFT, ResNet10t, MobileNetV3, EfficientNet))])
+def test_each_zoo_model_trains_from_the_shell_and_predict_rebuilds_it(cls, tmp_path, capsys, monkeypatch):
+    """The zoo from the shell: a table model on heart (the embedding ones get its categorical columns as codes),
+    an image model on digits; `runner predict` rebuilds a table model from the class named and gives each
+    member's test probabilities as the run scored them."""
+    import io
+    import sys
+
+    import pandas as pd
+
+    from runner.commands.cli import main
+    from runner.paths import bundled_data
+
+    pytest.importorskip(ZOO.get(cls, "torch"))
+    monkeypatch.setattr(sys, "argv", sys.argv[:])
+    target = f"test_any_module:{cls.__name__}"
+    data = ["dataset=digits"] if cls in IMAGES else []
+    run = tmp_path / "run"
+    assert main(["train", *data, "model=module", f"model.target={target}", "eval=kfold", "eval.k=2",
+                 "trainer.epochs=2", "trainer.progress=false", "plots=false", f"hydra.run.dir={run}"]) == 0
+    header = " ".join(capsys.readouterr().out.split())
+    assert f"module {target}" in header and ("as codes" in header) == (cls in (Coded, LucidTab, LucidFT))
+    if cls in IMAGES:
+        return
+    assert main(["predict", str(run), "--data", str(bundled_data("heart.csv")), "--model", target]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    scored = pd.read_csv(run / "predictions.csv")
+    for member, test in scored[scored["split"] == "test"].groupby("member"):
+        np.testing.assert_allclose(table.set_index("row").loc[test["row"], f"m{member}.p_1"], test["p_1"], atol=1e-5)
