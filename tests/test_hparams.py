@@ -1,5 +1,6 @@
 """TensorBoard hparams data: every run's overrides and headline metrics, read back by tensorboard's own reader."""
 
+import hashlib
 import json
 import sys
 
@@ -24,7 +25,7 @@ def _read(folder):
     values = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
     types = {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
     declared = [m.name.tag for m in experiment.metric_infos]
-    scalars = {tag: acc.Scalars(tag)[0].value for tag in acc.Tags()["scalars"]}
+    scalars = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("headline/")}
     return values, types, declared, scalars, api_pb2.Status.Name(end.status)
 
 
@@ -36,10 +37,11 @@ def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, cap
     assert status == 0, capsys.readouterr().err
     results = json.loads((run_dir / "results.json").read_text())
     # Named by its overrides (trainer.progress changes nothing learnt and is left out), beside the members' curves.
-    name = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
+    overrides = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
+    name = run_name(overrides.split(","))  # 60 characters at most: a hash keeps it apart from any other
+    assert name == overrides[:51] + "~" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
     assert [p.name for p in (run_dir / "tensorboard").iterdir()] == [name]  # the members' curves inside it
-    assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir()) == ["events.out.tfevents.hparams",
-                                                                                  "member_0"]
+    assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir())[1:] == ["events.out.tfevents.hparams"]
     values, types, declared, scalars, end = _read(run_dir / "tensorboard" / name)
     # The effective hyperparameters (the main choices and numbers, defaults too), then every override.
     assert values == {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
@@ -71,10 +73,14 @@ def test_hparams_summaries_parse_as_tensorboards_protos():
     assert parsed[2].session_end_info.end_time_secs == 12.0 and parsed[0].version == 0
 
 
-def test_run_names_are_safe_and_long_ones_stay_apart():
+def test_run_names_are_safe_short_and_long_ones_stay_apart():
     assert run_name([]) == "defaults"
     assert run_name(["dataset.path=/data/my file.csv", "+x=1"]) == "dataset.path=_data_my_file.csv,+x=1"
     long_a, long_b = [f"k{i}=value{i}" for i in range(30)], [f"k{i}=value{i}" for i in range(31)]
-    assert len(run_name(long_a)) == 120 and run_name(long_a) != run_name(long_b)
-    assert run_name(long_a)[:100] == run_name(long_b)[:100]
+    assert len(run_name(long_a)) == 60 and run_name(long_a) != run_name(long_b)
+    assert run_name(long_a)[:50] == run_name(long_b)[:50]
+    # An Optuna trial's numbers to 3 significant digits (in full in the HPARAMS tab); short numbers as written.
+    assert run_name(["optim.lr=0.004430375245218269", "model.dropout=0.25", "trainer.epochs=1000"]) == \
+        "optim.lr=0.00443,model.dropout=0.25,trainer.epochs=1000"
+    assert run_name(["optim.lr=12.34567", "x=-0.1234"]) == "optim.lr=12.3,x=-0.123"
     assert hparam("+optim.lr=1e-3") == ("optim.lr", 1e-3) and hparam("model.hidden=[8, 8]") == ("model.hidden", "[8, 8]")

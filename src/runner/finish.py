@@ -81,7 +81,8 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre, [d["member"] for d in diverged])
     clock.lap("files")
-    artifacts.write_tensorboard(run_dir / "tensorboard" / artifacts.run_name(_overrides(run_dir)), history)
+    experiment = _experiment(run_dir)
+    artifacts.write_tensorboard(run_dir / "tensorboard" / experiment[0], history)
     clock.lap("tensorboard")
 
     results = {
@@ -133,7 +134,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.results import ensemble_table
 
         console.print(ensemble_table(results))
-    _write_hparams(run_dir, cfg, results, clock)
+    _write_hparams(run_dir, cfg, results, clock, experiment, (0, int(history["epoch"].max())))
     # results.json last, with the timing up to here
     write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg))
     console.print(f"run directory: [bold]{run_dir}[/]")
@@ -149,10 +150,22 @@ def _overrides(run_dir: Path) -> list[str]:
     return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
 
 
-def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch) -> None:
-    """TensorBoard's hparams data, beside the members' curves in the folder named by the overrides: the run's
-    effective hyperparameters (the main choices and numbers, then every override), its validation and test
-    headline under their own tags (`headline/...`, apart from the per-epoch `val/...` curves)."""
+def _experiment(run_dir: Path) -> tuple[str, str]:
+    """The run's TensorBoard run name, its overrides that set it apart (in a sweep, less those every job has),
+    and its HPARAMS Trial ID: the name, then the run folder's last two parts, apart from any other run's."""
+    from runner.sweeps.summary import own_overrides, sweep_overrides
+
+    overrides, sweep = _overrides(run_dir), sweep_overrides(run_dir.parent)
+    name = artifacts.run_name(overrides if sweep is None else own_overrides(overrides, sweep))
+    return name, f"{name} · {run_dir.parent.name}/{run_dir.name}"
+
+
+def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch,
+                   experiment: tuple[str, str], steps: tuple[int, int]) -> None:
+    """TensorBoard's hparams data, beside the members' curves in the experiment's run (`experiment`: its name and
+    Trial ID): the run's effective hyperparameters (the main choices and numbers, then every override), its
+    validation and test headline under their own tags (`headline/...`, apart from the per-epoch `val/...`
+    curves), over the epochs of the curves (`steps`, first and last)."""
     import time
 
     effective = {"dataset": name_of(cfg.dataset.name), "model": name_of(cfg.model.name),
@@ -166,8 +179,9 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
     headline = {f"headline/val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
                 f"headline/test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
     started_s = time.time() - (time.perf_counter() - clock.start)
-    artifacts.write_hparams(run_dir / "tensorboard" / artifacts.run_name(overrides), effective,
-                            {k: float("nan") if v is None else v for k, v in headline.items()}, started_s)
+    artifacts.write_hparams(run_dir / "tensorboard" / experiment[0], effective,
+                            {k: float("nan") if v is None else v for k, v in headline.items()}, started_s,
+                            experiment[1], steps)
     clock.lap("tensorboard")
 
 

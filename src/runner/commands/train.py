@@ -35,6 +35,7 @@ from runner.errors import Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
 from runner.rundir.saved import refuse_changed
 from runner.sweeps.search import objective
+from runner.sweeps.summary import sweep_overrides
 
 
 def train_command(args: list[str]) -> int:
@@ -243,7 +244,7 @@ class CheckRun(Callback):
             return
         if not sweep_dir.exists() or (sweep_dir.is_dir() and not any(sweep_dir.iterdir())):
             return
-        before = _sweep_overrides(sweep_dir)
+        before = sweep_overrides(sweep_dir)
         now = list(OmegaConf.to_container(config.hydra.overrides.task))
         if before is None:
             raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
@@ -269,15 +270,6 @@ def _share_cores(config: Config) -> None:
     jobs = launcher.get("n_jobs") or -1
     jobs = cores + 1 + jobs if jobs < 0 else jobs  # joblib's convention: -1 is every core, -2 all but one
     config.trainer.threads = max(1, cores // max(jobs, 1))
-
-
-def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
-    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's)."""
-    try:
-        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
-        return list(OmegaConf.to_container(saved.hydra.overrides.task))
-    except Exception:  # noqa: BLE001 (missing, unreadable or not Hydra's: not a sweep to resume)
-        return None
 
 
 HYDRA_VERSION_BASE = "1.3"
@@ -316,7 +308,7 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
         if sweeping:
             from runner.sweeps.summary import job_line
 
-            console.print(job_line(run_dir, _sweep_overrides(run_dir.parent) or [], before, console.notices))
+            console.print(job_line(run_dir, sweep_overrides(run_dir.parent) or [], before, console.notices))
 
 
 def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
