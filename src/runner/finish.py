@@ -22,7 +22,7 @@ from runner.evaluate.metrics import confusion, default_metric, higher_is_better
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import results_table, write_reports
 from runner.evaluate.summary import summarize, summarize_table
-from runner.fit import Fitted, fit_population
+from runner.fit import Fitted, fit_population, model_label
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
 from runner.study import Study
@@ -91,7 +91,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         "target": dataset.target,
         **({"positive": dataset.positive} if dataset.positive is not None else {}),
         **({"dropped": dataset.dropped} if dataset.dropped else {}),  # columns left out, and why
-        "model": cfg.model.name,
+        "model": model_label(cfg),
         "members": len(members),
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),

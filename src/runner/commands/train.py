@@ -39,8 +39,21 @@ from runner.sweeps.summary import sweep_overrides
 
 
 def train_command(args: list[str]) -> int:
-    """Run `runner train [overrides]`; returns the exit status (2 for a user error, 1 for a crashed sweep job,
-    128 + the signal for a run stopped by one)."""
+    """Run `runner train [overrides]`, each error a line on stderr; returns the exit status (2 for a user error,
+    1 for a crashed sweep job, 128 + the signal for a run stopped by one)."""
+    status, errors = run(args)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def run(args: list[str]) -> tuple[int, list[str]]:
+    """`runner train [overrides]` as runner.train calls it: the exit status and the one-line errors, unprinted."""
+    status = _train(args)
+    return status, list(FAILURES)
+
+
+def _train(args: list[str]) -> int:
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     from runner.sweeps.summary import CRASHED, FAILED
@@ -195,7 +208,6 @@ FAILURES: list[str] = []
 
 def _fail(message: str) -> int:
     FAILURES.append(message)
-    print(f"error: {message}", file=sys.stderr)
     return 2
 
 
