@@ -221,9 +221,11 @@ class CheckRun(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
+        from runner.rundir import timing
+
         try:
             task = task_config(config)
-            checked = checked_config(task)
+            checked = checked_config(task, timing.waiting())  # reading the data is data_s, not config_s
             run_dir = Path(config.hydra.run.dir).absolute()
             if checked.trainer.resume:
                 refuse_changed(run_dir, task)
@@ -335,7 +337,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         note("runner train %s (run folder %s)", " ".join(job) or "with the defaults", run_dir)
         if sweeping:
             rundir.claim_job(run_dir, job)
-        config = checked_config(cfg)
+        config = checked_config(cfg, clock)
         _share_cores(config)
         if log.isEnabledFor(logging.DEBUG):  # hydra.verbose=runner
             log.debug("the resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
