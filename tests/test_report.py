@@ -71,7 +71,8 @@ def test_rich_table_fits_80_columns_and_explains_asymmetric_and_zero_width_inter
     console.print(results_table(results))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text.split("\nbold")[0]
-    assert "0.820 [0.700, 0.950]" in text  # asymmetric: the interval itself, not a ±
+    [accuracy] = [line.split("│") for line in text.splitlines() if "accuracy ↑" in line and "balanced" not in line]
+    assert [c.strip() for c in accuracy[3:5]] == ["0.820", "[0.700, 0.950]"]  # asymmetric: the interval once
     assert "Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd²" in text and "Wilson score interval" in text
     assert "majority log_loss: zero spread: all 3 folds scored 0.69." in " ".join(text.split())
     assert "balanced_accuracy† ↑" in text
@@ -169,3 +170,14 @@ def test_a_model_with_zero_spread_on_several_metrics_gets_one_footnote():
     text = " ".join(console.export_text().split())
     assert "majority: zero spread, all 3 folds scored the same:" in text
     assert "log_loss 0.69" in text and "accuracy 0.5" in text and "majority log_loss: zero spread" not in text
+
+
+def test_a_clipped_interval_is_named_in_its_footnote():
+    results = json.loads(json.dumps(RESULTS))
+    results["baselines"]["logreg"]["test/log_loss"].update(ci95=[0.0, 0.143], interval="mean ± 4.3·SE, clipped to "
+                                                           "[0, inf]")
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(results_table(results))
+    text = " ".join(console.export_text().split())
+    assert "Intervals cut at the metric's range: logreg log_loss." in text
+    assert "Intervals cut at the metric's range: logreg log_loss." in report_markdown(results)

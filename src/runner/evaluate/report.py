@@ -59,8 +59,10 @@ def _footnotes(results: dict) -> list[str]:
         notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
                      "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "
                      "and validation rows.")
-    if any("clipped" in i for i in methods):
-        notes.append("Intervals marked clipped were cut at the metric's range.")
+    clipped = [f"{name} {metric.split('/', 1)[-1]}" for name, m in _rows(results) for metric, d in m.items()
+               if "clipped" in str(d.get("interval", ""))]
+    if clipped:
+        notes.append(f"Intervals cut at the metric's range: {', '.join(clipped)}.")
     for name, m in _rows(results):
         noted = [(metric.split("/", 1)[-1], d["note"]) for metric, d in m.items() if d.get("note")]
         zero = [(metric, note) for metric, note in noted if note.startswith("zero spread: all ")]
@@ -94,12 +96,18 @@ def results_table(results: dict) -> Table:
         best = _best(metric, rows)
         for i, (name, m) in enumerate(rows):
             d = m.get(metric) or {}
-            cells = [fmt_interval(d), fmt_range(d.get("ci95")), str(d.get("n", ""))]
+            cells = [_estimate(d), fmt_range(d.get("ci95")), str(d.get("n", ""))]
             if i == best:
                 cells[0] = f"[bold]{cells[0]}[/bold]"
             table.add_row(_label(metric, first) if i == 0 else "", name, *cells,
                           end_section=i == len(rows) - 1, style=None if i == 0 else "dim")
     return table
+
+
+def _estimate(d: dict) -> str:
+    """The estimate column: "0.663 ± 0.025" for a symmetric interval, the mean alone for an asymmetric one, whose
+    bounds the 95% CI column beside it gives (not the interval twice)."""
+    return fmt_interval(d).split(" [", 1)[0]
 
 
 def report_markdown(results: dict) -> str:
