@@ -143,16 +143,9 @@ def run_name(overrides: list[str], limit: int = 60) -> str:
     whole, so two long names stay apart."""
     import hashlib
 
-    short = [f"{key}={float(value):.3g}" if _is_long_number(value) else f"{key}={value}"
-             for key, _, value in (o.partition("=") for o in overrides)]
-    name = re.sub(r"[^\w.=,+\-\[\]]", "_", ",".join(short)) or "defaults"
+    from runner.console import short_override
+
+    name = re.sub(r"[^\w.=,+\-\[\]]", "_", ",".join(map(short_override, overrides))) or "defaults"
     if len(name) > limit:
         name = name[: limit - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return name
-
-
-def _is_long_number(text: str) -> bool:
-    """Whether `text` is a fraction written with more than 3 significant digits (`0.004430375`, not `0.01`)."""
-    if not re.fullmatch(r"-?\d*\.\d+(e[-+]?\d+)?", text.lower()):
-        return False
-    return len(re.sub(r"e.*|\D", "", text.lower()).lstrip("0")) > 3

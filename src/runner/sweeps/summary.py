@@ -134,8 +134,10 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
     record = rundir.read_status(job_dir) or {"status": "failed", "error": "no status.json"}
     status = str(record.get("status", "?"))
     own = own_overrides([f"{k}={v}" for k, v in _overrides(job_dir).items()], sweep_overrides)
+    from runner.console import short_override
+
     parts = [f"job {job_dir.name} " + ("[green]ok[/]" if status == "ok" else f"[red]{escape(status)}[/]"),
-             escape(" ".join(own))]
+             escape(" ".join(map(short_override, own)))]
     try:
         results = json.loads((job_dir / rundir.RESULTS).read_text(encoding="utf-8")) if status == "ok" else {}
     except (OSError, ValueError):
