@@ -181,3 +181,22 @@ def test_a_clipped_interval_is_named_in_its_footnote():
     text = " ".join(console.export_text().split())
     assert "Intervals cut at the metric's range: logreg log_loss." in text
     assert "Intervals cut at the metric's range: logreg log_loss." in report_markdown(results)
+
+
+def test_curves_mark_the_epoch_each_member_kept(monkeypatch):
+    from matplotlib.collections import PathCollection
+
+    from runner.evaluate import plots
+
+    history = pd.DataFrame({"member": np.repeat([0, 1], 4), "epoch": np.tile(np.arange(4), 2),
+                            "train/loss": np.linspace(1, 0.5, 8), "val/loss": [0.9, 0.7, 0.8, 0.85, 1.0, 0.95, 0.9, 0.6],
+                            "val/accuracy": np.linspace(0.5, 0.9, 8), "lr": 0.01})
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    plots.curves_plot(history, {0: 1, 1: 3}, io.BytesIO())
+    loss, metric = drawn[0].axes
+    dots = [c.get_offsets().tolist() for c in loss.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert dots == [[[1, 0.7], [3, 0.6]]]  # on the validation loss, at each member's kept epoch
+    dots = [c.get_offsets().tolist() for c in metric.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert dots == [[[1, pytest.approx(0.5 + 0.4 / 7)], [3, pytest.approx(0.9)]]]
+    assert "dot: the epoch kept" in [t.get_text() for t in loss.get_legend().get_texts()]

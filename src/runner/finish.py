@@ -75,8 +75,12 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     spreadsheet.write_csv(run_dir / "predictions.csv", artifacts.predictions_frame(val_predictions, predictions, rows))
     history = artifacts.history_frame(result.history, [m.index for m in members])  # selection's history
     spreadsheet.write_csv(run_dir / "metrics.csv", history)
+    # The epoch whose weights each member kept: its best on validation, or its last (restore_best=false, or no
+    # validation rows).
+    best = cfg.trainer.early_stopping.restore_best & (result.best_epoch >= 0)
+    kept = dict(zip([m.index for m in members], np.where(best, result.best_epoch, result.epochs_run - 1).tolist()))
     if plotter is not None:
-        plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
+        plotter.send([("curves_plot", run_dir / "curves.png", (history, kept))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre, [d["member"] for d in diverged])
@@ -136,7 +140,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         console.print(ensemble_table(results))
     _write_hparams(run_dir, cfg, results, clock, experiment, (0, int(history["epoch"].max())))
     # results.json last, with the timing up to here
-    write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg))
+    write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg), kept=kept)
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 

@@ -197,14 +197,15 @@ def report_csv(results: dict) -> str:
 
 
 def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None,
-                  plots: bool = True) -> list[Path]:
+                  plots: bool = True, kept: dict[int, int] | None = None) -> list[Path]:
     """Write report.png, curves.png (with a history; both only with `plots`), report.md, report.csv and last
     results.json; each atomically.
 
     With a `clock` (runner.rundir.timing.Stopwatch), plots and reports are booked to it and results.json's
     `timing` is its reading just before results.json is written, so it covers every other file. A
     `worker` (plot_worker.PlotWorker, started before training and sent the curves after it) draws the plots
-    in its own process; if it fails, they are drawn here.
+    in its own process; if it fails, they are drawn here. `kept`: each member's epoch whose weights it kept
+    (member -> epoch), dotted on curves.png.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -212,7 +213,7 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
     with status("writing plots"):
         jobs = [("report_plot", run_dir / "report.png", (results,))] if plots else []
         if plots and history is not None and len(history):
-            jobs.append(("curves_plot", run_dir / "curves.png", (history,)))
+            jobs.append(("curves_plot", run_dir / "curves.png", (history, kept)))
         drawn = False
         if worker is not None and jobs:  # it was sent the curves when training ended; the report plot now
             worker.send(jobs[:1])
