@@ -11,9 +11,13 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 2; }
+	@echo "make: installing runner into $(VENV) (once; a few minutes): torch, then runner with its test and sweep extras"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c "import torch" 2>/dev/null || echo "make: installing $(TORCH) (the largest part)"
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	@echo "make: installing runner and its dependencies (pip install -e '.[dev,sweeps]')"
 	$(BIN)/pip install -q -e ".[dev,sweeps]"
+	@echo "make: installed; next time make starts at once"
 	touch $@
 
 train: install
