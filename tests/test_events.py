@@ -46,11 +46,12 @@ def test_run_curves_read_back_with_tensorboards_loader(tmp_path):
     assert layout_value.tag == "custom_scalars__config__"
     assert layout_value.metadata.plugin_data.plugin_name == "custom_scalars"
     layout = Layout.FromString(layout_value.tensor.string_val[0])
-    [category] = layout.category
-    margin = {c.title: c.margin.series[0] for c in category.chart if c.HasField("margin")}
+    spread, each = layout.category
+    assert (spread.title, each.title) == ("members' mean, min and max", "each member")
+    margin = {c.title: c.margin.series[0] for c in spread.chart}
     assert margin["val/loss: members' mean, min and max"].lower == "spread/val/loss/min"
     assert margin["val/loss: members' mean, min and max"].upper == "spread/val/loss/max"
-    multiline = {c.title: list(c.multiline.tag) for c in category.chart if c.HasField("multiline")}
+    multiline = {c.title: list(c.multiline.tag) for c in each.chart}
     assert multiline["train/loss: each member"] == [r"members/train/loss/\d+"]
     got = {(e.step, v.tag): v.tensor.float_val[0] for e in read[2:] for v in e.summary.value}  # float32
     want = {}
@@ -105,7 +106,7 @@ def test_each_experiment_is_one_run_with_its_members_inside_and_hparams_beside_t
         assert values["optim.lr"] == {"sweep/0": 0.01, "sweep/1": 0.001}.get(folder, 0.001)
         trials.add(start.group_name)
         run_dir = logs / folder
-        assert start.group_name == f"{name.rsplit('/', 1)[1]} · {run_dir.parent.name}/{run_dir.name}"
+        assert start.group_name == f"{run_dir.name} · {run_dir.parent.name}"  # short: the HPARAMS tab cuts it
         # The headline as a level line over the epochs (two points), apart from the per-epoch curves.
         for tag, value in (("headline/val/accuracy", results["validation"]["val/accuracy"]["mean"]),
                            ("headline/test/accuracy", results["metrics"]["test/accuracy"]["mean"])):
@@ -158,8 +159,9 @@ def test_a_live_tensorboard_shows_one_run_per_experiment_its_spread_and_distinct
         assert {"val/loss", "spread/val/loss/min", "spread/val/loss/max", "headline/test/accuracy"} <= kfold
         assert {f"members/val/accuracy/{m}" for m in range(3)} <= kfold
         layout = get("data/plugin/custom_scalars/layout")
-        [category] = layout["category"]
-        charts = {c["title"]: c for c in category["chart"]}  # the same layout from every run, merged into one
+        # The same layout from every run, merged into one: the members' band, then each member's curve.
+        assert [c["title"] for c in layout["category"]] == ["members' mean, min and max", "each member"]
+        charts = {c["title"]: c for category in layout["category"] for c in category["chart"]}
         assert charts["val/loss: members' mean, min and max"]["margin"]["series"] == [
             {"value": "val/loss", "lower": "spread/val/loss/min", "upper": "spread/val/loss/max"}]
         query = urllib.parse.urlencode({"run": RUNS["kfold"], "tag": charts["val/loss: each member"]["multiline"][
@@ -171,11 +173,14 @@ def test_a_live_tensorboard_shows_one_run_per_experiment_its_spread_and_distinct
         groups = get("data/plugin/hparams/session_groups", {"startIndex": 0, "sliceSize": 10, "allowedStatuses": [
             "STATUS_SUCCESS"], "colParams": [{"hparam": "optim.lr"}, {"metric": {"tag": "headline/test/accuracy"}}]})
         trials = {g["name"]: g for g in groups["sessionGroups"]}  # the Trial IDs
-        assert len(trials) == 3 and all(len(g["sessions"]) == 1 for g in trials.values())
-        assert {t.split(" · ")[0] for t in trials} == {name.rsplit("/", 1)[1] for name in RUNS.values()}
+        assert sorted(trials) == sorted(f"{(logs / f).name} · {(logs / f).parent.name}" for f in RUNS)
+        assert all(len(g["sessions"]) == 1 for g in trials.values())
+        # Every run's keys (the kfold run's eval.k, the sweep's optim.lr), those that set a run apart first.
+        infos = [h["name"] for h in experiment["hparamInfos"]]
+        assert {"optim.lr", "eval.k", "model.hidden", "aug.mixup"} <= set(infos) and infos[0] == "dataset"
         for folder, name in RUNS.items():
             test = json.loads((logs / folder / "results.json").read_text())["metrics"]["test/accuracy"]["mean"]
-            [group] = [g for t, g in trials.items() if t.startswith(name.rsplit("/", 1)[1] + " · ")]
+            [group] = [g for t, g in trials.items() if t == f"{(logs / folder).name} · {(logs / folder).parent.name}"]
             [value] = [m["value"] for m in group["metricValues"] if m["name"]["tag"] == "headline/test/accuracy"]
             assert value == pytest.approx(test, abs=1e-6)
     finally:

@@ -4,7 +4,9 @@ import hashlib
 import json
 import sys
 
+import pandas as pd
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -15,7 +17,8 @@ from runner.commands.cli import main
 
 
 def _read(folder):
-    """(hyperparameters, their declared types, metric tags declared, scalar values, end status) of one run."""
+    """(hyperparameters, their declared types, metric tags declared, scalar values, end status, the
+    hyperparameters marked as differing) of one run."""
     acc = EventAccumulator(str(folder))
     acc.Reload()
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
@@ -26,7 +29,8 @@ def _read(folder):
     types = {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
     declared = [m.name.tag for m in experiment.metric_infos]
     scalars = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("headline/")}
-    return values, types, declared, scalars, api_pb2.Status.Name(end.status)
+    differs = [h.name for h in experiment.hparam_infos if h.differs]
+    return values, types, declared, scalars, api_pb2.Status.Name(end.status), differs
 
 
 def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, capsys):
@@ -42,11 +46,21 @@ def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, cap
     assert name == overrides[:51] + "~" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
     assert [p.name for p in (run_dir / "tensorboard").iterdir()] == [name]  # the members' curves inside it
     assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir())[1:] == ["events.out.tfevents.hparams"]
-    values, types, declared, scalars, end = _read(run_dir / "tensorboard" / name)
-    # The effective hyperparameters (the main choices and numbers, defaults too), then every override.
-    assert values == {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
-                      "sched": "constant", "eval": "holdout", "trainer.epochs": 3.0, "trainer.batch_size": 32.0,
-                      "trainer.seeds": 1.0, "model.hidden": "[8]", "trainer.early_stopping.restore_best": False}
+    values, types, declared, scalars, end, differs = _read(run_dir / "tensorboard" / name)
+    # Every key of the config (a group's choice by the group's name), defaults too, each override as written:
+    # whichever run's list TensorBoard shows, every run's keys are in it.
+    assert {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
+            "sched": "constant", "eval": "holdout", "trainer.epochs": 3.0, "trainer.batch_size": 32.0,
+            "trainer.seeds": 1.0, "model.hidden": "[8]", "trainer.early_stopping.restore_best": False,
+            "model.dropout": 0.0, "aug.mixup": 0.0, "loss": "auto"}.items() <= values.items()
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    leaves = {k for k, v in pd.json_normalize(config, sep=".").iloc[0].items() if v is not None and v == v}
+    assert set(values) == {k.removesuffix(".name") for k in leaves} - {"trainer.progress", "trainer.threads",
+                                                                        "overwrite", "plots", "trainer.stack",
+                                                                        "trainer.checkpoint_every"}
+    # What sets the run apart (its overrides) and the main choices are marked as differing: listed first.
+    assert sorted(differs) == ["dataset", "eval", "model", "model.hidden", "optim", "optim.lr",
+                               "trainer.early_stopping.restore_best", "trainer.epochs"]
     assert types["optim"] == "DATA_TYPE_STRING" and types["optim.lr"] == "DATA_TYPE_FLOAT64"
     assert types["model.hidden"] == "DATA_TYPE_STRING" and types["trainer.early_stopping.restore_best"] == \
         "DATA_TYPE_BOOL"

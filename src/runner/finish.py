@@ -2,6 +2,7 @@
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -154,39 +155,52 @@ def _overrides(run_dir: Path) -> list[str]:
     return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
 
 
-def _experiment(run_dir: Path) -> tuple[str, str]:
-    """The run's TensorBoard run name, its overrides that set it apart (in a sweep, less those every job has),
-    and its HPARAMS Trial ID: the name, then the run folder's last two parts, apart from any other run's."""
+def _experiment(run_dir: Path) -> tuple[str, str, list[str]]:
+    """The run's TensorBoard run name, from the overrides that set it apart (in a sweep, less those every job
+    has); its HPARAMS Trial ID, short and apart from any other run's (the run folder's name, then its parent's:
+    `3 · 02-50-38-444600` for a sweep's job 3); and the keys of those overrides."""
     from runner.sweeps.summary import own_overrides, sweep_overrides
 
     overrides, sweep = _overrides(run_dir), sweep_overrides(run_dir.parent)
-    name = artifacts.run_name(overrides if sweep is None else own_overrides(overrides, sweep))
-    return name, f"{name} · {run_dir.parent.name}/{run_dir.name}"
+    own = overrides if sweep is None else own_overrides(overrides, sweep)
+    keys = [artifacts.hparam(o)[0] for o in own if not o.startswith("~")]
+    return artifacts.run_name(own), f"{run_dir.name} · {run_dir.parent.name}", keys
 
 
 def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch,
-                   experiment: tuple[str, str], steps: tuple[int, int]) -> None:
-    """TensorBoard's hparams data, beside the members' curves in the experiment's run (`experiment`: its name and
-    Trial ID): the run's effective hyperparameters (the main choices and numbers, then every override), its
-    validation and test headline under their own tags (`headline/...`, apart from the per-epoch `val/...`
-    curves), over the epochs of the curves (`steps`, first and last)."""
+                   experiment: tuple[str, str, list[str]], steps: tuple[int, int]) -> None:
+    """TensorBoard's hparams data, beside the members' curves in the experiment's run (`experiment`: its name,
+    Trial ID and the keys that set it apart): every key of the run's config but those that change nothing it
+    learns (`optim` for optim.name), then every override as written, so that whichever run's list TensorBoard
+    takes for its HPARAMS tab, it has every run's keys; its validation and test headline under their own tags
+    (`headline/...`, apart from the per-epoch `val/...` curves), over the epochs of the curves (`steps`, first
+    and last)."""
     import time
 
-    effective = {"dataset": name_of(cfg.dataset.name), "model": name_of(cfg.model.name),
-                 "optim": name_of(cfg.optim.name), "optim.lr": cfg.optim.lr,
-                 "optim.weight_decay": cfg.optim.weight_decay, "sched": name_of(cfg.sched.name),
-                 "eval": name_of(cfg.eval.name), "trainer.epochs": cfg.trainer.epochs,
-                 "trainer.batch_size": cfg.trainer.batch_size, "trainer.seeds": cfg.trainer.seeds}
-    overrides = _overrides(run_dir)
-    effective.update(artifacts.hparam(o) for o in overrides if not o.startswith("~"))
+    from runner.config.sharing import NOT_TRAINING
+
+    effective = {key.removesuffix(".name"): value for key, value in _leaves(OmegaConf.to_container(
+        OmegaConf.structured(cfg), enum_to_str=True)) if key not in NOT_TRAINING}
+    effective.update(artifacts.hparam(o) for o in _overrides(run_dir) if not o.startswith("~"))
     metric = results["selection"]["metric"]
     headline = {f"headline/val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
                 f"headline/test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
     started_s = time.time() - (time.perf_counter() - clock.start)
+    # Marked as differing (TensorBoard shows the first five of those at first): what sets the run apart, and the
+    # main choices.
+    differs = [*experiment[2], "dataset", "model", "optim", "eval"]
     artifacts.write_hparams(run_dir / "tensorboard" / experiment[0], effective,
                             {k: float("nan") if v is None else v for k, v in headline.items()}, started_s,
-                            experiment[1], steps)
+                            experiment[1], steps, differs)
     clock.lap("tensorboard")
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested config as (dotted key, value) pairs; lists are values."""
+    out = []
+    for key, value in tree.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return out
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,

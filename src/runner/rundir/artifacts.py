@@ -104,10 +104,11 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
 
 
 def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, float], start_s: float, trial: str,
-                  steps: tuple[int, int]) -> Path:
+                  steps: tuple[int, int], differs: list[str] = ()) -> Path:
     """TensorBoard's hparams data for the HPARAMS tab in `folder` (the experiment's run): `hparams` (numbers,
-    booleans, anything else as text), `trial` its Trial ID, its headline `metrics` as scalars beside them, each
-    at both `steps` (the first and last epoch) so that its chart draws a level line, not a lone dot."""
+    booleans, anything else as text; those named in `differs` marked so, listed first), `trial` its Trial ID,
+    its headline `metrics` as scalars beside them, each at both `steps` (the first and last epoch) so that its
+    chart draws a level line, not a lone dot."""
     from runner.rundir import events
 
     hparams = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in hparams.items() if v is not None}
@@ -115,7 +116,8 @@ def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, floa
     now = time.time()
     first = [events.record(events.event(now, file_version=events.FILE_VERSION))]
     summaries = [events.record(events.event(now, summary=s)) for s in events.hparams_summaries(hparams, list(metrics),
-                                                                                                start_s, now, trial)]
+                                                                                                start_s, now, trial,
+                                                                                                differs)]
     finite = {k: v for k, v in metrics.items() if v == v}
     scores = [events.record(events.event(now, step, finite)) for step in dict.fromkeys(steps)]
     # One fixed name: a resumed run replaces its session instead of adding a second one beside it.
