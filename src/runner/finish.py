@@ -179,8 +179,8 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
 
     from runner.config.sharing import NOT_TRAINING
 
-    effective = {key.removesuffix(".name"): value for key, value in _leaves(OmegaConf.to_container(
-        OmegaConf.structured(cfg), enum_to_str=True)) if key not in NOT_TRAINING}
+    effective = {key.removesuffix(".name"): _plain(value) for key, value in _leaves(dataclasses.asdict(cfg))
+                 if key not in NOT_TRAINING}
     effective.update(artifacts.hparam(o) for o in _overrides(run_dir) if not o.startswith("~"))
     metric = results["selection"]["metric"]
     headline = {f"headline/val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
