@@ -117,6 +117,7 @@ def test_a_notebook_trains_your_own_class_and_function_and_shows_no_traceback_or
     for i, cell_outputs in enumerate(outputs[:-1]):
         assert not [o for o in cell_outputs if o.output_type == "error"], i
         assert "Traceback" not in text(cell_outputs) and "[HYDRA]" not in text(cell_outputs), i
+        assert "Warning" not in text(cell_outputs), i  # as rich's "install ipywidgets" for a progress bar
         assert "__main__" not in text(cell_outputs), i
     assert f"{tmp_path / 'run'}\n" in text(outputs[1])  # absolute, as the run's own line prints it
     assert "blobs" in text(outputs[1]) and "TwoLayer (" in text(outputs[1])

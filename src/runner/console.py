@@ -100,8 +100,12 @@ console = LoggedConsole()
 
 @contextmanager
 def epoch_progress(epochs: int, members: int, enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar over epochs on a terminal or in a notebook (quiet otherwise); yields the per-epoch callback."""
-    if not (enabled and (console.is_terminal or console.is_jupyter)):
+    """A progress bar over epochs on a terminal or in a notebook (quiet otherwise); yields the per-epoch callback.
+    A notebook draws it with ipywidgets; without them rich would only warn in the cell, so there is no bar."""
+    import importlib.util
+
+    notebook = console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None
+    if not (enabled and (console.is_terminal or notebook)):
         yield lambda epoch, active: None
         return
     columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs ·"),
