@@ -1,9 +1,7 @@
 """The run directory's per-member files: metrics.csv, split_indices.json and TensorBoard events (with hparams)."""
 
 import json
-import os
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -97,10 +95,9 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
                     step[name] = value
     layout = events.margin_layout(tags, BAND, MEMBER.format(tag="{tag}", member=r"\d+"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    now = time.time()
-    # TensorBoard reads any file whose name contains "tfevents"; this is the name its own writer gives.
-    name = f"events.out.tfevents.{int(now):010d}.{socket.gethostname()}.{os.getpid()}.curves"
-    events.write_scalars(log_dir / name, now, epochs, scalars, layout)
+    # TensorBoard reads any file whose name holds "tfevents"; one fixed name, so a run finished again (resumed)
+    # replaces its curves instead of adding a second copy of every step.
+    events.write_scalars(log_dir / "events.out.tfevents.curves", time.time(), epochs, scalars, layout)
 
 
 def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, float], start_s: float, trial: str,
