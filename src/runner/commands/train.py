@@ -54,6 +54,7 @@ def run(args: list[str]) -> tuple[int, list[str]]:
 
 
 def _train(args: list[str]) -> int:
+    """The command: its exit status; each user error's line goes to FAILURES."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     from runner.sweeps.summary import CRASHED, FAILED
