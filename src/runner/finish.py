@@ -170,8 +170,8 @@ def _experiment(run_dir: Path) -> tuple[str, str, list[str]]:
 def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch,
                    experiment: tuple[str, str, list[str]], steps: tuple[int, int]) -> None:
     """TensorBoard's hparams data, beside the members' curves in the experiment's run (`experiment`: its name,
-    Trial ID and the keys that set it apart): every key of the run's config but those that change nothing it
-    learns (`optim` for optim.name), then every override as written, so that whichever run's list TensorBoard
+    Trial ID and the keys that set it apart): every key of the run's config (a group's choice under the group's
+    name: `optim` for optim.name) but those that change nothing it learns, then every override as written, so that whichever run's list TensorBoard
     takes for its HPARAMS tab, it has every run's keys; its validation and test headline under their own tags
     (`headline/...`, apart from the per-epoch `val/...` curves), over the epochs of the curves (`steps`, first
     and last)."""
