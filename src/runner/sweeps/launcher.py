@@ -81,6 +81,8 @@ class PopulationLauncher(Launcher):
         command's stopwatch books the sweep's composing, imports and planning, then goes to the first job to run."""
         from runner.rundir import timing
 
+        if not todo:
+            return {}  # nothing to run: the stopwatch stays for what does
         clock = timing.job_clock()
         clock.lap("config")  # Hydra composing the sweep and its jobs
         import runner.finish  # noqa: F401 (torch, the engine and the models, as planning imports them)
