@@ -101,8 +101,8 @@ NOTEBOOK = [
 
 @pytest.mark.slow  # a kernel, torch's import and two runs: about 15 s
 def test_a_notebook_trains_your_own_class_and_function_and_shows_no_traceback_or_hydra_line(tmp_path):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
+    nbformat = pytest.importorskip("nbformat")  # the dev extra's nbconvert brings it, nbclient and ipykernel
+    NotebookClient = pytest.importorskip("nbclient").NotebookClient
 
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(c).strip())
                                                for c in NOTEBOOK])
