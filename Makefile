@@ -2,8 +2,10 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch; a GPU user installs a CUDA build into .venv first (see README).
+# The CPU build of torch (PyPI's Linux wheel is the CUDA build, with its nvidia packages); a GPU user installs a
+# CUDA build into .venv first (see README), or runs `make TORCH_INDEX= ...` for pip's own index.
 TORCH ?= torch==2.13.0
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: install train test test-slow bench bench-gpu clean
 
@@ -11,9 +13,13 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; run 'make PYTHON=python3 ...'"; exit 2; }
+	@echo "make: installing runner into $(VENV) (once; a few minutes): torch, then runner with its test and sweep extras"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || echo "make: installing $(TORCH) (the largest part)"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH)"
+	@echo "make: installing runner and its dependencies (pip install -e '.[dev,sweeps]')"
 	$(BIN)/pip install -q -e ".[dev,sweeps]"
+	@echo "make: installed; next time make starts at once"
 	touch $@
 
 train: install

@@ -1,9 +1,12 @@
 """TensorBoard hparams data: every run's overrides and headline metrics, read back by tensorboard's own reader."""
 
+import hashlib
 import json
 import sys
 
+import pandas as pd
 import pytest
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import api_pb2, metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -14,7 +17,8 @@ from runner.commands.cli import main
 
 
 def _read(folder):
-    """(hyperparameters, their declared types, metric tags declared, scalar values, end status) of one run."""
+    """(hyperparameters, their declared types, metric tags declared, scalar values, end status, the
+    hyperparameters marked as differing) of one run."""
     acc = EventAccumulator(str(folder))
     acc.Reload()
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
@@ -24,8 +28,9 @@ def _read(folder):
     values = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
     types = {h.name: api_pb2.DataType.Name(h.type) for h in experiment.hparam_infos}
     declared = [m.name.tag for m in experiment.metric_infos]
-    scalars = {tag: acc.Scalars(tag)[0].value for tag in acc.Tags()["scalars"]}
-    return values, types, declared, scalars, api_pb2.Status.Name(end.status)
+    scalars = {tag: acc.Scalars(tag)[-1].value for tag in acc.Tags()["scalars"] if tag.startswith("headline/")}
+    differs = [h.name for h in experiment.hparam_infos if h.differs]
+    return values, types, declared, scalars, api_pb2.Status.Name(end.status), differs
 
 
 def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, capsys):
@@ -36,15 +41,26 @@ def test_a_runs_hparams_read_back_through_tensorboard(tmp_path, monkeypatch, cap
     assert status == 0, capsys.readouterr().err
     results = json.loads((run_dir / "results.json").read_text())
     # Named by its overrides (trainer.progress changes nothing learnt and is left out), beside the members' curves.
-    name = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
+    overrides = "trainer.epochs=3,optim=sgd,optim.lr=0.05,model.hidden=[8],trainer.early_stopping.restore_best=false"
+    name = run_name(overrides.split(","))  # 60 characters at most: a hash keeps it apart from any other
+    assert name == overrides[:51] + "~" + hashlib.sha1(overrides.encode()).hexdigest()[:8]
     assert [p.name for p in (run_dir / "tensorboard").iterdir()] == [name]  # the members' curves inside it
-    assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir()) == ["events.out.tfevents.hparams",
-                                                                                  "member_0"]
-    values, types, declared, scalars, end = _read(run_dir / "tensorboard" / name)
-    # The effective hyperparameters (the main choices and numbers, defaults too), then every override.
-    assert values == {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
-                      "sched": "constant", "eval": "holdout", "trainer.epochs": 3.0, "trainer.batch_size": 32.0,
-                      "trainer.seeds": 1.0, "model.hidden": "[8]", "trainer.early_stopping.restore_best": False}
+    assert sorted(p.name for p in (run_dir / "tensorboard" / name).iterdir())[1:] == ["events.out.tfevents.hparams"]
+    values, types, declared, scalars, end, differs = _read(run_dir / "tensorboard" / name)
+    # Every key of the config (a group's choice by the group's name), defaults too, each override as written:
+    # whichever run's list TensorBoard shows, every run's keys are in it.
+    assert {"dataset": "heart", "model": "mlp", "optim": "sgd", "optim.lr": 0.05, "optim.weight_decay": 0.0,
+            "sched": "constant", "eval": "holdout", "trainer.epochs": 3.0, "trainer.batch_size": 32.0,
+            "trainer.seeds": 1.0, "model.hidden": "[8]", "trainer.early_stopping.restore_best": False,
+            "model.dropout": 0.0, "aug.mixup": 0.0, "loss": "auto"}.items() <= values.items()
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    leaves = {k for k, v in pd.json_normalize(config, sep=".").iloc[0].items() if v is not None and v == v}
+    assert set(values) == {k.removesuffix(".name") for k in leaves} - {"trainer.progress", "trainer.threads",
+                                                                        "overwrite", "plots", "trainer.stack",
+                                                                        "trainer.checkpoint_every"}
+    # What sets the run apart (its overrides) and the main choices are marked as differing: listed first.
+    assert sorted(differs) == ["dataset", "eval", "model", "model.hidden", "optim", "optim.lr",
+                               "trainer.early_stopping.restore_best", "trainer.epochs"]
     assert types["optim"] == "DATA_TYPE_STRING" and types["optim.lr"] == "DATA_TYPE_FLOAT64"
     assert types["model.hidden"] == "DATA_TYPE_STRING" and types["trainer.early_stopping.restore_best"] == \
         "DATA_TYPE_BOOL"
@@ -71,10 +87,14 @@ def test_hparams_summaries_parse_as_tensorboards_protos():
     assert parsed[2].session_end_info.end_time_secs == 12.0 and parsed[0].version == 0
 
 
-def test_run_names_are_safe_and_long_ones_stay_apart():
+def test_run_names_are_safe_short_and_long_ones_stay_apart():
     assert run_name([]) == "defaults"
     assert run_name(["dataset.path=/data/my file.csv", "+x=1"]) == "dataset.path=_data_my_file.csv,+x=1"
     long_a, long_b = [f"k{i}=value{i}" for i in range(30)], [f"k{i}=value{i}" for i in range(31)]
-    assert len(run_name(long_a)) == 120 and run_name(long_a) != run_name(long_b)
-    assert run_name(long_a)[:100] == run_name(long_b)[:100]
+    assert len(run_name(long_a)) == 60 and run_name(long_a) != run_name(long_b)
+    assert run_name(long_a)[:50] == run_name(long_b)[:50]
+    # An Optuna trial's numbers to 3 significant digits (in full in the HPARAMS tab); short numbers as written.
+    assert run_name(["optim.lr=0.004430375245218269", "model.dropout=0.25", "trainer.epochs=1000"]) == \
+        "optim.lr=0.00443,model.dropout=0.25,trainer.epochs=1000"
+    assert run_name(["optim.lr=12.34567", "x=-0.1234"]) == "optim.lr=12.3,x=-0.123"
     assert hparam("+optim.lr=1e-3") == ("optim.lr", 1e-3) and hparam("model.hidden=[8, 8]") == ("model.hidden", "[8, 8]")

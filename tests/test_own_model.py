@@ -197,7 +197,7 @@ def trained(package, tmp_path_factory):
 
 def test_a_users_module_trains_through_model_module_and_its_checkpoint_records_the_class(trained):
     results = json.loads((trained / "results.json").read_text())
-    assert results["model"] == "module" and results["members"] == 2
+    assert results["model"] == "Net" and results["members"] == 2  # tables name the class
     assert results["parameters_per_member"] == 28 * 8 + 8 + 8 * 1 + 1  # heart's 28 features, width 8, one logit
     assert 0 <= results["metrics"]["test/accuracy"]["mean"] <= 1
     best = torch.load(trained / "checkpoints" / "best.pt", weights_only=True)

@@ -18,7 +18,7 @@ def _history():
 
 def test_worker_draws_what_it_is_sent(tmp_path):
     worker = PlotWorker.start()
-    worker.send([("curves_plot", tmp_path / "curves.png", (_history(),))])
+    worker.send([("curves_plot", tmp_path / "curves.png", (_history(), None))])
     assert worker.finish()
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -102,9 +102,10 @@ def _test_rows(run, ours: pd.DataFrame, classes: list[str]) -> int:
 
 def test_predict_on_the_training_file_reproduces_the_test_predictions(run, tmp_path, capsys):
     out = tmp_path / "preds.csv"
-    assert _cli(capsys, run, "--data", bundled_data("heart.csv"), "--out", out)[0] == 0
+    status, printed, _ = _cli(capsys, run, "--data", bundled_data("heart.csv"), "--out", out)
     ours = pd.read_csv(out)
     members = _test_rows(run, ours, ["0", "1"])
+    assert status == 0 and printed == f"303 rows predicted by {members} members and their mean: {out}\n"
     mean = np.mean([ours[f"m{m}.p_1"] for m in range(members)], axis=0)
     np.testing.assert_allclose(ours["mean.p_1"], mean, atol=1e-6)
     assert (ours["mean.pred"] == (ours["mean.p_1"] > ours["mean.p_0"]).astype(int)).all()

@@ -32,3 +32,20 @@ def test_a_failed_job_says_why_on_its_line(tmp_path, capsys):
     job = next(line for line in out.out.splitlines() if line.startswith("job 1 "))
     assert job.startswith("job 1 failed · dataset.target=nope · ") and "nope" in job[len("job 1 failed · "):]
     assert "error: job 1:" in out.err  # and the error lines at the end, as before
+
+
+def test_a_trials_line_gives_its_numbers_to_3_significant_digits(tmp_path):
+    from runner.console import short_override
+    from runner.sweeps.summary import job_line
+
+    job = tmp_path / "3"
+    job.mkdir()
+    (job / "status.json").write_text(json.dumps({"status": "ok", "job": [
+        "hparams_search=heart_optuna", "optim.lr=0.004430375245218269", "model.dropout=0.25", "trainer.epochs=1000"]}))
+    (job / "results.json").write_text(json.dumps({"selection": {"metric": "accuracy"}, "timing": {"total_s": 1.25},
+                                                  "metrics": {"test/accuracy": {"mean": 0.8, "se": 0.05,
+                                                                                "ci95": [0.7, 0.9]}}}))
+    line = job_line(job, ["hparams_search=heart_optuna"])
+    assert line == ("job 3 [green]ok[/] · optim.lr=0.00443 model.dropout=0.25 trainer.epochs=1000 · test accuracy "
+                    "0.800±.100 · 1.2 s")
+    assert short_override("x=-0.000123456") == "x=-0.000123" and short_override("x=1.5e-05") == "x=1.5e-05"

@@ -71,7 +71,8 @@ def test_rich_table_fits_80_columns_and_explains_asymmetric_and_zero_width_inter
     console.print(results_table(results))
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80 and "…" not in text.split("\nbold")[0]
-    assert "0.820 [0.700, 0.950]" in text  # asymmetric: the interval itself, not a ±
+    [accuracy] = [line.split("│") for line in text.splitlines() if "accuracy ↑" in line and "balanced" not in line]
+    assert [c.strip() for c in accuracy[3:5]] == ["0.820", "[0.700, 0.950]"]  # asymmetric: the interval once
     assert "Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd²" in text and "Wilson score interval" in text
     assert "majority log_loss: zero spread: all 3 folds scored 0.69." in " ".join(text.split())
     assert "balanced_accuracy† ↑" in text
@@ -169,3 +170,33 @@ def test_a_model_with_zero_spread_on_several_metrics_gets_one_footnote():
     text = " ".join(console.export_text().split())
     assert "majority: zero spread, all 3 folds scored the same:" in text
     assert "log_loss 0.69" in text and "accuracy 0.5" in text and "majority log_loss: zero spread" not in text
+
+
+def test_a_clipped_interval_is_named_in_its_footnote():
+    results = json.loads(json.dumps(RESULTS))
+    results["baselines"]["logreg"]["test/log_loss"].update(ci95=[0.0, 0.143], interval="mean ± 4.3·SE, clipped to "
+                                                           "[0, inf]")
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(results_table(results))
+    text = " ".join(console.export_text().split())
+    assert "Intervals cut at the metric's range: logreg log_loss." in text
+    assert "Intervals cut at the metric's range: logreg log_loss." in report_markdown(results)
+
+
+def test_curves_mark_the_epoch_each_member_kept(monkeypatch):
+    from matplotlib.collections import PathCollection
+
+    from runner.evaluate import plots
+
+    history = pd.DataFrame({"member": np.repeat([0, 1], 4), "epoch": np.tile(np.arange(4), 2),
+                            "train/loss": np.linspace(1, 0.5, 8), "val/loss": [0.9, 0.7, 0.8, 0.85, 1.0, 0.95, 0.9, 0.6],
+                            "val/accuracy": np.linspace(0.5, 0.9, 8), "lr": 0.01})
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: drawn.append(fig))
+    plots.curves_plot(history, {0: 1, 1: 3}, io.BytesIO())
+    loss, metric = drawn[0].axes
+    dots = [c.get_offsets().tolist() for c in loss.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert dots == [[[1, 0.7], [3, 0.6]]]  # on the validation loss, at each member's kept epoch
+    dots = [c.get_offsets().tolist() for c in metric.collections if isinstance(c, PathCollection) and len(c.get_offsets())]
+    assert dots == [[[1, pytest.approx(0.5 + 0.4 / 7)], [3, pytest.approx(0.9)]]]
+    assert "dot: the epoch kept" in [t.get_text() for t in loss.get_legend().get_texts()]

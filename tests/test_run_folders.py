@@ -302,8 +302,10 @@ def test_a_full_disk_leaves_a_true_status_and_no_temporary_file(tmp_path, train,
     run = tmp_path / "run"
     status, _, err = train(*QUICK, f"hydra.run.dir={run}")
     assert status == 2 and "No space left on device" in err and len(err.strip().splitlines()) == 1
-    record = json.loads((run / "status.json").read_text())
+    text = (run / "status.json").read_text()
+    record = json.loads(text)
     assert record["status"] == "failed" and "No space left on device" in record["error"]
+    assert text == json.dumps(record, indent=2) + "\n"  # rewritten in place, and no padding for `cat` to show
     assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 

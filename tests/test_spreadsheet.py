@@ -73,6 +73,7 @@ def test_runner_predict_out_and_stdout_write_formula_labels_as_text(formulas, tm
     run, data = formulas
     out = tmp_path / "preds.csv"
     assert main(["predict", str(run), "--data", str(data), "--out", str(out)]) == 0
+    assert capsys.readouterr().out.endswith(f"and their mean: {out}\n")  # what it wrote, not the table
     assert main(["predict", str(run), "--data", str(data)]) == 0
     for table in (_cells(out), _cells(capsys.readouterr().out)):
         header = table[0]

@@ -6,7 +6,9 @@
     result.predict(frame)     # every member's predictions for new rows, and their mean
 
 A model class may be passed as itself (`model=Net`, any torch.nn.Module class): it trains as `model=module`.
-A user error raises RunnerError with the one line the shell would print.
+A user error raises RunnerError with the one line the shell would print, in the call's terms (`model=Net`), from
+the call itself (pytest hides that frame too: `__tracebackhide__`); in IPython and Jupyter an uncaught one shows
+as that line alone.
 """
 
 import json
@@ -100,23 +102,47 @@ def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None,
     """Train one experiment: `overrides` as on the shell ("optim=adamw"), keywords as groups or values
     (optim="adamw", trainer={"epochs": 50}); `model` a config name or an nn.Module class; `data` a dataset name or
     a function returning (X, y) or a DataFrame (dataset=python). Returns its Result."""
-    args = _arguments(overrides, model, keywords, data)
-    args, run_dir = _own_folder(args, "hydra.run.dir", run_dir, "run_dir")
-    run_dir = run_dir if run_dir is not None else _fresh("outputs/python")
-    _call([*args, f"hydra.run.dir={_quoted(str(run_dir.absolute()))}"])
-    return _result(run_dir, _target(model, overrides))
+    __tracebackhide__ = True
+    _one_line_in_ipython()
+    try:
+        args = _arguments(overrides, model, keywords, data)
+        args, run_dir = _own_folder(args, "hydra.run.dir", run_dir, "run_dir")
+        run_dir = (run_dir if run_dir is not None else _fresh("outputs/python")).absolute()
+        _call([*args, f"hydra.run.dir={_quoted(str(run_dir))}"], model, data)
+        return _result(run_dir, _target(model, overrides))
+    except RunnerError as exc:
+        raise exc.with_traceback(None) from None  # the caller's line, not runner's frames
 
 
 def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = None, data: Any = None,
           **keywords: Any) -> SweepResult:
     """A sweep (`runner train -m`): "optim=sgd,adam" sweeps; returns each job's Result and the summary."""
-    args = _arguments(overrides, model, keywords, data)
-    args, sweep_dir = _own_folder(args, "hydra.sweep.dir", sweep_dir, "sweep_dir")
-    sweep_dir = sweep_dir if sweep_dir is not None else _fresh("outputs/python-multirun")
-    _call(["-m", *args, f"hydra.sweep.dir={_quoted(str(sweep_dir.absolute()))}"])
-    jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
-                  if p.name.isdigit() else 0)
-    return SweepResult(sweep_dir, [_result(job, _target(model, overrides)) for job in jobs])
+    __tracebackhide__ = True
+    _one_line_in_ipython()
+    try:
+        args = _arguments(overrides, model, keywords, data)
+        args, sweep_dir = _own_folder(args, "hydra.sweep.dir", sweep_dir, "sweep_dir")
+        sweep_dir = (sweep_dir if sweep_dir is not None else _fresh("outputs/python-multirun")).absolute()
+        _call(["-m", *args, f"hydra.sweep.dir={_quoted(str(sweep_dir))}"], model, data)
+        jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
+                      if p.name.isdigit() else 0)
+        return SweepResult(sweep_dir, [_result(job, _target(model, overrides)) for job in jobs])
+    except RunnerError as exc:
+        raise exc.with_traceback(None) from None
+
+
+def _one_line_in_ipython() -> None:
+    """In IPython (Jupyter's kernel), show an uncaught RunnerError as its one line, as the shell would: its frames
+    are runner's, not the notebook's. A handler of the user's own is left in place."""
+    import sys
+
+    shell = sys.modules["IPython"].get_ipython() if "IPython" in sys.modules else None
+    if shell is not None and not shell.custom_exceptions:
+        shell.set_custom_exc((RunnerError,), _show_one_line)
+
+
+def _show_one_line(shell, etype, value, tb, tb_offset=None) -> None:
+    shell.showtraceback((etype, value, tb), exception_only=True)
 
 
 def _own_folder(args: list[str], key: str, given: str | Path | None, keyword: str) -> tuple[list[str], Path | None]:
@@ -198,20 +224,39 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _call(args: list[str]) -> None:
+def _call(args: list[str], model: Any, data: Any) -> None:
+    """Run `runner train args` (Hydra's own log lines, as "Launching 2 jobs", left out); its first error, in the
+    call's terms, raised."""
     from runner.commands import train as command
 
-    status = command.train_command(args)
+    status, errors = command.run([*args, "hydra.hydra_logging.root.level=WARNING"])
     if status != 0:
-        raise RunnerError(command.FAILURES[0] if command.FAILURES else f"runner train exited with status {status}")
+        raise RunnerError(_in_python_terms(errors[0], model, data) if errors else
+                          f"runner train exited with status {status}")
+
+
+def _in_python_terms(message: str, model: Any, data: Any) -> str:
+    """An error's line with the config keys of objects given from Python as the call named them:
+    `model.target=__main__:Net` as `model=Net`, `dataset.loader=__main__:load` as `data=load`."""
+    from runner.user_code import path_of
+
+    for key, obj, word in (("model.target", model, "model"), ("dataset.loader", data, "data")):
+        if isinstance(obj, type) or (key == "dataset.loader" and callable(obj)):
+            path = path_of(obj)
+            for written in (path, path.replace(":", "\\:")):
+                message = message.replace(f"model=module {key}={written}", f"{word}={obj.__qualname__}")
+                message = message.replace(f"{key}={written}", f"{word}={obj.__qualname__}")
+    return message
 
 
 def load(run_dir: str | Path, model: Any = None) -> Result:
     """A finished run from its folder. A run of your own model class needs that class (or its import path)
     as `model` to predict: runner imports no code that a folder names."""
+    __tracebackhide__ = True
+    _one_line_in_ipython()
     from runner import rundir
 
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()
     if not (run_dir / rundir.RESULTS).is_file() or (rundir.read_status(run_dir) or {}).get("status", "ok") != "ok":
         raise RunnerError(f"{run_dir} holds no finished run (no results.json with status ok)")
     if isinstance(model, type):

@@ -12,6 +12,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 log = logging.getLogger("runner")
 
 
+def short_override(override: str) -> str:
+    """An override as a line shows it: a fraction written with more than 3 significant digits (an Optuna trial's
+    `optim.lr=0.004430375245218269`) to 3 of them (`optim.lr=0.00443`); anything else as written."""
+    key, sep, value = override.partition("=")
+    lowered = value.lower()
+    if sep and re.fullmatch(r"-?\d*\.\d+(e[-+]?\d+)?", lowered) and len(re.sub(r"e.*|\D", "", lowered).lstrip("0")) > 3:
+        return f"{key}={float(value):.3g}"
+    return override
+
+
 class LoggedConsole(Console):
     """A rich console that, inside a job (`job()`), also sends what it prints to Python logging (logger `runner`,
     INFO) as plain text, so the run's train.log (Hydra's file handler) holds what its terminal showed."""
@@ -90,8 +100,12 @@ console = LoggedConsole()
 
 @contextmanager
 def epoch_progress(epochs: int, members: int, enabled: bool) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar over epochs on a terminal or in a notebook (quiet otherwise); yields the per-epoch callback."""
-    if not (enabled and (console.is_terminal or console.is_jupyter)):
+    """A progress bar over epochs on a terminal or in a notebook (quiet otherwise); yields the per-epoch callback.
+    A notebook draws it with ipywidgets; without them rich would only warn in the cell, so there is no bar."""
+    import importlib.util
+
+    notebook = console.is_jupyter and importlib.util.find_spec("ipywidgets") is not None
+    if not (enabled and (console.is_terminal or notebook)):
         yield lambda epoch, active: None
         return
     columns = [TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs ·"),

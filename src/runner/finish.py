@@ -2,6 +2,7 @@
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import OmegaConf
@@ -23,7 +24,7 @@ from runner.evaluate.paired import against
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import paired_table, results_table, write_reports
 from runner.evaluate.summary import Units, summarize, summarize_table
-from runner.fit import Fitted, fit_population
+from runner.fit import Fitted, fit_population, model_label
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
 from runner.sampling import record as sample_record
@@ -84,13 +85,18 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
 
         artifacts.write_json(run_dir / "ensemble.json", ensemble_record(chosen, cfg.ensemble.rounds, cfg.ensemble.bags,
                                                                         dataset.classes))
+    # The epoch whose weights each member kept: its best on validation, or its last (restore_best=false, or no
+    # validation rows).
+    best = cfg.trainer.early_stopping.restore_best & (result.best_epoch >= 0)
+    kept = dict(zip([m.index for m in members], np.where(best, result.best_epoch, result.epochs_run - 1).tolist()))
     if plotter is not None:
-        plotter.send([("curves_plot", run_dir / "curves.png", (history,))])  # drawn while this process scores
+        plotter.send([("curves_plot", run_dir / "curves.png", (history, kept))])  # drawn while this process scores
     selection_split = members if cfg.eval.refit else None
     artifacts.write_json(run_dir / "split_indices.json", artifacts.split_records(tested_members, rows, selection_split))
     _save_checkpoints(run_dir, study, tested_model, result, pre, tested_pre, [d["member"] for d in diverged])
     clock.lap("files")
-    artifacts.write_tensorboard(run_dir / "tensorboard" / artifacts.run_name(_overrides(run_dir)), history)
+    experiment = _experiment(run_dir)
+    artifacts.write_tensorboard(run_dir / "tensorboard" / experiment[0], history)
     clock.lap("tensorboard")
 
     results = {
@@ -99,7 +105,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         "target": dataset.target,
         **({"positive": dataset.positive} if dataset.positive is not None else {}),
         **({"dropped": dataset.dropped} if dataset.dropped else {}),  # columns left out, and why
-        "model": cfg.model.name,
+        "model": model_label(cfg),
         "members": len(members),
         "plan": over,
         "parameters_per_member": model.parameters_per_member(),
@@ -151,9 +157,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.results import ensemble_table
 
         console.print(ensemble_table(results))
-    _write_hparams(run_dir, cfg, results, clock)
+    _write_hparams(run_dir, cfg, results, clock, experiment, (0, int(history["epoch"].max())))
     # results.json last, with the timing up to here
-    write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg))
+    write_reports(run_dir, results, history, clock, plotter, plots=draws_plots(cfg), kept=kept)
     console.print(f"run directory: [bold]{run_dir}[/]")
     return results
 
@@ -167,26 +173,52 @@ def _overrides(run_dir: Path) -> list[str]:
     return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
 
 
-def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch) -> None:
-    """TensorBoard's hparams data, beside the members' curves in the folder named by the overrides: the run's
-    effective hyperparameters (the main choices and numbers, then every override), its validation and test
-    headline under their own tags (`headline/...`, apart from the per-epoch `val/...` curves)."""
+def _experiment(run_dir: Path) -> tuple[str, str, list[str]]:
+    """The run's TensorBoard run name, from the overrides that set it apart (in a sweep, less those every job
+    has); its HPARAMS Trial ID, short and apart from any other run's (the run folder's name, then its parent's:
+    `3 · 02-50-38-444600` for a sweep's job 3); and the keys of those overrides."""
+    from runner.sweeps.summary import own_overrides, sweep_overrides
+
+    overrides, sweep = _overrides(run_dir), sweep_overrides(run_dir.parent)
+    own = overrides if sweep is None else own_overrides(overrides, sweep)
+    keys = [artifacts.hparam(o)[0] for o in own if not o.startswith("~")]
+    return artifacts.run_name(own), f"{run_dir.name} · {run_dir.parent.name}", keys
+
+
+def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stopwatch,
+                   experiment: tuple[str, str, list[str]], steps: tuple[int, int]) -> None:
+    """TensorBoard's hparams data, beside the members' curves in the experiment's run (`experiment`: its name,
+    Trial ID and the keys that set it apart): every key of the run's config (a group's choice under the group's
+    name: `optim` for optim.name) but those that change nothing it learns, then every override as written, so that whichever run's list TensorBoard
+    takes for its HPARAMS tab, it has every run's keys; its validation and test headline under their own tags
+    (`headline/...`, apart from the per-epoch `val/...` curves), over the epochs of the curves (`steps`, first
+    and last)."""
     import time
 
-    effective = {"dataset": name_of(cfg.dataset.name), "model": name_of(cfg.model.name),
-                 "optim": name_of(cfg.optim.name), "optim.lr": cfg.optim.lr,
-                 "optim.weight_decay": cfg.optim.weight_decay, "sched": name_of(cfg.sched.name),
-                 "eval": name_of(cfg.eval.name), "trainer.epochs": cfg.trainer.epochs,
-                 "trainer.batch_size": cfg.trainer.batch_size, "trainer.seeds": cfg.trainer.seeds}
-    overrides = _overrides(run_dir)
-    effective.update(artifacts.hparam(o) for o in overrides if not o.startswith("~"))
+    from runner.config.sharing import NOT_TRAINING
+
+    effective = {key.removesuffix(".name"): _plain(value) for key, value in _leaves(dataclasses.asdict(cfg))
+                 if key not in NOT_TRAINING}
+    effective.update(artifacts.hparam(o) for o in _overrides(run_dir) if not o.startswith("~"))
     metric = results["selection"]["metric"]
     headline = {f"headline/val/{metric}": results["validation"].get(f"val/{metric}", {}).get("mean"),
                 f"headline/test/{metric}": results["metrics"].get(f"test/{metric}", {}).get("mean")}
     started_s = time.time() - (time.perf_counter() - clock.start)
-    artifacts.write_hparams(run_dir / "tensorboard" / artifacts.run_name(overrides), effective,
-                            {k: float("nan") if v is None else v for k, v in headline.items()}, started_s)
+    # Marked as differing (TensorBoard shows the first five of those at first): what sets the run apart, and the
+    # main choices.
+    differs = [*experiment[2], "dataset", "model", "optim", "eval"]
+    artifacts.write_hparams(run_dir / "tensorboard" / experiment[0], effective,
+                            {k: float("nan") if v is None else v for k, v in headline.items()}, started_s,
+                            experiment[1], steps, differs)
     clock.lap("tensorboard")
+
+
+def _leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """A nested config as (dotted key, value) pairs; lists are values."""
+    out = []
+    for key, value in tree.items():
+        out += _leaves(value, f"{prefix}{key}.") if isinstance(value, dict) else [(f"{prefix}{key}", value)]
+    return out
 
 
 def _scores(cfg: Config, dataset: Dataset, pre: Preprocessed, tested_members, predictions, val_predictions,

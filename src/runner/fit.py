@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,13 +125,20 @@ def _starting(on_epoch, run_dir: Path | None):
     return call
 
 
+def model_label(cfg: Config) -> str:
+    """The model as tables name it: its config's name, or the user's own class by its name (`Net`)."""
+    if cfg.model.name != "module":
+        return cfg.model.name
+    return re.split(r"[:.]", str(cfg.model.target))[-1]
+
+
 def _model_name(cfg: Config, model: Population) -> str:
     """The model as the header names it; the user's own class with the path it trains on and why."""
     if cfg.model.name != "module":
         return cfg.model.name
     from rich.markup import escape
 
-    return f"module {escape(str(cfg.model.target))} ({escape(model.path)})"
+    return f"{escape(model_label(cfg))} ({escape(model.path)})"
 
 
 def _positive(cfg: Config, dataset: Dataset) -> str:

@@ -53,6 +53,9 @@ def predict_command(args: list[str]) -> int:
         from runner.rundir.spreadsheet import safe_frame
 
         safe_frame(table).to_csv(sys.stdout, index=False)
+    else:
+        members = sum(c.endswith(".pred") and c != "mean.pred" for c in table.columns)
+        print(f"{len(table)} rows predicted by {members} member{'s' * (members != 1)} and their mean: {out}")
     return 0
 
 

@@ -35,11 +35,26 @@ from runner.errors import Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
 from runner.rundir.saved import refuse_changed
 from runner.sweeps.search import objective
+from runner.sweeps.summary import sweep_overrides
 
 
 def train_command(args: list[str]) -> int:
-    """Run `runner train [overrides]`; returns the exit status (2 for a user error, 1 for a crashed sweep job,
-    128 + the signal for a run stopped by one)."""
+    """Run `runner train [overrides]`, each error a line on stderr; returns the exit status (2 for a user error,
+    1 for a crashed sweep job, 128 + the signal for a run stopped by one)."""
+    status, errors = run(args)
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    return status
+
+
+def run(args: list[str]) -> tuple[int, list[str]]:
+    """`runner train [overrides]` as runner.train calls it: the exit status and the one-line errors, unprinted."""
+    status = _train(args)
+    return status, list(FAILURES)
+
+
+def _train(args: list[str]) -> int:
+    """The command: its exit status; each user error's line goes to FAILURES."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     from runner.sweeps.summary import CRASHED, FAILED
@@ -194,7 +209,6 @@ FAILURES: list[str] = []
 
 def _fail(message: str) -> int:
     FAILURES.append(message)
-    print(f"error: {message}", file=sys.stderr)
     return 2
 
 
@@ -208,9 +222,11 @@ class CheckRun(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
+        from runner.rundir import timing
+
         try:
             task = task_config(config)
-            checked = checked_config(task)
+            checked = checked_config(task, timing.waiting())  # reading the data is data_s, not config_s
             run_dir = Path(config.hydra.run.dir).absolute()
             if checked.trainer.resume:
                 refuse_changed(run_dir, task)
@@ -243,7 +259,7 @@ class CheckRun(Callback):
             return
         if not sweep_dir.exists() or (sweep_dir.is_dir() and not any(sweep_dir.iterdir())):
             return
-        before = _sweep_overrides(sweep_dir)
+        before = sweep_overrides(sweep_dir)
         now = list(OmegaConf.to_container(config.hydra.overrides.task))
         if before is None:
             raise Refused(f"hydra.sweep.dir={sweep_dir} is already used; choose another hydra.sweep.dir")
@@ -269,15 +285,6 @@ def _share_cores(config: Config) -> None:
     jobs = launcher.get("n_jobs") or -1
     jobs = cores + 1 + jobs if jobs < 0 else jobs  # joblib's convention: -1 is every core, -2 all but one
     config.trainer.threads = max(1, cores // max(jobs, 1))
-
-
-def _sweep_overrides(sweep_dir: Path) -> list[str] | None:
-    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's)."""
-    try:
-        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
-        return list(OmegaConf.to_container(saved.hydra.overrides.task))
-    except Exception:  # noqa: BLE001 (missing, unreadable or not Hydra's: not a sweep to resume)
-        return None
 
 
 HYDRA_VERSION_BASE = "1.3"
@@ -316,7 +323,7 @@ def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
         if sweeping:
             from runner.sweeps.summary import job_line
 
-            console.print(job_line(run_dir, _sweep_overrides(run_dir.parent) or [], before, console.notices))
+            console.print(job_line(run_dir, sweep_overrides(run_dir.parent) or [], before, console.notices))
 
 
 def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
@@ -331,7 +338,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         note("runner train %s (run folder %s)", " ".join(job) or "with the defaults", run_dir)
         if sweeping:
             rundir.claim_job(run_dir, job)
-        config = checked_config(cfg)
+        config = checked_config(cfg, clock)
         _share_cores(config)
         if log.isEnabledFor(logging.DEBUG):  # hydra.verbose=runner
             log.debug("the resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())

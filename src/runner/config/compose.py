@@ -36,17 +36,22 @@ def task_config(config: DictConfig) -> DictConfig:
     return task
 
 
-def checked_config(cfg: DictConfig) -> Config:
+def checked_config(cfg: DictConfig, clock=None) -> Config:
     """The composed config as a checked Config: no unknown keys, valid values, and readable data that suits
-    them. Imports nothing heavy (no torch), so a bad config answers at once."""
+    them. Imports nothing heavy (no torch), so a bad config answers at once. `clock` (a timing.Stopwatch) books
+    the checks to `config` and reading the data to `data`."""
     unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
     if unknown:
         raise RunnerError(unknown_key(unknown[0]))
     config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     validate(config)
+    if clock is not None:
+        clock.lap("config")
     from runner.data.datasets import load_dataset
 
     dataset = load_dataset(config.dataset)
+    if clock is not None:
+        clock.lap("data")
     check_task(config, dataset.task, dataset.classes)
     return config
 

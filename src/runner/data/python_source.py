@@ -29,8 +29,8 @@ def load_python(cfg: DatasetConfig, load_table) -> Dataset:
         raise RunnerError(f"dataset.loader={cfg.loader}: calling it failed: {type(exc).__name__}: {exc} "
                           "(set dataset.args)") from None
     if isinstance(out, pd.DataFrame):
-        return load_table(cfg, out.reset_index(drop=True), f"the table dataset.loader={cfg.loader} returned",
-                          lines=False)
+        return dataclasses.replace(load_table(cfg, out.reset_index(drop=True), f"the table dataset.loader="
+                                              f"{cfg.loader} returned", lines=False), name=name)
     if not (isinstance(out, tuple) and len(out) == 2):
         raise RunnerError(f"dataset.loader={cfg.loader} returned {type(out).__name__}; return (X, y) arrays or a "
                           "pandas DataFrame (with dataset.target naming the column to predict)")
@@ -44,8 +44,8 @@ def load_python(cfg: DatasetConfig, load_table) -> Dataset:
         frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(X.shape[1])])
         _need(target not in frame.columns, f"dataset.target={target} names a feature x<i>; use another name")
         frame[target] = y
-        return load_table(dataclasses.replace(cfg, target=target), frame, f"what dataset.loader={cfg.loader} returned",
-                          lines=False)
+        return dataclasses.replace(load_table(dataclasses.replace(cfg, target=target), frame,
+                                              f"what dataset.loader={cfg.loader} returned", lines=False), name=name)
     return _images(cfg, X, y, name)
 
 

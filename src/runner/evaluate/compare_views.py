@@ -255,15 +255,17 @@ def _every_metric_table(c: Comparison, title: str):
 
 
 def to_markdown(c: Comparison) -> str:
-    """A Markdown table, the best row in bold, the caption as notes below it."""
+    """A Markdown table, the best row's ranking score in bold (as the terminal's table has it: only the score it is
+    best on, not the other metrics, where another run may be better), the caption as notes below it."""
     header = _header(c, c.metrics)
     lines = [f"**{_title(c)}**", "", "| " + " | ".join(header) + " |",
              "| " + " | ".join("---:" if i > 1 + len(c.columns) and h != "over" else "---"
                                for i, h in enumerate(header)) + " |"]
+    ranked_by = 2 + len(c.columns) + (0 if c.by_validation else 2)  # the validation column, else past Δ and p
     for row in c.rows:
         cells = _cells(c, row, c.metrics)
-        if row["mark"] == BEST:
-            cells = [f"**{x}**" if x else x for x in cells]
+        if row["mark"] == BEST and cells[ranked_by]:
+            cells[ranked_by] = f"**{cells[ranked_by]}**"
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in cells) + " |")
     return "\n".join(lines + [""] + caption_lines(c)) + "\n"
 

@@ -144,8 +144,9 @@ def _epoch_band(history, column):
     return band.index.to_numpy(), band["mean"].to_numpy(), half, band["count"].to_numpy()
 
 
-def _plot_band(ax, history, column, label, color) -> bool:
-    """Plot one column: each member thin, their mean ± 1.96·SE while all train; True if some stopped early."""
+def _plot_band(ax, history, column, label, color, kept: dict[int, int] | None = None) -> bool:
+    """Plot one column: each member thin, their mean ± 1.96·SE while all train, a dot on each member's epoch in
+    `kept` (member -> the epoch whose weights it kept); True if some stopped early."""
     epochs, mean, half, count = _epoch_band(history, column)
     if not len(epochs):
         return False
@@ -168,11 +169,16 @@ def _plot_band(ax, history, column, label, color) -> bool:
     ax.plot(epochs[:cut], mean[:cut], color=color, lw=1.8, label=label + many)
     if members > 1:
         ax.fill_between(epochs[:cut], (mean - half)[:cut], (mean + half)[:cut], color=color, alpha=0.25, lw=0)
+    if kept:
+        at = history.set_index(["member", "epoch"])[column]
+        points = [(e, at.get((m, e), np.nan)) for m, e in kept.items()]
+        ax.scatter(*zip(*points), s=14, color=color, edgecolors="black", linewidths=0.5, zorder=3)
     return cut < len(epochs)
 
 
-def curves_plot(history, path, metric: str | None = None) -> None:
-    """Train/val loss per epoch (and one val metric): each member, and their mean with a ±1.96·SE band."""
+def curves_plot(history, kept: dict[int, int] | None, path, metric: str | None = None) -> None:
+    """Train/val loss per epoch (and one val metric): each member, and their mean with a ±1.96·SE band; on the
+    validation curves a dot at each member's epoch in `kept` (member -> the epoch whose weights it kept)."""
     if metric not in history:
         # The headline metric if logged, else the first val metric.
         cols = [c for c in history.columns if c.startswith("val/") and c != "val/loss"]
@@ -183,20 +189,22 @@ def curves_plot(history, path, metric: str | None = None) -> None:
     stopped = False
     for column, label, color in (("train/loss", "train loss", "#1f77b4"), ("val/loss", "val loss", "#d62728")):
         if column in history:
-            stopped |= _plot_band(ax, history, column, label, color)
+            stopped |= _plot_band(ax, history, column, label, color, kept if column == "val/loss" else None)
     ax.set(xlabel="epoch", ylabel="loss", title="loss per epoch")
     losses = history[[c for c in ("train/loss", "val/loss") if c in history]].to_numpy(float)
     losses = losses[np.isfinite(losses)]
     if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 20:
         ax.set_yscale("log")  # e.g. an MSE falling from thousands: the late epochs would be a flat line
     if metric:
-        stopped |= _plot_band(axes[0, 1], history, metric, metric, "#2ca02c")
+        stopped |= _plot_band(axes[0, 1], history, metric, metric, "#2ca02c", kept)
         axes[0, 1].set(xlabel="epoch", ylabel=metric.split("/", 1)[-1], title=f"{metric} per epoch")
     for a in axes.flat:
         if stopped:
             a.plot([], [], color="0.4", lw=0.6, alpha=0.6, label="thin: each member; the mean ends when the first stops")
         elif history["member"].nunique() > 1:
             a.plot([], [], color="0.4", lw=0.6, alpha=0.6, label="thin: each member")
+        if kept:
+            a.scatter([], [], s=14, color="0.6", edgecolors="black", linewidths=0.5, label="dot: the epoch kept")
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
     _tight_layout(fig)

@@ -71,8 +71,10 @@ def _footnotes(results: dict) -> list[str]:
         notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
                      "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "
                      "and validation rows.")
-    if any("clipped" in i for i in methods):
-        notes.append("Intervals marked clipped were cut at the metric's range.")
+    clipped = [f"{name} {metric.split('/', 1)[-1]}" for name, m in _rows(results) for metric, d in m.items()
+               if "clipped" in str(d.get("interval", ""))]
+    if clipped:
+        notes.append(f"Intervals cut at the metric's range: {', '.join(clipped)}.")
     for name, m in _rows(results):
         noted = [(metric.split("/", 1)[-1], d["note"]) for metric, d in m.items() if d.get("note")]
         zero = [(metric, note) for metric, note in noted if note.startswith("zero spread: all ")]
@@ -106,12 +108,18 @@ def results_table(results: dict) -> Table:
         best = _best(metric, rows)
         for i, (name, m) in enumerate(rows):
             d = m.get(metric) or {}
-            cells = [fmt_interval(d), fmt_range(d.get("ci95")), str(d.get("n", ""))]
+            cells = [_estimate(d), fmt_range(d.get("ci95")), str(d.get("n", ""))]
             if i == best:
                 cells[0] = f"[bold]{cells[0]}[/bold]"
             table.add_row(_label(metric, first) if i == 0 else "", name, *cells,
                           end_section=i == len(rows) - 1, style=None if i == 0 else "dim")
     return table
+
+
+def _estimate(d: dict) -> str:
+    """The estimate column: "0.663 ± 0.025" for a symmetric interval, the mean alone for an asymmetric one, whose
+    bounds the 95% CI column beside it gives (not the interval twice)."""
+    return fmt_interval(d).split(" [", 1)[0]
 
 
 def report_markdown(results: dict) -> str:
@@ -255,14 +263,15 @@ def report_csv(results: dict) -> str:
 
 
 def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, clock=None, worker=None,
-                  plots: bool = True) -> list[Path]:
+                  plots: bool = True, kept: dict[int, int] | None = None) -> list[Path]:
     """Write report.png, curves.png (with a history; both only with `plots`), report.md, report.csv and last
     results.json; each atomically.
 
     With a `clock` (runner.rundir.timing.Stopwatch), plots and reports are booked to it and results.json's
     `timing` is its reading just before results.json is written, so it covers every other file. A
     `worker` (plot_worker.PlotWorker, started before training and sent the curves after it) draws the plots
-    in its own process; if it fails, they are drawn here.
+    in its own process; if it fails, they are drawn here. `kept`: each member's epoch whose weights it kept
+    (member -> epoch), dotted on curves.png.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -270,7 +279,7 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
     with status("writing plots"):
         jobs = [("report_plot", run_dir / "report.png", (results,))] if plots else []
         if plots and history is not None and len(history):
-            jobs.append(("curves_plot", run_dir / "curves.png", (history,)))
+            jobs.append(("curves_plot", run_dir / "curves.png", (history, kept)))
         drawn = False
         if worker is not None and jobs:  # it was sent the curves when training ended; the report plot now
             worker.send(jobs[:1])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,9 +83,20 @@ def load_run(path: Path) -> Run:
         key, sep, value = str(text).partition("=")
         if sep and not key.startswith("~"):
             overrides[key.lstrip("+")] = value
+    overrides = _own_code(overrides)
     hydra = _yaml(hydra_dir / "hydra.yaml") or {}
     choices = ((hydra.get("hydra") or {}).get("runtime") or {}).get("choices") or {}
     return Run(path, results, overrides, _yaml(hydra_dir / "config.yaml") or {}, choices)
+
+
+def _own_code(overrides: dict[str, str]) -> dict[str, str]:
+    """A run of the user's own code by its name: model=module with model.target=pkg.mod:Net as model=Net, and
+    dataset=python with dataset.loader=pkg.mod:load as dataset=load (Hydra's escaped `\\:` read as `:`)."""
+    out = dict(overrides)
+    for group, choice, key in (("model", "module", "model.target"), ("dataset", "python", "dataset.loader")):
+        if out.get(group) == choice and key in out:
+            out[group] = re.split(r"[:.]", out.pop(key).replace("\\:", ":"))[-1]
+    return out
 
 
 _NUMBER = (int, float, type(None))

@@ -1,9 +1,7 @@
 """The run directory's per-member files: metrics.csv, split_indices.json and TensorBoard events (with hparams)."""
 
 import json
-import os
 import re
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -68,26 +66,46 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2))
 
 
+# TensorBoard tags beside a curve's members' mean (its own tag): the band's bounds and each member's curve.
+BAND = "spread/{tag}/{bound}"
+MEMBER = "members/{tag}/{member}"
+
+
 def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
-    """One event file per member (`log_dir/member_XX/`), a scalar per metric per epoch."""
+    """One TensorBoard run for the experiment (`log_dir`), an event per epoch: each metric's members' mean under
+    its own tag (`val/loss`), their min and max (BAND) and each member's value (MEMBER, the member zero-padded);
+    a custom scalars layout draws the mean inside its band and the members' curves together."""
     from runner.rundir import events
 
     tags = [c for c in frame.columns if c not in ("member", "epoch")]
     width = len(str(frame["member"].max()))
-    now, host = time.time(), socket.gethostname()
-    for member, rows in frame.groupby("member"):
-        folder = log_dir / f"member_{member:0{width}d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        scalars = [{t: v for t, v in zip(tags, values) if v == v} for values in rows[tags].to_numpy(float).tolist()]
-        # TensorBoard reads any file whose name contains "tfevents"; this is the name its own writer gives.
-        name = f"events.out.tfevents.{int(now):010d}.{host}.{os.getpid()}.{member}"
-        events.write_scalars(folder / name, now, rows["epoch"].tolist(), scalars)
+    epochs = sorted(frame["epoch"].unique().tolist())
+    scalars: list[dict[str, float]] = [{} for _ in epochs]
+    for tag in tags:
+        wide = frame.pivot(index="epoch", columns="member", values=tag).reindex(epochs)
+        for bound, values in (("", wide.mean(axis=1)), ("min", wide.min(axis=1)), ("max", wide.max(axis=1))):
+            name = BAND.format(tag=tag, bound=bound) if bound else tag
+            for step, value in zip(scalars, values.tolist()):
+                if value == value:  # NaN: no member trained that epoch (or logged that metric)
+                    step[name] = value
+        for member, values in wide.items():
+            name = MEMBER.format(tag=tag, member=f"{member:0{width}d}")
+            for step, value in zip(scalars, values.tolist()):
+                if value == value:
+                    step[name] = value
+    layout = events.margin_layout(tags, BAND, MEMBER.format(tag="{tag}", member=r"\d+"))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    # TensorBoard reads any file whose name holds "tfevents"; one fixed name, so a run finished again (resumed)
+    # replaces its curves instead of adding a second copy of every step.
+    events.write_scalars(log_dir / "events.out.tfevents.curves", time.time(), epochs, scalars, layout)
 
 
-def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, float], start_s: float) -> Path:
-    """TensorBoard's hparams data for the HPARAMS tab in `folder` (a run's, named by its overrides so TensorBoard
-    names the run by them): `hparams` (numbers, booleans, anything else as text), its headline `metrics` as
-    scalars beside them."""
+def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, float], start_s: float, trial: str,
+                  steps: tuple[int, int], differs: list[str] = ()) -> Path:
+    """TensorBoard's hparams data for the HPARAMS tab in `folder` (the experiment's run): `hparams` (numbers,
+    booleans, anything else as text; those named in `differs` marked so, listed first), `trial` its Trial ID,
+    its headline `metrics` as scalars beside them, each at both `steps` (the first and last epoch) so that its
+    chart draws a level line, not a lone dot."""
     from runner.rundir import events
 
     hparams = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in hparams.items() if v is not None}
@@ -95,10 +113,12 @@ def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, floa
     now = time.time()
     first = [events.record(events.event(now, file_version=events.FILE_VERSION))]
     summaries = [events.record(events.event(now, summary=s)) for s in events.hparams_summaries(hparams, list(metrics),
-                                                                                                start_s, now)]
-    scores = events.record(events.event(now, scalars={k: v for k, v in metrics.items() if v == v}))
+                                                                                                start_s, now, trial,
+                                                                                                differs)]
+    finite = {k: v for k, v in metrics.items() if v == v}
+    scores = [events.record(events.event(now, step, finite)) for step in dict.fromkeys(steps)]
     # One fixed name: a resumed run replaces its session instead of adding a second one beside it.
-    write_atomic(folder / "events.out.tfevents.hparams", b"".join(first + summaries + [scores]))
+    write_atomic(folder / "events.out.tfevents.hparams", b"".join(first + summaries + scores))
     return folder
 
 
@@ -115,13 +135,16 @@ def hparam(override: str) -> tuple[str, float | str | bool]:
         return key, text
 
 
-def run_name(overrides: list[str], limit: int = 120) -> str:
-    """A folder name that says a run's overrides (`optim.lr=0.01,model.hidden=[16]`), safe on any file system:
-    characters other than letters, digits and `.=,+-_[]` become `_`; a name past `limit` keeps its start and a
-    hash of the whole, so two long names stay apart."""
+def run_name(overrides: list[str], limit: int = 60) -> str:
+    """A folder name that says a run's overrides (`optim.lr=0.00443,model.hidden=[16]`), short enough for
+    TensorBoard's list of runs: numbers to 3 significant digits (the HPARAMS tab has them in full); characters
+    other than letters, digits and `.=,+-_[]` become `_`; a name past `limit` keeps its start and a hash of the
+    whole, so two long names stay apart."""
     import hashlib
 
-    name = re.sub(r"[^\w.=,+\-\[\]]", "_", ",".join(overrides)) or "defaults"
+    from runner.console import short_override
+
+    name = re.sub(r"[^\w.=,+\-\[\]]", "_", ",".join(map(short_override, overrides))) or "defaults"
     if len(name) > limit:
         name = name[: limit - 9] + "~" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return name

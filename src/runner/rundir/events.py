@@ -65,9 +65,12 @@ def record(data: bytes) -> bytes:
     return header + _masked_crc(header) + data + _masked_crc(data)
 
 
-def write_scalars(path, wall_time: float, steps: list[int], scalars: list[dict[str, float]]) -> None:
-    """An event file at `path`: the file-version event, then one event per step with that step's scalars."""
+def write_scalars(path, wall_time: float, steps: list[int], scalars: list[dict[str, float]],
+                  summary: bytes = b"") -> None:
+    """An event file at `path`: the file-version event, an event of `summary` (encoded Summary.Value fields, if
+    any), then one event per step with that step's scalars."""
     parts = [record(event(wall_time, file_version=FILE_VERSION))]
+    parts += [record(event(wall_time, summary=summary))] if summary else []
     parts += [record(event(wall_time, step, values)) for step, values in zip(steps, scalars)]
     from runner.rundir.folder import write_atomic
 
@@ -90,20 +93,49 @@ def _plugin_value(tag: str, content: bytes) -> bytes:
 
 
 def hparams_summaries(hparams: dict[str, float | str | bool], metrics: list[str], start_s: float,
-                      end_s: float) -> list[bytes]:
+                      end_s: float, trial: str = "", differs=()) -> list[bytes]:
     """The hparams plugin's three summaries (as `torch.utils.tensorboard.summary.hparams` builds them), each
     the Summary.Value fields of one event: the experiment (hyperparameter names and types, metric tags), the
-    session start (the values), the session end (status success). HParamsPluginData: version 0 (1, left out),
-    experiment (2), session_start_info (3), session_end_info (4)."""
+    session start (the values; `trial`, the session group's name, is the HPARAMS tab's Trial ID, the run's path
+    when empty), the session end (status success); the experiment marks the hyperparameters in `differs` as
+    differing (the HPARAMS tab lists those first). HParamsPluginData: version 0 (1, left out), experiment (2),
+    session_start_info (3), session_end_info (4)."""
     values = {name: _hparam_value(v) for name, v in hparams.items()}
-    # Experiment: hparam_infos (4) {name (1), type (4)}, metric_infos (5) {name (1): MetricName {tag (2)}}.
-    experiment = b"".join(_field(4, _field(1, name.encode()) + b"\x20" + _varint(kind))
+    # Experiment: hparam_infos (4) {name (1), type (4), differs (7)}, metric_infos (5) {name (1): MetricName
+    # {tag (2)}}.
+    experiment = b"".join(_field(4, _field(1, name.encode()) + b"\x20" + _varint(kind) + (b"\x38\x01" if name in
+                                                                                         differs else b""))
                           for name, (_, kind) in values.items())
     experiment += b"".join(_field(5, _field(1, _field(2, tag.encode()))) for tag in metrics)
-    # SessionStartInfo: hparams (1) map<string, Value> entries {key (1), value (2)}, start_time_secs (5).
+    # SessionStartInfo: hparams (1) map<string, Value> entries {key (1), value (2)}, group_name (4),
+    # start_time_secs (5).
     start = b"".join(_field(1, _field(1, name.encode()) + _field(2, value)) for name, (value, _) in values.items())
-    start += b"\x29" + struct.pack("<d", start_s)
+    start += (_field(4, trial.encode()) if trial else b"") + b"\x29" + struct.pack("<d", start_s)
     end = b"\x08\x01" + b"\x11" + struct.pack("<d", end_s)  # status (1) = STATUS_SUCCESS, end_time_secs (2)
     return [_plugin_value("_hparams_/experiment", _field(2, experiment)),
             _plugin_value("_hparams_/session_start_info", _field(3, start)),
             _plugin_value("_hparams_/session_end_info", _field(4, end))]
+
+
+def margin_layout(tags: list[str], band: str, members: str) -> bytes:
+    """The custom scalars plugin's layout (its CUSTOM SCALARS tab) as one Summary.Value: a category of margin
+    charts, each tag between `band`'s lower and upper tags (`band.format(tag=..., bound="min"|"max")`), and one of
+    charts of every tag matching `members` (a regex, `members.format(tag=...)`). Layout: category (2) {title (1),
+    chart (2) {title (1), multiline (2) {tag (1)}, margin (3) {series (1) {value (1), lower (2), upper (3)}}}}."""
+    margins = members_charts = b""
+    for tag in tags:
+        series = _field(1, tag.encode()) + _field(2, band.format(tag=tag, bound="min").encode()) + _field(
+            3, band.format(tag=tag, bound="max").encode())
+        margins += _field(2, _field(1, f"{tag}: members' mean, min and max".encode()) + _field(3, _field(1, series)))
+        members_charts += _field(2, _field(1, f"{tag}: each member".encode()) + _field(2, _field(
+            1, members.format(tag=tag).encode())))
+    layout = _field(2, _field(1, b"members' mean, min and max") + margins) + _field(
+        2, _field(1, b"each member") + members_charts)
+    return _string_tensor("custom_scalars__config__", b"custom_scalars", layout)
+
+
+def _string_tensor(tag: str, plugin: bytes, content: bytes) -> bytes:
+    """A Summary.Value (1): tag (1), metadata (9) {plugin_data (1) {plugin_name (1)}}, tensor (8) of one string
+    (TensorProto: dtype (1) DT_STRING = 7, tensor_shape (2) of no dims, string_val (8))."""
+    tensor = b"\x08\x07" + _field(2, b"") + _field(8, content)
+    return _field(1, _field(1, tag.encode()) + _field(9, _field(1, _field(1, plugin))) + _field(8, tensor))

@@ -27,8 +27,6 @@ from typing import BinaryIO, Callable
 from runner.errors import RunnerError, stop_signals_to
 from runner.rundir.layout import LOCK, RESULTS, RUN_MARKS, STATUS, WRITES, not_runners  # noqa: F401 (re-exported)
 
-# status.json is padded to this size, so that on a full disk it can still be rewritten in place.
-STATUS_BYTES = 4096
 # The process's umask, read once (reading it means setting it, which would race with threads creating files).
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
@@ -308,28 +306,24 @@ def write_status(run_dir: Path, status: str, error: str | None = None, **fields)
 
 def update_status(run_dir: Path, **fields) -> None:
     """Set `fields` in the run's status.json beside what is there already (None removes a key): atomically, or
-    on a full disk in place (the file is padded to STATUS_BYTES so a rewrite needs no new block)."""
+    on a full disk in place, within the bytes the file system gave the file already (a block, 4 KiB on ext4 and
+    XFS: writing there takes none from a full disk)."""
     record = read_status(run_dir) or {}
     record.update(fields)
-    text = json.dumps({k: v for k, v in record.items() if v is not None}, indent=2) + "\n"
+    data = (json.dumps({k: v for k, v in record.items() if v is not None}, indent=2) + "\n").encode()
     path = Path(run_dir) / STATUS
     try:
-        write_atomic(path, _padded(text, STATUS_BYTES))
+        write_atomic(path, data)
     except OSError as exc:
-        size = path.stat().st_size if path.is_file() and not path.is_symlink() else 0
-        if exc.errno != errno.ENOSPC or size <= len(text.encode()):
+        allocated = path.lstat().st_blocks * 512 if path.is_file() and not path.is_symlink() else 0
+        if exc.errno != errno.ENOSPC or allocated < len(data):
             raise
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
         try:
-            os.pwrite(fd, _padded(text, size), 0)
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
         finally:
             os.close(fd)
-
-
-def _padded(text: str, size: int) -> bytes:
-    """`text` then spaces and a newline, `size` bytes in all (JSON ignores the trailing whitespace)."""
-    data = text.encode()
-    return data[:-1].ljust(size - 1) + b"\n" if len(data) < size else data
 
 
 def write_atomic(path: Path, data: "bytes | str | Callable[[BinaryIO], object]", durable: bool = False) -> None:

@@ -15,7 +15,7 @@ WRITES = frozenset({".hydra", LOCK, STATUS, RESULTS, "report.md", "report.csv", 
 TB_EVENTS = "events.out.tfevents.*"
 INSIDE = {".hydra": {"config.yaml": None, "hydra.yaml": None, "overrides.yaml": None},
           "checkpoints": {"*.pt": None},
-          "tensorboard": {"*": {TB_EVENTS: None, "member_*": {TB_EVENTS: None}}}}
+          "tensorboard": {"*": {TB_EVENTS: None, "member_*": {TB_EVENTS: None}}}}  # member_*: older runs' curves
 # What marks a directory as a run's.
 RUN_MARKS = (".hydra", STATUS, RESULTS)
 

@@ -59,3 +59,14 @@ def start_process_clock(from_process_start: bool = True) -> Stopwatch:
 def job_clock() -> Stopwatch:
     """The stopwatch of a job starting now: the command's own for its first job (so imports count), else a new one."""
     return _first.pop() if _first else Stopwatch()
+
+
+def waiting() -> Stopwatch | None:
+    """The command's stopwatch while no job has taken it (None when there is none)."""
+    return _first[0] if _first else None
+
+
+def hand_on(clock: Stopwatch) -> None:
+    """Leave `clock` for the next job_clock(): a launcher's seconds before a job (its imports, a group's fit) are
+    that job's."""
+    _first[:] = [clock]

@@ -77,11 +77,23 @@ class PopulationLauncher(Launcher):
         return returns
 
     def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
-        """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out)."""
+        """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out). The
+        command's stopwatch books the sweep's composing, imports and planning, then goes to the first job to run."""
+        from runner.rundir import timing
+
+        if not todo:
+            return {}  # nothing to run: the stopwatch stays for what does
+        clock = timing.job_clock()
+        clock.lap("config")  # Hydra composing the sweep and its jobs
+        import runner.finish  # noqa: F401 (torch, the engine and the models, as planning imports them)
         from runner.sweeps.population import groups
 
+        clock.lap("imports")
+        planned = [_plan(job) for job in todo]
+        clock.lap("config")
+        timing.hand_on(clock)
         returns: dict[int, JobReturn] = {}
-        for number, members in enumerate(groups([_plan(job) for job in todo]), 1):
+        for number, members in enumerate(groups(planned), 1):
             group = [todo[i] for i in members]
             if len(group) == 1:  # a group of one: the ordinary run, as Hydra's basic launcher has it
                 returns[group[0].num] = _stop_if_interrupted(self._run(group[0], self.task_function))
@@ -112,6 +124,9 @@ class PopulationLauncher(Launcher):
             job.run_dir.mkdir(parents=True, exist_ok=True)
             rundir.claim_job(job.run_dir, job_overrides)
         state = state_file(group[0].run_dir, overrides)
+        from runner.rundir import timing
+
+        clock = timing.job_clock()  # the command's, if no job has taken it yet
         try:
             slices: list = fit_group(studies, f"{len(group)} jobs of {', '.join(dict.fromkeys(s.over for s in studies))}",
                                      state)
@@ -130,6 +145,8 @@ class PopulationLauncher(Launcher):
                 rundir.fail(job.run_dir, "stopped", "interrupted")
                 rundir.release(job.run_dir)
             raise
+        clock.lap("train")
+        timing.hand_on(clock)  # the group's first job reports its fit
         return {job.num: self._run(job, _finishing(job.study, fitted)) for job, fitted in zip(group, slices)}
 
     def _run(self, job: _Job, task_function: Callable) -> JobReturn:

@@ -133,10 +133,11 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
 
     record = rundir.read_status(job_dir) or {"status": "failed", "error": "no status.json"}
     status = str(record.get("status", "?"))
-    fixed = {k for k, v in (o.split("=", 1) for o in sweep_overrides if "=" in o) if not _sweeps(v)}
-    own = [f"{k}={v}" for k, v in _overrides(job_dir).items() if k not in fixed]
+    own = own_overrides([f"{k}={v}" for k, v in _overrides(job_dir).items()], sweep_overrides)
+    from runner.console import short_override
+
     parts = [f"job {job_dir.name} " + ("[green]ok[/]" if status == "ok" else f"[red]{escape(status)}[/]"),
-             escape(" ".join(own))]
+             escape(" ".join(map(short_override, own)))]
     try:
         results = json.loads((job_dir / rundir.RESULTS).read_text(encoding="utf-8")) if status == "ok" else {}
     except (OSError, ValueError):
@@ -154,6 +155,23 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
         parts.append(f"{notices} notice{'s' * (notices > 1)}")
         NOTICED.append(job_dir.name)
     return " · ".join(p for p in parts if p)
+
+
+def own_overrides(job: list[str], sweep: list[str]) -> list[str]:
+    """A job's overrides less those that every job of its sweep has (`sweep`: the sweep's command line)."""
+    fixed = {k for k, v in (o.split("=", 1) for o in sweep if "=" in o) if not _sweeps(v)}
+    return [o for o in job if o.split("=", 1)[0] not in fixed]
+
+
+def sweep_overrides(sweep_dir: Path) -> list[str] | None:
+    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's)."""
+    from omegaconf import OmegaConf
+
+    try:
+        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
+        return list(OmegaConf.to_container(saved.hydra.overrides.task))
+    except Exception:  # noqa: BLE001 (missing, unreadable or not Hydra's: not a sweep's)
+        return None
 
 
 def _sweeps(value: str) -> bool:
