@@ -408,7 +408,7 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
             for name, p in model.named_parameters()}
 
 
-SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: `make test-slow` (the images train from the shell below)
+SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow (images train from the shell below)
 
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder,
