@@ -442,7 +442,8 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     for e, seed in enumerate(seeds):
         alone = dict(_torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs).named_parameters())
         # The bound is PyTorch's own float32 rounding: 1e-5 plus twice how far its float32 loop ends from its
-        # float64 loop (images: or from its channels-last float32 loop). Where a gradient is 0 in exact arithmetic (attention's key bias, a bias before batch norm)
+        # float64 loop (images: or from its channels-last float32 loop). Where a gradient is 0 in exact arithmetic
+        # (attention's key bias, a bias before batch norm)
         # or below float32's resolution (found in float64 at the start), float32 leaves rounding noise that Adam
         # normalizes into steps of up to lr, differently in any summation order: there the bound is Adam's own,
         # epochs x lr.

@@ -65,7 +65,8 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
 
     codes = f" ({len(dataset.categorical)} categorical as codes)" if dataset.codes else ""
     console.print(
-        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} {'inputs' if dataset.images is not None else 'features'}"
+        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} "
+        f"{'inputs' if dataset.images is not None else 'features'}"
         f"{codes}, "
         f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''} · "
         f"[bold]{_model_name(cfg, model)}[/]: {model.parameters_per_member():,} parameters per member · "

@@ -58,7 +58,8 @@ def _codes(cfg: Config, dataset: Dataset) -> bool:
     run, so predict and resume rebuild the same embeddings)."""
     wanted = name_of(cfg.dataset.encoding)
     if wanted == "codes" and cfg.model.name != "module":
-        raise RunnerError(f"dataset.encoding=codes gives integer codes for embedding layers, and model={cfg.model.name} "
+        raise RunnerError(f"dataset.encoding=codes gives integer codes for embedding layers, and "
+                          f"model={cfg.model.name} "
                           "takes numbers: use dataset.encoding=onehot, or model=module with a class that embeds codes")
     takes = cfg.model.name == "module" and module.takes(cfg.model, module.CARDINALITIES)
     codes = bool(dataset.categorical) and (wanted == "codes" or wanted == "auto" and takes)

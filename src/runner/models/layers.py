@@ -125,7 +125,8 @@ def member_batch_norm(x: torch.Tensor, members: int, rows, running_mean: torch.T
             new_mean, new_var = mean.view(members, 1, C), var.view(members, 1, C)
             if updating is not None:
                 chosen = updating.view(members, 1, 1)
-                new_mean, new_var = torch.where(chosen, new_mean, running_mean), torch.where(chosen, new_var, running_var)
+                new_mean = torch.where(chosen, new_mean, running_mean)
+                new_var = torch.where(chosen, new_var, running_var)
             running_mean.copy_(new_mean)
             running_var.copy_(new_var)
     return out
