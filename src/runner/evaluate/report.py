@@ -52,9 +52,13 @@ def _footnotes(results: dict) -> list[str]:
         notes.append("accuracy: Wilson score interval (with the effective n of averaged values), inside [0, 1].")
     if any("Student's t" in i for i in methods):
         notes.append("Over folds the interval uses Student's t quantile (folds - 1 df) in place of 1.96.")
-    if any("log scale" in i for i in methods):
-        notes.append("MSE over folds: mean·exp(±t·SE/mean), the interval of log MSE (squared errors are skewed); "
-                     "RMSE: the root of the folds' mean MSE and of that interval.")
+    if any("inverse-root scale" in i for i in methods):
+        notes.append("MSE, MAE and log loss over folds: mean/(1 ± t·SE/(2·mean))², the interval of mean^(-1/2) "
+                     "(per-row losses are skewed: a low estimate comes with a small SE), the upper end at most 16× "
+                     "the mean; RMSE: the root of the folds' mean MSE and of that interval.")
+    if any("floored" in i for i in methods):
+        notes.append("SE floored: the folds scored more alike than their test rows allow, so the SE is the test "
+                     "rows' (each row's values averaged over the members that tested it).")
     if any("Nadeau–Bengio" in i for i in methods):
         notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
                      "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "
