@@ -2,9 +2,10 @@
 
 `python bench/coverage.py draw` trains a cheap seeded model (random ReLU features + ridge: a one-hidden-layer
 net whose hidden layer is drawn by the seed, its readout fit in closed form) on R fresh 300-row samples per
-data-generating process, k and seed count, and saves each draw's per-row test losses, fold ids and the
-members' true errors (exact on a 50,000-row pool: each member's squared distance from the true mean plus the
-noise variance there) under bench/coverage_draws/. `python bench/coverage.py rules` evaluates every
+data-generating process, k and seed count, and saves each draw's per-row test errors, fold ids and the
+members' true errors on a 50,000-row pool, computed from the true mean so the pool adds no noise of its own
+(MSE: the squared distance from the true mean plus the noise variance there; MAE: E|d − ε| from the noise's
+law; mean error: the mean distance; R²: 1 − MSE / the variance of y) under bench/coverage_draws/. `python bench/coverage.py rules` evaluates every
 candidate interval rule on the same saved draws and prints coverage (binomial 95% interval), misses
 above/below the truth and the median width relative to the estimate.
 """
@@ -76,33 +77,56 @@ def fit(phi, y):
     return w, c - m @ w
 
 
+def abs_deviation(noise, pool_x):
+    """d [pool rows] -> E|d − ε| row by row: the true absolute error of a prediction d off the true mean."""
+    if noise in ("normal", "hetero", "hetero_exp"):  # ε ~ N(0, s²): s·(2φ(u) + u·(2Φ(u) − 1)), u = d/s
+        s = np.sqrt(NOISES[noise][1](pool_x))
+        return lambda d: s * (2 * np.exp(-(d / s) ** 2 / 2) / math.sqrt(2 * math.pi) + d / s * (2 * special.ndtr(d / s) - 1))
+    e = np.sort(NOISES[noise][0](np.random.default_rng(5), np.zeros((1_000_000, D))))  # its law by a large sample
+    total, S = e.sum(), np.r_[0, np.cumsum(e)]
+
+    grid = np.linspace(-30, 30, 6001)  # E|d − ε| is convex and smooth: linear between points 0.01 apart
+    j = np.searchsorted(e, grid)
+    at = (grid * j - S[j] + (total - S[j]) - grid * (len(e) - j)) / len(e)
+    return lambda d: np.interp(d, grid, at)
+
+
 def draw_cell(noise, k, seeds, R, start=0):
-    """R draws of one cell: losses [R, n, seeds], folds [R, n], truth [R, k*seeds] (each member's true MSE)."""
+    """R draws of one cell: signed errors [R, n, seeds], folds [R, n], each member's true MSE, MAE and mean
+    error [R, k*seeds]."""
     pool_x = np.random.default_rng(777).normal(size=(POOL_ROWS, D))
     pool_mu, pool_var = mean_fn(pool_x), NOISES[noise][1](pool_x)
     layers = [hidden(s) for s in range(seeds)]
     pool_phi = [features(pool_x, layer) for layer in layers]
     noise_var = pool_var.mean()
-    sq, folds, truth, signed = [], [], [], []
+    mean_abs = abs_deviation(noise, pool_x)
+    var_y = pool_mu.var() + noise_var
+    folds, truth, truth_mae, truth_me, signed, ys = [], [], [], [], [], []
     for r in range(start, start + R):
         rng = np.random.default_rng([2026, k, seeds, r, list(NOISES).index(noise)])
         x = rng.normal(size=(ROWS, D))
         y = mean_fn(x) + NOISES[noise][0](rng, x)
         f = kfold_ids(ROWS, k, rng)
         pred = np.empty((ROWS, seeds))
-        tr = []
+        mse, mae, me = [], [], []
         for s, layer in enumerate(layers):
             phi = features(x, layer)
             for j in range(k):
                 test = f == j
                 w, c = fit(phi[~test], y[~test])
                 pred[test, s] = phi[test] @ w + c
-                tr.append(((pool_phi[s] @ w + c - pool_mu) ** 2).mean() + noise_var)
-        sq.append((pred - y[:, None]) ** 2)
+                d = pool_phi[s] @ w + c - pool_mu
+                mse.append((d**2).mean() + noise_var)
+                mae.append(mean_abs(d).mean())
+                me.append(d.mean())
         signed.append(pred - y[:, None])
+        ys.append(y)
         folds.append(f)
-        truth.append(tr)
-    return np.array(sq), np.array(folds), np.array(truth), np.array(signed)
+        truth.append(mse)
+        truth_mae.append(mae)
+        truth_me.append(me)
+    mse = np.array(truth)
+    return np.array(signed), np.array(ys), np.array(folds), mse, np.array(truth_mae), np.array(truth_me), 1 - mse / var_y
 
 
 def cell_path(noise, k, seeds):
@@ -115,8 +139,9 @@ def cmd_draw(args):
         for k in args.k:
             for seeds in args.seeds:
                 t0 = time.perf_counter()
-                sq, folds, truth, signed = draw_cell(noise, k, seeds, args.R)
-                np.savez_compressed(cell_path(noise, k, seeds), sq=sq, folds=folds, truth=truth, signed=signed)
+                signed, y, folds, mse, mae, me, r2 = draw_cell(noise, k, seeds, args.R)
+                np.savez_compressed(cell_path(noise, k, seeds), signed=signed, y=y, folds=folds, mse=mse, mae=mae,
+                                    me=me, r2=r2)
                 print(f"{noise} k={k} seeds={seeds}: {args.R} draws in {time.perf_counter() - t0:.1f} s", flush=True)
 
 
@@ -133,6 +158,7 @@ def main(argv=None):
     r.add_argument("--k", nargs="+", type=int, default=[5, 10])
     r.add_argument("--seeds", nargs="+", type=int, default=[1, 3])
     r.add_argument("--rules", nargs="+", default=None)
+    r.add_argument("--metric", choices=["mse", "mae", "me", "r2"], default="mse")
     args = p.parse_args(argv)
     if args.command == "draw":
         cmd_draw(args)

@@ -1,7 +1,8 @@
 """Candidate k-fold MSE interval rules for bench/coverage.py, each scored on the same saved draws.
 
-A rule gets one draw's per-row losses L [n] (each row's squared errors averaged over its seeds), the fold of
-each row and k, and returns (lo, hi) around the headline estimate: the mean of the folds' mean losses.
+A rule gets one draw's per-row losses L [n] (each row's squared errors, or absolute or signed errors, averaged
+over its seeds), the fold of each row and k, and returns (lo, hi) around the headline estimate: the mean of the
+folds' mean losses. RMSE's interval is the root of MSE's, so it covers the root of the truth when MSE's does.
 """
 
 import math
@@ -223,38 +224,93 @@ def wilson(p, n, z=Z):
     return max(0, c - h), min(1, c + h)
 
 
-def evaluate(rule, sq, folds, truth, seed=0):
-    """(coverage, misses with the truth above, below, median width / estimate: a mean would be infinite for a
-    rule unbounded above)."""
+def per_row(signed, metric):
+    """[R, n]: each row's loss averaged over its seeds (squared error, absolute error or signed error)."""
+    value = {"mse": signed**2, "mae": np.abs(signed), "me": signed}[metric]
+    return value.mean(2)
+
+
+def evaluate(rule, rows, folds, truth, seed=0, relative=True):
+    """(coverage, misses with the truth above, below, median width / estimate, or the width itself where not
+    `relative`: a mean would be infinite for a rule unbounded above)."""
     rng = np.random.default_rng(seed)
-    R, k = len(sq), int(folds.max()) + 1
+    R, k = len(rows), int(folds.max()) + 1
     hit = above = below = 0
     widths = []
     for r in range(R):
-        L = sq[r].mean(1)
+        L = rows[r]
         lo, hi = rule(L, folds[r], k, rng)
         t = truth[r].mean()
         hit += lo <= t <= hi
         above += t > hi
         below += t < lo
-        widths.append((hi - lo) / L.mean())
+        widths.append((hi - lo) / (L.mean() if relative else 1))
     return hit / R, above, below, float(np.mean(widths))
 
 
+def fold_r2(signed, y, folds, k):
+    """[k]: each fold's R² (its seeds averaged), 1 − SS_res / SS_tot over the fold's rows, as sklearn per member."""
+    sq = (signed**2).mean(1)
+    return np.array([1 - sq[folds == j].sum() / ((y[folds == j] - y[folds == j].mean()) ** 2).sum() for j in range(k)])
+
+
+def r2_t_folds(r2, k):
+    """runner's R² headline: mean ± t·SE over the folds."""
+    q, se = stats.t.ppf(0.975, k - 1), r2.std(ddof=1) / math.sqrt(k)
+    return r2.mean() - q * se, r2.mean() + q * se
+
+
+def r2_nb_folds(r2, k):
+    q, se = stats.t.ppf(0.975, k - 1), _nb(r2, k)
+    return r2.mean() - q * se, r2.mean() + q * se
+
+
+def r2_nb_inverse_root(r2, k):
+    """1 − R² (an MSE over Var y) as a skewed loss: Nadeau–Bengio SE on the inverse-root scale."""
+    from runner.evaluate.stats import inverse_root_scale
+    loss = 1 - r2.mean()
+    lo, hi = inverse_root_scale(loss, _nb(r2, k), stats.t.ppf(0.975, k - 1))
+    return 1 - hi, 1 - lo
+
+
+R2_RULES = {f.__name__: f for f in (r2_t_folds, r2_nb_folds, r2_nb_inverse_root)}
+
+
+def _r2_cell(rule, d):
+    hit = above = below = 0
+    widths = []
+    k = int(d["folds"].max()) + 1
+    for r in range(len(d["folds"])):
+        lo, hi = rule(fold_r2(d["signed"][r], d["y"][r], d["folds"][r], k), k)
+        t = d["r2"][r].mean()
+        hit, above, below = hit + (lo <= t <= hi), above + (t > hi), below + (t < lo)
+        widths.append(hi - lo)
+    return hit / len(d["folds"]), above, below, float(np.median(widths))
+
+
 def report(args):
-    names = args.rules or list(RULES)
     cells = [(n, k, s) for n in args.noises for k in args.k for s in args.seeds]
     data = {c: np.load(cell_path(*c)) for c in cells}
+    if args.metric == "r2":
+        return _table(args.rules or list(R2_RULES), cells, lambda name, d: _r2_cell(R2_RULES[name], d), data,
+                      "widths in R² units")
+    relative = args.metric != "me"
+    return _table(args.rules or list(RULES), cells, lambda name, d: evaluate(
+        RULES[name], per_row(d["signed"], args.metric), d["folds"], d[args.metric], relative=relative), data,
+        args.metric + ("" if relative else ", widths in its units"))
+
+
+def _table(names, cells, score, data, metric):
+    print(f"test {metric} of the members' mean; truth: their mean true value on the pool")
     print(f"{'rule':<16}" + "".join(f"{f'{n[:6]} k{k} s{s}':>16}" for n, k, s in cells) + f"{'min':>7}{'width':>7}")
     for name in names:
         cov, wid, txt = [], [], []
         for c in cells:
-            d = data[c]
-            p, above, below, w = evaluate(RULES[name], d["sq"], d["folds"], d["truth"])
+            p, above, below, w = score(name, data[c])
             cov.append(p)
             wid.append(w)
             txt.append(f"{p:.3f}/{w:.2f} {above}^{below}v")
         print(f"{name:<16}" + "".join(f"{t:>16}" for t in txt) + f"{min(cov):>7.3f}{np.mean(wid):>7.2f}", flush=True)
-    R = len(data[cells[0]]["sq"])
+    R = len(data[cells[0]]["folds"])
     print(f"\nR = {R} draws a cell; each entry: coverage/median width÷estimate, misses with truth above (^) and below (v);"
           f" a coverage of 0.95 over R draws has binomial 95% {wilson(0.95, R)}")
