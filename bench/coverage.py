@@ -5,9 +5,9 @@ net whose hidden layer is drawn by the seed, its readout fit in closed form) on 
 data-generating process, k and seed count, and saves each draw's per-row test errors, fold ids and the
 members' true errors on a 50,000-row pool, computed from the true mean so the pool adds no noise of its own
 (MSE: the squared distance from the true mean plus the noise variance there; MAE: E|d − ε| from the noise's
-law; mean error: the mean distance; R²: 1 − MSE / the variance of y) under bench/coverage_draws/. `python bench/coverage.py rules` evaluates every
-candidate interval rule on the same saved draws and prints coverage (binomial 95% interval), misses
-above/below the truth and the median width relative to the estimate.
+law; mean error: the mean distance; R²: 1 − MSE / the variance of y) under bench/coverage_draws/.
+`python bench/coverage.py rules` evaluates every candidate interval rule on the same saved draws and prints
+coverage (binomial 95% interval), misses above/below the truth and the median width relative to the estimate.
 """
 
 import argparse
@@ -81,7 +81,8 @@ def abs_deviation(noise, pool_x):
     """d [pool rows] -> E|d − ε| row by row: the true absolute error of a prediction d off the true mean."""
     if noise in ("normal", "hetero", "hetero_exp"):  # ε ~ N(0, s²): s·(2φ(u) + u·(2Φ(u) − 1)), u = d/s
         s = np.sqrt(NOISES[noise][1](pool_x))
-        return lambda d: s * (2 * np.exp(-(d / s) ** 2 / 2) / math.sqrt(2 * math.pi) + d / s * (2 * special.ndtr(d / s) - 1))
+        return lambda d: s * (2 * special.ndtr(d / s) - 1) * d / s + s * 2 * np.exp(-(d / s) ** 2 / 2) / math.sqrt(
+            2 * math.pi)
     e = np.sort(NOISES[noise][0](np.random.default_rng(5), np.zeros((1_000_000, D))))  # its law by a large sample
     total, S = e.sum(), np.r_[0, np.cumsum(e)]
 
@@ -126,7 +127,8 @@ def draw_cell(noise, k, seeds, R, start=0):
         truth_mae.append(mae)
         truth_me.append(me)
     mse = np.array(truth)
-    return np.array(signed), np.array(ys), np.array(folds), mse, np.array(truth_mae), np.array(truth_me), 1 - mse / var_y
+    mae, me = np.array(truth_mae), np.array(truth_me)
+    return np.array(signed), np.array(ys), np.array(folds), mse, mae, me, 1 - mse / var_y
 
 
 def cell_path(noise, k, seeds):

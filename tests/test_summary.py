@@ -332,3 +332,19 @@ def test_kfold_accuracy_is_never_narrower_than_its_test_rows_allow():
     assert acc["ci95"] == pytest.approx(wilson(0.82, 99, t975(4)))
     assert acc["interval"] == "SE floored at the 100 test rows' SE; Wilson, effective n = 99 (Student's t, 4 df)"
     assert acc["ci95"][1] - acc["ci95"][0] > 0.15  # not 0.82 ± 0.03
+
+
+def test_kfold_r2_interval_is_that_of_one_minus_r2_on_the_inverse_root_scale():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=200) * 2
+    table = pd.DataFrame({"member": np.repeat(np.arange(5), 40), "fold": np.repeat(np.arange(5), 40), "repeat": 0,
+                          "seed": 0, "row": np.arange(200), "y_true": y, "y_pred": y + rng.normal(size=200)})
+    r2 = summarize(table, "regression")["metrics"]["test/r2"]
+    folds = np.array([r2_score(y[f * 40:(f + 1) * 40], table.y_pred[f * 40:(f + 1) * 40]) for f in range(5)])
+    se = math.sqrt((1 / 5 + 40 / 160) * folds.var(ddof=1))  # Nadeau–Bengio: 40 test rows, 160 training
+    loss, half = 1 - folds.mean(), t975(4) * se / (2 * (1 - folds.mean()))
+    assert r2["mean"] == pytest.approx(folds.mean()) and r2["se"] == pytest.approx(se) and half < 0.75  # no cap
+    assert r2["ci95"] == pytest.approx([1 - loss / (1 - half) ** 2, 1 - loss / (1 + half) ** 2])
+    assert r2["interval"].startswith("Nadeau–Bengio; 1 − R² on the inverse-root scale")

@@ -108,7 +108,8 @@ def inverse_root_scale(mean: float, se: float, q: float) -> list[float]:
 
 
 def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
-    """Nadeau–Bengio corrected SE over the fold scores of a k-fold (repeated or not): sqrt((1/n + n_test/n_train)·sd²)."""
+    """Nadeau–Bengio corrected SE over the n fold scores of a k-fold, repeated or not:
+    sqrt((1/n + n_test/n_train)·sd²)."""
     x = _finite(values)
     if x.size < 2:
         return None

@@ -1,10 +1,11 @@
 """The `over`, `metrics` and `baselines` parts of results.json: each test metric's headline interval and the others.
 
-The headline interval is over units that do not share test rows, because only those are independent
-samples of the test error: for k-fold the folds (seeds averaged within each fold), with the Nadeau–Bengio
-correction when repeated and for the skewed losses, its SE never under the test rows' SE; for one split
-(holdout, leave-one-out pooled per seed) the test rows, each row's values averaged over the seeds. Seeds of one split share its test rows, so the
-spread over members is kept beside the headline, labelled, but never used as the headline.
+The headline interval is over units that do not share test rows, because only those are independent samples
+of the test error: for k-fold the folds (seeds averaged within each fold), with the Nadeau–Bengio correction
+when repeated and for the skewed losses, its SE never under the test rows' SE; for one split (holdout,
+leave-one-out pooled per seed) the test rows, each row's values averaged over the seeds. Seeds of one split
+share its test rows, so the spread over members is kept beside the headline, labelled, but never used as the
+headline.
 """
 
 import math
@@ -108,8 +109,8 @@ def _clipped(d: dict, name: str, task: str, unit: str) -> dict:
 def _over_folds(predictions, per_member: pd.DataFrame, task: str, classes, units: Units) -> dict[str, dict]:
     """k-fold: the spread of the fold scores (seeds averaged within each fold), its SE never under the test rows'.
 
-    Nadeau–Bengio's correction when repeated, and for the skewed losses (MSE, MAE, log loss) on any k-fold;
-    the skewed losses' interval is on the inverse-root scale, RMSE the root of MSE's. Issue 36's simulation
+    Nadeau–Bengio's correction when repeated, and for the skewed losses (MSE, MAE, log loss, 1 − R²) on any
+    k-fold; the skewed losses' interval is on the inverse-root scale, RMSE the root of MSE's. Issue 36's simulation
     (bench/coverage.py, 400 draws each of normal, centred lognormal, Student's t₃ and heteroscedastic noise,
     k = 5 and 10, 1 and 3 seeds): the folds' MSE on the log scale covered 0.80–0.95, this rule 0.935–0.998.
     """
@@ -136,8 +137,8 @@ def _over_folds(predictions, per_member: pd.DataFrame, task: str, classes, units
         z = t975(d["n"] - 1) if d["n"] >= 2 else Z95
         if d["se"] is not None:
             d["ci95"] = d["ci95_t"] = [d["mean"] - z * d["se"], d["mean"] + z * d["se"]]
-        if name in SKEWED_LOSSES and d["se"] and d["mean"] > 0:
-            out[name] = _skewed_loss(d, methods, z)
+        if name in SKEWED_LOSSES and d["se"] and _loss(name, d["mean"]) > 0:
+            out[name] = _skewed_loss(name, d, methods, z)
         else:
             out[name] = _bounded({**d, "method": "; ".join(methods)} if methods else d, name, task,
                                  units.n_rows, "folds", z)
@@ -155,15 +156,23 @@ def _rows_se(predictions, task, classes) -> dict[str, float]:
             if (se := mean_ci(pd.Series(values).groupby(rows).mean())["se"]) is not None}
 
 
-def _skewed_loss(d: dict, methods: list[str], z: float) -> dict:
+def _loss(name: str, mean: float) -> float:
+    """The loss a skewed metric's interval is taken on: the metric itself, or 1 − R² (lower is better)."""
+    return 1 - mean if name == "r2" else mean
+
+
+def _skewed_loss(name: str, d: dict, methods: list[str], z: float) -> dict:
     """A skewed loss's interval over folds: mean ± z·SE on the inverse-root scale (stats.inverse_root_scale).
 
     With the log scale alone the folds' MSE covered 0.80–0.86 under lognormal and t₃ noise: the upper end
     must reach further above when the samples that miss the rare large losses score low with a small SE.
     """
-    ci = inverse_root_scale(d["mean"], d["se"], z)
+    lo, hi = inverse_root_scale(_loss(name, d["mean"]), d["se"], z)
     how = f"inverse-root scale: mean/(1 ± {z:.3g}·SE/(2·mean))² (Student's t, {d['n'] - 1} df)"
-    return {**d, "ci95": ci, "ci95_t": ci, "interval": "; ".join([*methods, how])}
+    if name == "r2":  # the interval of 1 − R², turned back
+        lo, hi = 1 - hi, 1 - lo
+        how = "1 − R² on the " + how.replace("mean", "(1 − R²)")
+    return {**d, "ci95": [lo, hi], "ci95_t": [lo, hi], "interval": "; ".join([*methods, how])}
 
 
 def _root_of_mse(mse: dict, rmse: dict) -> dict:
