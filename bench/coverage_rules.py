@@ -253,7 +253,7 @@ def evaluate(rule, rows, folds, truth, seed=0, relative=True):
         above += t > hi
         below += t < lo
         widths.append((hi - lo) / (L.mean() if relative else 1))
-    return hit / R, above, below, float(np.mean(widths))
+    return hit / R, above, below, float(np.median(widths))
 
 
 def fold_r2(signed, y, folds, k):
