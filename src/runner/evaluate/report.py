@@ -53,10 +53,10 @@ def _footnotes(results: dict) -> list[str]:
     if any("Student's t" in i for i in methods):
         notes.append("Over folds the interval uses Student's t quantile (folds - 1 df) in place of 1.96.")
     if any("inverse-root scale" in i for i in methods):
-        notes.append("MSE, MAE, log loss and 1 − R² over folds: mean/(1 ± t·SE/(2·mean))², the interval of mean^(-1/2) "
-                     "(per-row losses are skewed: a low estimate comes with a small SE), the upper end at most "
-                     f"{INVERSE_ROOT_MAX_RATIO:g}× the mean; RMSE: the root of the folds' mean MSE and of that "
-                     "interval.")
+        notes.append("MSE, MAE, log loss and 1 − R² over folds: mean/(1 ± t·SE/(2·mean))², the interval of "
+                     "mean^(-1/2) (per-row losses are skewed: a low estimate comes with a small SE), the upper "
+                     f"end at most {INVERSE_ROOT_MAX_RATIO:g}× the mean; RMSE: the root of the folds' mean MSE "
+                     "and of that interval.")
     if any("floored" in i for i in methods):
         notes.append("SE floored: the folds scored more alike than their test rows allow, so the SE is the test "
                      "rows' (each row's values averaged over the members that tested it).")
