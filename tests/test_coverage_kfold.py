@@ -130,7 +130,8 @@ class Tally:
         n = self.hits + self.above + self.below
         lo, hi = wilson(self.hits / n, n)
         return (f"{name:<34} {self.hits:>4}/{n} = {self.hits / n:.3f} [{lo:.3f}, {hi:.3f}]  "
-                f"misses above/below the truth {self.above:>2}/{self.below:<2}  mean width {np.mean(self.widths):.3f}")
+                f"misses above/below the truth {self.above:>2}/{self.below:<2}  mean width {np.mean(self.widths):.3f} "
+                f"(median {np.median(self.widths):.3f})")
 
 
 def _before(name, d):
