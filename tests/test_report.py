@@ -153,7 +153,8 @@ def test_a_kfold_regression_report_says_how_its_mse_and_rmse_intervals_are_made(
                           "seed": 0, "row": np.arange(40), "y_true": 0.0, "y_pred": rng.normal(size=40)})
     results = {"task": "regression", "dataset": "d", "model": "mlp", "members": 5, **summarize(table, "regression")}
     md = report_markdown(results)
-    assert "MSE over folds: mean·exp(±t·SE/mean)" in md and "RMSE: the root of the folds' mean MSE" in md
+    assert "MSE, MAE, log loss and 1 − R² over folds: mean/(1 ± t·SE/(2·mean))²" in md
+    assert "RMSE: the root of the folds' mean MSE" in md
     rmse = results["metrics"]["test/rmse"]
     assert rmse["mean"] ** 2 == pytest.approx(results["metrics"]["test/mse"]["mean"])
     lo, hi = rmse["ci95"]  # asymmetric: printed as its ends

@@ -118,11 +118,14 @@ def test_holm_equals_the_hand_computation():
     assert holm([0.6, 0.9]) == [1.0, 1.0] and holm([]) == [] and holm([0.2]) == [0.2]
 
 
-def test_log_scale_interval_known_values():
-    lo, hi = stats.log_scale(1.0, 0.1, 2.0)
-    assert lo == pytest.approx(0.818731, abs=1e-6) and hi == pytest.approx(1.221403, abs=1e-6)  # e^∓0.2
-    lo, hi = stats.log_scale(4.0, 0.5, 2.262)
-    assert lo * hi == pytest.approx(16.0)  # symmetric on the log scale: the geometric mean is the estimate
+def test_inverse_root_scale_interval_known_values():
+    lo, hi = stats.inverse_root_scale(1.0, 0.1, 2.0)
+    assert lo == pytest.approx(1 / 1.1**2) and hi == pytest.approx(1 / 0.9**2)  # 1/√ of the ends: 1 ∓ 0.1
+    lo, hi = stats.inverse_root_scale(4.0, 0.5, 2.262)
+    assert 1 / math.sqrt(lo) + 1 / math.sqrt(hi) == pytest.approx(2 / math.sqrt(4.0))  # symmetric in mean^(-1/2)
+    assert hi - 4.0 > 4.0 - lo  # reaches further above than below
+    # t·SE at twice the mean: 1 − r/2 would be 0 (no upper end); the upper end stops at 16 times the mean
+    assert stats.inverse_root_scale(2.0, 2.0, 2.0) == pytest.approx([2.0 / 4, 32.0])
 
 
 def _kfold_regression(fold_errors):
@@ -141,18 +144,36 @@ def _kfold_regression(fold_errors):
 def test_kfold_mse_and_rmse_headlines_equal_the_hand_computation():
     from runner.evaluate.summary import summarize_table
 
-    # errors (1, 1), (2, 0), (3, 1), (0, 2), (2, 2): fold MSEs 1, 2, 5, 2, 4 -> mean 2.8, sd 1.6432, se 0.73485
+    # errors (1, 1), (2, 0), (3, 1), (0, 2), (2, 2): fold MSEs 1, 2, 5, 2, 4 -> mean 2.8, sd² 2.7
     table = _kfold_regression([[1, 1], [2, 0], [3, 1], [0, 2], [2, 2]])
     out = summarize_table(table, "regression")
     mse, rmse = out["test/mse"], out["test/rmse"]
-    se, t = math.sqrt(2.7 / 5), 2.776445  # sd² of (1, 2, 5, 2, 4) is 2.7; t_{0.975, 4}
+    # Nadeau–Bengio over 5 folds of 2 test rows (8 training rows): √((1/5 + 2/8)·2.7) = 1.10227, above the 10
+    # rows' SE √(7.7333/10) = 0.87939 (squared errors 1 1 4 0 9 1 0 4 4 4), so no floor; t_{0.975, 4} = 2.776445
+    se, t = math.sqrt(0.45 * 2.7), 2.776445
     assert mse["mean"] == pytest.approx(2.8) and mse["se"] == pytest.approx(se)
-    want = [2.8 * math.exp(-t * se / 2.8), 2.8 * math.exp(t * se / 2.8)]
+    half = t * se / (2 * 2.8)
+    want = [2.8 / (1 + half) ** 2, 2.8 / (1 - half) ** 2]
     assert mse["ci95"] == pytest.approx(want, rel=1e-6) and mse["ci95_t"] == mse["ci95"]
-    assert mse["ci95"] == pytest.approx([1.3511, 5.8025], abs=1e-4)
-    assert "log scale" in mse["interval"]
+    assert mse["ci95"] == pytest.approx([1.17074, 13.61448], abs=1e-4)
+    assert mse["interval"] == "Nadeau–Bengio; inverse-root scale: mean/(1 ± 2.78·SE/(2·mean))² (Student's t, 4 df)"
+    assert mse["others"]["folds"]["se"] == pytest.approx(math.sqrt(2.7 / 5))  # uncorrected, kept labelled
     # RMSE: the root of the folds' mean MSE, not the mean of the folds' roots (biased low), and the root interval
     assert rmse["mean"] == pytest.approx(math.sqrt(2.8)) and rmse["ci95"] == pytest.approx(np.sqrt(want))
     roots = np.sqrt([1, 2, 5, 2, 4])
     assert rmse["others"]["fold_rmse"]["mean"] == pytest.approx(roots.mean()) and roots.mean() < rmse["mean"]
     assert rmse["se"] == pytest.approx(se / (2 * math.sqrt(2.8)))
+
+
+def test_kfold_headline_se_is_floored_at_the_test_rows_se():
+    from runner.evaluate.summary import summarize_table
+
+    # Five folds of 4 rows with squared errors alike per fold (fold MSEs 2, 2, 2, 2, 2.25): the folds' spread is
+    # tiny, the rows' is not. Rows: errors² 1 1 1 5 (x4) and 1 1 1 6: mean 2.05, sd² 3.5237 (ddof 1) over 20 rows.
+    errors = [[1, 1, 1, math.sqrt(5)]] * 4 + [[1, 1, 1, math.sqrt(6)]]
+    mse = summarize_table(_kfold_regression(errors), "regression")["test/mse"]
+    sq = np.array([1, 1, 1, 5] * 4 + [1, 1, 1, 6], float)
+    rows_se = sq.std(ddof=1) / math.sqrt(20)
+    assert mse["mean"] == pytest.approx(2.05) and mse["se"] == pytest.approx(rows_se)
+    assert rows_se > nadeau_bengio_se([2, 2, 2, 2, 2.25], n_train=16, n_test=4)
+    assert mse["interval"].startswith("Nadeau–Bengio; SE floored at the 20 test rows' SE; inverse-root scale")

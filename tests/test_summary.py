@@ -15,7 +15,7 @@ from runner.data.splits import Member
 from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
-from runner.evaluate.stats import mean_ci, nadeau_bengio_se, t975, wilson
+from runner.evaluate.stats import inverse_root_scale, mean_ci, nadeau_bengio_se, t975, wilson
 from runner.evaluate.summary import summarize
 
 CLASSES = ["0", "1"]
@@ -55,11 +55,17 @@ def test_kfold_headline_is_over_folds():
     per = score_members(preds, "binary", CLASSES)
     assert out["over"] == "5 folds" and out["baselines"] == {}
     assert set(out["metrics"]) == {f"test/{c}" for c in per.columns}
+    rows = per_example("binary", *prediction_arrays(preds, "binary", CLASSES), CLASSES)
     for name in per.columns:
         d = out["metrics"][f"test/{name}"]
         assert d["mean"] == pytest.approx(per[name].mean()) and d["n"] == 5
-        assert d["se"] == pytest.approx(per[name].std(ddof=1) / math.sqrt(5))
-        assert "others" not in d  # one seed: the members are the folds
+        # the folds' SE (Nadeau–Bengio for a skewed loss: 48 training rows, 12 test), never under the rows' SE
+        folds = per[name].std(ddof=1) / math.sqrt(5)
+        if name == "log_loss":
+            folds = nadeau_bengio_se(per[name], n_train=48, n_test=12)
+        floor = mean_ci(rows[name])["se"] if name in rows else 0  # one seed: a row's values are its own
+        assert d["se"] == pytest.approx(max(folds, floor))
+        assert set(d.get("others", {})) == ({"folds"} if name == "log_loss" else set())  # the members are the folds
         assert 0 <= d["ci95"][0] <= d["ci95"][1] <= 1 or name == "log_loss"
     acc = out["metrics"]["test/accuracy"]
     n_eff = acc["mean"] * (1 - acc["mean"]) / acc["se"] ** 2
@@ -135,10 +141,16 @@ def test_repeated_kfold_headline_is_nadeau_bengio():
     per = score_members(preds, "binary", CLASSES)["log_loss"]
     # 60 rows, 12 per test fold; the 48 others are train (44) + val (4)
     assert d["se"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
-    assert d["n"] == 10 and d["interval"] == "Nadeau–Bengio; mean ± 2.26·SE (Student's t, 9 df)"
-    assert d["ci95"] == pytest.approx(d["mean"] + np.array([-1, 1]) * t975(9) * d["se"])
+    assert d["n"] == 10 and d["interval"] == ("Nadeau–Bengio; inverse-root scale: mean/(1 ± 2.26·SE/(2·mean))² "
+                                              "(Student's t, 9 df)")  # a skewed loss
+    assert d["ci95"] == pytest.approx(inverse_root_scale(d["mean"], d["se"], t975(9)))
     folds = d["others"]["folds"]
     assert folds["se"] == pytest.approx(per.std(ddof=1) / math.sqrt(10)) and folds["se"] < d["se"]
+    brier = out["metrics"]["test/brier"]
+    per = score_members(preds, "binary", CLASSES)["brier"]
+    assert brier["se"] == pytest.approx(nadeau_bengio_se(per, n_train=48, n_test=12))
+    assert brier["interval"] == "Nadeau–Bengio; mean ± 2.26·SE (Student's t, 9 df)"
+    assert brier["ci95"] == pytest.approx(brier["mean"] + np.array([-1, 1]) * t975(9) * brier["se"])
 
 
 def test_one_class_fold_is_dropped_from_roc_auc_not_crashing():
@@ -302,4 +314,37 @@ def test_overlapping_validation_sets_of_one_kfold_are_folds_not_repeats():
     members = make_members(60, k=5)
     val = [dataclasses.replace(m, test=np.sort(np.r_[m.val, m.test[:6]])) for m in members]  # sets overlap
     out = summarize(make_predictions(val, Y), "binary", CLASSES)
-    assert out["over"] == "5 folds" and "Nadeau" not in out["metrics"]["test/log_loss"]["interval"]
+    assert out["over"] == "5 folds" and "Nadeau" not in out["metrics"]["test/brier"]["interval"]
+
+
+def test_kfold_accuracy_is_never_narrower_than_its_test_rows_allow():
+    # 5 folds of 20 rows scoring 16, 17, 16, 17, 16 right: the folds' SE 0.0122 would claim Wilson's effective
+    # n = 0.82·0.18/0.0122² = 984 from 100 rows; floored at the rows' SE √(0.82·0.18·100/99)/10 it is 99.
+    right = [16, 17, 16, 17, 16]
+    correct = np.concatenate([np.arange(20) < r for r in right])
+    p = np.where(correct, 0.9, 0.1)
+    table = pd.DataFrame({"member": np.repeat(np.arange(5), 20), "fold": np.repeat(np.arange(5), 20), "repeat": 0,
+                          "seed": 0, "row": np.arange(100), "y_true": "1", "y_pred": np.where(correct, "1", "0"),
+                          "p_0": 1 - p, "p_1": p})
+    acc = summarize(table, "binary", CLASSES)["metrics"]["test/accuracy"]
+    se = math.sqrt(0.82 * 0.18 * 100 / 99) / 10
+    assert acc["mean"] == pytest.approx(0.82) and acc["se"] == pytest.approx(se)
+    assert acc["ci95"] == pytest.approx(wilson(0.82, 99, t975(4)))
+    assert acc["interval"] == "SE floored at the 100 test rows' SE; Wilson, effective n = 99 (Student's t, 4 df)"
+    assert acc["ci95"][1] - acc["ci95"][0] > 0.15  # not 0.82 ± 0.03
+
+
+def test_kfold_r2_interval_is_that_of_one_minus_r2_on_the_inverse_root_scale():
+    from sklearn.metrics import r2_score
+
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=200) * 2
+    table = pd.DataFrame({"member": np.repeat(np.arange(5), 40), "fold": np.repeat(np.arange(5), 40), "repeat": 0,
+                          "seed": 0, "row": np.arange(200), "y_true": y, "y_pred": y + rng.normal(size=200)})
+    r2 = summarize(table, "regression")["metrics"]["test/r2"]
+    folds = np.array([r2_score(y[f * 40:(f + 1) * 40], table.y_pred[f * 40:(f + 1) * 40]) for f in range(5)])
+    se = math.sqrt((1 / 5 + 40 / 160) * folds.var(ddof=1))  # Nadeau–Bengio: 40 test rows, 160 training
+    loss, half = 1 - folds.mean(), t975(4) * se / (2 * (1 - folds.mean()))
+    assert r2["mean"] == pytest.approx(folds.mean()) and r2["se"] == pytest.approx(se) and half < 0.75  # no cap
+    assert r2["ci95"] == pytest.approx([1 - loss / (1 - half) ** 2, 1 - loss / (1 + half) ** 2])
+    assert r2["interval"].startswith("Nadeau–Bengio; 1 − R² on the inverse-root scale")

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from runner.console import status
 from runner.evaluate.names import best_of, higher_is_better
-from runner.evaluate.stats import Z95, fmt_interval, fmt_range, t975
+from runner.evaluate.stats import INVERSE_ROOT_MAX_RATIO, Z95, fmt_interval, fmt_range, t975
 from runner.rundir.folder import write_atomic
 
 
@@ -64,9 +64,14 @@ def _footnotes(results: dict) -> list[str]:
         notes.append("accuracy: Wilson score interval (with the effective n of averaged values), inside [0, 1].")
     if any("Student's t" in i for i in methods):
         notes.append("Over folds the interval uses Student's t quantile (folds - 1 df) in place of 1.96.")
-    if any("log scale" in i for i in methods):
-        notes.append("MSE over folds: mean·exp(±t·SE/mean), the interval of log MSE (squared errors are skewed); "
-                     "RMSE: the root of the folds' mean MSE and of that interval.")
+    if any("inverse-root scale" in i for i in methods):
+        notes.append("MSE, MAE, log loss and 1 − R² over folds: mean/(1 ± t·SE/(2·mean))², the interval of "
+                     "mean^(-1/2) (per-row losses are skewed: a low estimate comes with a small SE), the upper "
+                     f"end at most {INVERSE_ROOT_MAX_RATIO:g}× the mean; RMSE: the root of the folds' mean MSE "
+                     "and of that interval.")
+    if any("floored" in i for i in methods):
+        notes.append("SE floored: the folds scored more alike than their test rows allow, so the SE is the test "
+                     "rows' (each row's values averaged over the members that tested it).")
     if any("Nadeau–Bengio" in i for i in methods):
         notes.append("Nadeau–Bengio: SE² = (1/J + n_test/n_train)·sd² over the J = k·repeats fold scores "
                      "(folds share training rows, so sd/√J is too small); n_train counts a fold's training "

@@ -90,15 +90,26 @@ def in_range(d: dict, low: float, high: float, proportion: bool = False, n_rows:
     return out
 
 
-def log_scale(mean: float, se: float, q: float) -> list[float]:
-    """The interval mean·exp(±q·se/mean): mean ± q·se on the log scale (the delta method), for a positive metric
-    whose estimate is skewed right (a mean squared error): the upper end reaches further than the lower."""
-    half = q * se / mean
-    return [mean * math.exp(-half), mean * math.exp(half)]
+# The upper end of `inverse_root_scale` is at most this many times the estimate: where t·SE reaches 1.5 times
+# the estimate the folds cannot bound the loss from above, and a finite bound keeps results.json plain JSON.
+INVERSE_ROOT_MAX_RATIO = 16.0
+
+
+def inverse_root_scale(mean: float, se: float, q: float) -> list[float]:
+    """mean ± q·se on the scale of mean^(-1/2) (the delta method), mapped back: [mean/(1 + r/2)², mean/(1 − r/2)²]
+    with r = q·se/mean, the upper end at most INVERSE_ROOT_MAX_RATIO·mean.
+
+    For a positive loss whose per-row values are skewed right (squared errors): a sample that missed the rare
+    large losses scores low with a small SE, so the SE grows faster than the estimate, and the interval must
+    reach further above than the log scale's mean·exp(±r) does (for MSE it is 1/RMSE ± q·SE of 1/RMSE).
+    """
+    half = q * se / mean / 2
+    return [mean / (1 + half) ** 2, mean / (1 - min(half, 1 - INVERSE_ROOT_MAX_RATIO**-0.5)) ** 2]
 
 
 def nadeau_bengio_se(values, n_train: float, n_test: float) -> float | None:
-    """Nadeau–Bengio corrected SE for repeated k-fold: sqrt((1/n + n_test/n_train)·sd²)."""
+    """Nadeau–Bengio corrected SE over the n fold scores of a k-fold, repeated or not:
+    sqrt((1/n + n_test/n_train)·sd²)."""
     x = _finite(values)
     if x.size < 2:
         return None
