@@ -81,6 +81,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
             saved=lambda: rundir.replaced(run_dir))
     stacking = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
     at_once = stacking.at_once
+    model.rows_per_pass = stacking.rows_per_pass(batch_rows(cfg.trainer.batch_size, data.train))
     if at_once < E:
         console.print(_stacking_line(stacking, E))
     if stacking.seconds or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it

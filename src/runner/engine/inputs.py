@@ -95,9 +95,10 @@ class MemberInputs:
         """Row weights of rows idx [E, B], or None when every row weighs 1."""
         return None if self.weight is None else self.weight.index_select(0, idx.reshape(-1)).view(idx.shape)
 
-    def chunk_rows(self) -> int:
-        """Rows per member in one validation or prediction chunk."""
-        return max(1, CHUNK_ELEMENTS // max(1, self.members * self.row_elements))
+    def chunk_rows(self, at_most: int | None = None) -> int:
+        """Rows per member in one validation or prediction chunk (and no more than `at_most`)."""
+        rows = max(1, CHUNK_ELEMENTS // max(1, self.members * self.row_elements))
+        return rows if at_most is None else max(1, min(rows, at_most))
 
     def select(self, keep: torch.Tensor) -> MemberInputs:
         """The same shared rows for the members where the bool mask `keep` [E] is true."""

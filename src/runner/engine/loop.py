@@ -365,7 +365,7 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
     gated = hasattr(model, "gates")  # a mixture of experts: each expert's share of the gate, the gate's entropy
     shares, entropy = (torch.zeros(idx.shape[0], model.K, device=idx.device), torch.zeros_like(loss_sum)) if gated \
         else (None, None)
-    step = inputs.chunk_rows()
+    step = inputs.chunk_rows(model.rows_per_pass)
     for start in range(0, idx.shape[1], step):
         rows, w = idx[:, start : start + step], mask[:, start : start + step]
         if (rw := inputs.weights(rows)) is not None:

@@ -15,7 +15,7 @@ def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndar
     """fn(preprocessed inputs [E, chunk, ...]) -> [E, chunk, ...] over each member's own rows, chunk by chunk."""
     model.eval()
     idx, _ = padded(rows, inputs.X.device)
-    step = inputs.chunk_rows()
+    step = inputs.chunk_rows(model.rows_per_pass)
     parts = [fn(inputs.x(idx[:, s : s + step])) for s in range(0, idx.shape[1], step)]
     return torch.cat(parts, dim=1).cpu().numpy()
 

@@ -29,6 +29,9 @@ PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and th
 # memory.
 STACKED_WINS = 0.75
 MEMORY_SHARE = 0.5  # trainer.memory_gb=null: a stacked group's activations may use this share of the free memory
+# A pass without gradients (validation, scoring) takes as many rows per member as keep its activations within this
+# (a conv net's activations are tens of times its inputs: a chunk sized by inputs alone held 4 GB on a ResNet-18)
+PASS_BYTES = 256 * 2**20
 OPTIMIZER_COPIES = 4  # a member's parameters, gradient and two moments (Adam), float32
 
 
@@ -42,6 +45,14 @@ class Stacking:
     seconds: dict[str, float] = field(default_factory=dict)
     member_bytes: float | None = None  # one stacked member's activations (full batch) and optimizer state
     budget_bytes: float | None = None
+    row_bytes: float | None = None  # one member's activations for one training row
+
+    def rows_per_pass(self, batch: int) -> int | None:
+        """Rows per member in a pass without gradients that keeps a group's activations within PASS_BYTES (at least
+        a training batch); None where nothing was measured."""
+        if self.row_bytes is None:
+            return None
+        return max(batch, int(PASS_BYTES // (self.at_once * self.row_bytes)))
 
     def record(self) -> dict:
         """What results.json keeps."""
@@ -65,12 +76,13 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     x = _probe_inputs(data, min(batch, PROBE_ROWS))
     stacked = copy.deepcopy(model)
     seconds = dict(zip((f"{E} stacked", "1 in turn"), _seconds_per_member([stacked, model.in_turn()], [x, x[:1]])))
-    member = _activation_bytes(stacked, x) * batch / x.shape[1] + OPTIMIZER_COPIES * model.size * 4
+    row = _activation_bytes(stacked, x) / x.shape[1]
+    member = row * batch + OPTIMIZER_COPIES * model.size * 4
     budget = _budget_bytes(cfg, model.flat.device)
     fits = max(1, int(budget // member))
     fastest = E if seconds[f"{E} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
     bound = "memory" if fits < fastest else "time" if fastest < E else ""
-    return Stacking(min(fastest, fits), bound, seconds, member, budget)
+    return Stacking(min(fastest, fits), bound, seconds, member, budget, row)
 
 
 def _activation_bytes(probe, x: torch.Tensor) -> float:

@@ -65,6 +65,9 @@ class Population(nn.Module):
         self.stat_size = 0
         self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
         self.real_rows: np.ndarray | None = None  # [E] on the host, while training: each batch's leading real rows
+        # Rows per member in one pass without gradients (validation, scoring), where activations rather than inputs
+        # bound it (the stacking probe measured them); None: MemberInputs.chunk_rows's bound by input size
+        self.rows_per_pass: int | None = None
         self.noise = MemberNoise([0] * members)  # each member's own random stream; `initialize` keys it by seed
         self.sampling = False  # dropout stays on in eval mode (test-time dropout passes)
         self._views: dict[str, torch.Tensor] | None = None  # the parameters' views during a forward pass
