@@ -2,10 +2,11 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-# The CPU build of torch (PyPI's Linux wheel is the CUDA build, with its nvidia packages); a GPU user installs a
-# CUDA build into .venv first (see README), or runs `make TORCH_INDEX= ...` for pip's own index.
+# torch from pip's own index (on a machine whose pip has the CPU wheel on disk, that one); elsewhere
+# `make TORCH_INDEX=https://download.pytorch.org/whl/cpu` takes the CPU build rather than PyPI's CUDA one with its
+# nvidia packages, and a GPU user installs a CUDA build into .venv first (see README).
 TORCH ?= torch==2.13.0
-TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 
 .PHONY: install train test test-slow bench bench-gpu clean
 
