@@ -2,6 +2,7 @@
 (summary.md, summary.csv), every job's status read from its own directory, and the failed ones named."""
 
 import csv
+import functools
 import io
 import sys
 from pathlib import Path
@@ -164,13 +165,24 @@ def own_overrides(job: list[str], sweep: list[str]) -> list[str]:
 
 
 def sweep_overrides(sweep_dir: Path) -> list[str] | None:
-    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's)."""
-    from omegaconf import OmegaConf
-
+    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's). Every
+    job asks (its TensorBoard name, its line): the file is read once while it stays as it was."""
+    path = sweep_dir / "multirun.yaml"
     try:
-        saved = OmegaConf.load(sweep_dir / "multirun.yaml")
-        return list(OmegaConf.to_container(saved.hydra.overrides.task))
-    except Exception:  # noqa: BLE001 (missing, unreadable or not Hydra's: not a sweep's)
+        stat = path.stat()
+    except OSError:
+        return None
+    found = _read_overrides(str(path), stat.st_mtime_ns, stat.st_size)
+    return None if found is None else list(found)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_overrides(path: str, mtime_ns: int, size: int) -> tuple[str, ...] | None:
+    try:
+        with open(path) as f:
+            saved = yaml.safe_load(f)
+        return tuple(str(o) for o in saved["hydra"]["overrides"]["task"])
+    except Exception:  # noqa: BLE001 (unreadable or not Hydra's: not a sweep's)
         return None
 
 
