@@ -389,8 +389,10 @@ def _torch_loop(cls, seed, start, X, y, train, optim, epochs, dtype=torch.float3
               {"params": [p for p in trained if p.dim() <= 1 and kernels], "weight_decay": 0.0}]
     opt = kind(groups, lr=optim.lr, weight_decay=optim.weight_decay, **extra)
     rows = torch.as_tensor(train)
+    for p in trained:  # a parameter the forward never uses gets gradient 0, as in runner's [E, P] gradient (torch
+        p.grad = torch.zeros_like(p)  # would skip one whose .grad is None: no weight decay, no momentum)
     for _ in range(epochs):
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=False)
         nn.functional.cross_entropy(model(X[rows]), y[rows].long()).backward()
         opt.step()
     return model
