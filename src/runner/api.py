@@ -105,9 +105,8 @@ def train(*overrides: str, run_dir: str | Path | None = None, model: Any = None,
     __tracebackhide__ = True
     _one_line_in_ipython()
     try:
-        args = _arguments(overrides, model, keywords, data)
-        args, run_dir = _own_folder(args, "hydra.run.dir", run_dir, "run_dir")
-        run_dir = (run_dir if run_dir is not None else _fresh("outputs/python")).absolute()
+        args, run_dir = _own_folder(_arguments(overrides, model, keywords, data), "hydra.run.dir", run_dir, "run_dir",
+                                    "outputs/python")
         _call([*args, f"hydra.run.dir={_quoted(str(run_dir))}"], model, data)
         return _result(run_dir, _target(model, overrides))
     except RunnerError as exc:
@@ -120,9 +119,8 @@ def sweep(*overrides: str, sweep_dir: str | Path | None = None, model: Any = Non
     __tracebackhide__ = True
     _one_line_in_ipython()
     try:
-        args = _arguments(overrides, model, keywords, data)
-        args, sweep_dir = _own_folder(args, "hydra.sweep.dir", sweep_dir, "sweep_dir")
-        sweep_dir = (sweep_dir if sweep_dir is not None else _fresh("outputs/python-multirun")).absolute()
+        args, sweep_dir = _own_folder(_arguments(overrides, model, keywords, data), "hydra.sweep.dir", sweep_dir,
+                                      "sweep_dir", "outputs/python-multirun")
         _call(["-m", *args, f"hydra.sweep.dir={_quoted(str(sweep_dir))}"], model, data)
         jobs = sorted((p.parent for p in sweep_dir.glob("*/results.json")), key=lambda p: int(p.name)
                       if p.name.isdigit() else 0)
@@ -145,18 +143,20 @@ def _show_one_line(shell, etype, value, tb, tb_offset=None) -> None:
     shell.showtraceback((etype, value, tb), exception_only=True)
 
 
-def _own_folder(args: list[str], key: str, given: str | Path | None, keyword: str) -> tuple[list[str], Path | None]:
+def _own_folder(args: list[str], key: str, given: str | Path | None, keyword: str, default: str
+                ) -> tuple[list[str], Path]:
     """`args` without the caller's own `key=DIR` override (hydra={"run": {"dir": DIR}}, "hydra.run.dir=DIR"), and
-    the folder: DIR, or `given` (run_dir=); one line if the two name different folders."""
+    the folder, absolute: DIR, or `given` (run_dir=), or a fresh one under `default`; one line if DIR and `given`
+    name different folders."""
     named = [_unquoted(a.partition("=")[2]) for a in args if a.partition("=")[0].lstrip("+") == key]
     rest = [a for a in args if a.partition("=")[0].lstrip("+") != key]
     if not named:
-        return args, Path(given) if given is not None else None
+        return args, (Path(given) if given is not None else _fresh(default)).absolute()
     folder = Path(named[-1])
     if given is not None and Path(given).absolute() != folder.absolute():
         raise RunnerError(f"{key}={folder} and {keyword}={given} name two folders; give the folder once "
                           f"({keyword}=...)")
-    return rest, folder
+    return rest, folder.absolute()
 
 
 def _unquoted(text: str) -> str:
