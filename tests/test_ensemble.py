@@ -120,6 +120,7 @@ def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
     from runner.commands.cli import main
     from runner.config.schema import ModelConfig
     from runner.models import build_model
+    from runner.models.stacked import Step
 
     model = build_model(ModelConfig(hidden=[32], dropout=0.5), 2, 4, 1)
     model.initialize([3, 8], "default")
@@ -129,10 +130,8 @@ def test_dropout_passes_differ_and_are_each_members_own(tmp_path):
     model.eval(), alone.eval()
     assert torch.equal(model(x), model(x))  # no dropout at test time unless sampling
     model.sampling = alone.sampling = True
-    model.noise.step = alone.noise.step = -1
-    first, single = model(x), alone(x[1:])
-    model.noise.step = -2
-    assert not torch.equal(first, model(x))  # each pass draws anew
+    first, single = model(x, step=Step(key=-1)), alone(x[1:], step=Step(key=-1))
+    assert not torch.equal(first, model(x, step=Step(key=-2)))  # each pass draws anew
     torch.testing.assert_close(first[1], single[0])  # a member's passes do not depend on its population
 
     run = tmp_path / "run"

@@ -18,6 +18,7 @@ from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, Optim
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
+from runner.models.stacked import Step
 from runner.paths import bundled_data
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
@@ -431,8 +432,7 @@ def test_every_kind_of_node_runs_on_the_fast_path_as_on_the_vmap_path(cls, path)
         model = build_model(ModelConfig(name="module", target=target, path=how), 3, (2, 8, 8), 5)
         model.initialize([1, 2, 3], "default")
         model.train()
-        model.noise.step = 2
-        out = model(x)
+        out = model(x, step=Step(key=2))
         out.square().sum().backward()
         got[how] = out.detach(), model.flat.grad, model.stats, model.path
     assert got["auto"][3] == path

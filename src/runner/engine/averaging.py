@@ -12,6 +12,7 @@ import torch
 from runner.config.schema import AvgConfig, name_of
 from runner.engine.state import MemberState
 from runner.errors import RunnerError
+from runner.models.stacked import Step
 
 KINDS = ("last", "best", "ema", "swa", "soup", "greedy_soup")
 
@@ -207,18 +208,16 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
         return initial
     idx, mask = padded(rows, inputs.X.device)
     mean, count = torch.zeros_like(initial), torch.zeros(initial.shape[0], 1, device=initial.device)
-    was_training, updating, step = model.training, model.updating, model.noise.step
+    was_training = model.training
     model.train()
-    model.updating = None
-    model.noise.step = BN_STEP  # dropout draws no training step made, the same whichever epoch a member left in
     for start in range(0, idx.shape[1], batch):
         m = mask[:, start : start + batch]
         model.stats.zero_()  # after the forward, stats = this batch's statistics (each layer's momentum aside)
         with batch_statistics():
-            model(inputs.x(idx[:, start : start + batch]), m)
+            # dropout draws no training step made, the same whichever epoch a member left in
+            model(inputs.x(idx[:, start : start + batch]), m, step=Step(key=BN_STEP))
         has = (model.stats != 0).any(1, keepdim=True).float()  # the layer skips a member with too few rows
         count += has
         mean += has * (model.stats - mean) / count.clamp(min=1)
     model.train(was_training)
-    model.updating, model.noise.step = updating, step
     return torch.where(count > 0, mean, initial)

@@ -58,6 +58,10 @@ class EarlyStopping(MemberState):
         self.wait = torch.where(improved, 0.0, self.wait + active.float())
         self.active = self.active & (self.wait < self.patience)
 
+    def stop(self, members: torch.Tensor) -> None:
+        """Stop the members where the bool mask `members` [E] is true (diverged, or out of epochs)."""
+        self.active = self.active & ~members
+
     def count(self, ran: torch.Tensor) -> None:
         """Add the epoch just trained to each member that trained in it."""
         self.epochs_run += ran.float()

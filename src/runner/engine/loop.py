@@ -1,7 +1,6 @@
 """The population training loop: every member steps in lockstep over its own shuffled rows."""
 
 import copy
-import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -18,9 +17,10 @@ from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, batch_rows, padde
 from runner.engine.optim import StackedOptimizer
 from runner.engine.precision import MixedPrecision
 from runner.engine.resume import FitCheckpoint
-from runner.engine.schedules import LOWER_IS_BETTER, Schedule
+from runner.engine.schedules import Schedule
 from runner.engine.state import MemberState, rng_states, rngs_from
 from runner.models import Population
+from runner.models.stacked import Step
 
 STEP_KEYS = 1 << 20  # random-stream keys per epoch: more than any epoch's steps
 
@@ -46,7 +46,6 @@ class FitResult:
     last: torch.Tensor  # [E, P]
     best_stats: torch.Tensor  # [E, Q] running statistics (batch norm) that go with `best`
     last_stats: torch.Tensor
-    train_s: float
     diverged_epoch: np.ndarray  # [E], -1 for members that did not diverge
     averages: dict[str, Averaged] = field(default_factory=dict)
     # [E] True where the first step's loss, at the initial weights, was not finite: the forward itself gives NaN
@@ -62,7 +61,7 @@ class FitResult:
             history={k: v[:epochs, members] for k, v in self.history.items()},
             epochs_run=self.epochs_run[members], best_epoch=self.best_epoch[members],
             best=self.best[t], last=self.last[t], best_stats=self.best_stats[t], last_stats=self.last_stats[t],
-            train_s=self.train_s, diverged_epoch=self.diverged_epoch[members],
+            diverged_epoch=self.diverged_epoch[members],
             nonfinite_at_start=None if self.nonfinite_at_start is None else self.nonfinite_at_start[members],
             averages={name: Averaged(a.flat[t], a.stats[t], [a.epochs[i] for i in members])
                       for name, a in self.averages.items()},
@@ -88,156 +87,193 @@ def fit(
     `member_cfgs[i]` is member i's own config: its values of the keys in runner.config.sharing.PER_MEMBER (learning
     rate, weight decay, ...) come from it, everything else from `cfg` (None: `cfg` for every member).
     """
-    start = time.perf_counter()
-    trainer, es = cfg.trainer, cfg.trainer.early_stopping
-    device, E = model.flat.device, model.members
-    own = member_values(cfg, member_cfgs, E)
-    criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
-    penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
-    batch = batch_rows(trainer.batch_size, data.train)
-    metric = "val/rmse" if loss == "mse" else "val/accuracy"
-    averaging.check(cfg.avg, trainer.epochs)
+    run = _Run(model, data, cfg, loss, epoch_budget, member_cfgs)
+    first = run.restore(checkpoint)  # restore: a saved fit goes on from the epoch after the one it saved
+    for epoch in range(first, cfg.trainer.epochs):
+        train_loss = run.train_epoch(epoch)  # train an epoch: each member steps over its own shuffled rows
+        run.evaluate(epoch, train_loss)  # evaluate: early stopping, schedules, averages and divergence see it
+        if on_epoch is not None:
+            on_epoch(epoch, run.still_training())
+        if not run.retire_stopped():  # retire members: those that stopped leave; none left ends the fit
+            break
+        if checkpoint is not None and epoch + 1 < cfg.trainer.epochs and checkpoint.due(epoch):
+            checkpoint.save(run.state_dict(epoch))
+    else:
+        run.retire_everyone()  # the last epoch ran: every member still training leaves now
+    return run.result(epoch)  # result: every member's weights and history by its index in the population
 
-    # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
-    work = _Working(data, epoch_budget)
-    opt = StackedOptimizer(model, cfg.optim, own, model.decay_mask(name_of(cfg.optim.weight_decay_on)))
-    swa = "swa" in averaging.kinds_of(cfg.avg) and cfg.avg.lr is not None
-    schedule = Schedule(cfg.sched, own["lr"], trainer.epochs, E, device,
-                        cfg.avg.start_epoch if swa else None, cfg.avg.lr if swa else None)
-    augment = Augmenter(cfg.aug, data.seeds, tuple(data.inputs.X.shape[1:]), model.outputs if loss == "ce" else 0,
-                        device)
-    avg = averaging.Averages(cfg.avg, model.flat)
-    stopper = EarlyStopping(model, es, own["patience"], own["min_delta"])
-    divergence = Divergence(E, device)
-    precision = MixedPrecision(name_of(trainer.precision), device, E)
-    named = {"model": model, "work": work, "opt": opt, "schedule": schedule, "augment": augment, "avg": avg,
-             "stopper": stopper, "divergence": divergence, "criterion": criterion, "penalty": penalty}
-    if precision.scaling:
-        named["precision"] = precision
-    states = list(named.values())
 
-    gated = [f"val/expert{k}_share" for k in range(model.K)] + ["val/gate_entropy"] if hasattr(model, "gates") else []
-    names = ["train/loss", "lr"] + (["val/loss", metric, *gated] if work.has_val else [])
-    hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
-    diverged_epoch = torch.full((E,), -1, device=device)
-    nonfinite_at_start = torch.zeros(E, dtype=torch.bool, device=device)
-    done = _Finished(E)
-    everyone = copy.copy(model.noise)  # every member's random stream, for the whole population after the loop
-    live = torch.arange(E, device=device)  # global index of each member still in the population
-    setup = {"members": E, "parameters": model.size, "epochs": trainer.epochs}
-    first = 0
-    if checkpoint is not None and (saved := checkpoint.load(setup)) is not None:
-        # Read on the CPU (the state may come from another device), trained on this one.
-        first, live, diverged_epoch = saved["epoch"] + 1, saved["live"].to(device), saved["diverged_epoch"].to(device)
-        hist = {k: v.to(device) for k, v in saved["hist"].items()}
-        done.update({k: v.to(device) for k, v in saved["done"].items()})
-        keep = torch.zeros(E, dtype=torch.bool, device=device)
-        keep[live] = True
-        for name, state in named.items():
+class _Run:
+    """One fit's per-member state: the pieces the loop updates, by name; all shrink together as members leave."""
+
+    def __init__(self, model: Population, data: PopulationData, cfg: Config, loss: str,
+                 epoch_budget: Optional[np.ndarray], member_cfgs: Optional[list[Config]]):
+        trainer, es = cfg.trainer, cfg.trainer.early_stopping
+        device, E = model.flat.device, model.members
+        own = member_values(cfg, member_cfgs, E)
+        averaging.check(cfg.avg, trainer.epochs)
+        self.model, self.data, self.cfg, self.device = model, data, cfg, device
+        self.batch = batch_rows(trainer.batch_size, data.train)
+        self.metric = "val/rmse" if loss == "mse" else "val/accuracy"
+        self.criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
+        self.penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
+        self.work = _Working(data, epoch_budget)
+        self.opt = StackedOptimizer(model, cfg.optim, own, model.decay_mask(name_of(cfg.optim.weight_decay_on)))
+        swa = "swa" in averaging.kinds_of(cfg.avg) and cfg.avg.lr is not None
+        self.schedule = Schedule(cfg.sched, own["lr"], trainer.epochs, E, device,
+                                 cfg.avg.start_epoch if swa else None, cfg.avg.lr if swa else None)
+        self.augment = Augmenter(cfg.aug, data.seeds, tuple(data.inputs.X.shape[1:]),
+                                 model.outputs if loss == "ce" else 0, device)
+        self.avg = averaging.Averages(cfg.avg, model.flat)
+        self.stopper = EarlyStopping(model, es, own["patience"], own["min_delta"])
+        self.divergence = Divergence(E, device)
+        self.precision = MixedPrecision(name_of(trainer.precision), device, E)
+        # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
+        self.named = {"model": model, "work": self.work, "opt": self.opt, "schedule": self.schedule,
+                      "augment": self.augment, "avg": self.avg, "stopper": self.stopper,
+                      "divergence": self.divergence, "criterion": self.criterion, "penalty": self.penalty}
+        if self.precision.scaling:
+            self.named["precision"] = self.precision
+        names = ["train/loss", "lr"] + (["val/loss", self.metric, *model.extra_metrics()] if self.work.has_val else [])
+        self.hist = {k: torch.full((trainer.epochs, E), float("nan"), device=device) for k in names}
+        self.diverged_epoch = torch.full((E,), -1, device=device)
+        self.nonfinite_at_start = torch.zeros(E, dtype=torch.bool, device=device)
+        self.done = _Finished(E)
+        self.everyone = copy.copy(model.noise)  # every member's random stream, for the whole population after
+        self.live = torch.arange(E, device=device)  # global index of each member still in the population
+        self.setup = {"members": E, "parameters": model.size, "epochs": trainer.epochs}
+
+    def restore(self, checkpoint: Optional[FitCheckpoint]) -> int:
+        """The first epoch to train: after the saved one, with every state as saved (read on the CPU, as the
+        state may come from another device, trained on this one); 0 without a saved state."""
+        if checkpoint is None or (saved := checkpoint.load(self.setup)) is None:
+            return 0
+        device = self.device
+        self.live, self.diverged_epoch = saved["live"].to(device), saved["diverged_epoch"].to(device)
+        self.hist = {k: v.to(device) for k, v in saved["hist"].items()}
+        self.done.update({k: v.to(device) for k, v in saved["done"].items()})
+        keep = torch.zeros(self.model.members, dtype=torch.bool, device=device)
+        keep[self.live] = True
+        for name, state in self.named.items():
             state.select(keep)
             state.load_state_dict(saved["states"][name])
+        return saved["epoch"] + 1
 
-    for epoch in range(first, trainer.epochs):
-        active = stopper.active
-        rates = schedule.rates(epoch)
+    def state_dict(self, epoch: int) -> dict:
+        return {"setup": self.setup, "epoch": epoch, "live": self.live, "hist": self.hist,
+                "diverged_epoch": self.diverged_epoch, "done": dict(self.done),
+                "states": {name: state.state_dict() for name, state in self.named.items()}}
+
+    def train_epoch(self, epoch: int) -> torch.Tensor:
+        """One pass of every member still training over its own shuffled rows; each member's mean training loss."""
+        model, work, opt, augment, precision = self.model, self.work, self.opt, self.augment, self.precision
+        rates = self.schedule.rates(epoch)
         opt.set_lr(rates)
-        idx, masks, real = work.epoch_batches(batch)
+        self.hist["lr"][epoch, self.live] = rates
+        idx, masks, real = work.epoch_batches(self.batch)
         xs, ys = work.prefetch(idx)
-        has_rows = real.any(-1) & active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
+        has_rows = real.any(-1) & self.stopper.active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
         if augment.active:
             augment.new_epoch(real)
-        stepping = torch.from_numpy(has_rows).to(device)
-        total = torch.zeros(len(live), device=device)
-        weight_sum = torch.zeros(len(live), device=device)
+        stepping = torch.from_numpy(has_rows).to(self.device)
+        total = torch.zeros(len(self.live), device=self.device)
+        weight_sum = torch.zeros(len(self.live), device=self.device)
         model.train()
         for s in range(len(idx)):
-            model.updating = stepping[s]
-            model.real_rows = real[s].sum(-1)  # on the host: each member's real rows lead its batch, padding after
-            model.noise.step = epoch * STEP_KEYS + s  # a member's draws depend on its own (epoch, step) only
-            if (warmed := schedule.warmed(rates, stepping[s])) is not None:
+            # A member's draws depend on its own (epoch, step) only; its real rows lead its batch, padding after.
+            step = Step(epoch * STEP_KEYS + s, stepping[s], real[s].sum(-1))
+            if (warmed := self.schedule.warmed(rates, stepping[s])) is not None:
                 opt.set_lr(warmed)
             rows = idx[s]
             w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
             x = work.inputs.x(rows) if xs is None else xs[s]
             y = work.inputs.train_targets(rows) if ys is None else ys[s]
             if augment.active:
-                x, y = augment(x, y, s, model.noise)
+                x, y = augment(x, y, s, model.noise.at(step.key))
             with precision.autocast():
-                per_row = model.per_row_loss(criterion, x, y, masks[s]).float() * w
+                per_row = model.per_row_loss(self.criterion, x, y, masks[s], step).float() * w
             denominator = w.sum(1).clamp(min=1e-12)
             weight_sum += denominator
             member_loss = per_row.sum(1) / denominator  # [E]
             if epoch == 0 and s == 0:  # before any step: a non-finite loss here is the forward's, not the lr's
-                nonfinite_at_start = ~torch.isfinite(member_loss.detach())
+                self.nonfinite_at_start = ~torch.isfinite(member_loss.detach())
             if model.flat.grad is not None:
                 model.flat.grad.zero_()  # in place: the optimizer keeps views of its rows
-            precision.backward(member_loss + penalty(model.flat) if penalty.active else member_loss)
+            precision.backward(member_loss + self.penalty(model.flat) if self.penalty.active else member_loss)
             finite = precision.unscale(model.flat.grad)  # None unless 16-mixed
-            _clip(model.flat.grad, trainer.grad_clip)
+            _clip(model.flat.grad, self.cfg.trainer.grad_clip)
             opt.step(stepping[s], has_rows[s], finite)
-            stepped = stepping[s] if finite is None else stepping[s] & finite
-            avg.step(model.flat, stepped)
+            self.avg.step(model.flat, stepping[s] if finite is None else stepping[s] & finite)
             precision.update(finite, stepping[s])
             total += per_row.detach().sum(1)
-        model.real_rows = None  # validation and scoring: every batch's padding is masked
         train_loss = total / weight_sum
-        hist["train/loss"][epoch, live] = train_loss
-        hist["lr"][epoch, live] = rates
-        score = None
-        if work.has_val:
-            val = _validate(model, work, criterion, metric)
-            for k, v in val.items():
-                hist[k][epoch, live] = v
-            stopper.update(epoch, val[es.monitor], active)
-            schedule.observe(val, active)
-            score = val[es.monitor] * stopper.sign
-        avg.epoch(epoch, model.flat, score, active)
-        stopper.count(active)
-        diverged = divergence.check(train_loss, active)
-        diverged_epoch[live[diverged]] = epoch
-        stopper.active = stopper.active & ~diverged
-        if work.budget is not None:
-            stopper.active = stopper.active & (work.budget > epoch + 1)
-        n_active = int(stopper.active.sum())
-        if on_epoch is not None:
-            on_epoch(epoch, n_active)
-        if n_active < len(live):
-            keep = stopper.active
-            done.store(live[~keep], _leaving(model, stopper, avg, ~keep))
-            if n_active == 0:
-                break
-            live = live[keep]
-            for state in states:
-                state.select(keep)
-        if checkpoint is not None and epoch + 1 < trainer.epochs and checkpoint.due(epoch):
-            checkpoint.save({"setup": setup, "epoch": epoch, "live": live, "hist": hist, "diverged_epoch": diverged_epoch,
-                             "done": dict(done), "states": {name: state.state_dict() for name, state in named.items()}})
-    else:
-        done.store(live, _leaving(model, stopper, avg, torch.ones_like(stopper.active)))
+        self.hist["train/loss"][epoch, self.live] = train_loss
+        return train_loss
 
-    model.updating = None
-    model.resize(done["last"], done["last_stats"])
-    model.noise = everyone
-    averages = {}
-    if avg.active:
-        avg.load_state_dict({name: done[name] for name in avg.per_member})
-        full = _Working(data, None)
-        averages = avg.finish(done["last"], done["epochs_run"], _evaluator(model, full, criterion, metric, es, batch))
+    def evaluate(self, epoch: int, train_loss: torch.Tensor) -> None:
+        """Validation scores to the history, early stopping, a plateau schedule and the averages; a member whose
+        training loss diverged, or whose epoch budget is spent, stops training."""
+        stopper, monitor, active = self.stopper, self.cfg.trainer.early_stopping.monitor, self.stopper.active
+        score = None
+        if self.work.has_val:
+            val = _validate(self.model, self.work, self.criterion, self.metric)
+            for k, v in val.items():
+                self.hist[k][epoch, self.live] = v
+            stopper.update(epoch, val[monitor], active)
+            self.schedule.observe(val, active)
+            score = val[monitor] * stopper.sign
+        self.avg.epoch(epoch, self.model.flat, score, active)
+        stopper.count(active)
+        diverged = self.divergence.check(train_loss, active)
+        self.diverged_epoch[self.live[diverged]] = epoch
+        stopper.stop(diverged)
+        if self.work.budget is not None:
+            stopper.stop(self.work.budget <= epoch + 1)
+
+    def still_training(self) -> int:
+        return int(self.stopper.active.sum())
+
+    def retire_stopped(self) -> bool:
+        """Members that stopped leave the population, their results kept aside; False when none is left."""
+        keep = self.stopper.active
+        if int(keep.sum()) == len(self.live):
+            return True
+        self.done.store(self.live[~keep], _leaving(self.model, self.stopper, self.avg, ~keep))
+        if not keep.any():
+            return False
+        self.live = self.live[keep]
+        for state in self.named.values():
+            state.select(keep)
+        return True
+
+    def retire_everyone(self) -> None:
+        self.done.store(self.live, _leaving(self.model, self.stopper, self.avg, torch.ones_like(self.stopper.active)))
+
+    def result(self, epoch: int) -> FitResult:
+        """Every member's results at its global index; the population restored to every member's last weights."""
+        model, done, has_val = self.model, self.done, self.work.has_val
         model.resize(done["last"], done["last_stats"])
-    has_val = work.has_val
-    return FitResult(
-        history={k: v[: epoch + 1].cpu().numpy() for k, v in hist.items()},
-        epochs_run=done["epochs_run"].cpu().numpy().astype(int),
-        best_epoch=done["best_epoch"].cpu().numpy().astype(int),
-        best=done["best"] if has_val else done["last"].clone(),
-        last=done["last"],
-        best_stats=done["best_stats"] if has_val else done["last_stats"].clone(),
-        last_stats=done["last_stats"],
-        train_s=time.perf_counter() - start,
-        diverged_epoch=diverged_epoch.cpu().numpy().astype(int),
-        averages=averages,
-        nonfinite_at_start=nonfinite_at_start.cpu().numpy(),
-    )
+        model.noise = self.everyone
+        averages = {}
+        if self.avg.active:
+            self.avg.load_state_dict({name: done[name] for name in self.avg.per_member})
+            full = _Working(self.data, None)
+            evaluate = _evaluator(model, full, self.criterion, self.metric, self.stopper.sign,
+                                  self.cfg.trainer.early_stopping.monitor, self.batch)
+            averages = self.avg.finish(done["last"], done["epochs_run"], evaluate)
+            model.resize(done["last"], done["last_stats"])
+        return FitResult(
+            history={k: v[: epoch + 1].cpu().numpy() for k, v in self.hist.items()},
+            epochs_run=done["epochs_run"].cpu().numpy().astype(int),
+            best_epoch=done["best_epoch"].cpu().numpy().astype(int),
+            best=done["best"] if has_val else done["last"].clone(),
+            last=done["last"],
+            best_stats=done["best_stats"] if has_val else done["last_stats"].clone(),
+            last_stats=done["last_stats"],
+            diverged_epoch=self.diverged_epoch.cpu().numpy().astype(int),
+            averages=averages,
+            nonfinite_at_start=self.nonfinite_at_start.cpu().numpy(),
+        )
 
 
 def _leaving(model: Population, stopper: EarlyStopping, avg: averaging.Averages, local: torch.Tensor) -> dict:
@@ -264,11 +300,9 @@ class _Finished(dict):
             self[name][where] = value
 
 
-def _evaluator(model: Population, work: "_Working", criterion, metric: str, es, batch: int):
-    """evaluate(flat) -> (batch-norm statistics recomputed for `flat`, validation scores [E], lower is better)."""
-    sign = 1.0 if es.monitor in LOWER_IS_BETTER else -1.0
-    if name_of(es.mode) != "auto":
-        sign = 1.0 if name_of(es.mode) == "min" else -1.0
+def _evaluator(model: Population, work: "_Working", criterion, metric: str, sign: float, monitor: str, batch: int):
+    """evaluate(flat) -> (batch-norm statistics recomputed for `flat`, validation scores [E] of `monitor` times
+    `sign`: lower is better)."""
 
     @torch.no_grad()
     def evaluate(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -277,7 +311,7 @@ def _evaluator(model: Population, work: "_Working", criterion, metric: str, es, 
         model.stats.copy_(stats)
         if not work.has_val:
             return stats, torch.zeros(model.members, device=flat.device)
-        return stats, _validate(model, work, criterion, metric)[es.monitor] * sign
+        return stats, _validate(model, work, criterion, metric)[monitor] * sign
 
     return evaluate
 
@@ -362,9 +396,8 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
     model.eval()
     loss_sum = torch.zeros(idx.shape[0], device=idx.device)
     score_sum, n = torch.zeros_like(loss_sum), torch.zeros_like(loss_sum)
-    gated = hasattr(model, "gates")  # a mixture of experts: each expert's share of the gate, the gate's entropy
-    shares, entropy = (torch.zeros(idx.shape[0], model.K, device=idx.device), torch.zeros_like(loss_sum)) if gated \
-        else (None, None)
+    extras = model.extra_metrics()  # a mixture of experts: each expert's share of the gate, the gate's entropy
+    extra_sum = torch.zeros(idx.shape[0], len(extras), device=idx.device)
     step = inputs.chunk_rows(model.rows_per_pass)
     for start in range(0, idx.shape[1], step):
         rows, w = idx[:, start : start + step], mask[:, start : start + step]
@@ -372,10 +405,8 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
             w = w * rw
         x, y = inputs.x(rows), inputs.targets(rows)
         out = model(x)
-        if gated:
-            g = model.gates(x)
-            shares += (g * w.unsqueeze(-1)).sum(1)
-            entropy += (-(g * torch.log(g.clamp(min=1e-12))).sum(-1) * w).sum(1)
+        if extras:
+            extra_sum += model.extra_sums(x, w)
         loss_sum += (criterion(out, y, smoothing=False) * w).sum(1)
         if metric == "val/rmse":
             score_sum += ((out.squeeze(-1) - y) ** 2 * w).sum(1)
@@ -386,7 +417,5 @@ def _validate(model, work: _Working, criterion, metric) -> dict[str, torch.Tenso
     n = n.clamp(min=1e-12)
     result = {"val/loss": loss_sum / n}
     result[metric] = (score_sum / n).sqrt() * inputs.y_scale.squeeze(1) if metric == "val/rmse" else score_sum / n
-    if gated:
-        result.update({f"val/expert{k}_share": shares[:, k] / n for k in range(model.K)})
-        result["val/gate_entropy"] = entropy / n
+    result.update({name: extra_sum[:, k] / n for k, name in enumerate(extras)})
     return result

@@ -8,6 +8,7 @@ import torch
 
 from runner.engine import losses
 from runner.engine.inputs import MemberInputs, padded
+from runner.models.stacked import NO_STEP, Step
 
 
 @torch.no_grad()
@@ -20,9 +21,11 @@ def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndar
     return torch.cat(parts, dim=1).cpu().numpy()
 
 
-def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str) -> np.ndarray:
-    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows."""
-    return _chunked(lambda x: losses.probabilities(loss, model(x)), model, inputs, rows)
+def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: str, step: Step = NO_STEP
+                   ) -> np.ndarray:
+    """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows (under `step`:
+    a test-time dropout pass's key)."""
+    return _chunked(lambda x: losses.probabilities(loss, model(x, step=step)), model, inputs, rows)
 
 
 def seconds_per_row(model, inputs: MemberInputs, members, loss: str) -> float:
@@ -43,10 +46,11 @@ def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
             "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}
 
 
-def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset) -> pd.DataFrame:
+def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, step: Step = NO_STEP
+                 ) -> pd.DataFrame:
     """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
     rows = [getattr(m, part) for m in members]
-    out = member_outputs(model, inputs, rows, loss)
+    out = member_outputs(model, inputs, rows, loss, step)
     classes = np.asarray(dataset.classes)
     frames = []
     for e, (m, r) in enumerate(zip(members, rows)):
@@ -71,8 +75,8 @@ def dropout_passes(model, inputs: MemberInputs, pre, members, part: str, loss: s
     model.sampling = True
     try:
         for k in range(passes):
-            model.noise.step = -(k + 1)  # training steps are >= 0: test-time draws never repeat a training mask
-            frame = predict_rows(model, inputs, pre, members, part, loss, dataset)
+            # training steps are >= 0: test-time draws never repeat a training mask
+            frame = predict_rows(model, inputs, pre, members, part, loss, dataset, Step(key=-(k + 1)))
             frames.append(frame.assign(**{"pass": k, "unit": frame["member"] * passes + k}))
     finally:
         model.sampling = False

@@ -19,6 +19,7 @@ import torch
 from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, PopulationData, fit
+from runner.models.stacked import Step
 
 REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (the others waited on the machine)
 PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and the stacked probe's activations stay
@@ -95,9 +96,8 @@ def _activation_bytes(probe, x: torch.Tensor) -> float:
         return t
 
     probe.train()
-    probe.real_rows = np.full(x.shape[0], x.shape[1])
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        probe(x)
+        probe(x, step=Step(real_rows=np.full(x.shape[0], x.shape[1])))
     return sum(seen.values()) / x.shape[0]
 
 
@@ -130,13 +130,12 @@ def _seconds_per_member(probes: list, inputs: list[torch.Tensor]) -> list[float]
         if len(x) < probe.members:
             probe.select(torch.arange(probe.members, device=probe.flat.device) < len(x))
         probe.train()
-        probe.real_rows = np.full(len(x), x.shape[1])  # every row real, as the engine says in training
     seconds = [[] for _ in probes]
     for _ in range(REPEATS + 1):
         for probe, x, times in zip(probes, inputs, seconds):
             start = time.perf_counter()
             probe.flat.grad = None
-            probe(x).float().sum().backward()
+            probe(x, step=Step(real_rows=np.full(len(x), x.shape[1]))).float().sum().backward()  # every row real
             if probe.flat.is_cuda:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
@@ -191,7 +190,6 @@ def _joined(results: list[FitResult]) -> FitResult:
         best_epoch=np.concatenate([r.best_epoch for r in results]),
         best=torch.cat([r.best for r in results]), last=torch.cat([r.last for r in results]),
         best_stats=torch.cat([r.best_stats for r in results]), last_stats=torch.cat([r.last_stats for r in results]),
-        train_s=sum(r.train_s for r in results),
         diverged_epoch=np.concatenate([r.diverged_epoch for r in results]),
         nonfinite_at_start=np.concatenate([r.nonfinite_at_start for r in results]),
         averages={name: Averaged(torch.cat([r.averages[name].flat for r in results]),

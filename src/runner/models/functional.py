@@ -234,7 +234,7 @@ class FunctionalPopulation(Population):
     def run_members(self, fn, params: dict, inputs: list[torch.Tensor], mask: torch.Tensor | None):
         """vmap of fn(member's params, *member's inputs) over the members, each run with its own random stream,
         row mask and running statistics; `inputs` are [E, B, ...]."""
-        step, stats = self.noise.step, self.step_stats()
+        step, stats = self.step.key, self.step_stats()
         if mask is None:
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
 

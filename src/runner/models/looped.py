@@ -16,7 +16,7 @@ class LoopPopulation(FunctionalPopulation):
     def run_members(self, fn, params: dict, inputs: list[torch.Tensor], mask: torch.Tensor | None):
         """fn(member's params, *member's inputs) for each member in turn, with its own random stream, row mask and
         running statistics; `inputs` are [E, B, ...]. Running statistics change only where `updating` says."""
-        step, stats = self.noise.step, self.step_stats()
+        step, stats = self.step.key, self.step_stats()
         if mask is None:
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
         outs = []

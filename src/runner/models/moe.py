@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from runner.config.schema import ModelConfig, name_of
 from runner.models.mlp import ACTIVATIONS
-from runner.models.stacked import Population
+from runner.models.stacked import NO_STEP, Population, Step
 
 
 class MoE(Population):
@@ -72,7 +72,18 @@ class MoE(Population):
         log_q = torch.logsumexp(log_g + F.logsigmoid(-out), dim=2)
         return log_p - log_q
 
-    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def extra_metrics(self) -> list[str]:
+        return [f"val/expert{k}_share" for k in range(self.K)] + ["val/gate_entropy"]
+
+    def extra_sums(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Each expert's gate mass and the gate's entropy, summed over the rows with weights w."""
+        g = self.gates(x)
+        shares = (g * w.unsqueeze(-1)).sum(1)
+        entropy = (-(g * torch.log(g.clamp(min=1e-12))).sum(-1) * w).sum(1)
+        return torch.cat([shares, entropy.unsqueeze(1)], dim=1)
+
+    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                     step: Step = NO_STEP) -> torch.Tensor:
         """loss.moe=per_expert: Σ_k g_k·loss(expert k) (each expert answers for its own rows, the lecture's
         remedy for collapse); blended: loss of the mixture. Plus loss.balance × the load-balancing term."""
         g, out = self.gates(x), self.experts(x)

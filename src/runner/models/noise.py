@@ -5,6 +5,7 @@ the same dropout masks and augmentation noise whether it trains alone or beside 
 device, in one call for the whole population.
 """
 
+import copy
 import functools
 import math
 
@@ -92,7 +93,13 @@ class MemberNoise:
 
     def __init__(self, seeds, device=None):
         self.keys = mix(torch.as_tensor(list(seeds), dtype=torch.int64, device=device) * _GOLDEN + 1)
-        self.step = 0  # set by the training loop before each step
+        self.step = 0  # the pass's key: Population.__call__ sets it from its Step (models/stacked.py)
+
+    def at(self, step: int) -> "MemberNoise":
+        """These streams at step `step` (the keys shared)."""
+        out = copy.copy(self)
+        out.step = step
+        return out
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep the members where the bool mask `keep` [E] is true."""

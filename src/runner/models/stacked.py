@@ -32,6 +32,21 @@ def _check_memory(members: int, size: int) -> None:
 
 
 @dataclass(frozen=True)
+class Step:
+    """What one forward pass tells the population beside its inputs: the pass's key in every member's random stream
+    (a training step's number; dropout and noise draw from it), the members whose running statistics may change
+    ([E] bool; None: all of them), and on the host, in training, how many real rows lead each member's batch
+    before its padding ([E]; None: the row mask alone says)."""
+
+    key: int = 0
+    updating: torch.Tensor | None = None
+    real_rows: np.ndarray | None = None
+
+
+NO_STEP = Step()  # a pass outside training: no draws a training step made, every member's statistics
+
+
+@dataclass(frozen=True)
 class Slot:
     """Where one named tensor of every member lives in the flat [E, P] parameter."""
 
@@ -63,8 +78,7 @@ class Population(nn.Module):
         self.size = 0
         self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
         self.stat_size = 0
-        self.updating: torch.Tensor | None = None  # [E] bool: members whose running statistics may change
-        self.real_rows: np.ndarray | None = None  # [E] on the host, while training: each batch's leading real rows
+        self.step = NO_STEP  # the pass under way (`__call__`'s `step`): what layers read besides their inputs
         # Rows per member in one pass without gradients (validation, scoring), where activations rather than inputs
         # bound it (the stacking probe measured them); None: MemberInputs.chunk_rows's bound by input size
         self.rows_per_pass: int | None = None
@@ -117,7 +131,16 @@ class Population(nn.Module):
         s = self.slots[name]
         return self.flat[:, s.offset : s.offset + s.size].view(self.members, *s.shape)
 
-    def __call__(self, *args, **kwargs):
+    @property
+    def updating(self) -> torch.Tensor | None:
+        return self.step.updating
+
+    @property
+    def real_rows(self) -> np.ndarray | None:
+        return self.step.real_rows
+
+    def __call__(self, *args, step: Step = NO_STEP, **kwargs):
+        """The forward pass on `args` under `step` (see Step)."""
         # One split of `flat` per forward pass: its backward is one concatenation of the tensors' gradients,
         # where a slice per tensor would zero-fill an [E, P] gradient for each (measured: 9% of a CNN step).
         sizes = [s.size for s in self.slots.values()]
@@ -125,10 +148,11 @@ class Population(nn.Module):
         # A frozen tensor is read detached: its gradient is 0, so no optimizer moves it (see decay_mask).
         self._views = {name: part.view(self.members, *s.shape) if s.trainable else part.detach().view(self.members, *s.shape)
                        for (name, s), part in zip(self.slots.items(), parts)}
+        self.step, self.noise.step = step, step.key
         try:
             return super().__call__(*args, **kwargs)
         finally:
-            self._views = None
+            self._views, self.step = None, NO_STEP
 
     def kernel_mask(self) -> torch.Tensor:
         """A [P] float mask: 1 on kernel entries, 0 on biases."""
@@ -183,9 +207,20 @@ class Population(nn.Module):
     def parameters_per_member(self) -> int:
         return self.size
 
-    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def per_row_loss(self, criterion, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None,
+                     step: Step = NO_STEP) -> torch.Tensor:
         """[E, B] training loss of each row (a model with a loss of its own, such as a mixture, overrides this)."""
-        return criterion(self(x, mask), y)
+        return criterion(self(x, mask, step=step), y)
+
+    def extra_metrics(self) -> list[str]:
+        """Validation metrics this kind of model adds to the loss and the task metric (a mixture: each expert's
+        share of the gate); none by default."""
+        return []
+
+    def extra_sums(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor | None:
+        """[E, len(extra_metrics())] weighted sums over x's rows (weights w [E, B]) of the extra metrics, which
+        validation divides by the weights' sum; None where there are none."""
+        return None
 
     def macs_per_row(self) -> int:
         """Multiply-adds of one member's forward pass on one row (dense layers: about one per parameter)."""
