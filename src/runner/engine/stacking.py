@@ -30,6 +30,14 @@ PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and th
 # memory.
 STACKED_WINS = 0.75
 MEMORY_SHARE = 0.5  # trainer.memory_gb=null: a stacked group's activations may use this share of the free memory
+# On the CPU (trainer.memory_gb=null) a stacked group may also add at most this share to the memory the process
+# needs to train one member at a time: the machine's RAM is everyone's, and a stacked conv net gains little time on
+# a CPU (on a GPU, whose memory is the fit's own and where stacking gains most, half its free memory bounds alone).
+CPU_GROWTH = 0.5
+# A training step's peak memory per byte its forward saves for backward: the backward's gradients of activations
+# and the allocator's slack come on top (measured on the ResNet-18 layout: 1.3x in bytes allocated, 1.8x in the
+# process's resident memory)
+PEAK_PER_SAVED = 2.0
 # A pass without gradients (validation, scoring) takes as many rows per member as keep its activations within this
 # (a conv net's activations are tens of times its inputs: a chunk sized by inputs alone held 4 GB on a ResNet-18)
 PASS_BYTES = 256 * 2**20
@@ -65,9 +73,9 @@ class Stacking:
 
 def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Stacking:
     """How many members step together: the whole population unless trainer.stack names a number; for the user's
-    module, one member at a time in turn (as PyTorch runs it alone) where that was measured faster than the
-    population's own path with every member stacked, and never more than the memory budget holds
-    (trainer.memory_gb; half the free memory by default)."""
+    module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
+    CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
+    alone) where that was measured faster than such a stacked group on the population's own path."""
     E = model.members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
@@ -76,14 +84,15 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
         return Stacking(E)
     x = _probe_inputs(data, min(batch, PROBE_ROWS))
     stacked = copy.deepcopy(model)
-    seconds = dict(zip((f"{E} stacked", "1 in turn"), _seconds_per_member([stacked, model.in_turn()], [x, x[:1]])))
     row = _activation_bytes(stacked, x) / x.shape[1]
-    member = row * batch + OPTIMIZER_COPIES * model.size * 4
-    budget = _budget_bytes(cfg, model.flat.device)
-    fits = max(1, int(budget // member))
-    fastest = E if seconds[f"{E} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
-    bound = "memory" if fits < fastest else "time" if fastest < E else ""
-    return Stacking(min(fastest, fits), bound, seconds, member, budget, row)
+    member = PEAK_PER_SAVED * row * batch + OPTIMIZER_COPIES * model.size * 4
+    budget = _budget_bytes(cfg, model.flat.device, member)
+    fits = min(E, max(1, int(budget // member)))
+    seconds = dict(zip((f"{fits} stacked", "1 in turn"),
+                       _seconds_per_member([stacked, model.in_turn()], [x[:fits], x[:1]])))
+    at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
+    bound = "" if at_once == E else "memory" if at_once == fits else "time"
+    return Stacking(at_once, bound, seconds, member, budget, row)
 
 
 def _activation_bytes(probe, x: torch.Tensor) -> float:
@@ -101,8 +110,9 @@ def _activation_bytes(probe, x: torch.Tensor) -> float:
     return sum(seen.values()) / x.shape[0]
 
 
-def _budget_bytes(cfg: Config, device: torch.device) -> float:
-    """trainer.memory_gb, or MEMORY_SHARE of the memory free now (the GPU's, or the machine's available RAM)."""
+def _budget_bytes(cfg: Config, device: torch.device, member: float) -> float:
+    """trainer.memory_gb, or MEMORY_SHARE of the memory free now (the GPU's, or the machine's available RAM); on
+    the CPU at most CPU_GROWTH more than the process would hold training one `member` (bytes) at a time."""
     if cfg.trainer.memory_gb is not None:
         return cfg.trainer.memory_gb * 2**30
     if device.type == "cuda":
@@ -112,7 +122,12 @@ def _budget_bytes(cfg: Config, device: torch.device) -> float:
             available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
     except (OSError, StopIteration, ValueError):  # not Linux: free pages as the OS counts them
         available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return MEMORY_SHARE * available
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):  # not Linux: the free-memory share alone
+        return MEMORY_SHARE * available
+    return min(MEMORY_SHARE * available, (1 + CPU_GROWTH) * (resident + member) - resident)
 
 
 def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:

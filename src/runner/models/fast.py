@@ -164,6 +164,12 @@ class FastPopulation(FunctionalPopulation):
                 (user,) = s.node.users
                 if user.op == "call_module" and type(self.layers.get(user.target)) is nn.MaxPool2d:
                     self.pool_after[s.node] = user
+        # The values each step reads for the last time, dropped after it as eager PyTorch drops them: a value the
+        # backward does not keep (a residual sum, say) is freed before the next layer's, not at the forward's end.
+        last = {n: i for i, s in enumerate(steps) for n in s.node.all_input_nodes}
+        self.last_reads: list[list[fx.Node]] = [[] for _ in steps]
+        for n, i in last.items():
+            self.last_reads[i].append(n)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out]."""
@@ -171,7 +177,7 @@ class FastPopulation(FunctionalPopulation):
         E = x.shape[0]
         env: dict[fx.Node, tuple[torch.Tensor, bool]] = {}  # node -> (value, grouped: [B, E·C, H, W] layout)
         pooled = {}  # a max-pool's node -> its value before the ReLU that precedes it in the module
-        for step in self.steps:
+        for step, done in zip(self.steps, self.last_reads):
             node = step.node
             if step.kind == "input":
                 env[node] = (x, False)
@@ -205,6 +211,8 @@ class FastPopulation(FunctionalPopulation):
                 env[node] = (torch.cat(parts, dim % (parts[0].dim() - 1) + 1), False)
             else:
                 env[node] = (self._alone(step, env, E, mask), False)
+            for n in done:
+                del env[n]
         raise AssertionError("the graph has no output")
 
     def _layout(self, value: tuple[torch.Tensor, bool], grouped: bool, E: int) -> torch.Tensor:
