@@ -96,7 +96,6 @@ def fit(
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
     batch = batch_rows(trainer.batch_size, data.train)
     metric = "val/rmse" if loss == "mse" else "val/accuracy"
-    averaging.check(cfg.avg, trainer.epochs)
 
     # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
     work = _Working(data, epoch_budget)
