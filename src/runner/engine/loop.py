@@ -8,6 +8,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from runner.config.metric_names import default_monitor
 from runner.config.schema import Config, name_of
 from runner.engine import averaging, losses
 from runner.engine.augment import Augmenter
@@ -18,7 +19,7 @@ from runner.engine.inputs import CHUNK_ELEMENTS, MemberInputs, batch_rows, padde
 from runner.engine.optim import StackedOptimizer
 from runner.engine.precision import MixedPrecision
 from runner.engine.resume import FitCheckpoint
-from runner.engine.schedules import LOWER_IS_BETTER, Schedule
+from runner.engine.schedules import Schedule
 from runner.engine.state import MemberState, rng_states, rngs_from
 from runner.models import Population
 
@@ -95,7 +96,7 @@ def fit(
     criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
     penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
     batch = batch_rows(trainer.batch_size, data.train)
-    metric = "val/rmse" if loss == "mse" else "val/accuracy"
+    metric = default_monitor(regression=loss == "mse")
 
     # Every piece of per-member state, in the order the loop updates it; all leave together (`select`).
     work = _Working(data, epoch_budget)
@@ -221,7 +222,7 @@ def fit(
     if avg.active:
         avg.load_state_dict({name: done[name] for name in avg.per_member})
         full = _Working(data, None)
-        averages = avg.finish(done["last"], done["epochs_run"], _evaluator(model, full, criterion, metric, es, batch))
+        averages = avg.finish(done["last"], done["epochs_run"], _evaluator(model, full, criterion, metric, stopper, batch))
         model.resize(done["last"], done["last_stats"])
     has_val = work.has_val
     return FitResult(
@@ -263,11 +264,9 @@ class _Finished(dict):
             self[name][where] = value
 
 
-def _evaluator(model: Population, work: "_Working", criterion, metric: str, es, batch: int):
-    """evaluate(flat) -> (batch-norm statistics recomputed for `flat`, validation scores [E], lower is better)."""
-    sign = 1.0 if es.monitor in LOWER_IS_BETTER else -1.0
-    if name_of(es.mode) != "auto":
-        sign = 1.0 if name_of(es.mode) == "min" else -1.0
+def _evaluator(model: Population, work: "_Working", criterion, metric: str, stopper: EarlyStopping, batch: int):
+    """evaluate(flat) -> (batch-norm statistics recomputed for `flat`, validation scores [E] of the stopper's
+    monitor, signed as the stopper signs them: lower is better)."""
 
     @torch.no_grad()
     def evaluate(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,7 +275,7 @@ def _evaluator(model: Population, work: "_Working", criterion, metric: str, es, 
         model.stats.copy_(stats)
         if not work.has_val:
             return stats, torch.zeros(model.members, device=flat.device)
-        return stats, _validate(model, work, criterion, metric)[es.monitor] * sign
+        return stats, _validate(model, work, criterion, metric)[stopper.cfg.monitor] * stopper.sign
 
     return evaluate
 

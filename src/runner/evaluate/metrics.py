@@ -15,16 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from runner.evaluate.names import (  # noqa: F401  (re-exported)
-    CLASSIFICATION_METRICS,
-    DECOMPOSABLE,
-    REGRESSION_METRICS,
-    _check_task,
-    best_of,
-    default_metric,
-    higher_is_better,
-    metric_names,
-)
+from runner.config.metric_names import CLASSIFICATION_METRICS, require_task
 
 EPS = np.finfo(float).eps  # probabilities are clipped to [eps, 1 - eps] before the log, as sklearn's log_loss
 
@@ -48,7 +39,7 @@ def score_members(predictions: pd.DataFrame, task: str, classes=None) -> pd.Data
 def member_scores(task: str, g, members: int, y_true, y_pred, proba=None, classes=None,
                   sample_weight=None) -> dict[str, np.ndarray]:
     """Every metric of `task` for each of `members` groups of rows (row i belongs to group g[i]): {name: [members]}."""
-    _check_task(task)
+    require_task(task)
     g = np.asarray(g, dtype=np.intp)
     w = np.ones(len(g)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     total = np.bincount(g, w, members)
@@ -133,7 +124,7 @@ def _auc(g, M, w, scores, positive) -> np.ndarray:
 
 def per_example(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, np.ndarray]:
     """Per-row values Z_i whose mean is the metric, for the decomposable metrics of `task`."""
-    _check_task(task)
+    require_task(task)
     if task == "regression":
         err = np.asarray(y_pred, float) - np.asarray(y_true, float)
         return {"mse": err**2, "mae": np.abs(err), "mean_error": err}

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from runner.evaluate.metrics import higher_is_better
+from runner.config.metric_names import higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval
 
 MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
