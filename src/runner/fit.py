@@ -77,7 +77,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     else:
         # A run replacing another (overwrite=true) can resume from its first saved state: the old run goes then.
         checkpoint = None if run_dir is None else FitCheckpoint(
-            run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
+            rundir.fit_state(run_dir, stage), cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
     stacking = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
     at_once = stacking.at_once

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import RunnerError
+from runner.rundir.layout import is_fit_state
 
 USAGE = ("runner predict RUN_DIR --data FILE.csv [--out FILE] [--checkpoint best|last|refit|avg_<name>] "
          "[--model package.module:Class]")
@@ -82,7 +83,7 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
         raise RunnerError(f"run directory {run_dir} does not exist (give the directory `runner train` printed)")
     path = run_dir / "checkpoints" / f"{name}.pt"
     if not path.is_file():
-        found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if not p.stem.endswith("_state"))
+        found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if not is_fit_state(p))
         raise RunnerError(f"{path} does not exist; checkpoints of this run: {', '.join(found) or 'none'} "
                           "(choose one with --checkpoint)")
     try:
