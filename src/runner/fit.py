@@ -95,9 +95,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     # needs every member's own stream again.
     model.noise = MemberNoise([m.seed for m in members], model.flat.device)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
-    with torch.no_grad():
-        model.flat.copy_(result.best if keep_best else result.last)
-        model.stats.copy_(result.best_stats if keep_best else result.last_stats)
+    model.load_weights(result.best if keep_best else result.last, result.best_stats if keep_best else result.last_stats)
     return Fitted(members, pre, model, data.inputs, result)
 
 

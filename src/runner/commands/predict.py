@@ -125,9 +125,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
         # The loss too: a mixture of experts mixes its experts in the task's output space.
         model = build_model(ModelConfig(**state["model_config"]), E, list(state["input_shape"]), _outputs(state),
                             state["loss"])
-        with torch.no_grad():
-            model.flat.copy_(state["flat"])
-            model.stats.copy_(state["stats"])
+        model.load_weights(state["flat"], state["stats"])
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise RunnerError(f"checkpoint {run_dir / 'checkpoints' / f'{checkpoint}.pt'}: its weights do not fit its "
                           f"model spec ({type(exc).__name__}); it is damaged: train the run again") from None
