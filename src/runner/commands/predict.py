@@ -113,6 +113,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     import torch
 
     from runner.config.schema import ModelConfig
+    from runner.data.preprocess import standardize
     from runner.engine.losses import probabilities
     from runner.models import build_model
 
@@ -132,11 +133,9 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     model.eval()
     parts = []
     for start in range(0, len(X), CHUNK_ROWS):
-        x = X[None, start : start + CHUNK_ROWS]
-        if "fill" in pre:  # exactly Preprocessed.transform: fill, then shift and scale, per member
-            x = np.where(np.isnan(x), pre["fill"][:, None], x)
         # Broadcasting over the members makes a fresh [E, n, d] array (a writable one for torch).
-        x = ((x - pre["shift"][:, None]) / pre["scale"][:, None]).astype(np.float32)
+        x = standardize(X[None, start : start + CHUNK_ROWS], pre["fill"][:, None] if "fill" in pre else None,
+                        pre["shift"][:, None], pre["scale"][:, None])
         with torch.no_grad():
             parts.append(probabilities(state["loss"], model(torch.from_numpy(x))))
     out = torch.cat(parts, 1).numpy() if parts else np.zeros((E, 0, max(len(classes), 1)), np.float32)  # [E, n, K]
