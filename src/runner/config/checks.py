@@ -61,7 +61,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("avg.decay", lambda v, c: 0 < v < 1, "use a value in (0, 1), e.g. 0.99"),
     ("avg.lr", lambda v, c: v is None or v > 0, "use a positive learning rate, or null"),
     ("avg.start_epoch", lambda v, c: name_of(c.avg.name) not in ("swa", "compare") or v < c.trainer.epochs,
-     "SWA averages the epochs from this one on, so it would average nothing; use an epoch below trainer.epochs"),
+     "SWA averages the epochs from this one on: use an epoch below trainer.epochs"),
     ("trainer.checkpoint_every", lambda v, c: v is None or v >= 1,
      "use a number of epochs >= 1, or null (about once a minute)"),
     ("sched.gamma", lambda v, c: v > 0, "use a positive factor (below 1 decays the learning rate)"),
