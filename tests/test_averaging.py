@@ -6,7 +6,8 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from runner.config.schema import AvgConfig, AvgName, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, TrainerConfig
-from runner.engine.averaging import Averages, check, recompute_batch_norm
+from runner.config.checks import validate
+from runner.engine.averaging import Averages, recompute_batch_norm
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.errors import RunnerError
@@ -122,7 +123,25 @@ def test_stacked_equals_alone_with_every_averaging(norm):
 
 def test_averaging_across_members_is_refused_with_a_pointer_to_ensembles():
     with pytest.raises(RunnerError, match="prediction ensemble"):
-        check(AvgConfig(name=AvgName.last, over="population"), 10)
+        validate(Config(avg=AvgConfig(name=AvgName.last, over="population")))
+
+
+@pytest.mark.parametrize("avg, message", [
+    (AvgConfig(k=0), "avg.k=0 is not valid: use an integer >= 1"),
+    (AvgConfig(ingredients=0), "avg.ingredients=0 is not valid: use an integer >= 1"),
+    (AvgConfig(start_epoch=-1), "avg.start_epoch=-1 is not valid: use an integer >= 0"),
+    (AvgConfig(decay=1.0), "avg.decay=1.0 is not valid: use a value in (0, 1), e.g. 0.99"),
+    (AvgConfig(lr=0.0), "avg.lr=0.0 is not valid: use a positive learning rate, or null"),
+    (AvgConfig(name=AvgName.swa, start_epoch=5), "avg.start_epoch=5 is not valid: SWA averages the epochs from"),
+])
+def test_averaging_values_are_refused_by_the_config_table_before_torch_trains(avg, message):
+    cfg = Config(avg=avg, trainer=TrainerConfig(epochs=5))
+    with pytest.raises(RunnerError) as caught:
+        validate(cfg)
+    assert str(caught.value).startswith(message)
+    cfg.avg.name = AvgName.ema  # start_epoch only bounds SWA's averaging
+    if avg.name == AvgName.swa:
+        validate(cfg)
 
 
 def test_batch_norm_statistics_are_recomputed_on_the_training_rows():

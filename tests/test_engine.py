@@ -148,6 +148,15 @@ def test_one_member_steps_like_torch_optim(name, kw):
     torch.testing.assert_close(ours.data, ref.data, atol=1e-12, rtol=0)
 
 
+def test_every_optimizer_name_has_its_own_update():
+    """A new optim.name without an update fails here, instead of training as another optimizer."""
+    from runner.engine.optim import FUSED, TENSOR_OPS
+
+    names = sorted(n.value for n in OptimName)
+    assert sorted([*FUSED, *TENSOR_OPS]) == names
+    assert len({*FUSED.values(), *TENSOR_OPS.values()}) == len(names)  # no two names share one update
+
+
 @pytest.mark.parametrize("name,kw", [("adam", {"weight_decay": 0.1}), ("adamw", {"weight_decay": 0.1}),
                                      ("sgd", {"momentum": 0.9, "weight_decay": 0.05}),
                                      ("rmsprop", {"weight_decay": 0.05})])

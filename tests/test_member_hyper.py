@@ -3,13 +3,14 @@
 This is what lets a sweep's jobs (optim.lr x optim.weight_decay, ...) train as one population."""
 
 import copy
+from dataclasses import is_dataclass
 
 import numpy as np
 import pytest
 import torch
 
 from runner.config.schema import Config, EarlyStoppingConfig, LossConfig, ModelConfig, OptimConfig, OptimName, RegConfig, SchedConfig, SchedName, TrainerConfig
-from runner.engine.hyper import member_values
+from runner.engine.hyper import READERS, member_values
 from runner.engine.inputs import MemberInputs
 from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
@@ -102,6 +103,30 @@ def test_group_key_ignores_exactly_the_per_member_keys():
                   dict(model__dropout=0.2), dict(sched__gamma=0.5), dict(trainer__epochs=7)):
         assert group_key(_job(base, **apart)) != group_key(base), apart
     assert "optim.lr" in PER_MEMBER and "model.dropout" not in PER_MEMBER
+
+
+class _Reads:
+    """A config that records the dotted key of every value read from it."""
+
+    def __init__(self, node, prefix: str, seen: set):
+        self._node, self._prefix, self._seen = node, prefix, seen
+
+    def __getattr__(self, name):
+        value, key = getattr(self._node, name), self._prefix + name
+        if is_dataclass(value):
+            return _Reads(value, key + ".", self._seen)
+        self._seen.add(key)
+        return value
+
+
+def test_the_keys_members_may_differ_in_are_exactly_those_the_engine_reads_per_member():
+    """A key in PER_MEMBER that no member reads for itself would let jobs share a population and silently train
+    with the shared value; one read per member but missing there would keep such jobs apart for nothing."""
+    planned = {"trainer.seed", "trainer.seeds", "eval.split_seed"}  # each job's own member plan: seeds and rows
+    read: set[str] = set()
+    for reader in READERS.values():
+        reader(_Reads(Config(), "", read))
+    assert read == set(PER_MEMBER) - planned and planned <= set(PER_MEMBER)
 
 
 @pytest.mark.parametrize("optim,key,value", [

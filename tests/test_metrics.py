@@ -8,10 +8,9 @@ import pytest
 from sklearn import metrics as skm
 
 from runner.errors import RunnerError
+from runner.config.metric_names import default_metric, higher_is_better
 from runner.evaluate.metrics import (
     confusion,
-    default_metric,
-    higher_is_better,
     per_example,
     score,
     score_members,

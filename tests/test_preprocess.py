@@ -110,6 +110,30 @@ def test_equals_sklearn_column_transformer_per_member(write_csv, eval_cfg):
         np.testing.assert_allclose(f[e], want, rtol=1e-5, atol=1e-5)
 
 
+def test_the_engine_applies_the_same_preprocessing_as_standardize(write_csv, eval_cfg):
+    """MemberInputs' fused x·(1/scale) - shift/scale on the device is Preprocessed.transform's map (standardize),
+    missing values filled, within float32 rounding: kept whole ([E·n] rows) and gathered per batch alike."""
+    import torch
+
+    from runner.engine.inputs import MemberInputs
+
+    rng = np.random.default_rng(5)
+    n = 40
+    frame = pd.DataFrame({"a": rng.normal(3, 2, n), "kind": rng.choice(["x", "y"], n), "label": rng.integers(0, 2, n)})
+    frame.loc[rng.choice(n, 6, replace=False), "a"] = np.nan
+    ds = load_dataset(DatasetConfig(name="csv", path=write_csv(frame), target="label", categorical=["kind"]))
+    members = population_plan(ds.y, ds.task, eval_cfg("kfold", k=4), [0])
+    pre = preprocess(ds, members)
+    inputs = MemberInputs.from_preprocessed(pre, "cpu")
+    idx = torch.arange(n).repeat(len(members), 1)
+    whole = inputs.x(idx).numpy()
+    inputs.dense = None
+    gathered = inputs.x(idx).numpy()
+    for e in range(len(members)):
+        np.testing.assert_allclose(whole[e], pre.transform(e), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(gathered[e], pre.transform(e), rtol=1e-6, atol=1e-6)
+
+
 def test_rows_are_stored_once_whatever_the_population_size(eval_cfg):
     """20k rows x 30 columns: the population's data memory at E=50 is close to E=1's, not 50 times it."""
     from runner.config.schema import Config

@@ -19,7 +19,8 @@ from runner.errors import RunnerError
 from runner.evaluate.averaging import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.convergence import under_training
-from runner.evaluate.metrics import confusion, default_metric, higher_is_better
+from runner.config.metric_names import default_metric, higher_is_better
+from runner.evaluate.metrics import confusion
 from runner.evaluate.paired import against
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import paired_table, results_table, write_reports

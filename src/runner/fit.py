@@ -77,7 +77,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     else:
         # A run replacing another (overwrite=true) can resume from its first saved state: the old run goes then.
         checkpoint = None if run_dir is None else FitCheckpoint(
-            run_dir / "checkpoints" / f"{stage}_state.pt", cfg.trainer.checkpoint_every, cfg.trainer.resume,
+            rundir.fit_state(run_dir, stage), cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
     stacking = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
     at_once = stacking.at_once
@@ -95,9 +95,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     # needs every member's own stream again.
     model.noise = MemberNoise([m.seed for m in members], model.flat.device)
     keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
-    with torch.no_grad():
-        model.flat.copy_(result.best if keep_best else result.last)
-        model.stats.copy_(result.best_stats if keep_best else result.last_stats)
+    model.load_weights(result.best if keep_best else result.last, result.best_stats if keep_best else result.last_stats)
     return Fitted(members, pre, model, data.inputs, result)
 
 

@@ -1,7 +1,5 @@
 """Scoring every weight averaging of a fit on validation and test, beside the restored-best model."""
 
-import torch
-
 from runner.engine.loop import FitResult
 from runner.engine.predict import predict_rows
 from runner.evaluate.summary import summarize_table
@@ -22,9 +20,7 @@ def score_averages(model, inputs, pre, members, result: FitResult, loss: str, da
     task, classes = dataset.task, dataset.classes
     out = {}
     for name, (flat, stats, epochs) in entries.items():
-        with torch.no_grad():
-            model.flat.copy_(flat)
-            model.stats.copy_(stats)
+        model.load_weights(flat, stats)
         scores = {}
         for part in ("test", "val"):
             table = predict_rows(model, inputs, pre, members, part, loss, dataset)
@@ -34,7 +30,5 @@ def score_averages(model, inputs, pre, members, result: FitResult, loss: str, da
                                           else "test rows")
                 scores[part] = {k.replace("test/", f"{part}/", 1): v for k, v in summary.items()}
         out[name] = {**scores, "epochs": {str(m.index): epochs[i] for i, m in enumerate(members) if m.index in kept}}
-    with torch.no_grad():
-        model.flat.copy_(saved[0])
-        model.stats.copy_(saved[1])
+    model.load_weights(*saved)
     return out

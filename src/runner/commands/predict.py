@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import RunnerError
+from runner.rundir.layout import is_fit_state
 
 USAGE = ("runner predict RUN_DIR --data FILE.csv [--out FILE] [--checkpoint best|last|refit|avg_<name>] "
          "[--model package.module:Class]")
@@ -82,7 +83,7 @@ def load_checkpoint(run_dir: Path, name: str) -> dict:
         raise RunnerError(f"run directory {run_dir} does not exist (give the directory `runner train` printed)")
     path = run_dir / "checkpoints" / f"{name}.pt"
     if not path.is_file():
-        found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if not p.stem.endswith("_state"))
+        found = sorted(p.stem for p in (run_dir / "checkpoints").glob("*.pt") if not is_fit_state(p))
         raise RunnerError(f"{path} does not exist; checkpoints of this run: {', '.join(found) or 'none'} "
                           "(choose one with --checkpoint)")
     try:
@@ -112,6 +113,7 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
     import torch
 
     from runner.config.schema import ModelConfig
+    from runner.data.preprocess import standardize
     from runner.engine.losses import probabilities
     from runner.models import build_model
 
@@ -124,20 +126,16 @@ def predict(run_dir: Path, data: Path, checkpoint: str = "best", model_class: st
         # The loss too: a mixture of experts mixes its experts in the task's output space.
         model = build_model(ModelConfig(**state["model_config"]), E, list(state["input_shape"]), _outputs(state),
                             state["loss"])
-        with torch.no_grad():
-            model.flat.copy_(state["flat"])
-            model.stats.copy_(state["stats"])
+        model.load_weights(state["flat"], state["stats"])
     except (TypeError, ValueError, KeyError, RuntimeError) as exc:
         raise RunnerError(f"checkpoint {run_dir / 'checkpoints' / f'{checkpoint}.pt'}: its weights do not fit its "
                           f"model spec ({type(exc).__name__}); it is damaged: train the run again") from None
     model.eval()
     parts = []
     for start in range(0, len(X), CHUNK_ROWS):
-        x = X[None, start : start + CHUNK_ROWS]
-        if "fill" in pre:  # exactly Preprocessed.transform: fill, then shift and scale, per member
-            x = np.where(np.isnan(x), pre["fill"][:, None], x)
         # Broadcasting over the members makes a fresh [E, n, d] array (a writable one for torch).
-        x = ((x - pre["shift"][:, None]) / pre["scale"][:, None]).astype(np.float32)
+        x = standardize(X[None, start : start + CHUNK_ROWS], pre["fill"][:, None] if "fill" in pre else None,
+                        pre["shift"][:, None], pre["scale"][:, None])
         with torch.no_grad():
             parts.append(probabilities(state["loss"], model(torch.from_numpy(x))))
     out = torch.cat(parts, 1).numpy() if parts else np.zeros((E, 0, max(len(classes), 1)), np.float32)  # [E, n, K]

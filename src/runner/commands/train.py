@@ -350,7 +350,7 @@ def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bo
         results = work(config, run_dir, clock)
         rundir.replaced(run_dir)  # the new run is whole: a run it replaced (overwrite=true) goes now
         rundir.write_status(run_dir, "ok", resume=None)
-        for state in (run_dir / "checkpoints").glob("*_state.pt"):
+        for state in rundir.fit_states(run_dir):
             state.unlink()  # the run is finished: its fit state is no longer needed
         log.debug("seconds per phase: %s", (results or {}).get("timing"))
         note("status ok: %s", run_dir / rundir.RESULTS)

@@ -5,11 +5,11 @@ import math
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, Callable, List
 
+from runner.config.metric_names import MONITORS, default_monitor, metric_names
 from runner.config.schema import Config, ModelConfig, name_of
 from runner.errors import RunnerError
 
-MONITORED = ("loss", "accuracy", "rmse")
-_MONITORS = "choose one of " + ", ".join("val/" + n for n in MONITORED)
+_MONITORS = "choose one of " + ", ".join(MONITORS)
 
 # Every value a schema's type cannot check: (key, test of the value and the whole config, what is allowed).
 # One table, so a constraint is declared once and `validate` names the key and the fix in one line.
@@ -52,7 +52,16 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("optim.alpha", lambda v, c: 0 <= v < 1, "use a smoothing constant in [0, 1)"),
     ("optim.initial_accumulator_value", lambda v, c: v >= 0, "use a value >= 0"),
     ("sched.step_size", lambda v, c: v >= 1, "use a number of epochs >= 1"),
+    ("avg.over", lambda v, c: v == "member", "weights of different members (seeds, folds or architectures) are not "
+     "aligned, so they are never averaged; average the members' predictions instead (a prediction ensemble), and "
+     "keep avg.over=member"),
+    ("avg.k", lambda v, c: v >= 1, "use an integer >= 1"),
+    ("avg.ingredients", lambda v, c: v >= 1, "use an integer >= 1"),
+    ("avg.start_epoch", lambda v, c: v >= 0, "use an integer >= 0"),
     ("avg.decay", lambda v, c: 0 < v < 1, "use a value in (0, 1), e.g. 0.99"),
+    ("avg.lr", lambda v, c: v is None or v > 0, "use a positive learning rate, or null"),
+    ("avg.start_epoch", lambda v, c: name_of(c.avg.name) not in ("swa", "compare") or v < c.trainer.epochs,
+     "SWA averages the epochs from this one on: use an epoch below trainer.epochs"),
     ("trainer.checkpoint_every", lambda v, c: v is None or v >= 1,
      "use a number of epochs >= 1, or null (about once a minute)"),
     ("sched.gamma", lambda v, c: v > 0, "use a positive factor (below 1 decays the learning rate)"),
@@ -63,7 +72,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("sched.pct_start", lambda v, c: 0 < v < 1, "use a fraction in (0, 1)"),
     ("sched.div_factor", lambda v, c: v > 0, "use a positive divisor"),
     ("sched.final_div_factor", lambda v, c: v > 0, "use a positive divisor"),
-    ("sched.monitor", lambda v, c: v.removeprefix("val/") in MONITORED and v.startswith("val/"), _MONITORS),
+    ("sched.monitor", lambda v, c: v in MONITORS, _MONITORS),
     ("sched.factor", lambda v, c: 0 < v < 1, "use a factor in (0, 1)"),
     ("sched.patience", lambda v, c: v >= 0, "use a number of epochs >= 0"),
     ("sched.threshold", lambda v, c: v >= 0, "use a relative threshold >= 0"),
@@ -105,7 +114,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
      "trainer.early_stopping.patience=null trainer.early_stopping.restore_best=false"),
     ("eval.k", lambda v, c: v >= 2, "use at least 2 folds"),
     ("eval.repeats", lambda v, c: v >= 1, "use a count >= 1"),
-    ("trainer.early_stopping.monitor", lambda v, c: v.startswith("val/") and v[4:] in MONITORED, _MONITORS),
+    ("trainer.early_stopping.monitor", lambda v, c: v in MONITORS, _MONITORS),
     ("trainer.early_stopping.patience", lambda v, c: v is None or v >= 1,
      "use an integer >= 1, or null to never stop early"),
     ("trainer.early_stopping.min_delta", lambda v, c: v >= 0, "use a value >= 0"),
@@ -178,9 +187,7 @@ def _ignored(cfg: Config, key: str) -> bool:
 
 def check_task(cfg: Config, task: str, classes: List[str]) -> None:
     """Checks that need the dataset's task: monitored values, the selection metric, class weights."""
-    from runner.evaluate.names import metric_names
-
-    monitor = "val/rmse" if task == "regression" else "val/accuracy"
+    monitor = default_monitor(task == "regression")
     for key in ("trainer.early_stopping.monitor", "sched.monitor"):
         value = lookup(cfg, key)
         if key == "sched.monitor" and name_of(cfg.sched.name) != "plateau":

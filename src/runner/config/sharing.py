@@ -11,7 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-# Values each member of a population may hold for itself (engine/hyper.py reads them per member). Not here:
+# Values each member of a population may hold for itself: its seeds and split (each job plans its own members), and
+# what engine/hyper.READERS reads per member (tests/test_member_hyper.py holds the two equal). Not here:
 # dropout rates, schedule parameters and augmentation strengths (jobs differing in them train apart).
 PER_MEMBER: tuple[str, ...] = (
     "trainer.seed",

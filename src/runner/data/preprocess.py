@@ -40,10 +40,8 @@ class Preprocessed:
     def transform(self, e: int, rows: np.ndarray | None = None) -> np.ndarray:
         """Member e's preprocessed inputs of `rows` (all rows by default), float32."""
         x = self.X if rows is None else self.X[rows]
-        x = x.astype(np.float32)
-        if self.fill is not None:
-            x = np.where(np.isnan(x), self.fill[e], x)
-        return ((x - self.shift[e]) / self.scale[e]).astype(np.float32)
+        return standardize(x.astype(np.float32), None if self.fill is None else self.fill[e], self.shift[e],
+                           self.scale[e])
 
     def __getitem__(self, e: int) -> np.ndarray:
         """Member e's preprocessed inputs of every row as an [n, features] matrix (images flattened)."""
@@ -68,6 +66,15 @@ class Preprocessed:
         if self.used is not None:
             out["used"] = self.used
         return out
+
+
+def standardize(x: np.ndarray, fill: np.ndarray | None, shift: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """x' = (x, or `fill` where missing, - shift) / scale, float32: fitted preprocessing applied to raw rows (members
+    broadcast along any leading axis the fitted arrays have). The engine applies the same map on the device, fused
+    as x·(1/scale) - shift/scale (engine/inputs.MemberInputs; tests/test_preprocess.py holds them equal)."""
+    if fill is not None:
+        x = np.where(np.isnan(x), fill, x)
+    return ((x - shift) / scale).astype(np.float32)
 
 
 def feature_names(dataset: Dataset) -> list[str]:

@@ -11,7 +11,6 @@ import torch
 
 from runner.config.schema import AvgConfig, name_of
 from runner.engine.state import MemberState
-from runner.errors import RunnerError
 from runner.models.stacked import Step
 
 KINDS = ("last", "best", "ema", "swa", "soup", "greedy_soup")
@@ -24,24 +23,6 @@ class Averaged:
     flat: torch.Tensor  # [E, P]
     stats: torch.Tensor  # [E, Q] batch-norm statistics recomputed on the member's training rows
     epochs: list[list[int]]
-
-
-def check(cfg: AvgConfig, epochs: int) -> None:
-    """Refuse what cannot be averaged, with the fix, before anything trains."""
-    if cfg.over != "member":
-        raise RunnerError(f"avg.over={cfg.over!r}: weights of different members (seeds, folds or architectures) "
-                          "are not aligned, so they are never averaged; average the members' predictions "
-                          "instead (a prediction ensemble), and keep avg.over=member")
-    for key, low in (("k", 1), ("ingredients", 1), ("start_epoch", 0)):
-        if getattr(cfg, key) < low:
-            raise RunnerError(f"avg.{key}={getattr(cfg, key)!r} is not valid: use an integer >= {low}")
-    if not 0 < cfg.decay < 1:
-        raise RunnerError(f"avg.decay={cfg.decay!r} is not valid: use a value in (0, 1), e.g. 0.99")
-    if cfg.lr is not None and cfg.lr <= 0:
-        raise RunnerError(f"avg.lr={cfg.lr!r} is not valid: use a positive learning rate, or null")
-    if name_of(cfg.name) in ("swa", "compare") and cfg.start_epoch >= epochs:
-        raise RunnerError(f"avg.start_epoch={cfg.start_epoch} is not before trainer.epochs={epochs}: "
-                          "SWA would average nothing; lower avg.start_epoch")
 
 
 def kinds_of(cfg: AvgConfig) -> tuple[str, ...]:

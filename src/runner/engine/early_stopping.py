@@ -3,8 +3,8 @@
 import numpy as np
 import torch
 
+from runner.config.metric_names import higher_is_better
 from runner.config.schema import EarlyStoppingConfig, name_of
-from runner.engine.schedules import LOWER_IS_BETTER
 from runner.engine.state import MemberState
 
 
@@ -24,7 +24,7 @@ class EarlyStopping(MemberState):
         flat, stats = model.flat, model.stats
         E, device = flat.shape[0], flat.device
         mode = name_of(cfg.mode)
-        minimize = cfg.monitor in LOWER_IS_BETTER if mode == "auto" else mode == "min"
+        minimize = not higher_is_better(cfg.monitor) if mode == "auto" else mode == "min"
         self.sign = 1.0 if minimize else -1.0
         self.cfg = cfg
         start = float("inf") if cfg.baseline is None else self.sign * cfg.baseline

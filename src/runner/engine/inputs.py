@@ -24,7 +24,8 @@ class MemberInputs:
                  y_scale: torch.Tensor | None = None, weight: torch.Tensor | None = None):
         E = shift.shape[0]
         self.X, self.y, self.weight = X, y, weight
-        # x' = x·a + b with a = 1/scale, b = -shift/scale: one fused op per gather.
+        # data.preprocess.standardize's map, as x' = x·a + b with a = 1/scale, b = -shift/scale: one fused op per
+        # gather (equal to it within float32 rounding, not bit for bit).
         self.a = (1.0 / scale).unsqueeze(1).float()  # [E, 1, *feature]
         self.b = (-shift / scale).unsqueeze(1).float()
         self.fill = None if fill is None else fill.unsqueeze(1).float()

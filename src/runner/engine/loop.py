@@ -7,6 +7,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from runner.config.metric_names import default_monitor
 from runner.config.schema import Config, name_of
 from runner.engine import averaging, losses
 from runner.engine.augment import Augmenter
@@ -111,10 +112,9 @@ class _Run:
         trainer, es = cfg.trainer, cfg.trainer.early_stopping
         device, E = model.flat.device, model.members
         own = member_values(cfg, member_cfgs, E)
-        averaging.check(cfg.avg, trainer.epochs)
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.batch = batch_rows(trainer.batch_size, data.train)
-        self.metric = "val/rmse" if loss == "mse" else "val/accuracy"
+        self.metric = default_monitor(regression=loss == "mse")
         self.criterion = losses.Criterion(loss, cfg.loss, device, own["label_smoothing"])
         self.penalty = losses.Penalty(cfg.reg, model.kernel_mask().to(device), own["l1"], own["l2"])
         self.work = _Working(data, epoch_budget)

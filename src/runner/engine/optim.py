@@ -47,7 +47,7 @@ class StackedOptimizer(MemberState):
         if self.kind == "adagrad":
             self.v = torch.full_like(flat, cfg.initial_accumulator_value)
         self.momentum_started = torch.zeros(members, 1, dtype=torch.bool, device=flat.device)
-        self.fused = self.kind in ("adam", "adamw")
+        self.fused = self.kind in FUSED
         self.decayed = None if decayed is None else decayed.to(flat.device, flat.dtype).unsqueeze(0)  # [1, P]
         self.lr_host = np.full(members, float(cfg.lr))
         self._host()
@@ -109,18 +109,12 @@ class StackedOptimizer(MemberState):
         a = active.to(self.flat.dtype).unsqueeze(1)  # [E, 1]
         self.steps += active.to(self.steps.dtype)
         lr = (self.lr.unsqueeze(1)) * a
-        p, g = self.flat, self.flat.grad
-        if self.kind == "sgd":
-            self._sgd(p, g, lr, a, active)
-        elif self.kind == "rmsprop":
-            self._rmsprop(p, g, lr, a, active)
-        else:
-            self._adagrad(p, g, lr, a)
+        TENSOR_OPS[self.kind](self, self.flat, self.flat.grad, lr, a, active)
 
     def _fused_adam(self, chosen: np.ndarray) -> None:
         c = self.cfg
         grad = self.flat.grad
-        kernel = torch._fused_adamw_ if self.kind == "adamw" else torch._fused_adam_
+        kernel = FUSED[self.kind]
         for pick, lr, beta1, beta2, wd, params, grads, ms, vs, steps in self._groups(grad, chosen):
             torch._foreach_add_(steps, 1)
             if wd and self.decayed is not None:  # decay on some entries only: done here as torch.optim does it
@@ -188,9 +182,15 @@ class StackedOptimizer(MemberState):
             update = self.m
         p.sub_(lr * update)
 
-    def _adagrad(self, p, g, lr, a) -> None:
+    def _adagrad(self, p, g, lr, a, active) -> None:
         c = self.cfg
         if self.decays:
             g = g + p * self._decay()
         self.v.addcmul_(g * a, g)
         p.sub_(lr * g / (self.v.sqrt() + c.eps))
+
+
+# Every optimizer's update, by optim.name: torch's fused kernel, or a method written as tensor operations. A name
+# in neither would have no update (tests/test_engine.py checks that each OptimName is in exactly one).
+FUSED = {"adam": torch._fused_adam_, "adamw": torch._fused_adamw_}
+TENSOR_OPS = {"sgd": StackedOptimizer._sgd, "rmsprop": StackedOptimizer._rmsprop, "adagrad": StackedOptimizer._adagrad}

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import torch
 
+from runner.config.metric_names import higher_is_better
 from runner.config.schema import SchedConfig, name_of
 from runner.engine.state import MemberState
-
-LOWER_IS_BETTER = ("val/loss", "val/rmse")
 
 
 class Schedule(MemberState):
@@ -67,7 +66,7 @@ class Schedule(MemberState):
         """After an epoch's validation: plateau cuts the rate of members that stopped improving."""
         if self.kind == "plateau":
             monitored = self.cfg.monitor
-            self.current = self.plateau(self.current, val[monitored], monitored in LOWER_IS_BETTER, active)
+            self.current = self.plateau(self.current, val[monitored], not higher_is_better(monitored), active)
 
     def lr(self, epoch: int, base: float | None = None) -> float:
         """The learning rate of `epoch` for a member whose optim.lr is `base` (None: the largest member's; the

@@ -20,6 +20,7 @@ from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, PopulationData, fit
 from runner.models.stacked import Step
+from runner.rundir.layout import fit_state_part
 
 REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (the others waited on the machine)
 PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and the stacked probe's activations stay
@@ -178,7 +179,7 @@ def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int
             part_data = PopulationData(data.inputs.select(keep), [data.train[i] for i in group],
                                        [data.val[i] for i in group], [data.seeds[i] for i in group])
             if checkpoint is not None:  # the same object: a stop signal sets its flag whichever group is training
-                checkpoint.path = path.with_name(path.name.replace("_state.pt", f"_g{start // size}_state.pt"))
+                checkpoint.path = fit_state_part(path, start // size)
             results.append(fit(part, part_data, cfg, loss, on_epoch,
                                None if epoch_budget is None else epoch_budget[group], checkpoint,
                                None if member_cfgs is None else [member_cfgs[i] for i in group]))

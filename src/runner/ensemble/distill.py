@@ -47,9 +47,7 @@ def distill(study, selected) -> tuple[pd.DataFrame, dict]:
     student, data = population(student_study, students, student_pre)
     data.inputs.soft = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=data.inputs.X.device)
     result = fit(student, data, student_study.cfg, study.loss)
-    with torch.no_grad():
-        student.flat.copy_(result.best)
-        student.stats.copy_(result.best_stats)
+    student.load_weights(result.best, result.best_stats)
     table = predict_rows(student, data.inputs, student_pre, students, "test", study.loss, dataset)
     cost = {"parameters": student.parameters_per_member(),
             "inference_s_per_row": seconds_per_row(student, data.inputs, students, study.loss)}

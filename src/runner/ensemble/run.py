@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from runner.config.schema import name_of
 from runner.console import console
@@ -108,9 +107,7 @@ def _stacking(study, outer, pre) -> tuple[pd.DataFrame, dict[int, list[dict]]]:
     console.print(f"stacking: {len(inner)} inner members ({cfg.ensemble.inner_k} inner folds per member)")
     model, data = population(study, inner, inner_pre)
     result = fit(model, data, cfg, study.loss)
-    with torch.no_grad():
-        model.flat.copy_(result.best)
-        model.stats.copy_(result.best_stats)
+    model.load_weights(result.best, result.best_stats)
     regression = dataset.task == "regression"
     test = _units(member_outputs(model, data.inputs, [m.test for m in inner], study.loss), inner_pre, regression)
     held = _units(member_outputs(model, data.inputs, [m.oof for m in inner], study.loss), inner_pre, regression)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.errors import RunnerError
-from runner.evaluate.names import default_metric, higher_is_better
+from runner.config.metric_names import default_metric, higher_is_better
 from runner.evaluate.paired import ALPHA
 from runner.evaluate.runs import (
     DATA_FIELDS,

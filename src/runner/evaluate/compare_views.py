@@ -18,7 +18,7 @@ from runner.evaluate.compare import (
     Comparison,
     units_of,
 )
-from runner.evaluate.names import higher_is_better
+from runner.config.metric_names import higher_is_better
 from runner.evaluate.paired import ALPHA
 from runner.evaluate.stats import _short, fmt_interval
 

@@ -15,16 +15,7 @@ import numpy as np
 if TYPE_CHECKING:
     import pandas as pd
 
-from runner.evaluate.names import (  # noqa: F401  (re-exported)
-    CLASSIFICATION_METRICS,
-    DECOMPOSABLE,
-    REGRESSION_METRICS,
-    _check_task,
-    best_of,
-    default_metric,
-    higher_is_better,
-    metric_names,
-)
+from runner.config.metric_names import CLASSIFICATION_METRICS, require_task
 
 EPS = np.finfo(float).eps  # probabilities are clipped to [eps, 1 - eps] before the log, as sklearn's log_loss
 
@@ -48,7 +39,7 @@ def score_members(predictions: pd.DataFrame, task: str, classes=None) -> pd.Data
 def member_scores(task: str, g, members: int, y_true, y_pred, proba=None, classes=None,
                   sample_weight=None) -> dict[str, np.ndarray]:
     """Every metric of `task` for each of `members` groups of rows (row i belongs to group g[i]): {name: [members]}."""
-    _check_task(task)
+    require_task(task)
     g = np.asarray(g, dtype=np.intp)
     w = np.ones(len(g)) if sample_weight is None else np.asarray(sample_weight, dtype=float)
     total = np.bincount(g, w, members)
@@ -63,12 +54,17 @@ def _regression(g, M, w, total, y_true, y_pred) -> dict[str, np.ndarray]:
     ss_res = np.bincount(g, w * err**2, M)
     mean = np.bincount(g, w * y_true, M) / total
     ss_tot = np.bincount(g, w * (y_true - mean[g]) ** 2, M)
-    # sklearn's r2_score: NaN below two rows; a constant target scores 1 if predicted exactly, else 0.
-    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.where(ss_res == 0, 1.0, 0.0))
     mse = ss_res / total
     return {"mse": mse, "rmse": np.sqrt(mse), "mae": np.bincount(g, w * np.abs(err), M) / total,
-            "r2": np.where(np.bincount(g, minlength=M) >= 2, r2, np.nan),
+            "r2": r2_from_sums(ss_res, ss_tot, np.bincount(g, minlength=M)),
             "mean_error": np.bincount(g, w * err, M) / total}
+
+
+def r2_from_sums(ss_res: np.ndarray, ss_tot: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """sklearn's r2_score from each group's residual and total sums of squares: NaN below two rows; a constant
+    target (ss_tot = 0) scores 1 if predicted exactly, else 0."""
+    r2 = np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.where(ss_res == 0, 1.0, 0.0))
+    return np.where(rows >= 2, r2, np.nan)
 
 
 def _classification(task, g, M, w, total, y_true, y_pred, proba, classes) -> dict[str, np.ndarray]:
@@ -79,20 +75,10 @@ def _classification(task, g, M, w, total, y_true, y_pred, proba, classes) -> dic
     predicted = np.bincount(g * K + p, w, M * K).reshape(M, K)
     hit = t == p
     hits = np.bincount(cell[hit], w[hit], M * K).reshape(M, K)
-    recall_k = np.where(support > 0, hits / support, 0.0)  # zero_division=0, as sklearn is called
-    precision_k = np.where(predicted > 0, hits / predicted, 0.0)
-    f1_k = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
     # A class is present if a row has it, whatever its weight (sklearn's unique_labels).
     in_true = np.bincount(cell, minlength=M * K).reshape(M, K) > 0
-    out = {"accuracy": hits.sum(1) / total,
-           # sklearn's balanced accuracy: mean recall over the classes with (weighted) rows in y_true.
-           "balanced_accuracy": np.where(support > 0, recall_k, 0).sum(1) / (support > 0).sum(1)}
-    if task == "binary":  # the positive class is the last one ("1" of "0"/"1")
-        out.update(precision=precision_k[:, -1], recall=recall_k[:, -1], f1=f1_k[:, -1])
-    else:  # macro over the classes in y_true or y_pred, as sklearn without `labels`
-        either = in_true | (np.bincount(g * K + p, minlength=M * K).reshape(M, K) > 0)
-        for name, per_class in (("precision", precision_k), ("recall", recall_k), ("f1", f1_k)):
-            out[name] = np.where(either, per_class, 0).sum(1) / either.sum(1)
+    in_pred = np.bincount(g * K + p, minlength=M * K).reshape(M, K) > 0
+    out = {"accuracy": hits.sum(1) / total, **class_scores(task, support, predicted, hits, in_true, in_pred)}
     if proba is None:
         return out
     proba = _normalized(proba)
@@ -114,6 +100,26 @@ def _classification(task, g, M, w, total, y_true, y_pred, proba, classes) -> dic
     return {name: out[name] for name in CLASSIFICATION_METRICS if name in out}
 
 
+def class_scores(task: str, support, predicted, hits, in_true, in_pred) -> dict[str, np.ndarray]:
+    """Balanced accuracy, precision, recall and F1 of each group (row) from its per-class counts [G, K]: (weighted)
+    rows of each true class, of each predicted class, and hits; `in_true`, `in_pred` [G, K]: the classes present
+    in y_true, in y_pred. Binary scores the last class; multiclass is the macro mean over the classes present in
+    either, as sklearn without `labels`; a class with no rows scores 0 (zero_division=0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall_k = np.where(support > 0, hits / support, 0.0)
+        precision_k = np.where(predicted > 0, hits / predicted, 0.0)
+        f1_k = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
+        # sklearn's balanced accuracy: mean recall over the classes with (weighted) rows in y_true.
+        out = {"balanced_accuracy": np.where(support > 0, recall_k, 0).sum(1) / (support > 0).sum(1)}
+        if task == "binary":  # the positive class is the last one ("1" of "0"/"1")
+            out.update(precision=precision_k[:, -1], recall=recall_k[:, -1], f1=f1_k[:, -1])
+        else:
+            either = in_true | in_pred
+            for name, per_class in (("precision", precision_k), ("recall", recall_k), ("f1", f1_k)):
+                out[name] = np.where(either, per_class, 0).sum(1) / either.sum(1)
+    return out
+
+
 def _auc(g, M, w, scores, positive) -> np.ndarray:
     """Per group: P(score of a positive > score of a negative) + ½ P(tie), weighted; NaN without both."""
     order = np.lexsort((scores, g))
@@ -133,7 +139,7 @@ def _auc(g, M, w, scores, positive) -> np.ndarray:
 
 def per_example(task: str, y_true, y_pred, proba=None, classes=None) -> dict[str, np.ndarray]:
     """Per-row values Z_i whose mean is the metric, for the decomposable metrics of `task`."""
-    _check_task(task)
+    require_task(task)
     if task == "regression":
         err = np.asarray(y_pred, float) - np.asarray(y_true, float)
         return {"mse": err**2, "mae": np.abs(err), "mean_error": err}

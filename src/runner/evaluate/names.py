@@ -1,11 +1,10 @@
-"""Metric names and which direction is better: cheap facts shared by metrics, reports and `runner report`."""
+"""What the statistics need to know of each metric: its range, whether it is a mean over rows or a proportion, and
+which of several values is best (the names and directions themselves: runner.config.metric_names)."""
 
 import numpy as np
 
-from runner.errors import RunnerError
+from runner.config.metric_names import higher_is_better
 
-CLASSIFICATION_METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "brier")
-REGRESSION_METRICS = ("mse", "rmse", "mae", "r2", "mean_error")
 # Metrics that are a mean of per-example values Z_i, so a single test set gives an SE over rows.
 DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
 # Metrics that are a proportion of rows (a 0/1 value per row), so Wilson's interval applies.
@@ -14,14 +13,6 @@ PROPORTIONS = ("accuracy",)
 # their headline is Nadeau–Bengio corrected and taken on the inverse-root scale (evaluate.summary); for R² the
 # loss is 1 − R², a fold's MSE over its variance of y.
 SKEWED_LOSSES = ("mse", "mae", "log_loss", "r2")
-_LOWER_IS_BETTER = {"log_loss", "brier", "mse", "rmse", "mae", "loss", "mean_error"}
-_TASKS = ("binary", "multiclass", "regression")
-
-
-def metric_names(task: str) -> tuple[str, ...]:
-    """The metrics reported for `task` ("binary", "multiclass" or "regression"), in report order."""
-    _check_task(task)
-    return REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
 
 
 def metric_range(name: str, task: str) -> tuple[float, float]:
@@ -38,22 +29,6 @@ def metric_range(name: str, task: str) -> tuple[float, float]:
     return 0.0, 1.0
 
 
-def default_metric(task: str) -> str:
-    """The headline/selection metric of a task: "accuracy" or "rmse"."""
-    _check_task(task)
-    return "rmse" if task == "regression" else "accuracy"
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether larger values of `metric` ("accuracy", "test/rmse", "val/loss", ...) are better."""
-    name = metric.split("/")[-1]
-    if name not in CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",):
-        valid = ", ".join(CLASSIFICATION_METRICS + REGRESSION_METRICS + ("loss",))
-        raise RunnerError(f"unknown metric {metric!r}; choose one of: {valid}")
-    # mean_error counts as lower-is-better only by magnitude; best_of compares |value|.
-    return name not in _LOWER_IS_BETTER
-
-
 def best_of(metric: str, values) -> int | None:
     """Position of the best of `values` for `metric` (mean_error: nearest 0); None if all missing."""
     x = np.array([np.nan if v is None else v for v in values], dtype=float)
@@ -64,7 +39,3 @@ def best_of(metric: str, values) -> int | None:
     x = np.where(np.isfinite(x), x, -np.inf if higher_is_better(metric) else np.inf)
     return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
 
-
-def _check_task(task: str) -> None:
-    if task not in _TASKS:
-        raise RunnerError(f"unknown task {task!r}; choose one of: {', '.join(_TASKS)}")

@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from runner.evaluate.metrics import higher_is_better
+from runner.config.metric_names import MONITORS, higher_is_better
 from runner.evaluate.stats import Z95, fmt_interval
 
 MODEL_COLOR, BASELINE_COLOR = "#1f77b4", "#7f7f7f"
@@ -182,7 +182,7 @@ def curves_plot(history, kept: dict[int, int] | None, path, metric: str | None =
     if metric not in history:
         # The headline metric if logged, else the first val metric.
         cols = [c for c in history.columns if c.startswith("val/") and c != "val/loss"]
-        metric = next((c for c in ("val/accuracy", "val/rmse") if c in cols), cols[0] if cols else None)
+        metric = next((c for c in MONITORS if c in cols), cols[0] if cols else None)
     fig = _figure(figsize=(11 if metric else 6, 4))
     axes = fig.subplots(1, 2 if metric else 1, squeeze=False)
     ax = axes[0, 0]

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from runner.evaluate.metrics import _labels, _normalized, _onehot
+from runner.evaluate.metrics import _labels, _normalized, _onehot, class_scores, r2_from_sums
 
 # Resamples x rows held at once: every array the bootstrap builds is at most this many floats (32 MB),
 # so its memory is linear in the rows however many resamples are asked for.
@@ -61,19 +61,7 @@ def resampled_metrics(task, y_true, y_pred, proba, classes, names, W: np.ndarray
     truth = _onehot(_labels(y_true), classes)
     guess = _onehot(_labels(y_pred), classes)
     support, predicted, hits = W @ truth, W @ guess, W @ (truth * guess)  # [R, K] each
-    out = {}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall_k = np.where(support > 0, hits / support, 0.0)
-        precision_k = np.where(predicted > 0, hits / predicted, 0.0)
-        f1_k = np.where(support + predicted > 0, 2 * hits / (support + predicted), 0.0)
-        present = support > 0
-        out["balanced_accuracy"] = np.where(present, recall_k, 0).sum(1) / present.sum(1)
-        if task == "binary":  # the positive class is the last one
-            out["precision"], out["recall"], out["f1"] = precision_k[:, -1], recall_k[:, -1], f1_k[:, -1]
-        else:  # macro over the labels present in y_true or y_pred, as sklearn without `labels`
-            either = present | (predicted > 0)
-            for name, per_class in (("precision", precision_k), ("recall", recall_k), ("f1", f1_k)):
-                out[name] = np.where(either, per_class, 0).sum(1) / either.sum(1)
+    out = class_scores(task, support, predicted, hits, support > 0, predicted > 0)  # a class no row drew is absent
     if "roc_auc" in names and proba is not None:
         out["roc_auc"] = _roc_auc(task, truth, _normalized(proba), W)
     return {name: out[name] for name in names}
@@ -116,7 +104,5 @@ def _regression(y_true, y_pred, names, W) -> dict[str, np.ndarray]:
     ss_res = W @ (y_pred - y_true) ** 2
     mean = (W @ y_true) / n
     ss_tot = W @ y_true**2 - n * mean**2
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, np.where(ss_res == 0, 1.0, 0.0))
-    out = {"rmse": np.sqrt(ss_res / n), "r2": np.where(n >= 2, r2, np.nan)}
+    out = {"rmse": np.sqrt(ss_res / n), "r2": r2_from_sums(ss_res, ss_tot, n)}
     return {name: out[name] for name in names}

@@ -119,6 +119,12 @@ class Population(nn.Module):
         self.stats = stats.clone()
         self.members = flat.shape[0]
 
+    @torch.no_grad()
+    def load_weights(self, flat: torch.Tensor, stats: torch.Tensor) -> None:
+        """Copy weights `flat` [E, P] and batch-norm statistics `stats` [E, Q] into the population, in place."""
+        self.flat.copy_(flat)
+        self.stats.copy_(stats)
+
     def stat(self, name: str) -> torch.Tensor:
         """The [E, 1, width] view of a running statistic."""
         offset, width, _ = self.stat_slots[name]

@@ -18,6 +18,28 @@ INSIDE = {".hydra": {"config.yaml": None, "hydra.yaml": None, "overrides.yaml": 
           "tensorboard": {"*": {TB_EVENTS: None, "member_*": {TB_EVENTS: None}}}}  # member_*: older runs' curves
 # What marks a directory as a run's.
 RUN_MARKS = (".hydra", STATUS, RESULTS)
+# A fit's saved state (for resume) ends so; every other checkpoints/*.pt holds weights to predict with.
+FIT_STATE = "_state.pt"
+
+
+def fit_state(run_dir: Path, name: str) -> Path:
+    """Where the fit `name` (a stage, or a sweep's group) of a run keeps its state: checkpoints/<name>_state.pt."""
+    return run_dir / "checkpoints" / f"{name}{FIT_STATE}"
+
+
+def fit_state_part(path: Path, part: int) -> Path:
+    """The state file of part `part` of the fit whose state file is `path` (members trained a group at a time)."""
+    return path.with_name(f"{path.name.removesuffix(FIT_STATE)}_g{part}{FIT_STATE}")
+
+
+def fit_states(run_dir: Path) -> list[Path]:
+    """Every fit state a run keeps (a finished run needs none)."""
+    return sorted((run_dir / "checkpoints").glob(f"*{FIT_STATE}"))
+
+
+def is_fit_state(path: Path) -> bool:
+    """Whether a file in checkpoints/ is a fit's saved state rather than weights."""
+    return path.name.endswith(FIT_STATE)
 
 
 def not_runners(run_dir: Path) -> list[str]:

@@ -135,7 +135,7 @@ class OptunaSweeper(Sweeper):
         """hydra.sweeper.direction may only say what the selection metric says: runner's objective is that metric
         (where the stock plugin optimizes an app's return value in the direction it is told)."""
         from runner.errors import RunnerError
-        from runner.evaluate.names import higher_is_better
+        from runner.config.metric_names import higher_is_better
         from runner.sweeps.search import STOCK
 
         if self.direction is None:

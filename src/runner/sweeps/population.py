@@ -8,6 +8,7 @@ from runner.config.schema import Config, name_of
 from runner.config.sharing import group_key
 from runner.data.preprocess import preprocess
 from runner.fit import Fitted, fit_population
+from runner.rundir.layout import fit_state
 from runner.sampling import member_configs
 from runner.study import Study
 
@@ -55,7 +56,7 @@ def state_file(first_dir: Path, jobs: list[list[str]]) -> Path:
     """Where a group keeps its fit state: in its first job's folder, named for exactly these jobs' overrides
     (a group of other jobs never continues from it)."""
     digest = hashlib.sha256(repr(jobs).encode()).hexdigest()[:12]
-    return first_dir / "checkpoints" / f"group_{digest}_state.pt"
+    return fit_state(first_dir, f"group_{digest}")
 
 
 def job_numbers(numbers: list[int]) -> str:

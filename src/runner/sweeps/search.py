@@ -135,7 +135,7 @@ def selection_metric(job_config) -> str:
     """The metric a sweep's trials are judged by (eval.metric or the task's default), from one job's config."""
     from runner.config.compose import checked_config
     from runner.data.datasets import load_dataset
-    from runner.evaluate.names import default_metric
+    from runner.config.metric_names import default_metric
 
     config = checked_config(job_config)
     return config.eval.metric or default_metric(load_dataset(config.dataset).task)
@@ -150,7 +150,7 @@ def open_study(sweep_dir: Path, metric: str, sampler: str, seed: int, storage: s
     The sampler's seed moves on with the trials already in the study, so a continued study asks for new
     points rather than the ones it drew first."""
     optuna = import_optuna()
-    from runner.evaluate.names import higher_is_better
+    from runner.config.metric_names import higher_is_better
 
     if sampler not in SAMPLERS:
         raise RunnerError(f"hydra.sweeper.sampler={sampler} is not an option; choose one of: {', '.join(SAMPLERS)}")
