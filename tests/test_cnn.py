@@ -227,3 +227,14 @@ def test_generic_vmap_path_trains_each_member_as_alone():
     for e, seed in enumerate([2, 9]):
         alone = _fit(X, y, [rows[e]], [seed], aug, cfg)
         torch.testing.assert_close(stacked.last[e], alone.last[0], atol=2e-5, rtol=0)
+
+
+def test_cnn_vmap_with_batch_norm_is_refused_by_the_config_table():
+    """Refused with the config's other checks, before torch builds anything: the generic path keeps no per-member
+    batch statistics."""
+    from runner.config.checks import validate
+    from runner.errors import RunnerError
+
+    validate(Config(model=ModelConfig(name="cnn_vmap", norm=Norm.group, channels=[4])))
+    with pytest.raises(RunnerError, match=r"model.norm=batch is not valid: model=cnn_vmap supports"):
+        validate(Config(model=ModelConfig(name="cnn_vmap", norm=Norm.batch)))

@@ -36,6 +36,8 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("loss.balance", lambda v, c: v >= 0, "use a weight >= 0"),
     ("model.groups", lambda v, c: name_of(c.model.norm) != "group" or all(w % v == 0 for w in _widths(c.model)),
      "norm=group needs every layer width (model.channels for cnn, else model.hidden) divisible by model.groups"),
+    ("model.norm", lambda v, c: name_of(c.model.name) != "cnn_vmap" or name_of(v) in ("none", "group"),
+     "model=cnn_vmap supports model.norm=none or group (model=cnn keeps per-member batch statistics)"),
     ("aug.shift", lambda v, c: v >= 0, "use a pixel count >= 0"),
     ("aug.rotate", lambda v, c: 0 <= v <= 180, "use degrees in [0, 180]"),
     ("aug.noise", lambda v, c: v >= 0, "use a value >= 0 (0 turns it off)"),

@@ -3,7 +3,6 @@
 from torch import nn
 
 from runner.config.schema import ModelConfig, name_of
-from runner.errors import RunnerError
 from runner.models.functional import Dropout, FunctionalPopulation
 
 
@@ -32,7 +31,4 @@ class ConvNet(nn.Module):
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
-    if name_of(cfg.norm) not in ("none", "group"):
-        raise RunnerError(f"model=cnn_vmap supports model.norm=none or group, not {name_of(cfg.norm)} "
-                          "(model=cnn keeps per-member batch statistics)")
     return FunctionalPopulation(ConvNet(cfg, input_shape, d_out), members, d_out)
