@@ -58,18 +58,18 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     averaging = score_averages(model, inputs, pre, members, result, study.loss, dataset, kept)
     clock.lap("averaging")  # scoring each weight average; nothing when none is asked for
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
-    tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
+    tested = fitted
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
-        tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        refit_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
         clock.lap("predict")
-        tested_pre = preprocess(dataset, tested_members)
+        refit_pre = preprocess(dataset, refit_members)
         clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        refit = fit_population(study, tested_members, tested_pre, over + ", refit on train+val", budget, run_dir,
-                               "refit")
-        tested_model, tested_inputs = refit.model, refit.inputs
+        tested = fit_population(study, refit_members, refit_pre, over + ", refit on train+val", budget, run_dir,
+                                "refit")
         clock.lap("train")
+    tested_members, tested_pre, tested_model, tested_inputs = tested.members, tested.pre, tested.model, tested.inputs
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
     chosen, headline = _greedy(cfg, dataset, _only(predictions, kept), _only(val_predictions, kept))
@@ -129,8 +129,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     if name_of(cfg.ensemble.name) != "none":
         from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
 
-        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
-                                         tested_pre, tested_members), predictions, val_predictions, run_dir, chosen)
+        results["ensembles"] = ensembles(study, fitted, tested, predictions, val_predictions, run_dir, chosen)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
