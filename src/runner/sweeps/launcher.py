@@ -138,7 +138,7 @@ class PopulationLauncher(Launcher):
                 rundir.fail(job.run_dir, str(exc), "interrupted", resume=f"runner train {' '.join(sys.argv[1:])}")
                 rundir.release(job.run_dir)
             raise exc from None
-        except Exception as exc:  # noqa: BLE001 (every job of the group fails with it, through run_task)
+        except Exception as exc:  # noqa: BLE001 (every job of the group fails with it, through its task function)
             slices = [exc] * len(group)
         except BaseException:
             for job in group:
@@ -147,7 +147,8 @@ class PopulationLauncher(Launcher):
             raise
         clock.lap("train")
         timing.hand_on(clock)  # the group's first job reports its fit
-        return {job.num: self._run(job, _finishing(job.study, fitted)) for job, fitted in zip(group, slices)}
+        return {job.num: self._run(job, _finishing(self.task_function, job.study, fitted))
+                for job, fitted in zip(group, slices)}
 
     def _run(self, job: _Job, task_function: Callable) -> JobReturn:
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
@@ -193,9 +194,9 @@ def _plan(job: _Job) -> str | None:
         return None
 
 
-def _finishing(study, fitted) -> TaskFunction:
-    """The task function that finishes a job from its slice of the group's fit (or fails with the fit's error)."""
-    from runner.commands.train import run_task
+def _finishing(task_function: Callable, study, fitted) -> TaskFunction:
+    """The task function that finishes a job from its slice of the group's fit (or fails with the fit's error):
+    runner's own, given the work to do in place of training the job alone."""
     from runner.finish import finish
 
     def work(config, run_dir, clock):
@@ -203,7 +204,7 @@ def _finishing(study, fitted) -> TaskFunction:
             raise fitted
         return finish(study, fitted, run_dir, clock)
 
-    return lambda cfg: run_task(cfg, work)
+    return lambda cfg: task_function(cfg, work)
 
 
 def _finished_return(job: _Job) -> JobReturn:
