@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from runner import rundir
 from runner.config.schema import Config, name_of
+from runner.config.sharing import NOT_TRAINING
 from runner.console import console
 from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed, preprocess
@@ -27,6 +28,7 @@ from runner.evaluate.summary import Units, summarize, summarize_table
 from runner.fit import Fitted, fit_population, model_label
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
+from runner.rundir.saved import own_overrides, sweep_overrides
 from runner.sampling import record as sample_record
 from runner.sampling import sampled
 from runner.study import Study
@@ -165,8 +167,6 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
 
 def _overrides(run_dir: Path) -> list[str]:
     """The overrides Hydra saved for this run, less those that change nothing it learns (trainer.progress)."""
-    from runner.config.sharing import NOT_TRAINING
-
     saved = run_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
     return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
@@ -176,8 +176,6 @@ def _experiment(run_dir: Path) -> tuple[str, str, list[str]]:
     """The run's TensorBoard run name, from the overrides that set it apart (in a sweep, less those every job
     has); its HPARAMS Trial ID, short and apart from any other run's (the run folder's name, then its parent's:
     `3 · 02-50-38-444600` for a sweep's job 3); and the keys of those overrides."""
-    from runner.sweeps.summary import own_overrides, sweep_overrides
-
     overrides, sweep = _overrides(run_dir), sweep_overrides(run_dir.parent)
     own = overrides if sweep is None else own_overrides(overrides, sweep)
     keys = [artifacts.hparam(o)[0] for o in own if not o.startswith("~")]
@@ -193,8 +191,6 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
     (`headline/...`, apart from the per-epoch `val/...` curves), over the epochs of the curves (`steps`, first
     and last)."""
     import time
-
-    from runner.config.sharing import NOT_TRAINING
 
     effective = {key.removesuffix(".name"): _plain(value) for key, value in _leaves(dataclasses.asdict(cfg))
                  if key not in NOT_TRAINING}

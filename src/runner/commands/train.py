@@ -15,28 +15,23 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir, user_code
+from runner.checked import checked_config
 from runner.commands.arguments import read_arguments
 from runner.commands.listing import (
     LISTING_FLAGS,
     complete_as_runner,
     one_config_repository,
 )
-from runner.config.compose import (
-    USER_CONFIG_DIR,
-    checked_config,
-    explain,
-    task_config,
-    unreadable_override,
-)
+from runner.config.compose import USER_CONFIG_DIR, explain, task_config, unreadable_override
 from runner.config.schema import register
 from runner.errors import STOP_SIGNALS, Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
 from runner.rundir import timing
-from runner.rundir.saved import refuse_changed
+from runner.rundir.saved import refuse_changed, sweep_overrides
 from runner.sweeps.job import run_task
 from runner.sweeps.outcome import Outcome, current, recording
 from runner.sweeps.search import STUDY_FILE
-from runner.sweeps.summary import SweepReport, sweep_overrides
+from runner.sweeps.summary import SweepReport
 
 
 def train_command(args: list[str]) -> int:

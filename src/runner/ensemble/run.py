@@ -11,7 +11,10 @@ from runner.data.preprocess import preprocess
 from runner.data.splits import inner_plan
 from runner.engine.predict import dropout_passes, member_outputs, seconds_per_row
 from runner.ensemble import stacking as st
+from runner.ensemble.distill import distill
+from runner.ensemble.greedy import ensemble_predictions, loss_name
 from runner.ensemble.results import best_single, best_single_table, ensemble_results
+from runner.evaluate.paired import against
 from runner.evaluate.summary import Units, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.rundir import artifacts
@@ -54,8 +57,6 @@ def ensembles(study, selected: Fitted, tested: Fitted, predictions: pd.DataFrame
         for member, mine in records.items():
             inner_models.setdefault(member, []).extend(mine)
     if name in ("distill", "compare"):
-        from runner.ensemble.distill import distill
-
         students, cost = distill(study, selected)
         out["distill"] = {**score(students, 1), **cost}
     if name in ("blending", "compare") and len(val_predictions):
@@ -81,9 +82,6 @@ def ensembles(study, selected: Fitted, tested: Fitted, predictions: pd.DataFrame
 def _greedy(study, chosen: list[dict], predictions, val_predictions, pooled: bool) -> dict:
     """The greedy ensemble's test scores, its selection per split, and its paired differences with the best single
     member (chosen on validation) and with the members' mean, on the same test units."""
-    from runner.ensemble.greedy import ensemble_predictions, loss_name
-    from runner.evaluate.paired import against
-
     dataset, cfg = study.dataset, study.cfg
     table = ensemble_predictions(predictions, chosen, dataset.classes)
     scored = table.assign(member=0) if pooled else table

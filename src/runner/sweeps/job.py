@@ -15,12 +15,15 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir
-from runner.config.compose import checked_config, explain
+from runner.checked import checked_config
+from runner.config.compose import explain
 from runner.config.schema import Config
 from runner.errors import Interrupted, RunnerError
+from runner.rundir import timing
+from runner.rundir.saved import sweep_overrides
 from runner.sweeps.outcome import Outcome
 from runner.sweeps.search import objective
-from runner.sweeps.summary import job_line, sweep_overrides
+from runner.sweeps.summary import job_line
 
 
 def run_task(cfg: DictConfig, outcome: Outcome, work: Callable | None = None) -> Any:
@@ -49,7 +52,6 @@ def run_task(cfg: DictConfig, outcome: Outcome, work: Callable | None = None) ->
 def _run_job(cfg: DictConfig, outcome: Outcome, work: Callable | None, run_dir: Path, sweeping: bool,
              job: list[str]) -> Any:
     from runner.console import log, note  # rich: not for `runner train --help`
-    from runner.rundir import timing
 
     clock = timing.job_clock()
     clock.lap("config")

@@ -2,7 +2,6 @@
 (summary.md, summary.csv), every job's status read from its own directory, and the failed ones named."""
 
 import csv
-import functools
 import io
 import sys
 from pathlib import Path
@@ -12,7 +11,11 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from runner import rundir
+from runner.errors import RunnerError
 from runner.rundir.folder import write_atomic
+from runner.rundir.saved import own_overrides
+from runner.rundir.spreadsheet import cell, unescape
 from runner.sweeps.outcome import current
 
 
@@ -23,7 +26,6 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """A problem with the table is one line on stderr; a failed job is a line in the Outcome's `failed`."""
         from runner.console import console
-        from runner.errors import RunnerError
         from runner.evaluate.compare import compare_by_data
         from runner.evaluate.compare_views import to_markdown, to_table
 
@@ -53,8 +55,6 @@ class SweepReport(Callback):
 def job_statuses(sweep_dir: Path) -> dict[str, dict]:
     """Each job directory's status.json record by job name, in job order ("no status.json" for a job that
     never started writing)."""
-    from runner import rundir
-
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / rundir.STATUS).is_file())]
     dirs.sort(key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
     return {p.name: rundir.read_status(p) or {"status": "failed", "error": "no status.json"} for p in dirs}
@@ -65,7 +65,6 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
     ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
     is on record beside the others."""
     from runner.evaluate.compare_views import to_csv
-    from runner.rundir.spreadsheet import cell, unescape
 
     settings: list[str] = []
     rest: list[str] = []
@@ -92,8 +91,6 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     """A job's overrides: as status.json records them (a job stopped before Hydra wrote .hydra/ has only that)."""
-    from runner import rundir
-
     items = (rundir.read_status(job_dir) or {}).get("job")
     if not isinstance(items, list):
         try:
@@ -125,7 +122,6 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
 
     from rich.markup import escape
 
-    from runner import rundir
     from runner.evaluate.stats import fmt_interval
 
     record = rundir.read_status(job_dir) or {"status": "failed", "error": "no status.json"}
@@ -151,36 +147,3 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
     if notices:
         parts.append(f"{notices} notice{'s' * (notices > 1)}")
     return " · ".join(p for p in parts if p)
-
-
-def own_overrides(job: list[str], sweep: list[str]) -> list[str]:
-    """A job's overrides less those that every job of its sweep has (`sweep`: the sweep's command line)."""
-    fixed = {k for k, v in (o.split("=", 1) for o in sweep if "=" in o) if not _sweeps(v)}
-    return [o for o in job if o.split("=", 1)[0] not in fixed]
-
-
-def sweep_overrides(sweep_dir: Path) -> list[str] | None:
-    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's). Every
-    job asks (its TensorBoard name, its line): the file is read once while it stays as it was."""
-    path = sweep_dir / "multirun.yaml"
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    found = _read_overrides(str(path), stat.st_mtime_ns, stat.st_size)
-    return None if found is None else list(found)
-
-
-@functools.lru_cache(maxsize=8)
-def _read_overrides(path: str, mtime_ns: int, size: int) -> tuple[str, ...] | None:
-    try:
-        with open(path) as f:
-            saved = yaml.safe_load(f)
-        return tuple(str(o) for o in saved["hydra"]["overrides"]["task"])
-    except Exception:  # noqa: BLE001 (unreadable or not Hydra's: not a sweep's)
-        return None
-
-
-def _sweeps(value: str) -> bool:
-    """Whether an override's value is a sweep over several (`a,b`, `range(...)`, `choice(...)`, ...)."""
-    return "," in value or "(" in value
