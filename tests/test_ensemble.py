@@ -229,24 +229,23 @@ def test_student_targets_are_the_ensembles_outputs():
 
 
 def test_distillation_trains_on_each_splits_mean_prediction(monkeypatch, compose):
+    import runner.engine.stacking
     import runner.ensemble.distill as distill_module
     from runner.data import preprocess
-    from runner.engine.loop import fit
     from runner.engine.predict import member_outputs
-    from runner.study import plan, population
+    from runner.fit import fit_population
+    from runner.study import plan
 
     cfg = compose(["eval=kfold", "eval.k=3", "ensemble=distill", "trainer.seeds=2", "trainer.epochs=3",
                    "trainer.progress=false"])
     study = plan(cfg)
-    pre = preprocess(study.dataset, study.members)
-    model, data = population(study, study.members, pre)
-    fit(model, data, cfg, study.loss)
+    selected = fit_population(study, study.members, preprocess(study.dataset, study.members), None)
     seen = {}
-    real_fit = distill_module.fit
-    monkeypatch.setattr(distill_module, "fit", lambda m, d, c, l: seen.setdefault("soft", d.inputs.soft.clone())
-                        is not None and real_fit(m, d, c, l))
-    table, cost = distill_module.distill(study, (model, data.inputs, pre, study.members))
-    everything = member_outputs(model, data.inputs, [np.arange(303)] * 6, study.loss)
+    real_fit = runner.engine.stacking.fit  # the loop itself: the targets it trains on
+    monkeypatch.setattr(runner.engine.stacking, "fit", lambda m, d, *a: seen.setdefault("soft", d.inputs.soft.clone())
+                        is not None and real_fit(m, d, *a))
+    table, cost = distill_module.distill(study, selected)
+    everything = member_outputs(selected.model, selected.inputs, [np.arange(303)] * 6, study.loss)
     for split in range(3):  # members 2·split and 2·split+1 are the split's two seeds
         want = everything[2 * split : 2 * split + 2].mean(0)[:, 1] * 0.9 + 0.1 * study.dataset.y
         np.testing.assert_allclose(seen["soft"][split].numpy(), want, atol=1e-6)

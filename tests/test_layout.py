@@ -1,5 +1,6 @@
-"""The package's imports run one way: no module imports itself back through others at import time, and the
-statistics (evaluate) never import the training engine."""
+"""The package's imports run one way: no module imports itself back through others, whether the import runs as the
+module loads or inside a function (an arrow that only runs when called is still an arrow); the statistics
+(evaluate) never import the training engine; commands sit on top and config at the bottom."""
 
 import ast
 from pathlib import Path
@@ -19,15 +20,16 @@ def _exists(name: str) -> bool:
     return (ROOT / relative).with_suffix(".py").is_file() or (ROOT / relative / "__init__.py").is_file()
 
 
-def import_graph() -> dict[str, set[str]]:
-    """runner module -> the runner modules it imports at import time (module-level statements only: an import
-    inside a function runs when it is called, after every module has loaded)."""
+def import_graph(inside_functions: bool = True) -> dict[str, set[str]]:
+    """runner module -> the runner modules it imports: everywhere in it (by default), or only in its module-level
+    statements (what runs as it is imported)."""
     graph = {}
     for path in sorted(ROOT.rglob("*.py")):
         name = _module_name(path)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in ast.parse(path.read_text()).body:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree) if inside_functions else tree.body:
             if isinstance(node, ast.Import):
                 edges |= {alias.name for alias in node.names if alias.name.startswith("runner")}
             elif isinstance(node, ast.ImportFrom):
@@ -78,20 +80,50 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
+# Arrows still to remove, each with its reason: a cycle or a layer crossed that the checks below would refuse.
+# models.functional makes its subclass models.looped (`in_turn`), which imports it back; the models rework moves it.
+KNOWN_CYCLES = [["runner.models.functional", "runner.models.looped"]]
+# config.checks asks evaluate.names for the metric names (the branch that gives each fact one home removes it).
+KNOWN_UPWARD = {("runner.config.checks", "runner.evaluate.names")}
+
+
+def _reached(graph: dict[str, set[str]], module: str) -> set[str]:
+    reached, todo = set(), [module]
+    while todo:
+        for w in graph.get(todo.pop(), ()):
+            if w not in reached:
+                reached.add(w)
+                todo.append(w)
+    return reached
+
+
+def test_the_graph_sees_imports_inside_functions():
+    graph = import_graph()
+    assert "runner.commands.train" in graph["runner.api"]  # api's _call imports it inside the function
+    assert "runner.commands.train" not in import_graph(inside_functions=False)["runner.api"]
+
+
 def test_no_module_imports_itself_back():
     graph = import_graph()
     assert len(graph) > 50 and "runner.models.fast" in graph["runner.models.module"]  # the graph is real
-    assert cycles(graph) == []
+    assert cycles(graph) == KNOWN_CYCLES
+    assert cycles(import_graph(inside_functions=False)) == []  # as the modules load, not even those
 
 
 def test_statistics_never_import_the_engine_not_even_through_another_module():
     graph = import_graph()
     for module in graph:
         if module.startswith("runner.evaluate"):
-            reached, todo = set(), [module]
-            while todo:
-                for w in graph.get(todo.pop(), ()):
-                    if w not in reached:
-                        reached.add(w)
-                        todo.append(w)
-            assert not {m for m in reached if m.startswith("runner.engine")}, module
+            assert not {m for m in _reached(graph, module) if m.startswith("runner.engine")}, module
+
+
+def test_commands_sit_on_top_and_config_at_the_bottom():
+    """Nothing but a command (and runner.api, the commands' Python face) imports a command: a job's life cycle,
+    the launchers and the pipeline are below them. The config layer imports only itself and runner's errors."""
+    graph = import_graph()
+    for module, imported in graph.items():
+        if not module.startswith(("runner.commands", "runner.api")):
+            assert not {m for m in imported if m.startswith("runner.commands")}, module
+        if module.startswith("runner.config"):
+            below = {m for m in imported if not m.startswith(("runner.config", "runner.errors", "runner.paths"))}
+            assert below <= {m for a, m in KNOWN_UPWARD if a == module}, module

@@ -135,7 +135,8 @@ def test_jobs_run_elsewhere_exit_2_only_when_each_failed_job_was_a_user_error(tm
     from omegaconf import OmegaConf
 
     from runner import rundir
-    from runner.sweeps.summary import CRASHED, FAILED, SweepReport
+    from runner.sweeps.outcome import Outcome, recording
+    from runner.sweeps.summary import SweepReport
 
     for job in "012":
         (tmp_path / job).mkdir()
@@ -144,11 +145,13 @@ def test_jobs_run_elsewhere_exit_2_only_when_each_failed_job_was_a_user_error(tm
     rundir.fail(tmp_path / "2", "bad config", cause="user")
     rundir.fail(tmp_path / "2", "TypeError: boom")  # the same job run again, a bug this time: no stale cause
     config = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
-    SweepReport().on_multirun_end(config)
-    assert FAILED == ["job 1 failed: optim.lr=-1.0 is not valid: use a positive learning rate",
-                      "job 2 failed: TypeError: boom"]
-    assert CRASHED == ["2"] and "cause" not in rundir.read_status(tmp_path / "2")
+    with recording(Outcome()) as outcome:
+        SweepReport().on_multirun_end(config)
+    assert outcome.failed == ["job 1 failed: optim.lr=-1.0 is not valid: use a positive learning rate",
+                              "job 2 failed: TypeError: boom"]
+    assert outcome.crashed == ["2"] and "cause" not in rundir.read_status(tmp_path / "2")
     rundir.write_status(tmp_path / "2", "ok")
-    SweepReport().on_multirun_end(config)
-    assert len(FAILED) == 1 and CRASHED == []
+    with recording(Outcome()) as outcome:
+        SweepReport().on_multirun_end(config)
+    assert len(outcome.failed) == 1 and outcome.crashed == []
     capsys.readouterr()

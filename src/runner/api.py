@@ -19,7 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner import rundir, user_code
 from runner.errors import RunnerError
+from runner.rundir.spreadsheet import read_frame
+from runner.user_code import path_of
 
 
 @dataclass
@@ -45,8 +48,6 @@ class Result:
         """predictions.csv: every tested member's predictions of its test rows (labels as they were, without the
         quote that keeps a spreadsheet from running them as formulas)."""
         import pandas as pd
-
-        from runner.rundir.spreadsheet import read_frame
 
         return read_frame(pd.read_csv(self.run_dir / "predictions.csv"))
 
@@ -91,8 +92,6 @@ class SweepResult:
     @property
     def summary(self):
         import pandas as pd
-
-        from runner.rundir.spreadsheet import read_frame
 
         return read_frame(pd.read_csv(self.sweep_dir / "summary.csv"))
 
@@ -169,8 +168,6 @@ def _unquoted(text: str) -> str:
 def _target(model: Any, overrides) -> str | None:
     """The class a model=module run was asked to train, as the caller named it."""
     if isinstance(model, type):
-        from runner.user_code import path_of
-
         return path_of(model)
     named = [o.partition("=")[2] for o in overrides if str(o).partition("=")[0] == "model.target"]
     return named[-1] if named else None
@@ -185,9 +182,7 @@ def _arguments(overrides, model, keywords, data=None) -> list[str]:
     elif model is not None:
         args.append(f"model={model}")
     if callable(data):
-        from runner.user_code import give
-
-        args += ["dataset=python", f"dataset.loader={give(data)}"]
+        args += ["dataset=python", f"dataset.loader={user_code.give(data)}"]
     elif data is not None:
         args.append(f"dataset={data}")
     for key, value in keywords.items():
@@ -238,8 +233,6 @@ def _call(args: list[str], model: Any, data: Any) -> None:
 def _in_python_terms(message: str, model: Any, data: Any) -> str:
     """An error's line with the config keys of objects given from Python as the call named them:
     `model.target=__main__:Net` as `model=Net`, `dataset.loader=__main__:load` as `data=load`."""
-    from runner.user_code import path_of
-
     for key, obj, word in (("model.target", model, "model"), ("dataset.loader", data, "data")):
         if isinstance(obj, type) or (key == "dataset.loader" and callable(obj)):
             path = path_of(obj)
@@ -254,7 +247,6 @@ def load(run_dir: str | Path, model: Any = None) -> Result:
     as `model` to predict: runner imports no code that a folder names."""
     __tracebackhide__ = True
     _one_line_in_ipython()
-    from runner import rundir
 
     run_dir = Path(run_dir).absolute()
     if not (run_dir / rundir.RESULTS).is_file() or (rundir.read_status(run_dir) or {}).get("status", "ok") != "ok":

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from runner import rundir
 from runner.config.schema import Config, name_of
+from runner.config.sharing import NOT_TRAINING
 from runner.console import console
 from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed, preprocess
@@ -28,6 +29,7 @@ from runner.evaluate.summary import Units, summarize, summarize_table
 from runner.fit import Fitted, fit_population, model_label
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
+from runner.rundir.saved import own_overrides, sweep_overrides
 from runner.sampling import record as sample_record
 from runner.sampling import sampled
 from runner.study import Study
@@ -59,18 +61,18 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     averaging = score_averages(model, inputs, pre, members, result, study.loss, dataset, kept)
     clock.lap("averaging")  # scoring each weight average; nothing when none is asked for
     val_predictions = predict_rows(model, inputs, pre, members, "val", study.loss, dataset)
-    tested_members, tested_pre, tested_model, tested_inputs = members, pre, model, inputs
+    tested = fitted
     if cfg.eval.refit:
         # Selection is over: retrain each member on train + val for its selected number of epochs.
-        tested_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
+        refit_members = [dataclasses.replace(m, train=np.union1d(m.train, m.val), val=m.val[:0]) for m in members]
         clock.lap("predict")
-        tested_pre = preprocess(dataset, tested_members)
+        refit_pre = preprocess(dataset, refit_members)
         clock.lap("preprocess")
         budget = np.maximum(result.best_epoch + 1, 1)
-        refit = fit_population(study, tested_members, tested_pre, over + ", refit on train+val", budget, run_dir,
-                               "refit")
-        tested_model, tested_inputs = refit.model, refit.inputs
+        tested = fit_population(study, refit_members, refit_pre, over + ", refit on train+val", budget, run_dir,
+                                "refit")
         clock.lap("train")
+    tested_members, tested_pre, tested_model, tested_inputs = tested.members, tested.pre, tested.model, tested.inputs
     predictions = predict_rows(tested_model, tested_inputs, tested_pre, tested_members, "test", study.loss, dataset)
     clock.lap("predict")
     chosen, headline = _greedy(cfg, dataset, _only(predictions, kept), _only(val_predictions, kept))
@@ -130,8 +132,7 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
     if name_of(cfg.ensemble.name) != "none":
         from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
 
-        results["ensembles"] = ensembles(study, (model, inputs, pre, members), (tested_model, tested_inputs,
-                                         tested_pre, tested_members), predictions, val_predictions, run_dir, chosen)
+        results["ensembles"] = ensembles(study, fitted, tested, predictions, val_predictions, run_dir, chosen)
     if hasattr(tested_model, "gates"):
         results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
         if results["experts"]["max_share"] > 0.95:
@@ -167,8 +168,6 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
 
 def _overrides(run_dir: Path) -> list[str]:
     """The overrides Hydra saved for this run, less those that change nothing it learns (trainer.progress)."""
-    from runner.config.sharing import NOT_TRAINING
-
     saved = run_dir / ".hydra" / "overrides.yaml"
     overrides = [str(o) for o in OmegaConf.load(saved)] if saved.is_file() else []
     return [o for o in overrides if o.partition("=")[0].lstrip("+~") not in NOT_TRAINING]
@@ -178,8 +177,6 @@ def _experiment(run_dir: Path) -> tuple[str, str, list[str]]:
     """The run's TensorBoard run name, from the overrides that set it apart (in a sweep, less those every job
     has); its HPARAMS Trial ID, short and apart from any other run's (the run folder's name, then its parent's:
     `3 · 02-50-38-444600` for a sweep's job 3); and the keys of those overrides."""
-    from runner.sweeps.summary import own_overrides, sweep_overrides
-
     overrides, sweep = _overrides(run_dir), sweep_overrides(run_dir.parent)
     own = overrides if sweep is None else own_overrides(overrides, sweep)
     keys = [artifacts.hparam(o)[0] for o in own if not o.startswith("~")]
@@ -195,8 +192,6 @@ def _write_hparams(run_dir: Path, cfg: Config, results: dict, clock: timing.Stop
     (`headline/...`, apart from the per-epoch `val/...` curves), over the epochs of the curves (`steps`, first
     and last)."""
     import time
-
-    from runner.config.sharing import NOT_TRAINING
 
     effective = {key.removesuffix(".name"): _plain(value) for key, value in _leaves(dataclasses.asdict(cfg))
                  if key not in NOT_TRAINING}

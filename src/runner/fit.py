@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 
 from runner import rundir
 from runner.config.schema import Config
@@ -46,32 +47,29 @@ class Fitted:
                       self.pre.take(members), model, self.inputs.select(rows), self.result.take(members))
 
 
-def fit_population(study: Study, members: list[Member], pre: Preprocessed, over: str,
+def fit_population(study: Study, members: list[Member], pre: Preprocessed, over: str | None,
                    epoch_budget: np.ndarray | None = None, run_dir: Path | None = None, stage: str = "fit",
-                   member_cfgs: list[Config] | None = None, state: Path | None = None) -> Fitted:
-    """Build, initialize and train one population; the model ends with the weights it keeps. `member_cfgs[i]`:
+                   member_cfgs: list[Config] | None = None, state: Path | None = None,
+                   soft_targets: np.ndarray | None = None, keep_best: bool | None = None) -> Fitted:
+    """Build, initialize and train one population; the model ends with the weights it keeps. `over` says what the
+    members are over in the header line (None: no header, an ensemble's inner population). `member_cfgs[i]`:
     member i's own job config (a sweep's jobs trained together), for the values in runner.config.sharing.PER_MEMBER;
     by default each member's draws of `sample.*` (runner.sampling), or the study's config for all.
+    `soft_targets` [E, n(, K)]: each member's training targets instead of the labels (a distilled student).
+    `keep_best`: whether the model keeps each member's best weights rather than its last; by default
+    trainer.early_stopping.restore_best, and the last after a fixed `epoch_budget` (refit).
 
     With `run_dir`, its fit state is saved in checkpoints/<stage>_state.pt now and then and on Ctrl-C / SIGTERM
     (a sweep's group saves its own in `state`, in its first job's folder)."""
-    cfg, dataset = study.cfg, study.dataset
+    cfg = study.cfg
     if member_cfgs is None:
         member_cfgs = member_configs(cfg, members, regression=study.loss == "mse")
     model, data = population(study, members, pre)
     E = len(members)
-    shape = "x".join(map(str, study.input_shape))
-    from rich.markup import escape  # column names are text, not markup ('price[/usd]')
-
-    codes = f" ({len(dataset.categorical)} categorical as codes)" if dataset.codes else ""
-    console.print(
-        f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} "
-        f"{'inputs' if dataset.images is not None else 'features'}"
-        f"{codes}, "
-        f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''} · "
-        f"[bold]{_model_name(cfg, model)}[/]: {model.parameters_per_member():,} parameters per member · "
-        f"{E} member{'s' * (E > 1)} ({over}) on {study.device}"
-    )
+    if soft_targets is not None:
+        data.inputs.soft = torch.as_tensor(soft_targets, dtype=torch.float32, device=data.inputs.X.device)
+    if over is not None:
+        console.print(_header(study, model, E, over))
     if state is not None:  # a sweep's group: its own state file, continued whenever the sweep runs again
         checkpoint = FitCheckpoint(state, cfg.trainer.checkpoint_every, resume=True)
     else:
@@ -94,9 +92,23 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     # Members leaving the fit early took their random streams with them; prediction (test-time dropout)
     # needs every member's own stream again.
     model.noise = MemberNoise([m.seed for m in members], model.flat.device)
-    keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
+    if keep_best is None:
+        keep_best = cfg.trainer.early_stopping.restore_best and epoch_budget is None
     model.load_weights(result.best if keep_best else result.last, result.best_stats if keep_best else result.last_stats)
     return Fitted(members, pre, model, data.inputs, result)
+
+
+def _header(study: Study, model: Population, E: int, over: str) -> str:
+    """The line that opens a fit: the data, the model, and the members with what they are over."""
+    cfg, dataset = study.cfg, study.dataset
+    shape = "x".join(map(str, study.input_shape))
+    codes = f" ({len(dataset.categorical)} categorical as codes)" if dataset.codes else ""
+    return (f"[bold]{dataset.name}[/]: {len(dataset.y)} rows, {shape} "
+            f"{'inputs' if dataset.images is not None else 'features'}"
+            f"{codes}, "
+            f"{dataset.task}{_positive(cfg, dataset)}{' · ' + escape(dataset.dropped_note()) if dataset.dropped else ''}"
+            f" · [bold]{_model_name(cfg, model)}[/]: {model.parameters_per_member():,} parameters per member · "
+            f"{E} member{'s' * (E > 1)} ({over}) on {study.device}")
 
 
 def _stacking_line(stacking: Stacking, E: int) -> str:
@@ -136,8 +148,6 @@ def _model_name(cfg: Config, model: Population) -> str:
     """The model as the header names it; the user's own class with the path it trains on and why."""
     if cfg.model.name != "module":
         return cfg.model.name
-    from rich.markup import escape
-
     return f"{escape(model_label(cfg))} ({escape(model.path)})"
 
 

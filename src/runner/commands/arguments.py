@@ -4,6 +4,7 @@
 from pathlib import Path
 
 from runner.errors import RunnerError
+from runner.sweeps.optuna import SAMPLER_GROUP
 
 
 def read_arguments(args: list[str]) -> tuple[list[str], str | None]:
@@ -29,8 +30,6 @@ def own_name(arg: str) -> str:
 
 def refuse_sampler_group(args: list[str]) -> None:
     """hydra-optuna-sweeper's `hydra/sweeper/sampler=NAME` group, which runner's Optuna sweeper has not: one line."""
-    from runner.sweeps.optuna import SAMPLER_GROUP
-
     for arg in args:
         if arg.partition("=")[0].lstrip("+~").startswith("hydra/sweeper/sampler"):
             raise RunnerError(f"{arg}: {SAMPLER_GROUP}")

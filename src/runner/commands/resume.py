@@ -3,6 +3,7 @@
 import sys
 from pathlib import Path
 
+from runner.commands.train import train_command
 from runner.errors import RunnerError
 from runner.rundir.saved import saved_overrides
 
@@ -49,8 +50,6 @@ def resume_command(args: list[str]) -> int:
     except RunnerError as exc:
         print(f"error: {exc}\n{USAGE}", file=sys.stderr)
         return 2
-    from runner.commands.train import train_command
-
     run_dir = Path(args[0])
     try:
         kept, ignored = saved_overrides(run_dir, _config_dirs(given))

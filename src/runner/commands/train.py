@@ -1,11 +1,9 @@
-"""`runner train`: the Hydra application; checks a run before anything is written, keeps status.json true."""
+"""`runner train`: the Hydra application; checks a run before anything is written (each job's life cycle, which
+keeps its status.json true, is runner.sweeps.job)."""
 
-import json
-import logging
 import os
 import signal
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,25 +15,23 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from runner import rundir, user_code
+from runner.checked import checked_config
 from runner.commands.arguments import read_arguments
 from runner.commands.listing import (
     LISTING_FLAGS,
     complete_as_runner,
     one_config_repository,
 )
-from runner.config.compose import (
-    USER_CONFIG_DIR,
-    checked_config,
-    explain,
-    task_config,
-    unreadable_override,
-)
-from runner.config.schema import Config, register
-from runner.errors import Interrupted, RunnerError, Stopped
+from runner.config.compose import USER_CONFIG_DIR, explain, task_config, unreadable_override
+from runner.config.schema import register
+from runner.errors import STOP_SIGNALS, Interrupted, RunnerError, Stopped
 from runner.paths import conf_dir
-from runner.rundir.saved import refuse_changed
-from runner.sweeps.search import objective
-from runner.sweeps.summary import sweep_overrides
+from runner.rundir import timing
+from runner.rundir.saved import refuse_changed, sweep_overrides
+from runner.sweeps.job import run_task
+from runner.sweeps.outcome import Outcome, current, recording
+from runner.sweeps.search import STUDY_FILE
+from runner.sweeps.summary import SweepReport
 
 
 def train_command(args: list[str]) -> int:
@@ -48,83 +44,80 @@ def train_command(args: list[str]) -> int:
 
 
 def run(args: list[str]) -> tuple[int, list[str]]:
-    """`runner train [overrides]` as runner.train calls it: the exit status and the one-line errors, unprinted."""
-    status = _train(args)
-    return status, list(FAILURES)
+    """`runner train [overrides]` as runner.train calls it: the exit status and the one-line errors, unprinted.
+    Everything the command learns is in its own Outcome: calls in one process are independent."""
+    argv = sys.argv
+    outcome = Outcome()
+    try:
+        with recording(outcome):
+            status = _train(args, outcome)
+    finally:
+        sys.argv = argv  # Hydra reads the command line from sys.argv; the caller's comes back
+    return status, list(outcome.errors)
 
 
-def _train(args: list[str]) -> int:
-    """The command: its exit status; each user error's line goes to FAILURES."""
+def _train(args: list[str], outcome: Outcome) -> int:
+    """The command: its exit status; each error's line goes to `outcome.errors`."""
     # Let Hydra raise instead of printing its multi-line report, so we can print one line.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    from runner.sweeps.summary import CRASHED, FAILED
-
     register()
     user_code.new_command()
-    FAILURES.clear()
-    FAILED.clear()  # a previous sweep's in this process (runner.sweep, tests): not this command's
-    CRASHED.clear()
     try:
         args, config_dir = read_arguments(args)
     except RunnerError as exc:
-        return _fail(str(exc))
+        return outcome.fail(str(exc))
     sys.argv = ["runner train", *args]
     if any(arg in ("-sc", "--shell-completion") for arg in args):
         complete_as_runner()
-    _job_errors.clear()
-    _job_crashes.clear()
-    _job_started[:] = [False]
-    _interrupted.clear()
-    _rolled_back.clear()
-    _sweep_config.clear()
     version_base = _hydra_version_base()
     _hydra_version_base((HYDRA_VERSION_BASE,))
+    signals = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS if signum != signal.SIGINT}
     try:
         _guard_signals(None)  # SIGTERM while Hydra composes and checks: one true line, not a silent 143
         if config_dir:
             os.environ[USER_CONFIG_DIR] = config_dir
         with one_config_repository(listing=any(arg in LISTING_FLAGS for arg in args)):
-            _hydra_train()
+            _hydra_app(outcome)()
     except (Interrupted, KeyboardInterrupt) as stop:  # a signal that no run's own handler took
         exc = Interrupted.of(stop)
-        _rolled_back[:] = rundir.abandon(str(exc), "interrupted")[:1]
-        if not _sweep_config:  # a single run stopped before its own handler: there is nothing to resume
+        outcome.rolled_back = next(iter(rundir.abandon(str(exc), "interrupted")), None)
+        if outcome.sweep_config is None:  # a single run stopped before its own handler: there is nothing to resume
             exc.run_dir = None
-        _interrupted.append(exc)
+        outcome.interrupted = exc
     except Refused as refused:
-        return _fail(str(refused))
+        return outcome.fail(str(refused))
     except RunnerError as exc:  # from a sweeper (its settings, its search space); a job records its own
-        return _fail(str(exc))
+        return outcome.fail(str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
-        return _fail(explain(exc))
+        return outcome.fail(explain(exc))
     except yaml.YAMLError as exc:  # a config file of the user's (--config-dir) that is not YAML
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.name}, line {mark.line + 1}" if mark else "a config file"
-        return _fail(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the file")
+        return outcome.fail(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc}); fix the file")
     except Exception as exc:
-        if _job_started[0]:
+        if outcome.started:
             raise  # a bug in the run
         if isinstance(exc, OSError):
             if isinstance(exc, BrokenPipeError):
                 raise  # a closed pipe (`runner train --help | head`): not an override's fault
-            return _fail(f"cannot write {exc.filename or 'the run directory'}: {rundir.reason(exc)}")
-        return _fail(unreadable_override(args, exc))
+            return outcome.fail(f"cannot write {exc.filename or 'the run directory'}: {rundir.reason(exc)}")
+        return outcome.fail(unreadable_override(args, exc))
     finally:
         os.environ.pop(USER_CONFIG_DIR, None)
         # A folder still held here was left by an exit past its run's handler (Hydra failing to write .hydra/ on
         # a full disk, a crash): put back what was there, or say in its status.json that it stopped.
-        rundir.abandon(FAILURES[-1] if FAILURES else "stopped before the run could record why")
+        rundir.abandon(outcome.errors[-1] if outcome.errors else "stopped before the run could record why")
         _hydra_version_base(version_base)
-        _restore_signals()
-    if _interrupted:
-        return _report_interrupted(_interrupted[0])
-    for message in _job_errors:
-        _fail(message)
-    if FAILED and not _job_errors:  # jobs that ran in other processes (joblib, submitit): read from their dirs
-        for line in FAILED:
-            _fail(line)
-        return 1 if CRASHED else 2
-    return 1 if _job_crashes else 2 if _job_errors else 0
+        _restore_signals(signals)
+    if outcome.interrupted is not None:
+        return _report_interrupted(outcome)
+    for message in outcome.job_errors:
+        outcome.fail(message)
+    if outcome.failed and not outcome.job_errors:  # jobs that ran in other processes (joblib, submitit): their dirs
+        for line in outcome.failed:
+            outcome.fail(line)
+        return 1 if outcome.crashed else 2
+    return 1 if outcome.crashes else 2 if outcome.job_errors else 0
 
 
 def _hydra_version_base(restore: Any = False) -> Any:
@@ -146,20 +139,18 @@ def _hydra_version_base(restore: Any = False) -> Any:
     return restore
 
 
-def _report_interrupted(exc: Interrupted) -> int:
+def _report_interrupted(outcome: Outcome) -> int:
     """A run or a sweep stopped by a signal: what was kept, and the command that continues it."""
-    if _sweep_config:  # a sweep: its summary still lists every job, with its status
-        from runner.sweeps.summary import SweepReport
-
+    exc = outcome.interrupted
+    if outcome.sweep_config is not None:  # a sweep: its summary still lists every job, with its status
         try:
-            SweepReport().on_multirun_end(_sweep_config[0])
+            SweepReport().on_multirun_end(outcome.sweep_config)
         except Exception:  # noqa: BLE001 (the summary is a courtesy here; the status files are the record)
             pass
         print(f"{exc}\nresume with the same command: runner train {' '.join(sys.argv[1:])}", file=sys.stderr)
         return exc.status
     if exc.run_dir is None:  # before the run had anything to keep: what was there is back
-        print(f"{exc} {_rolled_back[0] if _rolled_back else 'before training started; nothing was written'}",
-              file=sys.stderr)
+        print(f"{exc} {outcome.rolled_back or 'before training started; nothing was written'}", file=sys.stderr)
         return exc.status
     print(f"{exc}\nresume with: runner resume {exc.run_dir}", file=sys.stderr)
     return exc.status
@@ -169,7 +160,6 @@ def _guard_signals(run_dir: Path | None) -> None:
     """From the start of the command: SIGTERM and SIGUSR2 stop it through Interrupted (carried as Stopped), so
     whatever folder the run holds is put back or says interrupted, wherever it was (training installs its own
     handler, which saves the fit state first). Ctrl-C is Python's KeyboardInterrupt, handled the same way."""
-    from runner.errors import STOP_SIGNALS  # not engine's module: `runner train --help` never imports torch
 
     def stop(signum, frame):
         raise Stopped(Interrupted(signum, run_dir))  # past Hydra's and any library's `except Exception`
@@ -177,39 +167,18 @@ def _guard_signals(run_dir: Path | None) -> None:
     for signum in STOP_SIGNALS:
         if signum != signal.SIGINT:
             try:
-                _previous_signals.setdefault(signum, signal.signal(signum, stop))
+                signal.signal(signum, stop)
             except ValueError:  # not the main thread
                 pass
 
 
-def _restore_signals() -> None:
-    for signum, handler in _previous_signals.items():
-        signal.signal(signum, handler)
-    _previous_signals.clear()
-
-
-_previous_signals: dict[int, Any] = {}
-_sweep_config: list[DictConfig] = []  # the multirun's config, for its summary when a signal stops it
-
-
-# A job's user error is recorded rather than raised, so a sweep goes on with its other jobs and
-# Hydra prints no report of its own; `train_command` prints each one and exits 2.
-_job_errors: list[str] = []
-_job_crashes: list[str] = []
-_job_started = [False]
-# A single run stopped by a signal: handed to train_command past Hydra, which would print its own
-# "Error executing job" line before runner's resume message; and what its folder's rollback said.
-_interrupted: list[Interrupted] = []
-_rolled_back: list[str] = []
-
-
-# The lines this command printed as errors, for callers in Python (runner.api) to raise.
-FAILURES: list[str] = []
-
-
-def _fail(message: str) -> int:
-    FAILURES.append(message)
-    return 2
+def _restore_signals(handlers: dict[int, Any]) -> None:
+    """The handlers the command found when it started."""
+    for signum, handler in handlers.items():
+        try:
+            signal.signal(signum, handler)
+        except (ValueError, TypeError):  # not the main thread; a handler not set from Python
+            pass
 
 
 class Refused(BaseException):
@@ -222,8 +191,6 @@ class CheckRun(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a bad config, bad data or a used run directory before `.hydra/` is written."""
-        from runner.rundir import timing
-
         try:
             task = task_config(config)
             checked = checked_config(task, timing.waiting())  # reading the data is data_s, not config_s
@@ -241,9 +208,7 @@ class CheckRun(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse a used sweep directory, unless it holds an Optuna study to continue; each job's config is
         checked in its own directory."""
-        from runner.sweeps.search import STUDY_FILE
-
-        _sweep_config[:] = [config]
+        current().sweep_config = config
         sweep_dir = Path(config.hydra.sweep.dir)
         subdir = config.hydra.sweep._get_node("subdir")._value()
         if "${" not in str(subdir):
@@ -269,144 +234,17 @@ class CheckRun(Callback):
         # The same sweep again: its finished jobs are kept, the others run (job dirs are sweep dir + job number).
 
 
-def _share_cores(config: Config) -> None:
-    """Under the joblib launcher, n_jobs jobs run at once: each gets cores // n_jobs torch threads (at least 1),
-    unless trainer.threads says otherwise, so jobs x threads never exceeds the cores; and no progress bar (the
-    jobs' bars would interleave, and redrawn from worker processes they cost a 12-job sweep minutes)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    launcher = HydraConfig.get().launcher
-    if "joblib" not in str(launcher.get("_target_", "")):
-        return
-    config.trainer.progress = False
-    if config.trainer.threads is not None:
-        return
-    cores = os.cpu_count() or 1
-    jobs = launcher.get("n_jobs") or -1
-    jobs = cores + 1 + jobs if jobs < 0 else jobs  # joblib's convention: -1 is every core, -2 all but one
-    config.trainer.threads = max(1, cores // max(jobs, 1))
-
-
 HYDRA_VERSION_BASE = "1.3"
-_version_base_before = _hydra_version_base()
 
 
-@hydra.main(config_path=str(conf_dir()), config_name="config", version_base=HYDRA_VERSION_BASE)
-def _hydra_train(cfg: DictConfig) -> Any:
-    return run_task(cfg)
+def _hydra_app(outcome: Outcome) -> Callable[[], Any]:
+    """The Hydra application of one command: its task function runs each job through runner.sweeps.job with the
+    command's `outcome`; the population launcher calls it with the `work` that finishes a job from a shared fit.
+    Made per command, while the command holds Hydra's process-wide version base (Hydra's decorator sets it)."""
 
+    def train_job(cfg: DictConfig, work: Callable | None = None) -> Any:
+        return run_task(cfg, outcome, work)
 
-# Hydra's decorator sets the process-wide version base as this module is imported; train_command sets it for the
-# command's run only, so another Hydra app in the same process keeps its own defaults.
-_hydra_version_base(_version_base_before)
-
-
-def run_task(cfg: DictConfig, work: Callable | None = None) -> Any:
-    """One job in its run directory (Hydra's runtime.output_dir): check its config, run `work(config, run_dir,
-    clock)` (default: train it alone) and keep status.json true; returns objective(results), None if it failed."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from runner.console import console
-
-    _job_started[0] = True
-    run_dir = Path(HydraConfig.get().runtime.output_dir).absolute()
-    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    job = list(OmegaConf.to_container(HydraConfig.get().overrides.task))
-    before = sweeping and rundir.is_finished(run_dir, job)
-    try:
-        # A sweep's job: its lines go to its train.log, one line here; a finished one's log stays as it was.
-        with console.job(quiet=sweeping, logged=not before):
-            return _run_job(cfg, work, run_dir, sweeping, job)
-    finally:
-        rundir.release(run_dir)
-        if sweeping:
-            from runner.sweeps.summary import job_line
-
-            console.print(job_line(run_dir, sweep_overrides(run_dir.parent) or [], before, console.notices))
-
-
-def _run_job(cfg: DictConfig, work: Callable | None, run_dir: Path, sweeping: bool, job: list[str]) -> Any:
-    from runner.console import log, note
-    from runner.rundir import timing
-
-    clock = timing.job_clock()
-    clock.lap("config")
-    try:
-        if sweeping and rundir.is_finished(run_dir, job):  # the same sweep run again: this job is done
-            return objective(json.loads((run_dir / rundir.RESULTS).read_text(encoding="utf-8")))
-        note("runner train %s (run folder %s)", " ".join(job) or "with the defaults", run_dir)
-        if sweeping:
-            rundir.claim_job(run_dir, job)
-        config = checked_config(cfg, clock)
-        _share_cores(config)
-        if log.isEnabledFor(logging.DEBUG):  # hydra.verbose=runner
-            log.debug("the resolved config:\n%s", OmegaConf.to_yaml(cfg, resolve=True).rstrip())
-        clock.lap("config")
-        if work is None:
-            from runner.experiment import train as work
-
-        clock.lap("imports")
-        results = work(config, run_dir, clock)
-        rundir.replaced(run_dir)  # the new run is whole: a run it replaced (overwrite=true) goes now
-        rundir.write_status(run_dir, "ok", resume=None)
-        for state in rundir.fit_states(run_dir):
-            state.unlink()  # the run is finished: its fit state is no longer needed
-        log.debug("seconds per phase: %s", (results or {}).get("timing"))
-        note("status ok: %s", run_dir / rundir.RESULTS)
-        return objective(results)
-    except (RunnerError, OmegaConfBaseException) as exc:
-        message = str(exc) if isinstance(exc, RunnerError) else explain(exc)
-    except OSError as exc:
-        where = exc.filename or run_dir
-        message = f"could not write {where}: {rundir.reason(exc)}"
-        if sweeping or not rundir.replacing(run_dir):
-            message += f"; the run in {run_dir} is incomplete"
-    except MemoryError:
-        message = "out of memory: make the model or the population smaller (model.hidden, trainer.seeds, eval.k)"
-    except (Interrupted, KeyboardInterrupt) as stop:  # a signal, wherever the run was
-        exc = Interrupted.of(stop)
-        exc.run_dir = run_dir
-        back = None if sweeping else rundir.rollback(run_dir)
-        if back:  # stopped before the run had anything to keep: the folder is as it was
-            exc.run_dir = None
-            _rolled_back[:] = [back]
-        else:
-            again = f"runner train {' '.join(sys.argv[1:])}" if sweeping else f"runner resume {run_dir}"
-            rundir.fail(run_dir, str(exc), "interrupted", resume=again)
-        if sweeping:
-            raise exc from None
-        _interrupted.append(exc)
-        return None
-    except SystemExit:  # rich exiting on a closed stdout pipe
-        if not rundir.replacing(run_dir) or not rundir.rollback(run_dir):
-            rundir.fail(run_dir, "stopped: output closed", "interrupted")
-        raise
-    except Exception as exc:  # a bug: recorded in the run, raised (a single run) or reported (a sweep)
-        line = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if rundir.replacing(run_dir) and rundir.rollback(run_dir):
-            pass  # the run it replaced is back; the traceback goes to stderr
-        else:
-            rundir.fail(run_dir, line)
-            try:
-                rundir.write_atomic(run_dir / "error.log", traceback.format_exc())
-            except OSError:
-                pass  # the status line above is what matters; the traceback still goes to stderr
-        if not sweeping:
-            raise
-        traceback.print_exc()
-        _job_crashes.append(line)
-        _job_errors.append(f"job {run_dir.name} crashed ({line}); traceback in {run_dir / 'error.log'}")
-        return None
-    # A user error: refused before training started (or before a replacing run was resumable), a single run's
-    # folder is put back as it was; a job refused a folder that is not its own writes nothing there.
-    note("status failed: %s", message)
-    replacing = not sweeping and rundir.replacing(run_dir)
-    if (sweeping or not rundir.rollback(run_dir)) and rundir.holds(run_dir):
-        rundir.fail(run_dir, message, cause="user")  # a sweep run in other processes exits 2 by it
-    elif replacing:
-        message += f"; the earlier run in {run_dir} is back"
-    _job_errors.append(message if not sweeping else f"job {run_dir.name}: {message}")
-    return None
+    return hydra.main(config_path=str(conf_dir()), config_name="config", version_base=HYDRA_VERSION_BASE)(train_job)
 
 

@@ -8,12 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, open_dict, read_write
 from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException, ValidationError
 
-from runner.config.checks import check_task, validate
 from runner.config.schema import Config
-from runner.errors import RunnerError
 
 # The environment variable naming the user's --config-dir for runner's search-path plugin (config.search_path).
 USER_CONFIG_DIR = "RUNNER_CONFIG_DIR"
@@ -34,26 +32,6 @@ def task_config(config: DictConfig) -> DictConfig:
     with read_write(task), open_dict(task):
         del task["hydra"]
     return task
-
-
-def checked_config(cfg: DictConfig, clock=None) -> Config:
-    """The composed config as a checked Config: no unknown keys, valid values, and readable data that suits
-    them. Imports nothing heavy (no torch), so a bad config answers at once. `clock` (a timing.Stopwatch) books
-    the checks to `config` and reading the data to `data`."""
-    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
-    if unknown:
-        raise RunnerError(unknown_key(unknown[0]))
-    config: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
-    validate(config)
-    if clock is not None:
-        clock.lap("config")
-    from runner.data.datasets import load_dataset
-
-    dataset = load_dataset(config.dataset)
-    if clock is not None:
-        clock.lap("data")
-    check_task(config, dataset.task, dataset.classes)
-    return config
 
 
 # Launchers and sweepers that come with `pip install 'stackrunner[sweeps]'` (and the presets built on them).

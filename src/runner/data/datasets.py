@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from runner import user_code
 from runner.config.schema import DatasetConfig, Task
 from runner.data import images
 from runner.data.categories import as_category as _as_category
 from runner.data.categories import integers as _integers
 from runner.data.dataset import MIN_ROWS, Dataset
 from runner.data.generated import GENERATED
+from runner.data.python_source import load_python
 from runner.errors import RunnerError
 from runner.paths import bundled_data
 
@@ -40,9 +42,6 @@ def load_dataset(cfg: DatasetConfig) -> Dataset:
     if cfg.name in images.NAMES:
         return _cached((repr(cfg),), lambda: images.load_images(cfg))
     if cfg.name == "python":  # called once per command: what was checked is what trains
-        from runner import user_code
-        from runner.data.python_source import load_python
-
         return _cached(("python", repr(cfg), user_code.COMMAND[0]), lambda: load_python(cfg, _load))
     _need(cfg.size is None and cfg.limit is None, f"dataset.size and dataset.limit apply to image datasets "
           f"({', '.join(images.NAMES)}), not to the table {cfg.name} (set them to null)")

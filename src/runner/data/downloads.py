@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from runner.errors import RunnerError
+from runner.rundir.folder import write_atomic
 
 TIMEOUT_S = 30  # per connection attempt; a stalled mirror must not hang a run
 MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -86,7 +87,6 @@ def _download(url: str, dest: Path, md5: str) -> None:
     """Copy `url` to `dest` if its MD5 is `md5`; written atomically (rundir.folder.write_atomic), so `dest` is
     whole or absent."""
     from runner.console import console
-    from runner.rundir.folder import write_atomic
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     console.print(f"downloading {url}", soft_wrap=True, markup=False, highlight=False)

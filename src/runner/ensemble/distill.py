@@ -4,11 +4,10 @@ import dataclasses
 
 import numpy as np
 import pandas as pd
-import torch
 
 from runner.data.preprocess import preprocess
-from runner.engine.loop import fit
 from runner.engine.predict import member_outputs, predict_rows, seconds_per_row
+from runner.fit import Fitted, fit_population
 
 
 def teacher_targets(proba: np.ndarray, y: np.ndarray, loss: str, temperature: float, alpha: float) -> np.ndarray:
@@ -22,12 +21,10 @@ def teacher_targets(proba: np.ndarray, y: np.ndarray, loss: str, temperature: fl
     return mixed[:, 1] if loss == "bce" else mixed
 
 
-def distill(study, selected) -> tuple[pd.DataFrame, dict]:
-    """Train each split's student on its ensemble's targets; return its test predictions and what it costs
-    (parameters, inference seconds per row)."""
-    from runner.study import population
-
-    model, inputs, pre, members = selected
+def distill(study, selected: Fitted) -> tuple[pd.DataFrame, dict]:
+    """Train each split's student on its ensemble's targets (the members of `selected`); return its test
+    predictions and what it costs (parameters, inference seconds per row)."""
+    model, inputs, pre, members = selected.model, selected.inputs, selected.pre, selected.members
     cfg, dataset, en = study.cfg, study.dataset, study.cfg.ensemble
     n = len(dataset.y)
     everything = [np.arange(n)] * len(members)
@@ -44,11 +41,9 @@ def distill(study, selected) -> tuple[pd.DataFrame, dict]:
         targets.append(teacher_targets(teachers[group].mean(0), truth, study.loss, en.temperature, en.alpha))
     student_study = dataclasses.replace(study, cfg=dataclasses.replace(cfg, model=en.student))
     student_pre = preprocess(dataset, students)
-    student, data = population(student_study, students, student_pre)
-    data.inputs.soft = torch.as_tensor(np.stack(targets), dtype=torch.float32, device=data.inputs.X.device)
-    result = fit(student, data, student_study.cfg, study.loss)
-    student.load_weights(result.best, result.best_stats)
-    table = predict_rows(student, data.inputs, student_pre, students, "test", study.loss, dataset)
-    cost = {"parameters": student.parameters_per_member(),
-            "inference_s_per_row": seconds_per_row(student, data.inputs, students, study.loss)}
+    student = fit_population(student_study, students, student_pre, None, soft_targets=np.stack(targets),
+                             keep_best=True)
+    table = predict_rows(student.model, student.inputs, student_pre, students, "test", study.loss, dataset)
+    cost = {"parameters": student.model.parameters_per_member(),
+            "inference_s_per_row": seconds_per_row(student.model, student.inputs, students, study.loss)}
     return table, cost

@@ -5,6 +5,7 @@ import pandas as pd
 
 from runner.ensemble.combine import COMBINES, fold_ensembles
 from runner.evaluate.metrics import score_members
+from runner.evaluate.stats import fmt_interval
 from runner.evaluate.summary import Units, summarize_table
 
 
@@ -79,8 +80,6 @@ def ensemble_table(results: dict):
     a footnote letter (the texts are long)."""
     from rich import box
     from rich.table import Table
-
-    from runner.evaluate.stats import fmt_interval
 
     ensembles = results["ensembles"]
     name = "rmse" if results["task"] == "regression" else "accuracy"

@@ -9,20 +9,21 @@ from runner.config.schema import name_of
 from runner.console import console
 from runner.data.preprocess import preprocess
 from runner.data.splits import inner_plan
-from runner.engine.loop import fit
 from runner.engine.predict import dropout_passes, member_outputs, seconds_per_row
 from runner.ensemble import stacking as st
+from runner.ensemble.distill import distill
+from runner.ensemble.greedy import ensemble_predictions, loss_name
 from runner.ensemble.results import best_single, best_single_table, ensemble_results
+from runner.evaluate.paired import against
 from runner.evaluate.summary import Units, summarize_table
+from runner.fit import Fitted, fit_population
 from runner.rundir import artifacts
 
-META = ("stacking", "blending")
 
-
-def ensembles(study, selected, tested, predictions: pd.DataFrame, val_predictions: pd.DataFrame,
+def ensembles(study, selected: Fitted, tested: Fitted, predictions: pd.DataFrame, val_predictions: pd.DataFrame,
               run_dir: Path | None = None, chosen: list[dict] | None = None) -> dict:
-    """results.json's `ensembles`. `selected` and `tested` are (model, inputs, preprocessing, members) of the
-    population that chose its epochs on validation and of the one scored on test (the same without refit).
+    """results.json's `ensembles`. `selected` and `tested` are the population that chose its epochs on validation
+    and the one scored on test (the same without refit).
     The models stacking and blending train go into `run_dir`'s split_indices.json, with their roles. `chosen`:
     each split's greedy selection (runner.ensemble.greedy.select), scored and paired with the best single member
     and with the members' mean."""
@@ -38,8 +39,10 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
         test, val = predictions, val_predictions
         if cfg.ensemble.mc_dropout:
             passes, unit = cfg.ensemble.mc_dropout, "unit"
-            test = dropout_passes(*tested, "test", study.loss, dataset, passes)
-            val = dropout_passes(*selected, "val", study.loss, dataset, passes)
+            test = dropout_passes(tested.model, tested.inputs, tested.pre, tested.members, "test", study.loss,
+                                  dataset, passes)
+            val = dropout_passes(selected.model, selected.inputs, selected.pre, selected.members, "val", study.loss,
+                                 dataset, passes)
         out.update(ensemble_results(cfg.ensemble, test, val, dataset.task, dataset.classes, pooled, unit))
     def score(table: pd.DataFrame, members: int) -> dict:
         table = table.assign(member=0) if pooled else table
@@ -49,17 +52,15 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
     if chosen is not None:
         out["greedy"] = _greedy(study, chosen, predictions, val_predictions, pooled)
     if name in ("stacking", "compare"):
-        stacked, records = _stacking(study, tested[3], tested[2])
+        stacked, records = _stacking(study, tested.members, tested.pre)
         out["stacking"] = score(stacked, cfg.ensemble.inner_k)
         for member, mine in records.items():
             inner_models.setdefault(member, []).extend(mine)
     if name in ("distill", "compare"):
-        from runner.ensemble.distill import distill
-
         students, cost = distill(study, selected)
         out["distill"] = {**score(students, 1), **cost}
     if name in ("blending", "compare") and len(val_predictions):
-        held_out, blended, strengths, records = _blending(study, tested[3], tested[2], predictions, val_predictions)
+        held_out, blended, strengths, records = _blending(study, tested.members, tested.pre, predictions, val_predictions)
         for member, record in records.items():
             inner_models.setdefault(member, []).append(record)
         out["blending"] = {**score(blended, 1), "meta_strength": strengths,
@@ -67,7 +68,8 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
                                held_out, dataset.task, dataset.classes, rows_word="hold-out rows").items()}}
     # What each answer costs: a combination runs all its members (stacking: its inner models; the meta-model's
     # share is negligible), so one member's measured time per row times their number.
-    per_member, one = tested[0].parameters_per_member(), seconds_per_row(tested[0], tested[1], tested[3], study.loss)
+    per_member = tested.model.parameters_per_member()
+    one = seconds_per_row(tested.model, tested.inputs, tested.members, study.loss)
     for key, d in out.items():
         models = cfg.ensemble.inner_k if key == "stacking" else d["members"]
         d.setdefault("parameters", per_member * models)
@@ -80,9 +82,6 @@ def ensembles(study, selected, tested, predictions: pd.DataFrame, val_prediction
 def _greedy(study, chosen: list[dict], predictions, val_predictions, pooled: bool) -> dict:
     """The greedy ensemble's test scores, its selection per split, and its paired differences with the best single
     member (chosen on validation) and with the members' mean, on the same test units."""
-    from runner.ensemble.greedy import ensemble_predictions, loss_name
-    from runner.evaluate.paired import against
-
     dataset, cfg = study.dataset, study.cfg
     table = ensemble_predictions(predictions, chosen, dataset.classes)
     scored = table.assign(member=0) if pooled else table
@@ -99,18 +98,16 @@ def _greedy(study, chosen: list[dict], predictions, val_predictions, pooled: boo
 def _stacking(study, outer, pre) -> tuple[pd.DataFrame, dict[int, list[dict]]]:
     """Train the inner members (all splits' at once, one population), then one meta-model per outer member;
     returns the meta-models' test predictions and, per outer member, the records of what it trained."""
-    from runner.study import population
-
     cfg, dataset = study.cfg, study.dataset
     inner = inner_plan(outer, dataset.y, dataset.task, cfg.eval, cfg.ensemble.inner_k)
     inner_pre = preprocess(dataset, inner)
     console.print(f"stacking: {len(inner)} inner members ({cfg.ensemble.inner_k} inner folds per member)")
-    model, data = population(study, inner, inner_pre)
-    result = fit(model, data, cfg, study.loss)
-    model.load_weights(result.best, result.best_stats)
+    fitted = fit_population(study, inner, inner_pre, None, keep_best=True)
     regression = dataset.task == "regression"
-    test = _units(member_outputs(model, data.inputs, [m.test for m in inner], study.loss), inner_pre, regression)
-    held = _units(member_outputs(model, data.inputs, [m.oof for m in inner], study.loss), inner_pre, regression)
+    test = _units(member_outputs(fitted.model, fitted.inputs, [m.test for m in inner], study.loss), inner_pre,
+                  regression)
+    held = _units(member_outputs(fitted.model, fitted.inputs, [m.oof for m in inner], study.loss), inner_pre,
+                  regression)
     frames = []
     for m, (rows, oof, test_features) in zip(outer, st.out_of_fold(inner, test, held, outer)):
         X = pre[m.index] if cfg.ensemble.passthrough else None

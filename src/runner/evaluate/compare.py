@@ -8,7 +8,7 @@ from pathlib import Path
 
 from runner.errors import RunnerError
 from runner.config.metric_names import default_metric, higher_is_better
-from runner.evaluate.paired import ALPHA
+from runner.evaluate.paired import ALPHA, paired_difference, read_units, shared
 from runner.evaluate.runs import (
     DATA_FIELDS,
     Run,
@@ -185,8 +185,6 @@ def overlaps(a, b) -> bool:
 def units_of(c: Comparison, path: str, split: str = "test"):
     """(the run's TestUnits, why none) from its predictions.csv (`split`: its test or val rows), read once per
     comparison."""
-    from runner.evaluate.paired import read_units
-
     key = path if split == "test" else (path, split)
     if key not in c.units:
         c.units[key] = read_units(Path(path), c.task, split) if c.task else (None, "no task in results.json")
@@ -217,7 +215,6 @@ def _mark(c: Comparison) -> None:
         return
     best = scored[0]
     best["mark"] = BEST
-    from runner.evaluate.paired import paired_difference, shared
 
     best_units, why_not = units_of(c, best["path"])
     for row in scored[1:]:
@@ -258,8 +255,6 @@ def _pair_validation(c: Comparison, best: dict, rows: list[dict]) -> None:
     """The selection itself, tested the same way: each row paired on test is paired with the best on the
     validation units they share (`val_vs_best`, Holm over those paired), where both have validation predictions
     on the same units. It says whether validation could tell the runs apart; the marks stay the test's."""
-    from runner.evaluate.paired import paired_difference, shared
-
     for row in c.rows:
         row["val_vs_best"] = None
     best_units, _ = units_of(c, best["path"], "val")

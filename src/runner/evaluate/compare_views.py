@@ -19,8 +19,9 @@ from runner.evaluate.compare import (
     units_of,
 )
 from runner.config.metric_names import higher_is_better
-from runner.evaluate.paired import ALPHA
+from runner.evaluate.paired import ALPHA, paired_difference
 from runner.evaluate.stats import _short, fmt_interval
+from runner.rundir.spreadsheet import cell
 
 FORMATS = ("table", "md", "csv", "json")
 
@@ -320,8 +321,6 @@ def to_json(c: Comparison) -> str:
 def to_csv(c: Comparison) -> str:
     """One CSV line per run: rank, mark, run, overrides, then mean, se and ci95 bounds per metric, n, over, path;
     text safe in a spreadsheet (runner.rundir.spreadsheet: an override's value could be a formula)."""
-    from runner.rundir.spreadsheet import cell
-
     metrics = ([f"val/{c.metric.split('/', 1)[-1]}"] if c.by_validation else []) + c.metrics
     header = ["rank", "mark", "run", *c.columns, "vs_best", "vs_best_lo", "vs_best_hi", "vs_best_p"]
     for m in metrics:
@@ -356,8 +355,6 @@ def _num(x) -> str:
 def every_metric(c: Comparison) -> list[tuple[str, dict | None]]:
     """Two runs: the second minus the first (the best) on every test metric, paired over their shared units
     (one comparison each, so unadjusted); [] unless the comparison has exactly two rows that pair."""
-    from runner.evaluate.paired import paired_difference
-
     if len(c.rows) != 2 or not c.rows[1]["vs_best"]:
         return []
     best, other = (units_of(c, r["path"])[0] for r in c.rows)

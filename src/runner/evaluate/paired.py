@@ -16,6 +16,7 @@ import numpy as np
 
 from runner.evaluate.metrics import member_scores, per_example
 from runner.evaluate.stats import t_quantile, t_two_sided_p
+from runner.rundir.spreadsheet import unescape
 
 ALPHA = 0.05
 # Metrics that are a function of a mean of per-unit MSEs, and so have a paired (delta-method) term per unit: on
@@ -55,8 +56,6 @@ def read_units(run_dir: Path, task: str, split: str = "test") -> tuple[TestUnits
         return None, "no predictions.csv"
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            from runner.rundir.spreadsheet import unescape
-
             reader = ([unescape(cell) for cell in line] for line in csv.reader(f))  # as runner wrote the labels
             header = next(reader)
             col = {name: i for i, name in enumerate(header)}

@@ -9,6 +9,8 @@ import os
 import pickle
 import sys
 
+from runner.rundir.folder import write_atomic
+
 
 class PlotWorker:
     """start() forks; send(jobs) hands over [(plot function name, path, args)] to draw as soon as it can;
@@ -66,7 +68,6 @@ def _serve(read: int) -> int:
         from runner.evaluate import plots
 
         plots.preload()
-        from runner.rundir.folder import write_atomic
 
         with os.fdopen(read, "rb") as pipe:
             while True:

@@ -10,9 +10,12 @@ from rich.table import Table
 
 from runner.console import status
 from runner.config.metric_names import higher_is_better
+from runner.evaluate import plots as drawing
+from runner.evaluate.averaging import averaging_markdown
 from runner.evaluate.names import best_of
 from runner.evaluate.stats import INVERSE_ROOT_MAX_RATIO, Z95, fmt_interval, fmt_range, t975
 from runner.rundir.folder import write_atomic
+from runner.rundir.spreadsheet import safe_frame
 
 
 def _rows(results: dict) -> list[tuple[str, dict]]:
@@ -141,7 +144,6 @@ def report_markdown(results: dict) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     text = "\n".join(lines + [""] + _footnotes(results) + _confusion_markdown(results.get("confusion"))) + "\n"
     if results.get("averaging"):  # the weight averages beside the restored best, as their own section
-        from runner.evaluate.averaging import averaging_markdown
 
         text += averaging_markdown(results)
     return text + paired_markdown(results) + _ensembles_markdown(results) + _experts_markdown(results.get("experts"))
@@ -263,8 +265,6 @@ def report_frame(results: dict) -> pd.DataFrame:
 
 def report_csv(results: dict) -> str:
     """`report_frame` as CSV text, its cells safe in a spreadsheet (runner.rundir.spreadsheet)."""
-    from runner.rundir.spreadsheet import safe_frame
-
     return safe_frame(report_frame(results)).to_csv(index=False)
 
 
@@ -291,8 +291,6 @@ def write_reports(run_dir, results: dict, history: pd.DataFrame | None = None, c
             worker.send(jobs[:1])
             drawn = worker.finish()
         if not drawn and jobs:
-            from runner.evaluate import plots as drawing  # lazy: matplotlib is only needed here
-
             for name, path, args in jobs:
                 write_atomic(path, lambda file: getattr(drawing, name)(*args, file))
         written += [path for _, path, _ in jobs]

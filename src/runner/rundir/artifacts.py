@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from runner.rundir import events
 from runner.rundir.folder import write_atomic
 
 
@@ -75,8 +76,6 @@ def write_tensorboard(log_dir: Path, frame: pd.DataFrame) -> None:
     """One TensorBoard run for the experiment (`log_dir`), an event per epoch: each metric's members' mean under
     its own tag (`val/loss`), their min and max (BAND) and each member's value (MEMBER, the member zero-padded);
     a custom scalars layout draws the mean inside its band and the members' curves together."""
-    from runner.rundir import events
-
     tags = [c for c in frame.columns if c not in ("member", "epoch")]
     width = len(str(frame["member"].max()))
     epochs = sorted(frame["epoch"].unique().tolist())
@@ -106,8 +105,6 @@ def write_hparams(folder: Path, hparams: dict[str, Any], metrics: dict[str, floa
     booleans, anything else as text; those named in `differs` marked so, listed first), `trial` its Trial ID,
     its headline `metrics` as scalars beside them, each at both `steps` (the first and last epoch) so that its
     chart draws a level line, not a lone dot."""
-    from runner.rundir import events
-
     hparams = {k: v if isinstance(v, (bool, int, float)) else str(v) for k, v in hparams.items() if v is not None}
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()

@@ -13,6 +13,8 @@ import struct
 
 import google_crc32c
 
+from runner.rundir.folder import write_atomic
+
 FILE_VERSION = b"brain.Event:2"
 
 
@@ -72,7 +74,6 @@ def write_scalars(path, wall_time: float, steps: list[int], scalars: list[dict[s
     parts = [record(event(wall_time, file_version=FILE_VERSION))]
     parts += [record(event(wall_time, summary=summary))] if summary else []
     parts += [record(event(wall_time, step, values)) for step, values in zip(steps, scalars)]
-    from runner.rundir.folder import write_atomic
 
     write_atomic(path, b"".join(parts))
 

@@ -1,14 +1,18 @@
-"""What a resumed run takes from its folder: the saved overrides of runner's own keys, and a check that the
-config is the one it was trained with. The folder is data: read as plain YAML, validated, never replayed whole."""
+"""What runner reads back from the folders it wrote: a resumed run's saved overrides of runner's own keys and a
+check that the config is the one it was trained with; a sweep's command line (multirun.yaml). The folder is data:
+read as plain YAML, validated, never replayed whole."""
 
+import functools
 import re
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner.config.schema import Config
+from runner.config.sharing import NOT_TRAINING
 from runner.errors import RunnerError
 from runner.paths import conf_dir
 from runner.rundir import folder as rundir
@@ -70,8 +74,6 @@ RESUMABLE_CHANGES = ("trainer.resume", "trainer.device")
 def refuse_changed(run_dir: Path, task: DictConfig) -> None:
     """A resumed run continues the run it was: one line naming the keys whose values differ from the saved
     .hydra/config.yaml (read as data: plain YAML, no tags), unless they change nothing it learns."""
-    from runner.config.sharing import NOT_TRAINING
-
     saved_path = run_dir / ".hydra" / "config.yaml"
     try:
         saved = OmegaConf.to_container(OmegaConf.load(saved_path), resolve=False)
@@ -99,3 +101,36 @@ def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in node.items():
         out.update(_flat(value, f"{prefix}{key}."))
     return out
+
+
+def own_overrides(job: list[str], sweep: list[str]) -> list[str]:
+    """A job's overrides less those that every job of its sweep has (`sweep`: the sweep's command line)."""
+    fixed = {k for k, v in (o.split("=", 1) for o in sweep if "=" in o) if not _sweeps(v)}
+    return [o for o in job if o.split("=", 1)[0] not in fixed]
+
+
+def sweep_overrides(sweep_dir: Path) -> list[str] | None:
+    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's). Every
+    job asks (its TensorBoard name, its line): the file is read once while it stays as it was."""
+    path = sweep_dir / "multirun.yaml"
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    found = _read_overrides(str(path), stat.st_mtime_ns, stat.st_size)
+    return None if found is None else list(found)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_overrides(path: str, mtime_ns: int, size: int) -> tuple[str, ...] | None:
+    try:
+        with open(path) as f:
+            saved = yaml.safe_load(f)
+        return tuple(str(o) for o in saved["hydra"]["overrides"]["task"])
+    except Exception:  # noqa: BLE001 (unreadable or not Hydra's: not a sweep's)
+        return None
+
+
+def _sweeps(value: str) -> bool:
+    """Whether an override's value is a sweep over several (`a,b`, `range(...)`, `choice(...)`, ...)."""
+    return "," in value or "(" in value

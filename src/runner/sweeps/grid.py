@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from runner import rundir
+from runner.sweeps.launcher import PopulationLauncher, job_folder
 
 
 @dataclass
@@ -30,8 +32,6 @@ class OwnFolders:
 
     def sweep(self, arguments: List[str]) -> Any:
         from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        from runner import rundir
 
         subdir = str(self.config.hydra.sweep._get_node("subdir")._value())
         if subdir != "${hydra.job.num}":
@@ -51,25 +51,5 @@ class ComposedOnce:
     launcher running runner's app is composed once, by the launcher."""
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from runner.sweeps.launcher import PopulationLauncher
-
         if not (isinstance(self.launcher, PopulationLauncher) and self.launcher.runner_app):
             super().validate_batch_is_legal(batch)
-
-
-def job_folder(config, num: int) -> Path:
-    """Job `num`'s folder (hydra.sweep.dir / hydra.sweep.subdir) in its composed `config`, which gets the job's
-    number (the subdir may read hydra.job.num)."""
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import OmegaConf, open_dict
-
-    with open_dict(config):
-        config.hydra.job.id = num
-        config.hydra.job.num = num
-    previous = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)
-    try:
-        return Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
-                    str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
-    finally:
-        HydraConfig.instance().cfg = previous

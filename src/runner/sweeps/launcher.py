@@ -15,7 +15,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner import rundir
+from runner.checked import checked_config
+from runner.config.compose import task_config
+from runner.errors import Interrupted, RunnerError
+from runner.rundir import is_finished, timing
+from runner.sweeps.search import objective
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +62,6 @@ class PopulationLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         if not self.runner_app:
             return self._launch_other_app(job_overrides, initial_job_idx)
-        from runner.rundir import is_finished
 
         log.info(f"Launching {len(job_overrides)} jobs as populations")
         jobs = [self._compose(initial_job_idx + i, overrides) for i, overrides in enumerate(job_overrides)]
@@ -79,8 +85,6 @@ class PopulationLauncher(Launcher):
     def _train(self, todo: list[_Job]) -> dict[int, JobReturn]:
         """Plan and group the unfinished jobs, train each group here (runner.sweeps.slurm sends them out). The
         command's stopwatch books the sweep's composing, imports and planning, then goes to the first job to run."""
-        from runner.rundir import timing
-
         if not todo:
             return {}  # nothing to run: the stopwatch stays for what does
         clock = timing.job_clock()
@@ -103,16 +107,12 @@ class PopulationLauncher(Launcher):
 
     def _compose(self, num: int, overrides: Sequence[str]) -> _Job:
         log.info(f"\t#{num} : {' '.join(filter_overrides(overrides))}")
-        from runner.sweeps.grid import job_folder
-
         config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
         return _Job(num, config, job_folder(config, num))
 
     def _run_group(self, number: int, group: list[_Job]) -> dict[int, JobReturn]:
         """Train the group's jobs as one population, then finish and write each job's run directory."""
-        from runner import rundir
         from runner.console import console
-        from runner.errors import Interrupted
         from runner.sweeps.population import fit_group, job_numbers, state_file
 
         studies = [job.study for job in group]
@@ -124,7 +124,6 @@ class PopulationLauncher(Launcher):
             job.run_dir.mkdir(parents=True, exist_ok=True)
             rundir.claim_job(job.run_dir, job_overrides)
         state = state_file(group[0].run_dir, overrides)
-        from runner.rundir import timing
 
         clock = timing.job_clock()  # the command's, if no job has taken it yet
         try:
@@ -138,7 +137,7 @@ class PopulationLauncher(Launcher):
                 rundir.fail(job.run_dir, str(exc), "interrupted", resume=f"runner train {' '.join(sys.argv[1:])}")
                 rundir.release(job.run_dir)
             raise exc from None
-        except Exception as exc:  # noqa: BLE001 (every job of the group fails with it, through run_task)
+        except Exception as exc:  # noqa: BLE001 (every job of the group fails with it, through its task function)
             slices = [exc] * len(group)
         except BaseException:
             for job in group:
@@ -147,7 +146,8 @@ class PopulationLauncher(Launcher):
             raise
         clock.lap("train")
         timing.hand_on(clock)  # the group's first job reports its fit
-        return {job.num: self._run(job, _finishing(job.study, fitted)) for job, fitted in zip(group, slices)}
+        return {job.num: self._run(job, _finishing(self.task_function, job.study, fitted))
+                for job, fitted in zip(group, slices)}
 
     def _run(self, job: _Job, task_function: Callable) -> JobReturn:
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=job.config,
@@ -157,8 +157,6 @@ class PopulationLauncher(Launcher):
 def _stop_if_interrupted(ret: JobReturn) -> JobReturn:
     """A job stopped by a signal stops the sweep: the Interrupted it failed with is raised, so no later group
     starts and the sweeper (Optuna's too) leaves the job's trial to run again when the command is repeated."""
-    from runner.errors import Interrupted
-
     if ret.status == JobStatus.FAILED and isinstance(ret._return_value, Interrupted):
         raise ret._return_value
     return ret
@@ -175,8 +173,6 @@ def _plan(job: _Job) -> str | None:
     which also reports a config or data error as that job's failure."""
     from omegaconf.errors import OmegaConfBaseException
 
-    from runner.config.compose import checked_config, task_config
-    from runner.errors import RunnerError
     from runner.finish import check
     from runner.study import plan
     from runner.sweeps.population import key_of
@@ -193,9 +189,9 @@ def _plan(job: _Job) -> str | None:
         return None
 
 
-def _finishing(study, fitted) -> TaskFunction:
-    """The task function that finishes a job from its slice of the group's fit (or fails with the fit's error)."""
-    from runner.commands.train import run_task
+def _finishing(task_function: Callable, study, fitted) -> TaskFunction:
+    """The task function that finishes a job from its slice of the group's fit (or fails with the fit's error):
+    runner's own, given the work to do in place of training the job alone."""
     from runner.finish import finish
 
     def work(config, run_dir, clock):
@@ -203,16 +199,28 @@ def _finishing(study, fitted) -> TaskFunction:
             raise fitted
         return finish(study, fitted, run_dir, clock)
 
-    return lambda cfg: run_task(cfg, work)
+    return lambda cfg: task_function(cfg, work)
 
 
 def _finished_return(job: _Job) -> JobReturn:
     """A finished job's return, from its own files; its directory is left as it is."""
-    from runner.config.compose import task_config
-    from runner.sweeps.search import objective
-
     ret = JobReturn(overrides=OmegaConf.to_container(job.config.hydra.overrides.task), cfg=task_config(job.config),
                     hydra_cfg=job.config, working_dir=str(job.run_dir), task_name=job.config.hydra.job.name,
                     status=JobStatus.COMPLETED)
     ret.return_value = objective(json.loads((job.run_dir / "results.json").read_text(encoding="utf-8")))
     return ret
+
+
+def job_folder(config, num: int) -> Path:
+    """Job `num`'s folder (hydra.sweep.dir / hydra.sweep.subdir) in its composed `config`, which gets the job's
+    number (the subdir may read hydra.job.num)."""
+    with open_dict(config):
+        config.hydra.job.id = num
+        config.hydra.job.num = num
+    previous = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        return Path(str(OmegaConf.select(config, "hydra.sweep.dir")),
+                    str(OmegaConf.select(config, "hydra.sweep.subdir"))).absolute()
+    finally:
+        HydraConfig.instance().cfg = previous

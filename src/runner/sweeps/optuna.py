@@ -20,6 +20,12 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from runner import rundir
+from runner.errors import RunnerError
+from runner.sweeps import search
+from runner.sweeps.launcher import is_runner_app
+from runner.sweeps.search import STOCK, objective
+
 
 @dataclass
 class OptunaSweeperConf:
@@ -67,9 +73,6 @@ class OptunaSweeper(Sweeper):
         """Keep the context and make the launcher, as Hydra's basic sweeper does."""
         from hydra.core.plugins import Plugins
 
-        from runner.errors import RunnerError
-        from runner.sweeps.launcher import is_runner_app
-
         if not is_runner_app(task_function):
             raise RunnerError("hydra/sweeper=runner_optuna searches runner's app only (runner train); another Hydra "
                               "app's objective and direction are its own: use hydra-optuna-sweeper, hydra/sweeper=optuna")
@@ -82,8 +85,6 @@ class OptunaSweeper(Sweeper):
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         from runner.console import console
-        from runner.errors import RunnerError
-        from runner.sweeps import search
 
         search.import_optuna()
         for key, value in (("n_trials", self.n_trials), ("n_jobs", self.n_jobs)):
@@ -114,9 +115,6 @@ class OptunaSweeper(Sweeper):
 
     def _refuse_differences(self) -> None:
         """One line for each hydra-optuna-sweeper option that runner's sweeper would not read with its meaning."""
-        from runner.errors import RunnerError
-        from runner.sweeps.search import STOCK
-
         if not isinstance(self.sampler, str):  # a node, or the sampler Hydra instantiated from its _target_
             raise RunnerError(SAMPLER_GROUP)
         if self.custom_search_space:
@@ -134,9 +132,7 @@ class OptunaSweeper(Sweeper):
     def _refuse_direction(self, metric: str) -> None:
         """hydra.sweeper.direction may only say what the selection metric says: runner's objective is that metric
         (where the stock plugin optimizes an app's return value in the direction it is told)."""
-        from runner.errors import RunnerError
         from runner.config.metric_names import higher_is_better
-        from runner.sweeps.search import STOCK
 
         if self.direction is None:
             return
@@ -155,9 +151,6 @@ class OptunaSweeper(Sweeper):
     def _stop_on_failures(self, returns, study, sweep_dir: Path) -> None:
         """hydra.sweeper.max_failure_rate as hydra-optuna-sweeper has it: a batch with a larger share of failed
         trials stops the search (trials.csv written first)."""
-        from runner.errors import RunnerError
-        from runner.sweeps import search
-
         if self.max_failure_rate is None or not returns:
             return
         failed = sum(ret.status != JobStatus.COMPLETED or not isinstance(ret.return_value, (int, float))
@@ -178,8 +171,6 @@ class OptunaSweeper(Sweeper):
     def _launch(self, study, trials: list, space, sweep_dir: Path) -> Any:
         """Launch one batch of consecutive trials (job numbers = trial numbers, so each job folder is named by
         its trial), tell Optuna each outcome."""
-        from runner.sweeps import search
-
         batch = [space.overrides(t.params) for t in trials]
         for trial, job in zip(trials, batch):
             search.ready_job_dir(sweep_dir / str(trial.number), job)
@@ -196,10 +187,6 @@ class OptunaSweeper(Sweeper):
         results.json; the others are returned, their parameters complete, to run again now in their own job
         folders (emptied of the killed job's files when launched)."""
         import json
-
-        from runner import rundir
-        from runner.sweeps import search
-        from runner.sweeps.search import objective
 
         optuna = search.import_optuna()
         again = []

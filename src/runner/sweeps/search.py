@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runner import rundir
+from runner.checked import checked_config
 from runner.errors import RunnerError
 from runner.rundir.spreadsheet import write_csv
 
@@ -133,7 +135,6 @@ def distribution(override) -> Any:
 
 def selection_metric(job_config) -> str:
     """The metric a sweep's trials are judged by (eval.metric or the task's default), from one job's config."""
-    from runner.config.compose import checked_config
     from runner.data.datasets import load_dataset
     from runner.config.metric_names import default_metric
 
@@ -193,8 +194,6 @@ def finished_job_dir(job_dir: Path, job: list[str]) -> bool:
 
     A finished run of other overrides is refused: job folders are named by trial number, so it belongs to
     another study (one restarted over old job folders) and must never pass for this trial's."""
-    from runner import rundir
-
     if not rundir.is_finished(job_dir):
         return False
     if rundir.is_finished(job_dir, job) and _job_overrides(job_dir) in (None, job):
@@ -206,8 +205,6 @@ def finished_job_dir(job_dir: Path, job: list[str]) -> bool:
 def ready_job_dir(job_dir: Path, job: list[str]) -> None:
     """Make a trial's job folder ready to launch into: an unfinished run there (a killed job's half-written
     files) is emptied, so the folder ends up holding only the run trained with the trial's parameters."""
-    from runner import rundir
-
     if not job_dir.exists() or finished_job_dir(job_dir, job):
         return
     rundir.claim(job_dir, overwrite=True, key="hydra.sweep.dir", job=job)

@@ -25,6 +25,9 @@ from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from omegaconf import OmegaConf
 
+from runner import rundir
+from runner.config.compose import task_config
+from runner.errors import Interrupted, RunnerError
 from runner.sweeps.launcher import PopulationLauncher, _finished_return, _Job, _plan
 
 log = logging.getLogger(__name__)
@@ -60,8 +63,6 @@ def chunks(members: list[int], cap: Optional[int]) -> list[list[int]]:
     """Positions of a group's jobs cut into consecutive tasks of at most `cap` members each (a job with more
     members than `cap` is a task of its own; a job is never split). cap None: one task."""
     if cap is not None and cap < 1:
-        from runner.errors import RunnerError
-
         raise RunnerError(f"hydra.launcher.max_members={cap}: give at least 1 (members per SLURM task), or null")
     out: list[list[int]] = []
     size = 0
@@ -126,8 +127,6 @@ class PopulationSlurmLauncher(PopulationLauncher):
         from runner.sweeps.population import job_numbers
 
         if (self.params.get("cluster") or "slurm") == "slurm" and shutil.which("sbatch") is None:
-            from runner.errors import RunnerError
-
             raise RunnerError("hydra/launcher=population_slurm: no sbatch on PATH; submit from a SLURM login node, "
                               "or train here with hydra/launcher=population (or hydra.launcher.cluster=local)")
         folder = self.params.get("submitit_folder") or str(Path(str(self.config.hydra.sweep.dir)) / ".submitit/%j")
@@ -183,7 +182,6 @@ class PopulationSlurmLauncher(PopulationLauncher):
     def _task(self, jobs: list[_Job], argv: list[str], singleton_state: dict) -> dict[int, JobReturn]:
         """On the compute node: re-plan the task's jobs, train each group as one population with its fit state,
         write each job's folder; a stop signal marks the jobs not yet finished `interrupted`."""
-        from runner.errors import Interrupted
         from runner.sweeps.population import groups
 
         Singleton.set_state(singleton_state)
@@ -206,7 +204,6 @@ class PopulationSlurmLauncher(PopulationLauncher):
         except (Interrupted, KeyboardInterrupt) as stop:
             if not self.runner_app:
                 raise
-            from runner import rundir
 
             line = str(Interrupted.of(stop))
             for job in jobs:
@@ -230,8 +227,6 @@ class PopulationSlurmLauncher(PopulationLauncher):
 
     def _collect(self, jobs: list[_Job], slurm_job: Any, refused: Optional[str]) -> dict[int, JobReturn]:
         """Wait for a task; each of its jobs' return, and status.json made true where the task could not."""
-        from runner import rundir
-
         result: dict[int, JobReturn] = {}
         line = refused
         if slurm_job is not None:
@@ -255,8 +250,6 @@ class PopulationSlurmLauncher(PopulationLauncher):
                 returns[job.num] = ret
                 continue
             if not self.runner_app:
-                from runner.errors import RunnerError
-
                 raise RunnerError(f"job {job.num} gave no result: {line or 'the task gave none'}")
             if rundir.is_finished(job.run_dir):
                 returns[job.num] = _finished_return(job)
@@ -305,8 +298,6 @@ def _stop_on_signals() -> dict:
     (submitit's warning, signal_delay_s before the limit) stops only training, whose own handler saves the fit
     state first; while the task plans or writes its jobs' folders it finishes that (a SIGTERM still stops it).
     Returns the handlers it replaced."""
-    from runner.errors import Interrupted
-
     def stop(signum, frame):
         raise Interrupted(signum)
 
@@ -391,8 +382,6 @@ def _slurm_says(exc: BaseException) -> str:
 def _not_finished_return(job: _Job) -> JobReturn:
     """A job the task did not finish: no objective, as run_task returns for a failed job (its status.json is the
     record, which the summary reads and the exit status follows)."""
-    from runner.config.compose import task_config
-
     ret = JobReturn(overrides=_overrides(job), cfg=task_config(job.config), hydra_cfg=job.config,
                     working_dir=str(job.run_dir), task_name=job.config.hydra.job.name, status=JobStatus.COMPLETED)
     ret.return_value = None

@@ -15,6 +15,10 @@ from typing import Any, Sequence
 from hydra.core.utils import JobReturn
 from omegaconf import open_dict
 
+from runner import rundir
+from runner.sweeps import slurm
+from runner.sweeps.launcher import _Job
+
 try:
     from hydra_plugins.hydra_submitit_launcher import config as plugin_config
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as plugin
@@ -36,8 +40,6 @@ class FaultTolerant:
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         import submitit
 
-        from runner.sweeps import slurm
-
         original = submitit.Job.results
         on_slurm = self._EXECUTOR == "slurm"
 
@@ -58,10 +60,6 @@ class FaultTolerant:
 
     def _record(self, job: Any, exc: BaseException, overrides: list[str], num: int) -> JobReturn:
         """status.json made true for a job whose task ended without a result; its return as for a failed job."""
-        from runner import rundir
-        from runner.sweeps import slurm
-        from runner.sweeps.launcher import _Job
-
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
             config.hydra.job.num = num

@@ -2,7 +2,6 @@
 (summary.md, summary.csv), every job's status read from its own directory, and the failed ones named."""
 
 import csv
-import functools
 import io
 import sys
 from pathlib import Path
@@ -12,38 +11,28 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from runner import rundir
+from runner.errors import RunnerError
 from runner.rundir.folder import write_atomic
-
-# Lines naming the jobs of the last sweep that failed or never finished (read from disk, so jobs that ran in
-# other processes count too); `runner train -m` exits non-zero when there are any: 2 when each was a user error
-# (status.json's cause "user", as a run of its own exits 2), 1 when any is in CRASHED (a bug, a job that was
-# stopped or never finished).
-FAILED: list[str] = []
-CRASHED: list[str] = []
+from runner.rundir.saved import own_overrides
+from runner.rundir.spreadsheet import cell, unescape
+from runner.sweeps.outcome import current
 
 
 class SweepReport(Callback):
     """At the end of a multirun: one table comparing its jobs (as `runner report SWEEP_DIR` would), written to
-    summary.md and summary.csv beside them, and the jobs that did not finish."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        FAILED.clear()
-        CRASHED.clear()
-        NOTICED.clear()
+    summary.md and summary.csv beside them, and the jobs that did not finish (in the command's Outcome)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        """A problem with the table is one line on stderr; a failed job is a line in FAILED."""
+        """A problem with the table is one line on stderr; a failed job is a line in the Outcome's `failed`."""
         from runner.console import console
-        from runner.errors import RunnerError
         from runner.evaluate.compare import compare_by_data
         from runner.evaluate.compare_views import to_markdown, to_table
 
+        outcome = current()
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = job_statuses(sweep_dir)
-        FAILED[:] = [f"job {name} {record.get('status')}" + (f": {record['error']}" if record.get("error") else "")
-                     for name, record in jobs.items() if record.get("status") != "ok"]
-        CRASHED[:] = [name for name, record in jobs.items() if record.get("status") != "ok"
-                      and (record.get("status"), record.get("cause")) != ("failed", "user")]
+        outcome.failed, outcome.crashed = unfinished(jobs)
         try:
             comparisons = compare_by_data([sweep_dir])
         except RunnerError as exc:
@@ -51,11 +40,13 @@ class SweepReport(Callback):
             print(f"sweep report: {exc}", file=sys.stderr)
         for comparison in comparisons:  # a sweep over datasets: one table each
             console.print(to_table(comparison, console.width))
-        write_atomic(sweep_dir / "summary.md", "\n".join(to_markdown(c) for c in comparisons) + _failed_md())
+        write_atomic(sweep_dir / "summary.md", "\n".join(to_markdown(c) for c in comparisons)
+                     + _failed_md(outcome.failed))
         write_atomic(sweep_dir / "summary.csv", summary_csv(comparisons, jobs, sweep_dir))
-        if NOTICED:
-            console.print(f"job{'s' * (len(NOTICED) > 1)} {', '.join(NOTICED)} logged notices or warnings: see "
-                          f"{sweep_dir / NOTICED[0] / 'train.log'}" + (" and the others'" if len(NOTICED) > 1 else ""))
+        noticed = outcome.noticed
+        if noticed:
+            console.print(f"job{'s' * (len(noticed) > 1)} {', '.join(noticed)} logged notices or warnings: see "
+                          f"{sweep_dir / noticed[0] / 'train.log'}" + (" and the others'" if len(noticed) > 1 else ""))
         ok = sum(r.get("status") == "ok" for r in jobs.values())
         console.print(f"{ok} of {len(jobs)} jobs finished; sweep directory: [bold]{sweep_dir.resolve()}[/] "
                       f"(summary.md, summary.csv; runner report {sweep_dir} to see it again)")
@@ -64,8 +55,6 @@ class SweepReport(Callback):
 def job_statuses(sweep_dir: Path) -> dict[str, dict]:
     """Each job directory's status.json record by job name, in job order ("no status.json" for a job that
     never started writing)."""
-    from runner import rundir
-
     dirs = [p for p in sweep_dir.iterdir() if p.is_dir() and ((p / ".hydra").is_dir() or (p / rundir.STATUS).is_file())]
     dirs.sort(key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name))
     return {p.name: rundir.read_status(p) or {"status": "failed", "error": "no status.json"} for p in dirs}
@@ -76,7 +65,6 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
     ranked run), plus one row per job that has no results (its overrides, status and error), so a failed job
     is on record beside the others."""
     from runner.evaluate.compare_views import to_csv
-    from runner.rundir.spreadsheet import cell, unescape
 
     settings: list[str] = []
     rest: list[str] = []
@@ -103,8 +91,6 @@ def summary_csv(comparisons, jobs: dict[str, dict], sweep_dir: Path) -> str:
 
 def _overrides(job_dir: Path) -> dict[str, str]:
     """A job's overrides: as status.json records them (a job stopped before Hydra wrote .hydra/ has only that)."""
-    from runner import rundir
-
     items = (rundir.read_status(job_dir) or {}).get("job")
     if not isinstance(items, list):
         try:
@@ -114,12 +100,19 @@ def _overrides(job_dir: Path) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items if isinstance(item, str) and "=" in item)
 
 
-def _failed_md() -> str:
-    return "" if not FAILED else "\n**Jobs that did not finish**\n\n" + "\n".join(f"- {line}" for line in FAILED) + "\n"
+def unfinished(jobs: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """Lines naming the jobs (job_statuses) that failed or never finished, and the names of those among them that
+    were not a user error (status.json's cause "user", as a run of its own exits 2): a bug, a stop, a job that
+    never finished."""
+    failed = [f"job {name} {record.get('status')}" + (f": {record['error']}" if record.get("error") else "")
+              for name, record in jobs.items() if record.get("status") != "ok"]
+    crashed = [name for name, record in jobs.items() if record.get("status") != "ok"
+               and (record.get("status"), record.get("cause")) != ("failed", "user")]
+    return failed, crashed
 
 
-# Jobs of this sweep whose warnings and notices went to their train.log only (one line per job is printed).
-NOTICED: list[str] = []
+def _failed_md(failed: list[str]) -> str:
+    return "" if not failed else "\n**Jobs that did not finish**\n\n" + "\n".join(f"- {line}" for line in failed) + "\n"
 
 
 def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = False, notices: int = 0) -> str:
@@ -129,7 +122,6 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
 
     from rich.markup import escape
 
-    from runner import rundir
     from runner.evaluate.stats import fmt_interval
 
     record = rundir.read_status(job_dir) or {"status": "failed", "error": "no status.json"}
@@ -154,38 +146,4 @@ def job_line(job_dir: Path, sweep_overrides: list[str], finished_before: bool = 
         parts.append(escape(str(record["error"])))
     if notices:
         parts.append(f"{notices} notice{'s' * (notices > 1)}")
-        NOTICED.append(job_dir.name)
     return " · ".join(p for p in parts if p)
-
-
-def own_overrides(job: list[str], sweep: list[str]) -> list[str]:
-    """A job's overrides less those that every job of its sweep has (`sweep`: the sweep's command line)."""
-    fixed = {k for k, v in (o.split("=", 1) for o in sweep if "=" in o) if not _sweeps(v)}
-    return [o for o in job if o.split("=", 1)[0] not in fixed]
-
-
-def sweep_overrides(sweep_dir: Path) -> list[str] | None:
-    """The command-line overrides of the sweep whose multirun.yaml is in `sweep_dir` (None: not a sweep's). Every
-    job asks (its TensorBoard name, its line): the file is read once while it stays as it was."""
-    path = sweep_dir / "multirun.yaml"
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    found = _read_overrides(str(path), stat.st_mtime_ns, stat.st_size)
-    return None if found is None else list(found)
-
-
-@functools.lru_cache(maxsize=8)
-def _read_overrides(path: str, mtime_ns: int, size: int) -> tuple[str, ...] | None:
-    try:
-        with open(path) as f:
-            saved = yaml.safe_load(f)
-        return tuple(str(o) for o in saved["hydra"]["overrides"]["task"])
-    except Exception:  # noqa: BLE001 (unreadable or not Hydra's: not a sweep's)
-        return None
-
-
-def _sweeps(value: str) -> bool:
-    """Whether an override's value is a sweep over several (`a,b`, `range(...)`, `choice(...)`, ...)."""
-    return "," in value or "(" in value
