@@ -80,11 +80,6 @@ def test_the_cycle_finder_finds_a_planted_cycle():
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-# Arrows still to remove, each with its reason: a cycle or a layer crossed that the checks below would refuse.
-# models.functional makes its subclass models.looped (`in_turn`), which imports it back; the models rework moves it.
-KNOWN_CYCLES = [["runner.models.functional", "runner.models.looped"]]
-# config.checks asks evaluate.names for the metric names (the branch that gives each fact one home removes it).
-KNOWN_UPWARD = {("runner.config.checks", "runner.evaluate.names")}
 
 
 def _reached(graph: dict[str, set[str]], module: str) -> set[str]:
@@ -106,7 +101,7 @@ def test_the_graph_sees_imports_inside_functions():
 def test_no_module_imports_itself_back():
     graph = import_graph()
     assert len(graph) > 50 and "runner.models.fast" in graph["runner.models.module"]  # the graph is real
-    assert cycles(graph) == KNOWN_CYCLES
+    assert cycles(graph) == []
     assert cycles(import_graph(inside_functions=False)) == []  # as the modules load, not even those
 
 
@@ -126,4 +121,4 @@ def test_commands_sit_on_top_and_config_at_the_bottom():
             assert not {m for m in imported if m.startswith("runner.commands")}, module
         if module.startswith("runner.config"):
             below = {m for m in imported if not m.startswith(("runner.config", "runner.errors", "runner.paths"))}
-            assert below <= {m for a, m in KNOWN_UPWARD if a == module}, module
+            assert not below, module

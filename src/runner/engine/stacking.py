@@ -19,6 +19,8 @@ import torch
 from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, PopulationData, fit
+from runner.models.functional import FunctionalPopulation
+from runner.models.looped import in_turn
 from runner.models.stacked import Step
 from runner.rundir.layout import fit_state_part
 
@@ -90,7 +92,7 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     budget = _budget_bytes(cfg, model.flat.device, member)
     fits = min(E, max(1, int(budget // member)))
     seconds = dict(zip((f"{fits} stacked", "1 in turn"),
-                       _seconds_per_member([stacked, model.in_turn()], [x[:fits], x[:1]])))
+                       _seconds_per_member([stacked, in_turn(model)], [x[:fits], x[:1]])))
     at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
     bound = "" if at_once == E else "memory" if at_once == fits else "time"
     return Stacking(at_once, bound, seconds, member, budget, row)
@@ -165,8 +167,8 @@ def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int
     E = model.members
     if size >= E:
         return fit(model, data, cfg, loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
-    if size == 1 and hasattr(model, "in_turn"):  # one at a time: as PyTorch runs the module, no stacked layout
-        model = model.in_turn()
+    if size == 1 and isinstance(model, FunctionalPopulation):  # one at a time: as PyTorch runs it, no stacked layout
+        model = in_turn(model)
     path = checkpoint.path if checkpoint is not None else None
     results = []
     try:

@@ -250,18 +250,6 @@ class FunctionalPopulation(Population):
         self.keep_stats(stats)
         return out
 
-    def in_turn(self) -> "FunctionalPopulation":
-        """A copy of this population that runs its members in turn (models/looped.py): the same module, weights,
-        statistics and random streams, each member's forward as PyTorch runs it alone. LoopPopulation holds no
-        state of its own, so the copy only changes class (from this one, or from the fast path's)."""
-        import copy
-
-        from runner.models.looped import LoopPopulation
-
-        out = copy.deepcopy(self)
-        out.__class__ = LoopPopulation
-        return out
-
     def step_stats(self) -> dict[str, torch.Tensor]:
         """The running statistics a forward updates, [E, width] each: the population's own, or copies where some
         members sit this step out (`keep_stats` then takes only the others' updates)."""

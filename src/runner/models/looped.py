@@ -5,6 +5,8 @@ The parameters, their initialization, the dropout masks and the batch statistics
 (LoopPopulation is a FunctionalPopulation that loops where the other vmaps): the same weights either way.
 """
 
+import copy
+
 import torch
 
 from runner.models.functional import FunctionalPopulation, _member
@@ -43,3 +45,12 @@ class LoopPopulation(FunctionalPopulation):
             outs.append(out)
         self.keep_stats(stats)
         return torch.stack(outs)
+
+
+def in_turn(model: FunctionalPopulation) -> LoopPopulation:
+    """A copy of the user's population that runs its members in turn: the same module, weights, statistics and
+    random streams, each member's forward as PyTorch runs it alone. LoopPopulation holds no state of its own, so
+    the copy only changes class (from the generic path's, or from the fast path's)."""
+    out = copy.deepcopy(model)
+    out.__class__ = LoopPopulation
+    return out
