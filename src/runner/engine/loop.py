@@ -110,7 +110,7 @@ class _Run:
     def __init__(self, model: Population, data: PopulationData, cfg: Config, loss: str,
                  epoch_budget: Optional[np.ndarray], member_cfgs: Optional[list[Config]]):
         trainer, es = cfg.trainer, cfg.trainer.early_stopping
-        device, E = model.flat.device, model.members
+        device, E = model.flat.device, model.n_members
         own = member_values(cfg, member_cfgs, E)
         self.model, self.data, self.cfg, self.device = model, data, cfg, device
         self.batch = batch_rows(trainer.batch_size, data.train)
@@ -152,7 +152,7 @@ class _Run:
         self.live, self.diverged_epoch = saved["live"].to(device), saved["diverged_epoch"].to(device)
         self.hist = {k: v.to(device) for k, v in saved["hist"].items()}
         self.done.update({k: v.to(device) for k, v in saved["done"].items()})
-        keep = torch.zeros(self.model.members, dtype=torch.bool, device=device)
+        keep = torch.zeros(self.model.n_members, dtype=torch.bool, device=device)
         keep[self.live] = True
         for name, state in self.named.items():
             state.select(keep)
@@ -289,14 +289,14 @@ class _Finished(dict):
 
     def __init__(self, members: int):
         super().__init__()
-        self.members = members
+        self.n_members = members
 
     @torch.no_grad()
     def store(self, where: torch.Tensor, leaving: dict[str, torch.Tensor]) -> None:
         """Keep the leaving members' tensors at their global indices `where`."""
         for name, value in leaving.items():
             if name not in self:
-                self[name] = torch.zeros((self.members, *value.shape[1:]), dtype=value.dtype, device=value.device)
+                self[name] = torch.zeros((self.n_members, *value.shape[1:]), dtype=value.dtype, device=value.device)
             self[name][where] = value
 
 
@@ -310,7 +310,7 @@ def _evaluator(model: Population, work: "_Working", criterion, metric: str, sign
         stats = averaging.recompute_batch_norm(model, work.inputs, work.train, batch)
         model.stats.copy_(stats)
         if not work.has_val:
-            return stats, torch.zeros(model.members, device=flat.device)
+            return stats, torch.zeros(model.n_members, device=flat.device)
         return stats, _validate(model, work, criterion, metric)[monitor] * sign
 
     return evaluate

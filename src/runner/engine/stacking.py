@@ -79,7 +79,7 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
     CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
     alone) where that was measured faster than such a stacked group on the population's own path."""
-    E = model.members
+    E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
         return Stacking(at_once, "trainer.stack" if at_once < E else "")
@@ -145,8 +145,8 @@ def _seconds_per_member(probes: list, inputs: list[torch.Tensor]) -> list[float]
     the probe, a copy which it changes), per member: the fastest of REPEATS steps after one to warm up, the probes
     taking turns step by step, so a busy machine slows each alike."""
     for probe, x in zip(probes, inputs):
-        if len(x) < probe.members:
-            probe.select(torch.arange(probe.members, device=probe.flat.device) < len(x))
+        if len(x) < probe.n_members:
+            probe.select(torch.arange(probe.n_members, device=probe.flat.device) < len(x))
         probe.train()
     seconds = [[] for _ in probes]
     for _ in range(REPEATS + 1):
@@ -164,7 +164,7 @@ def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int
                   epoch_budget: np.ndarray | None = None, checkpoint=None, member_cfgs=None) -> FitResult:
     """`fit` of the population in consecutive groups of `size` members, one after another; the result is the
     whole population's, as if all had stepped together. Each group keeps its fit state in a file of its own."""
-    E = model.members
+    E = model.n_members
     if size >= E:
         return fit(model, data, cfg, loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
     if size == 1 and isinstance(model, FunctionalPopulation):  # one at a time: as PyTorch runs it, no stacked layout

@@ -184,7 +184,7 @@ class FunctionalPopulation(Population):
         instead, and so does a population without `make` (runner's own modules)."""
         if self.make is None or scheme != "default":
             return super().initialize(seeds, scheme, used)
-        assert len(seeds) == self.members
+        assert len(seeds) == self.n_members
         self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
             with seeded(int(seed)):

@@ -73,7 +73,7 @@ class Population(nn.Module):
 
     def __init__(self, members: int):
         super().__init__()
-        self.members = members
+        self.n_members = members
         self.slots: dict[str, Slot] = {}
         self.size = 0
         self.stat_slots: dict[str, tuple[int, int, float]] = {}  # name -> (offset, width, initial value)
@@ -100,9 +100,9 @@ class Population(nn.Module):
         self.stat_size += width
 
     def allocate(self) -> None:
-        _check_memory(self.members, self.size)
-        self.flat = nn.Parameter(torch.zeros(self.members, self.size))
-        stats = torch.zeros(self.members, self.stat_size)
+        _check_memory(self.n_members, self.size)
+        self.flat = nn.Parameter(torch.zeros(self.n_members, self.size))
+        stats = torch.zeros(self.n_members, self.stat_size)
         for offset, width, initial in self.stat_slots.values():
             stats[:, offset : offset + width] = initial
         self.register_buffer("stats", stats)
@@ -117,7 +117,7 @@ class Population(nn.Module):
         """Replace the population's parameters and statistics (any number of members)."""
         self.flat = nn.Parameter(flat.detach().clone())
         self.stats = stats.clone()
-        self.members = flat.shape[0]
+        self.n_members = flat.shape[0]
 
     @torch.no_grad()
     def load_weights(self, flat: torch.Tensor, stats: torch.Tensor) -> None:
@@ -128,14 +128,14 @@ class Population(nn.Module):
     def stat(self, name: str) -> torch.Tensor:
         """The [E, 1, width] view of a running statistic."""
         offset, width, _ = self.stat_slots[name]
-        return self.stats[:, offset : offset + width].view(self.members, 1, width)
+        return self.stats[:, offset : offset + width].view(self.n_members, 1, width)
 
     def view(self, name: str) -> torch.Tensor:
         """The `[E, *shape]` view of one named tensor (gradients flow into `flat`)."""
         if self._views is not None:
             return self._views[name]
         s = self.slots[name]
-        return self.flat[:, s.offset : s.offset + s.size].view(self.members, *s.shape)
+        return self.flat[:, s.offset : s.offset + s.size].view(self.n_members, *s.shape)
 
     @property
     def updating(self) -> torch.Tensor | None:
@@ -152,7 +152,7 @@ class Population(nn.Module):
         sizes = [s.size for s in self.slots.values()]
         parts = self.flat.split(sizes, dim=1)
         # A frozen tensor is read detached: its gradient is 0, so no optimizer moves it (see decay_mask).
-        self._views = {name: part.view(self.members, *s.shape) if s.trainable else part.detach().view(self.members, *s.shape)
+        self._views = {name: part.view(self.n_members, *s.shape) if s.trainable else part.detach().view(self.n_members, *s.shape)
                        for (name, s), part in zip(self.slots.items(), parts)}
         self.step, self.noise.step = step, step.key
         try:
@@ -191,7 +191,7 @@ class Population(nn.Module):
         columns did not exist and their weights are 0, which they stay (their gradient is 0): a member's
         training depends on its training rows only, not on values that occur only in its test rows.
         """
-        assert len(seeds) == self.members
+        assert len(seeds) == self.n_members
         self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
             g = torch.Generator().manual_seed(int(seed))
