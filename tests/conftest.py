@@ -100,7 +100,8 @@ def train(capsys, monkeypatch):
 
 
 def stop_after_first_epoch(real):
-    """`real` (runner.engine.stacking.fit) wrapped to stop with Ctrl-C after the first epoch, as a user would interrupt it."""
+    """`real` (engine.loop.fit, as runner.engine.stacking imports and calls it) wrapped to stop with Ctrl-C after the
+    first epoch, as a user would interrupt it."""
 
     def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
         def once(epoch, active):
