@@ -18,10 +18,13 @@ def assert_one_line_errors(cases, call) -> None:
         assert "\n" not in message
 
 
-def fit_population(cfg, X, y, rows, seeds, loss="bce", outputs=None, shift=None, scale=None, device="cpu", **fit_args):
+def fit_population(cfg, X, y, rows, seeds, loss="bce", outputs=None, shift=None, scale=None, device="cpu",
+                   inputs=None, used=None, **fit_args):
     """runner.engine.loop.fit of one member per seed, member e trained and validated on rows[e] = (train, val) of
-    X, y, standardized with its own shift[e] and scale[e] (none: the rows as they are). `outputs` defaults to the
-    loss's: the classes in y for ce, else 1. `fit_args` go to fit (on_epoch, checkpoint, member_cfgs)."""
+    X, y, standardized with its own shift[e] and scale[e] (none: the rows as they are), or fed `inputs` (a
+    MemberInputs) where given; `used` the input columns each member saw in training (model.initialize's). `outputs`
+    defaults to the loss's: the classes in y for ce, else 1. `fit_args` go to fit (on_epoch, checkpoint,
+    member_cfgs)."""
     from runner.engine.inputs import MemberInputs
     from runner.engine.loop import PopulationData, fit
     from runner.models import build_model
@@ -29,11 +32,11 @@ def fit_population(cfg, X, y, rows, seeds, loss="bce", outputs=None, shift=None,
     E = len(seeds)
     outputs = outputs or (int(y.max()) + 1 if loss == "ce" else 1)
     model = build_model(cfg.model, E, tuple(X.shape[1:]), outputs, loss).to(device)
-    model.initialize(list(seeds), "default")
+    model.initialize(list(seeds), "default", used)
     X, y = X.to(device), y.to(device)
-    if shift is None:
+    if inputs is None and shift is None:
         inputs = MemberInputs.identity(X, y, E)
-    else:
+    elif inputs is None:
         inputs = MemberInputs(X, y, torch.as_tensor(shift, device=device), torch.as_tensor(scale, device=device))
     data = PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], list(seeds))
     return fit(model, data, cfg, loss, **fit_args)

@@ -1,5 +1,6 @@
-"""Your own nn.Module as a population (model=module), from the shell and from Python: it trains, each member equals
-itself trained alone, its mistakes are one line, and predict and resume rebuild it only from the class you name."""
+"""Your own nn.Module as a population (model=module), from the shell and from Python: it trains, the path it takes and
+why, the fast path trains as the vmap path, its mistakes are one line, and predict rebuilds it only from the class
+you name (stacked equals alone, resume and predict on every path: test_contract.py)."""
 
 import json
 
@@ -12,10 +13,9 @@ from torch import nn
 
 import runner
 import runner.config.schema
+from helpers import fit_population
 from runner.commands.cli import main
 from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
-from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
 from runner.paths import bundled_data
 
@@ -75,56 +75,15 @@ def test_a_wrong_output_width_says_what_the_task_needs(tmp_path, capsys):
     assert status == 2 and "it returns [2, 3]; this task needs [2, 1]" in err
 
 
-def _fit(X, y, rows, seeds, model_cfg, epochs=4, switches=None, optim=None):
-    E = len(seeds)
+def _fit(X, y, rows, seeds, model_cfg, epochs=4, optim=None):
+    """Each member on its own rows, early stopping on, members' preprocessing apart."""
     cfg = Config(model=model_cfg, optim=optim or OptimConfig(name=OptimName.adam, lr=0.01))
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
-    for apply in switches or []:
-        apply(cfg)
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
-    model = build_model(model_cfg, E, tuple(X.shape[1:]), 3)
-    model.initialize(seeds, "default")
     ones = (1,) * (X.dim() - 1)
-    shift = torch.tensor([0.1 * s for s in seeds]).view(E, *ones)  # members' preprocessing differs
-    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(E, *ones)
-    data = PopulationData(MemberInputs(X, y, shift, scale), [r[0] for r in rows], [r[1] for r in rows], seeds)
-    return fit(model, data, cfg, "ce")
-
-
-def _every_switch(cfg):
-    """Augmentation, label smoothing, an L2 penalty, gradient clipping, a schedule with a warmup in steps and an EMA
-    of the weights."""
-    cfg.aug.shift, cfg.aug.noise, cfg.aug.mixup = 1, 0.05, 0.2
-    cfg.loss.label_smoothing, cfg.reg.l2, cfg.trainer.grad_clip.norm = 0.1, 1e-3, 1.0
-    cfg.sched.name, cfg.avg.name = runner.config.schema.SchedName.cosine, runner.config.schema.AvgName.ema
-    cfg.sched.warmup_steps = 5  # counted per member: ragged folds step a different number of times
-
-
-@pytest.mark.parametrize("target, shape, path", [
-    ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
-    ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
-    ("usernets:Pooled", (1, 6, 6), "auto"), ("usernets:Tutorial", (1, 6, 6), "auto"),
-    ("usernets:Normed", (6,), "loop"), ("usernets:ConvNet", (1, 6, 6), "loop"),  # members in turn, real rows alone
-])
-def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(target, shape,
-                                                                                                path):
-    g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
-    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged: padding
-            (np.arange(10, 61), np.arange(61, 80))]
-    cfg = ModelConfig(name="module", target=target, path=path)
-    seeds = [3, 7, 11]
-    switches = [_every_switch] if len(shape) == 3 else []
-    stacked = _fit(X, y, rows, seeds, cfg, switches=switches)
-    for e, seed in enumerate(seeds):
-        alone = _fit(X, y, [rows[e]], [seed], cfg, switches=switches)
-        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
-        for name, average in stacked.averages.items():
-            torch.testing.assert_close(average.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
-            torch.testing.assert_close(average.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
-    assert not torch.equal(stacked.last[0], stacked.last[1])
-    assert set(stacked.averages) == ({"ema"} if switches else set())
+    shift = torch.tensor([0.1 * s for s in seeds]).view(len(seeds), *ones)
+    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(len(seeds), *ones)
+    return fit_population(cfg, X, y, rows, seeds, "ce", outputs=3, shift=shift, scale=scale)
 
 
 @pytest.mark.parametrize("target, shape", [("usernets:Normed", (6,)), ("usernets:ConvNet", (1, 6, 6)),
@@ -158,14 +117,6 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(target, shape):
 ])
 def test_the_path_a_users_module_takes_and_why(target, shape, path):
     assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path.startswith(path)
-
-
-def test_model_path_fast_refuses_a_module_that_cannot_take_it_in_one_line(tmp_path, capsys):
-    status = main(["train", *QUICK, "model=module", "model.target=usernets:Branchy", "model.path=fast",
-                   f"hydra.run.dir={tmp_path / 'run'}"])
-    err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1, err
-    assert "cannot take the stacked fast path: its forward cannot be traced (TraceError)" in err
 
 
 @pytest.mark.slow  # two 30-epoch digits runs: 8 s
