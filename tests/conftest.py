@@ -47,21 +47,18 @@ def population_runner():
     """population_runner(cfg, pre, members)(sel): train the members at positions `sel` as one population."""
     import torch
 
+    from helpers import fit_population
     from runner.engine.inputs import MemberInputs
-    from runner.engine.loop import PopulationData, fit
-    from runner.models import build_model
 
     def make(cfg, pre, members, loss="bce", outputs=1):
         everyone = MemberInputs.from_preprocessed(pre, "cpu")
 
         def run(sel):
-            model = build_model(cfg.model, len(sel), pre.X.shape[1:], outputs)
-            model.initialize([members[i].seed for i in sel], "default", None if pre.used is None else pre.used[sel])
             keep = torch.zeros(len(members), dtype=torch.bool)
             keep[sel] = True
-            data = PopulationData(everyone.select(keep), [members[i].train for i in sel],
-                                  [members[i].val for i in sel], [members[i].seed for i in sel])
-            return fit(model, data, cfg, loss)
+            return fit_population(cfg, everyone.X, everyone.y, [(members[i].train, members[i].val) for i in sel],
+                                  [members[i].seed for i in sel], loss, outputs, inputs=everyone.select(keep),
+                                  used=None if pre.used is None else pre.used[sel])
 
         return run
 
@@ -100,7 +97,8 @@ def train(capsys, monkeypatch):
 
 
 def stop_after_first_epoch(real):
-    """`real` (runner.engine.stacking.fit) wrapped to stop with Ctrl-C after the first epoch, as a user would interrupt it."""
+    """`real` (engine.loop.fit, as runner.engine.stacking imports and calls it) wrapped to stop with Ctrl-C after the
+    first epoch, as a user would interrupt it."""
 
     def stop_after_one(model, data, cfg, loss, on_epoch, *args, **kwargs):
         def once(epoch, active):

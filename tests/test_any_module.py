@@ -10,9 +10,10 @@ import pytest
 import torch
 from torch import nn
 
+from helpers import assert_member_equals_alone, fit_population
 from runner.config.schema import Config, DecayOn, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
+from runner.engine.loop import PopulationData
 from runner.errors import RunnerError
 from runner.models import build_model
 from runner.models.module import give
@@ -436,12 +437,10 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, "full"
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=None)
     model = build_model(cfg.model, len(seeds), _shape(cls), CLASSES)
-    model.initialize(seeds, "default")
-    E = len(seeds)
-    inputs = MemberInputs.identity(X, y, E)
+    model.initialize(seeds, "default")  # as fit_population builds it: each member's starting weights
     starts = [{name.removeprefix("norm:"): model.view(name)[e].detach().clone() for name in model.slots}
               for e in range(len(seeds))]
-    fitted = fit(model, PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds), cfg, "ce")
+    fitted = fit_population(cfg, X, y, rows, seeds, "ce", outputs=CLASSES)
     for e, seed in enumerate(seeds):
         alone = dict(_torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs).named_parameters())
         # The bound is PyTorch's own float32 rounding: 1e-5 plus twice how far its float32 loop ends from its
@@ -632,18 +631,16 @@ class TimmBlock(nn.Module):
 
 @pytest.mark.parametrize("path", ["auto", "loop"])
 def test_timms_norm_act_layers_keep_each_members_statistics_and_equal_each_member_alone(path):
-    from test_own_model import _fit
-
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(50, 1, 6, 6, generator=g), torch.randint(0, 3, (50,), generator=g).float()
     rows = [(np.arange(0, 30), np.arange(30, 50)), (np.arange(4, 27), np.arange(30, 50))]
-    cfg = ModelConfig(name="module", target=give(TimmBlock), path=path)
-    stacked = _fit(X, y, rows, [3, 7], cfg)
+    cfg = Config(model=ModelConfig(name="module", target=give(TimmBlock), path=path),
+                 optim=OptimConfig(name=OptimName.adam, lr=0.01))
+    cfg.trainer.epochs, cfg.trainer.batch_size, cfg.trainer.early_stopping = 4, 16, EarlyStoppingConfig(patience=2)
+    stacked = fit_population(cfg, X, y, rows, [3, 7], "ce", outputs=3)
     assert stacked.last_stats.shape[1] == 16 and not torch.equal(stacked.last_stats[0], stacked.last_stats[1])
     for e, seed in enumerate([3, 7]):
-        alone = _fit(X, y, [rows[e]], [seed], cfg)
-        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
+        assert_member_equals_alone(stacked, e, fit_population(cfg, X, y, [rows[e]], [seed], "ce", outputs=3))
 
 
 def test_a_batch_norm_subclass_of_another_shape_is_one_line():
@@ -654,44 +651,6 @@ def test_a_batch_norm_subclass_of_another_shape_is_one_line():
     with pytest.raises(RunnerError, match=r"bn1 is ActNorm2d; runner keeps per-member statistics for .* \(timm's "
                                           r"BatchNormAct2d\)"):
         build_model(ModelConfig(name="module", target=give(Other)), 2, (1, 6, 6), 3)
-
-
-def test_a_module_trained_in_turn_predicts_and_resumes_as_the_run_did(tmp_path, capsys, monkeypatch):
-    """An LSTM from the shell, one member at a time (trainer.stack=1): `runner predict` rebuilds it from the class
-    named and gives each member's test probabilities as the run scored them; a run stopped after its first epoch
-    and resumed ends with every number of an unbroken run."""
-    import io
-    import json
-    import sys
-
-    import pandas as pd
-
-    import runner.engine.stacking
-    from conftest import every_number, stop_after_first_epoch
-    from runner.commands.cli import main
-    from runner.paths import bundled_data
-
-    monkeypatch.setattr(sys, "argv", sys.argv[:])
-    args = ["train", "model=module", "model.target=test_any_module:Recurrent", "trainer.seeds=2", "trainer.stack=1",
-            "trainer.epochs=3", "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
-    assert main([*args, f"hydra.run.dir={tmp_path / 'unbroken'}"]) == 0
-    assert "members in turn" in capsys.readouterr().out.replace("\n", " ")
-    with monkeypatch.context() as patch:
-        patch.setattr(runner.engine.stacking, "fit", stop_after_first_epoch(runner.engine.stacking.fit))
-        assert main([*args, f"hydra.run.dir={tmp_path / 'stopped'}"]) == 130
-    capsys.readouterr()
-    assert main(["resume", str(tmp_path / "stopped"), "model.target=test_any_module:Recurrent"]) == 0
-    unbroken, resumed = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("unbroken", "stopped"))
-    assert every_number(resumed) == every_number(unbroken)
-
-    capsys.readouterr()
-    assert main(["predict", str(tmp_path / "unbroken"), "--data", str(bundled_data("heart.csv")),
-                 "--model", "test_any_module:Recurrent"]) == 0
-    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    scored = pd.read_csv(tmp_path / "unbroken" / "predictions.csv")
-    for member in (0, 1):
-        test = scored[(scored["member"] == member) & (scored["split"] == "test")]
-        np.testing.assert_allclose(table.set_index("row").loc[test["row"], f"m{member}.p_1"], test["p_1"], atol=1e-6)
 
 
 @pytest.mark.parametrize("cls", [RtdlResNet, Coded, ConvNeXt, *(pytest.param(c, marks=pytest.mark.slow) for c in (

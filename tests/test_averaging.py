@@ -9,8 +9,8 @@ from runner.config.schema import AvgConfig, AvgName, Config, EarlyStoppingConfig
 from runner.config.checks import validate
 from runner.engine.averaging import Averages, recompute_batch_norm
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
 from runner.errors import RunnerError
+from helpers import fit_population
 from runner.models import build_model
 
 SEEDS = [3, 11]
@@ -25,14 +25,12 @@ def _data(E=2, n=90, d=5):
     return X, y, train, val
 
 
-def _fit(epochs, avg=None, seeds=SEEDS, batch=16, norm=Norm.none, data=None):
-    X, y, train, val = data or _data(len(seeds))
-    cfg = Config(optim=OptimConfig(lr=0.05), model=ModelConfig(hidden=[8], norm=norm),
+def _fit(epochs, avg=None, batch=16, data=None):
+    X, y, train, val = data or _data(len(SEEDS))
+    cfg = Config(optim=OptimConfig(lr=0.05), model=ModelConfig(hidden=[8]),
                  avg=avg or AvgConfig(), trainer=TrainerConfig(
                      epochs=epochs, batch_size=batch, early_stopping=EarlyStoppingConfig(patience=None)))
-    model = build_model(cfg.model, len(seeds), X.shape[-1], 1)
-    model.initialize(seeds, "default")
-    return fit(model, PopulationData(MemberInputs.identity(X, y, len(seeds)), train, val, seeds), cfg, "bce")
+    return fit_population(cfg, X, y, list(zip(train, val)), SEEDS)
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +104,6 @@ def test_greedy_soup_is_no_worse_on_validation_than_its_best_ingredient():
         greedy = torch.nn.functional.binary_cross_entropy_with_logits(logits, y[val[e]]).item()
         assert greedy <= result.history["val/loss"][:, e].min() + 1e-6
         assert result.averages["greedy_soup"].epochs[e][0] in result.averages["soup"].epochs[e]
-
-
-@pytest.mark.parametrize("norm", [Norm.none, Norm.batch])
-def test_stacked_equals_alone_with_every_averaging(norm):
-    avg = AvgConfig(name=AvgName.compare, k=3, ingredients=4, start_epoch=3)
-    stacked = _fit(7, avg, norm=norm)
-    for e, seed in enumerate(SEEDS):
-        X, y, train, val = _data()
-        alone = _fit(7, avg, seeds=[seed], data=(X, y, [train[e]], [val[e]]), norm=norm)
-        for name, a in stacked.averages.items():
-            torch.testing.assert_close(a.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
-            torch.testing.assert_close(a.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
-            assert a.epochs[e] == alone.averages[name].epochs[0]
 
 
 def test_averaging_across_members_is_refused_with_a_pointer_to_ensembles():

@@ -1,5 +1,5 @@
-"""The stacked CNN and augmentation: equal to torch's own layers per member, stacked equals alone with every
-random switch on, mixup/cutmix targets, and nothing but training rows is ever augmented."""
+"""The stacked CNN and augmentation: equal to torch's own layers per member, mixup/cutmix targets, and nothing but
+training rows is ever augmented (stacked equals alone with every switch on: test_contract.py)."""
 
 import numpy as np
 import pytest
@@ -7,10 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from helpers import fit_population
 from runner.config.schema import AugConfig, Config, EarlyStoppingConfig, ModelConfig, Norm, OptimConfig, OptimName
 from runner.engine.augment import Augmenter
-from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
 from runner.models.noise import MemberNoise
 
@@ -67,41 +66,16 @@ def _images(n=60, seed=0):
 
 
 def _fit(X, y, rows, seeds, aug: AugConfig, model_cfg: ModelConfig, epochs=3, lr=0.01):
-    E = len(seeds)
     cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=lr), aug=aug)
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
-    model = build_model(model_cfg, E, tuple(X.shape[1:]), 3)
-    model.initialize(seeds, "default")
     # Per-member standardization, as image preprocessing gives (members differ in mean and sd).
-    shift = torch.tensor([100.0 + 10 * s for s in seeds]).view(E, 1, 1, 1)
-    scale = torch.tensor([60.0 + s for s in seeds]).view(E, 1, 1, 1)
-    inputs = MemberInputs(X, y, shift, scale)
-    data = PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds)
-    return fit(model, data, cfg, "ce")
+    shift = torch.tensor([100.0 + 10 * s for s in seeds]).view(len(seeds), 1, 1, 1)
+    scale = torch.tensor([60.0 + s for s in seeds]).view(len(seeds), 1, 1, 1)
+    return fit_population(cfg, X, y, rows, seeds, "ce", outputs=3, shift=shift, scale=scale)
 
 
 EVERYTHING = AugConfig(shift=1, flip=True, rotate=15, noise=0.1, mixup=0.4, cutmix=1.0)
-
-
-@pytest.mark.parametrize("norm", ["batch", "group"])
-def test_stacked_cnn_equals_each_member_alone_with_dropout_norm_and_augmentation(norm):
-    X, y = _images()
-    g = np.random.default_rng(0)
-    seeds = [5, 1, 8]
-    rows = []
-    for e in range(3):  # ragged training sets: some members sit out the last step
-        perm = g.permutation(60)
-        rows.append((np.sort(perm[: 40 - 5 * e]), np.sort(perm[50:])))
-    cfg = ModelConfig(name="cnn", channels=[4, 8], norm=Norm(norm), dropout=0.3)
-    stacked = _fit(X, y, rows, seeds, EVERYTHING, cfg)
-    for e, seed in enumerate(seeds):
-        alone = _fit(X, y, [rows[e]], [seed], EVERYTHING, cfg)
-        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=2e-5, rtol=0)
-        torch.testing.assert_close(stacked.best_stats[e], alone.best_stats[0], atol=2e-5, rtol=0)
-        assert stacked.epochs_run[e] == alone.epochs_run[0]
-    plain = _fit(X, y, rows, seeds, AugConfig(), cfg)
-    assert (plain.last - stacked.last).abs().max() > 1e-3  # augmentation was on
 
 
 def _augmenter(aug, seeds=(3, 4), B=8, steps=1):
@@ -216,17 +190,6 @@ def test_generic_vmap_path_equals_the_stacked_cnn():
         generic.view("head.bias").copy_(stacked.view("head.bias").squeeze(1))
     x = torch.randn(3, 7, 2, 8, 8)
     torch.testing.assert_close(generic.eval()(x), stacked.eval()(x), atol=1e-5, rtol=1e-5)
-
-
-def test_generic_vmap_path_trains_each_member_as_alone():
-    X, y = _images()
-    rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(10, 45), np.arange(45, 60))]
-    cfg = ModelConfig(name="cnn_vmap", channels=[4], dropout=0.3)
-    aug = AugConfig(shift=1, mixup=0.4)
-    stacked = _fit(X, y, rows, [2, 9], aug, cfg)
-    for e, seed in enumerate([2, 9]):
-        alone = _fit(X, y, [rows[e]], [seed], aug, cfg)
-        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=2e-5, rtol=0)
 
 
 def test_cnn_vmap_with_batch_norm_is_refused_by_the_config_table():

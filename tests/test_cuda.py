@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from helpers import fit_population
 from runner.commands.cli import main
 from runner.config.schema import (
     Config,
@@ -47,13 +48,9 @@ def _fit(members, rows, model_cfg, X, y, precision="32", device="cuda", outputs=
     cfg = Config(model=model_cfg, optim=OptimConfig(name=OptimName.adam, lr=0.01),
                  trainer=TrainerConfig(epochs=5, batch_size=16, precision=Precision[precision],
                                        early_stopping=EarlyStoppingConfig(patience=2)))
-    E = len(members)
-    model = build_model(model_cfg, E, tuple(X.shape[1:]) if X.dim() > 2 else X.shape[-1], outputs).to(device)
-    model.initialize(members, "default")
-    shape = (E, *X.shape[1:])
-    inputs = MemberInputs(X.to(device), y.to(device), torch.full(shape, 0.5, device=device),
-                          torch.full(shape, 2.0, device=device))
-    return fit(model, PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], members), cfg, loss)
+    shape = (len(members), *X.shape[1:])
+    return fit_population(cfg, X, y, rows, members, loss, outputs, shift=torch.full(shape, 0.5),
+                          scale=torch.full(shape, 2.0), device=device)
 
 
 def _rows(n, E, seed=0):

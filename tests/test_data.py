@@ -13,6 +13,7 @@ from runner.config.schema import DatasetConfig
 from runner.data import load_dataset
 from runner.data.preprocess import feature_names
 from runner.errors import RunnerError
+from helpers import assert_one_line_errors
 from runner.paths import bundled_data
 
 HEART_NUMERIC = ["age", "trestbps", "chol", "thalch", "oldpeak"]
@@ -147,12 +148,7 @@ def _errors(write_csv):
 
 
 def test_user_errors_are_one_line_runner_errors(write_csv):
-    for cfg, expected in _errors(write_csv):
-        with pytest.raises(RunnerError) as info:
-            load_dataset(cfg)
-        message = str(info.value)
-        assert expected in message, (expected, message)
-        assert "\n" not in message
+    assert_one_line_errors(_errors(write_csv), load_dataset)
 
 
 def test_unparseable_file(write_csv, tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import fit_population, ragged_rows
 from runner.config.schema import (
     AugConfig,
     AvgConfig,
@@ -66,15 +67,9 @@ def _images(n=64, seed=0):
 
 def _fit(X, y, cfg: Config, loss: str, outputs: int, E=3, train_rows=48, member_cfgs=None):
     """One fit of E members on their own `train_rows` training rows (ragged: member e has e fewer)."""
-    g = np.random.default_rng(1)
-    train = [np.sort(g.choice(len(y), size=train_rows - e, replace=False)) for e in range(E)]
-    val = [np.setdiff1d(np.arange(len(y)), t)[:10] for t in train]
-    seeds = list(range(E))
-    model = build_model(cfg.model, E, tuple(X.shape[1:]) if X.dim() > 2 else X.shape[-1], outputs)
-    model.initialize(seeds, "default")
     shape = (E, *X.shape[1:])
-    inputs = MemberInputs(X, y, torch.full(shape, 0.5), torch.full(shape, 2.0))
-    return fit(model, PopulationData(inputs, train, val, seeds), cfg, loss, member_cfgs=member_cfgs)
+    return fit_population(cfg, X, y, ragged_rows(len(y), E, train_rows, seed=1, val=10), list(range(E)), loss, outputs,
+                          shift=torch.full(shape, 0.5), scale=torch.full(shape, 2.0), member_cfgs=member_cfgs)
 
 
 def _cfg(batch, model=None, **sections):
@@ -211,17 +206,12 @@ def _record(seen: set, out: torch.Tensor) -> torch.Tensor:
 def test_reduced_precision_stacked_equals_alone(precision):
     """Autocast and loss scaling are per member: a member trains the same beside others as alone."""
     stacked = _precision_fit(precision, E=3, epochs=4)
+    X, y = _tables(n=96, d=6)
+    rows = ragged_rows(96, 3, 64, seed=1, val=10)  # _precision_fit's
+    cfg = _cfg(8)
+    cfg.trainer.epochs, cfg.trainer.precision = 4, Precision[precision]
     for e in range(3):
-        X, y = _tables(n=96, d=6)
-        g = np.random.default_rng(1)
-        train = [np.sort(g.choice(96, size=64 - k, replace=False)) for k in range(3)]
-        val = [np.setdiff1d(np.arange(96), t)[:10] for t in train]
-        cfg = _cfg(8)
-        cfg.trainer.epochs, cfg.trainer.precision = 4, Precision[precision]
-        model = build_model(cfg.model, 1, 6, 1)
-        model.initialize([e], "default")
-        inputs = MemberInputs(X, y, torch.full((1, 6), 0.5), torch.full((1, 6), 2.0))
-        alone = fit(model, PopulationData(inputs, [train[e]], [val[e]], [e]), cfg, "bce")
+        alone = fit_population(cfg, X, y, [rows[e]], [e], shift=torch.full((1, 6), 0.5), scale=torch.full((1, 6), 2.0))
         torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
 
 

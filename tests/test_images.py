@@ -20,6 +20,7 @@ from runner.config.checks import validate
 from runner.config.schema import Config, DatasetConfig
 from runner.data import downloads, load_dataset
 from runner.errors import RunnerError
+from helpers import assert_one_line_errors
 from conftest import shipped
 
 MNIST = downloads.MNIST_FILES
@@ -333,13 +334,8 @@ def _errors(tmp_path):
     ]
 
 
-def test_user_errors_are_one_line_runner_errors(tmp_path):
-    for cfg, expected in _errors(tmp_path):
-        with pytest.raises(RunnerError) as info:
-            load_dataset(cfg)
-        message = str(info.value)
-        assert expected in message, (expected, message)
-        assert "\n" not in message
+def test_image_errors_are_one_line_runner_errors(tmp_path):
+    assert_one_line_errors(_errors(tmp_path), load_dataset)
 
 
 @pytest.mark.parametrize("key,value,needle", [

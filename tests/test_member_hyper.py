@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from runner.config.schema import Config, EarlyStoppingConfig, LossConfig, ModelConfig, OptimConfig, OptimName, RegConfig, SchedConfig, SchedName, TrainerConfig
+from helpers import fit_population
+from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName, SchedConfig, SchedName, TrainerConfig
 from runner.engine.hyper import READERS, member_values
-from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
-from runner.models import build_model
 from runner.config.sharing import PER_MEMBER, group_key
 
 
@@ -27,11 +25,8 @@ def _data(E, n=90, d=7, classes=2, seed=0):
 
 
 def _fit(cfg, member_cfgs, X, y, train, val, seeds, loss):
-    E = len(seeds)
-    model = build_model(cfg.model, E, X.shape[-1], 3 if loss == "ce" else 1)
-    model.initialize(seeds, "default")
-    return fit(model, PopulationData(MemberInputs.identity(X, y, E), train, val, seeds), cfg, loss,
-               member_cfgs=member_cfgs)
+    return fit_population(cfg, X, y, list(zip(train, val)), seeds, loss, 3 if loss == "ce" else 1,
+                          member_cfgs=member_cfgs)
 
 
 def _job(base: Config, **values) -> Config:

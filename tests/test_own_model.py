@@ -1,8 +1,8 @@
-"""Your own nn.Module as a population (model=module), from the shell and from Python: it trains, each member equals
-itself trained alone, its mistakes are one line, and predict and resume rebuild it only from the class you name."""
+"""Your own nn.Module as a population (model=module), from the shell and from Python: it trains, the path it takes and
+why, the fast path trains as the vmap path, its mistakes are one line, and predict rebuilds it only from the class
+you name (stacked equals alone, resume and predict on every path: test_contract.py)."""
 
 import json
-import textwrap
 
 import numpy as np
 import pandas as pd
@@ -13,183 +13,18 @@ from torch import nn
 
 import runner
 import runner.config.schema
+from helpers import fit_population
 from runner.commands.cli import main
 from runner.config.schema import Config, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
-from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
 from runner.models import build_model
 from runner.models.stacked import Step
 from runner.paths import bundled_data
 
 QUICK = ["trainer.epochs=4", "trainer.progress=false", "plots=false"]
 
-NETS = '''
-import numpy as np
-import pandas as pd
-import torch
-from torch import nn
-
-
-def table(n=200, seed=0):
-    g = np.random.default_rng(seed)
-    X = g.normal(size=(n, 3))
-    return X, (X[:, 0] + X[:, 1] > 0).astype(int)
-
-
-def frame(n=120):
-    g = np.random.default_rng(1)
-    x = g.normal(size=n)
-    return pd.DataFrame({"x": x, "color": g.choice(["red", "blue"], n), "label": np.where(x > 0, "yes", "no")})
-
-
-def pictures(n=60):
-    g = np.random.default_rng(2)
-    y = g.integers(0, 3, n)
-    return (g.random((n, 6, 6, 1)) * 200 + y[:, None, None, None] * 20).astype(np.uint8), y
-
-
-class Net(nn.Module):
-    """A user's network: flatten, dense, ReLU, torch's own dropout, dense."""
-
-    def __init__(self, input_shape, out_features, width=16, p=0.3):
-        super().__init__()
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(input_shape[0], width), nn.ReLU(), nn.Dropout(p),
-                                  nn.Linear(width, out_features))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Fixed(nn.Module):
-    """Takes no shapes: only its own args."""
-
-    def __init__(self, inputs, outputs):
-        super().__init__()
-        self.layer = nn.Linear(inputs, outputs)
-
-    def forward(self, x):
-        return self.layer(x)
-
-
-class Normed(nn.Module):
-    """Dense -> BatchNorm1d -> ReLU -> Dropout -> dense."""
-
-    def __init__(self, input_shape, out_features, width=8):
-        super().__init__()
-        self.body = nn.Sequential(nn.Linear(input_shape[0], width), nn.BatchNorm1d(width), nn.ReLU(),
-                                  nn.Dropout(0.3), nn.Linear(width, out_features))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class ConvNet(nn.Module):
-    """A user's CNN as an nn.Sequential: conv, BatchNorm2d, ReLU, max pool, dropout, global mean, dense."""
-
-    def __init__(self, input_shape, out_features, channels=4):
-        super().__init__()
-        # No conv bias before batch norm: its gradient is zero but for rounding, which Adam would amplify.
-        self.body = nn.Sequential(nn.Conv2d(input_shape[0], channels, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(channels, out_features))
-
-    def forward(self, x):
-        return self.body(x)
-
-
-class Residual(nn.Module):
-    """conv -> ReLU, a residual block (with batch norm and dropout), pool, dense: the add runs stacked too."""
-
-    def __init__(self, input_shape, out_features, width=4):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(input_shape[0], width, 3, padding=1), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                                   nn.Dropout(0.2))
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, out_features))
-
-    def forward(self, x):
-        x = self.stem(x)
-        return self.head(x + self.block(x))
-
-
-class Pooled(nn.Module):
-    """GroupNorm, a channel concatenation, a mean over pixels and LayerNorm (all stacked), and PReLU, which
-    runner does not stack: it runs through vmap with its own parameter."""
-
-    def __init__(self, input_shape, out_features, width=4):
-        super().__init__()
-        self.conv = nn.Conv2d(input_shape[0], width, 3, padding=1)
-        self.norm = nn.GroupNorm(2, width)
-        self.act = nn.PReLU(width)
-        self.head = nn.Sequential(nn.LayerNorm(2 * width), nn.Linear(2 * width, out_features))
-
-    def forward(self, x):
-        x = self.act(self.norm(self.conv(x)))
-        return self.head(torch.cat([x, x * x], 1).mean((-2, -1)))
-
-
-class Sized(nn.Module):
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.layer = nn.Linear(36, out_features)
-
-    def forward(self, x):
-        return self.layer(x.view(x.size(0), -1))
-
-
-class Tutorial(nn.Module):  # conv, dropout, batch norm, pool, then x.view(x.size(0), -1): the generic vmap path
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.conv, self.norm = nn.Conv2d(input_shape[0], 4, 3, padding=1), nn.BatchNorm2d(4)
-        self.pool, self.drop, self.head = nn.MaxPool2d(2), nn.Dropout(0.3), nn.Linear(4 * 9 + 4 * 36, out_features)
-
-    def forward(self, x):
-        x = self.conv(x)
-        pooled = self.pool(torch.relu(self.norm(self.drop(x))))  # dropout before batch norm: it moves the statistics
-        return self.head(torch.cat([pooled.view(x.size(0), -1), x.view(x.size(0), -1)], 1))
-
-
-class Moody(nn.Module):
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.layer = nn.Linear(input_shape[0], out_features)
-
-    def forward(self, x):
-        return self.layer(x + 0.1 if self.training else x)
-
-
-class Branchy(nn.Module):
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.layer = nn.Linear(input_shape[0], out_features)
-
-    def forward(self, x):
-        return self.layer(x) if x.sum() > 0 else -self.layer(x)
-
-
-class Channelwise(nn.Module):
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.drop, self.layer = nn.Dropout1d(0.2), nn.Linear(input_shape[0], out_features)
-
-    def forward(self, x):
-        return self.layer(self.drop(x))
-'''
-
 
 @pytest.fixture(scope="module")
-def package(tmp_path_factory):
-    """A package of the user's, written outside src/, importable from the folder it is in."""
-    folder = tmp_path_factory.mktemp("user")
-    (folder / "usernets").mkdir()
-    (folder / "usernets" / "__init__.py").write_text(textwrap.dedent(NETS))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.syspath_prepend(str(folder))
-        yield folder
-
-
-@pytest.fixture(scope="module")
-def trained(package, tmp_path_factory):
+def trained(tmp_path_factory):
     run = tmp_path_factory.mktemp("own") / "run"
     assert main(["train", *QUICK, "model=module", "model.target=usernets:Net", "model.args.width=8",
                  "trainer.seeds=2", f"hydra.run.dir={run}"]) == 0
@@ -226,7 +61,7 @@ def test_predict_rebuilds_the_users_model_only_from_the_class_named(trained, cap
     ("model.target=usernets:Fixed", "Fixed() failed: TypeError"),
     ("model.target=usernets:Channelwise", "drop is Dropout1d; runner draws each member's masks for nn.Dropout only"),
 ])
-def test_mistakes_with_a_users_module_are_one_line(package, tmp_path, capsys, override, says):
+def test_mistakes_with_a_users_module_are_one_line(tmp_path, capsys, override, says):
     status = main(["train", *QUICK, "model=module", "model.target=usernets:Net", override,
                    f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
@@ -234,68 +69,27 @@ def test_mistakes_with_a_users_module_are_one_line(package, tmp_path, capsys, ov
     assert not (tmp_path / "run").exists()
 
 
-def test_a_wrong_output_width_says_what_the_task_needs(package, tmp_path, capsys):
+def test_a_wrong_output_width_says_what_the_task_needs(tmp_path, capsys):
     status = main(["train", *QUICK, "model=module", "model.target=usernets:Fixed", "model.args={inputs: 28, "
                    "outputs: 3}", f"hydra.run.dir={tmp_path / 'run'}"])
     err = capsys.readouterr().err
     assert status == 2 and "it returns [2, 3]; this task needs [2, 1]" in err
 
 
-def _fit(X, y, rows, seeds, model_cfg, epochs=4, switches=None, optim=None):
-    E = len(seeds)
+def _fit(X, y, rows, seeds, model_cfg, epochs=4, optim=None):
+    """Each member on its own rows, early stopping on, members' preprocessing apart."""
     cfg = Config(model=model_cfg, optim=optim or OptimConfig(name=OptimName.adam, lr=0.01))
     cfg.trainer.epochs, cfg.trainer.batch_size = epochs, 16
-    for apply in switches or []:
-        apply(cfg)
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
-    model = build_model(model_cfg, E, tuple(X.shape[1:]), 3)
-    model.initialize(seeds, "default")
     ones = (1,) * (X.dim() - 1)
-    shift = torch.tensor([0.1 * s for s in seeds]).view(E, *ones)  # members' preprocessing differs
-    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(E, *ones)
-    data = PopulationData(MemberInputs(X, y, shift, scale), [r[0] for r in rows], [r[1] for r in rows], seeds)
-    return fit(model, data, cfg, "ce")
-
-
-def _every_switch(cfg):
-    """Augmentation, label smoothing, an L2 penalty, gradient clipping, a schedule with a warmup in steps and an EMA
-    of the weights."""
-    cfg.aug.shift, cfg.aug.noise, cfg.aug.mixup = 1, 0.05, 0.2
-    cfg.loss.label_smoothing, cfg.reg.l2, cfg.trainer.grad_clip.norm = 0.1, 1e-3, 1.0
-    cfg.sched.name, cfg.avg.name = runner.config.schema.SchedName.cosine, runner.config.schema.AvgName.ema
-    cfg.sched.warmup_steps = 5  # counted per member: ragged folds step a different number of times
-
-
-@pytest.mark.parametrize("target, shape, path", [
-    ("usernets:Net", (6,), "auto"), ("usernets:Normed", (6,), "auto"), ("usernets:ConvNet", (1, 6, 6), "auto"),
-    ("usernets:Normed", (6,), "vmap"), ("usernets:ConvNet", (1, 6, 6), "vmap"), ("usernets:Residual", (1, 6, 6), "auto"),
-    ("usernets:Pooled", (1, 6, 6), "auto"), ("usernets:Tutorial", (1, 6, 6), "auto"),
-    ("usernets:Normed", (6,), "loop"), ("usernets:ConvNet", (1, 6, 6), "loop"),  # members in turn, real rows alone
-])
-def test_a_stacked_users_module_with_dropout_and_batch_norm_equals_each_member_trained_alone(package, target, shape,
-                                                                                                path):
-    g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(80, *shape, generator=g), torch.randint(0, 3, (80,), generator=g).float()
-    rows = [(np.arange(0, 50), np.arange(50, 80)), (np.arange(5, 47), np.arange(50, 80)),  # ragged: padding
-            (np.arange(10, 61), np.arange(61, 80))]
-    cfg = ModelConfig(name="module", target=target, path=path)
-    seeds = [3, 7, 11]
-    switches = [_every_switch] if len(shape) == 3 else []
-    stacked = _fit(X, y, rows, seeds, cfg, switches=switches)
-    for e, seed in enumerate(seeds):
-        alone = _fit(X, y, [rows[e]], [seed], cfg, switches=switches)
-        torch.testing.assert_close(stacked.last[e], alone.last[0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(stacked.last_stats[e], alone.last_stats[0], atol=1e-5, rtol=0)
-        for name, average in stacked.averages.items():
-            torch.testing.assert_close(average.flat[e], alone.averages[name].flat[0], atol=1e-5, rtol=0)
-            torch.testing.assert_close(average.stats[e], alone.averages[name].stats[0], atol=1e-5, rtol=0)
-    assert not torch.equal(stacked.last[0], stacked.last[1])
-    assert set(stacked.averages) == ({"ema"} if switches else set())
+    shift = torch.tensor([0.1 * s for s in seeds]).view(len(seeds), *ones)
+    scale = torch.tensor([1.0 + 0.05 * s for s in seeds]).view(len(seeds), *ones)
+    return fit_population(cfg, X, y, rows, seeds, "ce", outputs=3, shift=shift, scale=scale)
 
 
 @pytest.mark.parametrize("target, shape", [("usernets:Normed", (6,)), ("usernets:ConvNet", (1, 6, 6)),
                                            ("usernets:Residual", (1, 6, 6)), ("usernets:Pooled", (1, 6, 6))])
-def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target, shape):
+def test_the_fast_path_and_the_vmap_path_train_the_same_weights(target, shape):
     """The stacked fast path is only a faster way to run the same module: same initial weights, dropout masks,
     batch statistics, and so the same trained weights (float rounding apart: channels-last convolutions, torch's
     fused batch norm). Under SGD: Adam turns the rounding noise of a gradient that is 0 in exact arithmetic (a bias
@@ -322,20 +116,12 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(package, target,
     ("usernets:Moody", (6,), "generic vmap path: Moody's forward reads self.training (a trace would keep one "
                              "mode's branch)"),
 ])
-def test_the_path_a_users_module_takes_and_why(package, target, shape, path):
+def test_the_path_a_users_module_takes_and_why(target, shape, path):
     assert build_model(ModelConfig(name="module", target=target), 2, shape, 3).path.startswith(path)
 
 
-def test_model_path_fast_refuses_a_module_that_cannot_take_it_in_one_line(package, tmp_path, capsys):
-    status = main(["train", *QUICK, "model=module", "model.target=usernets:Branchy", "model.path=fast",
-                   f"hydra.run.dir={tmp_path / 'run'}"])
-    err = capsys.readouterr().err
-    assert status == 2 and err.count("\n") == 1, err
-    assert "cannot take the stacked fast path: its forward cannot be traced (TraceError)" in err
-
-
 @pytest.mark.slow  # two 30-epoch digits runs: 8 s
-def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
+def test_a_users_sequential_cnn_matches_model_cnn_on_digits(tmp_path):
     common = ["dataset=digits", "eval=kfold", "eval.k=3", "trainer.epochs=30", "trainer.batch_size=64", "optim.lr=0.01",
               "trainer.progress=false", "plots=false"]
     assert main(["train", *common, "model=cnn", "model.channels=[16]", "model.norm=batch",
@@ -347,7 +133,7 @@ def test_a_users_sequential_cnn_matches_model_cnn_on_digits(package, tmp_path):
     assert ours["ci95"][0] <= theirs["mean"] <= ours["ci95"][1], (ours, theirs)
 
 
-def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(package, tmp_path, capsys):
+def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(tmp_path, capsys):
     from runner.data.datasets import load_dataset
 
     ds = load_dataset(runner.config.schema.DatasetConfig(name="python", loader="usernets:table", args={"n": 50}))

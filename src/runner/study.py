@@ -8,7 +8,7 @@ from runner.config.checks import check_task, validate
 from runner.config.schema import Config, name_of
 from runner.data.dataset import Dataset
 from runner.data.datasets import load_dataset
-from runner.data.preprocess import Preprocessed, input_width, preprocess
+from runner.data.preprocess import Preprocessed, input_width
 from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses
 from runner.engine.device import configure_threads, resolve_device
@@ -95,4 +95,4 @@ def row_weights(cfg: Config, dataset: Dataset) -> np.ndarray | None:
     return w
 
 
-__all__ = ["Study", "plan", "population", "preprocess", "row_weights"]
+__all__ = ["Study", "plan", "population", "row_weights"]

@@ -48,7 +48,7 @@ def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
 
 def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, step: Step = NO_STEP
                  ) -> pd.DataFrame:
-    """The predictions table (DESIGN.md's predictions.csv) for each member's `part` rows ("test" or "val")."""
+    """The predictions table (the README's predictions.csv) for each member's `part` rows ("test" or "val")."""
     rows = [getattr(m, part) for m in members]
     out = member_outputs(model, inputs, rows, loss, step)
     classes = np.asarray(dataset.classes)

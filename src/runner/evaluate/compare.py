@@ -177,11 +177,6 @@ def interval(d: dict | None) -> tuple[float, float] | None:
     return None
 
 
-def overlaps(a, b) -> bool:
-    """Whether two intervals (lo, hi) share a point."""
-    return a[0] <= b[1] and b[0] <= a[1]
-
-
 def units_of(c: Comparison, path: str, split: str = "test"):
     """(the run's TestUnits, why none) from its predictions.csv (`split`: its test or val rows), read once per
     comparison."""

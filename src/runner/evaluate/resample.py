@@ -86,7 +86,7 @@ def _auc(scores: np.ndarray, positive: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def _roc_auc(task, truth, proba, W) -> np.ndarray:
-    # Mirrors metrics._roc_auc: binary on the last class; multiclass one-vs-rest macro over the
+    # Mirrors roc_auc in metrics._classification: binary on the last class; multiclass one-vs-rest macro over the
     # classes present in the resample; NaN when fewer than two classes are present.
     support = W @ truth
     enough = (support > 0).sum(1) >= 2

@@ -2,7 +2,7 @@
 rows bound in place of its parameters (as torch.func.functional_call does), under vmap.
 
 A new model is one module file (an ordinary `nn.Module` built from a ModelConfig and the input shape) plus one
-YAML; `register` puts it in the model registry. Dropout inside such a module must be this file's `Dropout`,
+YAML; a `BUILDERS` entry puts it in the model registry. Dropout inside such a module must be this file's `Dropout`,
 which draws each member's masks from its own stream (torch's dropout would share one generator), and batch norm
 this file's `BatchNorm`, which keeps each member's running statistics and counts only its real rows (a member
 with fewer rows in a batch has padding that torch's BatchNorm would count). `own_layers` swaps torch's in.
