@@ -199,7 +199,7 @@ def nb_floor_inverse_root_z(L, folds, k, rng):
 
 
 def runner_rule(L, folds, k, rng):
-    """runner's rule (evaluate.summary): SE = max(Nadeau–Bengio over folds, test rows), Student's t with k-1 df,
+    """runner's rule (evaluate.headline): SE = max(Nadeau–Bengio over folds, test rows), Student's t with k-1 df,
     on the inverse-root scale (runner.evaluate.stats.inverse_root_scale, upper end at most 16× the mean)."""
     from runner.evaluate.stats import inverse_root_scale, nadeau_bengio_se, t975
     est, fm, _, _ = _parts(L, folds, k)

@@ -348,7 +348,7 @@ def test_kfold_rmse_is_paired_over_folds_as_the_root_of_the_mean_fold_mse(tmp_pa
     import pandas as pd
     from scipy import stats
 
-    from runner.evaluate.summary import summarize_table
+    from runner.evaluate.headline import summarize_table
 
     rng = np.random.default_rng(1)
     y = rng.normal(size=30)
@@ -550,7 +550,7 @@ def test_a_results_json_of_the_wrong_shape_is_one_line_naming_the_field(sweep, t
 
 def test_a_sweeps_summary_csv_has_the_paired_columns_beside_a_failed_job(tmp_path):
     from runner.evaluate.compare import compare_by_data
-    from runner.sweeps.summary import summary_csv
+    from runner.sweeps.sweep_report import summary_csv
 
     _holdout(_run(tmp_path, "0", 0.8, 0.05, ["optim=sgd"], validation=(0.9, 0.05)), {1, 2})
     _holdout(_run(tmp_path, "1", 0.7, 0.05, ["optim=adam"], validation=(0.8, 0.05)), {1, 2, 3, 4})

@@ -326,7 +326,7 @@ def test_infinite_and_overflowing_values_are_one_line(tmp_path, train, column, v
 
 
 def test_large_finite_values_below_the_limit_train(tmp_path, train):
-    from runner.data.datasets import MAX_MAGNITUDE
+    from runner.data.loading import MAX_MAGNITUDE
 
     data = _regression_csv(tmp_path, "big.csv")
     frame = pd.read_csv(data)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.evaluate.names import metric_range
-from runner.evaluate.summary import summarize
+from runner.evaluate.headline import summarize
 
 
 def _table(task, plan, seeds, n, skill, seed) -> pd.DataFrame:
@@ -73,7 +73,7 @@ def test_no_interval_leaves_its_metrics_range(task, plan, seeds, n, skill, seed)
 
 def test_a_members_spread_near_one_is_clipped_not_past_one():
     # the audit's case: precision's members' interval (others) reached 1.0059
-    from runner.evaluate.summary import summarize_table
+    from runner.evaluate.headline import summarize_table
 
     table = _table("binary", "holdout", 3, 30, 0.99, 3)
     table.loc[table.member == 0, "y_pred"] = 1 - table.loc[table.member == 0, "y_true"]  # one bad seed: wide spread

@@ -134,7 +134,7 @@ def test_a_users_sequential_cnn_matches_model_cnn_on_digits(tmp_path):
 
 
 def test_your_own_data_function_feeds_a_run_as_the_csv_and_image_rules_read_it(tmp_path, capsys):
-    from runner.data.datasets import load_dataset
+    from runner.data.loading import load_dataset
 
     ds = load_dataset(runner.config.schema.DatasetConfig(name="python", loader="usernets:table", args={"n": 50}))
     assert list(ds.features.columns) == ["x0", "x1", "x2"] and ds.target == "y" and ds.task == "binary"

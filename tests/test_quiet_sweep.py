@@ -36,7 +36,7 @@ def test_a_failed_job_says_why_on_its_line(tmp_path, capsys):
 
 def test_a_trials_line_gives_its_numbers_to_3_significant_digits(tmp_path):
     from runner.console import short_override
-    from runner.sweeps.summary import job_line
+    from runner.sweeps.sweep_report import job_line
 
     job = tmp_path / "3"
     job.mkdir()

@@ -146,7 +146,7 @@ def test_epoch_band_is_mean_ci_of_each_epoch():
 
 
 def test_a_kfold_regression_report_says_how_its_mse_and_rmse_intervals_are_made():
-    from runner.evaluate.summary import summarize
+    from runner.evaluate.headline import summarize
 
     rng = np.random.default_rng(0)
     table = pd.DataFrame({"member": np.repeat(np.arange(5), 8), "fold": np.repeat(np.arange(5), 8), "repeat": 0,

@@ -84,7 +84,7 @@ def test_runner_predict_out_and_stdout_write_formula_labels_as_text(formulas, tm
 
 def test_a_sweep_summary_writes_an_override_that_is_a_formula_as_text(tmp_path):
     from runner import rundir
-    from runner.sweeps.summary import summary_csv
+    from runner.sweeps.sweep_report import summary_csv
 
     (tmp_path / "0").mkdir()
     rundir.write_status(tmp_path / "0", "running", job=[f"dataset.target={CALC}"])

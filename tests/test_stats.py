@@ -142,7 +142,7 @@ def _kfold_regression(fold_errors):
 
 
 def test_kfold_mse_and_rmse_headlines_equal_the_hand_computation():
-    from runner.evaluate.summary import summarize_table
+    from runner.evaluate.headline import summarize_table
 
     # errors (1, 1), (2, 0), (3, 1), (0, 2), (2, 2): fold MSEs 1, 2, 5, 2, 4 -> mean 2.8, sd² 2.7
     table = _kfold_regression([[1, 1], [2, 0], [3, 1], [0, 2], [2, 2]])
@@ -166,7 +166,7 @@ def test_kfold_mse_and_rmse_headlines_equal_the_hand_computation():
 
 
 def test_kfold_headline_se_is_floored_at_the_test_rows_se():
-    from runner.evaluate.summary import summarize_table
+    from runner.evaluate.headline import summarize_table
 
     # Five folds of 4 rows with squared errors alike per fold (fold MSEs 2, 2, 2, 2, 2.25): the folds' spread is
     # tiny, the rows' is not. Rows: errors² 1 1 1 5 (x4) and 1 1 1 6: mean 2.05, sd² 3.5237 (ddof 1) over 20 rows.

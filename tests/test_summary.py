@@ -16,7 +16,7 @@ from runner.errors import RunnerError
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.metrics import per_example, prediction_arrays, score, score_members
 from runner.evaluate.stats import inverse_root_scale, mean_ci, nadeau_bengio_se, t975, wilson
-from runner.evaluate.summary import summarize
+from runner.evaluate.headline import summarize
 
 CLASSES = ["0", "1"]
 
@@ -214,7 +214,7 @@ def test_baselines_are_summarized_the_same_way():
 def test_evaluate_imports_neither_torch_nor_engine_nor_matplotlib():
     # Scoring is numpy: importing what scores, summarizes and reports loads no torch, sklearn, scipy,
     # matplotlib (plots import it when they draw) or tensorboard.
-    code = ("import sys, runner.evaluate.metrics, runner.evaluate.summary, runner.evaluate.resample, "
+    code = ("import sys, runner.evaluate.metrics, runner.evaluate.headline, runner.evaluate.resample, "
             "runner.evaluate.report, runner.evaluate.compare, runner.evaluate.baselines, runner.evaluate.plots; "
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'matplotlib', 'sklearn', 'scipy', 'tensorboard') or m.startswith('runner.engine')]; "
@@ -299,10 +299,10 @@ def test_pooled_leave_one_out_majority_is_one_constant_score_with_auc_one_half()
 
 
 def test_a_table_of_many_predictions_per_model_gets_fewer_resamples(monkeypatch):
-    from runner.evaluate import summary
+    from runner.evaluate import headline
 
-    monkeypatch.setattr(summary, "BOOTSTRAP_BUDGET", 20 * 300)
-    monkeypatch.setattr(summary, "MIN_RESAMPLES", 50)
+    monkeypatch.setattr(headline, "BOOTSTRAP_BUDGET", 20 * 300)
+    monkeypatch.setattr(headline, "MIN_RESAMPLES", 50)
     members = [Member(index=0, fold=0, repeat=0, seed=0, train=np.arange(30), val=np.arange(0),
                       test=np.arange(30, 60))] * 10  # one model predicting the same 30 rows 10 times
     preds = make_predictions(members, Y).assign(member=0)

@@ -136,7 +136,7 @@ def test_jobs_run_elsewhere_exit_2_only_when_each_failed_job_was_a_user_error(tm
 
     from runner import rundir
     from runner.sweeps.outcome import Outcome, recording
-    from runner.sweeps.summary import SweepReport
+    from runner.sweeps.sweep_report import SweepReport
 
     for job in "012":
         (tmp_path / job).mkdir()

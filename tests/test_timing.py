@@ -36,7 +36,7 @@ def test_reading_the_data_is_booked_to_data_and_a_groups_fit_to_train_of_its_fir
     import json
 
     from runner.commands.cli import main
-    from runner.data import datasets
+    from runner.data import loading
     from runner.sweeps import population
 
     monkeypatch.setattr(sys, "argv", sys.argv[:])
@@ -56,7 +56,7 @@ def test_reading_the_data_is_booked_to_data_and_a_groups_fit_to_train_of_its_fir
             booked.append((done.pop(), phase))
         lap(self, phase)
 
-    monkeypatch.setattr(datasets, "load_dataset", marking("read data", datasets.load_dataset))
+    monkeypatch.setattr(loading, "load_dataset", marking("read data", loading.load_dataset))
     monkeypatch.setattr(population, "fit_group", marking("fit group", population.fit_group))
     monkeypatch.setattr(timing.Stopwatch, "lap", booking)
     assert main(["train", "trainer.epochs=2", "trainer.progress=false", "plots=false",

@@ -15,7 +15,7 @@ from torch import nn
 
 import runner
 from runner.config.schema import DatasetConfig
-from runner.data.datasets import load_dataset
+from runner.data.loading import load_dataset
 from runner.errors import RunnerError
 from runner.models.module import _check_output
 

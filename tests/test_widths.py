@@ -9,7 +9,7 @@ from rich.console import Console
 
 from runner.commands.cli import main
 from runner.console import console
-from runner.evaluate.averaging import averaging_table
+from runner.evaluate.averaging_table import averaging_table
 from runner.evaluate.compare import compare_by_data
 from runner.evaluate.compare_views import to_table
 from runner.evaluate.report import results_table

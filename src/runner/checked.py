@@ -19,7 +19,7 @@ def checked_config(cfg: DictConfig, clock=None) -> Config:
     validate(config)
     if clock is not None:
         clock.lap("config")
-    from runner.data.datasets import load_dataset  # pandas: not for a config that fails its checks
+    from runner.data.loading import load_dataset  # pandas: not for a config that fails its checks
 
     dataset = load_dataset(config.dataset)
     if clock is not None:

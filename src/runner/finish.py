@@ -17,7 +17,7 @@ from runner.engine.checkpoint import save_checkpoint
 from runner.engine.loop import FitResult
 from runner.engine.predict import expert_usage, predict_rows
 from runner.errors import RunnerError
-from runner.evaluate.averaging import averaging_table
+from runner.evaluate.averaging_table import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
 from runner.evaluate.convergence import under_training
 from runner.config.metric_names import default_metric, higher_is_better
@@ -25,7 +25,7 @@ from runner.evaluate.metrics import confusion
 from runner.evaluate.paired import against
 from runner.evaluate.plot_worker import PlotWorker
 from runner.evaluate.report import paired_table, results_table, write_reports
-from runner.evaluate.summary import Units, summarize, summarize_table
+from runner.evaluate.headline import Units, summarize, summarize_table
 from runner.fit import Fitted, fit_population, model_label
 from runner.models import Population
 from runner.rundir import artifacts, spreadsheet, timing
@@ -33,7 +33,7 @@ from runner.rundir.saved import own_overrides, sweep_overrides
 from runner.sampling import record as sample_record
 from runner.sampling import sampled
 from runner.study import Study
-from runner.weight_averages import score_averages
+from runner.score_averages import score_averages
 
 
 def check(study: Study) -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from runner.config.checks import check_task, validate
 from runner.config.schema import Config, name_of
 from runner.data.dataset import Dataset
-from runner.data.datasets import load_dataset
+from runner.data.loading import load_dataset
 from runner.data.preprocess import Preprocessed, input_width
 from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses

@@ -243,7 +243,7 @@ def _table(data: Path, state: dict, imputes: bool) -> tuple[np.ndarray, dict[str
 
     from runner.data.categories import as_category
     from runner.data.preprocess import table_matrix
-    from runner.data.datasets import _check_finite, special_file
+    from runner.data.loading import _check_finite, special_file
 
     if data.is_dir():
         raise RunnerError(f"--data {data} is a folder; give a CSV file with --data")

@@ -31,7 +31,7 @@ from runner.rundir.saved import refuse_changed, sweep_overrides
 from runner.sweeps.job import run_task
 from runner.sweeps.outcome import Outcome, current, recording
 from runner.sweeps.search import STUDY_FILE
-from runner.sweeps.summary import SweepReport
+from runner.sweeps.sweep_report import SweepReport
 
 
 def train_command(args: list[str]) -> int:

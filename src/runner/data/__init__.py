@@ -1,7 +1,7 @@
 """Data: load a dataset, plan each member's rows, and fit each member's preprocessing on its training rows."""
 
 from runner.data.dataset import Dataset
-from runner.data.datasets import load_dataset
+from runner.data.loading import load_dataset
 from runner.data.preprocess import Preprocessed, feature_names, make_transformer, preprocess
 from runner.data.splits import Member, describe_plan, population_plan
 

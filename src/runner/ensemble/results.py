@@ -6,7 +6,7 @@ import pandas as pd
 from runner.ensemble.combine import COMBINES, fold_ensembles
 from runner.evaluate.metrics import score_members
 from runner.evaluate.stats import fmt_interval
-from runner.evaluate.summary import Units, summarize_table
+from runner.evaluate.headline import Units, summarize_table
 
 
 def ensemble_results(cfg, test: pd.DataFrame, val: pd.DataFrame | None, task: str, classes: list[str],

@@ -15,7 +15,7 @@ from runner.ensemble.distill import distill
 from runner.ensemble.greedy import ensemble_predictions, loss_name
 from runner.ensemble.results import best_single, best_single_table, ensemble_results
 from runner.evaluate.paired import against
-from runner.evaluate.summary import Units, summarize_table
+from runner.evaluate.headline import Units, summarize_table
 from runner.fit import Fitted, fit_population
 from runner.rundir import artifacts
 

@@ -10,7 +10,7 @@ DECOMPOSABLE = ("accuracy", "log_loss", "brier", "mse", "mae", "mean_error")
 # Metrics that are a proportion of rows (a 0/1 value per row), so Wilson's interval applies.
 PROPORTIONS = ("accuracy",)
 # Losses whose per-row values are skewed right, so a sample's low estimate comes with a small SE: over folds
-# their headline is Nadeau–Bengio corrected and taken on the inverse-root scale (evaluate.summary); for R² the
+# their headline is Nadeau–Bengio corrected and taken on the inverse-root scale (evaluate.headline); for R² the
 # loss is 1 − R², a fold's MSE over its variance of y.
 SKEWED_LOSSES = ("mse", "mae", "log_loss", "r2")
 

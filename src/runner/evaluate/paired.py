@@ -2,7 +2,7 @@
 
 Two runs made on the same data, plan and split seed tested the same rows in the same folds, so their
 difference can be taken unit by unit, which cancels what the units have in common (an easy fold, a hard
-row). The units are the headline's (summary.py): for k-fold the folds, each run's seeds averaged within a
+row). The units are the headline's (headline.py): for k-fold the folds, each run's seeds averaged within a
 fold (Nadeau–Bengio corrected when repeated); for one split (holdout, leave-one-out) the test rows, each
 row's values averaged over the seeds. Only numpy and the csv module: `runner report` stays light.
 """

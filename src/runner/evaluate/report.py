@@ -11,7 +11,7 @@ from rich.table import Table
 from runner.console import status
 from runner.config.metric_names import higher_is_better
 from runner.evaluate import plots as drawing
-from runner.evaluate.averaging import averaging_markdown
+from runner.evaluate.averaging_table import averaging_markdown
 from runner.evaluate.names import best_of
 from runner.evaluate.stats import INVERSE_ROOT_MAX_RATIO, Z95, fmt_interval, fmt_range, t975
 from runner.rundir.folder import write_atomic

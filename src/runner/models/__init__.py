@@ -2,13 +2,13 @@
 
 from runner.config.schema import ModelConfig
 from runner.errors import RunnerError
-from runner.models import convnet, module
+from runner.models import cnn_vmap, module
 from runner.models.cnn import CNN
 from runner.models.mlp import MLP
 from runner.models.moe import MoE
 from runner.models.stacked import Population
 
-BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN, "cnn_vmap": convnet.build, "moe": MoE, "module": module.build}
+BUILDERS = {"mlp": MLP, "logreg": MLP, "cnn": CNN, "cnn_vmap": cnn_vmap.build, "moe": MoE, "module": module.build}
 
 
 def build_model(cfg: ModelConfig, members: int, input_shape, d_out: int, loss: str = "mse") -> Population:

@@ -23,7 +23,7 @@ from runner.rundir import timing
 from runner.rundir.saved import sweep_overrides
 from runner.sweeps.outcome import Outcome
 from runner.sweeps.search import objective
-from runner.sweeps.summary import job_line
+from runner.sweeps.sweep_report import job_line
 
 
 def run_task(cfg: DictConfig, outcome: Outcome, work: Callable | None = None) -> Any:

@@ -135,7 +135,7 @@ def distribution(override) -> Any:
 
 def selection_metric(job_config) -> str:
     """The metric a sweep's trials are judged by (eval.metric or the task's default), from one job's config."""
-    from runner.data.datasets import load_dataset
+    from runner.data.loading import load_dataset
     from runner.config.metric_names import default_metric
 
     config = checked_config(job_config)

@@ -2,7 +2,7 @@
 
 from runner.engine.loop import FitResult
 from runner.engine.predict import predict_rows
-from runner.evaluate.summary import summarize_table
+from runner.evaluate.headline import summarize_table
 
 
 def score_averages(model, inputs, pre, members, result: FitResult, loss: str, dataset, kept: list[int]) -> dict:

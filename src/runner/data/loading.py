@@ -1,4 +1,6 @@
-"""Read a CSV table into a Dataset: the feature columns with their roles and the encoded target."""
+"""Load the dataset a config names into a Dataset: image sets (data/images.py), the user's loader
+(data/python_source.py), generated tables, and CSV tables, read and screened here: the feature columns with their
+roles and the encoded target; every user-fixable problem one RunnerError."""
 
 import re
 from pathlib import Path
