@@ -10,7 +10,9 @@ from typing import Callable
 import torch
 
 from runner.config.schema import AvgConfig, name_of
+from runner.engine.inputs import padded
 from runner.engine.state import MemberState
+from runner.models.layers import batch_statistics
 from runner.models.stacked import Step
 
 KINDS = ("last", "best", "ema", "swa", "soup", "greedy_soup")
@@ -179,9 +181,6 @@ BN_STEP = -1  # the random-stream step of the batch-norm recomputation (training
 def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     """[E, Q] batch-norm statistics of the model's current weights: each member's cumulative average of its
     per-batch statistics over its own training rows, in order (torch.optim.swa_utils.update_bn)."""
-    from runner.engine.inputs import padded
-    from runner.models.layers import batch_statistics
-
     initial = model.stats.clone()
     for offset, width, value in model.stat_slots.values():
         initial[:, offset : offset + width] = value
