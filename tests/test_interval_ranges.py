@@ -8,7 +8,7 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.evaluate.names import metric_range
+from runner.config.metric_names import metric_range
 from runner.evaluate.headline import summarize
 
 

@@ -151,3 +151,22 @@ def test_score_members_one_row_per_member_and_survives_csv():
     # read back, "0"/"1" become integers; the scores must not change
     again = score_members(pd.read_csv(io.StringIO(table.to_csv(index=False))), "binary", [0, 1])
     assert again.to_numpy() == pytest.approx(per.to_numpy())
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_every_metric_computed_has_its_row_in_the_table_and_every_row_is_computed(task):
+    """A metric is its computation (evaluate/metrics.py) and its row (config/metric_names.py): neither alone."""
+    from runner.config.metric_names import metric, metric_names
+
+    rng = np.random.default_rng(0)
+    classes = {"binary": ["a", "b"], "multiclass": ["a", "b", "c"]}.get(task)
+    if classes is None:
+        y, pred, proba = rng.normal(size=30), rng.normal(size=30), None
+    else:
+        proba = rng.dirichlet(np.ones(len(classes)), 30)
+        y, pred = np.array(classes)[rng.integers(0, len(classes), 30)], np.array(classes)[proba.argmax(1)]
+    computed = score(task, y, pred, proba, classes)
+    assert tuple(computed) == metric_names(task)  # in report order
+    for name, value in computed.items():
+        low, high = metric(name).low, metric(name).high_multiclass or metric(name).high
+        assert low <= value <= high, name

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from runner.config.metric_names import metric, metric_range
 from runner.evaluate.metrics import per_example, prediction_arrays, score_members
-from runner.evaluate.names import PROPORTIONS, SKEWED_LOSSES, metric_range
 from runner.evaluate.resample import seed_averaged
 from runner.evaluate.stats import Z95, in_range, inverse_root_scale, mean_ci, nadeau_bengio_se, t975
 
@@ -121,7 +121,7 @@ def _over_folds(predictions, per_member: pd.DataFrame, task: str, classes, units
     for name in per_member.columns:
         d = mean_ci(per_split[name])
         methods = []
-        if units.kind == "repeated" or name in SKEWED_LOSSES:
+        if units.kind == "repeated" or metric(name).skewed:
             se = nadeau_bengio_se(per_split[name], units.n_rows - units.n_test, units.n_test)
             if se is not None:
                 folds = {**d, "over": f"{d['n']} folds, uncorrected (folds share training rows: too narrow)"}
@@ -138,7 +138,7 @@ def _over_folds(predictions, per_member: pd.DataFrame, task: str, classes, units
         z = t975(d["n"] - 1) if d["n"] >= 2 else Z95
         if d["se"] is not None:
             d["ci95"] = d["ci95_t"] = [d["mean"] - z * d["se"], d["mean"] + z * d["se"]]
-        if name in SKEWED_LOSSES and d["se"] and _loss(name, d["mean"]) > 0:
+        if metric(name).skewed and d["se"] and _loss(name, d["mean"]) > 0:
             out[name] = _skewed_loss(name, d, methods, z)
         else:
             out[name] = _bounded({**d, "method": "; ".join(methods)} if methods else d, name, task,
@@ -237,7 +237,7 @@ def _bounded(d: dict, name: str, task: str, n_rows: int, unit: str, z: float = Z
     """`in_range` for metric `name`, with the method named in "interval"."""
     low, high = metric_range(name, task)
     method = d.pop("method", None)
-    d = in_range(d, low, high, proportion=name in PROPORTIONS, n_rows=n_rows, unit=unit, z=z)
+    d = in_range(d, low, high, proportion=metric(name).proportion, n_rows=n_rows, unit=unit, z=z)
     if method and "interval" in d:
         d["interval"] = f"{method}; {d['interval']}"
     return d

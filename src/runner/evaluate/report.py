@@ -12,7 +12,6 @@ from runner.console import status
 from runner.config.metric_names import higher_is_better
 from runner.evaluate import plots as drawing
 from runner.evaluate.averaging_table import averaging_markdown
-from runner.evaluate.names import best_of
 from runner.evaluate.stats import INVERSE_ROOT_MAX_RATIO, Z95, fmt_interval, fmt_range, t975
 from runner.rundir.folder import write_atomic
 from runner.rundir.spreadsheet import safe_frame
@@ -45,6 +44,17 @@ def _label(metric: str, d: dict | None = None) -> str:
 
 def _best(metric: str, rows) -> int | None:
     return best_of(metric, [(m.get(metric) or {}).get("mean") for _, m in rows])
+
+
+def best_of(metric: str, values) -> int | None:
+    """Position of the best of `values` for `metric` (mean_error: nearest 0); None if all missing."""
+    x = np.array([np.nan if v is None else v for v in values], dtype=float)
+    if not np.isfinite(x).any():
+        return None
+    if metric.split("/")[-1] == "mean_error":
+        x = np.abs(x)
+    x = np.where(np.isfinite(x), x, -np.inf if higher_is_better(metric) else np.inf)
+    return int(np.argmax(x) if higher_is_better(metric) else np.argmin(x))
 
 
 def _name(results: dict) -> str:
