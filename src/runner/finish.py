@@ -15,7 +15,7 @@ from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed, preprocess
 from runner.engine.checkpoint import save_checkpoint
 from runner.engine.loop import FitResult
-from runner.engine.predict import expert_usage, predict_rows
+from runner.engine.predict import chunked, predict_rows
 from runner.errors import RunnerError
 from runner.evaluate.averaging_table import averaging_table
 from runner.evaluate.baselines import majority_predictions, sklearn_predictions
@@ -133,8 +133,9 @@ def finish(study: Study, fitted: Fitted, run_dir: str | Path, clock: timing.Stop
         from runner.ensemble.run import ensembles  # scipy's optimizer and sklearn's meta-models, only when asked
 
         results["ensembles"] = ensembles(study, fitted, tested, predictions, val_predictions, run_dir, chosen)
-    if hasattr(tested_model, "gates"):
-        results["experts"] = expert_usage(tested_model, tested_inputs, [m.test for m in tested_members])
+    test_rows = [m.test for m in tested_members]
+    results.update(tested_model.test_extras(lambda fn: chunked(fn, tested_model, tested_inputs, test_rows), test_rows))
+    if "experts" in results:
         if results["experts"]["max_share"] > 0.95:
             console.print(f"[yellow]warning:[/] one expert takes {results['experts']['max_share']:.0%} of the gate "
                           "mass on a member's test rows (collapse: try loss.moe=per_expert or loss.balance=0.01)")

@@ -12,7 +12,7 @@ from runner.models.stacked import NO_STEP, Step
 
 
 @torch.no_grad()
-def _chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndarray:
+def chunked(fn, model, inputs: MemberInputs, rows: list[np.ndarray]) -> np.ndarray:
     """fn(preprocessed inputs [E, chunk, ...]) -> [E, chunk, ...] over each member's own rows, chunk by chunk."""
     model.eval()
     idx, _ = padded(rows, inputs.X.device)
@@ -25,7 +25,7 @@ def member_outputs(model, inputs: MemberInputs, rows: list[np.ndarray], loss: st
                    ) -> np.ndarray:
     """[E, max rows, K] probabilities (or standardized regression outputs) of each member's own rows (under `step`:
     a test-time dropout pass's key)."""
-    return _chunked(lambda x: losses.probabilities(loss, model(x, step=step)), model, inputs, rows)
+    return chunked(lambda x: losses.probabilities(loss, model(x, step=step)), model, inputs, rows)
 
 
 def seconds_per_row(model, inputs: MemberInputs, members, loss: str) -> float:
@@ -34,16 +34,6 @@ def seconds_per_row(model, inputs: MemberInputs, members, loss: str) -> float:
     start = time.perf_counter()
     member_outputs(model, inputs, rows, loss)
     return (time.perf_counter() - start) / max(sum(len(r) for r in rows), 1)
-
-
-def expert_usage(model, inputs: MemberInputs, rows: list[np.ndarray]) -> dict:
-    """A mixture of experts' gates on each member's rows: each expert's mean gate (its share of the gate mass)
-    and the mean gate entropy (nats; log K is an even spread), averaged over members; per member too."""
-    gates = _chunked(model.gates, model, inputs, rows)
-    usage = np.stack([g[: len(r)].mean(0) for g, r in zip(gates, rows)]).astype(float)  # [E, K]
-    entropy = [float(-(g[: len(r)] * np.log(np.clip(g[: len(r)], 1e-12, 1))).sum(1).mean()) for g, r in zip(gates, rows)]
-    return {"usage": usage.mean(0).round(4).tolist(), "entropy": round(float(np.mean(entropy)), 4),
-            "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}
 
 
 def predict_rows(model, inputs: MemberInputs, pre, members, part: str, loss: str, dataset, step: Step = NO_STEP

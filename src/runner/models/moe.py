@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -71,6 +72,16 @@ class MoE(Population):
         log_p = torch.logsumexp(log_g + F.logsigmoid(out), dim=2)  # bce: one logit of the mixed probability
         log_q = torch.logsumexp(log_g + F.logsigmoid(-out), dim=2)
         return log_p - log_q
+
+    def test_extras(self, outputs, rows: list[np.ndarray]) -> dict:
+        """The gates on each member's test rows: each expert's mean gate (its share of the gate mass) and the mean
+        gate entropy (nats; log K is an even spread), averaged over members; per member too."""
+        gates = outputs(self.gates)
+        usage = np.stack([g[: len(r)].mean(0) for g, r in zip(gates, rows)]).astype(float)  # [E, K]
+        entropy = [float(-(g[: len(r)] * np.log(np.clip(g[: len(r)], 1e-12, 1))).sum(1).mean())
+                   for g, r in zip(gates, rows)]
+        return {"experts": {"usage": usage.mean(0).round(4).tolist(), "entropy": round(float(np.mean(entropy)), 4),
+                            "usage_per_member": usage.round(4).tolist(), "max_share": round(float(usage.max()), 4)}}
 
     def extra_metrics(self) -> list[str]:
         return [f"val/expert{k}_share" for k in range(self.K)] + ["val/gate_entropy"]

@@ -218,6 +218,11 @@ class Population(nn.Module):
         """[E, B] training loss of each row (a model with a loss of its own, such as a mixture, overrides this)."""
         return criterion(self(x, mask, step=step), y)
 
+    def test_extras(self, outputs, rows: list[np.ndarray]) -> dict:
+        """What results.json reports of this kind of model beyond the metrics (a mixture: its experts' usage), from
+        `outputs(fn)`: fn's [E, max rows, ...] output on each member's test rows `rows`, padded; none by default."""
+        return {}
+
     def extra_metrics(self) -> list[str]:
         """Validation metrics this kind of model adds to the loss and the task metric (a mixture: each expert's
         share of the gate); none by default."""
