@@ -19,8 +19,8 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("trainer.threads", lambda v, c: v is None or v >= 1, "use a count >= 1, or null for automatic"),
     ("trainer.batch_size", lambda v, c: v == "full" or (type(v) is int and v >= 1), "use an integer >= 1 or 'full'"),
     ("trainer.stack", lambda v, c: v == "auto" or (type(v) is int and v >= 1), "use an integer >= 1 or 'auto'"),
-    ("trainer.memory_gb", lambda v, c: v is None or v > 0, "use a positive number of GiB, or null (half the free "
-     "memory)"),
+    ("trainer.memory_gb", lambda v, c: v is None or v > 0, "use a positive number of GiB, or null (the "
+     "default budget)"),
     ("dataset.size", lambda v, c: v is None or (len(v) == 2 and all(s >= 1 for s in v)),
      "use [height, width] in pixels, or null to keep the stored size"),
     ("dataset.limit", lambda v, c: v is None or v >= 1, "use a count of images, or null for all"),
