@@ -546,7 +546,7 @@ def test_members_trained_in_groups_equal_the_whole_population(size):
 
 
 def test_how_many_members_step_together():
-    from runner.engine.stacking import Stacking, members_at_once
+    from runner.engine.stacking import STACKED_WINS, Stacking, members_at_once
 
     cfg = Config(model=ModelConfig(name="module", target=give(Recurrent)))
     model = build_model(cfg.model, 4, (FEATURES,), CLASSES)
@@ -556,7 +556,7 @@ def test_how_many_members_step_together():
     chosen = members_at_once(model, cfg, data, 16)
     timings = chosen.seconds
     assert set(timings) == {"4 stacked", "1 in turn"} and all(t > 0 for t in timings.values())
-    assert chosen.at_once == (4 if timings["4 stacked"] <= 0.75 * timings["1 in turn"] else 1)  # stacked where it wins
+    assert chosen.at_once == (4 if timings["4 stacked"] <= STACKED_WINS * timings["1 in turn"] else 1)  # stacked where it wins
     cfg.trainer.stack = 3
     assert members_at_once(model, cfg, data, 16) == Stacking(3, "trainer.stack")
     cfg.trainer.stack = 9

@@ -25,13 +25,17 @@ from runner.models.stacked import Step
 from runner.rundir.layout import fit_state_part
 
 REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (the others waited on the machine)
-PROBE_ROWS = 16  # rows per member in a timed step: the comparison holds, and the stacked probe's activations stay
-# a fraction of a full batch's (the process's peak memory is what one member at a time must keep low)
-# The population stacks only where its timed step is at least this much faster per member than one member's in
-# turn: the probe leaves out what grows with a stacked population (its activations and the memory traffic they
-# cost, measured 2-3x on a ResNet-18 layout whose probe was a tie), and one member at a time needs one member's
-# memory.
-STACKED_WINS = 0.75
+# Rows per member in a timed step: the training batch up to this many. A module whose compute grows with its rows
+# (attention) loses its stacking gain at a full batch that 16 rows still showed (an FT-Transformer's 15 members: 2x
+# per member step at 16 rows, 1.13x over the whole fit at 32); the memory budget holds the timed group's activations.
+PROBE_ROWS = 64
+# Rows per member in the forward that counts one member's activations (scaled to the batch).
+COUNT_ROWS = 16
+# The group stacks only where its timed step is at least this much faster per member than one member's in turn: a
+# margin for the timing's noise, as one member at a time needs one member's memory. (Timed on 16 rows, the probe
+# left out the activations and memory traffic of a full batch and needed 0.75: a ResNet-18 layout whose probe was
+# a tie trained 2-3x slower stacked. On the batch, an FT-Transformer's probe at 0.84 trained 1.2x faster stacked.)
+STACKED_WINS = 0.9
 MEMORY_SHARE = 0.5  # trainer.memory_gb=null: a stacked group's activations may use this share of the free memory
 # On the CPU (trainer.memory_gb=null) a stacked group may also add at most this share to the memory the process
 # needs to train one member at a time: the machine's RAM is everyone's, and a stacked conv net gains little time on
@@ -87,7 +91,7 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
         return Stacking(E)
     x = _probe_inputs(data, min(batch, PROBE_ROWS))
     stacked = copy.deepcopy(model)
-    row = _activation_bytes(stacked, x) / x.shape[1]
+    row = _activation_bytes(stacked, x[:, :COUNT_ROWS]) / x[:, :COUNT_ROWS].shape[1]
     member = PEAK_PER_SAVED * row * batch + OPTIMIZER_COPIES * model.size * 4
     budget = _budget_bytes(cfg, model.flat.device, member)
     fits = min(E, max(1, int(budget // member)))
