@@ -1,5 +1,6 @@
 """runner from a notebook: names from the user's own objects, one clean error, no Hydra log lines in a cell."""
 
+import inspect
 import json
 import sys
 import textwrap
@@ -58,27 +59,10 @@ def test_a_run_of_your_own_class_and_function_is_named_after_them(tmp_path, monk
     assert f"\n{tmp_path / 'run'}\n" in out  # the run's last line: the folder, absolute
 
 
+# The first cell defines the class and the loader as a user would, in the notebook itself (here: this file's own).
 NOTEBOOK = [
-    """
-    import numpy as np
-    import runner
-    from torch import nn
-
-
-    class TwoLayer(nn.Module):
-        def __init__(self, input_shape, out_features, width=8):
-            super().__init__()
-            self.body = nn.Sequential(nn.Linear(input_shape[0], width), nn.ReLU(), nn.Linear(width, out_features))
-
-        def forward(self, x):
-            return self.body(x)
-
-
-    def blobs():
-        rng = np.random.default_rng(0)
-        X = rng.normal(size=(120, 3))
-        return X, (X[:, 0] + X[:, 1] > 0).astype(int)
-    """,
+    "import numpy as np\nimport runner\nfrom torch import nn\n\n\n" + inspect.getsource(TwoLayer) + "\n\n"
+    + inspect.getsource(blobs),
     """
     result = runner.train(model=TwoLayer, data=blobs, trainer={"epochs": 2}, plots=False, run_dir="run")
     print(result.run_dir)
