@@ -15,7 +15,8 @@ from torch import nn
 
 from runner.config.schema import Config, register
 from runner.data import Dataset, Preprocessed, make_transformer, preprocess
-from runner.engine.loop import FitResult, PopulationData, fit
+from runner.engine.loop import FitResult, fit
+from runner.engine.rows import PopulationData
 from runner.models import Population
 from runner.paths import conf_dir
 from runner.study import plan, population

@@ -26,7 +26,8 @@ def fit_population(cfg, X, y, rows, seeds, loss="bce", outputs=None, shift=None,
     defaults to the loss's: the classes in y for ce, else 1. `fit_args` go to fit (on_epoch, checkpoint,
     member_cfgs)."""
     from runner.engine.inputs import MemberInputs
-    from runner.engine.loop import PopulationData, fit
+    from runner.engine.loop import fit
+    from runner.engine.rows import PopulationData
     from runner.models import build_model
 
     E = len(seeds)

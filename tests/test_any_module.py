@@ -13,7 +13,7 @@ from torch import nn
 from helpers import assert_member_equals_alone, fit_population
 from runner.config.schema import Config, DecayOn, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData
+from runner.engine.rows import PopulationData
 from runner.errors import RunnerError
 from runner.models import build_model
 from runner.models.module import give

@@ -27,7 +27,8 @@ from runner.config.schema import (
     TrainerConfig,
 )
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
+from runner.engine.loop import fit
+from runner.engine.rows import PopulationData
 from runner.models import build_model
 from runner.paths import bundled_data
 

@@ -30,7 +30,8 @@ from runner.config.schema import (
 )
 from runner.engine import inputs as inputs_module
 from runner.engine.inputs import MemberInputs
-from runner.engine.loop import PopulationData, fit
+from runner.engine.loop import fit
+from runner.engine.rows import PopulationData
 from runner.errors import RunnerError
 from runner.models import build_model
 
@@ -102,7 +103,7 @@ def test_no_host_reads_per_step(setup, per_step_gather, host_reads, monkeypatch)
     """An epoch of 16 steps reads from the device exactly as often as one of 4: never inside the step."""
     if per_step_gather:  # data too large for one gather per epoch: each step gathers its own rows
         monkeypatch.setattr(inputs_module, "CHUNK_ELEMENTS", 8)
-        monkeypatch.setattr("runner.engine.loop.CHUNK_ELEMENTS", 8)
+        monkeypatch.setattr("runner.engine.rows.CHUNK_ELEMENTS", 8)
     X, y = _tables()
     counts = []
     for batch in (12, 3):  # 48 training rows: 4 and 16 steps

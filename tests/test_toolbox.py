@@ -252,7 +252,8 @@ def test_pos_weight_matches_torch():
 def test_row_weights_give_the_weighted_mean_loss_step():
     from runner.config.schema import Config, EarlyStoppingConfig, TrainerConfig
     from runner.engine.inputs import MemberInputs
-    from runner.engine.loop import PopulationData, fit
+    from runner.engine.loop import fit
+    from runner.engine.rows import PopulationData
 
     torch.manual_seed(6)
     X, y = torch.randn(20, 3), torch.randint(0, 2, (20,)).float()

@@ -13,7 +13,7 @@ from runner.data.splits import Member, describe_plan, population_plan
 from runner.engine import losses
 from runner.engine.device import configure_threads, resolve_device
 from runner.engine.inputs import MemberInputs, batch_rows
-from runner.engine.loop import PopulationData
+from runner.engine.rows import PopulationData
 from runner.errors import RunnerError
 from runner.models import Population, build_model, module
 

@@ -18,7 +18,8 @@ import torch
 
 from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
-from runner.engine.loop import FitResult, PopulationData, fit
+from runner.engine.loop import FitResult, fit
+from runner.engine.rows import PopulationData
 from runner.models.functional import FunctionalPopulation
 from runner.models.looped import in_turn
 from runner.models.stacked import Step
