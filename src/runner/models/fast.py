@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.func import functional_call
-from torch.fx.passes.shape_prop import ShapeProp
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm, member_layout
+from runner.models.layers import StackedLinear, batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm, member_layout
 from runner.models.layers import grouped as to_grouped
 
 # Layers that act on each value or each channel alone: run on either layout as they are.
@@ -60,7 +59,7 @@ def plan(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Step] 
     template.eval()
     try:
         with torch.no_grad():
-            ShapeProp(graph).propagate(torch.zeros(2, *input_shape))
+            _Shapes(graph).run(torch.zeros(2, *input_shape))
     except Exception as exc:  # noqa: BLE001
         return None, f"its forward cannot be followed with torch.fx ({type(exc).__name__})"
     finally:
@@ -75,6 +74,17 @@ def plan(template: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[Step] 
         return None, "its forward takes more than one input"
     alone = [s.name or getattr(s.node.target, "__name__", str(s.node.target)) for s in steps if s.kind == "vmap"]
     return steps, "stacked fast path" + (f"; vmap for {', '.join(alone)}" if alone else "")
+
+
+class _Shapes(fx.Interpreter):
+    """Runs the traced forward once, noting the shape of every node whose value is one tensor (`meta["shape"]`):
+    torch.fx's ShapeProp without its import of sympy (a third of a second) and its printed tracebacks."""
+
+    def run_node(self, n: fx.Node):
+        result = super().run_node(n)
+        if isinstance(result, torch.Tensor):
+            n.meta["shape"] = tuple(result.shape)
+        return result
 
 
 def _reads_training(template: nn.Module) -> str | None:
@@ -101,38 +111,38 @@ def _step(template: nn.Module, node: fx.Node) -> Step | str:
         return Step(node, "output") if isinstance(node.args[0], fx.Node) else "its forward returns more than a tensor"
     if node.op == "get_attr":
         return f"its forward uses {node.target} outside a layer"
-    if not isinstance(node.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata):
+    if "shape" not in node.meta:
         return f"its forward computes with sizes or other values that are not activations ({node.name})"
     inputs = node.all_input_nodes
-    if any(not isinstance(n.meta.get("tensor_meta"), torch.fx.passes.shape_prop.TensorMetadata) for n in inputs):
+    if any("shape" not in n.meta for n in inputs):
         return f"{node.name} takes values that are not activations"
     if node.op == "call_module":
         layer = template.get_submodule(node.target)
-        rank = len(node.args[0].meta["tensor_meta"].shape) if node.args and isinstance(node.args[0], fx.Node) else 0
+        rank = len(node.args[0].meta["shape"]) if node.args and isinstance(node.args[0], fx.Node) else 0
         if type(layer) in STACKED and _stackable(layer, rank) and len(node.args) == 1 and not node.kwargs:
             return Step(node, "layer", node.target)
         return Step(node, "vmap", node.target)
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
     if name in REDUCTIONS and (node.op == "call_method" or getattr(torch, name, None) is node.target):
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
-        rank = len(node.args[0].meta["tensor_meta"].shape)
+        rank = len(node.args[0].meta["shape"])
         dims = (dims,) if isinstance(dims, int) else dims
         if (isinstance(dims, (tuple, list)) and all(isinstance(d, int) and d % rank != 0 for d in dims)
                 and len(node.args) <= 2 and set(node.kwargs) <= {"dim", "keepdim"}):
             return Step(node, "reduce")
     if node.op == "call_function" and node.target is torch.cat and isinstance(node.args[0], (list, tuple)):
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        rank = len(node.meta["tensor_meta"].shape)
+        rank = len(node.meta["shape"])
         if isinstance(dim, int) and dim % rank != 0 and all(isinstance(a, fx.Node) for a in node.args[0]):
             return Step(node, "cat")
     if (node.op == "call_function" and node.target in (torch.flatten, torch.transpose)
             or node.op == "call_method" and node.target in ("flatten", "transpose")) and not node.kwargs:
-        rank = len(node.args[0].meta["tensor_meta"].shape)
+        rank = len(node.args[0].meta["shape"])
         dims = node.args[1:] or (0,)  # flatten's start_dim defaults to 0, which flattens the batch
         if all(isinstance(d, int) and d % rank != 0 for d in dims):
             return Step(node, "reshape")
     if (node.target in ARITHMETIC if node.op == "call_function" else node.op == "call_method" and node.target in METHODS):
-        ranks = {len(n.meta["tensor_meta"].shape) for n in inputs}
+        ranks = {len(n.meta["shape"]) for n in inputs}
         if len(ranks) == 1 and all(isinstance(a, (fx.Node, int, float)) for a in node.args):
             return Step(node, "arithmetic")
     return Step(node, "vmap")
@@ -279,9 +289,7 @@ class FastPopulation(FunctionalPopulation):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
             shape = x.shape
             flat = x.reshape(E, -1, shape[-1])
-            out = (torch.bmm(flat, weight.transpose(1, 2)) if bias is None
-                   else torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2)))
-            return out.view(*shape[:-1], weight.shape[1])
+            return StackedLinear.apply(flat, weight, bias).view(*shape[:-1], weight.shape[1])
         if isinstance(layer, nn.Conv2d):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
             return F.conv2d(x, grouped_weight(weight), None if bias is None else bias.reshape(-1), layer.stride, layer.padding,

@@ -36,6 +36,28 @@ def grouped_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.reshape(-1, *weight.shape[2:]).contiguous(memory_format=torch.channels_last)
 
 
+class StackedLinear(torch.autograd.Function):
+    """The members' Linear layers at once: x [E, B, in], weight [E, out, in], bias [E, out] or None -> [E, B, out].
+    Its backward computes each gradient as torch's own Linear does for a member alone (grad_weight = g^T x), so the
+    weight's gradient arrives in the weight's own layout: autograd's bmm backward would hand it over transposed, to
+    be copied once more before it reaches the population's [E, P] gradient."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        transposed = weight.transpose(1, 2)
+        return torch.bmm(x, transposed) if bias is None else torch.baddbmm(bias.unsqueeze(1), x, transposed)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        wants_x, wants_weight, wants_bias = ctx.needs_input_grad
+        return (torch.bmm(grad, weight) if wants_x else None,
+                torch.bmm(grad.transpose(1, 2), x) if wants_weight else None,
+                grad.sum(1) if ctx.has_bias and wants_bias else None)
+
+
 def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
     """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
     return x * noise.kept(tuple(x.shape[1:]), stream, p) * (1.0 / (1.0 - p))
