@@ -28,6 +28,23 @@ def test_member_noise_is_uniform_and_independent_of_the_population():
     assert not torch.equal(noise.uniform((10,), stream=2), u[:, :10])  # a new step, new draws
 
 
+def test_fast_path_masks_keyed_on_the_host_equal_the_vmap_paths_keyed_on_the_device():
+    """The fast path draws each step's keys on the host (MemberNoise.kept), the vmap path on the device inside vmap
+    (draw_key, then kept): the same masks for any seeds, step and stream, also after members leave (select)."""
+    import random
+
+    from runner.models.noise import MemberNoise, draw_key, kept
+
+    rng = random.Random(0)
+    for _ in range(100):
+        noise = MemberNoise([rng.randrange(-2**40, 2**40) for _ in range(rng.randint(1, 6))])
+        noise.step, stream = rng.randrange(2**40), rng.randrange(1024)
+        shape, p = (rng.randint(1, 7), rng.randint(1, 9)), rng.choice([0.05, 0.5, 0.9])
+        assert torch.equal(noise.kept(shape, stream, p), kept(draw_key(noise.keys, noise.step, stream), shape, p))
+    noise.select(torch.arange(len(noise.keys)) != 0)
+    assert torch.equal(noise.kept(shape, stream, p), kept(draw_key(noise.keys, noise.step, stream), shape, p))
+
+
 def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_population():
     from scipy import stats
 
