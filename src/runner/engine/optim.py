@@ -115,7 +115,9 @@ class StackedOptimizer(MemberState):
         c = self.cfg
         grad = self.flat.grad
         kernel = FUSED[self.kind]
-        for pick, lr, beta1, beta2, wd, params, grads, ms, vs, steps in self._groups(grad, chosen):
+        member_grads = grad.unbind(0)  # a new tensor each step (the loop lets autograd hand over its gradient)
+        for pick, lr, beta1, beta2, wd, params, ms, vs, steps in self._groups(chosen):
+            grads = [member_grads[i] for i in pick]
             torch._foreach_add_(steps, 1)
             if wd and self.decayed is not None:  # decay on some entries only: done here as torch.optim does it
                 rows = slice(None) if len(pick) == len(self.lr_host) else torch.tensor(pick, device=grad.device)
@@ -128,19 +130,19 @@ class StackedOptimizer(MemberState):
             kernel(params, grads, ms, vs, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=c.eps,
                    amsgrad=False, maximize=False)
 
-    def _groups(self, grad: torch.Tensor, chosen: np.ndarray) -> list[tuple]:
+    def _groups(self, chosen: np.ndarray) -> list[tuple]:
         """The fused kernel's calls: one per distinct (lr, beta1, beta2, weight decay) among the chosen members
-        (plateau and sweeps give members their own), with their rows' views. Worked out again only when the
+        (plateau and sweeps give members their own), with their state's row views. Worked out again only when the
         chosen members or their rates change (most steps reuse the last: a step's host work is the fit's
         overhead on small models)."""
-        if self._rows is None or self._rows[0] is not grad:
-            # Row views stay valid while the gradient tensor is reused (the loop zeroes it in place).
-            self._rows = (grad, self.flat.detach().unbind(0), grad.unbind(0), self.m.unbind(0), self.v.unbind(0),
+        if self._rows is None or self._rows[0] is not self.flat:
+            # Row views stay valid while the parameter tensor does (members leaving replace it).
+            self._rows = (self.flat, self.flat.detach().unbind(0), self.m.unbind(0), self.v.unbind(0),
                           self.steps.unbind(0))
             self._calls = None
         key = (chosen.tobytes(), self.lr_host.tobytes())
         if self._calls is None or self._calls[0] != key:
-            _, params, grads, ms, vs, steps = self._rows
+            _, params, ms, vs, steps = self._rows
             members = np.flatnonzero(chosen)
             keys = np.column_stack([self.lr_host[members], self.hyper_host[members]])
             distinct, which = np.unique(keys, axis=0, return_inverse=True)
@@ -148,7 +150,7 @@ class StackedOptimizer(MemberState):
             for g, (lr, beta1, beta2, wd) in enumerate(distinct):
                 pick = members[which.reshape(-1) == g].tolist()
                 calls.append((pick, float(lr), float(beta1), float(beta2), float(wd), *(
-                    [rows[i] for i in pick] for rows in (params, grads, ms, vs, steps))))
+                    [rows[i] for i in pick] for rows in (params, ms, vs, steps))))
             self._calls = (key, calls)
         return self._calls[1]
 
