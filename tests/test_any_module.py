@@ -83,6 +83,26 @@ class Frozen(nn.Module):
         return self.head(torch.relu(self.body(x)))
 
 
+class Leftover(nn.Module):
+    """A layer built but never called (an auxiliary head, code left behind): torch.optim leaves it as built."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.body, self.head = nn.Linear(input_shape[0], 8), nn.Linear(8, out_features)
+        self.aux = nn.Linear(8, out_features)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+class BranchyLeftover(Branchy):
+    """A forward that branches on its values (members in turn) and a layer it never calls."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__(input_shape, out_features)
+        self.aux = nn.Linear(8, out_features)
+
+
 class Encoder(nn.Module):
     """torch's TransformerEncoder over the features as tokens (multi-head attention, layer norm)."""
 
@@ -358,7 +378,9 @@ def test_each_member_starts_as_the_module_built_under_its_seed(cls):
 @pytest.mark.parametrize("cls, path", [(Recurrent, "members in turn: vmap cannot run its forward"),
                                        (Gated, "members in turn: vmap cannot run its forward"),
                                        (Branchy, "members in turn: vmap cannot run its forward"),
-                                       (Frozen, "stacked fast path"), (Tokens, "generic vmap path")])
+                                       (Frozen, "stacked fast path"), (Tokens, "generic vmap path"),
+                                       (Leftover, "stacked fast path; 2 tensors its forward never uses stay as built "
+                                                  "(aux.weight, aux.bias)")])
 def test_a_module_vmap_cannot_run_trains_its_members_in_turn_and_the_header_says_why(cls, path):
     assert _population(cls, 2).path.startswith(path)
 
@@ -391,10 +413,8 @@ def _torch_loop(cls, seed, start, X, y, train, optim, epochs, dtype=torch.float3
               {"params": [p for p in trained if p.dim() <= 1 and kernels], "weight_decay": 0.0}]
     opt = kind(groups, lr=optim.lr, weight_decay=optim.weight_decay, **extra)
     rows = torch.as_tensor(train)
-    for p in trained:  # a parameter the forward never uses gets gradient 0, as in runner's [E, P] gradient (torch
-        p.grad = torch.zeros_like(p)  # would skip one whose .grad is None: no weight decay, no momentum)
     for _ in range(epochs):
-        opt.zero_grad(set_to_none=False)
+        opt.zero_grad()  # a parameter the forward never uses keeps .grad None: torch.optim skips it
         nn.functional.cross_entropy(model(X[rows]), y[rows].long()).backward()
         opt.step()
     return model
@@ -415,7 +435,7 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow (images train from the shell below)
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Encoder,
+@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Encoder,
                                  *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
@@ -467,9 +487,10 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
             if optim.name in (OptimName.adamw, OptimName.adam):
                 bound = torch.where(zero[key], epochs * optim.lr, bound)
             assert ((ours - theirs).abs() <= bound).all(), (e, name, ours - theirs, bound)
-    if cls is Frozen:
-        start = dict(_alone(cls, seeds[0]).named_parameters())["body.weight"]
-        assert torch.equal(fitted.last[0, :start.numel()].view(start.shape), start)  # never moved, even by decay
+    if cls in (Frozen, Leftover, BranchyLeftover):  # never moved, even by weight decay
+        name = {Frozen: "body.weight", Leftover: "aux.weight", BranchyLeftover: "aux.weight"}[cls]
+        start, slot = dict(_alone(cls, seeds[0]).named_parameters())[name], model.slots[name]
+        assert torch.equal(fitted.last[0, slot.offset : slot.offset + slot.size].view(start.shape), start)
 
 
 @pytest.mark.parametrize("cls, says", [
@@ -477,6 +498,8 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
                                   "forward": lambda self, x: x[:, :CLASSES] * 2}), "has no parameters"),
     (type("Ice", (Frozen,), {"__init__": lambda self, input_shape, out_features: Frozen.__init__(
         self, input_shape, out_features) or self.requires_grad_(False) and None}), "has only frozen parameters"),
+    (type("Bypass", (Frozen,), {"forward": lambda self, x: x[:, :CLASSES] * 2}),
+     "its forward uses none of its parameters, so there is nothing to train"),
     (type("Rounded", (Frozen,), {"forward": lambda self, x: Frozen.forward(self, x).long()}),
      "its forward returns a torch.int64 tensor; the loss needs floating-point outputs"),
 ])

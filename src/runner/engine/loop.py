@@ -193,7 +193,7 @@ class _Run:
             precision.backward(member_loss + self.penalty(model.flat) if self.penalty.active else member_loss)
             finite = precision.unscale(model.flat.grad)  # None unless 16-mixed
             _clip(model.flat.grad, self.cfg.trainer.grad_clip)
-            opt.step(stepping[s], has_rows[s], finite)
+            opt.step(stepping[s], has_rows[s], finite, model.unreached())
             self.avg.step(model.flat, stepping[s] if finite is None else stepping[s] & finite)
             precision.update(finite, stepping[s])
             total += per_row.detach().sum(1)

@@ -84,8 +84,19 @@ class StackedOptimizer(MemberState):
         self._host()
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor, chosen: np.ndarray | None = None, finite: torch.Tensor | None = None
-             ) -> None:
+    def step(self, active: torch.Tensor, chosen: np.ndarray | None = None, finite: torch.Tensor | None = None,
+             skip: list[tuple[int, int, int]] | None = None) -> None:
+        """`step_members`, leaving each (member, offset, size) in `skip` as it was: its entries, and their moments
+        (torch.optim skips a parameter with no gradient; the member's step count still advances)."""
+        held = [(name, e, slice(o, o + n), getattr(self, name)[e, o : o + n].clone())
+                for name in ("flat", "m", "v") if isinstance(getattr(self, name), torch.Tensor)
+                for e, o, n in skip or ()]
+        self.step_members(active, chosen, finite)
+        for name, e, entries, before in held:
+            getattr(self, name).data[e, entries] = before
+
+    def step_members(self, active: torch.Tensor, chosen: np.ndarray | None = None,
+                     finite: torch.Tensor | None = None) -> None:
         """Update the members where `active` [E] is true; the others keep params and state.
 
         `chosen` is the same mask on the host (None: compute it from `active`), which the fused

@@ -6,6 +6,7 @@ The parameters, their initialization, the dropout masks and the batch statistics
 """
 
 import copy
+import functools
 
 import torch
 
@@ -21,6 +22,10 @@ class LoopPopulation(FunctionalPopulation):
         step, stats = self.step.key, self.step_stats()
         if mask is None:
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
+        # Which member's tensors its backward reaches: one it does not is skipped by the optimizer, as torch.optim
+        # skips a parameter whose .grad is None (a forward that branches on its values may leave out a layer).
+        tracking = self.training and torch.is_grad_enabled()
+        self.reached = set() if tracking else None
         outs = []
         for e in range(inputs[0].shape[0]):
             # In training the engine says on the host how many rows lead each batch before its padding: the member
@@ -33,7 +38,12 @@ class LoopPopulation(FunctionalPopulation):
             token = _member.set((self.noise.keys[e], step, None if whole else mask[e], own))
             try:
                 rows = [x[e][:n] if whole else x[e] for x in inputs]
-                out = fn({name: p[e] for name, p in params.items()}, *rows)
+                own_params = {name: p[e] for name, p in params.items()}
+                if tracking:
+                    for name, tensor in own_params.items():
+                        if tensor.requires_grad:
+                            tensor.register_hook(functools.partial(_reach, self.reached, (e, name)))
+                out = fn(own_params, *rows)
             finally:
                 _member.reset(token)
             if whole:
@@ -45,6 +55,19 @@ class LoopPopulation(FunctionalPopulation):
             outs.append(out)
         self.keep_stats(stats)
         return torch.stack(outs)
+
+
+    def unreached(self) -> list[tuple[int, int, int]] | None:
+        """After a training backward: (member, offset, size) of each trainable tensor that member's forward did not
+        reach, for the optimizer to leave as it was."""
+        if getattr(self, "reached", None) is None:
+            return None
+        return [(e, s.offset, s.size) for e in range(self.n_members) for name, s in self.slots.items()
+                if s.trainable and (e, name.removeprefix("norm:")) not in self.reached]
+
+
+def _reach(reached: set, key: tuple[int, str], grad: torch.Tensor) -> None:
+    reached.add(key)
 
 
 def in_turn(model: FunctionalPopulation) -> LoopPopulation:

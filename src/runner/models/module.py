@@ -9,6 +9,7 @@ anything vmap can run through the generic path (vmap of functional_call), anythi
 header shows it). Member e is the class built under torch.manual_seed(member e's seed): its own initialization.
 """
 
+import copy
 import inspect
 from typing import Callable
 
@@ -73,25 +74,51 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
     template, make = build_template(cfg, input_shape, d_out)
     wanted = name_of(cfg.path)
     steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
+    unused = _unused(template, cfg.target, input_shape)
     own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
     if steps is None and wanted == "fast":
         raise RunnerError(f"model.target={cfg.target} cannot take the stacked fast path: {why} "
                           "(set model.path=auto to train it through vmap)")
+    refused = None
+    if steps is None:
+        refused = _vmap_refuses(make, cfg.target, input_shape, d_out) if wanted in ("auto", "vmap") else None
+        if refused and wanted == "vmap":
+            raise RunnerError(f"model.target={cfg.target} cannot take the vmap path: {refused} (set model.path=auto "
+                              "to train its members in turn)")
+    in_turn = steps is None and (wanted == "loop" or refused is not None)
+    if unused and not in_turn:  # the stacked paths run one graph, whatever the values: the same tensors every step
+        for name in unused:
+            template.get_parameter(name).requires_grad_(False)
     if steps is not None:
-        population = fast.FastPopulation(template, members, d_out, steps, make)
-        population.path = why
-        return population
-    refused = _vmap_refuses(make, cfg.target, input_shape, d_out) if wanted in ("auto", "vmap") else None
-    if refused and wanted == "vmap":
-        raise RunnerError(f"model.target={cfg.target} cannot take the vmap path: {refused} (set model.path=auto to "
-                          "train its members in turn)")
-    if wanted == "loop" or refused:
-        population = LoopPopulation(template, members, d_out, make)
-        population.path = f"members in turn: {refused or why}"
+        population, path = fast.FastPopulation(template, members, d_out, steps, make), why
+    elif in_turn:
+        population, path = LoopPopulation(template, members, d_out, make), f"members in turn: {refused or why}"
     else:
-        population = FunctionalPopulation(template, members, d_out, make)
-        population.path = f"generic vmap path: {why}"
+        population, path = FunctionalPopulation(template, members, d_out, make), f"generic vmap path: {why}"
+    if unused and not in_turn:
+        shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
+        path += (f"; {len(unused)} tensor{'s' * (len(unused) > 1)} its forward never uses stay as built ({shown}), "
+                 "as torch.optim skips a parameter with no gradient")
+    population.path = path
     return population
+
+
+def _unused(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> list[str]:
+    """The trainable parameters a training forward of two rows never reaches (no gradient at all): a layer built
+    but not called. torch.optim skips such a parameter (no weight decay, no momentum); runner keeps it as built."""
+    probe = copy.deepcopy(template).train()
+    trainable = {name: p for name, p in probe.named_parameters() if p.requires_grad}
+    try:
+        out = probe(torch.zeros(2, *input_shape))
+        if not out.requires_grad:
+            raise RunnerError(f"model.target={target}: its forward uses none of its parameters, so there is "
+                              "nothing to train; return values computed with its layers")
+        grads = torch.autograd.grad(out.float().sum(), list(trainable.values()), allow_unused=True)
+    except RunnerError:
+        raise
+    except Exception:  # noqa: BLE001 (a training pass the user's module refuses here fails in training, named there)
+        return []
+    return [name for name, g in zip(trainable, grads) if g is None]
 
 
 def _vmap_refuses(make: Callable, target: str, input_shape: tuple[int, ...], d_out: int) -> str | None:

@@ -160,6 +160,12 @@ class Population(nn.Module):
         finally:
             self._views, self.step = None, NO_STEP
 
+    def unreached(self) -> list[tuple[int, int, int]] | None:
+        """After a training backward: (member, offset, size) of the tensors its forward did not reach, which the
+        optimizer leaves as they were; None: the stacked paths reach the same tensors every step (those a forward
+        never uses are frozen when the population is built)."""
+        return None
+
     def kernel_mask(self) -> torch.Tensor:
         """A [P] float mask: 1 on kernel entries, 0 on biases."""
         mask = torch.zeros(self.size)
