@@ -17,6 +17,7 @@ from runner.engine.rows import PopulationData
 from runner.errors import RunnerError
 from runner.models import build_model
 from runner.models.module import give
+from runner.models.stacked import BUFFER
 
 FEATURES, CLASSES = 5, 3
 
@@ -101,6 +102,47 @@ class BranchyLeftover(Branchy):
     def __init__(self, input_shape, out_features):
         super().__init__(input_shape, out_features)
         self.aux = nn.Linear(8, out_features)
+
+
+class Fourier(nn.Module):
+    """Random Fourier features: a projection drawn in __init__ and kept as a buffer (each member its own draw)."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(input_shape[0], 16))
+        self.head = nn.Linear(32, out_features)
+
+    def forward(self, x):
+        z = x @ self.projection
+        return self.head(torch.cat([torch.cos(z), torch.sin(z)], -1))
+
+
+class Counter(nn.Module):
+    """State its forward updates in training: a float and an integer buffer (steps taken), read by the output."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.head = nn.Linear(input_shape[0], out_features)
+        self.register_buffer("seen", torch.zeros(()))
+        self.register_buffer("steps", torch.zeros(2, dtype=torch.long))
+
+    def forward(self, x):
+        if self.training:
+            self.seen += 0.5
+            self.steps += torch.tensor([1, 2])
+        return self.head(x) * (1 + 0.01 * self.steps[0]) + 0.001 * self.seen
+
+
+class OwnNorm(nn.Module):
+    """A normalization written by hand over the batch's rows: a member's padding rows would move its statistics."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a, self.head = nn.Linear(input_shape[0], 8), nn.Linear(8, out_features)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.head(torch.relu((h - h.mean(0)) / (h.std(0) + 1e-5)))
 
 
 class Encoder(nn.Module):
@@ -358,7 +400,8 @@ def _shape(cls) -> tuple[int, ...]:
     return getattr(cls, "INPUT", (FEATURES,))
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Gated, Tokens, Branchy, Frozen, Encoder, *IMAGES, *ZOO])
+@pytest.mark.parametrize("cls", [Recurrent, Gated, Tokens, Branchy, Frozen, Fourier, Counter, Encoder, *IMAGES,
+                                 *ZOO])
 def test_each_member_starts_as_the_module_built_under_its_seed(cls):
     if cls in ZOO:
         pytest.importorskip(ZOO[cls])
@@ -370,6 +413,11 @@ def test_each_member_starts_as_the_module_built_under_its_seed(cls):
         assert {name.removeprefix("norm:") for name in model.slots} == set(own)
         for name in model.slots:
             torch.testing.assert_close(model.view(name)[e], own[name.removeprefix("norm:")], atol=0, rtol=0)
+        for name, buffer in _alone(cls, seed).named_buffers():  # and its buffers (batch norm's: runner's rows)
+            if name in model.buffers:
+                assert torch.equal(model.stat(BUFFER + name)[e, 0].view(buffer.shape).to(buffer.dtype), buffer)
+    if cls is Fourier:
+        assert not torch.equal(model.stat(BUFFER + "projection")[0], model.stat(BUFFER + "projection")[1])
     if cls is Tokens:  # what runner's own rule drew before: a CLS token of zeros, every normalizer weight 1
         assert model.view("normalizer.weight").std() > 0.1 and model.view("cls").abs().max() > 0
         assert model.view("scale").eq(0.5).all() and model.view("temperature").eq(2.0).all()
@@ -377,8 +425,9 @@ def test_each_member_starts_as_the_module_built_under_its_seed(cls):
 
 @pytest.mark.parametrize("cls, path", [(Recurrent, "members in turn: vmap cannot run its forward"),
                                        (Gated, "members in turn: vmap cannot run its forward"),
-                                       (Branchy, "members in turn: vmap cannot run its forward"),
+                                       (Branchy, "members in turn: its forward mixes a batch's rows"),  # h.mean()
                                        (Frozen, "stacked fast path"), (Tokens, "generic vmap path"),
+                                       (OwnNorm, "members in turn: its forward mixes a batch's rows"),
                                        (Leftover, "stacked fast path; 2 tensors its forward never uses stay as built "
                                                   "(aux.weight, aux.bias)")])
 def test_a_module_vmap_cannot_run_trains_its_members_in_turn_and_the_header_says_why(cls, path):
@@ -435,8 +484,8 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow (images train from the shell below)
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Encoder,
-                                 *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
+@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Fourier, Counter,
+                                 OwnNorm, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
@@ -487,6 +536,11 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
             if optim.name in (OptimName.adamw, OptimName.adam):
                 bound = torch.where(zero[key], epochs * optim.lr, bound)
             assert ((ours - theirs).abs() <= bound).all(), (e, name, ours - theirs, bound)
+        for name, buffer in _torch_loop(cls, seed, starts[e], X, y, rows[e][0], optim, epochs).named_buffers():
+            if name in model.buffers:  # each member's own, as its forward left them
+                offset, width, _ = model.stat_slots[BUFFER + name]
+                ours = fitted.last_stats[e, offset : offset + width]
+                assert torch.equal(ours.view(buffer.shape).to(buffer.dtype), buffer), (e, name, ours, buffer)
     if cls in (Frozen, Leftover, BranchyLeftover):  # never moved, even by weight decay
         name = {Frozen: "body.weight", Leftover: "aux.weight", BranchyLeftover: "aux.weight"}[cls]
         start, slot = dict(_alone(cls, seeds[0]).named_parameters())[name], model.slots[name]

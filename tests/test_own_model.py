@@ -112,7 +112,8 @@ def test_the_fast_path_and_the_vmap_path_train_the_same_weights(target, shape):
     ("usernets:Pooled", (1, 6, 6), "stacked fast path; vmap for act"),
     ("usernets:Sized", (1, 6, 6), "generic vmap path: its forward computes with sizes or other values that are not "
                                   "activations (size)"),
-    ("usernets:Branchy", (6,), "members in turn: vmap cannot run its forward (RuntimeError"),
+    ("usernets:Branchy", (6,), "members in turn: its forward mixes a batch's rows"),  # x.sum() over the batch
+    ("usernets:Guarded", (6,), "members in turn: vmap cannot run its forward (RuntimeError"),
     ("usernets:Moody", (6,), "generic vmap path: Moody's forward reads self.training (a trace would keep one "
                              "mode's branch)"),
 ])

@@ -13,7 +13,7 @@ from runner.config.schema import AvgConfig, name_of
 from runner.engine.inputs import padded
 from runner.engine.state import MemberState
 from runner.models.layers import batch_statistics
-from runner.models.stacked import Step
+from runner.models.stacked import BUFFER, Step
 
 KINDS = ("last", "best", "ema", "swa", "soup", "greedy_soup")
 
@@ -182,10 +182,14 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     """[E, Q] batch-norm statistics of the model's current weights: each member's cumulative average of its
     per-batch statistics over its own training rows, in order (torch.optim.swa_utils.update_bn)."""
     initial = model.stats.clone()
-    for offset, width, value in model.stat_slots.values():
-        initial[:, offset : offset + width] = value
-    if model.stats.shape[1] == 0:
+    norm = torch.zeros(initial.shape[1], dtype=torch.bool, device=initial.device)  # batch norm's columns
+    for name, (offset, width, value) in model.stat_slots.items():
+        if not name.startswith(BUFFER):  # a module's own buffers stay as trained, as update_bn leaves them
+            initial[:, offset : offset + width] = value
+            norm[offset : offset + width] = True
+    if not norm.any():
         return initial
+    buffers = initial[:, ~norm]
     idx, mask = padded(rows, inputs.X.device)
     mean, count = torch.zeros_like(initial), torch.zeros(initial.shape[0], 1, device=initial.device)
     was_training = model.training
@@ -193,11 +197,14 @@ def recompute_batch_norm(model, inputs, rows: list, batch: int) -> torch.Tensor:
     for start in range(0, idx.shape[1], batch):
         m = mask[:, start : start + batch]
         model.stats.zero_()  # after the forward, stats = this batch's statistics (each layer's momentum aside)
+        model.stats[:, ~norm] = buffers
         with batch_statistics():
             # dropout draws no training step made, the same whichever epoch a member left in
             model(inputs.x(idx[:, start : start + batch]), m, step=Step(key=BN_STEP))
-        has = (model.stats != 0).any(1, keepdim=True).float()  # the layer skips a member with too few rows
+        has = (model.stats[:, norm] != 0).any(1, keepdim=True).float()  # the layer skips a member with too few rows
         count += has
         mean += has * (model.stats - mean) / count.clamp(min=1)
     model.train(was_training)
-    return torch.where(count > 0, mean, initial)
+    out = torch.where(count > 0, mean, initial)
+    out[:, ~norm] = buffers
+    return out

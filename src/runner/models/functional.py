@@ -23,7 +23,7 @@ from runner.errors import RunnerError
 from runner.models.batching import Layers
 from runner.models.layers import batch_norm
 from runner.models.noise import MemberNoise, draw_key, kept
-from runner.models.stacked import Population
+from runner.models.stacked import BUFFER, Population
 
 # The member being run inside vmap: (key, step, its row mask [B], its running statistics by name).
 _member = contextvars.ContextVar("member")
@@ -165,6 +165,12 @@ class FunctionalPopulation(Population):
             norm.stat_name = f"bn{i}"
             self.add_stat(f"bn{i}.mean", norm.features, 0.0)
             self.add_stat(f"bn{i}.var", norm.features, 1.0)
+        # The module's own buffers (a random projection drawn in __init__, a counter its forward updates): each
+        # member holds its own, as built under its seed, among the statistics (float32, so integers exactly to 2**24).
+        self.buffers = {name: (tuple(b.shape), b.dtype) for name, b in template.named_buffers() if not b.is_complex()}
+        for name, (shape, _) in self.buffers.items():
+            self.add_stat(BUFFER + name, math.prod(shape), 0.0)
+        self._buffer_owners: list | None = None  # (module, attribute, buffer name), for `bound`
         params = dict(template.named_parameters())
         for name, p in params.items():
             owner = params.get(name.rsplit(".", 1)[0] + ".weight", p)  # a bias's fan-in is its weight's
@@ -174,6 +180,10 @@ class FunctionalPopulation(Population):
             self.add(("norm:" if norm else "") + name, tuple(p.shape), kernel=p.dim() > 1 and not norm,
                      fan_in=fan_in, fan_out=fan_out, trainable=p.requires_grad)
         self.allocate()
+        with torch.no_grad():
+            for name, b in template.named_buffers():
+                if name in self.buffers:
+                    self.stat(BUFFER + name)[:, 0] = b.reshape(-1).float()
         for p in template.parameters():
             p.requires_grad_(False)  # the template only lends its structure; [E, P] holds the weights
 
@@ -183,14 +193,21 @@ class FunctionalPopulation(Population):
         every initialization its class or package defines is kept. model.init=glorot/he redraws with runner's rule
         instead, and so does a population without `make` (runner's own modules)."""
         if self.make is None or scheme != "default":
-            return super().initialize(seeds, scheme, used)
+            super().initialize(seeds, scheme, used)
+            if self.make is None or not self.buffers:
+                return
         assert len(seeds) == self.n_members
         self.noise = MemberNoise(seeds, self.flat.device)
         for e, seed in enumerate(seeds):
             with seeded(int(seed)):
-                built = dict(self.make().named_parameters())
-            for name, slot in self.slots.items():
-                self.flat[e, slot.offset : slot.offset + slot.size] = built[name.removeprefix("norm:")].flatten()
+                built = self.make()
+            if scheme == "default":
+                params = dict(built.named_parameters())
+                for name, slot in self.slots.items():
+                    self.flat[e, slot.offset : slot.offset + slot.size] = params[name.removeprefix("norm:")].flatten()
+            buffers = dict(built.named_buffers())
+            for name in self.buffers:  # its buffers too, whichever rule drew the weights
+                self.stat(BUFFER + name)[e, 0] = buffers[name].reshape(-1).float()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: [E, B, ...] -> [E, B, d_out], member e run with row e of the parameters."""
@@ -206,6 +223,7 @@ class FunctionalPopulation(Population):
             self._owners = [(self.template.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2],
                              canonical[id(p)]) for name, p in self.template.named_parameters(remove_duplicate=False)]
         saved = [(module, attr, module._parameters[attr]) for module, attr, _ in self._owners]
+        given = self._bind_buffers()
         try:
             for module, attr, name in self._owners:
                 module._parameters[attr] = params[name]
@@ -213,6 +231,36 @@ class FunctionalPopulation(Population):
         finally:
             for module, attr, original in saved:
                 module._parameters[attr] = original
+            self._keep_buffers(given)
+
+    def _bind_buffers(self) -> list:
+        """The running member's own buffers in place of the template's: views of its statistics (a copy where the
+        buffer's type is not float32). Returns what `_keep_buffers` needs."""
+        if not self.buffers:
+            return []
+        if self._buffer_owners is None:
+            self._buffer_owners = [(self.template.get_submodule(name.rpartition(".")[0]), name.rpartition(".")[2],
+                                    name) for name in self.buffers]
+        stats = _member.get()[3]
+        given = []
+        for module, attr, name in self._buffer_owners:
+            row = stats[BUFFER + name]
+            shape, dtype = self.buffers[name]
+            value = row.view(shape) if dtype == row.dtype else row.view(shape).to(dtype)
+            given.append((module, attr, row, value, module._buffers[attr]))
+            module._buffers[attr] = value
+        return given
+
+    @staticmethod
+    def _keep_buffers(given: list) -> None:
+        """A buffer the forward replaced (self.b = ...) or changed in a copy goes back to the member's statistics;
+        the template's own come back."""
+        for module, attr, row, value, original in given:
+            now = module._buffers[attr]
+            if now is not value or now.dtype != row.dtype:
+                with torch.no_grad():
+                    row.copy_(now.detach().reshape(-1).to(row.dtype))
+            module._buffers[attr] = original
 
     def train(self, mode: bool = True):
         self._modes = None  # nn.Module.train sets every template layer too: set_modes walks them again

@@ -11,6 +11,7 @@ header shows it). Member e is the class built under torch.manual_seed(member e's
 
 import copy
 import inspect
+import warnings
 from typing import Callable
 
 import torch
@@ -20,7 +21,7 @@ from runner import user_code
 from runner.config.schema import ModelConfig, name_of
 from runner.errors import RunnerError
 from runner.models import fast
-from runner.models.functional import FunctionalPopulation, own_layers
+from runner.models.functional import FunctionalPopulation, own_layers, seeded
 from runner.models.looped import LoopPopulation
 
 # The keyword arguments runner passes a class that takes them: what the data gives.
@@ -74,6 +75,12 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
     template, make = build_template(cfg, input_shape, d_out)
     wanted = name_of(cfg.path)
     steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
+    if wanted == "auto" and _mixes_rows(template, input_shape):
+        # A stacked member's batch ends in padding rows (it trains on fewer rows than another); in turn it runs on its
+        # own rows alone, as PyTorch would (runner's batch norm masks the padding itself).
+        steps, why, wanted = None, "its forward mixes a batch's rows (a statistic over them)", "loop"
+    if steps is not None and (own := _member_buffers(template, make, input_shape)):
+        steps, why = None, f"it keeps a tensor in a buffer ({own[0]}) that each member holds its own of"
     unused = _unused(template, cfg.target, input_shape)
     own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
     if steps is None and wanted == "fast":
@@ -101,6 +108,50 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
                  "as torch.optim skips a parameter with no gradient")
     population.path = path
     return population
+
+
+def _member_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, ...]) -> list[str]:
+    """The module's buffers (batch norm's aside) that differ by member: drawn differently under two seeds, or
+    changed by a training forward. The fast path's layers read the template's; the other paths each member's."""
+    names = [name for name, _ in template.named_buffers()
+             if not isinstance(template.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)]
+    if not names:
+        return []
+    built = []
+    for seed in (0, 1):
+        with seeded(seed):
+            built.append(dict(make().named_buffers()))
+    probe = copy.deepcopy(template).train()
+    try:
+        with torch.no_grad():
+            probe(torch.zeros(2, *input_shape))
+    except Exception:  # noqa: BLE001 (fails in training too, named there)
+        pass
+    after = dict(probe.named_buffers())
+    before = dict(template.named_buffers())
+    return [name for name in names
+            if not torch.equal(built[0][name], built[1][name]) or not torch.equal(before[name], after[name])]
+
+
+def _mixes_rows(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether a training forward's output for a row depends on the batch's other rows: three rows at once against
+    each alone, from the same state (batch norm and dropout, which runner runs per member, in eval mode). A module
+    that cannot run one row at a time is taken as not mixing them."""
+    probe = copy.deepcopy(template).train()
+    for module in probe.modules():
+        if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
+            module.eval()
+    g = torch.Generator().manual_seed(0)
+    rows = torch.stack([torch.zeros(input_shape), torch.ones(input_shape),
+                        torch.randint(0, 2, input_shape, generator=g).float()])  # 0/1: a valid code too
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a statistic over one row (std's degrees of freedom): the user's own
+            together = copy.deepcopy(probe)(rows)
+            alone = torch.cat([copy.deepcopy(probe)(rows[i : i + 1]) for i in range(len(rows))])
+        return not torch.allclose(together.float(), alone.float(), rtol=1e-4, atol=1e-5)
+    except Exception:  # noqa: BLE001 (a forward that refuses one row: nothing known)
+        return False
 
 
 def _unused(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> list[str]:

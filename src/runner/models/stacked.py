@@ -44,6 +44,7 @@ class Step:
 
 
 NO_STEP = Step()  # a pass outside training: no draws a training step made, every member's statistics
+BUFFER = "buffer:"  # the name prefix of a module buffer kept among the statistics (one per member, not batch norm's)
 
 
 @dataclass(frozen=True)
