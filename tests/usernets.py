@@ -61,6 +61,23 @@ class Normed(nn.Module):
         return self.body(x)
 
 
+class Stateful(nn.Module):
+    """Buffers of its own: a projection drawn in __init__ (each member's from its seed) and a count its forward
+    updates in training; batch norm beside them (averaged weights recompute its statistics, not the buffers)."""
+
+    def __init__(self, input_shape, out_features, width=8):
+        super().__init__()
+        self.register_buffer("projection", torch.randn(input_shape[0], width) / input_shape[0] ** 0.5)
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.body = nn.Sequential(nn.Linear(width, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(),
+                                  nn.Linear(width, out_features))
+
+    def forward(self, x):
+        if self.training:
+            self.steps += 1
+        return self.body(x @ self.projection) * (1 + 0.01 * self.steps)
+
+
 class ConvNet(nn.Module):
     """A user's CNN as an nn.Sequential: conv, BatchNorm2d, ReLU, max pool, dropout, global mean, dense."""
 
