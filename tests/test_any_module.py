@@ -145,6 +145,33 @@ class OwnNorm(nn.Module):
         return self.head(torch.relu((h - h.mean(0)) / (h.std(0) + 1e-5)))
 
 
+class Jitter(nn.Module):
+    """Gaussian noise of its own on a hidden layer in training (torch.randn_like)."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a, self.head = nn.Linear(input_shape[0], 8), nn.Linear(8, out_features)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.head(torch.relu(h + 0.1 * torch.randn_like(h) if self.training else h))
+
+
+def test_a_module_drawing_random_numbers_leaves_the_callers_generators_as_they_were():
+    from runner.config.schema import Config
+
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(40, FEATURES, generator=g), torch.randint(0, CLASSES, (40,), generator=g).float()
+    cfg = Config(model=ModelConfig(name="module", target=give(Jitter)))
+    cfg.trainer.epochs, cfg.trainer.batch_size = 2, 8
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    fitted = fit_population(cfg, X, y, [(np.arange(30), np.arange(30, 40))] * 2, [1, 2], "ce", outputs=CLASSES)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = fit_population(cfg, X, y, [(np.arange(30), np.arange(30, 40))] * 2, [1, 2], "ce", outputs=CLASSES)
+    assert torch.equal(fitted.last, again.last)  # the draws are the members' own, not the generator's state
+
+
 class Encoder(nn.Module):
     """torch's TransformerEncoder over the features as tokens (multi-head attention, layer norm)."""
 
@@ -425,9 +452,10 @@ def test_each_member_starts_as_the_module_built_under_its_seed(cls):
 
 @pytest.mark.parametrize("cls, path", [(Recurrent, "members in turn: vmap cannot run its forward"),
                                        (Gated, "members in turn: vmap cannot run its forward"),
-                                       (Branchy, "members in turn: its forward mixes a batch's rows"),  # h.mean()
+                                       (Branchy, "members in turn: vmap cannot run its forward"),
                                        (Frozen, "stacked fast path"), (Tokens, "generic vmap path"),
                                        (OwnNorm, "members in turn: its forward mixes a batch's rows"),
+                                       (Jitter, "members in turn: its forward draws random numbers"),
                                        (Leftover, "stacked fast path; 2 tensors its forward never uses stay as built "
                                                   "(aux.weight, aux.bias)")])
 def test_a_module_vmap_cannot_run_trains_its_members_in_turn_and_the_header_says_why(cls, path):

@@ -117,6 +117,7 @@ CASES = {
     "module-loop-images": Case(_module("ConvNet", "loop"), images=True, loss="ce",
                                optim=OptimConfig(name=OptimName.adagrad, lr=0.05)),
     "module-stateful": Case(_module("Stateful"), optim=OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1)),
+    "module-random": Case(_module("Noisy"), loss="ce", optim=OptimConfig(name=OptimName.sgd, lr=0.05, momentum=0.9)),
     "module-residual": Case(_module("Residual"), images=True, loss="ce"),
     "module-pooled": Case(_module("Pooled"), images=True, loss="ce"),
     "module-tutorial": Case(_module("Tutorial"), images=True, loss="ce"),  # the generic vmap path, chosen
@@ -132,7 +133,7 @@ def _some(names, default: tuple[str, ...]):
 
 @pytest.mark.parametrize("name", _some(CASES, ("mlp", "logreg", "moe", "cnn", "cnn_vmap", "module-fast", "module-vmap",
                                              "module-loop", "module-loop-images", "module-tutorial",
-                                             "module-stateful")))
+                                             "module-stateful", "module-random")))
 def test_stacked_equals_alone_with_every_switch_on(name):
     case = CASES[name]
     stacked = case.fit([0, 1, 2])
@@ -177,6 +178,7 @@ SHELL = {
     "module-vmap": ["model=module", "model.target=usernets:Normed", "model.path=vmap", "trainer.stack=2"],
     "module-loop": ["model=module", "model.target=usernets:Normed", "model.path=loop", "trainer.stack=1"],
     "module-stateful": ["model=module", "model.target=usernets:Stateful", "trainer.stack=2"],
+    "module-random": ["model=module", "model.target=usernets:Noisy", "trainer.stack=2"],
 }
 BAD = {
     "mlp": ("model.dropout=1.5", "model.dropout=1.5 is not valid: use a probability in [0, 1)"),
@@ -188,6 +190,7 @@ BAD = {
     "module-vmap": ("model.target=usernets:Branchy", "cannot take the vmap path: vmap cannot run its forward"),
     "module-loop": ("model.path=sideways", "model.path: Invalid value 'sideways', expected one of [auto, fast, vmap,"),
     "module-stateful": ("model.path=fast", "cannot take the stacked fast path"),
+    "module-random": ("model.path=vmap", "cannot take the vmap path: vmap cannot run its forward"),
 }
 RUN = ["trainer.seeds=2", "trainer.epochs=3", "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
 

@@ -78,6 +78,35 @@ class Stateful(nn.Module):
         return self.body(x @ self.projection) * (1 + 0.01 * self.steps)
 
 
+class DropPath(nn.Module):
+    """timm's drop path (stochastic depth): a whole row's branch dropped, drawn from torch's generator."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class Noisy(nn.Module):
+    """Random numbers of its own in training: Gaussian noise on a hidden layer and a drop-path residual branch."""
+
+    def __init__(self, input_shape, out_features, width=8):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(input_shape[0], width), nn.Linear(width, width), nn.Linear(width, out_features)
+        self.drop_path = DropPath(0.3)
+
+    def forward(self, x):
+        h = torch.relu(self.a(x))
+        if self.training:
+            h = h + 0.1 * torch.randn_like(h)
+        return self.head(h + self.drop_path(self.b(h)))
+
+
 class ConvNet(nn.Module):
     """A user's CNN as an nn.Sequential: conv, BatchNorm2d, ReLU, max pool, dropout, global mean, dense."""
 

@@ -5,12 +5,14 @@ The parameters, their initialization, the dropout masks and the batch statistics
 (LoopPopulation is a FunctionalPopulation that loops where the other vmaps): the same weights either way.
 """
 
+import contextlib
 import copy
 import functools
 
 import torch
 
 from runner.models.functional import FunctionalPopulation, _member
+from runner.models.noise import draw_key_int
 
 
 class LoopPopulation(FunctionalPopulation):
@@ -43,7 +45,8 @@ class LoopPopulation(FunctionalPopulation):
                     for name, tensor in own_params.items():
                         if tensor.requires_grad:
                             tensor.register_hook(functools.partial(_reach, self.reached, (e, name)))
-                out = fn(own_params, *rows)
+                with self._rng(e, step):
+                    out = fn(own_params, *rows)
             finally:
                 _member.reset(token)
             if whole:
@@ -57,6 +60,17 @@ class LoopPopulation(FunctionalPopulation):
         return torch.stack(outs)
 
 
+    def _rng(self, e: int, step: int):
+        """For a module that draws random numbers (torch.randn_like, a drop-path's bernoulli_): torch's generator
+        seeded from member e's own stream at this step, so its draws are the same beside any other members and
+        after a resume; the caller's generator state comes back after."""
+        if not getattr(self, "draws", False):
+            return contextlib.nullcontext()
+        device = self.flat.device
+        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+        key = int(self.noise.keys[e])
+        return _seeded_fork(fork, draw_key_int(key, step, TORCH_STREAM) & (2**63 - 1))
+
     def unreached(self) -> list[tuple[int, int, int]] | None:
         """After a training backward: (member, offset, size) of each trainable tensor that member's forward did not
         reach, for the optimizer to leave as it was."""
@@ -64,6 +78,16 @@ class LoopPopulation(FunctionalPopulation):
             return None
         return [(e, s.offset, s.size) for e in range(self.n_members) for name, s in self.slots.items()
                 if s.trainable and (e, name.removeprefix("norm:")) not in self.reached]
+
+
+TORCH_STREAM = 1023  # the member stream that seeds torch's generator for a module's own draws
+
+
+@contextlib.contextmanager
+def _seeded_fork(fork, seed: int):
+    with fork:
+        torch.manual_seed(seed)
+        yield
 
 
 def _reach(reached: set, key: tuple[int, str], grad: torch.Tensor) -> None:

@@ -72,13 +72,24 @@ def build_template(cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int) -
 
 
 def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
+    """The population of the user's class on the path it can take (the module's docstring); the caller's random
+    generators are left as they were (the template is built, and probed, under a seed of its own)."""
+    with seeded(0):
+        return _build(cfg, members, input_shape, d_out)
+
+
+def _build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: int) -> FunctionalPopulation:
     template, make = build_template(cfg, input_shape, d_out)
     wanted = name_of(cfg.path)
     steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
-    if wanted == "auto" and _mixes_rows(template, input_shape):
-        # A stacked member's batch ends in padding rows (it trains on fewer rows than another); in turn it runs on its
-        # own rows alone, as PyTorch would (runner's batch norm masks the padding itself).
-        steps, why, wanted = None, "its forward mixes a batch's rows (a statistic over them)", "loop"
+    draws = _draws(template, input_shape)
+    if wanted == "auto" and (draws or _mixes_rows(template, input_shape)):
+        # Random numbers: vmap cannot draw each member's alone. Rows that mix: a stacked member's batch ends in
+        # padding rows (it trains on fewer rows than another); in turn it runs on its own rows alone, as PyTorch
+        # would (runner's batch norm masks the padding itself).
+        steps, wanted = None, "loop"
+        why = ("its forward draws random numbers (each member's from its own seed and step)" if draws else
+               "its forward mixes a batch's rows (a statistic over them)")
     if steps is not None and (own := _member_buffers(template, make, input_shape)):
         steps, why = None, f"it keeps a tensor in a buffer ({own[0]}) that each member holds its own of"
     unused = _unused(template, cfg.target, input_shape)
@@ -107,6 +118,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
         path += (f"; {len(unused)} tensor{'s' * (len(unused) > 1)} its forward never uses stay as built ({shown}), "
                  "as torch.optim skips a parameter with no gradient")
     population.path = path
+    population.draws = draws
     return population
 
 
@@ -133,17 +145,43 @@ def _member_buffers(template: nn.Module, make: Callable, input_shape: tuple[int,
             if not torch.equal(built[0][name], built[1][name]) or not torch.equal(before[name], after[name])]
 
 
-def _mixes_rows(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
-    """Whether a training forward's output for a row depends on the batch's other rows: three rows at once against
-    each alone, from the same state (batch norm and dropout, which runner runs per member, in eval mode). A module
-    that cannot run one row at a time is taken as not mixing them."""
+def _train_probe(template: nn.Module) -> nn.Module:
+    """A copy of the template in training mode, with batch norm and dropout (which runner runs per member) in eval
+    mode."""
     probe = copy.deepcopy(template).train()
     for module in probe.modules():
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd)):
             module.eval()
+    return probe
+
+
+def _probe_rows(input_shape: tuple[int, ...]) -> torch.Tensor:
+    """Three distinct rows any input takes: zeros, ones and a random 0/1 pattern (a valid code too)."""
     g = torch.Generator().manual_seed(0)
-    rows = torch.stack([torch.zeros(input_shape), torch.ones(input_shape),
-                        torch.randint(0, 2, input_shape, generator=g).float()])  # 0/1: a valid code too
+    return torch.stack([torch.zeros(input_shape), torch.ones(input_shape),
+                        torch.randint(0, 2, input_shape, generator=g).float()])
+
+
+def _draws(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether a training forward draws from torch's random generator (outside runner's dropout): the same rows
+    from the same state under two seeds give two outputs (the caller's generators come back as they were)."""
+    probe, rows = _train_probe(template), _probe_rows(input_shape)
+    outs = []
+    try:
+        for seed in (0, 1):
+            with seeded(seed), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                outs.append(copy.deepcopy(probe)(rows))
+    except Exception:  # noqa: BLE001 (a forward that fails here fails in training too, named there)
+        return False
+    return not torch.equal(outs[0], outs[1])
+
+
+def _mixes_rows(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether a training forward's output for a row depends on the batch's other rows: three rows at once against
+    each alone, from the same state (batch norm and dropout, which runner runs per member, in eval mode). A module
+    that cannot run one row at a time is taken as not mixing them."""
+    probe, rows = _train_probe(template), _probe_rows(input_shape)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a statistic over one row (std's degrees of freedom): the user's own

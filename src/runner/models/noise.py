@@ -70,9 +70,14 @@ def _positions32(n: int, device: str) -> torch.Tensor:
     return torch.arange(n, dtype=torch.int32, device=device) * _GOLDEN32
 
 
+def draw_key_int(key: int, step: int, stream: int) -> int:
+    """`draw_key` of one member's key on the host (a signed 64-bit integer)."""
+    return mix_int(key + mix_int((step * 1024 + stream) * _GOLDEN))
+
+
 def draw_key32(key: int, step: int, stream: int) -> int:
     """`draw_key` of one member's key on the host, as the int32 `kept` hashes with: its low 32 bits, signed."""
-    low = mix_int(key + mix_int((step * 1024 + stream) * _GOLDEN)) & 0xFFFFFFFF
+    low = draw_key_int(key, step, stream) & 0xFFFFFFFF
     return low - (1 << 32) if low >> 31 else low
 
 
