@@ -653,7 +653,7 @@ def test_members_trained_in_groups_equal_the_whole_population(size):
 def test_how_many_members_step_together():
     from runner.engine.stacking import STACKED_WINS, Stacking, members_at_once
 
-    cfg = Config(model=ModelConfig(name="module", target=give(Recurrent)))
+    cfg = Config(model=ModelConfig(name="module", target=give(Tokens)))
     model = build_model(cfg.model, 4, (FEATURES,), CLASSES)
     X, y = torch.randn(30, FEATURES), torch.zeros(30)
     data = PopulationData(MemberInputs.identity(X, y, 4), [np.arange(k, 20 + k) for k in range(4)], [[]] * 4,
@@ -662,6 +662,9 @@ def test_how_many_members_step_together():
     timings = chosen.seconds
     assert set(timings) == {"4 stacked", "1 in turn"} and all(t > 0 for t in timings.values())
     assert chosen.at_once == (4 if timings["4 stacked"] <= STACKED_WINS * timings["1 in turn"] else 1)  # stacked where it wins
+    in_turn = Config(model=ModelConfig(name="module", target=give(Recurrent)))  # members in turn within each step:
+    chosen = members_at_once(build_model(in_turn.model, 4, (FEATURES,), CLASSES), in_turn, data, 16)
+    assert (chosen.at_once, chosen.seconds) == (4, {})  # together they share the step's work, untimed
     cfg.trainer.stack = 3
     assert members_at_once(model, cfg, data, 16) == Stacking(3, "trainer.stack")
     cfg.trainer.stack = 9

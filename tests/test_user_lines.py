@@ -17,7 +17,7 @@ import runner
 from runner.config.schema import DatasetConfig
 from runner.data.loading import load_dataset
 from runner.errors import RunnerError
-from runner.models.module import _check_output
+from runner.models.probes import check_output
 
 QUICK = {"trainer": {"epochs": 2, "progress": False}, "plots": False}
 
@@ -93,12 +93,12 @@ class Named(Pair):
 
 def test_a_forward_returning_a_tuple_or_a_dict_is_told_to_return_one_tensor():
     with pytest.raises(RunnerError) as info:
-        _check_output(Pair(), "nets:Pair", (3,), 1)
+        check_output(Pair(), "nets:Pair", (3,), 1)
     assert str(info.value) == ("model.target=nets:Pair: for 2 rows of shape [3] its forward returns a tuple of 2 "
                                "(Tensor [2, 1], Tensor [2, 3]); forward must return one tensor, [2, 1] here "
                                "(return the logits or predictions alone)")
     with pytest.raises(RunnerError) as info:
-        _check_output(Named(), "nets:Named", (3,), 1)
+        check_output(Named(), "nets:Named", (3,), 1)
     assert "its forward returns a dict with keys 'logits', 'aux'; forward must return one tensor" in str(info.value)
     assert "out_features" not in str(info.value)
 

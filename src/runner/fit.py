@@ -119,7 +119,8 @@ def _stacking_line(stacking: Stacking, E: int) -> str:
     if stacking.bound == "memory":
         return (f"{E} members in groups of {stacking.at_once}: each stacked member holds about "
                 f"{stacking.member_bytes / 2**20:.3g} MiB in training, and a group stays within the memory budget of "
-                f"{stacking.budget_bytes / 2**20:.4g} MiB (trainer.memory_gb sets it; per member step {measured})")
+                f"{stacking.budget_bytes / 2**20:.4g} MiB (trainer.memory_gb sets it"
+                f"{'; per member step ' + measured if measured else ''})")
     return (f"{E} members trained one at a time, each as PyTorch runs it alone: faster than stacked per member "
             f"step ({measured}; trainer.stack=N sets it)")
 

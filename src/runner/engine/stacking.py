@@ -21,7 +21,7 @@ from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, fit
 from runner.engine.rows import PopulationData
 from runner.models.functional import FunctionalPopulation
-from runner.models.looped import in_turn
+from runner.models.looped import LoopPopulation, in_turn
 from runner.models.stacked import Step
 from runner.rundir.layout import fit_state_part
 
@@ -83,7 +83,9 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     """How many members step together: the whole population unless trainer.stack names a number; for the user's
     module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
     CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
-    alone) where that was measured faster than such a stacked group on the population's own path."""
+    alone) where that was measured faster than such a stacked group on the population's own path. A population
+    whose members run in turn inside each step (models/looped.py) computes the same per member either way, and
+    together its members share the step's other work: it steps as many together as the budget holds, untimed."""
     E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
@@ -96,6 +98,8 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     member = PEAK_PER_SAVED * row * batch + OPTIMIZER_COPIES * model.size * 4
     budget = _budget_bytes(cfg, model.flat.device, member)
     fits = min(E, max(1, int(budget // member)))
+    if isinstance(model, LoopPopulation):  # members in turn either way: together they share the step's own work
+        return Stacking(fits, "" if fits == E else "memory", {}, member, budget, row)
     seconds = dict(zip((f"{fits} stacked", "1 in turn"),
                        _seconds_per_member([stacked, in_turn(model)], [x[:fits], x[:1]])))
     at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
