@@ -187,10 +187,10 @@ BAD = {
     "cnn": ("model.kernel=2", "use an odd kernel size"),
     "cnn_vmap": ("model.channels=[]", "use positive channel counts"),
     "module-fast": ("model.target=usernets:Branchy", "cannot take the stacked fast path"),
-    "module-vmap": ("model.target=usernets:Branchy", "cannot take the vmap path: vmap cannot run its forward"),
+    "module-vmap": ("model.target=usernets:Guarded", "cannot take the vmap path: vmap cannot run its forward"),
     "module-loop": ("model.path=sideways", "model.path: Invalid value 'sideways', expected one of [auto, fast, vmap,"),
     "module-stateful": ("model.path=fast", "cannot take the stacked fast path"),
-    "module-random": ("model.path=vmap", "cannot take the vmap path: vmap cannot run its forward"),
+    "module-random": ("model.path=vmap", "cannot take the vmap path: its forward draws random numbers"),
 }
 RUN = ["trainer.seeds=2", "trainer.epochs=3", "trainer.checkpoint_every=1", "trainer.progress=false", "plots=false"]
 

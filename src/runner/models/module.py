@@ -102,10 +102,14 @@ def _path(template: nn.Module, make: Callable, cfg: ModelConfig, input_shape: tu
     wanted, where = name_of(cfg.path), f"model.target={cfg.target}"
     if wanted == "loop":
         return "loop", None, "model.path=loop"
-    if wanted == "auto" and draws:
-        return "loop", None, "its forward draws random numbers (each member's from its own seed and step)"
-    if wanted == "auto" and probes.mixes_rows(template, input_shape):
-        return "loop", None, "its forward mixes a batch's rows (a statistic over them)"
+    apart = ("its forward draws random numbers (each member's from its own seed and step)" if draws else
+             "its forward mixes a batch's rows (a statistic over them)" if probes.mixes_rows(template, input_shape)
+             else None)
+    if apart and wanted != "auto":
+        raise RunnerError(f"{where} cannot take the {'stacked fast' if wanted == 'fast' else 'vmap'} path: "
+                          f"{apart.partition(' (')[0]} (set model.path=auto to train its members in turn)")
+    if apart:
+        return "loop", None, apart
     steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
     if steps is not None and (own := probes.member_buffers(template, make, input_shape)):
         steps, why = None, f"it keeps a tensor in a buffer ({own[0]}) that each member holds its own of"
