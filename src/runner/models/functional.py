@@ -171,6 +171,7 @@ class FunctionalPopulation(Population):
         for name, (shape, _) in self.buffers.items():
             self.add_stat(BUFFER + name, math.prod(shape), 0.0)
         self._buffer_owners: list | None = None  # (module, attribute, buffer name), for `bound`
+        self.draws = False  # its forward draws random numbers of its own (models/looped.py seeds them per member)
         params = dict(template.named_parameters())
         for name, p in params.items():
             owner = params.get(name.rsplit(".", 1)[0] + ".weight", p)  # a bias's fan-in is its weight's

@@ -45,7 +45,7 @@ class LoopPopulation(FunctionalPopulation):
                     for name, tensor in own_params.items():
                         if tensor.requires_grad:
                             tensor.register_hook(functools.partial(_reach, self.reached, (e, name)))
-                with self._rng(e, step):
+                with self._own_draws(e, step):
                     out = fn(own_params, *rows)
             finally:
                 _member.reset(token)
@@ -59,17 +59,18 @@ class LoopPopulation(FunctionalPopulation):
         self.keep_stats(stats)
         return torch.stack(outs)
 
-
-    def _rng(self, e: int, step: int):
-        """For a module that draws random numbers (torch.randn_like, a drop-path's bernoulli_): torch's generator
-        seeded from member e's own stream at this step, so its draws are the same beside any other members and
-        after a resume; the caller's generator state comes back after."""
-        if not getattr(self, "draws", False):
-            return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def _own_draws(self, e: int, step: int):
+        """Within: for a module that draws random numbers (torch.randn_like, a drop path's bernoulli_), torch's
+        generator seeded from member e's own stream at this step, so its draws are the same beside any other members
+        and after a resume; the caller's generator state comes back after."""
+        if not self.draws:
+            yield
+            return
         device = self.flat.device
-        fork = torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
-        key = int(self.noise.keys[e])
-        return _seeded_fork(fork, draw_key_int(key, step, TORCH_STREAM) & (2**63 - 1))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(draw_key_int(int(self.noise.keys[e]), step, TORCH_STREAM) & (2**63 - 1))
+            yield
 
     def unreached(self) -> list[tuple[int, int, int]] | None:
         """After a training backward: (member, offset, size) of each trainable tensor that member's forward did not
@@ -83,21 +84,14 @@ class LoopPopulation(FunctionalPopulation):
 TORCH_STREAM = 1023  # the member stream that seeds torch's generator for a module's own draws
 
 
-@contextlib.contextmanager
-def _seeded_fork(fork, seed: int):
-    with fork:
-        torch.manual_seed(seed)
-        yield
-
-
 def _reach(reached: set, key: tuple[int, str], grad: torch.Tensor) -> None:
     reached.add(key)
 
 
 def in_turn(model: FunctionalPopulation) -> LoopPopulation:
     """A copy of the user's population that runs its members in turn: the same module, weights, statistics and
-    random streams, each member's forward as PyTorch runs it alone. LoopPopulation holds no state of its own, so
-    the copy only changes class (from the generic path's, or from the fast path's)."""
+    random streams, each member's forward as PyTorch runs it alone. LoopPopulation keeps no state of its own (but
+    what the last backward reached), so the copy only changes class (from the generic path's, or the fast path's)."""
     out = copy.deepcopy(model)
     out.__class__ = LoopPopulation
     return out
