@@ -287,6 +287,8 @@ class FastPopulation(FunctionalPopulation):
         layer = self.layers[step.name]
         if isinstance(layer, nn.Linear):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
+            if x.dim() == 3 and x.is_contiguous():  # [E, B, in] as it is: no view to take and undo
+                return StackedLinear.apply(x, weight, bias)
             shape = x.shape
             flat = x.reshape(E, -1, shape[-1])
             return StackedLinear.apply(flat, weight, bias).view(*shape[:-1], weight.shape[1])
