@@ -172,6 +172,19 @@ def test_a_module_drawing_random_numbers_leaves_the_callers_generators_as_they_w
     assert torch.equal(fitted.last, again.last)  # the draws are the members' own, not the generator's state
 
 
+class Tied(nn.Module):
+    """Two layers sharing one weight (layer b's set to layer a's), both trained through it, as weight tying does."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.a, self.b = nn.Linear(input_shape[0], input_shape[0]), nn.Linear(input_shape[0], input_shape[0])
+        self.b.weight = self.a.weight
+        self.head = nn.Linear(input_shape[0], out_features)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
+
+
 class Encoder(nn.Module):
     """torch's TransformerEncoder over the features as tokens (multi-head attention, layer norm)."""
 
@@ -456,6 +469,7 @@ def test_each_member_starts_as_the_module_built_under_its_seed(cls):
                                        (Frozen, "stacked fast path"), (Tokens, "generic vmap path"),
                                        (OwnNorm, "members in turn: its forward mixes a batch's rows"),
                                        (Jitter, "members in turn: its forward draws random numbers"),
+                                       (Tied, "stacked fast path"),
                                        (Leftover, "stacked fast path; 2 tensors its forward never uses stay as built "
                                                   "(aux.weight, aux.bias)")])
 def test_a_module_vmap_cannot_run_trains_its_members_in_turn_and_the_header_says_why(cls, path):
@@ -513,7 +527,7 @@ SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow 
 
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Fourier, Counter,
-                                 OwnNorm, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
+                                 OwnNorm, Tied, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
@@ -582,6 +596,9 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
         self, input_shape, out_features) or self.requires_grad_(False) and None}), "has only frozen parameters"),
     (type("Bypass", (Frozen,), {"forward": lambda self, x: x[:, :CLASSES] * 2}),
      "its forward uses none of its parameters, so there is nothing to train"),
+    (type("Phased", (Frozen,), {"__init__": lambda self, input_shape, out_features: Frozen.__init__(
+        self, input_shape, out_features) or self.register_buffer("phase", torch.randn(3, dtype=torch.cfloat))}),
+     "buffer phase is complex and differs by member"),
     (type("Rounded", (Frozen,), {"forward": lambda self, x: Frozen.forward(self, x).long()}),
      "its forward returns a torch.int64 tensor; the loss needs floating-point outputs"),
 ])

@@ -110,6 +110,8 @@ def _step(template: nn.Module, node: fx.Node) -> Step | str:
     if node.op == "output":
         return Step(node, "output") if isinstance(node.args[0], fx.Node) else "its forward returns more than a tensor"
     if node.op == "get_attr":
+        if node.target.startswith("_tensor_constant"):  # torch.fx's name for a tensor it could not trace to a layer
+            return "its forward uses a tensor that is no layer's parameter (a buffer it changes, or a constant)"
         return f"its forward uses {node.target} outside a layer"
     if "shape" not in node.meta:
         return f"its forward computes with sizes or other values that are not activations ({node.name})"
@@ -165,6 +167,9 @@ class FastPopulation(FunctionalPopulation):
     def __init__(self, template: nn.Module, members: int, d_out: int, steps: list[Step], make=None):
         super().__init__(template, members, d_out, make)  # swaps runner's dropout and batch norm in, by the same names
         self.steps = steps
+        canonical = {id(p): name for name, p in template.named_parameters()}
+        self.tied = {name: canonical[id(p)] for name, p in template.named_parameters(remove_duplicate=False)
+                     if canonical[id(p)] != name}  # a parameter's other names -> the name its slot has
         self.layers = {s.name: template.get_submodule(s.name) for s in steps if s.kind in ("layer", "vmap") and s.name}
         # A ReLU whose only user is a max-pool runs after it: the same values (max commutes with a non-decreasing
         # function), 4x fewer of them to activate. ReLU node -> that pool's node.
@@ -280,7 +285,10 @@ class FastPopulation(FunctionalPopulation):
         return self.run_members(run, params, values, mask)
 
     def _param(self, step: Step, name: str, norm: bool = False) -> torch.Tensor | None:
-        key = ("norm:" if norm else "") + f"{step.name}.{name}"
+        """A layer's parameter for every member, [E, *shape]; a tied one (layer b's weight set to layer a's) is its
+        first owner's slot, which both layers then train, as in the module alone."""
+        full = f"{step.name}.{name}"
+        key = ("norm:" if norm else "") + self.tied.get(full, full)
         return self.view(key) if key in self.slots else None
 
     def _layer(self, step: Step, x: torch.Tensor, E: int, mask: torch.Tensor | None) -> torch.Tensor:

@@ -13,13 +13,29 @@ from runner.errors import RunnerError
 from runner.models.functional import FunctionalPopulation, own_layers, seeded
 
 
+def refuse_complex_buffers(template: nn.Module, make: Callable, target: str, input_shape: tuple[int, ...]) -> None:
+    """One line for a complex buffer that differs by member (drawn under the seed, or changed by a training
+    forward): runner keeps each member's buffers as float32 beside the statistics. One the same for every member
+    stays shared (a fixed kernel)."""
+    if any(b.is_complex() for b in template.buffers()):
+        complex_ = [name for name, b in template.named_buffers() if b.is_complex()]
+        varying = _varying_buffers(template, make, input_shape, complex_)
+        if varying:
+            raise RunnerError(f"model.target={target}: buffer {varying[0]} is complex and differs by member; runner "
+                              "keeps each member's buffers as real numbers: register its real and imaginary parts "
+                              "(torch.view_as_real) and combine them in forward")
+
+
 def member_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, ...]) -> list[str]:
     """The module's buffers (batch norm's aside) that differ by member: drawn differently under two seeds, or
     changed by a training forward. The fast path's layers read the template's; the other paths each member's."""
     names = [name for name, _ in template.named_buffers()
              if not isinstance(template.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)]
-    if not names:
-        return []
+    return _varying_buffers(template, make, input_shape, names) if names else []
+
+
+def _varying_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, ...], names: list[str]) -> list[str]:
+    """Those of the buffers `names` that two seeds' builds draw differently or a training forward changes."""
     built = []
     for seed in (0, 1):
         with seeded(seed):
@@ -30,8 +46,7 @@ def member_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, 
             probe(torch.zeros(2, *input_shape))
     except Exception:  # noqa: BLE001 (fails in training too, named there)
         pass
-    after = dict(probe.named_buffers())
-    before = dict(template.named_buffers())
+    after, before = dict(probe.named_buffers()), dict(template.named_buffers())
     return [name for name in names
             if not torch.equal(built[0][name], built[1][name]) or not torch.equal(before[name], after[name])]
 
