@@ -185,6 +185,29 @@ class Tied(nn.Module):
         return self.head(torch.relu(self.b(torch.relu(self.a(x)))))
 
 
+class _Clamp(nn.Module):
+    def forward(self, w):
+        return w.clamp(-0.2, 0.2)
+
+
+class Constrained(nn.Module):
+    """A weight constrained through torch.nn.utils.parametrize (what runner's refusal of in-place writes offers)."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.body, self.head = nn.Linear(input_shape[0], 8), nn.Linear(8, out_features)
+        torch.nn.utils.parametrize.register_parametrization(self.body, "weight", _Clamp())
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+
+def _clamping(self, x):
+    with torch.no_grad():
+        self.head.weight.clamp_(-1, 1)  # a max-norm style constraint written in place, as in a plain loop
+    return Frozen.forward(self, x)
+
+
 class Encoder(nn.Module):
     """torch's TransformerEncoder over the features as tokens (multi-head attention, layer norm)."""
 
@@ -527,7 +550,7 @@ SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow 
 
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Fourier, Counter,
-                                 OwnNorm, Tied, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
+                                 OwnNorm, Tied, Constrained, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
@@ -599,6 +622,7 @@ def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     (type("Phased", (Frozen,), {"__init__": lambda self, input_shape, out_features: Frozen.__init__(
         self, input_shape, out_features) or self.register_buffer("phase", torch.randn(3, dtype=torch.cfloat))}),
      "buffer phase is complex and differs by member"),
+    (type("Clamping", (Frozen,), {"forward": _clamping}), "its forward changes parameter head.weight in place"),
     (type("Rounded", (Frozen,), {"forward": lambda self, x: Frozen.forward(self, x).long()}),
      "its forward returns a torch.int64 tensor; the loss needs floating-point outputs"),
 ])

@@ -75,6 +75,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
     with seeded(0):
         template, make = build_template(cfg, input_shape, d_out)
         probes.refuse_complex_buffers(template, make, cfg.target, input_shape)
+        probes.refuse_parameter_writes(template, cfg.target, input_shape)
         draws = probes.draws(template, input_shape)
         kind, steps, why = _path(template, make, cfg, input_shape, d_out, draws)
         unused = probes.unused(template, cfg.target, input_shape)

@@ -13,6 +13,23 @@ from runner.errors import RunnerError
 from runner.models.functional import FunctionalPopulation, own_layers, seeded
 
 
+def refuse_parameter_writes(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> None:
+    """One line for a forward that changes its parameters in place (a max-norm clamp under no_grad): runner holds
+    every member's parameters as views of one tensor, which autograd does not let a forward write."""
+    probe = copy.deepcopy(template).train()
+    before = {name: p._version for name, p in probe.named_parameters()}  # counts in-place writes, equal values too
+    try:
+        probe(torch.zeros(2, *input_shape))
+    except Exception:  # noqa: BLE001 (fails in training too, named there)
+        return
+    for name, p in probe.named_parameters():
+        if p._version != before[name]:
+            raise RunnerError(f"model.target={target}: its forward changes parameter {name} in place; runner holds "
+                              "every member's parameters in one tensor, which a forward may only read: constrain it "
+                              "out of place in forward (w = self.fc.weight.clamp(-1, 1), then F.linear(x, w)) or "
+                              "with torch.nn.utils.parametrize")
+
+
 def refuse_complex_buffers(template: nn.Module, make: Callable, target: str, input_shape: tuple[int, ...]) -> None:
     """One line for a complex buffer that differs by member (drawn under the seed, or changed by a training
     forward): runner keeps each member's buffers as float32 beside the statistics. One the same for every member
@@ -121,7 +138,9 @@ def vmap_refuses(make: Callable, target: str, input_shape: tuple[int, ...], d_ou
     its values or reads them on the host), found by one training step of a one-member population; None if it can."""
     probe = FunctionalPopulation(own_layers(make(), f"model.target={target}"), 1, d_out)
     try:
-        probe(torch.zeros(1, 2, *input_shape)).sum().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note of a slow batching rule: the fit says it once if it is
+            probe(torch.zeros(1, 2, *input_shape)).sum().backward()
     except Exception as exc:  # noqa: BLE001 (whatever vmap refuses, the members can still run in turn)
         first = " ".join(str(exc).split())
         return f"vmap cannot run its forward ({type(exc).__name__}: {first[:80]}{'...' * (len(first) > 80)})"
