@@ -74,11 +74,12 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
     generators are left as they were (the template is built, and probed, under a seed of its own)."""
     with seeded(0):
         template, make = build_template(cfg, input_shape, d_out)
-        probes.refuse_complex_buffers(template, make, cfg.target, input_shape)
-        probes.refuse_parameter_writes(template, cfg.target, input_shape)
+        trained = probes.training_pass(template, cfg.target, input_shape)
+        probes.refuse_parameter_writes(trained, cfg.target)
+        probes.refuse_complex_buffers(template, make, cfg.target, trained)
         draws = probes.draws(template, input_shape)
-        kind, steps, why = _path(template, make, cfg, input_shape, d_out, draws)
-        unused = probes.unused(template, cfg.target, input_shape)
+        kind, steps, why = _path(template, make, cfg, input_shape, d_out, draws, trained)
+        unused = trained.unused
     own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
     if kind == "loop":  # a forward that may branch on its values: each step says what each member's reached
         population, path = LoopPopulation(template, members, d_out, make), f"members in turn: {why}"
@@ -96,7 +97,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
 
 
 def _path(template: nn.Module, make: Callable, cfg: ModelConfig, input_shape: tuple[int, ...], d_out: int,
-          draws: bool) -> tuple[str, list | None, str]:
+          draws: bool, trained: probes.TrainingPass) -> tuple[str, list | None, str]:
     """("fast", its steps, why) | ("vmap", None, why) | ("loop", None, why): the path model.path asks for, or on
     auto the fastest the module allows. Members run in turn where a stacked run would differ from each alone: a
     forward drawing random numbers (vmap cannot draw each member's alone) or mixing a batch's rows (a stacked
@@ -113,7 +114,7 @@ def _path(template: nn.Module, make: Callable, cfg: ModelConfig, input_shape: tu
     if apart:
         return "loop", None, apart
     steps, why = fast.plan(template, input_shape) if wanted in ("auto", "fast") else (None, f"model.path={wanted}")
-    if steps is not None and (own := probes.member_buffers(template, make, input_shape)):
+    if steps is not None and (own := probes.member_buffers(template, make, trained)):
         steps, why = None, f"it keeps a tensor in a buffer ({own[0]}) that each member holds its own of"
     if steps is not None:
         return "fast", steps, why

@@ -4,6 +4,7 @@ vmap can run it. models/module.py chooses the population's path from these."""
 
 import copy
 import warnings
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,59 +14,76 @@ from runner.errors import RunnerError
 from runner.models.functional import FunctionalPopulation, own_layers, seeded
 
 
-def refuse_parameter_writes(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> None:
-    """One line for a forward that changes its parameters in place (a max-norm clamp under no_grad): runner holds
-    every member's parameters as views of one tensor, which autograd does not let a forward write."""
+@dataclass(frozen=True)
+class TrainingPass:
+    """What one training forward and backward of two rows does to a copy of the module."""
+
+    written: list[str]  # parameters its forward changes in place (a max-norm clamp under no_grad)
+    changed: list[str]  # buffers its forward changes (a counter, a running statistic of its own)
+    unused: list[str]  # trainable parameters it never reaches (no gradient at all): a layer built but not called
+
+
+def training_pass(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> TrainingPass:
+    """One training pass of two rows of zeros on a copy of the template; one line for a forward that uses none of its
+    parameters. A pass the module refuses here finds nothing (it fails in training, named there)."""
     probe = copy.deepcopy(template).train()
-    before = {name: p._version for name, p in probe.named_parameters()}  # counts in-place writes, equal values too
+    versions = {name: p._version for name, p in probe.named_parameters()}  # counts in-place writes, equal values too
+    buffers = {name: b.clone() for name, b in probe.named_buffers()}
+    trainable = {name: p for name, p in probe.named_parameters() if p.requires_grad}
     try:
-        probe(torch.zeros(2, *input_shape))
-    except Exception:  # noqa: BLE001 (fails in training too, named there)
-        return
-    for name, p in probe.named_parameters():
-        if p._version != before[name]:
-            raise RunnerError(f"model.target={target}: its forward changes parameter {name} in place; runner holds "
-                              "every member's parameters in one tensor, which a forward may only read: constrain it "
-                              "out of place in forward (w = self.fc.weight.clamp(-1, 1), then F.linear(x, w)) or "
-                              "with torch.nn.utils.parametrize")
+        out = probe(torch.zeros(2, *input_shape))
+    except Exception:  # noqa: BLE001
+        return TrainingPass([], [], [])
+    written = [name for name, p in probe.named_parameters() if p._version != versions[name]]
+    changed = [name for name, b in probe.named_buffers() if not torch.equal(buffers[name], b)]
+    if written:
+        return TrainingPass(written, changed, [])
+    if not out.requires_grad:
+        raise RunnerError(f"model.target={target}: its forward uses none of its parameters, so there is nothing to "
+                          "train; return values computed with its layers")
+    try:
+        grads = torch.autograd.grad(out.float().sum(), list(trainable.values()), allow_unused=True)
+    except Exception:  # noqa: BLE001
+        return TrainingPass(written, changed, [])
+    return TrainingPass(written, changed, [name for name, g in zip(trainable, grads) if g is None])
 
 
-def refuse_complex_buffers(template: nn.Module, make: Callable, target: str, input_shape: tuple[int, ...]) -> None:
+def refuse_parameter_writes(trained: TrainingPass, target: str) -> None:
+    """One line for a forward that changes its parameters in place: runner holds every member's parameters as
+    views of one tensor, which autograd does not let a forward write."""
+    if trained.written:
+        raise RunnerError(f"model.target={target}: its forward changes parameter {trained.written[0]} in place; "
+                          "runner holds every member's parameters in one tensor, which a forward may only read: "
+                          "constrain it out of place in forward (w = self.fc.weight.clamp(-1, 1), then "
+                          "F.linear(x, w)) or with torch.nn.utils.parametrize")
+
+
+def refuse_complex_buffers(template: nn.Module, make: Callable, target: str, trained: TrainingPass) -> None:
     """One line for a complex buffer that differs by member (drawn under the seed, or changed by a training
     forward): runner keeps each member's buffers as float32 beside the statistics. One the same for every member
     stays shared (a fixed kernel)."""
-    if any(b.is_complex() for b in template.buffers()):
-        complex_ = [name for name, b in template.named_buffers() if b.is_complex()]
-        varying = _varying_buffers(template, make, input_shape, complex_)
-        if varying:
-            raise RunnerError(f"model.target={target}: buffer {varying[0]} is complex and differs by member; runner "
-                              "keeps each member's buffers as real numbers: register its real and imaginary parts "
-                              "(torch.view_as_real) and combine them in forward")
+    complex_ = [name for name, b in template.named_buffers() if b.is_complex()]
+    if complex_ and (varying := _varying_buffers(make, complex_, trained)):
+        raise RunnerError(f"model.target={target}: buffer {varying[0]} is complex and differs by member; runner "
+                          "keeps each member's buffers as real numbers: register its real and imaginary parts "
+                          "(torch.view_as_real) and combine them in forward")
 
 
-def member_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, ...]) -> list[str]:
+def member_buffers(template: nn.Module, make: Callable, trained: TrainingPass) -> list[str]:
     """The module's buffers (batch norm's aside) that differ by member: drawn differently under two seeds, or
     changed by a training forward. The fast path's layers read the template's; the other paths each member's."""
     names = [name for name, _ in template.named_buffers()
              if not isinstance(template.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)]
-    return _varying_buffers(template, make, input_shape, names) if names else []
+    return _varying_buffers(make, names, trained) if names else []
 
 
-def _varying_buffers(template: nn.Module, make: Callable, input_shape: tuple[int, ...], names: list[str]) -> list[str]:
-    """Those of the buffers `names` that two seeds' builds draw differently or a training forward changes."""
+def _varying_buffers(make: Callable, names: list[str], trained: TrainingPass) -> list[str]:
+    """Those of the buffers `names` that two seeds' builds draw differently or the training pass changed."""
     built = []
     for seed in (0, 1):
         with seeded(seed):
             built.append(dict(make().named_buffers()))
-    probe = copy.deepcopy(template).train()
-    try:
-        with torch.no_grad():
-            probe(torch.zeros(2, *input_shape))
-    except Exception:  # noqa: BLE001 (fails in training too, named there)
-        pass
-    after, before = dict(probe.named_buffers()), dict(template.named_buffers())
-    return [name for name in names
-            if not torch.equal(built[0][name], built[1][name]) or not torch.equal(before[name], after[name])]
+    return [name for name in names if name in trained.changed or not torch.equal(built[0][name], built[1][name])]
 
 
 def _train_probe(template: nn.Module) -> nn.Module:
@@ -113,24 +131,6 @@ def mixes_rows(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
         return not torch.allclose(together.float(), alone.float(), rtol=1e-4, atol=1e-5)
     except Exception:  # noqa: BLE001 (a forward that refuses one row: nothing known)
         return False
-
-
-def unused(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> list[str]:
-    """The trainable parameters a training forward of two rows never reaches (no gradient at all): a layer built
-    but not called. torch.optim skips such a parameter (no weight decay, no momentum); runner keeps it as built."""
-    probe = copy.deepcopy(template).train()
-    trainable = {name: p for name, p in probe.named_parameters() if p.requires_grad}
-    try:
-        out = probe(torch.zeros(2, *input_shape))
-        if not out.requires_grad:
-            raise RunnerError(f"model.target={target}: its forward uses none of its parameters, so there is "
-                              "nothing to train; return values computed with its layers")
-        grads = torch.autograd.grad(out.float().sum(), list(trainable.values()), allow_unused=True)
-    except RunnerError:
-        raise
-    except Exception:  # noqa: BLE001 (a training pass the user's module refuses here fails in training, named there)
-        return []
-    return [name for name, g in zip(trainable, grads) if g is None]
 
 
 def vmap_refuses(make: Callable, target: str, input_shape: tuple[int, ...], d_out: int) -> str | None:
