@@ -80,13 +80,13 @@ def main() -> None:
     print(f"{model.path}, {E} members: forward and backward {best_ms(stacked_step):.2f} ms; "
           f"one member's plain Adam step {best_ms(plain_step):.2f} ms")
 
-    kept = Timed(MemberNoise.kept)
-    MemberNoise.kept = lambda self, *args: kept(self, *args)
+    kept = Timed(MemberNoise.dropout_scale)
+    MemberNoise.dropout_scale = lambda self, *args: kept(self, *args)
     best_ms(stacked_step, repeats=100, rounds=1)
     inside = kept.us()
     noise, shape = model.noise, (ROWS, 128)
     kept.seconds = kept.calls = 0
-    best_ms(lambda: noise.kept(shape, 0, 0.1), repeats=300, rounds=1)
+    best_ms(lambda: noise.dropout_scale(shape, 0, 0.1), repeats=300, rounds=1)
     print(f"one dropout layer's masks {list(shape)} for {E} members: {kept.us():.0f} us alone, {inside:.0f} us "
           "inside the step")
 
@@ -117,7 +117,7 @@ def main() -> None:
 
     attention = (ROWS, 4, FEATURES + 1, FEATURES + 1)  # the FT-Transformer's attention maps: 4 heads, CLS + features
     scores = torch.randn(E, *attention)
-    ours = best_ms(lambda: scores * noise.kept(attention, 0, 0.1) * (1 / 0.9), repeats=30)
+    ours = best_ms(lambda: scores * noise.dropout_scale(attention, 0, 0.1), repeats=30)
     theirs = best_ms(lambda: [torch.nn.functional.dropout(m, 0.1) for m in scores], repeats=30)
     print(f"dropout on {E} members' attention maps {list(attention)}: runner's masks and product {ours:.2f} ms, "
           f"torch's dropout one member after another {theirs:.2f} ms")

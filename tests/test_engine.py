@@ -29,20 +29,38 @@ def test_member_noise_is_uniform_and_independent_of_the_population():
 
 
 def test_fast_path_masks_keyed_on_the_host_equal_the_vmap_paths_keyed_on_the_device():
-    """The fast path draws each step's keys on the host (MemberNoise.kept), the vmap path on the device inside vmap
-    (draw_key, then kept): the same masks for any seeds, step and stream, also after members leave (select)."""
+    """The fast path draws each step's keys on the host (MemberNoise.dropout_scale), the vmap path on the device
+    inside vmap (draw_key, then dropout_scale, hashed in chunks of another size): the same masks for any seeds,
+    step and stream, also after members leave (select)."""
     import random
 
-    from runner.models.noise import MemberNoise, draw_key, kept
+    from runner.models.noise import MemberNoise, draw_key, dropout_scale
 
     rng = random.Random(0)
     for _ in range(100):
         noise = MemberNoise([rng.randrange(-2**40, 2**40) for _ in range(rng.randint(1, 6))])
         noise.step, stream = rng.randrange(2**40), rng.randrange(1024)
         shape, p = (rng.randint(1, 7), rng.randint(1, 9)), rng.choice([0.05, 0.5, 0.9])
-        assert torch.equal(noise.kept(shape, stream, p), kept(draw_key(noise.keys, noise.step, stream), shape, p))
+        in_vmap = torch.vmap(lambda key: dropout_scale(draw_key(key, noise.step, stream), shape, p, 3))
+        assert torch.equal(noise.dropout_scale(shape, stream, p), in_vmap(noise.keys))
     noise.select(torch.arange(len(noise.keys)) != 0)
-    assert torch.equal(noise.kept(shape, stream, p), kept(draw_key(noise.keys, noise.step, stream), shape, p))
+    assert torch.equal(noise.dropout_scale(shape, stream, p), in_vmap(noise.keys))
+
+
+def test_dropout_masks_hashed_in_chunks_equal_one_pass_and_scale_as_torch(monkeypatch):
+    """A mask hashed DROPOUT_CHUNK values at a time equals the one hashed at once; its values are 0 and
+    float32(1/(1-p)), so a product with it equals torch's inverted dropout x·mask/(1-p); p = 1 drops everything."""
+    from runner.models import noise as member_noise
+
+    noise = member_noise.MemberNoise([3, 8])
+    noise.step = 5
+    whole = noise.dropout_scale((7, 9, 11), 2, 0.3)
+    monkeypatch.setattr(member_noise, "DROPOUT_CHUNK", 20)  # 10 positions a chunk: 70 chunks
+    assert torch.equal(noise.dropout_scale((7, 9, 11), 2, 0.3), whole)
+    assert set(whole.unique().tolist()) == {0.0, float(torch.tensor(1 / 0.7))}
+    x = torch.randn(2, 7, 9, 11)
+    assert torch.equal(x * whole, x * (whole > 0) * (1 / 0.7))
+    assert not noise.dropout_scale((4,), 2, 1.0).any()
 
 
 def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_population():
@@ -53,9 +71,9 @@ def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_populat
     noise, alone = MemberNoise([4, 9, 4]), MemberNoise([9])
     noise.step = alone.step = 17
     for p in (0.1, 0.3, 0.5):
-        keep = noise.kept((200, 500), 3, p)
-        assert keep.dtype == torch.bool and keep.shape == (3, 200, 500)
-        assert torch.equal(keep[0], keep[2]) and torch.equal(alone.kept((200, 500), 3, p)[0], keep[1])
+        keep = noise.dropout_scale((200, 500), 3, p) > 0
+        assert keep.shape == (3, 200, 500)
+        assert torch.equal(keep[0], keep[2]) and torch.equal(alone.dropout_scale((200, 500), 3, p)[0] > 0, keep[1])
         n = keep[1].numel()
         low, high = stats.binom.interval(0.9999, n, 1 - p)
         assert low <= keep[1].sum().item() <= high  # kept with probability 1 - p
@@ -64,7 +82,7 @@ def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_populat
         assert low <= both <= high
         rows = keep[1].float().mean(1)  # no position pattern: each row of the mask keeps about 1 - p
         assert rows.std().item() < 4 * (p * (1 - p) / 500) ** 0.5
-    assert not torch.equal(noise.kept((10,), 3, 0.5), noise.kept((10,), 4, 0.5))  # a stream per layer
+    assert not torch.equal(noise.dropout_scale((10,), 3, 0.5), noise.dropout_scale((10,), 4, 0.5))  # a stream per layer
 
 
 def test_default_mlp_has_497_parameters_for_29_inputs():

@@ -22,10 +22,11 @@ from torch.func import vmap
 from runner.errors import RunnerError
 from runner.models.batching import Layers
 from runner.models.layers import batch_norm
-from runner.models.noise import MemberNoise, draw_key, kept
+from runner.models.noise import MemberNoise, draw_key, dropout_scale
 from runner.models.stacked import BUFFER, Population
 
-# The member being run inside vmap: (key, step, its row mask [B], its running statistics by name).
+# The member being run inside vmap: (key, step, its row mask [B], its running statistics by name, how many members
+# run at once).
 _member = contextvars.ContextVar("member")
 
 
@@ -39,8 +40,8 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        key, step = _member.get()[:2]
-        return x * kept(draw_key(key, step, self.stream), tuple(x.shape), self.p) * (1.0 / (1.0 - self.p))
+        key, step, _, _, at_once = _member.get()
+        return x * dropout_scale(draw_key(key, step, self.stream), tuple(x.shape), self.p, at_once)
 
 
 class BatchNorm(nn.Module):
@@ -54,7 +55,7 @@ class BatchNorm(nn.Module):
         self.stat_name = ""  # set by FunctionalPopulation: where its statistics live in the population's `stats`
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, mask, stats = _member.get()
+        _, _, mask, stats, _ = _member.get()
         if mask is None:  # only real rows (a member run in turn): torch's own fused batch norm
             return nn.functional.batch_norm(x, stats[self.stat_name + ".mean"], stats[self.stat_name + ".var"],
                                             self.weight, self.bias, self.training, self.momentum, self.eps)
@@ -288,7 +289,7 @@ class FunctionalPopulation(Population):
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
 
         def one(p, key, member_mask, member_stats, *member_inputs):
-            token = _member.set((key, step, member_mask, member_stats))
+            token = _member.set((key, step, member_mask, member_stats, len(self.noise.keys)))
             try:
                 with Layers():
                     return fn(p, *member_inputs)

@@ -60,7 +60,7 @@ class StackedLinear(torch.autograd.Function):
 
 def dropout(x: torch.Tensor, p: float, noise, stream: int) -> torch.Tensor:
     """Inverted dropout of x [E, B, ...] with each member's own masks (zero with probability p, scale 1/(1-p))."""
-    return x * noise.kept(tuple(x.shape[1:]), stream, p) * (1.0 / (1.0 - p))
+    return x * noise.dropout_scale(tuple(x.shape[1:]), stream, p)
 
 
 def batch_norm(x: torch.Tensor, weight: torch.Tensor | None, dims: tuple[int, ...], running_mean: torch.Tensor,
