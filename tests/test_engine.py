@@ -63,6 +63,32 @@ def test_dropout_masks_hashed_in_chunks_equal_one_pass_and_scale_as_torch(monkey
     assert not noise.dropout_scale((4,), 2, 1.0).any()
 
 
+def test_dropout_masks_drawn_ahead_for_planned_steps_equal_each_steps_own(monkeypatch):
+    """Within a planned epoch a layer draws its masks for the steps to come in one pass (at most AHEAD_BYTES of
+    them); each equals the one drawn for that step alone, for a second layer of another shape, for a step out of
+    the plan, and after members leave."""
+    from runner.models import noise as member_noise
+
+    monkeypatch.setattr(member_noise, "AHEAD_BYTES", 3 * 4 * 4 * 6)  # three steps of [4 members, 6 values]
+    planned, alone = member_noise.MemberNoise([1, 2, 3, 4]), member_noise.MemberNoise([1, 2, 3, 4])
+    hash_once, passes = member_noise.dropout_scale, []
+    monkeypatch.setattr(member_noise, "dropout_scale", lambda key, *a: passes.append(len(key)) or hash_once(key, *a))
+    planned.plan(range(40, 48))
+    for step in [40, 41, 42, 43, 47, 3]:
+        planned.step = alone.step = step
+        for shape, stream in [((2, 3), 0), ((4,), 1)]:
+            assert torch.equal(planned.dropout_scale(shape, stream, 0.3), alone.dropout_scale(shape, stream, 0.3))
+    keep = torch.tensor([True, False, True, True])
+    planned.select(keep)
+    alone.select(keep)
+    planned.step = alone.step = 44
+    assert torch.equal(planned.dropout_scale((2, 3), 0, 0.3), alone.dropout_scale((2, 3), 0, 0.3))
+    # Steps per pass, the planned population's and the other's in turn: [2, 3] masks for 40-42 in one pass, then
+    # 43-45; [4] masks for 40-43 (four fit); 47 is the plan's last step, 3 out of it; after `select`, 44-47 (with
+    # three members, four steps fit).
+    assert passes == [3, 1, 4, 1, 1, 1, 1, 1, 3, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4, 1]
+
+
 def test_dropout_masks_keep_one_minus_p_each_member_its_own_whatever_the_population():
     from scipy import stats
 

@@ -169,6 +169,7 @@ class _Run:
         total = torch.zeros(len(self.live), device=self.device)
         weight_sum = torch.zeros(len(self.live), device=self.device)
         model.train()
+        model.noise.plan(range(epoch * STEP_KEYS, epoch * STEP_KEYS + len(idx)))
         for s in range(len(idx)):
             # A member's draws depend on its own (epoch, step) only; its real rows lead its batch, padding after.
             step = Step(epoch * STEP_KEYS + s, stepping[s], real[s].sum(-1))
@@ -197,6 +198,7 @@ class _Run:
             self.avg.step(model.flat, stepping[s] if finite is None else stepping[s] & finite)
             precision.update(finite, stepping[s])
             total += per_row.detach().sum(1)
+        model.noise.plan(range(0))
         train_loss = total / weight_sum
         self.hist["train/loss"][epoch, self.live] = train_loss
         return train_loss
