@@ -165,25 +165,31 @@ class _Run:
         has_rows = real.any(-1) & self.stopper.active.cpu().numpy()  # [steps, E] on the host, for the fused optimizer
         if augment.active:
             augment.new_epoch(real)
-        stepping = torch.from_numpy(has_rows).to(self.device)
+        # Per step, views taken once an epoch (an index into a tensor is an operation of its own, several a step).
+        stepping = torch.from_numpy(has_rows).to(self.device).unbind(0)
+        weighted = work.inputs.weight is not None
+        per_step = masks.unbind(0)
+        denominators = masks.sum(-1).clamp(min=1e-12).unbind(0) if not weighted else None
         total = torch.zeros(len(self.live), device=self.device)
         weight_sum = torch.zeros(len(self.live), device=self.device)
         model.train()
         model.noise.plan(range(epoch * STEP_KEYS, epoch * STEP_KEYS + len(idx)))
         for s in range(len(idx)):
             # A member's draws depend on its own (epoch, step) only; its real rows lead its batch, padding after.
-            step = Step(epoch * STEP_KEYS + s, stepping[s], real[s].sum(-1))
-            if (warmed := self.schedule.warmed(rates, stepping[s])) is not None:
+            # Where every member steps, none has statistics to keep (updating None skips their copies and selects).
+            stepping_s = stepping[s]
+            step = Step(epoch * STEP_KEYS + s, None if has_rows[s].all() else stepping_s, real[s].sum(-1))
+            if (warmed := self.schedule.warmed(rates, stepping_s)) is not None:
                 opt.set_lr(warmed)
             rows = idx[s]
-            w = masks[s] if (rw := work.inputs.weights(rows)) is None else masks[s] * rw
+            w = per_step[s] * work.inputs.weights(rows) if weighted else per_step[s]
             x = work.inputs.x(rows) if xs is None else xs[s]
             y = work.inputs.train_targets(rows) if ys is None else ys[s]
             if augment.active:
                 x, y = augment(x, y, s, model.noise.at(step.key))
             with precision.autocast():
-                per_row = model.per_row_loss(self.criterion, x, y, masks[s], step).float() * w
-            denominator = w.sum(1).clamp(min=1e-12)
+                per_row = model.per_row_loss(self.criterion, x, y, per_step[s], step).float() * w
+            denominator = w.sum(1).clamp(min=1e-12) if weighted else denominators[s]
             weight_sum += denominator
             member_loss = per_row.sum(1) / denominator  # [E]
             if epoch == 0 and s == 0:  # before any step: a non-finite loss here is the forward's, not the lr's
@@ -194,9 +200,9 @@ class _Run:
             precision.backward(member_loss + self.penalty(model.flat) if self.penalty.active else member_loss)
             finite = precision.unscale(model.flat.grad)  # None unless 16-mixed
             _clip(model.flat.grad, self.cfg.trainer.grad_clip)
-            opt.step(stepping[s], has_rows[s], finite, model.unreached())
-            self.avg.step(model.flat, stepping[s] if finite is None else stepping[s] & finite)
-            precision.update(finite, stepping[s])
+            opt.step(stepping_s, has_rows[s], finite, model.unreached())
+            self.avg.step(model.flat, stepping_s if finite is None else stepping_s & finite)
+            precision.update(finite, stepping_s)
             total += per_row.detach().sum(1)
         model.noise.plan(range(0))
         train_loss = total / weight_sum

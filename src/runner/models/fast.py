@@ -23,7 +23,7 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import StackedLinear, batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm, member_layout
+from runner.models.layers import StackedLinear, batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm
 from runner.models.layers import grouped as to_grouped
 
 # Layers that act on each value or each channel alone: run on either layout as they are.
@@ -332,11 +332,8 @@ class FastPopulation(FunctionalPopulation):
         updating = self.updating
         if not self.training or self.real_rows is not None:  # torch's fused batch norm, on each member's real rows
             settings = (mean_run, var_run, scale, shift, updating, self.training, layer.momentum, layer.eps)
-            if layer.spatial == 2:  # already [B, E·C, H, W]
-                return member_batch_norm(x, E, self.real_rows, *settings)
-            B, C = x.shape[1], x.shape[2]  # [E, B, C, *rest] <-> [B, E·C, *rest]
-            out = member_batch_norm(member_layout(x), E, self.real_rows, *settings)
-            return out.view(B, E, C, *x.shape[3:]).transpose(0, 1)
+            # images already [B, E·C, H, W]; else [E, B, C, *rest]
+            return member_batch_norm(x, E, self.real_rows, *settings, first=layer.spatial != 2)
         # A training pass outside the training loop (batch statistics for averaged weights): padding masked out.
         if layer.spatial == 2:  # [B, E·C, H, W]: statistics over the member's rows and pixels
             out = grouped_batch_norm(x, E, mask, mean_run, var_run, updating, self.training, layer.momentum,

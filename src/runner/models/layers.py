@@ -98,7 +98,12 @@ class _ContiguousGrad(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return grad.contiguous(memory_format=torch.channels_last if grad.dim() == 4 else torch.contiguous_format)
+        return _layout(grad)
+
+
+def _layout(grad: torch.Tensor) -> torch.Tensor:
+    """A gradient in the one layout each layer's takes: channels-last for images, else contiguous."""
+    return grad.contiguous(memory_format=torch.channels_last if grad.dim() == 4 else torch.contiguous_format)
 
 
 def member_layout(x: torch.Tensor) -> torch.Tensor:
@@ -106,42 +111,67 @@ def member_layout(x: torch.Tensor) -> torch.Tensor:
     return _ContiguousGrad.apply(x).transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
 
 
+def _from_members(x: torch.Tensor) -> torch.Tensor:
+    """[E, B, C, *rest] as [B, E·C, *rest], contiguous (a copy)."""
+    return x.transpose(0, 1).reshape(x.shape[1], -1, *x.shape[3:])
+
+
+def _to_members(x: torch.Tensor, members: int) -> torch.Tensor:
+    """[B, E·C, *rest] as a view [E, B, C, *rest]."""
+    return x.view(x.shape[0], members, -1, *x.shape[2:]).transpose(0, 1)
+
+
+class _WholeBatchNorm(torch.autograd.Function):
+    """torch's fused batch norm (native_batch_norm and its backward) of every member's whole batch in one node:
+    x [E, B, C, *rest] with `first` (moved to the channels-first [B, E·C, *rest] and back inside), else already
+    [B, E·C, H, W]. The values, and the layouts each gradient leaves in, are those of F.batch_norm between
+    `member_layout` and `_ContiguousGrad`; as one node it saves their five autograd nodes and copies' dispatch
+    (measured: a third of a batch norm layer's time in the model zoo's rtdl ResNet step)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, mean, var, first, members, momentum, eps):
+        flat = _from_members(x) if first else x
+        out, save_mean, save_invstd = torch.native_batch_norm(flat, weight, bias, mean, var, True, momentum, eps)
+        ctx.save_for_backward(flat, weight, save_mean, save_invstd)
+        ctx.first, ctx.members, ctx.eps = first, members, eps
+        return _to_members(out, members) if first else out
+
+    @staticmethod
+    def backward(ctx, grad):
+        flat, weight, save_mean, save_invstd = ctx.saved_tensors
+        wants = ctx.needs_input_grad
+        grad = _from_members(grad) if ctx.first else _layout(grad)
+        gx, gw, gb = torch.ops.aten.native_batch_norm_backward(
+            grad, flat, weight, None, None, save_mean, save_invstd, True, ctx.eps, [wants[0], wants[1], wants[2]])
+        if gx is not None:
+            gx = _layout(_to_members(gx, ctx.members)) if ctx.first else gx
+        return gx, gw, gb, None, None, None, None, None, None
+
+
 def member_batch_norm(x: torch.Tensor, members: int, rows, running_mean: torch.Tensor, running_var: torch.Tensor,
                       weight: torch.Tensor | None, bias: torch.Tensor | None, updating: torch.Tensor | None,
-                      training: bool, momentum: float = BN_MOMENTUM, eps: float = 1e-5) -> torch.Tensor:
+                      training: bool, momentum: float = BN_MOMENTUM, eps: float = 1e-5,
+                      first: bool = False) -> torch.Tensor:
     """torch's own fused batch norm for every member at once, on the channels-first layout [B, E·C, *positions]
-    (member e owns channels e·C..(e+1)·C-1), affine part included; `running_*` are the members' [E, 1, C]
-    statistics, `weight`/`bias` their [E, C] scale and shift. In training `rows` [E] (on the host) says how many
-    real rows lead each member's batch: where every member's batch is whole, one call normalizes them all;
-    otherwise each member runs on its real rows alone, exactly as PyTorch would train it alone (its padding rows
-    give 0). Running statistics update as torch updates them, where `updating` [E] allows."""
-    B, EC = x.shape[:2]
+    (member e owns channels e·C..(e+1)·C-1), or with `first` on [E, B, C, *rest], affine part included;
+    `running_*` are the members' [E, 1, C] statistics, `weight`/`bias` their [E, C] scale and shift. In training
+    `rows` [E] (on the host) says how many real rows lead each member's batch: where every member's batch is whole,
+    one call normalizes them all; otherwise each member runs on its real rows alone, exactly as PyTorch would
+    train it alone (its padding rows give 0). Running statistics update as torch updates them, where `updating`
+    [E] allows. The output has the input's layout."""
+    B, EC = (x.shape[1], members * x.shape[2]) if first else x.shape[:2]
     C = EC // members
-    mean, var = (x.new_empty(members, C).copy_(s.view(members, C)).view(EC) for s in (running_mean, running_var))
+    mean, var = torch.stack([running_mean, running_var]).view(2, EC)  # contiguous copies, updated in place
     scale = None if weight is None else weight.reshape(EC)
     shift = None if bias is None else bias.reshape(EC)
     if _momentum_override[0] is not None:
         momentum = _momentum_override[0]
-    if not training or all(int(r) == B for r in rows):
-        out = _ContiguousGrad.apply(torch.nn.functional.batch_norm(x, mean, var, scale, shift, training, momentum, eps))
+    if training and int(rows.min()) == B:
+        out = _WholeBatchNorm.apply(x, scale, shift, mean, var, first, members, momentum, eps)
     else:
-        per_row = math.prod(x.shape[2:])
-        parts = []
-        for e, r in enumerate(int(r) for r in rows):
-            own = slice(e * C, (e + 1) * C)
-            if r * per_row > 1:  # torch needs two values per channel; with fewer the member's output is 0
-                alone = x[:r, own].contiguous(memory_format=torch.channels_last if x.dim() == 4 else
-                                              torch.contiguous_format)  # laid out as the member's alone
-                part = torch.nn.functional.batch_norm(alone, mean[own], var[own], None if scale is None else
-                                                      scale[own], None if shift is None else shift[own], True,
-                                                      momentum, eps)
-                part = _ContiguousGrad.apply(part)
-                part = torch.cat([part, part.new_zeros(B - r, *part.shape[1:])]) if r < B else part
-            else:
-                part = x.new_zeros(B, C, *x.shape[2:])
-                part = part if shift is None else part + shift[own].view(C, *[1] * (x.dim() - 2))
-            parts.append(part)
-        out = torch.cat(parts, 1)
+        out = _member_batch_norm(member_layout(x) if first else x, members, rows, mean, var, scale, shift, training,
+                                 momentum, eps)
+        out = _to_members(out, members) if first else out
     if training:
         with torch.no_grad():
             new_mean, new_var = mean.view(members, 1, C), var.view(members, 1, C)
@@ -152,6 +182,34 @@ def member_batch_norm(x: torch.Tensor, members: int, rows, running_mean: torch.T
             running_mean.copy_(new_mean)
             running_var.copy_(new_var)
     return out
+
+
+def _member_batch_norm(x: torch.Tensor, members: int, rows, mean: torch.Tensor, var: torch.Tensor,
+                       scale: torch.Tensor | None, shift: torch.Tensor | None, training: bool, momentum: float,
+                       eps: float) -> torch.Tensor:
+    """`member_batch_norm` on [B, E·C, *positions] outside training, or in training with padded batches (each
+    member on its real rows alone); `mean`/`var` the [E·C] running statistics, updated in place."""
+    B, EC = x.shape[:2]
+    C = EC // members
+    if not training:
+        return _ContiguousGrad.apply(torch.nn.functional.batch_norm(x, mean, var, scale, shift, False, momentum, eps))
+    per_row = math.prod(x.shape[2:])
+    parts = []
+    for e, r in enumerate(int(r) for r in rows):
+        own = slice(e * C, (e + 1) * C)
+        if r * per_row > 1:  # torch needs two values per channel; with fewer the member's output is 0
+            alone = x[:r, own].contiguous(memory_format=torch.channels_last if x.dim() == 4 else
+                                          torch.contiguous_format)  # laid out as the member's alone
+            part = torch.nn.functional.batch_norm(alone, mean[own], var[own], None if scale is None else
+                                                  scale[own], None if shift is None else shift[own], True,
+                                                  momentum, eps)
+            part = _ContiguousGrad.apply(part)
+            part = torch.cat([part, part.new_zeros(B - r, *part.shape[1:])]) if r < B else part
+        else:
+            part = x.new_zeros(B, C, *x.shape[2:])
+            part = part if shift is None else part + shift[own].view(C, *[1] * (x.dim() - 2))
+        parts.append(part)
+    return torch.cat(parts, 1)
 
 
 def grouped_batch_norm(x: torch.Tensor, members: int, mask: torch.Tensor | None, running_mean: torch.Tensor,
