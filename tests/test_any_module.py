@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from helpers import assert_member_equals_alone, fit_population
@@ -220,6 +221,21 @@ class Encoder(nn.Module):
 
     def forward(self, x):
         return self.head(self.encoder(self.embed(x.unsqueeze(-1))).mean(1))
+
+
+class Attend(nn.Module):
+    """Attention written with F.scaled_dot_product_attention, which has no batching rule in torch (runner's own),
+    with a mask from the row's own values (each member's own under vmap)."""
+
+    def __init__(self, input_shape, out_features, d=8):
+        super().__init__()
+        self.embed, self.qkv, self.head = nn.Linear(1, d), nn.Linear(d, 3 * d), nn.Linear(d, out_features)
+
+    def forward(self, x):
+        q, k, v = self.qkv(self.embed(x.unsqueeze(-1))).view(x.shape[0], x.shape[1], 3, 2, -1).unbind(2)
+        keys = (x > -2.5)[:, None, None, :]  # [B, 1, 1, tokens]: a value far below the mean is no key
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), keys)
+        return self.head(out.transpose(1, 2).flatten(2).mean(1))
 
 
 class RtdlMLP(nn.Module):
@@ -550,13 +566,14 @@ SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow 
 
 
 @pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Fourier, Counter,
-                                 OwnNorm, Tied, Constrained, Encoder, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
+                                 OwnNorm, Tied, Constrained, Encoder, Attend, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),
                                    pytest.param(OptimConfig(name=OptimName.sgd, lr=0.1, momentum=0.9, weight_decay=0.01),
                                                 marks=pytest.mark.slow)],
                          ids=["adamw", "adam-decay-all", "sgd"])
+@pytest.mark.filterwarnings("error:There is a performance drop:UserWarning")  # vmap running members one by one
 def test_every_member_equals_a_plain_torch_optim_loop(cls, optim):
     if cls in ZOO:
         pytest.importorskip(ZOO[cls])

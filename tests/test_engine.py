@@ -28,23 +28,28 @@ def test_member_noise_is_uniform_and_independent_of_the_population():
     assert not torch.equal(noise.uniform((10,), stream=2), u[:, :10])  # a new step, new draws
 
 
-def test_fast_path_masks_keyed_on_the_host_equal_the_vmap_paths_keyed_on_the_device():
-    """The fast path draws each step's keys on the host (MemberNoise.dropout_scale), the vmap path on the device
-    inside vmap (draw_key, then dropout_scale, hashed in chunks of another size): the same masks for any seeds,
-    step and stream, also after members leave (select)."""
+def test_population_masks_keyed_on_the_host_equal_each_members_own_keyed_on_the_device():
+    """The stacked paths draw each step's keys on the host (MemberNoise.dropout_scale; the vmap path through its
+    MemberDropout rule), a member run in turn on the device (draw_key, then dropout_scale): the same masks for any
+    seeds, step and stream, also after members leave (select)."""
     import random
 
+    from runner.models.batching import MemberDropout
     from runner.models.noise import MemberNoise, draw_key, dropout_scale
 
     rng = random.Random(0)
     for _ in range(100):
-        noise = MemberNoise([rng.randrange(-2**40, 2**40) for _ in range(rng.randint(1, 6))])
+        noise = MemberNoise([rng.randrange(-2**40, 2**40) for _ in range(rng.randint(2, 6))])
         noise.step, stream = rng.randrange(2**40), rng.randrange(1024)
         shape, p = (rng.randint(1, 7), rng.randint(1, 9)), rng.choice([0.05, 0.5, 0.9])
-        in_vmap = torch.vmap(lambda key: dropout_scale(draw_key(key, noise.step, stream), shape, p, 3))
-        assert torch.equal(noise.dropout_scale(shape, stream, p), in_vmap(noise.keys))
+        masks = noise.dropout_scale(shape, stream, p)
+        for e, key in enumerate(noise.keys):
+            assert torch.equal(masks[e], dropout_scale(draw_key(key, noise.step, stream), shape, p))
+        x = torch.randn(len(noise.keys), *shape)
+        assert torch.equal(torch.vmap(lambda x: MemberDropout.apply(x, noise, stream, p))(x), x * masks)
     noise.select(torch.arange(len(noise.keys)) != 0)
-    assert torch.equal(noise.dropout_scale(shape, stream, p), in_vmap(noise.keys))
+    assert torch.equal(noise.dropout_scale(shape, stream, p)[0],
+                       dropout_scale(draw_key(noise.keys[0], noise.step, stream), shape, p))
 
 
 def test_dropout_masks_hashed_in_chunks_equal_one_pass_and_scale_as_torch(monkeypatch):

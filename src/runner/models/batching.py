@@ -1,5 +1,6 @@
 """Batching rules for the generic vmap path: under vmap, 2-D convolution, pooling and group norm run as one
-grouped channels-last op for all members, as the stacked fast path runs them, instead of torch's default rules.
+grouped channels-last op for all members, as the stacked fast path runs them, and attention as one call with the
+members as one more batch dimension, instead of torch's default rules.
 
 torch's own rules run a batched conv2d as a grouped convolution in NCHW and pool in NCHW, which oneDNN does
 several times slower than channels-last on a CPU; and a tensor's layout cannot be asked for inside vmap. Each
@@ -64,6 +65,47 @@ class Conv2d(_Rule):
         return batched(F.conv2d(grouped(x, x_dim, E), weight, bias, stride, padding, dilation, groups * E), E)
 
 
+class Attention(_Rule):
+    """scaled_dot_product_attention, which has no batching rule in torch (vmap then runs it member by member): its
+    leading dimensions are batch dimensions, so the members are one more. Dropout inside it draws from torch's
+    generator, not each member's stream: with dropout_p > 0 it is left to torch's rule."""
+
+    @staticmethod
+    def forward(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+        return F.scaled_dot_product_attention(query, key, value, attn_mask, dropout_p, is_causal, scale=scale,
+                                              enable_gqa=enable_gqa)
+
+    @staticmethod
+    def vmap(info, in_dims, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa):
+        def attention(q, k, v, mask):
+            return F.scaled_dot_product_attention(q, k, v, mask, dropout_p, is_causal, scale=scale,
+                                                  enable_gqa=enable_gqa)
+
+        if dropout_p > 0:
+            return _default(attention, in_dims[:4], query, key, value, attn_mask)
+        E = info.batch_size
+        q, k, v = (members_of(t, d, E) for t, d in zip((query, key, value), in_dims[:3]))
+        if attn_mask is not None and in_dims[3] is not None:  # a member's own mask: aligned to q's dimensions
+            attn_mask = members_of(attn_mask, in_dims[3], E)
+            attn_mask = attn_mask.view(E, *[1] * (q.dim() - attn_mask.dim()), *attn_mask.shape[1:])
+        return attention(q, k, v, attn_mask), 0
+
+
+class MemberDropout(_Rule):
+    """Dropout with each member's own masks (models/noise.py), all members' drawn in one call on the population's
+    MemberNoise: under vmap a member's own hash would be vmapped op by op on chunks it cannot write into, and
+    could not take the masks drawn ahead for the epoch's steps (MemberNoise.plan)."""
+
+    @staticmethod
+    def forward(x, noise, stream, p):
+        raise AssertionError("MemberDropout runs only under vmap")
+
+    @staticmethod
+    def vmap(info, in_dims, x, noise, stream, p):
+        x = members_of(x, in_dims[0], info.batch_size)
+        return x * noise.dropout_scale(tuple(x.shape[1:]), stream, p), 0
+
+
 class GroupNorm(_Rule):
     @staticmethod
     def forward(x, num_groups, weight, bias, eps):
@@ -102,6 +144,9 @@ def pooling(op) -> type[_Rule]:
 
 # torch's functions -> (the rule, their parameters as torch documents them)
 RULES = {
+    F.scaled_dot_product_attention: (Attention, inspect.signature(
+        lambda query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False:
+        None)),
     F.conv2d: (Conv2d, inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1:
                                          None)),
     F.max_pool2d: (pooling(F.max_pool2d), inspect.signature(
@@ -135,6 +180,10 @@ class Layers(TorchFunctionMode):
             if given.get("stride", 0) in (None, []):  # pooling's stride defaults to its kernel
                 given["stride"] = given["kernel_size"]
             return rule.apply(*given.values())
+        if func is F.multi_head_attention_forward and not kwargs.get("need_weights", True):
+            # Its attention without weights is scaled_dot_product_attention, called where this mode cannot see it
+            # (inside a function the mode handles, the mode is off): with weights, it is ops vmap batches.
+            return func(*args, **{**kwargs, "need_weights": True})[0], None
         if func is torch.Tensor.view and args[1:] and not isinstance(args[1], torch.dtype) and not kwargs:
             return args[0].reshape(*args[1:])
         if func in _CONTIGUOUS_FIRST:

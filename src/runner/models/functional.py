@@ -20,13 +20,13 @@ from torch import nn
 from torch.func import vmap
 
 from runner.errors import RunnerError
-from runner.models.batching import Layers
+from runner.models.batching import Layers, MemberDropout
 from runner.models.layers import batch_norm
 from runner.models.noise import MemberNoise, draw_key, dropout_scale
 from runner.models.stacked import BUFFER, Population
 
-# The member being run inside vmap: (key, step, its row mask [B], its running statistics by name, how many members
-# run at once).
+# The member being run: (key, step, its row mask [B], its running statistics by name, the population's MemberNoise
+# under vmap or None for a member run alone).
 _member = contextvars.ContextVar("member")
 
 
@@ -40,8 +40,10 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        key, step, _, _, at_once = _member.get()
-        return x * dropout_scale(draw_key(key, step, self.stream), tuple(x.shape), self.p, at_once)
+        key, step, _, _, noise = _member.get()
+        if noise is None:  # a member run alone (models/looped.py)
+            return x * dropout_scale(draw_key(key, step, self.stream), tuple(x.shape), self.p)
+        return MemberDropout.apply(x, noise, self.stream, self.p)  # under vmap: the population's masks at once
 
 
 class BatchNorm(nn.Module):
@@ -289,7 +291,7 @@ class FunctionalPopulation(Population):
             mask = torch.ones(inputs[0].shape[:2], device=inputs[0].device)
 
         def one(p, key, member_mask, member_stats, *member_inputs):
-            token = _member.set((key, step, member_mask, member_stats, len(self.noise.keys)))
+            token = _member.set((key, step, member_mask, member_stats, self.noise))
             try:
                 with Layers():
                     return fn(p, *member_inputs)

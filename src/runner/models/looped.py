@@ -37,7 +37,7 @@ class LoopPopulation(FunctionalPopulation):
             # Each member's statistics apart (torch's batch norm keeps its running statistics for backward, and
             # the members' rows share one tensor's version counter), written back after its forward.
             own = {name: s[e].clone() if whole else s[e] for name, s in stats.items()}
-            token = _member.set((self.noise.keys[e], step, None if whole else mask[e], own, 1))
+            token = _member.set((self.noise.keys[e], step, None if whole else mask[e], own, None))
             try:
                 rows = [x[e][:n] if whole else x[e] for x in inputs]
                 own_params = {name: p[e] for name, p in params.items()}

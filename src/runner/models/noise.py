@@ -85,7 +85,7 @@ DROPOUT_CHUNK = 1 << 16  # values hashed at a time: their int32 temporaries stay
 AHEAD_BYTES = 1 << 22  # at most this much of one dropout layer's masks drawn ahead for the steps to come (plan)
 
 
-def dropout_scale(key: torch.Tensor, shape: tuple[int, ...], p: float, members: int = 1) -> torch.Tensor:
+def dropout_scale(key: torch.Tensor, shape: tuple[int, ...], p: float) -> torch.Tensor:
     """Inverted dropout's float32 masks [*key.shape, *shape] under each step key: 1/(1-p) where a value is kept, 0
     where it is dropped. A value is kept where its draw u (the top 24 bits of murmur3's 32-bit finalizer over
     key + position, as a fraction) is at least p, compared as integers: u >= float32(p) exactly when its 24 bits
@@ -93,17 +93,15 @@ def dropout_scale(key: torch.Tensor, shape: tuple[int, ...], p: float, members: 
     32-bit arithmetic in place, DROPOUT_CHUNK values at a time so that each chunk's passes run in cache, and the
     keep decision as a clamp to 0 or 1 rather than a bool: a float times a bool tensor takes torch's slow mixed-type
     path, forward and backward (measured on a [5, 32, 4, 29, 29] attention mask, 1 CPU thread: masks and product
-    2.8 ms as bool, 1.3 ms now). Inside vmap (`key` one member's 0-dim key) `members` is how many run at once."""
+    2.8 ms as bool, 1.3 ms now). Not for use inside vmap (it writes into the masks it returns)."""
     n = math.prod(shape)
     if p >= 1:  # torch's dropout with p = 1: every value dropped
         return torch.zeros(*key.shape, *shape, device=key.device)
     threshold = math.ceil(float(np.float32(p)) * (1 << 24)) * 256 + _INT32_MIN
-    scale = 1.0 / (1.0 - p)
     keys = (key if key.dtype == torch.int32 else key.to(torch.int32)).unsqueeze(-1)
     positions = _positions32(n, str(key.device))
-    per = max(1, DROPOUT_CHUNK // (keys.numel() * members))
-    out = torch.empty(*keys.shape[:-1], n, device=key.device) if key.dim() else None  # vmap: no writes into it
-    chunks = []
+    out = torch.empty(*key.shape, n, device=key.device)
+    per = max(1, DROPOUT_CHUNK // keys.numel())
     for start in range(0, n, per):
         x = keys + positions[start : start + per]
         for shift, multiplier in ((16, _M1), (13, _M2), (16, None)):  # x ^= x >>> shift; x *= multiplier
@@ -112,16 +110,11 @@ def dropout_scale(key: torch.Tensor, shape: tuple[int, ...], p: float, members: 
                 x *= multiplier
         x ^= _INT32_MIN  # as a signed number, the unsigned one less 2**31: signed order is then unsigned order
         if threshold > _INT32_MIN:  # p > 0: 1 where kept, 0 where dropped
-            x.clamp_min_(threshold - 1).clamp_max_(threshold).sub_(threshold - 1)  # clamp_ has no vmap rule
+            x.clamp_(threshold - 1, threshold).sub_(threshold - 1)
         else:
             x.fill_(1)
-        if out is None:
-            chunks.append(x * scale)
-        else:
-            torch.mul(x, scale, out=out[..., start : start + per])
-    if out is None:
-        out = chunks[0] if len(chunks) == 1 else torch.cat(chunks, -1)
-    return out.view(*keys.shape[:-1], *shape)
+        torch.mul(x, 1.0 / (1.0 - p), out=out[..., start : start + per])
+    return out.view(*key.shape, *shape)
 
 
 class MemberNoise:
