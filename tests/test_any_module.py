@@ -731,6 +731,41 @@ def test_how_many_members_step_together():
     assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == Stacking(4)  # runner's own
 
 
+def test_the_stacking_timing_stops_early_only_when_one_way_clearly_wins(monkeypatch):
+    """Two timed steps each (after one to warm up) where one way is CLEAR times past the margin, all REPEATS where
+    the ways are close: on a scripted clock, each probe's step taking its own seconds per member."""
+    from runner.engine import stacking
+
+    class Probe:
+        def __init__(self, members, each):
+            self.n_members, self.each, self.steps = members, each, 0
+            self.flat = torch.zeros(1, requires_grad=True)
+
+        def select(self, keep):
+            self.n_members = int(keep.sum())
+
+        def train(self):
+            pass
+
+        def __call__(self, x, step):
+            self.steps += 1
+            clock[0] += self.each * len(x)
+            return self.flat * 1
+
+    clock = [0.0]
+    monkeypatch.setattr(stacking.time, "perf_counter", lambda: clock[0])
+    x = torch.zeros(4, 2, 3)
+
+    def steps(stacked_each, alone_each):
+        probes = [Probe(4, stacked_each), Probe(4, alone_each)]
+        seconds = stacking._seconds_per_member(probes, [x, x[:1]], stacking.decided)
+        assert seconds == pytest.approx([stacked_each, alone_each])
+        return [p.steps for p in probes]
+
+    assert steps(0.1, 1.0) == [3, 3] and steps(3.0, 1.0) == [3, 3]  # clear: stacked wins / loses
+    assert steps(0.8, 1.0) == [stacking.REPEATS + 1] * 2  # close to the margin: every timed step
+
+
 class Wide(nn.Module):
     """A Linear to 1000 units and a ReLU: its training forward keeps at least the ReLU's output, 1000 floats a row."""
 

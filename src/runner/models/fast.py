@@ -23,7 +23,8 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from runner.models.functional import BatchNorm, Dropout, FunctionalPopulation
-from runner.models.layers import StackedLinear, batch_norm, dropout, grouped_batch_norm, grouped_weight, member_batch_norm
+from runner.models.layers import (StackedLinear, batch_norm, dropout, grouped_batch_norm, grouped_weight,
+                                  member_batch_norm)
 from runner.models.layers import grouped as to_grouped
 
 # Layers that act on each value or each channel alone: run on either layout as they are.
@@ -143,7 +144,8 @@ def _step(template: nn.Module, node: fx.Node) -> Step | str:
         dims = node.args[1:] or (0,)  # flatten's start_dim defaults to 0, which flattens the batch
         if all(isinstance(d, int) and d % rank != 0 for d in dims):
             return Step(node, "reshape")
-    if (node.target in ARITHMETIC if node.op == "call_function" else node.op == "call_method" and node.target in METHODS):
+    if (node.target in ARITHMETIC if node.op == "call_function" else
+            node.op == "call_method" and node.target in METHODS):
         ranks = {len(n.meta["shape"]) for n in inputs}
         if len(ranks) == 1 and all(isinstance(a, (fx.Node, int, float)) for a in node.args):
             return Step(node, "arithmetic")
@@ -302,8 +304,8 @@ class FastPopulation(FunctionalPopulation):
             return StackedLinear.apply(flat, weight, bias).view(*shape[:-1], weight.shape[1])
         if isinstance(layer, nn.Conv2d):
             weight, bias = self._param(step, "weight"), self._param(step, "bias")
-            return F.conv2d(x, grouped_weight(weight), None if bias is None else bias.reshape(-1), layer.stride, layer.padding,
-                            layer.dilation, groups=E * layer.groups)
+            return F.conv2d(x, grouped_weight(weight), None if bias is None else bias.reshape(-1), layer.stride,
+                            layer.padding, layer.dilation, groups=E * layer.groups)
         if isinstance(layer, BatchNorm):
             return self._norm(step, x, E, mask)
         if isinstance(layer, nn.GroupNorm):  # each member's channels are its own E·groups groups' share

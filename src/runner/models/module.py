@@ -77,7 +77,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
         trained = probes.training_pass(template, cfg.target, input_shape)
         probes.refuse_parameter_writes(trained, cfg.target)
         probes.refuse_complex_buffers(template, make, cfg.target, trained)
-        draws = probes.draws(template, input_shape)
+        draws = probes.draws(template, input_shape, trained)
         kind, steps, why = _path(template, make, cfg, input_shape, d_out, draws, trained)
         unused = trained.unused
     own_layers(template, f"model.target={cfg.target}")  # runner's dropout and batch norm, by the same names
@@ -105,9 +105,9 @@ def _path(template: nn.Module, make: Callable, cfg: ModelConfig, input_shape: tu
     wanted, where = name_of(cfg.path), f"model.target={cfg.target}"
     if wanted == "loop":
         return "loop", None, "model.path=loop"
+    mixes = not draws and probes.mixes_rows(template, input_shape, trained)
     apart = ("its forward draws random numbers (each member's from its own seed and step)" if draws else
-             "its forward mixes a batch's rows (a statistic over them)" if probes.mixes_rows(template, input_shape)
-             else None)
+             "its forward mixes a batch's rows (a statistic over them)" if mixes else None)
     if apart and wanted != "auto":
         raise RunnerError(f"{where} cannot take the {'stacked fast' if wanted == 'fast' else 'vmap'} path: "
                           f"{apart.partition(' (')[0]} (set model.path=auto to train its members in turn)")

@@ -103,31 +103,41 @@ def _probe_rows(input_shape: tuple[int, ...]) -> torch.Tensor:
                         torch.randint(0, 2, input_shape, generator=g).float()])
 
 
-def draws(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
+def _copies(probe: nn.Module, trained: TrainingPass):
+    """A function giving the probe as it is now for each run: a copy where a forward can change it (a buffer its
+    training pass changed, batch norm's aside: the probe runs batch norm in eval mode), else the probe itself."""
+    keeps_state = any(not isinstance(probe.get_submodule(name.rpartition(".")[0]), nn.modules.batchnorm._BatchNorm)
+                      for name in trained.changed)
+    return (lambda: copy.deepcopy(probe)) if keeps_state else (lambda: probe)
+
+
+def draws(template: nn.Module, input_shape: tuple[int, ...], trained: TrainingPass) -> bool:
     """Whether a training forward draws from torch's random generator (outside runner's dropout): the same rows
     from the same state under two seeds give two outputs (the caller's generators come back as they were)."""
     probe, rows = _train_probe(template), _probe_rows(input_shape)
+    fresh = _copies(probe, trained)
     outs = []
     try:
         for seed in (0, 1):
             with seeded(seed), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                outs.append(copy.deepcopy(probe)(rows))
+                outs.append(fresh()(rows))
     except Exception:  # noqa: BLE001 (a forward that fails here fails in training too, named there)
         return False
     return not torch.equal(outs[0], outs[1])
 
 
-def mixes_rows(template: nn.Module, input_shape: tuple[int, ...]) -> bool:
+def mixes_rows(template: nn.Module, input_shape: tuple[int, ...], trained: TrainingPass) -> bool:
     """Whether a training forward's output for a row depends on the batch's other rows: three rows at once against
     each alone, from the same state (batch norm and dropout, which runner runs per member, in eval mode). A module
     that cannot run one row at a time is taken as not mixing them."""
     probe, rows = _train_probe(template), _probe_rows(input_shape)
+    fresh = _copies(probe, trained)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a statistic over one row (std's degrees of freedom): the user's own
-            together = copy.deepcopy(probe)(rows)
-            alone = torch.cat([copy.deepcopy(probe)(rows[i : i + 1]) for i in range(len(rows))])
+            together = fresh()(rows)
+            alone = torch.cat([fresh()(rows[i : i + 1]) for i in range(len(rows))])
         return not torch.allclose(together.float(), alone.float(), rtol=1e-4, atol=1e-5)
     except Exception:  # noqa: BLE001 (a forward that refuses one row: nothing known)
         return False
