@@ -12,6 +12,7 @@ as that line alone.
 """
 
 import json
+import random
 import re
 import tempfile
 import time
@@ -224,7 +225,11 @@ def _call(args: list[str], model: Any, data: Any) -> None:
     call's terms, raised."""
     from runner.commands import train as command
 
-    status, errors = command.run([*args, "hydra.hydra_logging.root.level=WARNING"])
+    state = random.getstate()  # the caller's: a library imported on first use may draw from it (rich's style ids)
+    try:
+        status, errors = command.run([*args, "hydra.hydra_logging.root.level=WARNING"])
+    finally:
+        random.setstate(state)
     if status != 0:
         raise RunnerError(_in_python_terms(errors[0], model, data) if errors else
                           f"runner train exited with status {status}")
