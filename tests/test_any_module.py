@@ -105,6 +105,22 @@ class BranchyLeftover(Branchy):
         self.aux = nn.Linear(8, out_features)
 
 
+class Alternate(nn.Module):
+    """A layer its forward calls every other training step (by a count it keeps in a buffer): torch.optim counts
+    that layer's Adam steps apart from the others', one for each step it had a gradient."""
+
+    def __init__(self, input_shape, out_features):
+        super().__init__()
+        self.body, self.aux = nn.Linear(input_shape[0], out_features), nn.Linear(input_shape[0], out_features)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        out = self.body(x)
+        return out + self.aux(x) if self.calls % 2 == 1 else out
+
+
 class Fourier(nn.Module):
     """Random Fourier features: a projection drawn in __init__ and kept as a buffer (each member its own draw)."""
 
@@ -565,8 +581,8 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow (images train from the shell below)
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Fourier, Counter,
-                                 OwnNorm, Tied, Constrained, Encoder, Attend, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
+@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Alternate, Fourier,
+                                 Counter, OwnNorm, Tied, Constrained, Encoder, Attend, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
                                                             weight_decay_on=DecayOn.all), marks=pytest.mark.slow),

@@ -118,6 +118,7 @@ CASES = {
                                optim=OptimConfig(name=OptimName.adagrad, lr=0.05)),
     "module-stateful": Case(_module("Stateful"), optim=OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1)),
     "module-random": Case(_module("Noisy"), loss="ce", optim=OptimConfig(name=OptimName.sgd, lr=0.05, momentum=0.9)),
+    "module-sometimes": Case(_module("Sometimes"), optim=OptimConfig(name=OptimName.adam, lr=0.01)),
     "module-residual": Case(_module("Residual"), images=True, loss="ce"),
     "module-pooled": Case(_module("Pooled"), images=True, loss="ce"),
     "module-tutorial": Case(_module("Tutorial"), images=True, loss="ce"),  # the generic vmap path, chosen
@@ -150,7 +151,7 @@ def test_the_switches_move_the_weights(name):
     assert (case.fit([0, 1, 2], switches=False).last - case.fit([0, 1, 2]).last).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("name", _some(CASES, ("mlp", "cnn_vmap", "module-loop")))
+@pytest.mark.parametrize("name", _some(CASES, ("mlp", "cnn_vmap", "module-loop", "module-sometimes")))
 def test_resumed_equals_unbroken_bit_for_bit(name, tmp_path):
     case = CASES[name]
     unbroken = case.fit([0, 1, 2])

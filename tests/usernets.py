@@ -78,6 +78,23 @@ class Stateful(nn.Module):
         return self.body(x @ self.projection) * (1 + 0.01 * self.steps)
 
 
+class Sometimes(nn.Module):
+    """A layer its forward calls every other training step (a count in a buffer): torch.optim counts that layer's
+    Adam steps apart from the others', and the members train in turn (the forward branches on a value)."""
+
+    def __init__(self, input_shape, out_features, width=8):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(input_shape[0], width), nn.ReLU(), nn.Linear(width, out_features))
+        self.aux = nn.Linear(input_shape[0], out_features)
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        out = self.body(x)
+        return out + self.aux(x) if self.calls % 2 == 1 else out
+
+
 class DropPath(nn.Module):
     """timm's drop path (stochastic depth): a whole row's branch dropped, drawn from torch's generator."""
 

@@ -21,7 +21,7 @@ class StackedOptimizer(MemberState):
     leave; `select` shrinks the moments to match).
     """
 
-    per_member = ("lr", "steps", "m", "v", "momentum_started", "wd", "mom", "beta1", "beta2")
+    per_member = ("lr", "steps", "m", "v", "momentum_started", "wd", "mom", "beta1", "beta2", "lag")
 
     def __init__(self, source, cfg: OptimConfig, values: dict[str, np.ndarray] | None = None,
                  decayed: torch.Tensor | None = None):
@@ -42,6 +42,9 @@ class StackedOptimizer(MemberState):
         self.beta1, self.beta2 = column("beta1", cfg.betas[0]), column("beta2", cfg.betas[1])
         self.lr = torch.full((members,), float(cfg.lr), dtype=flat.dtype, device=flat.device)
         self.steps = torch.zeros(members, dtype=flat.dtype, device=flat.device)
+        # [E, P]: the steps each entry sat out while its member stepped (a tensor that member's forward did not
+        # reach: torch.optim counts each parameter's steps itself); None until one does.
+        self.lag = None
         self.m = torch.zeros_like(flat)
         self.v = torch.zeros_like(flat) if self.kind in ("adam", "adamw", "rmsprop") else None
         if self.kind == "adagrad":
@@ -94,6 +97,12 @@ class StackedOptimizer(MemberState):
         self.step_members(active, chosen, finite)
         for name, e, entries, before in held:
             getattr(self, name).data[e, entries] = before
+        if skip:
+            stepped = (active if finite is None else active & finite).tolist()
+            if self.lag is None:
+                self.lag = torch.zeros_like(self.flat, dtype=self.steps.dtype).detach()
+            for e, o, n in skip:
+                self.lag[e, o : o + n] += stepped[e]
 
     def step_members(self, active: torch.Tensor, chosen: np.ndarray | None = None,
                      finite: torch.Tensor | None = None) -> None:
@@ -140,8 +149,25 @@ class StackedOptimizer(MemberState):
                 else:  # L2: the gradient gains wd * p
                     grad[rows] = grad[rows] + p[rows] * decay
                 wd = 0.0
+            if self.lag is not None:
+                params, grads, ms, vs, steps = self._by_step_count(pick, params, grads, ms, vs, steps)
             kernel(params, grads, ms, vs, [], steps, lr=lr, beta1=beta1, beta2=beta2, weight_decay=wd, eps=c.eps,
                    amsgrad=False, maximize=False)
+
+    def _by_step_count(self, pick: list[int], *rows: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """The kernel's lists (params, grads, moments, steps) with a member's row split where its entries' step
+        counts differ (`lag`): each run of entries takes its own count, as each parameter has its own in
+        torch.optim."""
+        out = [[] for _ in rows]
+        for k, e in enumerate(pick):
+            values, counts = torch.unique_consecutive(self.lag[e], return_counts=True)
+            start = 0
+            for value, count in zip(values.tolist(), counts.tolist()):
+                for listed, given in zip(out[:4], rows[:4]):
+                    listed.append(given[k][start : start + count] if len(counts) > 1 else given[k])
+                out[4].append(rows[4][k] - value if value else rows[4][k])
+                start += count
+        return out
 
     def _groups(self, chosen: np.ndarray) -> list[tuple]:
         """The fused kernel's calls: one per distinct (lr, beta1, beta2, weight decay) among the chosen members
