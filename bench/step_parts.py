@@ -1,8 +1,10 @@
 """Where a stacked step of the model zoo's rtdl ResNet goes, one thread, on heart's shapes (5 members, 32 rows of
 28 features): the stacked forward and backward beside one member's plain torch.optim Adam step, and two of the
 step's parts timed alone (their tensors in cache) and inside the step (after the rest of the step has run): the
-dropout masks of one layer and the backward's one concatenation of the members' gradients; and, beside what
-torch does for one member, dropout on an FT-Transformer's attention maps and a batched matmul.
+dropout masks of one layer and the backward's one concatenation of the members' gradients; beside what torch
+does for one member, dropout on an FT-Transformer's attention maps and a batched matmul; and an FT-Transformer's
+forward and backward (dropout off) through runner's vmap path, through torch.func.vmap itself, and one member at
+a time.
 
     .venv/bin/python bench/step_parts.py
 """
@@ -125,12 +127,63 @@ def main() -> None:
     print(f"a batched matmul of {E} members' [{ROWS}, 64] x [64, 128]: "
           f"{best_ms(lambda: torch.bmm(a, w.transpose(1, 2))) * 1e3:.0f} us; one member's addmm "
           f"{best_ms(lambda: torch.addmm(b, a[0], w[0].t())) * 1e3:.0f} us")
+    ft_parity()
     stacked.Population.__call__ = call
     best_ms(stacked_step, repeats=100, rounds=1)
     inside = np.median(timing["inside"]) * 1e6
     grads = timing["grads"]
     print(f"the backward's concatenation of {E} members' gradients ({sum(g.numel() for g in grads) * 4 / 2**10:.0f} "
           f"KiB): {best_ms(lambda: torch.cat(grads, 1)) * 1e3:.0f} us alone, {inside:.0f} us inside the backward")
+
+
+class FT(torch.nn.Module):
+    """The zoo's FT-Transformer with its dropout off (torch.func.vmap cannot draw per-member masks)."""
+
+    def __init__(self, input_shape, out_features):
+        import rtdl_revisiting_models as rtdl
+
+        super().__init__()
+        self.net = rtdl.FTTransformer(n_cont_features=input_shape[0], cat_cardinalities=[], d_out=out_features,
+                                      n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.0,
+                                      ffn_d_hidden_multiplier=2.0, ffn_dropout=0.0, residual_dropout=0.0)
+
+    def forward(self, x):
+        return self.net(x, None)
+
+
+def ft_parity() -> None:
+    """Forward and backward of 5 FT-Transformers: runner's vmap path, torch.func.vmap over functional_call (no
+    runner), and 5 times one member's own."""
+    from torch.func import functional_call, vmap
+
+    from runner.config.schema import ModelConfig
+    from runner.models import build_model, stacked
+    from runner.user_code import give
+
+    model = build_model(ModelConfig(name="module", target=give(FT)), E, (FEATURES,), 2)
+    model.initialize(list(range(E)), "default")
+    model.train()
+    x, y = torch.randn(E, ROWS, FEATURES), torch.randint(0, 2, (E, ROWS))
+    step = stacked.Step(3, None, np.full(E, ROWS))
+
+    def ours():
+        model.flat.grad = None
+        torch.nn.functional.cross_entropy(model(x, step=step).reshape(-1, 2), y.reshape(-1)).backward()
+
+    one = FT((FEATURES,), 2).train()
+    params = {k: v.detach().unsqueeze(0).repeat(E, *[1] * v.dim()).requires_grad_() for k, v in one.named_parameters()}
+
+    def torch_vmap():
+        out = vmap(lambda p, rows: functional_call(one, p, (rows,)))(params, x)
+        torch.nn.functional.cross_entropy(out.reshape(-1, 2), y.reshape(-1)).backward()
+
+    def alone():
+        for e in range(E):
+            torch.nn.functional.cross_entropy(one(x[e]), y[e]).backward()
+
+    print(f"an FT-Transformer's forward and backward, {E} members (dropout off): runner's {model.path.split(':')[0]} "
+          f"{best_ms(ours, repeats=20):.2f} ms, torch.func.vmap {best_ms(torch_vmap, repeats=20):.2f} ms, one member "
+          f"after another {best_ms(alone, repeats=20):.2f} ms")
 
 
 if __name__ == "__main__":
