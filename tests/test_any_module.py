@@ -687,11 +687,12 @@ def test_the_users_loader_is_called_once_per_run_so_what_was_checked_trains(tmp_
     assert first.predictions["y_true"].notna().all()
 
 
-@pytest.mark.parametrize("size", [1, 2])
-def test_members_trained_in_groups_equal_the_whole_population(size):
-    """(size 1: each member in turn, as PyTorch runs it alone; Tokens otherwise takes the vmap path)"""
+@pytest.mark.parametrize("size, cls, lr, alone_in_turn", [(1, "Tokens", 0.05, True), (2, "Tokens", 0.05, True),
+                                                     (1, "Leftover", 0.01, False)])
+def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alone_in_turn):
     """trainer.stack (or the measurement) trains the members in groups, one group after another: every weight,
-    average, epoch and curve is the whole population's."""
+    average, epoch and curve is the whole population's. (Tokens takes the vmap path, its groups of one in turn as
+    PyTorch runs it alone; Frozen the fast path, its groups of one on it, as the measurement may choose.)"""
     from runner.config.schema import AvgName
     from runner.engine.stacking import fit_in_groups
 
@@ -700,7 +701,8 @@ def test_members_trained_in_groups_equal_the_whole_population(size):
     rows = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(7, 33), np.arange(40, 60)),
             (np.arange(12, 51), np.arange(51, 60))]
     seeds = [3, 7, 11]
-    cfg = Config(model=ModelConfig(name="module", target=give(Tokens)), optim=OptimConfig(name=OptimName.adam, lr=0.05))
+    cfg = Config(model=ModelConfig(name="module", target=give(globals()[cls])),
+                 optim=OptimConfig(name=OptimName.adam, lr=lr))
     cfg.trainer.epochs, cfg.trainer.batch_size, cfg.avg.name = 12, 16, AvgName.ema
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
 
@@ -709,10 +711,11 @@ def test_members_trained_in_groups_equal_the_whole_population(size):
         model.initialize(seeds, "default")
         inputs = MemberInputs(X, y, torch.zeros(3, FEATURES), torch.ones(3, FEATURES))
         data = PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds)
-        return fit_in_groups(model, data, cfg, "ce", at_once)
+        return fit_in_groups(model, data, cfg, "ce", at_once, alone_in_turn=alone_in_turn)
 
     whole, groups = run(3), run(size)
-    assert len(set(whole.epochs_run)) > 1  # members stopped at different epochs
+    if cls == "Tokens":  # its members stop at different epochs (the small MLP's all stop at its third)
+        assert len(set(whole.epochs_run)) > 1
     for name in ("best", "last", "best_stats", "last_stats"):
         torch.testing.assert_close(getattr(groups, name), getattr(whole, name), atol=1e-6, rtol=0)
     for name in ("epochs_run", "best_epoch", "diverged_epoch"):
@@ -745,11 +748,19 @@ def test_how_many_members_step_together():
     assert members_at_once(model, cfg, data, 16) == Stacking(4)
     mlp = Config()
     assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == Stacking(4)  # runner's own
+    fast = Config(model=ModelConfig(name="module", target=give(Frozen)))  # the fast path: one member on it timed too
+    chosen = members_at_once(build_model(fast.model, 4, (FEATURES,), CLASSES), fast, data, 16)
+    timings = chosen.seconds
+    assert set(timings) == {"4 stacked", "1 stacked", "1 in turn"}
+    alone = min(timings["1 stacked"], timings["1 in turn"])  # either way one member's memory: the faster
+    assert chosen.at_once == (4 if timings["4 stacked"] <= STACKED_WINS * alone else 1)
+    assert chosen.in_turn == (chosen.at_once > 1 or timings["1 in turn"] <= timings["1 stacked"])
 
 
 def test_the_stacking_timing_stops_early_only_when_one_way_clearly_wins(monkeypatch):
-    """Two timed steps each (after one to warm up) where one way is CLEAR times past the margin, all REPEATS where
-    the ways are close: on a scripted clock, each probe's step taking its own seconds per member."""
+    """Two timed steps each (after one to warm up) where one way is CLEAR times past the margin or the timing has
+    taken PROBE_SECONDS, all REPEATS where the ways are close: on a scripted clock, each probe's step taking its own
+    seconds per member."""
     from runner.engine import stacking
 
     class Probe:
@@ -778,8 +789,9 @@ def test_the_stacking_timing_stops_early_only_when_one_way_clearly_wins(monkeypa
         assert seconds == pytest.approx([stacked_each, alone_each])
         return [p.steps for p in probes]
 
-    assert steps(0.1, 1.0) == [3, 3] and steps(3.0, 1.0) == [3, 3]  # clear: stacked wins / loses
-    assert steps(0.8, 1.0) == [stacking.REPEATS + 1] * 2  # close to the margin: every timed step
+    assert steps(0.001, 0.01) == [3, 3] and steps(0.03, 0.01) == [3, 3]  # clear: stacked wins / loses
+    assert steps(0.008, 0.01) == [stacking.REPEATS + 1] * 2  # close to the margin: every timed step
+    assert steps(0.8, 1.0) == [3, 3]  # close, but past PROBE_SECONDS: slow steps vary little
 
 
 class Wide(nn.Module):

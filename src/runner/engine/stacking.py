@@ -9,6 +9,7 @@ one group's activations, not the population's.
 """
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -20,6 +21,7 @@ from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, fit
 from runner.engine.rows import PopulationData
+from runner.models.fast import FastPopulation
 from runner.models.functional import FunctionalPopulation
 from runner.models.looped import LoopPopulation, in_turn
 from runner.models.stacked import Step
@@ -30,6 +32,9 @@ REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (th
 # further steps only lower each way's fastest, and a clear winner stays the winner (the rtdl ResNet's 5 members:
 # 0.55 ms a member stacked against 1.6 ms in turn).
 CLEAR = 2.0
+# ... or once the timing has taken this long: a step long enough to fill it varies little against its own length,
+# and each further round costs the fit a step of every way (a ResNet-18 layout's three ways: 0.6 s a round).
+PROBE_SECONDS = 1.0
 # Rows per member in a timed step: the training batch up to this many. A module whose compute grows with its rows
 # (attention) loses its stacking gain at a full batch that 16 rows still showed (an FT-Transformer's 15 members: 2x
 # per member step at 16 rows, 1.13x over the whole fit at 32); the memory budget holds the timed group's activations.
@@ -67,6 +72,7 @@ class Stacking:
     member_bytes: float | None = None  # one stacked member's activations (full batch) and optimizer state
     budget_bytes: float | None = None
     row_bytes: float | None = None  # one member's activations for one training row
+    in_turn: bool = True  # one member at a time runs in turn, as PyTorch runs it; False: on the stacked fast path
 
     def rows_per_pass(self, batch: int) -> int | None:
         """Rows per member in a pass without gradients that keeps a group's activations within PASS_BYTES (at least
@@ -78,6 +84,8 @@ class Stacking:
     def record(self) -> dict:
         """What results.json keeps."""
         out = {"members_at_once": self.at_once, "seconds_per_member_step": self.seconds}
+        if self.at_once == 1 and not self.in_turn:
+            out["one_at_a_time"] = "stacked fast path"
         if self.member_bytes is not None:
             out.update(member_mib=round(self.member_bytes / 2**20, 3), budget_mib=round(self.budget_bytes / 2**20, 3))
         return out
@@ -87,9 +95,12 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     """How many members step together: the whole population unless trainer.stack names a number; for the user's
     module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
     CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
-    alone) where that was measured faster than such a stacked group on the population's own path. A population
-    whose members run in turn inside each step (models/looped.py) computes the same per member either way, and
-    together its members share the step's other work: it steps as many together as the budget holds, untimed."""
+    alone) where that was measured faster than such a stacked group on the population's own path. On the fast
+    path one member alone is timed there too (its channels-last convolutions can beat the module's own): the
+    faster of the two ways of one at a time, each one member's memory, is what a stacked group must beat. A
+    population whose members run in turn inside each step (models/looped.py) computes the same per member either
+    way, and together its members share the step's other work: it steps as many together as the budget holds,
+    untimed."""
     E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
@@ -104,16 +115,24 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     fits = min(E, max(1, int(budget // member)))
     if isinstance(model, LoopPopulation):  # members in turn either way: together they share the step's own work
         return Stacking(fits, "" if fits == E else "memory", {}, member, budget, row)
-    seconds = dict(zip((f"{fits} stacked", "1 in turn"),
-                       _seconds_per_member([stacked, in_turn(model)], [x[:fits], x[:1]], decided)))
-    at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * seconds["1 in turn"] else 1
+    probes = {f"{fits} stacked": (stacked, x[:fits])}
+    if fits > 1 and isinstance(model, FastPopulation):
+        probes["1 stacked"] = (copy.deepcopy(model), x[:1])
+    probes["1 in turn"] = (in_turn(model), x[:1])
+    seconds = dict(zip(probes, _seconds_per_member([p for p, _ in probes.values()], [x for _, x in probes.values()],
+                                                   decided)))
+    turn, one = seconds["1 in turn"], seconds.get("1 stacked", math.inf)
+    at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * min(one, turn) else 1
     bound = "" if at_once == E else "memory" if at_once == fits else "time"
-    return Stacking(at_once, bound, seconds, member, budget, row)
+    return Stacking(at_once, bound, seconds, member, budget, row, in_turn=at_once > 1 or turn <= one)
 
 
-def decided(stacked: float, alone: float) -> bool:
-    """Whether seconds per member step stacked and alone are CLEAR times past the margin, one way or the other."""
-    return not CLEAR * STACKED_WINS * alone > stacked > STACKED_WINS * alone / CLEAR
+def decided(stacked: float, *alone: float) -> bool:
+    """Whether seconds per member step stacked and one at a time (the ways timed) are CLEAR times past the margin:
+    stacked against the fastest alone, or, with one way alone, also the other way round."""
+    if stacked <= STACKED_WINS * min(alone) / CLEAR:
+        return True
+    return len(alone) == 1 and stacked >= CLEAR * STACKED_WINS * alone[0]
 
 
 def _activation_bytes(probe, x: torch.Tensor) -> float:
@@ -161,13 +180,14 @@ def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:
 def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None) -> list[float]:
     """Each probe's training forward and backward on its inputs [size, rows, ...] (for the first `size` members of
     the probe, a copy which it changes), per member: the fastest of REPEATS steps after one to warm up, the probes
-    taking turns step by step, so a busy machine slows each alike; fewer where `clear(*fastest so far)` says the
-    timings already decide."""
+    taking turns step by step, so a busy machine slows each alike; two where `clear(*fastest so far)` says the
+    timings already decide or the timing has taken PROBE_SECONDS."""
     for probe, x in zip(probes, inputs):
         if len(x) < probe.n_members:
             probe.select(torch.arange(probe.n_members, device=probe.flat.device) < len(x))
         probe.train()
     seconds = [[] for _ in probes]
+    began = time.perf_counter()
     for _ in range(REPEATS + 1):
         for probe, x, times in zip(probes, inputs, seconds):
             start = time.perf_counter()
@@ -177,19 +197,23 @@ def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None) ->
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
         fastest = [min(times[1:], default=0.0) / len(x) for times, x in zip(seconds, inputs)]
-        if clear is not None and len(seconds[0]) >= 3 and clear(*fastest):
+        if len(seconds[0]) >= 3 and (time.perf_counter() - began > PROBE_SECONDS or clear is not None and
+                                     clear(*fastest)):
             break
     return fastest
 
 
 def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int, on_epoch=None,
-                  epoch_budget: np.ndarray | None = None, checkpoint=None, member_cfgs=None) -> FitResult:
+                  epoch_budget: np.ndarray | None = None, checkpoint=None, member_cfgs=None,
+                  alone_in_turn: bool = True) -> FitResult:
     """`fit` of the population in consecutive groups of `size` members, one after another; the result is the
-    whole population's, as if all had stepped together. Each group keeps its fit state in a file of its own."""
+    whole population's, as if all had stepped together. Each group keeps its fit state in a file of its own.
+    Groups of one run in turn, as PyTorch runs the module alone, unless `alone_in_turn` is False (the stacked
+    path measured faster)."""
     E = model.n_members
     if size >= E:
         return fit(model, data, cfg, loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
-    if size == 1 and isinstance(model, FunctionalPopulation):  # one at a time: as PyTorch runs it, no stacked layout
+    if size == 1 and alone_in_turn and isinstance(model, FunctionalPopulation):  # as PyTorch runs it alone
         model = in_turn(model)
     path = checkpoint.path if checkpoint is not None else None
     results = []
