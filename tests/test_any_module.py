@@ -727,7 +727,8 @@ def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alo
     assert groups.averages["ema"].epochs == whole.averages["ema"].epochs
 
 
-def test_how_many_members_step_together():
+def test_how_many_members_step_together(monkeypatch):
+    from runner.engine import stacking
     from runner.engine.stacking import STACKED_WINS, Stacking, members_at_once
 
     cfg = Config(model=ModelConfig(name="module", target=give(Tokens)))
@@ -749,7 +750,9 @@ def test_how_many_members_step_together():
     mlp = Config()
     assert members_at_once(build_model(mlp.model, 4, FEATURES, 1), mlp, data, 16) == Stacking(4)  # runner's own
     fast = Config(model=ModelConfig(name="module", target=give(Frozen)))  # the fast path: one member on it timed too
-    chosen = members_at_once(build_model(fast.model, 4, (FEATURES,), CLASSES), fast, data, 16)
+    with monkeypatch.context() as patch:  # where the group does not clearly win
+        patch.setattr(stacking, "decided", lambda *seconds: False)
+        chosen = members_at_once(build_model(fast.model, 4, (FEATURES,), CLASSES), fast, data, 16)
     timings = chosen.seconds
     assert set(timings) == {"4 stacked", "1 stacked", "1 in turn"}
     alone = min(timings["1 stacked"], timings["1 in turn"])  # either way one member's memory: the faster

@@ -96,8 +96,9 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
     CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
     alone) where that was measured faster than such a stacked group on the population's own path. On the fast
-    path one member alone is timed there too (its channels-last convolutions can beat the module's own): the
-    faster of the two ways of one at a time, each one member's memory, is what a stacked group must beat. A
+    path, where the group does not clearly win, one member alone is timed there too (its channels-last
+    convolutions can beat the module's own): the faster of the two ways of one at a time, each one member's
+    memory, is what a stacked group must beat. A
     population whose members run in turn inside each step (models/looped.py) computes the same per member either
     way, and together its members share the step's other work: it steps as many together as the budget holds,
     untimed."""
@@ -115,14 +116,15 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     fits = min(E, max(1, int(budget // member)))
     if isinstance(model, LoopPopulation):  # members in turn either way: together they share the step's own work
         return Stacking(fits, "" if fits == E else "memory", {}, member, budget, row)
-    probes = {f"{fits} stacked": (stacked, x[:fits])}
-    if fits > 1 and isinstance(model, FastPopulation):
-        probes["1 stacked"] = (copy.deepcopy(model), x[:1])
-    probes["1 in turn"] = (in_turn(model), x[:1])
-    seconds = dict(zip(probes, _seconds_per_member([p for p, _ in probes.values()], [x for _, x in probes.values()],
-                                                   decided)))
-    turn, one = seconds["1 in turn"], seconds.get("1 stacked", math.inf)
-    at_once = fits if seconds[f"{fits} stacked"] <= STACKED_WINS * min(one, turn) else 1
+    alone = in_turn(model)
+    group, turn = _seconds_per_member([stacked, alone], [x[:fits], x[:1]], decided)
+    seconds = {f"{fits} stacked": group, "1 in turn": turn}
+    one = math.inf
+    if fits > 1 and isinstance(model, FastPopulation) and not decided(group, turn):  # then one member stacked
+        one, again = _seconds_per_member([stacked, alone], [x[:1], x[:1]])  # (the stacked probe, down to one)
+        turn = seconds["1 in turn"] = min(turn, again)
+        seconds = {f"{fits} stacked": group, "1 stacked": one, "1 in turn": turn}
+    at_once = fits if group <= STACKED_WINS * min(one, turn) else 1
     bound = "" if at_once == E else "memory" if at_once == fits else "time"
     return Stacking(at_once, bound, seconds, member, budget, row, in_turn=at_once > 1 or turn <= one)
 
