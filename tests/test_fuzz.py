@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from runner.commands.cli import main
 
 BASE = ["trainer.epochs=2", "trainer.progress=false", "trainer.early_stopping.patience=1"]
-FAST = settings(max_examples=6, deadline=None, derandomize=True, database=None,
+FAST = settings(max_examples=4, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SLOW = settings(max_examples=250, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
