@@ -136,19 +136,12 @@ def main() -> None:
           f"KiB): {best_ms(lambda: torch.cat(grads, 1)) * 1e3:.0f} us alone, {inside:.0f} us inside the backward")
 
 
-class FT(torch.nn.Module):
+class FT(zoo.RtdlFT):
     """The zoo's FT-Transformer with its dropout off (torch.func.vmap cannot draw per-member masks)."""
 
     def __init__(self, input_shape, out_features):
-        import rtdl_revisiting_models as rtdl
-
-        super().__init__()
-        self.net = rtdl.FTTransformer(n_cont_features=input_shape[0], cat_cardinalities=[], d_out=out_features,
-                                      n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.0,
-                                      ffn_d_hidden_multiplier=2.0, ffn_dropout=0.0, residual_dropout=0.0)
-
-    def forward(self, x):
-        return self.net(x, None)
+        torch.nn.Module.__init__(self)
+        self.net = zoo.rtdl_ft(input_shape[0], out_features, 0.0)
 
 
 def ft_parity() -> None:

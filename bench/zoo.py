@@ -45,14 +45,19 @@ class RtdlResNet(nn.Module):
         return self.net(x)
 
 
+def rtdl_ft(features: int, out_features: int, dropout: float) -> nn.Module:
+    """rtdl's FT-Transformer as the zoo trains it: one block of 32, 4 heads, `dropout` on attention and FFN."""
+    import rtdl_revisiting_models as rtdl
+
+    return rtdl.FTTransformer(n_cont_features=features, cat_cardinalities=[], d_out=out_features, n_blocks=1,
+                              d_block=32, attention_n_heads=4, attention_dropout=dropout, ffn_d_hidden_multiplier=2.0,
+                              ffn_dropout=dropout, residual_dropout=0.0)
+
+
 class RtdlFT(nn.Module):
     def __init__(self, input_shape, out_features):
-        import rtdl_revisiting_models as rtdl
-
         super().__init__()
-        self.net = rtdl.FTTransformer(n_cont_features=input_shape[0], cat_cardinalities=[], d_out=out_features,
-                                      n_blocks=1, d_block=32, attention_n_heads=4, attention_dropout=0.1,
-                                      ffn_d_hidden_multiplier=2.0, ffn_dropout=0.1, residual_dropout=0.0)
+        self.net = rtdl_ft(input_shape[0], out_features, 0.1)
 
     def forward(self, x):
         return self.net(x, None)

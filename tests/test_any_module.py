@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import assert_member_equals_alone, fit_population
+from usernets import Sometimes  # a layer called every other step: Adam counts its steps apart
 from runner.config.schema import Config, DecayOn, EarlyStoppingConfig, ModelConfig, OptimConfig, OptimName
 from runner.engine.inputs import MemberInputs
 from runner.engine.rows import PopulationData
@@ -103,22 +104,6 @@ class BranchyLeftover(Branchy):
     def __init__(self, input_shape, out_features):
         super().__init__(input_shape, out_features)
         self.aux = nn.Linear(8, out_features)
-
-
-class Alternate(nn.Module):
-    """A layer its forward calls every other training step (by a count it keeps in a buffer): torch.optim counts
-    that layer's Adam steps apart from the others', one for each step it had a gradient."""
-
-    def __init__(self, input_shape, out_features):
-        super().__init__()
-        self.body, self.aux = nn.Linear(input_shape[0], out_features), nn.Linear(input_shape[0], out_features)
-        self.register_buffer("calls", torch.zeros((), dtype=torch.int64))
-
-    def forward(self, x):
-        if self.training:
-            self.calls += 1
-        out = self.body(x)
-        return out + self.aux(x) if self.calls % 2 == 1 else out
 
 
 class Fourier(nn.Module):
@@ -581,7 +566,7 @@ def _zero_gradient(cls, seed, start, X, y, train) -> dict[str, torch.Tensor]:
 SLOW = (LucidTab, LucidFT, *IMAGES)  # 5-40 s each on two cores: make test-slow (images train from the shell below)
 
 
-@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Alternate, Fourier,
+@pytest.mark.parametrize("cls", [Recurrent, Tokens, Branchy, Frozen, Leftover, BranchyLeftover, Sometimes, Fourier,
                                  Counter, OwnNorm, Tied, Constrained, Encoder, Attend, *(pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in IMAGES + list(ZOO))])
 @pytest.mark.parametrize("optim", [OptimConfig(name=OptimName.adamw, lr=0.01, weight_decay=0.1),
                                    pytest.param(OptimConfig(name=OptimName.adam, lr=0.01, weight_decay=0.05,
