@@ -109,6 +109,7 @@ def test_refit_with_kfold_retrains_each_fold_on_its_train_and_val_rows(tmp_path,
 # ---------------------------------------------------------------- run directories and status.json
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_a_used_run_directory_is_untouched_by_a_rejected_or_repeated_run(tmp_path, train):
     run = tmp_path / "run"
     assert train(*QUICK, "trainer.seeds=3", f"hydra.run.dir={run}")[0] == 0

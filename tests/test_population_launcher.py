@@ -71,6 +71,7 @@ def test_a_seed_grid_trains_as_one_population_and_equals_each_job_alone(sweep):
     _same_as_basic(mine, basic, 6)
 
 
+@pytest.mark.slow  # over 4 s: the default suite stays under 5 minutes on 2 cores
 def test_learning_rates_and_weight_decays_share_one_population_and_equal_each_job_alone(sweep):
     # Seeds 0 and 2: seed 1 at lr 0.003 meets a float32 near-tie at epoch 5 (its val loss moves 1.3e-5 between
     # `trainer.seed=1` and the same member in `trainer.seeds=2`, no launcher involved): the engine's own limit.
