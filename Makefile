@@ -26,8 +26,9 @@ $(VENV)/.installed: pyproject.toml
 train: install
 	$(BIN)/runner train
 
+# The fast suite on every core (pytest-xdist: one worker a core; each test its own tmp folders).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow

@@ -807,7 +807,8 @@ def test_a_stacked_group_stays_within_the_memory_budget():
     assert PEAK_PER_SAVED * relu + state <= roomy.member_bytes <= PEAK_PER_SAVED * 4 * relu + state
     cfg.trainer.memory_gb = 2.5 * roomy.member_bytes / 2**30  # room for two stacked members
     tight = members_at_once(model, cfg, data, 32)
-    wins = tight.seconds["2 stacked"] <= STACKED_WINS * tight.seconds["1 in turn"]  # two are timed, not six
+    alone = min(s for way, s in tight.seconds.items() if way.startswith("1 "))  # in turn, or stacked alone
+    wins = tight.seconds["2 stacked"] <= STACKED_WINS * alone  # two are timed, not six
     assert (tight.at_once, tight.bound) == ((2, "memory") if wins else (1, "time"))
     assert tight.record()["budget_mib"] == pytest.approx(2.5 * roomy.member_bytes / 2**20, rel=1e-3)
 
