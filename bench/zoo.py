@@ -3,6 +3,8 @@ on 32x32 images) through model=module, each beside the same members trained one 
 
 Each contender runs in a process of its own (`python bench/zoo.py --case NAME --kind runner|plain`), so its peak
 memory is its own; both plan the same study (runner's splits and preprocessing) and time only their training.
+Runner takes the CPU threads it chooses; the plain loop runs with one thread and with one per core
+(`--threads N`), and the faster of the two is its time: whichever a user of the plain loop would pick.
 """
 
 import argparse
@@ -111,9 +113,9 @@ CASES = {"lstm": ("lstm", TABLE, 1.0), "rtdl_resnet": ("rtdl_resnet", TABLE, 3.0
 MEMORY_BAR = 1.5  # resnet18: runner's peak memory at most this many times the plain loop's
 
 
-def contender(case: str, kind: str, quick: bool) -> dict:
+def contender(case: str, kind: str, quick: bool, threads: int | None = None) -> dict:
     """Plan the case's study as `runner train` would and train it: runner's fit (its stacking choice included)
-    or the plain loop; seconds of training and this process's peak memory."""
+    or the plain loop on `threads` CPU threads; seconds of training and this process's peak memory."""
     sys.path.insert(0, str(HERE))
     import images as im
     import workloads as w
@@ -131,12 +133,13 @@ def contender(case: str, kind: str, quick: bool) -> dict:
     if kind == "runner":
         fitted = fit_population(study, study.members, pre, study.over)
         seconds, stacking = time.perf_counter() - start, fitted.model.stacking
-    else:  # with the CPU threads runner chose for this population, as the other workloads' plain loops
+    else:
         population(study, study.members, pre)
+        torch.set_num_threads(threads or torch.get_num_threads())
         start = time.perf_counter()
         seconds, stacking = im.plain_loop(study, pre, lambda k: cls(study.input_shape, k))[0], None
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak, "stacking": stacking,
+    return {"seconds": seconds, "peak_mib": peak, "stacking": stacking, "threads": torch.get_num_threads(),
             "path": fitted.model.path if kind == "runner" else None}
 
 
@@ -148,10 +151,11 @@ def _study(compose, overrides: list[str]):
     return study, preprocess(study.dataset, study.members)
 
 
-def run_case(case: str, kind: str, quick: bool) -> dict:
+def run_case(case: str, kind: str, quick: bool, threads: int | None = None) -> dict:
     """One contender in a fresh process; its JSON line."""
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--case", case, "--kind", kind,
-                           *(["--quick"] if quick else [])], capture_output=True, text=True,
+                           *(["--quick"] if quick else []), *(["--threads", str(threads)] if threads else [])],
+                          capture_output=True, text=True,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     if done.returncode != 0:
         raise RuntimeError(f"zoo {case} {kind} exited {done.returncode}: {done.stderr.strip()[-400:]}")
@@ -159,15 +163,20 @@ def run_case(case: str, kind: str, quick: bool) -> dict:
 
 
 def workload(args, out: dict) -> None:
-    """Workload 6: each zoo case, runner and the plain loop in processes of their own, `repeats` times."""
+    """Workload 6: each zoo case, runner and the plain loop in processes of their own, `repeats` times; the plain
+    loop on one thread and on one per core, the faster of the two counting."""
+    from runner.engine.device import usable_cores
+
     got = {case: {"runner": [], "plain": []} for case in CASES}
     for _ in range(args.repeats):
         for case in CASES:
-            for kind in ("runner", "plain"):
-                try:
-                    got[case][kind].append(run_case(case, kind, args.quick))
-                except Exception as exc:  # noqa: BLE001: one broken case must not hide the others
-                    out.setdefault("errors", {})[f"zoo {case} {kind}"] = str(exc)
+            try:
+                got[case]["runner"].append(run_case(case, "runner", args.quick))
+                plain = [run_case(case, "plain", args.quick, t) for t in sorted({1, usable_cores()})]
+                best = min(plain, key=lambda p: p["seconds"])
+                got[case]["plain"].append({**best, "seconds_by_threads": {p["threads"]: p["seconds"] for p in plain}})
+            except Exception as exc:  # noqa: BLE001: one broken case must not hide the others
+                out.setdefault("errors", {})[f"zoo {case}"] = str(exc)
     out["zoo"] = got
 
 
@@ -197,7 +206,11 @@ def details(out: dict) -> list[str]:
     for case, runs in out.get("zoo", {}).items():
         if runs.get("runner"):
             first = runs["runner"][0]
-            lines.append(f"zoo {case}: {first['path']}; stacking {first['stacking']}")
+            lines.append(f"zoo {case}: {first['path']}; {first.get('threads')} thread(s); stacking "
+                         f"{first['stacking']}")
+        if runs.get("plain"):
+            lines.append(f"zoo {case} plain loop, seconds by threads: "
+                         + "; ".join(str(p.get("seconds_by_threads")) for p in runs["plain"]))
     return lines
 
 
@@ -206,5 +219,6 @@ if __name__ == "__main__":
     parser.add_argument("--case", choices=list(CASES), required=True)
     parser.add_argument("--kind", choices=["runner", "plain"], required=True)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, help="the plain loop's CPU threads (default: as runner chose)")
     a = parser.parse_args()
-    print(json.dumps(contender(a.case, a.kind, a.quick)))
+    print(json.dumps(contender(a.case, a.kind, a.quick, a.threads)))
