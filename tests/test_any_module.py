@@ -712,16 +712,6 @@ def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alo
     assert groups.averages["ema"].epochs == whole.averages["ema"].epochs
 
 
-def test_a_modules_multiply_adds_count_a_layer_once_a_token_and_at_least_one_a_parameter():
-    """The step's size that sets the CPU threads (engine/device.py): an FT-Transformer's weights, shared by its
-    tokens, are 1/19 of its multiply-adds."""
-    tokens = build_model(ModelConfig(name="module", target=give(Tokens)), 4, (FEATURES,), CLASSES)
-    assert tokens.size == 16 + 8 + 8 + 1 + 72 + 27
-    assert tokens.macs_per_row() == FEATURES * 8 + (FEATURES + 1) * 8 * 8 + 8 * CLASSES  # embed, normalizer, head
-    recurrent = build_model(ModelConfig(name="module", target=give(Recurrent)), 4, (FEATURES,), CLASSES)
-    assert recurrent.macs_per_row() == recurrent.size  # torch's LSTM kernel has no formula: its parameters count
-
-
 def test_how_many_members_step_together(monkeypatch):
     from runner.engine import stacking
     from runner.engine.stacking import STACKED_WINS, Stacking, members_at_once

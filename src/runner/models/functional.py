@@ -175,7 +175,6 @@ class FunctionalPopulation(Population):
             self.add_stat(BUFFER + name, math.prod(shape), 0.0)
         self._buffer_owners: list | None = None  # (module, attribute, buffer name), for `bound`
         self.draws = False  # its forward draws random numbers of its own (models/looped.py seeds them per member)
-        self.macs = 0  # multiply-adds of its forward per row where counted (models/module.py), else 0
         params = dict(template.named_parameters())
         for name, p in params.items():
             owner = params.get(name.rsplit(".", 1)[0] + ".weight", p)  # a bias's fan-in is its weight's
@@ -320,9 +319,7 @@ class FunctionalPopulation(Population):
                     kept.copy_(torch.where(self.updating.view(-1, 1), updated, kept))
 
     def macs_per_row(self) -> int:
-        """Multiply-adds of one member's forward on one row: as counted on the module's first forward
-        (models/probes.py), at least one per parameter."""
-        return max(self.size, self.macs)
+        return self.size
 
 
 def _module_of(root: nn.Module, parameter: str) -> nn.Module:

@@ -92,7 +92,7 @@ def build(cfg: ModelConfig, members: int, input_shape: tuple[int, ...], d_out: i
             shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
             path += (f"; {len(unused)} tensor{'s' * (len(unused) > 1)} its forward never uses stay as built "
                      f"({shown}), as torch.optim skips a parameter with no gradient")
-    population.path, population.draws, population.macs = path, draws, trained.macs
+    population.path, population.draws = path, draws
     return population
 
 

@@ -9,8 +9,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from runner.errors import RunnerError
 from runner.models.functional import FunctionalPopulation, own_layers, seeded
@@ -23,7 +21,6 @@ class TrainingPass:
     written: list[str]  # parameters its forward changes in place (a max-norm clamp under no_grad)
     changed: list[str]  # buffers its forward changes (a counter, a running statistic of its own)
     unused: list[str]  # trainable parameters it never reaches (no gradient at all): a layer built but not called
-    macs: int = 0  # multiply-adds of its forward per row, in matrix products, convolutions and attention
 
 
 def training_pass(template: nn.Module, target: str, input_shape: tuple[int, ...]) -> TrainingPass:
@@ -34,43 +31,21 @@ def training_pass(template: nn.Module, target: str, input_shape: tuple[int, ...]
     buffers = {name: b.clone() for name, b in probe.named_buffers()}
     trainable = {name: p for name, p in probe.named_parameters() if p.requires_grad}
     try:
-        with _Macs() as counted:
-            out = probe(torch.zeros(2, *input_shape))
+        out = probe(torch.zeros(2, *input_shape))
     except Exception:  # noqa: BLE001
         return TrainingPass([], [], [])
-    macs = counted.flops // 4  # two rows, two flops a multiply-add
     written = [name for name, p in probe.named_parameters() if p._version != versions[name]]
     changed = [name for name, b in probe.named_buffers() if not torch.equal(buffers[name], b)]
     if written:
-        return TrainingPass(written, changed, [], macs)
+        return TrainingPass(written, changed, [])
     if not out.requires_grad:
         raise RunnerError(f"model.target={target}: its forward uses none of its parameters, so there is nothing to "
                           "train; return values computed with its layers")
     try:
         grads = torch.autograd.grad(out.float().sum(), list(trainable.values()), allow_unused=True)
     except Exception:  # noqa: BLE001
-        return TrainingPass(written, changed, [], macs)
-    return TrainingPass(written, changed, [name for name, g in zip(trainable, grads) if g is None], macs)
-
-
-class _Macs(TorchDispatchMode):
-    """Counts the flops of the ops it sees by torch.utils.flop_counter's formulas (matrix products, convolutions,
-    attention), without FlopCounterMode's per-module tracking, whose first use imports torch._dynamo (a second)."""
-
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-
-    @classmethod
-    def _should_skip_dynamo(cls) -> bool:  # no torch.compile runs inside: nothing to wrap (which imports dynamo)
-        return False
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if (count := flop_registry.get(func._overloadpacket)) is not None:
-            self.flops += int(count(*args, **kwargs, out_val=out))
-        return out
+        return TrainingPass(written, changed, [])
+    return TrainingPass(written, changed, [name for name, g in zip(trainable, grads) if g is None])
 
 
 def refuse_parameter_writes(trained: TrainingPass, target: str) -> None:
