@@ -1,6 +1,9 @@
 """The stacked engine: each member its own noise and optimizer step, as torch.optim steps it alone; the heart study's
 population equals its members alone (every model and path: test_contract.py)."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
@@ -66,6 +69,33 @@ def test_dropout_masks_hashed_in_chunks_equal_one_pass_and_scale_as_torch(monkey
     x = torch.randn(2, 7, 9, 11)
     assert torch.equal(x * whole, x * (whole > 0) * (1 / 0.7))
     assert not noise.dropout_scale((4,), 2, 1.0).any()
+
+
+def test_the_cpus_numpy_hash_and_the_devices_torch_hash_give_the_masks_of_murmur3s_finalizer(monkeypatch):
+    """dropout_scale hashes in numpy on the CPU and in torch's int32 elsewhere: both equal murmur3's fmix32 written
+    here on Python integers, for keys of either sign, any p and chunks that split a member's values."""
+    import random
+
+    from runner.models import noise as member_noise
+
+    def fmix32(h: int) -> int:
+        h ^= h >> 16
+        h = h * 0x85EBCA6B & 0xFFFFFFFF
+        h ^= h >> 13
+        h = h * 0xC2B2AE35 & 0xFFFFFFFF
+        return h ^ h >> 16
+
+    rng = random.Random(1)
+    monkeypatch.setattr(member_noise, "DROPOUT_CHUNK", 48)  # 16 positions a chunk for 3 keys: 7 chunks of 100
+    for p in [0.0, 1e-7, 0.1, 0.5, 0.9999]:
+        keys = [rng.randrange(-2**31, 2**31) for _ in range(3)]
+        cut = math.ceil(float(np.float32(p)) * (1 << 24)) * 256
+        scale = float(np.float32(1 / (1 - p)))
+        expected = torch.tensor([[scale if fmix32((k + i * 0x9E3779B9) & 0xFFFFFFFF) >= cut else 0.0
+                                  for i in range(100)] for k in keys])
+        on_cpu = member_noise.dropout_scale(torch.tensor(keys, dtype=torch.int32), (100,), p)
+        as_device = member_noise._torch_scale(torch.tensor(keys, dtype=torch.int32).unsqueeze(-1), 100, cut, p)
+        assert torch.equal(on_cpu, expected) and torch.equal(as_device, expected)
 
 
 def test_dropout_masks_drawn_ahead_for_planned_steps_equal_each_steps_own(monkeypatch):
