@@ -32,12 +32,12 @@ def test_member_noise_is_uniform_and_independent_of_the_population():
 
 
 def test_population_masks_keyed_on_the_host_equal_each_members_own_keyed_on_the_device():
-    """The stacked paths draw each step's keys on the host (MemberNoise.dropout_scale; the vmap path through its
-    MemberDropout rule), a member run in turn on the device (draw_key, then dropout_scale): the same masks for any
-    seeds, step and stream, also after members leave (select)."""
+    """The stacked paths draw each step's keys on the host (MemberNoise.dropout_scale, which the vmap path's
+    Dropout takes under vmap), a member run in turn on the device (draw_key, then dropout_scale): the same masks
+    for any seeds, step and stream, also after members leave (select)."""
     import random
 
-    from runner.models.batching import MemberDropout
+    from runner.models.functional import Dropout, _member
     from runner.models.noise import MemberNoise, draw_key, dropout_scale
 
     rng = random.Random(0)
@@ -49,7 +49,11 @@ def test_population_masks_keyed_on_the_host_equal_each_members_own_keyed_on_the_
         for e, key in enumerate(noise.keys):
             assert torch.equal(masks[e], dropout_scale(draw_key(key, noise.step, stream), shape, p))
         x = torch.randn(len(noise.keys), *shape)
-        assert torch.equal(torch.vmap(lambda x: MemberDropout.apply(x, noise, stream, p))(x), x * masks)
+        running = _member.set((None, noise.step, None, None, noise))
+        try:
+            assert torch.equal(torch.vmap(Dropout(p, stream))(x), x * masks)
+        finally:
+            _member.reset(running)
     noise.select(torch.arange(len(noise.keys)) != 0)
     assert torch.equal(noise.dropout_scale(shape, stream, p)[0],
                        dropout_scale(draw_key(noise.keys[0], noise.step, stream), shape, p))

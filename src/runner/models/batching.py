@@ -91,21 +91,6 @@ class Attention(_Rule):
         return attention(q, k, v, attn_mask), 0
 
 
-class MemberDropout(_Rule):
-    """Dropout with each member's own masks (models/noise.py), all members' drawn in one call on the population's
-    MemberNoise: under vmap a member's own hash would be vmapped op by op on chunks it cannot write into, and
-    could not take the masks drawn ahead for the epoch's steps (MemberNoise.plan)."""
-
-    @staticmethod
-    def forward(x, noise, stream, p):
-        raise AssertionError("MemberDropout runs only under vmap")
-
-    @staticmethod
-    def vmap(info, in_dims, x, noise, stream, p):
-        x = members_of(x, in_dims[0], info.batch_size)
-        return x * noise.dropout_scale(tuple(x.shape[1:]), stream, p), 0
-
-
 class GroupNorm(_Rule):
     @staticmethod
     def forward(x, num_groups, weight, bias, eps):
