@@ -4,7 +4,7 @@ step's parts timed alone (their tensors in cache) and inside the step (after the
 dropout masks of one layer and the backward's one concatenation of the members' gradients; beside what torch
 does for one member, dropout on an FT-Transformer's attention maps and a batched matmul; and an FT-Transformer's
 forward and backward (dropout off) through runner's vmap path, through torch.func.vmap itself, and one member at
-a time.
+a time, and its forward alone both ways.
 
     .venv/bin/python bench/step_parts.py
 """
@@ -177,6 +177,15 @@ def ft_parity() -> None:
     print(f"an FT-Transformer's forward and backward, {E} members (dropout off): runner's {model.path.split(':')[0]} "
           f"{best_ms(ours, repeats=20):.2f} ms, torch.func.vmap {best_ms(torch_vmap, repeats=20):.2f} ms, one member "
           f"after another {best_ms(alone, repeats=20):.2f} ms")
+
+    def vmap_forward():
+        return vmap(lambda p, rows: functional_call(one, p, (rows,)))(params, x)
+
+    def alone_forward():
+        return [one(x[e]) for e in range(E)]
+
+    print(f"its forward alone: torch.func.vmap {best_ms(vmap_forward, repeats=20):.2f} ms, one member after another "
+          f"{best_ms(alone_forward, repeats=20):.2f} ms")
 
 
 if __name__ == "__main__":
