@@ -1,5 +1,6 @@
 """Shared fixtures: the shipped configs read through their schemas, the bundled heart data, small CSVs."""
 
+import signal
 import sys
 
 import pandas as pd
@@ -8,6 +9,12 @@ from omegaconf import OmegaConf
 
 from runner.config.schema import DatasetConfig, EvalConfig
 from runner.paths import conf_dir
+
+# Ctrl-C as a user's terminal gives it: a suite started where SIGINT is ignored (a background job of a
+# non-interactive shell, so its pytest-xdist workers too) gets no KeyboardInterrupt from Python, and the tests that
+# send SIGINT to a run (in this process or a child, which inherits an ignored signal) would see nothing happen.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shipped(group: str, name: str, schema: type, **overrides):

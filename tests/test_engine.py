@@ -110,8 +110,8 @@ def test_dropout_masks_drawn_ahead_for_planned_steps_equal_each_steps_own(monkey
 
     monkeypatch.setattr(member_noise, "AHEAD_BYTES", 3 * 4 * 4 * 6)  # three steps of [4 members, 6 values]
     planned, alone = member_noise.MemberNoise([1, 2, 3, 4]), member_noise.MemberNoise([1, 2, 3, 4])
-    hash_once, passes = member_noise.dropout_scale, []
-    monkeypatch.setattr(member_noise, "dropout_scale", lambda key, *a: passes.append(len(key)) or hash_once(key, *a))
+    hash_once, passes = member_noise._host_scale, []  # the CPU's hash of keys drawn on the host
+    monkeypatch.setattr(member_noise, "_host_scale", lambda keys, *a: passes.append(len(keys)) or hash_once(keys, *a))
     planned.plan(range(40, 48))
     for step in [40, 41, 42, 43, 47, 3]:
         planned.step = alone.step = step
