@@ -2,13 +2,14 @@
 28 features): the stacked forward and backward beside one member's plain torch.optim Adam step, and two of the
 step's parts timed alone (their tensors in cache) and inside the step (after the rest of the step has run): the
 dropout masks of one layer and the backward's one concatenation of the members' gradients; beside what torch
-does for one member, dropout on an FT-Transformer's attention maps and a batched matmul; and an FT-Transformer's
-forward and backward (dropout off) through runner's vmap path, through torch.func.vmap itself, and one member at
-a time, and its forward alone both ways.
+does for one member, dropout on an FT-Transformer's attention maps (its masks hashed both ways) and a batched
+matmul; and an FT-Transformer's forward and backward (dropout off) through runner's vmap path, through
+torch.func.vmap itself, and one member at a time, and its forward alone both ways.
 
     .venv/bin/python bench/step_parts.py
 """
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -123,6 +124,14 @@ def main() -> None:
     theirs = best_ms(lambda: [torch.nn.functional.dropout(m, 0.1) for m in scores], repeats=30)
     print(f"dropout on {E} members' attention maps {list(attention)}: runner's masks and product {ours:.2f} ms, "
           f"torch's dropout one member after another {theirs:.2f} ms")
+    from runner.models import noise as member_noise
+
+    keys = torch.arange(E, dtype=torch.int32).unsqueeze(-1)
+    cut, size = member_noise._cut(0.1), math.prod(attention)
+    host = best_ms(lambda: member_noise._host_scale(keys.numpy(), attention, 0.1), repeats=30)
+    device = best_ms(lambda: member_noise._torch_scale(keys, size, cut, 0.1), repeats=30)
+    print(f"those masks hashed in numpy (the CPU's way) {host:.2f} ms, in torch's int32 (other devices') "
+          f"{device:.2f} ms")
     a, w, b = torch.randn(E, ROWS, 64), torch.randn(E, 128, 64), torch.randn(128)
     print(f"a batched matmul of {E} members' [{ROWS}, 64] x [64, 128]: "
           f"{best_ms(lambda: torch.bmm(a, w.transpose(1, 2))) * 1e3:.0f} us; one member's addmm "
