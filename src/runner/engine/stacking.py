@@ -98,10 +98,9 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     alone) where that was measured faster than such a stacked group on the population's own path. On the fast
     path, where the group does not clearly win, one member alone is timed there too (its channels-last
     convolutions can beat the module's own): the faster of the two ways of one at a time, each one member's
-    memory, is what a stacked group must beat. A
-    population whose members run in turn inside each step (models/looped.py) computes the same per member either
-    way, and together its members share the step's other work: it steps as many together as the budget holds,
-    untimed."""
+    memory, is what a stacked group must beat. A population whose members run in turn inside each step
+    (models/looped.py) computes the same per member either way, and together its members share the step's other
+    work: it steps as many together as the budget holds, untimed."""
     E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)

@@ -109,9 +109,28 @@ def _cut(p: float) -> int:
 
 
 def _host_scale(keys: np.ndarray, shape: tuple[int, ...], p: float) -> torch.Tensor:
-    """`dropout_scale` under int32 keys [..., 1] held in numpy, p < 1."""
-    masks = _numpy_scale(keys.view(np.uint32), math.prod(shape), _cut(p), p)
-    return torch.from_numpy(masks).view(*keys.shape[:-1], *shape)
+    """`dropout_scale` under int32 keys [..., 1] held in numpy, p < 1, hashed in numpy."""
+    n = math.prod(shape)
+    keys = keys.view(np.uint32)
+    positions = _numpy_positions(n)
+    out = np.empty((*keys.shape[:-1], n), dtype=np.float32)
+    per = max(1, DROPOUT_CHUNK // keys.size)
+    x = np.empty((*keys.shape[:-1], min(per, n)), dtype=np.uint32)
+    kept = np.empty(x.shape, dtype=bool)
+    scale, cut = np.float32(1.0 / (1.0 - p)), np.uint32(_cut(p))
+    m1, m2 = np.uint32(_M1 & 0xFFFFFFFF), np.uint32(_M2 & 0xFFFFFFFF)
+    for start in range(0, n, per):
+        stop = min(start + per, n)
+        h, k = x[..., : stop - start], kept[..., : stop - start]
+        np.add(keys, positions[start:stop], out=h)
+        h ^= h >> 16
+        h *= m1
+        h ^= h >> 13
+        h *= m2
+        h ^= h >> 16
+        np.greater_equal(h, cut, out=k)
+        np.multiply(k, scale, out=out[..., start:stop])
+    return torch.from_numpy(out).view(*keys.shape[:-1], *shape)
 
 
 def _torch_scale(keys: torch.Tensor, n: int, cut: int, p: float) -> torch.Tensor:
@@ -135,32 +154,9 @@ def _torch_scale(keys: torch.Tensor, n: int, cut: int, p: float) -> torch.Tensor
     return out
 
 
-def _numpy_scale(keys: np.ndarray, n: int, cut: int, p: float) -> np.ndarray:
-    """`dropout_scale`'s masks [*keys.shape[:-1], n] from uint32 keys [..., 1], in numpy."""
-    positions = _numpy_positions(n)
-    out = np.empty((*keys.shape[:-1], n), dtype=np.float32)
-    per = max(1, DROPOUT_CHUNK // keys.size)
-    x = np.empty((*keys.shape[:-1], min(per, n)), dtype=np.uint32)
-    kept = np.empty(x.shape, dtype=bool)
-    scale, cut, m1, m2 = np.float32(1.0 / (1.0 - p)), np.uint32(cut), np.uint32(_M1 & 0xFFFFFFFF), np.uint32(
-        _M2 & 0xFFFFFFFF)
-    for start in range(0, n, per):
-        stop = min(start + per, n)
-        h, k = x[..., : stop - start], kept[..., : stop - start]
-        np.add(keys, positions[start:stop], out=h)
-        h ^= h >> 16
-        h *= m1
-        h ^= h >> 13
-        h *= m2
-        h ^= h >> 16
-        np.greater_equal(h, cut, out=k)
-        np.multiply(k, scale, out=out[..., start:stop])
-    return out
-
-
 @functools.lru_cache(maxsize=64)
 def _numpy_positions(n: int) -> np.ndarray:
-    """`_positions32` as uint32, for `_numpy_scale`."""
+    """`_positions32` as uint32, for `_host_scale`."""
     return np.arange(n, dtype=np.uint32) * np.uint32(_GOLDEN32 & 0xFFFFFFFF)
 
 
