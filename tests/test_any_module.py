@@ -672,12 +672,14 @@ def test_the_users_loader_is_called_once_per_run_so_what_was_checked_trains(tmp_
     assert first.predictions["y_true"].notna().all()
 
 
-@pytest.mark.parametrize("size, cls, lr, alone_in_turn", [(1, "Tokens", 0.05, True), (2, "Tokens", 0.05, True),
-                                                     (1, "Leftover", 0.01, False)])
-def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alone_in_turn):
-    """trainer.stack (or the measurement) trains the members in groups, one group after another: every weight,
-    average, epoch and curve is the whole population's. (Tokens takes the vmap path, its groups of one in turn as
-    PyTorch runs it alone; Frozen the fast path, its groups of one on it, as the measurement may choose.)"""
+@pytest.mark.parametrize("size, cls, lr, alone_in_turn, workers", [
+    (1, "Tokens", 0.05, True, 1), (2, "Tokens", 0.05, True, 1), (1, "Leftover", 0.01, False, 1),
+    (3, "Tokens", 0.05, True, 2), (1, "Leftover", 0.01, False, 2)])
+def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alone_in_turn, workers):
+    """trainer.stack (or the measurement) trains the members in groups, one group after another, and
+    trainer.workers side by side in worker processes: every weight, average, epoch and curve is the whole
+    population's. (Tokens takes the vmap path, its groups of one in turn as PyTorch runs it alone; Leftover the
+    fast path, its groups of one on it, as the measurement may choose.)"""
     from runner.config.schema import AvgName
     from runner.engine.stacking import fit_in_groups
 
@@ -691,14 +693,14 @@ def test_members_trained_in_groups_equal_the_whole_population(size, cls, lr, alo
     cfg.trainer.epochs, cfg.trainer.batch_size, cfg.avg.name = 12, 16, AvgName.ema
     cfg.trainer.early_stopping = EarlyStoppingConfig(patience=2)
 
-    def run(at_once):
+    def run(at_once, workers=1):
         model = build_model(cfg.model, len(seeds), (FEATURES,), CLASSES)
         model.initialize(seeds, "default")
         inputs = MemberInputs(X, y, torch.zeros(3, FEATURES), torch.ones(3, FEATURES))
         data = PopulationData(inputs, [r[0] for r in rows], [r[1] for r in rows], seeds)
-        return fit_in_groups(model, data, cfg, "ce", at_once, alone_in_turn=alone_in_turn)
+        return fit_in_groups(model, data, cfg, "ce", at_once, alone_in_turn=alone_in_turn, workers=workers)
 
-    whole, groups = run(3), run(size)
+    whole, groups = run(3), run(size, workers)
     if cls == "Tokens":  # its members stop at different epochs (the small MLP's all stop at its third)
         assert len(set(whole.epochs_run)) > 1
     for name in ("best", "last", "best_stats", "last_stats"):

@@ -237,7 +237,7 @@ def test_distillation_trains_on_each_splits_mean_prediction(monkeypatch, compose
     from runner.study import plan
 
     cfg = compose(["eval=kfold", "eval.k=3", "ensemble=distill", "trainer.seeds=2", "trainer.epochs=3",
-                   "trainer.progress=false"])
+                   "trainer.progress=false", "trainer.workers=1"])  # the loop in this process, where `seen` is
     study = plan(cfg)
     selected = fit_population(study, study.members, preprocess(study.dataset, study.members), None)
     seen = {}

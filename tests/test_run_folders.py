@@ -374,8 +374,8 @@ def test_a_config_dir_overrides_the_shipped_files_and_its_mistakes_name_the_file
                  f"hydra.run.dir={run}"]) == 2
     line = capsys.readouterr().err.strip()
     assert line == (f"error: {mine / 'trainer' / 'default.yaml'}: unknown key 'trainer.patience_typo'; valid keys "
-                    "in 'trainer': epochs, batch_size, seeds, seed, device, precision, threads, stack, memory_gb, "
-                    "progress, checkpoint_every, resume, early_stopping, grad_clip")
+                    "in 'trainer': epochs, batch_size, seeds, seed, device, precision, threads, stack, workers, "
+                    "memory_gb, progress, checkpoint_every, resume, early_stopping, grad_clip")
     (mine / "trainer" / "default.yaml").write_text("epochs: [2\n")
     assert main(["train", f"--config-dir={mine}", f"hydra.run.dir={run}"]) == 2
     assert "default.yaml, line 2: not valid YAML" in capsys.readouterr().err

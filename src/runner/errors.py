@@ -9,8 +9,8 @@ STOP_SIGNALS = (_signal.SIGINT, _signal.SIGTERM, _signal.SIGUSR2)
 
 @_contextmanager
 def stop_signals_to(handler):
-    """While inside: every stop signal goes to `handler(signum, frame)`; the handlers before come back after.
-    Outside the main thread (where no handler runs anyway) nothing changes."""
+    """While inside: every stop signal goes to `handler(signum, frame)`; the handlers before (given: signal ->
+    handler) come back after. Outside the main thread (where no handler runs anyway) nothing changes."""
     previous = {}
     for signum in STOP_SIGNALS:
         try:
@@ -18,7 +18,7 @@ def stop_signals_to(handler):
         except ValueError:
             break
     try:
-        yield
+        yield previous
     finally:
         for signum, old in previous.items():
             _signal.signal(signum, old)

@@ -16,6 +16,7 @@ from runner.console import console, epoch_progress
 from runner.data.dataset import Dataset
 from runner.data.preprocess import Preprocessed
 from runner.data.splits import Member
+from runner.engine.device import fit_workers
 from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import FitResult
 from runner.engine.resume import FitCheckpoint, stop_on_signals
@@ -80,13 +81,16 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     stacking = members_at_once(model, cfg, data, batch_rows(cfg.trainer.batch_size, data.train))
     at_once = stacking.at_once
     model.rows_per_pass = stacking.rows_per_pass(batch_rows(cfg.trainer.batch_size, data.train))
+    workers = fit_workers(cfg.trainer.workers, cfg.trainer.threads, study.device, E)
     if at_once < E:
         console.print(_stacking_line(stacking, E))
-    if stacking.seconds or at_once < E:  # a choice was made (measured, or trainer.stack): results.json keeps it
-        model.stacking = stacking.record()
+    if workers > 1:
+        console.print(_workers_line(workers, E, cfg))
+    if stacking.seconds or at_once < E or workers > 1:  # a choice was made: results.json keeps it
+        model.stacking = {**stacking.record(), "workers": workers}
     with stop_on_signals(checkpoint), epoch_progress(cfg.trainer.epochs, E, cfg.trainer.progress) as on_epoch:
         result = fit_in_groups(model, data, cfg, study.loss, at_once, _starting(on_epoch, run_dir), epoch_budget,
-                               checkpoint, member_cfgs, stacking.in_turn)
+                               checkpoint, member_cfgs, stacking.in_turn, workers)
     # The fit state stays until the run is finished (run_task removes it): a stop while the run scores and
     # writes its files resumes from it.
     # Members leaving the fit early took their random streams with them; prediction (test-time dropout)
@@ -126,6 +130,13 @@ def _stacking_line(stacking: Stacking, E: int) -> str:
                 f"in turn per member step ({measured}; trainer.stack=N sets it)")
     return (f"{E} members trained one at a time, each as PyTorch runs it alone: faster than stacked per member "
             f"step ({measured}; trainer.stack=N sets it)")
+
+
+def _workers_line(workers: int, E: int, cfg: Config) -> str:
+    """The header's line when groups of members train side by side in worker processes."""
+    chosen = (f"trainer.workers={cfg.trainer.workers}" if cfg.trainer.workers is not None else
+              "one per core, as each step takes one thread; trainer.workers=1 trains them in this process")
+    return f"{E} members trained side by side in {workers} worker processes ({chosen})"
 
 
 def _starting(on_epoch, run_dir: Path | None):

@@ -18,6 +18,7 @@ RULES: list[tuple[str, Callable[[Any, Config], bool], str]] = [
     ("trainer.seeds", lambda v, c: v >= 1, "use a count >= 1"),
     ("trainer.threads", lambda v, c: v is None or v >= 1, "use a count >= 1, or null for automatic"),
     ("trainer.batch_size", lambda v, c: v == "full" or (type(v) is int and v >= 1), "use an integer >= 1 or 'full'"),
+    ("trainer.workers", lambda v, c: v is None or v >= 1, "use a count >= 1, or null for one per core"),
     ("trainer.stack", lambda v, c: v == "auto" or (type(v) is int and v >= 1), "use an integer >= 1 or 'auto'"),
     ("trainer.memory_gb", lambda v, c: v is None or v > 0, "use a positive number of GiB, or null (the "
      "default budget)"),

@@ -356,6 +356,9 @@ class TrainerConfig:
     precision: Precision = Precision["32"]  # 32, bf16 or 16-mixed: autocast of the training forward pass
     threads: Optional[int] = None  # CPU threads; None: 1 for small populations, where more threads only wait
     stack: Any = "auto"  # members that step together: an int, or "auto" (your own module: measured, the fastest)
+    # processes training groups of members side by side on the CPU; None: one per core where a step takes one thread
+    # (trainer.threads unset)
+    workers: Optional[int] = None
     # your module: a stacked group's activations stay within this; None: half the free memory and, on the CPU, at
     # most half again one member at a time's
     memory_gb: Optional[float] = None

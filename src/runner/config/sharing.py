@@ -35,6 +35,7 @@ NOT_TRAINING: tuple[str, ...] = (
     "trainer.stack",  # how many members step together: the same weights either way
     "trainer.checkpoint_every",
     "trainer.threads",
+    "trainer.workers",  # how many processes train the groups: the same weights either way
     "overwrite",
     "plots",
 )

@@ -33,6 +33,25 @@ def configure_threads(threads: int | None, device: torch.device, macs_per_step: 
     torch.set_num_threads(threads)
 
 
+def fit_workers(workers: int | None, threads: int | None, device: torch.device, members: int) -> int:
+    """How many worker processes train the population's groups side by side (engine/workers.py): trainer.workers,
+    or by default, on the CPU where each fit takes one thread (a small step, trainer.threads unset), one per core
+    this process may use, at most one per member; else 1. Not one per core free now: the groups the members train
+    in depend on it (and a vmapped member's float rounding on its group), so a run on a busy machine gives the
+    numbers it gives on an idle one; a busy core's share goes to the workers as to any process."""
+    from runner.engine.workers import forks
+
+    if workers is not None:
+        if workers > 1 and (device.type != "cpu" or not forks()):
+            where = device.type if device.type != "cpu" else "this system (no fork)"
+            raise RunnerError(f"trainer.workers={workers} trains groups side by side in processes on the CPU, not on "
+                              f"{where}: use trainer.workers=1 (or null)")
+        return max(1, min(workers, members))
+    if device.type != "cpu" or threads is not None or torch.get_num_threads() != 1 or members < 2 or not forks():
+        return 1
+    return max(1, min(members, usable_cores()))
+
+
 def usable_cores() -> int:
     """The cores this process may run on (its affinity mask, which containers and taskset narrow)."""
     try:

@@ -21,11 +21,12 @@ from runner.config.schema import Config, name_of
 from runner.engine.averaging import Averaged
 from runner.engine.loop import FitResult, fit
 from runner.engine.rows import PopulationData
+from runner.engine.workers import side_by_side
 from runner.models.fast import FastPopulation
 from runner.models.functional import FunctionalPopulation
 from runner.models.looped import LoopPopulation, in_turn
 from runner.models.stacked import Step
-from runner.rundir.layout import fit_state_part
+from runner.rundir.layout import fit_state_part, fit_state_parts
 
 REPEATS = 5  # timed steps per way, after one to warm up; the fastest counts (the others waited on the machine)
 # Timing stops after two timed steps each where one way is already this many times the decision's margin faster:
@@ -206,36 +207,63 @@ def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None) ->
 
 def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int, on_epoch=None,
                   epoch_budget: np.ndarray | None = None, checkpoint=None, member_cfgs=None,
-                  alone_in_turn: bool = True) -> FitResult:
-    """`fit` of the population in consecutive groups of `size` members, one after another; the result is the
-    whole population's, as if all had stepped together. Each group keeps its fit state in a file of its own.
-    Groups of one run in turn, as PyTorch runs the module alone, unless `alone_in_turn` is False (the stacked
-    path measured faster)."""
+                  alone_in_turn: bool = True, workers: int = 1) -> FitResult:
+    """`fit` of the population in consecutive groups of at most `size` members; the result is the whole
+    population's, as if all had stepped together. With `workers` > 1 the groups are at most E / workers members
+    and train side by side, a share of them in each worker process (engine/workers.py); else one after another.
+    Each group keeps its fit state in a file of its own, named by its members (a resumed fit takes the groups
+    its files name, whatever the machine's cores and timings say now). Groups of one run in turn, as PyTorch runs
+    the module alone, unless `alone_in_turn` is False (the stacked path measured faster)."""
     E = model.n_members
-    if size >= E:
+    groups = _saved_groups(checkpoint, E)
+    if groups is None:
+        size = min(size, -(-E // workers))
+        groups = [list(range(start, min(start + size, E))) for start in range(0, E, size)]
+    if len(groups) == 1:
         return fit(model, data, cfg, loss, on_epoch, epoch_budget, checkpoint, member_cfgs)
-    if size == 1 and alone_in_turn and isinstance(model, FunctionalPopulation):  # as PyTorch runs it alone
-        model = in_turn(model)
+    if max(map(len, groups)) == 1 and alone_in_turn and isinstance(model, FunctionalPopulation):
+        model = in_turn(model)  # as PyTorch runs it alone
     path = checkpoint.path if checkpoint is not None else None
-    results = []
-    try:
-        for start in range(0, E, size):
-            group = list(range(start, min(start + size, E)))
-            keep = torch.zeros(E, dtype=torch.bool, device=model.flat.device)
-            keep[group] = True
-            part = copy.deepcopy(model)
-            part.select(keep)
-            part_data = PopulationData(data.inputs.select(keep), [data.train[i] for i in group],
-                                       [data.val[i] for i in group], [data.seeds[i] for i in group])
-            if checkpoint is not None:  # the same object: a stop signal sets its flag whichever group is training
-                checkpoint.path = fit_state_part(path, start // size)
-            results.append(fit(part, part_data, cfg, loss, on_epoch,
-                               None if epoch_budget is None else epoch_budget[group], checkpoint,
-                               None if member_cfgs is None else [member_cfgs[i] for i in group]))
-    finally:
-        if checkpoint is not None:
-            checkpoint.path = path
-    return _joined(results)
+
+    def train(g: int, report) -> FitResult:
+        group = groups[g]
+        keep = torch.zeros(E, dtype=torch.bool, device=model.flat.device)
+        keep[group] = True
+        part = copy.deepcopy(model)
+        part.select(keep)
+        part_data = PopulationData(data.inputs.select(keep), [data.train[i] for i in group],
+                                   [data.val[i] for i in group], [data.seeds[i] for i in group])
+        if checkpoint is not None:  # the same object: a stop signal sets its flag whichever group is training
+            checkpoint.path = fit_state_part(path, group[0], len(group))
+        try:
+            return fit(part, part_data, cfg, loss, report, None if epoch_budget is None else epoch_budget[group],
+                       checkpoint, None if member_cfgs is None else [member_cfgs[i] for i in group])
+        finally:
+            if checkpoint is not None:
+                checkpoint.path = path
+
+    quiet = on_epoch or (lambda epoch, active: None)
+    workers = min(workers, len(groups))
+    if workers > 1:
+        shares = [list(range(w, len(groups), workers)) for w in range(workers)]
+        done = side_by_side(shares, train, quiet, [len(g) for g in groups], cfg.trainer.epochs)
+        return _joined([done[g] for g in range(len(groups))])
+    return _joined([train(g, quiet) for g in range(len(groups))])
+
+
+def _saved_groups(checkpoint, E: int) -> list[list[int]] | None:
+    """On resume, the groups of members the saved fit states are for: one group where the whole population's state
+    is there, else the groups the part files name, where they cover the population; None: choose afresh."""
+    if checkpoint is None or not checkpoint.resume:
+        return None
+    if checkpoint.path.exists():
+        return [list(range(E))]
+    parts = fit_state_parts(checkpoint.path)
+    firsts = sorted(parts)
+    if not firsts or firsts[0] != 0 or any(a + parts[a] != b for a, b in zip(firsts, firsts[1:])) or \
+            firsts[-1] + parts[firsts[-1]] != E:
+        return None
+    return [list(range(first, first + parts[first])) for first in firsts]
 
 
 def _joined(results: list[FitResult]) -> FitResult:

@@ -1,6 +1,8 @@
 """What runner writes in a run folder, at any depth: a folder holding anything else is not runner's to replace."""
 
 import fnmatch
+import glob
+import re
 from pathlib import Path
 
 STATUS = "status.json"
@@ -27,9 +29,20 @@ def fit_state(run_dir: Path, name: str) -> Path:
     return run_dir / "checkpoints" / f"{name}{FIT_STATE}"
 
 
-def fit_state_part(path: Path, part: int) -> Path:
-    """The state file of part `part` of the fit whose state file is `path` (members trained a group at a time)."""
-    return path.with_name(f"{path.name.removesuffix(FIT_STATE)}_g{part}{FIT_STATE}")
+def fit_state_part(path: Path, first: int, members: int) -> Path:
+    """The state file of the group of `members` members from member `first` on, of the fit whose state file is
+    `path` (members trained a group at a time): <name>_m<first>+<members>_state.pt."""
+    return path.with_name(f"{path.name.removesuffix(FIT_STATE)}_m{first}+{members}{FIT_STATE}")
+
+
+def fit_state_parts(path: Path) -> dict[int, int]:
+    """The groups whose part files of the fit `path` are there: first member -> members."""
+    stem = path.name.removesuffix(FIT_STATE)
+    found = {}
+    for part in path.parent.glob(f"{glob.escape(stem)}_m*{FIT_STATE}"):
+        if (named := re.fullmatch(rf"{re.escape(stem)}_m(\d+)\+(\d+){re.escape(FIT_STATE)}", part.name)):
+            found[int(named[1])] = int(named[2])
+    return found
 
 
 def fit_states(run_dir: Path) -> list[Path]:
