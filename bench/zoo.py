@@ -1,10 +1,14 @@
 """The model-zoo workload: modules nobody here wrote (an LSTM, rtdl's ResNet and FT-Transformer, a ResNet-18 layout
 on 32x32 images) through model=module, each beside the same members trained one at a time in a plain loop.
 
-Each contender runs in a process of its own (`python bench/zoo.py --case NAME --kind runner|plain`), so its peak
+Each contender runs in a process of its own (`python bench/zoo.py --case NAME --kind runner|one|plain`), so its peak
 memory is its own; both plan the same study (runner's splits and preprocessing) and time only their training.
-Runner takes the CPU threads it chooses; the plain loop runs with one thread and with one per core
-(`--threads N`), and the faster of the two is its time: whichever a user of the plain loop would pick.
+Runner takes the CPU threads and worker processes it chooses; where it trains in workers, it also runs in one
+process (`one`: trainer.workers=1), so the table shows what stacking gives on one core and what the workers add.
+Peak memory is the largest proportional set size (PSS: a page shared by k processes counts 1/k in each) of the
+contender and its workers together, sampled every 10 ms, beside the process's own peak resident size. The plain loop runs with one thread and
+with one per core (`--threads N`), and the faster of the two is its time: whichever a user of the plain loop
+would pick.
 """
 
 import argparse
@@ -13,6 +17,7 @@ import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -126,21 +131,61 @@ def contender(case: str, kind: str, quick: bool, threads: int | None = None) -> 
 
     module, overrides, _ = CASES[case]
     cls = MODULES[module]
-    extra = ["trainer.epochs=2"] if quick else []
+    extra = (["trainer.epochs=2"] if quick else []) + (["trainer.workers=1"] if kind == "one" else [])
     study, pre = _study(w.compose_config, [*overrides, "model=module", f"model.target={give(cls)}",
                                            "trainer.progress=false", *extra])
+    sampler = PssPeak()
     start = time.perf_counter()
-    if kind == "runner":
+    workers = 0
+    if kind in ("runner", "one"):
         fitted = fit_population(study, study.members, pre, study.over)
         seconds, stacking = time.perf_counter() - start, fitted.model.stacking
+        workers = stacking.get("workers", 1) if stacking else 1
     else:
         population(study, study.members, pre)
         torch.set_num_threads(threads or torch.get_num_threads())
         start = time.perf_counter()
         seconds, stacking = im.plain_loop(study, pre, lambda k: cls(study.input_shape, k))[0], None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak, "stacking": stacking, "threads": torch.get_num_threads(),
-            "path": fitted.model.path if kind == "runner" else None}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mib": sampler.stop() or rss, "rss_mib": rss, "stacking": stacking,
+            "threads": torch.get_num_threads(), "workers": workers or None,
+            "path": fitted.model.path if kind != "plain" else None}
+
+
+class PssPeak:
+    """The largest PSS of this process and its children together, sampled every 10 ms on a thread (Linux; 0
+    elsewhere)."""
+
+    def __init__(self):
+        self.peak, self.running = 0.0, True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, sum(_pss_mib(pid) for pid in [os.getpid(), *_children()]))
+            time.sleep(0.01)
+
+    def stop(self) -> float:
+        self.running = False
+        self.thread.join()
+        return self.peak
+
+
+def _children() -> list[int]:
+    try:
+        return [int(p) for task in Path("/proc/self/task").iterdir()
+                for p in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _pss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return 0.0
+    return next((int(line.split()[1]) / 1024 for line in text.splitlines() if line.startswith("Pss:")), 0.0)
 
 
 def _study(compose, overrides: list[str]):
@@ -167,11 +212,13 @@ def workload(args, out: dict) -> None:
     loop on one thread and on one per core, the faster of the two counting."""
     from runner.engine.device import usable_cores
 
-    got = {case: {"runner": [], "plain": []} for case in CASES}
+    got = {case: {"runner": [], "one": [], "plain": []} for case in CASES}
     for _ in range(args.repeats):
         for case in CASES:
             try:
-                got[case]["runner"].append(run_case(case, "runner", args.quick))
+                got[case]["runner"].append(ours := run_case(case, "runner", args.quick))
+                if (ours["workers"] or 1) > 1:  # and in one process, for what the workers add
+                    got[case]["one"].append(run_case(case, "one", args.quick))
                 plain = [run_case(case, "plain", args.quick, t) for t in sorted({1, usable_cores()})]
                 best = min(plain, key=lambda p: p["seconds"])
                 got[case]["plain"].append({**best, "seconds_by_threads": {p["threads"]: p["seconds"] for p in plain}})
@@ -184,10 +231,14 @@ def rows(out: dict, row, med) -> None:
     """The zoo's table rows: runner's training time beside the plain loop's, and peak memory."""
     for i, (case, (_, overrides, most)) in enumerate(CASES.items()):
         runs = out.get("zoo", {}).get(case, {})
-        ours, plain = ([x["seconds"] for x in runs.get(k, [])] for k in ("runner", "plain"))
+        ours, one, plain = ([x["seconds"] for x in runs.get(k, [])] for k in ("runner", "one", "plain"))
         r = med(ours)
         members = "5 folds x 3 seeds" if SEEDS[0] in overrides else "5 folds"
-        row("model zoo" if i == 0 else "", f"model=module {case.split()[0]} ({members})", ours, r)
+        workers = max([x.get("workers") or 1 for x in runs.get("runner", [])], default=1)
+        row("model zoo" if i == 0 else "", f"model=module {case.split()[0]} ({members})"
+            + (f", {workers} workers" if workers > 1 else ""), ours, r)
+        if one:
+            row("", "runner in one process (trainer.workers=1)", one, r)
         if most is None:
             row("", "plain PyTorch loop, 1 model at a time", plain, r)
         else:
@@ -206,8 +257,8 @@ def details(out: dict) -> list[str]:
     for case, runs in out.get("zoo", {}).items():
         if runs.get("runner"):
             first = runs["runner"][0]
-            lines.append(f"zoo {case}: {first['path']}; {first.get('threads')} thread(s); stacking "
-                         f"{first['stacking']}")
+            lines.append(f"zoo {case}: {first['path']}; {first.get('threads')} thread(s); "
+                         f"{first.get('workers') or 1} process(es); stacking {first['stacking']}")
         if runs.get("plain"):
             lines.append(f"zoo {case} plain loop, seconds by threads: "
                          + "; ".join(str(p.get("seconds_by_threads")) for p in runs["plain"]))
@@ -217,7 +268,7 @@ def details(out: dict) -> list[str]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--case", choices=list(CASES), required=True)
-    parser.add_argument("--kind", choices=["runner", "plain"], required=True)
+    parser.add_argument("--kind", choices=["runner", "one", "plain"], required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, help="the plain loop's CPU threads (default: as runner chose)")
     a = parser.parse_args()
