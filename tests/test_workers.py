@@ -124,3 +124,23 @@ def test_sigterm_reaches_the_workers_which_save_and_the_resumed_run_equals_an_un
     resumed, unbroken = (json.loads((d / "results.json").read_text()) for d in (run, tmp_path / "unbroken"))
     resumed.pop("timing"), unbroken.pop("timing")
     assert resumed == unbroken and resumed["stacking"]["workers"] == 2
+
+
+def test_what_a_workers_saved_state_sets_off_runs_in_the_run_that_holds_the_folder():
+    """A fit's `saved` call (an overwrite=true run deletes the run it replaces) runs in the parent, which holds the
+    run folder's claim, once per state a worker saves; the workers' results come back by group."""
+    from types import SimpleNamespace
+
+    from runner.engine.workers import side_by_side
+
+    calls = []
+    checkpoint = SimpleNamespace(saved=lambda: calls.append(os.getpid()))
+
+    def train(group, report):
+        checkpoint.saved()
+        report(0, 1)
+        return 10 * group
+
+    assert side_by_side([[0, 2], [1]], train, lambda epoch, active: None, [1, 1, 1], 1, checkpoint) == \
+        {0: 0, 1: 10, 2: 20}
+    assert calls == [os.getpid()] * 3

@@ -3,9 +3,9 @@
 Stacking is a speed-up, never a slow-down: for the user's own module (whose cost per member runner cannot know
 in advance: an LSTM in turn, a ResNet through vmap) a few training steps of the whole population on its path and
 of one member run as PyTorch runs it alone are timed before the fit, as cudnn.benchmark times its kernels, and
-where one at a time is faster, the members train one after another. The groups train in turn, each as its own
-fit, so each member trains exactly as it would in the whole population (stacked equals alone), and memory holds
-one group's activations, not the population's.
+where one at a time is faster, the members train one after another. The groups train in turn, or side by side
+in worker processes (engine/workers.py), each as its own fit, so each member trains exactly as it would in the
+whole population (stacked equals alone), and memory holds a group's activations, not the population's.
 """
 
 import copy
@@ -246,7 +246,7 @@ def fit_in_groups(model, data: PopulationData, cfg: Config, loss: str, size: int
     workers = min(workers, len(groups))
     if workers > 1:
         shares = [list(range(w, len(groups), workers)) for w in range(workers)]
-        done = side_by_side(shares, train, quiet, [len(g) for g in groups], cfg.trainer.epochs)
+        done = side_by_side(shares, train, quiet, [len(g) for g in groups], cfg.trainer.epochs, checkpoint)
         return _joined([done[g] for g in range(len(groups))])
     return _joined([train(g, quiet) for g in range(len(groups))])
 

@@ -1,12 +1,13 @@
 """Groups of members trained side by side, each share of the groups in a worker process of its own.
 
 A small module's step is too short for several threads to share (runner gives it one: more only wait on each
-other), so where the machine has free cores, the population's groups train at once, one worker per free core.
-A worker is a fork of this process: it reads the population and its data from the pages it shares with this
-one (copy-on-write, so the data stays in memory once), trains its groups one after another exactly as this process
-would (stacked equals alone: the same weights either way), and sends each group's result back. Processes, not
-threads: the step's Python holds the GIL, and two threads trained an rtdl ResNet's two halves 1.6x slower than
-one after the other.
+other), so where the machine has several cores, the population's groups train at once, one worker per core, each
+on one thread. A worker is a fork of this process: it reads the population and its data from the pages it
+shares with this one (copy-on-write, so the data stays in memory once), trains its groups one after another
+exactly as this process would (stacked equals alone: the same weights either way), and sends each group's result
+back. Processes, not threads: the step's Python holds the GIL, and two threads trained an rtdl ResNet's two
+halves 1.6x slower than one after the other. What a saved fit state sets off (the run it replaces deleted) and
+the progress bar stay with this process, which holds the run folder.
 
 Stop signals: a worker runs in a process group of its own, so Ctrl-C at a terminal reaches this process alone,
 which passes each stop signal on to every worker once. A worker then saves its fit state at the end of the epoch
@@ -38,7 +39,7 @@ def forks() -> bool:
 class _Worker:
     """A forked worker: its pid, the pipe it writes to, and how it ended."""
 
-    def __init__(self, share: list[int], train: Train):
+    def __init__(self, share: list[int], train: Train, checkpoint):
         read, write = os.pipe()
         sys.stdout.flush()  # what this process has buffered is its own to write, not the worker's too
         sys.stderr.flush()
@@ -46,7 +47,7 @@ class _Worker:
         if self.pid == 0:  # the worker: never returns into the run's code, never flushes the run's streams
             os.close(read)
             try:
-                _work(Connection(write, readable=False), share, train)
+                _work(Connection(write, readable=False), share, train, checkpoint)
             finally:
                 os._exit(0)
         os.close(write)
@@ -74,23 +75,24 @@ class _Worker:
 
 
 def side_by_side(shares: list[list[int]], train: Train, report: Callable[[int, int], None],
-                 sizes: list[int], epochs: int) -> dict[int, object]:
+                 sizes: list[int], epochs: int, checkpoint=None) -> dict[int, object]:
     """Each worker w trains groups shares[w] in turn with `train`; their results by group. `report(epoch,
     active)` hears the groups' progress: the epochs the groups have finished on average (a finished group has
-    finished all `epochs`), and the members still training in all of them (`sizes` are the groups' members)."""
+    finished all `epochs`), and the members still training in all of them (`sizes` are the groups' members).
+    `checkpoint.saved`, the fit's call once a state is on disk, runs here when a worker has saved one."""
     workers = []
     try:
         for share in shares:
-            workers.append(_Worker(share, train))
+            workers.append(_Worker(share, train, checkpoint))
         with _passed_on(workers):
-            return _collect(shares, workers, report, sizes, epochs)
+            return _collect(shares, workers, report, sizes, epochs, getattr(checkpoint, "saved", None))
     finally:
         for worker in workers:
             worker.kill()
             worker.pipe.close()
 
 
-def _work(pipe: Connection, share: list[int], train: Train) -> None:
+def _work(pipe: Connection, share: list[int], train: Train, checkpoint) -> None:
     """In the worker: its groups in turn, each result (or what stopped it) sent back as it comes."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent alone, which passes it on once
     _die_with_parent()
@@ -101,6 +103,8 @@ def _work(pipe: Connection, share: list[int], train: Train) -> None:
     def send(*message) -> None:
         pipe.send_bytes(pickle.dumps(message))
 
+    if getattr(checkpoint, "saved", None) is not None:  # the parent holds the run folder: it acts on a save
+        checkpoint.saved = lambda: send("saved")
     try:
         for group in share:
             send("done", group, train(group, lambda epoch, active, group=group: send("epoch", group, epoch, active)))
@@ -117,7 +121,7 @@ def _work(pipe: Connection, share: list[int], train: Train) -> None:
         pipe.close()
 
 
-def _collect(shares, workers, report, sizes, epochs) -> dict[int, object]:
+def _collect(shares, workers, report, sizes, epochs, saved) -> dict[int, object]:
     """The workers' messages until every worker has ended: results, progress, a stop or an error."""
     results, stopped = {}, []
     done = dict.fromkeys(range(len(sizes)), 0)  # epochs finished, by group
@@ -143,6 +147,8 @@ def _collect(shares, workers, report, sizes, epochs) -> dict[int, object]:
             elif kind == "done":
                 _, group, result = message
                 results[group], active[group], done[group] = result, 0, epochs
+            elif kind == "saved":
+                saved()
             elif kind == "stopped":
                 stopped.append(message[1])
             else:
