@@ -82,6 +82,10 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
     at_once = stacking.at_once
     model.rows_per_pass = stacking.rows_per_pass(batch_rows(cfg.trainer.batch_size, data.train))
     workers = fit_workers(cfg.trainer.workers, cfg.trainer.threads, study.device, E)
+    if workers > 1 and stacking.member_bytes is not None:  # the workers' groups, in memory at once, fit the budget
+        fits = max(1, int(stacking.budget_bytes // stacking.member_bytes))
+        workers = min(workers, fits)
+        at_once = max(1, min(at_once, fits // workers))
     if at_once < E:
         console.print(_stacking_line(stacking, E))
     if workers > 1:

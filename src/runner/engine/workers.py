@@ -43,10 +43,12 @@ class _Worker:
         read, write = os.pipe()
         sys.stdout.flush()  # what this process has buffered is its own to write, not the worker's too
         sys.stderr.flush()
+        parent = os.getpid()
         self.pid = os.fork()
         if self.pid == 0:  # the worker: never returns into the run's code, never flushes the run's streams
             os.close(read)
             try:
+                _die_with(parent)
                 _work(Connection(write, readable=False), share, train, checkpoint)
             finally:
                 os._exit(0)
@@ -95,7 +97,6 @@ def side_by_side(shares: list[list[int]], train: Train, report: Callable[[int, i
 def _work(pipe: Connection, share: list[int], train: Train, checkpoint) -> None:
     """In the worker: its groups in turn, each result (or what stopped it) sent back as it comes."""
     os.setpgrp()  # a terminal's Ctrl-C reaches the parent alone, which passes it on once
-    _die_with_parent()
     # One thread: the worker's share of the cores. (An OpenMP pool the parent started does not survive a fork, and
     # a parallel region in the worker would wait on it forever; with one thread torch runs every op inline.)
     torch.set_num_threads(1)
@@ -187,9 +188,12 @@ def _passed_on(workers):
         yield
 
 
-def _die_with_parent() -> None:
-    """Linux: this worker gets SIGKILL when the process that started it ends, however it ends."""
+def _die_with(parent: int) -> None:
+    """Linux: this worker gets SIGKILL when the process that started it ends, however it ends (and ends now if
+    that process ended before it could ask)."""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(1)
