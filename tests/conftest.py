@@ -118,10 +118,10 @@ def stop_after_first_epoch(real):
 
 
 def every_number(node, path=""):
-    """Every value of a results.json by its dotted path (timing left out: the one thing that differs between two
-    runs of the same job)."""
+    """Every value of a results.json by its dotted path (timing and stacking left out: how long, and in which groups
+    and processes, a job trained differ between two runs of the same job, on a cluster's task and on a laptop)."""
     if isinstance(node, dict):
-        return {k: v for key, value in node.items() if key != "timing"
+        return {k: v for key, value in node.items() if key not in ("timing", "stacking")
                 for k, v in every_number(value, f"{path}.{key}").items()}
     if isinstance(node, list):
         return {k: v for i, value in enumerate(node) for k, v in every_number(value, f"{path}[{i}]").items()}

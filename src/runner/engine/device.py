@@ -37,7 +37,8 @@ def configure_threads(threads: int | None, device: torch.device, macs_per_step: 
 def fit_workers(workers: int | None, threads: int | None, device: torch.device, members: int) -> int:
     """How many worker processes, one thread each, train the population's groups side by side
     (engine/workers.py): trainer.workers, or by default on Linux's CPU where each fit takes one thread (a small step,
-    trainer.threads unset) one per core this process may use, at most one per member; else 1. Not for a large step,
+    trainer.threads unset) one per core this process may use, at most one per member, outside a batch system's
+    task (_batch_task); else 1. Not for a large step,
     which takes a thread per free core instead: each worker holds its own step's working memory (a ResNet-18
     layout's 5 folds in two workers: 1.45 GB of PSS in all, 0.97 GB in one process on two threads, 0.82 GB for the
     plain loop). Not one per core free now: the groups the members train in depend on it (and a vmapped member's
@@ -52,9 +53,16 @@ def fit_workers(workers: int | None, threads: int | None, device: torch.device, 
                               f"{where}: use trainer.workers=1 (or null)")
         return max(1, min(workers, members))
     if (device.type != "cpu" or threads is not None or torch.get_num_threads() != 1 or members < 2 or not forks()
-            or not sys.platform.startswith("linux")):  # macOS: a fork of a process that has run torch is unsafe
+            or not sys.platform.startswith("linux")  # macOS: a fork of a process that has run torch is unsafe
+            or _batch_task()):
         return 1
     return max(1, min(members, usable_cores()))
+
+
+def _batch_task() -> bool:
+    """Whether this process is a batch system's task (SLURM, or a submitit launcher's job): it trains in this one
+    process, where the batch system's signals (a requeue before the time limit, scancel) reach the fit."""
+    return "SLURM_JOB_ID" in os.environ or "SUBMITIT_EXECUTOR" in os.environ
 
 
 def usable_cores() -> int:
