@@ -144,3 +144,25 @@ def test_what_a_workers_saved_state_sets_off_runs_in_the_run_that_holds_the_fold
     assert side_by_side([[0, 2], [1]], train, lambda epoch, active: None, [1, 1, 1], 1, checkpoint) == \
         {0: 0, 1: 10, 2: 20}
     assert calls == [os.getpid()] * 3
+
+
+@pytest.mark.parametrize("one_thread_step, kept", [(0.1, 1), (0.3, 2)])
+def test_a_large_step_keeps_one_thread_where_that_was_no_slower(monkeypatch, one_thread_step, kept):
+    """fewer_threads times the chosen way's step on the threads it was given and on one, taking turns, and keeps
+    one thread where that was no slower; both timings go on the record."""
+    model, data, _ = _population()
+    clock = {"now": 0.0}
+
+    def perf_counter():  # each reading advances by the step time of the threads torch has now
+        clock["now"] += 0.2 if torch.get_num_threads() > 1 else one_thread_step
+        return clock["now"]
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setattr(stacking.time, "perf_counter", perf_counter)
+        seconds = stacking.fewer_threads(model, data, stacking.Stacking(5), 16)
+        assert torch.get_num_threads() == kept
+        assert seconds == pytest.approx({"2 threads": 0.2 / 5, "1 thread": one_thread_step / 5})
+    finally:
+        torch.set_num_threads(before)

@@ -129,6 +129,34 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     return Stacking(at_once, bound, seconds, member, budget, row, in_turn=at_once > 1 or turn <= one)
 
 
+def fewer_threads(model, data: PopulationData, stacking: Stacking, batch: int) -> dict[str, float]:
+    """For a step given several CPU threads (a large one): the way `stacking` chose, one training step at a time on
+    those threads and on one, taking turns, after one each to warm up; torch then keeps one thread where that was no
+    slower (threads wait on each other at every op, and a machine's second core is not always a whole one: a
+    ResNet-18 layout's 5 folds took 66-72 s on one thread and 83-87 s on two in one hour, 66-69 and 52-57 s in
+    another). Seconds per member step of each, for the record."""
+    many = torch.get_num_threads()
+    x = _probe_inputs(data, min(batch, PROBE_ROWS))[: stacking.at_once]
+    probe = in_turn(model) if stacking.at_once == 1 and stacking.in_turn else copy.deepcopy(model)
+    if len(x) < probe.n_members:
+        probe.select(torch.arange(probe.n_members, device=probe.flat.device) < len(x))
+    probe.train()
+    times: dict[int, list[float]] = {many: [], 1: []}
+    began = time.perf_counter()
+    for _ in range(REPEATS + 1):
+        for threads, seen in times.items():
+            torch.set_num_threads(threads)
+            start = time.perf_counter()
+            probe.flat.grad = None
+            probe(x, step=Step(real_rows=np.full(len(x), x.shape[1]))).float().sum().backward()
+            seen.append(time.perf_counter() - start)
+        if len(times[1]) >= 3 and time.perf_counter() - began > PROBE_SECONDS:
+            break
+    fastest = {threads: min(seen[1:]) / len(x) for threads, seen in times.items()}
+    torch.set_num_threads(1 if fastest[1] <= fastest[many] else many)
+    return {f"{many} threads": fastest[many], "1 thread": fastest[1]}
+
+
 def decided(stacked: float, *alone: float) -> bool:
     """Whether seconds per member step stacked and one at a time (the ways timed) are CLEAR times past the margin:
     stacked against the fastest alone, or, with one way alone, also the other way round."""
