@@ -138,23 +138,9 @@ def fewer_threads(model, data: PopulationData, stacking: Stacking, batch: int) -
     many = torch.get_num_threads()
     x = _probe_inputs(data, min(batch, PROBE_ROWS))[: stacking.at_once]
     probe = in_turn(model) if stacking.at_once == 1 and stacking.in_turn else copy.deepcopy(model)
-    if len(x) < probe.n_members:
-        probe.select(torch.arange(probe.n_members, device=probe.flat.device) < len(x))
-    probe.train()
-    times: dict[int, list[float]] = {many: [], 1: []}
-    began = time.perf_counter()
-    for _ in range(REPEATS + 1):
-        for threads, seen in times.items():
-            torch.set_num_threads(threads)
-            start = time.perf_counter()
-            probe.flat.grad = None
-            probe(x, step=Step(real_rows=np.full(len(x), x.shape[1]))).float().sum().backward()
-            seen.append(time.perf_counter() - start)
-        if len(times[1]) >= 3 and time.perf_counter() - began > PROBE_SECONDS:
-            break
-    fastest = {threads: min(seen[1:]) / len(x) for threads, seen in times.items()}
-    torch.set_num_threads(1 if fastest[1] <= fastest[many] else many)
-    return {f"{many} threads": fastest[many], "1 thread": fastest[1]}
+    on_many, on_one = _seconds_per_member([probe, probe], [x, x], threads=[many, 1])
+    torch.set_num_threads(1 if on_one <= on_many else many)
+    return {f"{many} threads": on_many, "1 thread": on_one}
 
 
 def decided(stacked: float, *alone: float) -> bool:
@@ -207,11 +193,13 @@ def _probe_inputs(data: PopulationData, rows: int) -> torch.Tensor:
     return data.inputs.x(idx.to(data.inputs.X.device))
 
 
-def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None) -> list[float]:
+def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None,
+                        threads: list[int] | None = None) -> list[float]:
     """Each probe's training forward and backward on its inputs [size, rows, ...] (for the first `size` members of
     the probe, a copy which it changes), per member: the fastest of REPEATS steps after one to warm up, the probes
     taking turns step by step, so a busy machine slows each alike; two where `clear(*fastest so far)` says the
-    timings already decide or the timing has taken PROBE_SECONDS."""
+    timings already decide or the timing has taken PROBE_SECONDS. `threads`: torch's CPU threads for each probe's
+    steps (the same probe may be timed on several counts)."""
     for probe, x in zip(probes, inputs):
         if len(x) < probe.n_members:
             probe.select(torch.arange(probe.n_members, device=probe.flat.device) < len(x))
@@ -219,7 +207,9 @@ def _seconds_per_member(probes: list, inputs: list[torch.Tensor], clear=None) ->
     seconds = [[] for _ in probes]
     began = time.perf_counter()
     for _ in range(REPEATS + 1):
-        for probe, x, times in zip(probes, inputs, seconds):
+        for i, (probe, x, times) in enumerate(zip(probes, inputs, seconds)):
+            if threads is not None:
+                torch.set_num_threads(threads[i])
             start = time.perf_counter()
             probe.flat.grad = None
             probe(x, step=Step(real_rows=np.full(len(x), x.shape[1]))).float().sum().backward()  # every row real
