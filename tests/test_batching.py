@@ -96,3 +96,20 @@ def test_outside_vmap_each_function_is_the_op_itself():
     with Layers():
         got = F.avg_pool2d(F.max_pool2d(F.conv2d(x, w, padding=1), 2), 3, 1, 1)
     torch.testing.assert_close(got, F.avg_pool2d(F.max_pool2d(F.conv2d(x, w, padding=1), 2), 3, 1, 1))
+
+
+def test_a_single_channel_goes_in_with_channels_last_strides_so_the_convolution_answers_channels_last():
+    """One member's grey image is one channel, where both layouts are the same memory and torch keeps channels-first
+    strides: the grouped layout restrides it, so the conv after it answers channels-last (the layout every later
+    batch norm and ReLU of the fast path takes its backward in), with the same values."""
+    from runner.models.layers import grouped
+
+    x = torch.randn(1, B, 1, 6, 6)
+    flat = grouped(x, 0, 1)
+    assert torch.equal(flat, x[0]) and flat.stride() == (36, 1, 6, 1)
+    weight = torch.randn(8, 1, 3, 3).contiguous(memory_format=torch.channels_last)
+    plain = F.conv2d(x[0].contiguous(memory_format=torch.channels_last), weight, padding=1)
+    out = F.conv2d(flat, weight, padding=1)
+    assert not plain.is_contiguous(memory_format=torch.channels_last)  # what torch does without the restride
+    assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+    torch.testing.assert_close(out, plain)

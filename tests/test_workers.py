@@ -166,3 +166,23 @@ def test_a_large_step_keeps_one_thread_where_that_was_no_slower(monkeypatch, one
         assert seconds == pytest.approx({"2 threads": 0.2 / 5, "1 thread": one_thread_step / 5})
     finally:
         torch.set_num_threads(before)
+
+
+def test_workers_train_small_steps_and_leave_a_large_one_to_threads(monkeypatch):
+    """By default a small step's members go to one worker per core; a large step's stay in the run's process, even
+    where a busy machine gave it one thread (each worker would hold a whole step's working memory); an explicit
+    trainer.workers is kept, at most one per member."""
+    from runner.engine import device
+
+    monkeypatch.setattr(device, "usable_cores", lambda: 2)
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    cpu = torch.device("cpu")
+    linux = sys.platform.startswith("linux")
+    assert device.fit_workers(None, None, cpu, 5, small=True) == (2 if linux else 1)
+    assert device.fit_workers(None, None, cpu, 5, small=False) == 1
+    assert device.fit_workers(None, 1, cpu, 5, small=True) == 1  # trainer.threads set: one process
+    assert device.fit_workers(None, None, cpu, 1, small=True) == 1
+    if linux:
+        assert device.fit_workers(3, None, cpu, 2, small=False) == 2
+    assert device.small_step(device.SMALL_STEP_MACS - 1) and not device.small_step(device.SMALL_STEP_MACS)

@@ -25,25 +25,30 @@ def resolve_device(name: str) -> torch.device:
 SMALL_STEP_MACS = 20_000_000
 
 
+def small_step(macs_per_step: int) -> bool:
+    """Whether a training step is small enough that one CPU thread trains it fastest (SMALL_STEP_MACS)."""
+    return macs_per_step < SMALL_STEP_MACS
+
+
 def configure_threads(threads: int | None, device: torch.device, macs_per_step: int) -> None:
     """Set torch's CPU thread count: the configured number, 1 for small steps, else one per core that is free now."""
     if device.type != "cpu":
         return
     if threads is None:
-        threads = 1 if macs_per_step < SMALL_STEP_MACS else max(1, min(usable_cores(), free_cores()))
+        threads = 1 if small_step(macs_per_step) else max(1, min(usable_cores(), free_cores()))
     torch.set_num_threads(threads)
 
 
-def fit_workers(workers: int | None, threads: int | None, device: torch.device, members: int) -> int:
+def fit_workers(workers: int | None, threads: int | None, device: torch.device, members: int, small: bool) -> int:
     """How many worker processes, one thread each, train the population's groups side by side
-    (engine/workers.py): trainer.workers, or by default on Linux's CPU where each fit takes one thread (a small step,
-    trainer.threads unset) one per core this process may use, at most one per member, outside a batch system's
-    task (_batch_task); else 1. Not for a large step,
-    which takes a thread per free core instead: each worker holds its own step's working memory (a ResNet-18
-    layout's 5 folds in two workers: 1.45 GB of PSS in all, 0.97 GB in one process on two threads, 0.82 GB for the
-    plain loop). Not one per core free now: the groups the members train in depend on it (and a vmapped member's
-    float rounding on its group), so a run on a busy machine gives the numbers it gives on an idle one; a busy
-    core's share goes to the workers as to any process."""
+    (engine/workers.py): trainer.workers, or by default on Linux's CPU for a `small` step (trainer.threads unset)
+    one per core this process may use, at most one per member, outside a batch system's task (_batch_task); else 1.
+    Not for a large step, which takes a thread per free core instead (one on a busy machine): each worker holds
+    its own step's working memory and its allocator's slack (a ResNet-18 layout's 5 folds in two workers: 1.40-1.52
+    GB of PSS in all, 0.82-0.95 GB for the plain loop, against the 0.18 GB a member's activations count). Not one
+    per core free now: the groups the members train in depend on it (and a vmapped member's float rounding on its
+    group), so a run on a busy machine gives the numbers it gives on an idle one; a busy core's share goes to the
+    workers as to any process."""
     from runner.engine.workers import forks
 
     if workers is not None:
@@ -52,7 +57,7 @@ def fit_workers(workers: int | None, threads: int | None, device: torch.device, 
             raise RunnerError(f"trainer.workers={workers} trains groups side by side in processes on the CPU, not on "
                               f"{where}: use trainer.workers=1 (or null)")
         return max(1, min(workers, members))
-    if (device.type != "cpu" or threads is not None or torch.get_num_threads() != 1 or members < 2 or not forks()
+    if (device.type != "cpu" or threads is not None or not small or members < 2 or not forks()
             or not sys.platform.startswith("linux")  # macOS: a fork of a process that has run torch is unsafe
             or _batch_task()):
         return 1

@@ -28,7 +28,15 @@ def grouped(x: torch.Tensor, dim: int | None = 0, members: int | None = None) ->
     oneDNN's grouped convolution and pooling are fastest."""
     x = x.unsqueeze(1).expand(-1, members, *x.shape[1:]) if dim is None else x.movedim(dim, 1)
     x = x.reshape(x.shape[0], -1, *x.shape[3:])
-    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+    return channels_last(x) if x.dim() == 4 else x
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """x [B, C, H, W] channels last, in its strides too: with one channel both layouts are the same memory, and
+    torch keeps the channels-first strides, so a convolution would answer in channels-first (a ResNet-18 layout on
+    grey images, one member: its stem's batch norm and ReLU then took their backward across layouts, 3-4x slower)."""
+    x = x.contiguous(memory_format=torch.channels_last)
+    return x.as_strided(x.shape, (x.stride(0), 1, x.stride(2), x.stride(3))) if x.shape[1] == 1 else x
 
 
 def grouped_weight(weight: torch.Tensor) -> torch.Tensor:
