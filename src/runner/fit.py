@@ -20,7 +20,7 @@ from runner.engine.device import fit_workers, small_step
 from runner.engine.inputs import MemberInputs, batch_rows
 from runner.engine.loop import FitResult
 from runner.engine.resume import FitCheckpoint, stop_on_signals
-from runner.engine.stacking import Stacking, fewer_threads, fit_in_groups, members_at_once
+from runner.engine.stacking import Stacking, fit_in_groups, members_at_once
 from runner.models import Population
 from runner.models.noise import MemberNoise
 from runner.sampling import member_configs
@@ -79,14 +79,13 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
             rundir.fit_state(run_dir, stage), cfg.trainer.checkpoint_every, cfg.trainer.resume,
             saved=lambda: rundir.replaced(run_dir))
     batch = batch_rows(cfg.trainer.batch_size, data.train)
-    stacking = members_at_once(model, cfg, data, batch)
-    at_once = stacking.at_once
-    model.rows_per_pass = stacking.rows_per_pass(batch)
     workers = fit_workers(cfg.trainer.workers, cfg.trainer.threads, study.device, E,
                           small_step(E * model.macs_per_row() * batch))
-    if (workers == 1 and cfg.trainer.threads is None and study.device.type == "cpu" and torch.get_num_threads() > 1
-            and stacking.seconds):  # a large step of your module, on threads: one, where that is no slower
-        stacking.seconds.update(fewer_threads(model, data, stacking, batch))
+    threads_free = (workers == 1 and cfg.trainer.threads is None and study.device.type == "cpu"
+                    and torch.get_num_threads() > 1)  # a large step on the threads runner gave it: one, if no slower
+    stacking = members_at_once(model, cfg, data, batch, threads_free)
+    at_once = stacking.at_once
+    model.rows_per_pass = stacking.rows_per_pass(batch)
     if workers > 1 and stacking.member_bytes is not None:  # the workers' groups, in memory at once, fit the budget
         fits = max(1, int(stacking.budget_bytes // stacking.member_bytes))
         workers = min(workers, fits)

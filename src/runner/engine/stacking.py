@@ -92,7 +92,7 @@ class Stacking:
         return out
 
 
-def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Stacking:
+def members_at_once(model, cfg: Config, data: PopulationData, batch: int, threads_free: bool = False) -> Stacking:
     """How many members step together: the whole population unless trainer.stack names a number; for the user's
     module, as many as the memory budget holds (trainer.memory_gb; by default half the free memory and, on the
     CPU, CPU_GROWTH more than one member at a time needs), or one member at a time in turn (as PyTorch runs it
@@ -101,7 +101,8 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     convolutions can beat the module's own): the faster of the two ways of one at a time, each one member's
     memory, is what a stacked group must beat. A population whose members run in turn inside each step
     (models/looped.py) computes the same per member either way, and together its members share the step's other
-    work: it steps as many together as the budget holds, untimed."""
+    work: it steps as many together as the budget holds, untimed. With `threads_free` (a large step runner gave
+    several CPU threads), `fewer_threads` first chooses the threads the rest is timed and trained on."""
     E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
@@ -117,27 +118,27 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int) -> Sta
     if isinstance(model, LoopPopulation):  # members in turn either way: together they share the step's own work
         return Stacking(fits, "" if fits == E else "memory", {}, member, budget, row)
     alone = in_turn(model)
+    seconds = fewer_threads(alone, x[:1]) if threads_free else {}
     group, turn = _seconds_per_member([stacked, alone], [x[:fits], x[:1]], decided)
-    seconds = {f"{fits} stacked": group, "1 in turn": turn}
+    seconds.update({f"{fits} stacked": group, "1 in turn": turn})
     one = math.inf
     if fits > 1 and isinstance(model, FastPopulation) and not decided(group, turn):  # then one member stacked
         one, again = _seconds_per_member([stacked, alone], [x[:1], x[:1]])  # (the stacked probe, down to one)
         turn = seconds["1 in turn"] = min(turn, again)
-        seconds = {f"{fits} stacked": group, "1 stacked": one, "1 in turn": turn}
+        seconds["1 stacked"] = one
     at_once = fits if group <= STACKED_WINS * min(one, turn) else 1
     bound = "" if at_once == E else "memory" if at_once == fits else "time"
     return Stacking(at_once, bound, seconds, member, budget, row, in_turn=at_once > 1 or turn <= one)
 
 
-def fewer_threads(model, data: PopulationData, stacking: Stacking, batch: int) -> dict[str, float]:
-    """For a step given several CPU threads (a large one): the way `stacking` chose, one training step at a time on
-    those threads and on one, taking turns, after one each to warm up; torch then keeps one thread where that was no
-    slower (threads wait on each other at every op, and a machine's second core is not always a whole one: a
-    ResNet-18 layout's 5 folds took 66-72 s on one thread and 83-87 s on two in one hour, 66-69 and 52-57 s in
-    another). Seconds per member step of each, for the record."""
+def fewer_threads(probe, x: torch.Tensor) -> dict[str, float]:
+    """One member's training step (`probe` on x [1, rows, ...]) on the CPU threads torch was given and on one,
+    taking turns, after one each to warm up; torch then keeps one thread where that was no slower (threads wait on
+    each other at every op, and a machine's second core is not always a whole one: a ResNet-18 layout's 5 folds
+    took 66-72 s on one thread and 83-87 s on two in one hour, 66-69 and 52-57 s in another). One member, not the
+    stacked group the probe may choose next: timing a group of 3 on both counts cost that layout 3.1 s of a 47 s
+    fit, one member 1 s. Seconds per member step of each, for the record."""
     many = torch.get_num_threads()
-    x = _probe_inputs(data, min(batch, PROBE_ROWS))[: stacking.at_once]
-    probe = in_turn(model) if stacking.at_once == 1 and stacking.in_turn else copy.deepcopy(model)
     on_many, on_one = _seconds_per_member([probe, probe], [x, x], threads=[many, 1])
     torch.set_num_threads(1 if on_one <= on_many else many)
     return {f"{many} threads": on_many, "1 thread": on_one}
