@@ -150,8 +150,6 @@ def test_what_a_workers_saved_state_sets_off_runs_in_the_run_that_holds_the_fold
 def test_a_large_step_keeps_one_thread_where_that_was_no_slower(monkeypatch, one_thread_step, kept):
     """fewer_threads times one member's step on the threads it was given and on one, taking turns, and keeps one
     thread where that was no slower; both timings go on the record."""
-    from runner.models.looped import in_turn
-
     model, data, _ = _population()
     clock = {"now": 0.0}
 
@@ -163,7 +161,7 @@ def test_a_large_step_keeps_one_thread_where_that_was_no_slower(monkeypatch, one
     try:
         torch.set_num_threads(2)
         monkeypatch.setattr(stacking.time, "perf_counter", perf_counter)
-        seconds = stacking.fewer_threads(in_turn(model), stacking._probe_inputs(data, 16)[:1])
+        seconds = stacking.fewer_threads(model, stacking._probe_inputs(data, 16)[:1])
         assert torch.get_num_threads() == kept
         assert seconds == pytest.approx({"2 threads": 0.2, "1 thread": one_thread_step})
     finally:
