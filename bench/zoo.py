@@ -6,7 +6,10 @@ memory is its own; both plan the same study (runner's splits and preprocessing) 
 Runner takes the CPU threads and worker processes it chooses; where it trains in workers, it also runs in one
 process (`one`: trainer.workers=1), so the table shows what stacking gives on one core and what the workers add.
 Peak memory is the largest proportional set size (PSS: a page shared by k processes counts 1/k in each) of the
-contender and its workers together, sampled every 10 ms, beside the process's own peak resident size. The plain loop runs with one thread and
+contender and its workers together, sampled every 10 ms, beside the process's own peak resident size. It is
+measured in a run of its own (`--memory`, once per contender, untimed): reading a process's PSS costs the kernel
+1.2 ms, so the sampling took a tenth of a core per process, and with two workers a third of the cores their
+training had (the rtdl ResNet's 5 folds: 1.0 s sampled, 0.74-0.80 s not). The plain loop runs with one thread and
 with one per core (`--threads N`), and the faster of the two is its time: whichever a user of the plain loop
 would pick.
 """
@@ -118,9 +121,10 @@ CASES = {"lstm": ("lstm", TABLE, 1.0), "rtdl_resnet": ("rtdl_resnet", TABLE, 3.0
 MEMORY_BAR = 1.5  # resnet18: runner's peak memory at most this many times the plain loop's
 
 
-def contender(case: str, kind: str, quick: bool, threads: int | None = None) -> dict:
+def contender(case: str, kind: str, quick: bool, threads: int | None = None, memory: bool = False) -> dict:
     """Plan the case's study as `runner train` would and train it: runner's fit (its stacking choice included)
-    or the plain loop on `threads` CPU threads; seconds of training and this process's peak memory."""
+    or the plain loop on `threads` CPU threads; seconds of training and this process's peak resident size, and
+    with `memory` the peak PSS of it and its workers (PssPeak: its sampling slows the training it measures)."""
     sys.path.insert(0, str(HERE))
     import images as im
     import workloads as w
@@ -134,7 +138,7 @@ def contender(case: str, kind: str, quick: bool, threads: int | None = None) -> 
     extra = (["trainer.epochs=2"] if quick else []) + (["trainer.workers=1"] if kind == "one" else [])
     study, pre = _study(w.compose_config, [*overrides, "model=module", f"model.target={give(cls)}",
                                            "trainer.progress=false", *extra])
-    sampler = PssPeak()
+    sampler = PssPeak() if memory else None
     start = time.perf_counter()
     workers = 0
     if kind in ("runner", "one"):
@@ -147,7 +151,8 @@ def contender(case: str, kind: str, quick: bool, threads: int | None = None) -> 
         start = time.perf_counter()
         seconds, stacking = im.plain_loop(study, pre, lambda k: cls(study.input_shape, k))[0], None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": sampler.stop() or rss, "rss_mib": rss, "stacking": stacking,
+    return {"seconds": seconds, "peak_mib": (sampler.stop() or rss) if sampler else None, "rss_mib": rss,
+            "stacking": stacking,
             "threads": torch.get_num_threads(), "workers": workers or None,
             "path": fitted.model.path if kind != "plain" else None}
 
@@ -196,10 +201,11 @@ def _study(compose, overrides: list[str]):
     return study, preprocess(study.dataset, study.members)
 
 
-def run_case(case: str, kind: str, quick: bool, threads: int | None = None) -> dict:
+def run_case(case: str, kind: str, quick: bool, threads: int | None = None, memory: bool = False) -> dict:
     """One contender in a fresh process; its JSON line."""
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--case", case, "--kind", kind,
-                           *(["--quick"] if quick else []), *(["--threads", str(threads)] if threads else [])],
+                           *(["--quick"] if quick else []), *(["--threads", str(threads)] if threads else []),
+                           *(["--memory"] if memory else [])],
                           capture_output=True, text=True,
                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
     if done.returncode != 0:
@@ -209,11 +215,12 @@ def run_case(case: str, kind: str, quick: bool, threads: int | None = None) -> d
 
 def workload(args, out: dict) -> None:
     """Workload 6: each zoo case, runner and the plain loop in processes of their own, `repeats` times; the plain
-    loop on one thread and on one per core, the faster of the two counting."""
+    loop on one thread and on one per core, the faster of the two counting. After the first round, a memory run of
+    each (the plain loop on its faster thread count)."""
     from runner.engine.device import usable_cores
 
-    got = {case: {"runner": [], "one": [], "plain": []} for case in CASES}
-    for _ in range(args.repeats):
+    got = {case: {"runner": [], "one": [], "plain": [], "memory": {}} for case in CASES}
+    for repeat in range(args.repeats):
         for case in CASES:
             try:
                 got[case]["runner"].append(ours := run_case(case, "runner", args.quick))
@@ -222,6 +229,10 @@ def workload(args, out: dict) -> None:
                 plain = [run_case(case, "plain", args.quick, t) for t in sorted({1, usable_cores()})]
                 best = min(plain, key=lambda p: p["seconds"])
                 got[case]["plain"].append({**best, "seconds_by_threads": {p["threads"]: p["seconds"] for p in plain}})
+                if repeat == 0:
+                    got[case]["memory"] = {"runner": run_case(case, "runner", args.quick, memory=True)["peak_mib"],
+                                           "plain": run_case(case, "plain", args.quick, best["threads"],
+                                                             memory=True)["peak_mib"]}
             except Exception as exc:  # noqa: BLE001: one broken case must not hide the others
                 out.setdefault("errors", {})[f"zoo {case}"] = str(exc)
     out["zoo"] = got
@@ -244,7 +255,7 @@ def rows(out: dict, row, med) -> None:
         else:
             row("", "plain PyTorch loop, 1 model at a time", plain, r,
                 f"runner >= {most:g}x", lambda m, r=r, most=most: r is not None and m / r >= most)
-        rm, pm = (med([x["peak_mib"] for x in runs.get(k, [])]) for k in ("runner", "plain"))
+        rm, pm = (runs.get("memory", {}).get(k) for k in ("runner", "plain"))
         if rm and pm:
             bar = f"<= {MEMORY_BAR}x plain" if case == "resnet18" else ""
             row("", "peak memory, runner / plain loop", [rm], None, bar,
@@ -271,5 +282,6 @@ if __name__ == "__main__":
     parser.add_argument("--kind", choices=["runner", "one", "plain"], required=True)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, help="the plain loop's CPU threads (default: as runner chose)")
+    parser.add_argument("--memory", action="store_true", help="sample the peak PSS (slows the training it measures)")
     a = parser.parse_args()
-    print(json.dumps(contender(a.case, a.kind, a.quick, a.threads)))
+    print(json.dumps(contender(a.case, a.kind, a.quick, a.threads, a.memory)))
