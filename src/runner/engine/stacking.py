@@ -102,7 +102,7 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int, thread
     memory, is what a stacked group must beat. A population whose members run in turn inside each step
     (models/looped.py) computes the same per member either way, and together its members share the step's other
     work: it steps as many together as the budget holds, untimed. With `threads_free` (a large step runner gave
-    several CPU threads), `fewer_threads` first chooses the threads the rest is timed and trained on."""
+    several CPU threads), `fewer_threads` then times the way chosen on those threads and on one."""
     E = model.n_members
     if cfg.trainer.stack != "auto":
         at_once = min(int(cfg.trainer.stack), E)
@@ -118,9 +118,8 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int, thread
     if isinstance(model, LoopPopulation):  # members in turn either way: together they share the step's own work
         return Stacking(fits, "" if fits == E else "memory", {}, member, budget, row)
     alone = in_turn(model)
-    seconds = fewer_threads(alone, x[:1]) if threads_free else {}
     group, turn = _seconds_per_member([stacked, alone], [x[:fits], x[:1]], decided)
-    seconds.update({f"{fits} stacked": group, "1 in turn": turn})
+    seconds = {f"{fits} stacked": group, "1 in turn": turn}
     one = math.inf
     if fits > 1 and isinstance(model, FastPopulation) and not decided(group, turn):  # then one member stacked
         one, again = _seconds_per_member([stacked, alone], [x[:1], x[:1]])  # (the stacked probe, down to one)
@@ -128,16 +127,20 @@ def members_at_once(model, cfg: Config, data: PopulationData, batch: int, thread
         seconds["1 stacked"] = one
     at_once = fits if group <= STACKED_WINS * min(one, turn) else 1
     bound = "" if at_once == E else "memory" if at_once == fits else "time"
-    return Stacking(at_once, bound, seconds, member, budget, row, in_turn=at_once > 1 or turn <= one)
+    alone_in_turn = at_once > 1 or turn <= one
+    if threads_free:  # the way chosen: one member in turn (its probe, down to one), or stacked
+        seconds.update(fewer_threads(alone if at_once == 1 and alone_in_turn else copy.deepcopy(model), x[:at_once]))
+    return Stacking(at_once, bound, seconds, member, budget, row, in_turn=alone_in_turn)
 
 
 def fewer_threads(probe, x: torch.Tensor) -> dict[str, float]:
-    """One member's training step (`probe` on x [1, rows, ...]) on the CPU threads torch was given and on one,
-    taking turns, after one each to warm up; torch then keeps one thread where that was no slower (threads wait on
-    each other at every op, and a machine's second core is not always a whole one: a ResNet-18 layout's 5 folds
-    took 66-72 s on one thread and 83-87 s on two in one hour, 66-69 and 52-57 s in another). One member, not the
-    stacked group the probe may choose next: timing a group of 3 on both counts cost that layout 3.1 s of a 47 s
-    fit, one member 1 s. Seconds per member step of each, for the record."""
+    """The way chosen (`probe`'s first members on x [size, rows, ...]) one training step at a time on the CPU threads
+    torch was given and on one, taking turns, after one each to warm up; torch then keeps one thread where that was
+    no slower (threads wait on each other at every op, and a machine's second core is not always a whole one: a
+    ResNet-18 layout's 5 folds took 66-72 s on one thread and 83-87 s on two in one hour, 66-69 and 52-57 s in
+    another). The way chosen, not one member of it, whose smaller ops gain less from threads: timing one member
+    first would save a ResNet-18 layout 2 s where a group of 3 is chosen (1.1 s against 3.1 s), at the risk of
+    keeping one thread for a group that two would train faster. Seconds per member step of each, for the record."""
     many = torch.get_num_threads()
     on_many, on_one = _seconds_per_member([probe, probe], [x, x], threads=[many, 1])
     torch.set_num_threads(1 if on_one <= on_many else many)
