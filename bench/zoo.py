@@ -9,7 +9,7 @@ Peak memory is the largest proportional set size (PSS: a page shared by k proces
 contender and its workers together, sampled every 10 ms, beside the process's own peak resident size. It is
 measured in a run of its own (`--memory`, once per contender, untimed): reading a process's PSS costs the kernel
 1.2 ms, so the sampling took a tenth of a core per process, and with two workers a third of the cores their
-training had (the rtdl ResNet's 5 folds: 1.0 s sampled, 0.74-0.80 s not). The plain loop runs with one thread and
+training had (the rtdl ResNet's 5 folds: 1.02 s sampled, 0.70 s not). The plain loop runs with one thread and
 with one per core (`--threads N`), and the faster of the two is its time: whichever a user of the plain loop
 would pick.
 """

@@ -80,7 +80,7 @@ def fit_population(study: Study, members: list[Member], pre: Preprocessed, over:
             saved=lambda: rundir.replaced(run_dir))
     batch = batch_rows(cfg.trainer.batch_size, data.train)
     workers = fit_workers(cfg.trainer.workers, cfg.trainer.threads, study.device, E,
-                          small_step(E * model.macs_per_row() * batch))
+                          small_step(model.macs_per_step(batch)))
     threads_free = (workers == 1 and cfg.trainer.threads is None and study.device.type == "cpu"
                     and torch.get_num_threads() > 1)  # a large step on the threads runner gave it: one, if no slower
     stacking = members_at_once(model, cfg, data, batch, threads_free)

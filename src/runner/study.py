@@ -79,7 +79,7 @@ def population(study: Study, members: list[Member], pre: Preprocessed) -> tuple[
     model = build_model(cfg.model, E, study.input_shape, study.outputs, study.loss).to(study.device)
     model.initialize([m.seed for m in members], name_of(cfg.model.init), pre.used)
     batch = batch_rows(cfg.trainer.batch_size, [m.train for m in members])
-    configure_threads(cfg.trainer.threads, study.device, E * model.macs_per_row() * batch)
+    configure_threads(cfg.trainer.threads, study.device, model.macs_per_step(batch))
     inputs = MemberInputs.from_preprocessed(pre, study.device, row_weights(cfg, study.dataset))
     data = PopulationData(inputs, [m.train for m in members], [m.val for m in members], [m.seed for m in members])
     return model, data

@@ -244,6 +244,11 @@ class Population(nn.Module):
         """Multiply-adds of one member's forward pass on one row (dense layers: about one per parameter)."""
         return self.size
 
+    def macs_per_step(self, rows: int) -> int:
+        """Multiply-adds of the whole population's forward pass on `rows` rows each: what sizes a step's threads
+        and workers (engine/device.py)."""
+        return self.n_members * self.macs_per_row() * rows
+
 
 def _draw(s: Slot, scheme: str, g: torch.Generator) -> torch.Tensor:
     if s.name.startswith("norm:") or re.fullmatch(r"norm\d+\.(weight|bias)", s.name):  # a norm: scale 1, shift 0
